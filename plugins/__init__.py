@@ -1,0 +1,1 @@
+"""Bundled asttapi-server plugins (installed as the asttapi_plugins package)."""
