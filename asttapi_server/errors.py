@@ -1,0 +1,69 @@
+"""One error tree for the whole server.
+
+Every error we raise on purpose derives from :class:`AstTapiError`, so a caller
+can tell "we refused this" from "something broke". ``str()`` of each is written
+for the person who has to act on it: the admin for configuration and AMI
+errors, the client developer for telephony errors.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AstTapiError(Exception):
+    """Root of every error asttapi-server raises on purpose."""
+
+
+class ConfigError(AstTapiError):
+    """The configuration is wrong; ``str()`` is the one line shown at start-up."""
+
+
+class AMIError(AstTapiError):
+    """Something went wrong talking to the Asterisk Manager Interface."""
+
+
+class ActionFailed(AMIError):
+    """Asterisk answered an action with ``Response: Error``."""
+
+    def __init__(self, action: str, message: Any) -> None:
+        self.action = action
+        self.message = message
+        text = message.get("Message") if hasattr(message, "get") else str(message)
+        super().__init__(f"AMI action {action} failed: {text}")
+
+
+class ActionTimeout(AMIError):
+    """No response to an action arrived in time (the link may be half-open)."""
+
+
+class LinkDown(AMIError):
+    """The PBX link is down: the action was not sent, or its answer was lost."""
+
+
+class AuthenticationFailed(AMIError):
+    """Asterisk refused our login: check username and secret in manager.conf."""
+
+
+class TapiSyntaxError(AstTapiError):
+    """A TAPIEVENT text from the dialplan does not follow the grammar."""
+
+    def __init__(self, message: str, raw: str) -> None:
+        self.raw = raw
+        super().__init__(f"{message}: {raw!r}")
+
+
+class TelephonyError(AstTapiError):
+    """A request a client made cannot be carried out.
+
+    ``lineerr`` is the TAPI ``LINEERR_*`` name the client sees in
+    ``error.data``, so TAPI programmers can switch on familiar names.
+    """
+
+    def __init__(self, lineerr: str, message: str) -> None:
+        self.lineerr = lineerr
+        super().__init__(message)
+
+
+class PluginError(AstTapiError):
+    """A plugin failed to load or configure; names the plugin."""
