@@ -45,7 +45,9 @@ class TapiEvent:
     call: int | None
     param: str | None = None
     mode: str | None = None
-    callinfo: Mapping[str, Any] = field(default=_EMPTY)
+    # A factory, not default=_EMPTY: dataclasses refuse an unhashable default
+    # (mappingproxy has no hash), which made this module fail to import.
+    callinfo: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
     synthetic: bool = False
     owner: Hashable | None = None
 
