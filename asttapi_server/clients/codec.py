@@ -1,0 +1,309 @@
+"""JSON-RPC 2.0 over JSON lines, without I/O.
+
+The pure half of the client protocol (see ``docs/protocol.md``): turn one
+received line into a :class:`Request` or a :class:`Reject`, check a method's
+parameters, and turn responses, errors and :class:`TapiEvent` s into the bytes
+of one line. Nothing here imports a reactor or reads the clock.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from asttapi_server.core.events import TapiEvent
+
+PROTOCOL_VERSION = 1
+
+# JSON-RPC 2.0 codes.
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+# Our application codes (JSON-RPC reserves -32000..-32099 for servers).
+TELEPHONY_ERROR = -32000  # error.data.lineerr holds the LINEERR_* name
+AUTH_ERROR = -32001  # login required, login failed, already logged in
+CONNECTION_CLOSING = -32002  # last message before the server hangs up
+
+#: Longest number accepted by lineMakeCall / lineBlindTransfer, separators removed.
+MAX_NUMBER_LENGTH = 64
+#: Longest line name accepted anywhere.
+MAX_LINE_NAME_LENGTH = 128
+
+_NUMBER_SEPARATORS = re.compile(r"[ ().\-]")
+_NUMBER = re.compile(r"\+?[0-9A-Za-z*#]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+_dumps = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), default=str, allow_nan=False
+).encode
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+_decoder = json.JSONDecoder(parse_constant=_no_constants)
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A well-formed call. ``notification`` is true when it had no ``id``."""
+
+    method: str
+    params: Mapping[str, Any]
+    id: str | int | float | None
+    notification: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """A line that is not a valid request: answer it with this error.
+
+    ``id`` is the request's id when it could be read, else ``None``.
+    """
+
+    code: int
+    message: str
+    id: str | int | float | None = None
+
+
+class ParamsError(ValueError):
+    """The params of a request do not match the method (answer -32602)."""
+
+
+def decode_line(line: bytes) -> Request | Reject | None:
+    """Read one line (without its ``\\n``; a trailing ``\\r`` is allowed).
+
+    Returns ``None`` for a blank line, which is ignored so that a person
+    typing into ``nc`` may press Enter.
+    """
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return Reject(PARSE_ERROR, f"Parse error: the line is not UTF-8 ({e.reason} at byte {e.start})")
+    if not text.strip():
+        return None
+    try:
+        obj = _decoder.decode(text)
+    except (ValueError, RecursionError) as e:
+        return Reject(PARSE_ERROR, f"Parse error: {_short(str(e))}")
+    return decode_message(obj)
+
+
+def decode_message(obj: Any) -> Request | Reject:
+    """Check one decoded JSON value against JSON-RPC 2.0's request shape."""
+    if isinstance(obj, list):
+        return Reject(
+            INVALID_REQUEST,
+            "Invalid request: batch arrays are not supported; send one request per line",
+        )
+    if not isinstance(obj, dict):
+        return Reject(INVALID_REQUEST, "Invalid request: expected a JSON object")
+    has_id = "id" in obj
+    rid = obj.get("id")
+    if has_id and (isinstance(rid, bool) or not isinstance(rid, (str, int, float, type(None)))):
+        return Reject(INVALID_REQUEST, "Invalid request: id must be a string, a number or null")
+    if obj.get("jsonrpc") != "2.0":
+        return Reject(INVALID_REQUEST, 'Invalid request: "jsonrpc" must be "2.0"', rid)
+    method = obj.get("method")
+    if not isinstance(method, str) or not method:
+        return Reject(INVALID_REQUEST, 'Invalid request: "method" must be a non-empty string', rid)
+    params = obj.get("params", {})
+    if not isinstance(params, dict):
+        return Reject(
+            INVALID_PARAMS,
+            "Invalid params: params must be an object with named parameters",
+            rid,
+        )
+    extra = set(obj) - {"jsonrpc", "method", "params", "id"}
+    if extra:
+        return Reject(
+            INVALID_REQUEST, f"Invalid request: unknown member(s) {', '.join(sorted(map(repr, extra)))}", rid
+        )
+    return Request(method, params, rid, notification=not has_id)
+
+
+# -- parameters ---------------------------------------------------------------
+
+
+def _line(value: Any) -> str:
+    if not isinstance(value, str) or not value or len(value) > MAX_LINE_NAME_LENGTH:
+        raise ParamsError(f"line must be a non-empty string of at most {MAX_LINE_NAME_LENGTH} characters")
+    if _CONTROL.search(value):
+        raise ParamsError("line must not contain control characters")
+    return value
+
+
+def _call(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ParamsError("call must be a call handle (a non-negative integer)")
+    return value
+
+
+def _number(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ParamsError("number must be a string")
+    return normalise_number(value)
+
+
+def _seq(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ParamsError("seq must be a non-negative integer (the last seq you received)")
+    return value
+
+
+def _text(name: str, limit: int) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or len(value) > limit:
+            raise ParamsError(f"{name} must be a string of at most {limit} characters")
+        return value
+
+    return check
+
+
+def normalise_number(text: str) -> str:
+    """The dialable form of ``text``, or :class:`ParamsError`.
+
+    Spaces, ``( ) . -`` are visual separators and are removed. What is left
+    must be digits, letters (SIP user names, DTMF A-D), ``*`` and ``#``,
+    with an optional leading ``+``: nothing that could reach the AMI as a
+    header break (``\\r``, ``\\n``), a context (``@``), a channel (``/``)
+    or a dialplan pattern (``_``, ``[``).
+    """
+    number = _NUMBER_SEPARATORS.sub("", text)
+    if not number:
+        raise ParamsError("number is empty")
+    if len(number) > MAX_NUMBER_LENGTH:
+        raise ParamsError(f"number is longer than {MAX_NUMBER_LENGTH} characters")
+    if not _NUMBER.fullmatch(number):
+        raise ParamsError(
+            "number may hold only digits, letters, '*', '#' and a leading '+' "
+            "(spaces, '(', ')', '.', '-' are ignored)"
+        )
+    return number
+
+
+#: method -> {param: (required, checker)}
+PARAMS: dict[str, dict[str, tuple[bool, Callable[[Any], Any]]]] = {
+    "login": {"username": (True, _text("username", 256)), "token": (True, _text("token", 4096))},
+    "ping": {},
+    "lineOpen": {
+        "line": (True, _line),
+        "seq": (False, _seq),
+        "epoch": (False, _text("epoch", 64)),
+    },
+    "lineClose": {"line": (True, _line)},
+    "lineGetCalls": {"line": (True, _line)},
+    "lineGetCallInfo": {"call": (True, _call)},
+    "lineMakeCall": {"line": (True, _line), "number": (True, _number)},
+    "lineDrop": {"call": (True, _call)},
+    "lineBlindTransfer": {"call": (True, _call), "number": (True, _number)},
+    "lineRedirect": {"call": (True, _call), "number": (True, _number)},
+}
+
+#: TAPI functions Asterisk cannot do from the AMI, with the sentence we answer.
+UNAVAILABLE: dict[str, str] = {
+    "lineAnswer": (
+        "Asterisk cannot make a desk phone go off-hook remotely; answer on the phone "
+        "(some phones offer this through their own HTTP API, which this server does not drive)"
+    ),
+    "lineHold": "hold is a feature of the phone, not of the AMI; put the call on hold on the phone",
+    "lineUnhold": "hold is a feature of the phone, not of the AMI; retrieve the call on the phone",
+    "lineSwapHold": "hold is a feature of the phone, not of the AMI",
+    "lineSetupTransfer": (
+        "consultation transfer needs the phone's hold; use lineBlindTransfer, "
+        "or transfer on the phone"
+    ),
+    "lineCompleteTransfer": "consultation transfer needs the phone's hold; use lineBlindTransfer",
+    "lineSetupConference": "conferences are not offered by this server",
+    "lineAddToConference": "conferences are not offered by this server",
+    "linePark": "call parking is not offered by this server",
+    "lineUnpark": "call parking is not offered by this server",
+    "linePickup": "call pickup is done on the phone (for example with *8) in Asterisk",
+    "lineDial": "dialling digits into an existing call is not possible through the AMI; use lineMakeCall",
+    "lineGenerateDigits": "sending DTMF into a call is not offered by this server",
+    "lineForward": "call forwarding is configured in the dialplan or on the phone",
+    "lineAccept": "Asterisk has no separate accept step; the call rings until it is answered",
+}
+
+
+def check_params(method: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Checked and normalised params of a known method, or :class:`ParamsError`."""
+    spec = PARAMS[method]
+    unknown = [k for k in params if k not in spec]
+    if unknown:
+        raise ParamsError(f"unknown parameter(s) for {method}: {', '.join(sorted(unknown))}")
+    out: dict[str, Any] = {}
+    for name, (required, checker) in spec.items():
+        if name in params:
+            out[name] = checker(params[name])
+        elif required:
+            raise ParamsError(f"{method} needs the parameter {name!r}")
+    return out
+
+
+# -- encoding -------------------------------------------------------------------
+
+
+def encode(obj: Mapping[str, Any]) -> bytes:
+    """One JSON line."""
+    return _dumps(obj).encode("utf-8") + b"\n"
+
+
+def encode_result(rid: Any, result: Any) -> bytes:
+    return encode({"jsonrpc": "2.0", "id": rid, "result": result})
+
+
+def encode_error(rid: Any, code: int, message: str, data: Mapping[str, Any] | None = None) -> bytes:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if data:
+        error["data"] = dict(data)
+    return encode({"jsonrpc": "2.0", "id": rid, "error": error})
+
+
+def encode_notification(method: str, params: Mapping[str, Any]) -> bytes:
+    return encode({"jsonrpc": "2.0", "method": method, "params": params})
+
+
+#: The params key that carries a TapiEvent's ``param``, per message.
+PARAM_KEY = {
+    "LINE_CALLSTATE": "state",
+    "LINE_CALLINFO": "infostate",
+    "LINE_LINEDEVSTATE": "devstate",
+}
+
+
+def event_params(event: TapiEvent, seq: int, line: str | None = None) -> dict[str, Any]:
+    """The ``params`` of the notification for ``event``.
+
+    ``line`` overrides ``event.line`` (for a line-less LINEDEVSTATE sent to
+    each open line).
+    """
+    params: dict[str, Any] = {"line": line if line is not None else event.line}
+    if event.call is not None:
+        params["call"] = event.call
+    key = PARAM_KEY.get(event.msg)
+    if key is not None and event.param is not None:
+        params[key] = event.param
+    if event.mode is not None:
+        params["mode"] = event.mode
+    params["seq"] = seq
+    if event.synthetic:
+        params["synthetic"] = True
+    if event.call is not None:
+        params["callinfo"] = dict(event.callinfo)
+    return params
+
+
+def encode_event(event: TapiEvent, seq: int, line: str | None = None) -> bytes:
+    """The notification line for ``event`` numbered ``seq``."""
+    return encode_notification(event.msg, event_params(event, seq, line))
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."

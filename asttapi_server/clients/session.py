@@ -1,0 +1,318 @@
+"""One client's session: login state, open lines, and the JSON-RPC methods.
+
+Transport-free: it is given a ``send(bytes)`` callable for its lines and a
+``client_error()`` callable it calls for every error the client caused (the
+protocol counts those to stop floods). Telephony answers arrive as Deferreds;
+an answer that arrives after the connection closed is dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from typing import Any, Protocol
+
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from asttapi_server import __version__
+from asttapi_server.clients import codec
+from asttapi_server.clients.auth import ANONYMOUS, Authenticator, User
+from asttapi_server.clients.codec import ParamsError, Request
+from asttapi_server.clients.hub import Hub
+from asttapi_server.errors import ActionFailed, ActionTimeout, LinkDown, TelephonyError
+
+
+class CallModelView(Protocol):
+    """The part of ``core.model.CallModel`` a session reads."""
+
+    def get(self, handle: int) -> Any: ...
+    def calls_on_line(self, line: str) -> list[Any]: ...
+    def snapshot(self, call: Any, line: str) -> dict: ...
+
+
+class Telephony(Protocol):
+    """Implemented by ``bridge.Bridge`` (see docs/architecture.md)."""
+
+    link_up: bool
+    model: CallModelView
+
+    def make_call(self, line: str, number: str, owner: Hashable) -> Deferred: ...
+    def drop(self, handle: int) -> Deferred: ...
+    def blind_transfer(self, handle: int, number: str) -> Deferred: ...
+
+
+#: Errors the client caused; too many of them close the connection.
+CLIENT_ERRORS = frozenset(
+    {codec.PARSE_ERROR, codec.INVALID_REQUEST, codec.METHOD_NOT_FOUND, codec.INVALID_PARAMS, codec.AUTH_ERROR}
+)
+
+_LINK_DOWN = (
+    "the link to the PBX is down; try again after LINE_LINEDEVSTATE reports LINEDEVSTATE_INSERVICE"
+)
+
+
+def _call_handle(call: Any) -> Any:
+    return getattr(call, "handle", None)
+
+
+class Session:
+    """Methods of one connection; see docs/protocol.md for each."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        hub: Hub,
+        telephony: Telephony,
+        authenticator: Authenticator,
+        *,
+        send: Callable[[bytes], None],
+        client_error: Callable[[], None] = lambda: None,
+        close: Callable[[int, str], None] = lambda code, message: None,
+        peer: str = "?",
+        max_login_failures: int = 3,
+    ) -> None:
+        self.hub = hub
+        self.telephony = telephony
+        self.auth = authenticator
+        self.send = send
+        self._client_error = client_error
+        self._close = close
+        self.peer = peer
+        self.sid = hub.new_sid()
+        self.user: User | None = None if authenticator.login_required else ANONYMOUS
+        self.lines: set[str] = set()
+        self.closed = False
+        self._login_failures = 0
+        self._max_login_failures = max_login_failures
+
+    @property
+    def username(self) -> str:
+        if self.user is None:
+            return "(not logged in)"
+        return self.user.name or "(anonymous)"
+
+    def hello(self) -> bytes:
+        return codec.encode_notification(
+            "hello",
+            {
+                "server": "asttapi-server",
+                "version": __version__,
+                "protocol": codec.PROTOCOL_VERSION,
+                "login_required": self.auth.login_required,
+                "epoch": self.hub.epoch,
+            },
+        )
+
+    def close(self) -> None:
+        """The connection is gone: stop deliveries, drop late answers."""
+        self.closed = True
+        for line in self.lines:
+            self.hub.unsubscribe(self, line)
+        self.lines.clear()
+
+    # -- answering --------------------------------------------------------
+
+    def error(self, request: Request | None, code: int, message: str, data: dict | None = None) -> None:
+        rid = request.id if request is not None else None
+        if code in CLIENT_ERRORS:
+            self._client_error()
+        if self.closed or (request is not None and request.notification):
+            return
+        self.send(codec.encode_error(rid, code, message, data))
+
+    def _result(self, request: Request, result: Any) -> None:
+        if not self.closed and not request.notification:
+            self.send(codec.encode_result(request.id, result))
+
+    def _telephony_error(self, request: Request, lineerr: str, message: str) -> None:
+        self.error(request, codec.TELEPHONY_ERROR, message, {"lineerr": lineerr})
+
+    # -- dispatch ---------------------------------------------------------
+
+    def handle(self, request: Request) -> None:
+        """Answer one request (now, or when the PBX answers)."""
+        method = request.method
+        if method in codec.UNAVAILABLE and method not in codec.PARAMS:
+            self._telephony_error(
+                request,
+                "LINEERR_OPERATIONUNAVAIL",
+                f"{method} is not available: {codec.UNAVAILABLE[method]}",
+            )
+            return
+        handler = getattr(self, "do_" + method, None) if method in codec.PARAMS else None
+        if handler is None:
+            self.error(request, codec.METHOD_NOT_FOUND, f"Method not found: {method[:100]!r}")
+            return
+        if self.user is None and method not in ("login", "ping"):
+            self.error(request, codec.AUTH_ERROR, "Login required: call login {username, token} first")
+            return
+        try:
+            params = codec.check_params(method, request.params)
+        except ParamsError as e:
+            self.error(request, codec.INVALID_PARAMS, f"Invalid params: {e}")
+            return
+        try:
+            handler(request, **params)
+        except TelephonyError as e:
+            self._telephony_error(request, e.lineerr, str(e))
+        except Exception:
+            self.log.failure("{method} from {user} at {peer} failed", method=method, user=self.username, peer=self.peer)
+            self.error(request, codec.INTERNAL_ERROR, "Internal error; the server log has the details")
+
+    def _async(self, request: Request, what: str, fn: Callable[..., Any], *args: Any, **kw: Any) -> None:
+        """Run a telephony call and answer with its result or mapped error."""
+        d = maybeDeferred(fn, *args, **kw)
+        d.addCallbacks(lambda result: self._result(request, result), lambda f: self._failed(request, what, f))
+        d.addErrback(lambda f: self.log.failure("answering {what} failed", f, what=what))
+
+    def _failed(self, request: Request, what: str, f: Failure) -> None:
+        e = f.value
+        if isinstance(e, TelephonyError):
+            self._telephony_error(request, e.lineerr, str(e))
+        elif isinstance(e, LinkDown):
+            self._telephony_error(request, "LINEERR_DISCONNECTED", _LINK_DOWN)
+        elif isinstance(e, ActionTimeout):
+            self._telephony_error(
+                request,
+                "LINEERR_OPERATIONFAILED",
+                f"{what}: Asterisk did not answer in time; the request may or may not have been carried out",
+            )
+        elif isinstance(e, ActionFailed):
+            text = e.message.get("Message") if hasattr(e.message, "get") else None
+            self._telephony_error(
+                request, "LINEERR_OPERATIONFAILED", f"{what}: Asterisk refused it" + (f": {text}" if text else "")
+            )
+        else:
+            self.log.failure("{what} for {user} at {peer} failed", f, what=what, user=self.username, peer=self.peer)
+            self._telephony_error(
+                request, "LINEERR_OPERATIONFAILED", f"{what} failed; the server log has the details"
+            )
+
+    # -- checks ------------------------------------------------------------
+
+    def _open_line(self, line: str) -> str:
+        if line not in self.lines:
+            raise TelephonyError("LINEERR_INVALLINEHANDLE", f"line {line!r} is not open; call lineOpen first")
+        return line
+
+    def _visible_call(self, handle: int) -> tuple[Any, str]:
+        """The call and the first open line it is on, or INVALCALLHANDLE."""
+        model = self.telephony.model
+        call = model.get(handle)
+        if call is not None:
+            for line in sorted(self.lines):
+                if any(_call_handle(c) == handle for c in model.calls_on_line(line)):
+                    return call, line
+        raise TelephonyError("LINEERR_INVALCALLHANDLE", f"there is no call {handle} on the lines you have open")
+
+    def _link(self) -> None:
+        if not self.telephony.link_up:
+            raise TelephonyError("LINEERR_DISCONNECTED", _LINK_DOWN)
+
+    def _calls(self, line: str) -> list[dict]:
+        model = self.telephony.model
+        return [model.snapshot(call, line) for call in model.calls_on_line(line)]
+
+    # -- methods -------------------------------------------------------------
+
+    def do_ping(self, request: Request) -> None:
+        self._result(request, {"seq": self.hub.seq})
+
+    def do_login(self, request: Request, username: str, token: str) -> None:
+        if not self.auth.login_required:
+            self.error(request, codec.AUTH_ERROR, "No users are configured on this server; no login is needed")
+            return
+        if self.user is not None:
+            self.error(request, codec.AUTH_ERROR, f"Already logged in as {self.username!r}")
+            return
+        user = self.auth.authenticate(username, token)
+        if user is None:
+            self._login_failures += 1
+            self.log.warn(
+                "login failed for user {user!r} from {peer} ({n} of {max})",
+                user=username[:64],
+                peer=self.peer,
+                n=self._login_failures,
+                max=self._max_login_failures,
+            )
+            self.error(request, codec.AUTH_ERROR, "Login failed: unknown user or wrong token")
+            if self._login_failures >= self._max_login_failures:
+                self._close(codec.AUTH_ERROR, "Too many failed logins; closing the connection")
+            return
+        self.user = user
+        self.log.info("{peer} logged in as {user}", peer=self.peer, user=user.name)
+        self._result(request, {"user": user.name, "lines": list(user.lines)})
+
+    def do_lineOpen(self, request: Request, line: str, seq: int | None = None, epoch: str | None = None) -> None:
+        assert self.user is not None
+        if not self.user.may_open(line):
+            raise TelephonyError("LINEERR_NOTOWNER", f"user {self.username!r} may not open line {line!r}")
+        result: dict[str, Any] = {"calls": self._calls(line), "seq": self.hub.seq, "epoch": self.hub.epoch}
+        missed: list[bytes] = []
+        if seq is not None:
+            got = self.hub.missed(line, seq, epoch, sid=self.sid)
+            if got is None:
+                result["replay"] = "gap"
+            else:
+                missed = got
+                result["replay"] = "ok"
+                result["replayed"] = len(missed)
+        self._result(request, result)
+        for data in missed:
+            self.send(data)
+        self.lines.add(line)
+        self.hub.subscribe(self, line)
+
+    def do_lineClose(self, request: Request, line: str) -> None:
+        self._open_line(line)
+        self.lines.discard(line)
+        self.hub.unsubscribe(self, line)
+        self._result(request, {})
+
+    def do_lineGetCalls(self, request: Request, line: str) -> None:
+        self._open_line(line)
+        self._result(request, {"calls": self._calls(line)})
+
+    def do_lineGetCallInfo(self, request: Request, call: int) -> None:
+        found, line = self._visible_call(call)
+        self._result(request, self.telephony.model.snapshot(found, line))
+
+    def do_lineMakeCall(self, request: Request, line: str, number: str) -> None:
+        self._open_line(line)
+        self._link()
+        self.log.info("{user} at {peer}: lineMakeCall {line} {number}", user=self.username, peer=self.peer, line=line, number=number)
+
+        def answer(handle: int) -> dict:
+            return {"call": handle}
+
+        d = maybeDeferred(self.telephony.make_call, line, number, owner=self.sid)
+        d.addCallback(answer)
+        self._async(request, "lineMakeCall", lambda: d)
+
+    def do_lineDrop(self, request: Request, call: int) -> None:
+        self._visible_call(call)
+        self._link()
+        self._async(request, "lineDrop", lambda: maybeDeferred(self.telephony.drop, call).addCallback(lambda _: {}))
+
+    def do_lineBlindTransfer(self, request: Request, call: int, number: str) -> None:
+        self._visible_call(call)
+        self._link()
+        self._async(
+            request,
+            "lineBlindTransfer",
+            lambda: maybeDeferred(self.telephony.blind_transfer, call, number).addCallback(lambda _: {}),
+        )
+
+    def do_lineRedirect(self, request: Request, call: int, number: str) -> None:
+        # TAPI's lineRedirect deflects an offered call; Asterisk's Redirect of
+        # the caller's channel does exactly that, the same action as a blind
+        # transfer. The bridge may refuse with LINEERR_INVALCALLSTATE.
+        self._visible_call(call)
+        self._link()
+        self._async(
+            request,
+            "lineRedirect",
+            lambda: maybeDeferred(self.telephony.blind_transfer, call, number).addCallback(lambda _: {}),
+        )
