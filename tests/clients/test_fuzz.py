@@ -1,0 +1,47 @@
+"""Random lines at the protocol: no exception escapes, the connection still works."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from asttapi_server.clients import codec
+
+from .harness import USERS, Harness
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12,
+)
+methods = st.sampled_from(list(codec.PARAMS) + list(codec.UNAVAILABLE) + ["", "x", "rpc.x"])
+params = st.dictionaries(
+    st.sampled_from(["line", "call", "number", "seq", "epoch", "username", "token", "x"]),
+    json_values,
+    max_size=4,
+) | json_values
+requests = st.fixed_dictionaries(
+    {"jsonrpc": st.sampled_from(["2.0", "2.0", "1.0", 2]), "method": methods, "params": params},
+    optional={"id": st.none() | st.integers() | st.text(max_size=5) | json_values},
+).map(lambda d: json.dumps(d).encode())
+lines = st.lists(st.binary(max_size=200) | requests, max_size=8)
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines, st.booleans())
+def test_random_lines_never_break_the_connection(chunks, with_users):
+    h = Harness(USERS if with_users else None, error_limit=10_000)
+    h.tel.auto = True
+    c = h.connect()
+    c.result("ping")
+    for chunk in chunks:
+        c.send_raw(chunk + b"\n")
+    for line in c.transport.value().split(b"\n"):
+        if line:
+            msg = json.loads(line)
+            assert msg["jsonrpc"] == "2.0"
+    c.transport.clear()
+    if not c.closed:  # e.g. three failed logins may close it, deliberately
+        assert c.result("ping") == {"seq": 0}
