@@ -1,0 +1,151 @@
+"""The plugin hooks of asttapi-server: this module holds hooks and nothing else.
+
+A plugin implements any of these with the same name and (a subset of) the same
+parameters, marked with :data:`hookimpl`::
+
+    from asttapi_server.hookspecs import hookimpl
+
+    @hookimpl
+    def asttapi_lookup_contact(number, callinfo, app):
+        ...
+
+The server never calls these through pluggy's own ``hook.xxx()``: each
+implementation is called on its own by :class:`asttapi_server.plugins.PluginHost`,
+so a plugin that raises is logged with its name and skipped, and the others
+still run. Hook wrappers are not supported. ``app`` is the running bridge
+(``asttapi_server.bridge.Bridge``), ``None`` in unit tests.
+
+See ``docs/plugins.md`` for how to write, install and configure a plugin.
+"""
+
+from __future__ import annotations
+
+from pluggy import HookimplMarker, HookspecMarker
+
+PROJECT = "asttapi"
+
+hookspec = HookspecMarker(PROJECT)
+hookimpl = HookimplMarker(PROJECT)
+
+
+@hookspec
+def asttapi_startup(config, app):
+    """Start the plugin's work once the server is assembled, before the AMI link is up.
+
+    Called once, on the reactor thread, after every plugin has been loaded and
+    configured. Every implementation is called.
+
+    :param config: the server's ``Config`` (``config.plugins.settings`` holds
+        every plugin's table).
+    :param app: the bridge; keep it if later hooks need it.
+    :returns: ``None``, or a Deferred that fires when the plugin is ready. If
+        it raises or the Deferred fails, start-up stops with a ``PluginError``
+        naming the plugin.
+    """
+
+
+@hookspec
+def asttapi_shutdown(app):
+    """Release what the plugin holds (connections, files, timers): the server is stopping.
+
+    Called once, on the reactor thread. Every implementation is called; an
+    exception is logged with the plugin's name and the others still run.
+
+    :param app: the bridge.
+    :returns: ``None``, or a Deferred the server waits for (a few seconds at most).
+    """
+
+
+@hookspec
+def asttapi_ami_event_names():
+    """Name the AMI events this plugin wants to see in :func:`asttapi_map_ami_event`.
+
+    Called once, at load time. Every implementation is called; the server
+    routes an AMI event to a plugin's ``asttapi_map_ami_event`` only if the
+    event's ``Event:`` name (exact, as Asterisk sends it, e.g. ``"UserEvent"``,
+    ``"Newchannel"``) is among the names that plugin returned. The bridge skips
+    every other event without decoding it, which keeps AMI floods cheap.
+
+    :returns: an iterable of event names, or ``None`` for none. Not a Deferred.
+    """
+
+
+@hookspec
+def asttapi_map_ami_event(message, app):
+    """Turn one AMI event into TAPI signals for the call model.
+
+    Called on the reactor thread for each AMI event whose name the plugin
+    declared in :func:`asttapi_ami_event_names`, in hook order (``tryfirst``
+    plugins first; the built-in TAPI UserEvent mapping is ``trylast``).
+    Stops at the first non-``None`` result: return a list (even an empty one)
+    to say "this event is mine", ``None`` to let the next plugin look at it.
+    So a site plugin overrides the built-in mapping for an event by returning
+    a list, and adds its own mapping for other events alongside it.
+
+    :param message: the ``asttapi_server.ami.message.Message``.
+    :param app: the bridge.
+    :returns: ``list[TapiSignal]`` or ``None``. Not a Deferred: event order
+        matters, so mapping is synchronous and must be fast.
+    """
+
+
+@hookspec
+def asttapi_lookup_contact(number, callinfo, app):
+    """Find the contact behind a phone number, for a screen pop.
+
+    Called on the reactor thread when a call shows a new caller (or called)
+    number. Call events are sent to clients at once, without waiting; when a
+    contact is found the bridge adds it to the call's info and clients get a
+    ``LINE_CALLINFO`` / ``LINECALLINFOSTATE_OTHER`` whose ``callinfo.contact``
+    holds it.
+
+    Every implementation is called and they run at the same time; not
+    ``firstresult`` (a Deferred is not ``None``). The answer is the first
+    non-``None`` contact in hook order among the plugins that answered within
+    ``[plugins] lookup_timeout`` seconds (default 2); slower answers are
+    cancelled and ignored. A plugin that raises or fails counts as ``None``.
+
+    Blocking work (SQL, files) must not run on the reactor thread: either
+    return a Deferred, or decorate the implementation with
+    :func:`asttapi_server.plugins.blocking` and the server calls it in its
+    plugin thread pool.
+
+    :param number: the number as the PBX gave it, e.g. ``"02079460958"``;
+        normalise it with :mod:`asttapi_server.numbers`.
+    :param callinfo: read-only snapshot of the call's info (``callerid``,
+        ``calledid``, ``origin``, ``uniqueid``, ...).
+    :param app: the bridge.
+    :returns: a dict (``name`` required; ``company``, ``source``, ``link``,
+        ``number`` as stored, and any other JSON-serialisable keys), ``None``
+        for "not found", or a Deferred firing with one of those.
+    """
+
+
+@hookspec
+def asttapi_client_event(event, app):
+    """Enrich or filter a TAPI event before it goes to the clients.
+
+    Called on the reactor thread for every event the call model emits, in hook
+    order; every implementation is called, each receiving the event as the
+    previous one left it. Must be fast.
+
+    :param event: the ``TapiEvent`` (frozen; build a changed copy with
+        ``event.with_callinfo(...)`` or ``dataclasses.replace``).
+    :param app: the bridge.
+    :returns: a new ``TapiEvent`` to send instead, ``False`` to drop the event
+        (later plugins are not called), or ``None`` to leave it unchanged.
+        Not a Deferred.
+    """
+
+
+@hookspec
+def asttapi_call_finished(call, app):
+    """Observe a call that is over (for call logging, CRM notes, statistics).
+
+    Called on the reactor thread once per call, when the call model frees it.
+    Every implementation is called; an exception is logged and ignored.
+
+    :param call: the ``asttapi_server.core.model.Call`` (read it, do not change it).
+    :param app: the bridge.
+    :returns: ``None``, or a Deferred (its failure is logged; nobody waits for it).
+    """

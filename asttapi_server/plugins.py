@@ -1,0 +1,615 @@
+"""Finding, configuring and safely calling plugins.
+
+:func:`build_plugin_manager` builds one :class:`PluginHost` per application
+(never a module-global manager). The host calls every hook implementation on
+its own, so a plugin that raises is logged with its name and skipped while the
+event flow goes on, and it runs contact lookups concurrently with a timeout so
+a slow CRM only ever costs the screen pop, never the call events.
+
+Discovery, for each name in ``[plugins] enabled``, first match wins:
+
+1. an entry point of that name in the group ``asttapi_server.plugins``
+   (installed packages; the bundled plugins are declared there too);
+2. the bundled package ``asttapi_plugins.NAME`` when installed;
+3. ``NAME.py`` (or ``NAME/__init__.py``) in the search paths, by default the
+   checkout's ``plugins/`` folder: drop a file there.
+
+Configuration convention: the loaded object (normally a module) may define
+``configure(settings: dict, config) -> plugin``. If it does, it is called with
+the plugin's table from ``[plugins.NAME]`` and the whole ``Config`` (``None``
+in tests), and the object it returns is registered; anything it raises stops
+start-up with a :class:`PluginError` naming the plugin. Without ``configure``
+the object itself is registered and must have no settings.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import json
+import re
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pluggy
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, maybeDeferred, succeed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from asttapi_server import hookspecs
+from asttapi_server.errors import PluginError
+from asttapi_server.hookspecs import hookimpl
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "PluginHost",
+    "Settings",
+    "blocking",
+    "build_plugin_manager",
+    "bundled_plugin_dir",
+    "hookimpl",
+    "resolve_path",
+]
+
+log = Logger(namespace="asttapi_server.plugins")
+
+ENTRY_POINT_GROUP = "asttapi_server.plugins"
+BUNDLED_PACKAGE = "asttapi_plugins"
+#: Plugins that are always registered, whatever ``enabled`` says.
+BUILTIN_PLUGINS = {"tapi_userevent": "asttapi_server.tapi_userevent"}
+
+DEFAULT_LOOKUP_TIMEOUT = 2.0
+SHUTDOWN_TIMEOUT = 5.0
+#: Lookups of one blocking plugin that may occupy pool threads at once; more
+#: are skipped, so a hung CRM cannot take every thread from the others.
+MAX_INFLIGHT_PER_PLUGIN = 2
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_BLOCKING_ATTR = "asttapi_blocking"
+
+#: run_in_thread(function) -> Deferred firing with function()'s result.
+ThreadRunner = Callable[[Callable[[], Any]], Deferred]
+
+
+def blocking(function: Callable) -> Callable:
+    """Mark a hook implementation as blocking: the host calls it in its plugin thread pool.
+
+    Only ``asttapi_lookup_contact`` honours it. The function must not touch
+    the reactor or return a Deferred.
+    """
+    setattr(function, _BLOCKING_ATTR, True)
+    return function
+
+
+def bundled_plugin_dir() -> Path | None:
+    """The folder holding the bundled plugins: the installed package, else the checkout's ``plugins/``."""
+    try:
+        spec = importlib.util.find_spec(BUNDLED_PACKAGE)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None and spec.submodule_search_locations:
+        return Path(list(spec.submodule_search_locations)[0])
+    checkout = Path(__file__).resolve().parent.parent / "plugins"
+    if (checkout / "__init__.py").is_file() and (checkout.parent / "asttapi_server").is_dir():
+        return checkout
+    return None
+
+
+def resolve_path(value: str | Path, config: Any = None) -> Path:
+    """A path from a plugin setting: relative paths are relative to the config file's folder."""
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        source = getattr(config, "source", None)
+        if source:
+            path = Path(source).resolve().parent / path
+    return path
+
+
+class Settings:
+    """Typed reading of a plugin's settings table, for ``configure``.
+
+    Each getter removes the key it read; :meth:`done` then rejects what is
+    left, so a misspelled key stops start-up instead of being ignored. Errors
+    are ValueErrors whose text names the key; the host adds the plugin's name.
+    """
+
+    def __init__(self, settings: Mapping[str, Any], config: Any = None) -> None:
+        self._left = dict(settings)
+        self._config = config
+
+    def str(self, key: str, default: Any = None) -> Any:
+        value = self._left.pop(key, default)
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"setting {key!r}: expected a string, got {value!r}")
+        return value
+
+    def number(self, key: str, default: float) -> float:
+        value = self._left.pop(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ValueError(f"setting {key!r}: expected a number >= 0, got {value!r}")
+        return float(value)
+
+    def table(self, key: str) -> dict[str, Any]:
+        value = self._left.pop(key, {})
+        if not isinstance(value, Mapping):
+            raise ValueError(f"setting {key!r}: expected a table, got {value!r}")
+        return dict(value)
+
+    def paths(self, key: str) -> list[Path]:
+        """A path or a list of paths, relative to the config file; each must exist."""
+        value = self._left.pop(key, [])
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) for v in items):
+            raise ValueError(f"setting {key!r}: expected a path or a list of paths, got {value!r}")
+        paths = [resolve_path(v, self._config) for v in items]
+        for path in paths:
+            if not path.is_file():
+                raise ValueError(f"setting {key!r}: file {str(path)!r} does not exist")
+        return paths
+
+    def done(self) -> None:
+        if self._left:
+            raise ValueError(f"unknown setting(s): {', '.join(sorted(self._left))}")
+
+
+def build_plugin_manager(
+    config_plugins: Any,
+    *,
+    config: Any = None,
+    search_paths: Sequence[str | Path] | None = None,
+    entry_points: Iterable[importlib.metadata.EntryPoint] | None = None,
+    clock: Any = None,
+    run_in_thread: ThreadRunner | None = None,
+    builtins: bool = True,
+) -> PluginHost:
+    """Load, configure and register the enabled plugins; raise PluginError naming the first that fails.
+
+    :param config_plugins: the ``[plugins]`` section (``enabled``, ``settings``,
+        ``lookup_timeout``), normally ``config.plugins``.
+    :param config: the whole ``Config`` handed to each plugin's ``configure``.
+    :param search_paths: folders searched for ``NAME.py``; default: the bundled folder.
+    :param entry_points: the entry points to search (default: those installed
+        in the group ``asttapi_server.plugins``); for tests.
+    :param clock: ``IReactorTime`` for lookup timeouts (default: the reactor).
+    :param run_in_thread: how blocking lookups run (default: a thread pool of
+        the host's own); for tests.
+    :param builtins: register the built-in plugins (the TAPI UserEvent mapping).
+    """
+    enabled = list(dict.fromkeys(getattr(config_plugins, "enabled", ()) or ()))
+    settings_by_name: Mapping[str, Mapping[str, Any]] = getattr(config_plugins, "settings", None) or {}
+    timeout = getattr(config_plugins, "lookup_timeout", DEFAULT_LOOKUP_TIMEOUT)
+    if search_paths is None:
+        bundled = bundled_plugin_dir()
+        search_paths = [bundled] if bundled is not None else []
+    if entry_points is None:
+        entry_points = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+    entry_points = list(entry_points)
+
+    host = PluginHost(lookup_timeout=timeout, clock=clock, run_in_thread=run_in_thread)
+    if builtins:
+        for name, module in BUILTIN_PLUGINS.items():
+            host.register(importlib.import_module(module), name)
+    for name in settings_by_name:
+        if name not in enabled and name not in BUILTIN_PLUGINS:
+            log.warn("Settings for plugin {plugin} ignored: it is not in [plugins] enabled", plugin=name)
+    for name in enabled:
+        if name in BUILTIN_PLUGINS and builtins:
+            continue
+        loaded = _load(name, entry_points=entry_points, search_paths=search_paths)
+        plugin = _configure(name, loaded, dict(settings_by_name.get(name, {})), config)
+        host.register(plugin, name)
+        log.info("Plugin {plugin} loaded", plugin=name)
+    host.check()
+    return host
+
+
+def _load(name: str, *, entry_points: list, search_paths: Sequence[str | Path]) -> Any:
+    if not _NAME.match(name):
+        raise PluginError(f"plugin {name!r}: not a valid plugin name (letters, digits and _ only)")
+    for ep in entry_points:
+        if ep.name == name:
+            try:
+                return ep.load()
+            except Exception as exc:
+                raise PluginError(f"plugin {name!r}: cannot import {ep.value}: {exc}") from exc
+    module_name = f"{BUNDLED_PACKAGE}.{name}"
+    try:
+        found = importlib.util.find_spec(module_name) is not None
+    except (ImportError, ValueError):
+        found = False
+    if found:
+        try:
+            return importlib.import_module(module_name)
+        except Exception as exc:
+            raise PluginError(f"plugin {name!r}: cannot import {module_name}: {exc}") from exc
+    for folder in search_paths:
+        for candidate in (Path(folder) / f"{name}.py", Path(folder) / name / "__init__.py"):
+            if candidate.is_file():
+                return _load_file(name, candidate)
+    where = ", ".join(str(p) for p in search_paths) or "no folder"
+    raise PluginError(
+        f"plugin {name!r} not found: no entry point {name!r} in group {ENTRY_POINT_GROUP!r}, "
+        f"no module {module_name}, no {name}.py in {where}"
+    )
+
+
+def _load_file(name: str, path: Path) -> Any:
+    module_name = f"_asttapi_plugin_{name}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise PluginError(f"plugin {name!r}: cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        sys.modules.pop(module_name, None)
+        raise PluginError(f"plugin {name!r}: cannot import {path}: {type(exc).__name__}: {exc}") from exc
+    return module
+
+
+def _configure(name: str, loaded: Any, settings: dict[str, Any], config: Any) -> Any:
+    configure = getattr(loaded, "configure", None)
+    if not callable(configure):
+        if settings:
+            keys = ", ".join(sorted(settings))
+            raise PluginError(f"plugin {name!r} takes no settings, but [plugins.{name}] has: {keys}")
+        return loaded
+    try:
+        plugin = configure(settings, config)
+    except Exception as exc:
+        raise PluginError(f"plugin {name!r}: {exc}") from exc
+    if plugin is None:
+        raise PluginError(f"plugin {name!r}: configure() returned None instead of the plugin object")
+    return plugin
+
+
+class PluginHost:
+    """The plugins of one application, and the only way the bridge calls them.
+
+    Every method isolates plugins: an exception is logged with the plugin's
+    name and that plugin is skipped. Methods that return a Deferred never
+    errback (except :meth:`startup`, whose failure must stop start-up).
+    """
+
+    def __init__(
+        self,
+        *,
+        lookup_timeout: float = DEFAULT_LOOKUP_TIMEOUT,
+        clock: Any = None,
+        run_in_thread: ThreadRunner | None = None,
+    ) -> None:
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self.lookup_timeout = float(lookup_timeout)
+        self.app: Any = None
+        self._clock = clock
+        self._run_in_thread = run_in_thread
+        self._pool: Any = None
+        self._inflight: dict[str, int] = {}
+        self._routes: dict[str, list[Any]] = {}
+        self._wanted: frozenset[str] = frozenset()
+
+    # -- registration --------------------------------------------------
+
+    def register(self, plugin: Any, name: str) -> None:
+        """Register an already configured plugin object under ``name``."""
+        try:
+            self.pm.register(plugin, name=name)
+        except ValueError as exc:  # name or object already registered
+            raise PluginError(f"plugin {name!r}: {exc}") from exc
+        except pluggy.PluginValidationError as exc:
+            raise PluginError(f"plugin {name!r}: {exc}") from exc
+        for hook_name in self._spec_names():
+            for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+                if impl.plugin_name == name and (impl.hookwrapper or impl.wrapper):
+                    self.pm.unregister(name=name)
+                    raise PluginError(f"plugin {name!r}: hook wrappers are not supported ({hook_name})")
+        self._route()
+
+    def check(self) -> None:
+        """Fail on hook implementations that match no hook (a misspelled name)."""
+        try:
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            name = self.pm.get_name(exc.plugin) or repr(exc.plugin)
+            raise PluginError(f"plugin {name!r}: {exc}") from exc
+
+    @property
+    def names(self) -> list[str]:
+        """Names of the registered plugins."""
+        return [name for name, _ in self.pm.list_name_plugin()]
+
+    def _spec_names(self) -> list[str]:
+        return [n for n in dir(hookspecs) if n.startswith("asttapi_")]
+
+    def _impls(self, hook_name: str) -> list[Any]:
+        # pluggy keeps implementations in reverse call order.
+        return list(reversed(getattr(self.pm.hook, hook_name).get_hookimpls()))
+
+    def _call(self, impl: Any, hook_name: str, kwargs: Mapping[str, Any]) -> tuple[bool, Any]:
+        """Call one implementation; (True, result), or (False, None) after logging its exception."""
+        try:
+            return True, impl.function(*[kwargs[arg] for arg in impl.argnames])
+        except Exception:
+            log.failure("Plugin {plugin} raised in {hook}; skipped", plugin=impl.plugin_name, hook=hook_name)
+            return False, None
+
+    def _route(self) -> None:
+        names_by_plugin: dict[str, set[str]] = {}
+        for impl in self._impls("asttapi_ami_event_names"):
+            ok, names = self._call(impl, "asttapi_ami_event_names", {})
+            if not ok or names is None:
+                continue
+            if isinstance(names, str) or not isinstance(names, Iterable):
+                log.error("Plugin {plugin}: asttapi_ami_event_names returned {value!r}, not a list of names",
+                          plugin=impl.plugin_name, value=names)
+                continue
+            names_by_plugin[impl.plugin_name] = {str(n) for n in names}
+        routes: dict[str, list[Any]] = {}
+        for impl in self._impls("asttapi_map_ami_event"):
+            wanted = names_by_plugin.get(impl.plugin_name)
+            if not wanted:
+                log.warn("Plugin {plugin} implements asttapi_map_ami_event but names no events "
+                         "in asttapi_ami_event_names; it will never be called", plugin=impl.plugin_name)
+                continue
+            for event_name in wanted:
+                routes.setdefault(event_name, []).append(impl)
+        self._routes = routes
+        self._wanted = frozenset(routes)
+
+    # -- life cycle ----------------------------------------------------
+
+    def startup(self, config: Any, app: Any) -> Deferred:
+        """Run every ``asttapi_startup``; the Deferred fails with PluginError naming the first plugin that failed."""
+        self.app = app
+        calls: list[tuple[str, Deferred]] = []
+        for impl in self._impls("asttapi_startup"):
+            d = maybeDeferred(impl.function, *[{"config": config, "app": app}[a] for a in impl.argnames])
+            calls.append((impl.plugin_name, d))
+
+        def check(results: list[tuple[bool, Any]]) -> None:
+            for (name, _), (ok, result) in zip(calls, results):
+                if not ok:
+                    log.failure("Plugin {plugin} failed to start", result, plugin=name)
+                    raise PluginError(f"plugin {name!r} failed to start: {result.getErrorMessage()}")
+
+        return DeferredList([d for _, d in calls], consumeErrors=True).addCallback(check)
+
+    def shutdown(self) -> Deferred:
+        """Run every ``asttapi_shutdown`` (errors logged), wait up to a few seconds, stop the thread pool."""
+        waits = []
+        for impl in self._impls("asttapi_shutdown"):
+            name = impl.plugin_name
+            d = maybeDeferred(impl.function, *[{"app": self.app}[a] for a in impl.argnames])
+            if not d.called:
+                d.addTimeout(SHUTDOWN_TIMEOUT, self._get_clock())
+            d.addErrback(lambda f, name=name: log.failure("Plugin {plugin} failed to shut down", f, plugin=name))
+            waits.append(d)
+        done = DeferredList(waits, consumeErrors=True)
+        done.addCallback(lambda _: self._stop_pool())
+        return done
+
+    # -- the hooks the bridge calls ------------------------------------
+
+    def wanted_event_names(self) -> frozenset[str]:
+        """AMI ``Event:`` names some plugin maps; the bridge need not look at other events."""
+        return self._wanted
+
+    def map_ami_event(self, message: Any) -> list:
+        """The TAPI signals for one AMI event: the first plugin (in hook order) that returns a list wins."""
+        impls = self._routes.get(message.name)
+        if not impls:
+            return []
+        kwargs = {"message": message, "app": self.app}
+        for impl in impls:
+            ok, result = self._call(impl, "asttapi_map_ami_event", kwargs)
+            if not ok or result is None:
+                continue
+            if isinstance(result, (list, tuple)):
+                return list(result)
+            log.error("Plugin {plugin}: asttapi_map_ami_event returned {value!r}, not a list; ignored",
+                      plugin=impl.plugin_name, value=result)
+        return []
+
+    def client_event(self, event: Any) -> Any:
+        """``event`` after every plugin enriched it, or ``None`` if a plugin dropped it."""
+        kwargs = {"event": event, "app": self.app}
+        for impl in self._impls("asttapi_client_event"):
+            ok, result = self._call(impl, "asttapi_client_event", kwargs)
+            if not ok or result is None:
+                continue
+            if result is False:
+                return None
+            if type(result) is not type(event):
+                log.error("Plugin {plugin}: asttapi_client_event returned {value!r}; ignored",
+                          plugin=impl.plugin_name, value=result)
+                continue
+            kwargs["event"] = result
+        return kwargs["event"]
+
+    def call_finished(self, call: Any) -> None:
+        """Tell every plugin the call is over; errors, also of returned Deferreds, are logged."""
+        kwargs = {"call": call, "app": self.app}
+        for impl in self._impls("asttapi_call_finished"):
+            ok, result = self._call(impl, "asttapi_call_finished", kwargs)
+            if ok and isinstance(result, Deferred):
+                name = impl.plugin_name
+                result.addErrback(lambda f, name=name: log.failure(
+                    "Plugin {plugin} failed in asttapi_call_finished", f, plugin=name))
+
+    def lookup_contact(self, number: str, callinfo: Mapping[str, Any] | None = None) -> Deferred:
+        """Ask every plugin for the contact behind ``number`` at once.
+
+        Fires with the first non-``None`` contact in hook order among the
+        answers that arrived within ``lookup_timeout`` seconds, or ``None``;
+        fires at the timeout at the latest, and never errbacks.
+        """
+        impls = self._impls("asttapi_lookup_contact")
+        if not impls or not number:
+            return succeed(None)
+        return _ContactLookup(self, impls, number, callinfo or {}).start()
+
+    # -- plumbing ------------------------------------------------------
+
+    def _get_clock(self) -> Any:
+        if self._clock is None:
+            from twisted.internet import reactor
+
+            self._clock = reactor
+        return self._clock
+
+    def _call_blocking(self, impl: Any, kwargs: Mapping[str, Any], cancelled: list[bool]) -> Deferred | None:
+        """Run a @blocking implementation in the pool; None if the plugin has too many lookups in flight."""
+        name = impl.plugin_name
+        if self._inflight.get(name, 0) >= MAX_INFLIGHT_PER_PLUGIN:
+            log.warn("Plugin {plugin} is still busy with {count} earlier lookups; this lookup skips it",
+                     plugin=name, count=self._inflight[name])
+            return None
+        args = [kwargs[a] for a in impl.argnames]
+
+        def job() -> Any:
+            if cancelled[0]:  # timed out while queued: do not even start
+                return None
+            return impl.function(*args)
+
+        # The lookup may cancel ``answer`` at its timeout; the thread job
+        # still counts as in flight until it really returns.
+        answer: Deferred = Deferred()
+
+        def finished(result: Any) -> None:
+            self._inflight[name] -= 1
+            if not answer.called:
+                if isinstance(result, Failure):
+                    answer.errback(result)
+                else:
+                    answer.callback(result)
+            elif isinstance(result, Failure) and not result.check(CancelledError):
+                log.failure("Plugin {plugin} failed in a lookup that had timed out", result, plugin=name)
+
+        self._inflight[name] = self._inflight.get(name, 0) + 1
+        runner = self._run_in_thread or self._default_runner
+        try:
+            running = runner(job)
+        except Exception:
+            self._inflight[name] -= 1
+            raise
+        running.addBoth(finished)
+        return answer
+
+    def _default_runner(self, job: Callable[[], Any]) -> Deferred:
+        from twisted.internet import reactor, threads
+        from twisted.python.threadpool import ThreadPool
+
+        if self._pool is None:
+            blocking_plugins = {i.plugin_name for i in self._impls("asttapi_lookup_contact")
+                                if getattr(i.function, _BLOCKING_ATTR, False)}
+            size = max(4, MAX_INFLIGHT_PER_PLUGIN * len(blocking_plugins))
+            self._pool = ThreadPool(minthreads=0, maxthreads=size, name="asttapi-plugins")
+            self._pool.start()
+            reactor.addSystemEventTrigger("during", "shutdown", self._stop_pool)
+        return threads.deferToThreadPool(reactor, self._pool, job)
+
+    def _stop_pool(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.stop()
+
+
+_PENDING = object()
+
+
+class _ContactLookup:
+    """One lookup across all plugins: first answer in hook order, bounded by the timeout."""
+
+    def __init__(self, host: PluginHost, impls: list[Any], number: str, callinfo: Mapping[str, Any]) -> None:
+        self.host = host
+        self.impls = impls
+        self.kwargs = {"number": number, "callinfo": callinfo, "app": host.app}
+        self.answers: list[Any] = [_PENDING] * len(impls)
+        self.pending: dict[int, Deferred] = {}
+        self.cancelled = [False]  # shared with queued thread jobs
+        self.result: Deferred = Deferred(lambda d: self._finish(None))
+        self.timer: Any = None
+
+    def start(self) -> Deferred:
+        for index, impl in enumerate(self.impls):
+            try:
+                if getattr(impl.function, _BLOCKING_ATTR, False):
+                    value = self.host._call_blocking(impl, self.kwargs, self.cancelled)
+                else:
+                    value = impl.function(*[self.kwargs[a] for a in impl.argnames])
+            except Exception:
+                log.failure("Plugin {plugin} raised in asttapi_lookup_contact; skipped", plugin=impl.plugin_name)
+                value = None
+            if isinstance(value, Deferred):
+                self.pending[index] = value
+                value.addBoth(self._arrived, index)
+            else:
+                self.answers[index] = self._check(impl.plugin_name, value)
+        if self._decide():
+            return self.result
+        self.timer = self.host._get_clock().callLater(self.host.lookup_timeout, self._expire)
+        return self.result
+
+    def _arrived(self, outcome: Any, index: int) -> None:
+        self.pending.pop(index, None)
+        name = self.impls[index].plugin_name
+        if isinstance(outcome, Failure):
+            if not (self.result.called and outcome.check(CancelledError)):
+                log.failure("Plugin {plugin} failed in asttapi_lookup_contact", outcome, plugin=name)
+            outcome = None
+        if self.result.called:
+            return None
+        self.answers[index] = self._check(name, outcome)
+        self._decide()
+        return None
+
+    def _check(self, name: str, contact: Any) -> dict | None:
+        if contact is None:
+            return None
+        if not isinstance(contact, Mapping):
+            log.error("Plugin {plugin}: asttapi_lookup_contact returned {value!r}, not a dict; ignored",
+                      plugin=name, value=contact)
+            return None
+        contact = dict(contact)
+        contact.setdefault("source", name)
+        try:
+            json.dumps(contact)
+        except (TypeError, ValueError):
+            log.error("Plugin {plugin}: contact {value!r} is not JSON-serialisable; ignored", plugin=name, value=contact)
+            return None
+        return contact
+
+    def _decide(self) -> bool:
+        """Finish if the answer is already certain; True if finished."""
+        for answer in self.answers:
+            if answer is _PENDING:
+                return False
+            if answer is not None:
+                self._finish(answer)
+                return True
+        self._finish(None)
+        return True
+
+    def _expire(self) -> None:
+        self.timer = None
+        slow = [self.impls[i].plugin_name for i, a in enumerate(self.answers) if a is _PENDING]
+        log.warn("Contact lookup timed out after {timeout}s waiting for {plugins}",
+                 timeout=self.host.lookup_timeout, plugins=", ".join(slow))
+        answer = next((a for a in self.answers if a is not _PENDING and a is not None), None)
+        self._finish(answer)
+
+    def _finish(self, answer: dict | None) -> None:
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.timer = None
+        self.cancelled[0] = True
+        if not self.result.called:
+            self.result.callback(answer)
+        for d in list(self.pending.values()):
+            d.cancel()
+        self.pending.clear()

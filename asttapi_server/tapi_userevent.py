@@ -1,0 +1,56 @@
+"""The built-in mapping of AstTapi's dialplan UserEvents to TAPI signals, as a plugin.
+
+The dialplan runs ``UserEvent(TAPI,TAPIEVENT: [~${UNIQUEID}&line_1] LINE_CALLSTATE
+LINECALLSTATE_CONNECTED)``; Asterisk sends it as ``Event: UserEvent`` with
+``UserEvent: TAPI`` (1.2: ``Event: UserEventTAPI``). This plugin normalises the
+versions (:func:`asttapi_server.ami.normalise.user_event`), parses the text
+(:func:`asttapi_server.core.grammar.parse_tapievent`) and returns one
+``TapiSignal``. It is registered always and ``trylast``, so a site plugin that
+maps the same events runs first and can override it by returning a list.
+"""
+
+from __future__ import annotations
+
+from twisted.logger import Logger
+
+from asttapi_server.errors import TapiSyntaxError
+from asttapi_server.hookspecs import hookimpl
+
+log = Logger(namespace="asttapi_server.tapi_userevent")
+
+#: ``Event:`` names carrying TAPI user events (1.4+ and 1.2's concatenated form).
+EVENT_NAMES = ("UserEvent", "UserEventTAPI")
+USER_EVENT_NAME = "TAPI"
+
+
+@hookimpl(trylast=True)
+def asttapi_ami_event_names():
+    return EVENT_NAMES
+
+
+@hookimpl(trylast=True)
+def asttapi_map_ami_event(message, app):
+    # Imported here: the AMI normaliser is the one module of the mapping that
+    # other parts of the server may import without wanting plugins.
+    from asttapi_server.ami.normalise import user_event
+    from asttapi_server.core.grammar import TapiSignal, parse_tapievent
+
+    event = user_event(message)
+    if event is None or event.name.upper() != USER_EVENT_NAME:
+        return None
+    if not event.body:
+        log.warn("TAPI UserEvent without TAPIEVENT text on channel {channel}; headers: {headers!r}",
+                 channel=event.channel, headers=_headers(message))
+        return []
+    try:
+        command = parse_tapievent(event.body)
+    except TapiSyntaxError as exc:
+        log.warn("Malformed TAPIEVENT {raw!r} on channel {channel} ignored: {error}",
+                 raw=event.body, channel=event.channel, error=str(exc))
+        return []
+    return [TapiSignal(command=command, uniqueid=event.uniqueid, channel=event.channel)]
+
+
+def _headers(message) -> object:
+    items = getattr(message, "items", None)
+    return items() if callable(items) else message
