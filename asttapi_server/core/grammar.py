@@ -1,0 +1,213 @@
+"""The TAPIEVENT grammar: the text a dialplan puts in ``UserEvent(TAPI,TAPIEVENT: ...)``.
+
+::
+
+    text   := [prefix] [ "[" spec "]" ] VERB [ARGS]
+    prefix := ["TAPI|"] "TAPIEVENT" [":"]          (normally stripped by ami.normalise)
+    spec   := item ("&" item)*
+    item   := "~" UNIQUEID      the call the event is for
+            | "!" LINE          every line tracking the call except LINE
+            | LINE              only this line
+    VERB ARGS :=
+        LINE_NEWCALL <line> [<line> ...]
+      | LINE_CALLSTATE <LINECALLSTATE_x> [<mode>]   mode: a LINEDISCONNECTMODE_/LINEBUSYMODE_/... name
+      | LINE_CALLINFO <LINECALLINFOSTATE_x>
+      | LINE_LINEDEVSTATE <LINEDEVSTATE_x>
+      | SET CALLERID|CALLERIDNAME|CALLEDID|CALLEDIDNAME|CONNECTEDID|CONNECTEDIDNAME <value>
+      | SET CALLORIGIN <LINECALLORIGIN_x>
+
+Lenient where dialplans are sloppy: spaces anywhere around tokens, verbs and
+constant names in any case and with or without their prefix
+(``CONNECTED`` = ``LINECALLSTATE_CONNECTED``), a missing colon after
+``TAPIEVENT``, empty spec items (``[~1.2&]``), line names with ``/ - ; . @``.
+A SET value keeps its inner spaces and may be empty (``SET CALLERID`` when
+``${CALLERID(num)}`` was empty). Anything else raises
+:class:`~asttapi_server.errors.TapiSyntaxError` carrying the raw text.
+
+The grammar is pure and never logs; :func:`try_parse` is the convenience for
+callers (the TAPI UserEvent mapping) that want "log it and drop it".
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+from twisted.logger import Logger
+
+from ..errors import TapiSyntaxError
+from . import constants as C
+
+log = Logger(namespace="asttapi.core.grammar")
+
+NEWCALL = "LINE_NEWCALL"
+CALLSTATE = "LINE_CALLSTATE"
+CALLINFO = "LINE_CALLINFO"
+LINEDEVSTATE = "LINE_LINEDEVSTATE"
+SET = "SET"
+
+VERBS = (NEWCALL, CALLSTATE, CALLINFO, LINEDEVSTATE, SET)
+
+#: SET field -> callinfo key.
+SET_FIELDS: dict[str, str] = {
+    "CALLERID": "callerid",
+    "CALLERIDNAME": "calleridname",
+    "CALLEDID": "calledid",
+    "CALLEDIDNAME": "calledidname",
+    "CONNECTEDID": "connectedid",
+    "CONNECTEDIDNAME": "connectedidname",
+    "CALLORIGIN": "origin",
+}
+
+_CALLSTATES = frozenset(C.LINECALLSTATE) | {C.LINECALLSTATE_HANGUP}
+
+_PREFIX = re.compile(r"^\s*(?:TAPI\s*\|\s*)?TAPIEVENT\b\s*:?", re.IGNORECASE)
+# A spec item may hold anything but whitespace and the grammar's own marks.
+_ITEM = re.compile(r"[^\s\[\]&!~]+")
+
+
+@dataclass(frozen=True, slots=True)
+class TapiCommand:
+    """One parsed TAPIEVENT. Constant names are normalised to their full form."""
+
+    call_id: str | None  # from "~UNIQUEID"
+    lines: tuple[str, ...]  # included lines ("line_1", "sip/bob")
+    excluded: tuple[str, ...]  # from "!line"
+    verb: str  # one of VERBS
+    args: tuple[str, ...]  # SET: (field, value); others: their words
+    raw: str
+
+
+@dataclass(frozen=True, slots=True)
+class TapiSignal:
+    """A TapiCommand with the AMI context it arrived in."""
+
+    command: TapiCommand
+    uniqueid: str | None  # Uniqueid of the channel that ran UserEvent (None on 1.4-1.8 without body header)
+    channel: str | None
+
+
+def parse_tapievent(text: str) -> TapiCommand:
+    """Parse one TAPIEVENT text; raise TapiSyntaxError if it is not one.
+
+    Results are cached (the texts a dialplan sends repeat endlessly and
+    TapiCommand is immutable), so the same text parses once.
+    """
+    if not isinstance(text, str):
+        raise TapiSyntaxError("TAPIEVENT text is not a string", repr(text))
+    return _parse(text)
+
+
+def try_parse(text: str) -> TapiCommand | None:
+    """parse_tapievent, but a malformed text is logged (with its raw text) and gives None."""
+    try:
+        return parse_tapievent(text)
+    except TapiSyntaxError as e:
+        log.warn("ignoring malformed TAPIEVENT {raw!r}: {why}", raw=e.raw, why=str(e))
+        return None
+
+
+@lru_cache(maxsize=8192)
+def _parse(raw: str) -> TapiCommand:
+    text = raw
+    m = _PREFIX.match(text)
+    if m is not None:
+        text = text[m.end() :]
+    text = text.strip()
+    call_id: str | None = None
+    lines: list[str] = []
+    excluded: list[str] = []
+    if text.startswith("["):
+        close = text.find("]")
+        if close < 0:
+            raise TapiSyntaxError("unclosed '[' in TAPIEVENT spec", raw)
+        spec = text[1:close]
+        text = text[close + 1 :].strip()
+        if "[" in spec:
+            raise TapiSyntaxError("nested '[' in TAPIEVENT spec", raw)
+        for item in spec.split("&"):
+            item = item.strip()
+            if not item:
+                continue
+            mark = item[0]
+            if mark in "~!":
+                name = item[1:].strip()
+            else:
+                name = item
+            if not _ITEM.fullmatch(name):
+                raise TapiSyntaxError(f"bad spec item {item!r}", raw)
+            if mark == "~":
+                if call_id is not None and call_id != name:
+                    raise TapiSyntaxError("two different ~uniqueids in one spec", raw)
+                call_id = name
+            elif mark == "!":
+                if name not in excluded:
+                    excluded.append(name)
+            elif name not in lines:
+                lines.append(name)
+    if not text:
+        raise TapiSyntaxError("no verb in TAPIEVENT", raw)
+    parts = text.split(None, 1)
+    verb = parts[0].upper()
+    rest = parts[1] if len(parts) > 1 else ""
+    if verb == SET:
+        args = _set_args(rest, raw)
+    elif verb == NEWCALL:
+        names = rest.split()
+        for name in names:
+            if not _ITEM.fullmatch(name):
+                raise TapiSyntaxError(f"bad line name {name!r}", raw)
+        if not names:
+            names = list(lines)  # "[line_1] LINE_NEWCALL" names the line in the spec
+        if not names:
+            raise TapiSyntaxError("LINE_NEWCALL without a line", raw)
+        args = tuple(dict.fromkeys(names))
+    elif verb == CALLSTATE:
+        words = rest.split()
+        if not 1 <= len(words) <= 2:
+            raise TapiSyntaxError("LINE_CALLSTATE takes a state and an optional mode", raw)
+        state = _constant(words[0], "LINECALLSTATE_", _CALLSTATES, raw)
+        if len(words) == 2:
+            mode = words[1].upper()
+            if mode not in C.CALLSTATE_MODES:
+                raise TapiSyntaxError(f"unknown call state mode {words[1]!r}", raw)
+            args = (state, mode)
+        else:
+            args = (state,)
+    elif verb == CALLINFO:
+        args = (_one(rest, "LINECALLINFOSTATE_", C.LINECALLINFOSTATE, raw),)
+    elif verb == LINEDEVSTATE:
+        args = (_one(rest, "LINEDEVSTATE_", C.LINEDEVSTATE, raw),)
+    else:
+        raise TapiSyntaxError(f"unknown TAPIEVENT verb {parts[0]!r}", raw)
+    return TapiCommand(call_id, tuple(lines), tuple(excluded), verb, args, raw)
+
+
+def _set_args(rest: str, raw: str) -> tuple[str, str]:
+    parts = rest.strip().split(None, 1)
+    if not parts:
+        raise TapiSyntaxError("SET without a field", raw)
+    field = parts[0].upper()
+    if field not in SET_FIELDS:
+        raise TapiSyntaxError(f"unknown SET field {parts[0]!r}", raw)
+    value = parts[1].strip() if len(parts) > 1 else ""
+    if field == "CALLORIGIN":
+        value = _constant(value, "LINECALLORIGIN_", C.LINECALLORIGIN, raw)
+    return (field, value)
+
+
+def _one(rest: str, prefix: str, table, raw: str) -> str:
+    words = rest.split()
+    if len(words) != 1:
+        raise TapiSyntaxError(f"expected exactly one {prefix}* name", raw)
+    return _constant(words[0], prefix, table, raw)
+
+
+def _constant(word: str, prefix: str, table, raw: str) -> str:
+    name = word.upper()
+    if not name.startswith(prefix):
+        name = prefix + name
+    if name not in table:
+        raise TapiSyntaxError(f"unknown {prefix}* name {word!r}", raw)
+    return name
