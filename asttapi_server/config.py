@@ -1,0 +1,477 @@
+"""The configuration: one TOML file, command-line flags on top, frozen dataclasses out.
+
+``load_config(path, overrides)`` reads the file with :mod:`tomllib`, lays the
+overrides (dotted keys from the command line, e.g. ``{"ami.host": "pbx"}``)
+over it, checks every key and returns a :class:`Config`. Anything wrong (an
+unknown key, a wrong type, a missing required value, an endpoint string
+Twisted cannot parse) raises :class:`~asttapi_server.errors.ConfigError`
+whose ``str()`` is one line naming the file, the dotted key and what was
+expected::
+
+    asttapi.toml: key 'ami.port': expected an integer 1-65535, got 'abc'
+
+With no AMI host anywhere the server runs on the embedded demo PBX
+(``Config.demo`` is then true); if no ``[lines]`` are configured in demo mode
+the demo's two phones become ``line_1`` (bob) and ``line_2`` (bobbett), so
+``twistd -n asttapi`` with no options works out of the box.
+
+Pure module: no reactor, no I/O beyond reading the one file.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from asttapi_server.errors import ConfigError
+
+__all__ = [
+    "AMIConfig",
+    "ServerConfig",
+    "LineConfig",
+    "UserConfig",
+    "CallsConfig",
+    "PluginsConfig",
+    "Config",
+    "load_config",
+    "DEMO_LINES",
+    "OVERRIDE_FLAGS",
+]
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class AMIConfig:
+    host: str | None = None  # None -> demo PBX
+    port: int = 5038
+    username: str = "asttapi"
+    secret: str = field(default="", repr=False)  # never in a log line
+    auth: str = "md5"  # "md5" | "plain"
+    keepalive: float = 20.0
+    pong_timeout: float = 10.0
+    action_timeout: float = 30.0
+    originate_timeout: float = 30.0  # seconds a lineMakeCall rings the user's phone
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    listen: tuple[str, ...] = ("tcp:5039:interface=127.0.0.1",)
+    max_line_bytes: int = 65536
+    send_buffer_bytes: int = 1 << 20
+    replay_ring: int = 10000
+
+
+@dataclass(frozen=True)
+class LineConfig:
+    name: str
+    channel: str
+    context: str = "default"
+    callerid: str | None = None
+
+
+@dataclass(frozen=True)
+class UserConfig:
+    name: str
+    token: str = field(repr=False)  # never in a log line
+    lines: tuple[str, ...] = ("*",)
+
+
+@dataclass(frozen=True)
+class CallsConfig:
+    hangup_grace: float = 5.0
+    max_age: float = 14400.0
+    linger: float = 30.0
+
+
+@dataclass(frozen=True)
+class PluginsConfig:
+    enabled: tuple[str, ...] = ()
+    settings: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: _EMPTY)
+    lookup_timeout: float = 2.0
+
+
+@dataclass(frozen=True)
+class Config:
+    ami: AMIConfig = field(default_factory=AMIConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    lines: Mapping[str, LineConfig] = field(default_factory=lambda: _EMPTY)
+    users: Mapping[str, UserConfig] = field(default_factory=lambda: _EMPTY)
+    calls: CallsConfig = field(default_factory=CallsConfig)
+    plugins: PluginsConfig = field(default_factory=PluginsConfig)
+    demo: bool = False
+    source: str | None = None
+
+
+#: The demo PBX's two phones, used as lines when demo mode has no [lines].
+DEMO_LINES: Mapping[str, LineConfig] = MappingProxyType(
+    {
+        "line_1": LineConfig("line_1", "Local/bob@phones", "trunklocal"),
+        "line_2": LineConfig("line_2", "Local/bobbett@phones", "trunklocal"),
+    }
+)
+
+#: Which command-line flag sets which dotted key (for error messages).
+OVERRIDE_FLAGS: Mapping[str, str] = MappingProxyType(
+    {
+        "ami.host": "--ami-host",
+        "ami.port": "--ami-port",
+        "ami.username": "--ami-username",
+        "ami.secret": "--ami-secret",
+        "server.listen": "--listen",
+        "demo": "--demo",
+    }
+)
+
+
+# ---------------------------------------------------------------- checking
+
+
+class _Reader:
+    """Checks one table; knows where each value came from for the error line."""
+
+    def __init__(self, source: str, cli: frozenset[str]) -> None:
+        self.source = source
+        self.cli = cli
+
+    def fail(self, key: str, expected: str, value: Any = ...) -> ConfigError:
+        if key in self.cli:
+            where = f"command line: {OVERRIDE_FLAGS.get(key, key)}"
+        else:
+            where = f"{self.source}: key '{key}'"
+        got = "" if value is ... else f", got {_show(value)}"
+        return ConfigError(f"{where}: expected {expected}{got}")
+
+    def table(self, data: Mapping[str, Any], prefix: str, known: Mapping[str, Any]) -> None:
+        for key in data:
+            if key not in known:
+                dotted = f"{prefix}.{key}" if prefix else key
+                names = ", ".join(known) or "nothing"
+                raise ConfigError(
+                    f"{self.source}: unknown key '{dotted}' (expected one of: {names})"
+                )
+
+    # typed getters ------------------------------------------------------
+
+    def string(self, data, prefix, key, default, *, required=False, empty_ok=False):
+        dotted = f"{prefix}.{key}"
+        if key not in data:
+            if required:
+                raise ConfigError(
+                    f"{self.source}: key '{dotted}': expected a non-empty string, but it is missing"
+                )
+            return default
+        value = data[key]
+        if not isinstance(value, str) or (not value and not empty_ok):
+            raise self.fail(dotted, "a non-empty string", value)
+        return value
+
+    def integer(self, data, prefix, key, default, lo, hi=None):
+        dotted = f"{prefix}.{key}"
+        if key not in data:
+            return default
+        value = data[key]
+        if isinstance(value, str) and dotted in self.cli:
+            try:
+                value = int(value.strip())
+            except ValueError:
+                pass
+        rng = f"{lo}-{hi}" if hi is not None else f">= {lo}"
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or value < lo
+            or (hi is not None and value > hi)
+        ):
+            raise self.fail(dotted, f"an integer {rng}", data[key])
+        return value
+
+    def number(self, data, prefix, key, default, *, positive=True):
+        dotted = f"{prefix}.{key}"
+        if key not in data:
+            return default
+        value = data[key]
+        what = "a number of seconds > 0" if positive else "a number of seconds >= 0"
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.fail(dotted, what, value)
+        value = float(value)
+        if not math.isfinite(value) or value < 0 or (positive and value == 0):
+            raise self.fail(dotted, what, data[key])
+        return value
+
+    def boolean(self, data, prefix, key, default):
+        dotted = f"{prefix}.{key}" if prefix else key
+        if key not in data:
+            return default
+        value = data[key]
+        if not isinstance(value, bool):
+            raise self.fail(dotted, "true or false", value)
+        return value
+
+    def strings(self, data, prefix, key, default, *, check: Callable[[str], str | None] | None = None,
+                what="a list of non-empty strings", allow_single=False, non_empty=False):
+        dotted = f"{prefix}.{key}"
+        if key not in data:
+            return default
+        value = data[key]
+        if allow_single and isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise self.fail(dotted, what, data[key])
+        if non_empty and not value:
+            raise self.fail(dotted, what + " (at least one)", data[key])
+        for item in value:
+            problem = check(item) if check else None
+            if problem:
+                raise self.fail(dotted, problem, item)
+        return tuple(value)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a table"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+_LINE_NAME = re.compile(r"^[^\s\[\]&!~]+$")
+
+
+def _check_line_name(name: str) -> str | None:
+    if _LINE_NAME.match(name):
+        return None
+    return "a line name without spaces or any of [ ] & ! ~"
+
+
+class _NoReactor:
+    """Stands in for a reactor while an endpoint string is only parsed."""
+
+
+def _check_endpoint(description: str) -> str | None:
+    """None if Twisted can parse the server endpoint string, else what was wrong."""
+    from twisted.internet.endpoints import serverFromString
+
+    example = "a Twisted server endpoint string such as 'tcp:5039:interface=127.0.0.1'"
+    try:
+        serverFromString(_NoReactor(), description)
+    except ImportError as exc:
+        return f"{example} (it needs a missing module: {exc.name}; for ssl: install asttapi-server[tls])"
+    except OSError as exc:
+        return f"{example} (cannot read {exc.filename or 'a file it names'}: {exc.strerror})"
+    except Exception as exc:  # ValueError, KeyError, TypeError, ... from the parser
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return f"{example} ({reason})"
+    return None
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    node = data
+    for part in parents:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[last] = value
+
+
+# ---------------------------------------------------------------- sections
+
+_AMI_KEYS = {k: None for k in (
+    "host", "port", "username", "secret", "auth", "keepalive", "pong_timeout",
+    "action_timeout", "originate_timeout",
+)}
+_SERVER_KEYS = {k: None for k in ("listen", "max_line_bytes", "send_buffer_bytes", "replay_ring")}
+_LINE_KEYS = {k: None for k in ("channel", "context", "callerid")}
+_USER_KEYS = {k: None for k in ("token", "lines")}
+_CALLS_KEYS = {k: None for k in ("hangup_grace", "max_age", "linger")}
+_TOP_KEYS = {k: None for k in ("ami", "server", "lines", "users", "calls", "plugins", "demo")}
+
+
+def _section(r: _Reader, data: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    value = data.get(name, {})
+    if not isinstance(value, dict):
+        raise r.fail(name, f"a table [{name}]", value)
+    return value
+
+
+def _ami(r: _Reader, d: Mapping[str, Any]) -> AMIConfig:
+    p = "ami"
+    r.table(d, p, _AMI_KEYS)
+    dflt = AMIConfig()
+    host = r.string(d, p, "host", None, empty_ok=True) or None
+    auth = r.string(d, p, "auth", dflt.auth)
+    if auth not in ("md5", "plain"):
+        raise r.fail("ami.auth", "\"md5\" or \"plain\"", auth)
+    return AMIConfig(
+        host=host.strip() if host else None,
+        port=r.integer(d, p, "port", dflt.port, 1, 65535),
+        username=r.string(d, p, "username", dflt.username),
+        secret=r.string(d, p, "secret", dflt.secret, empty_ok=True),
+        auth=auth,
+        keepalive=r.number(d, p, "keepalive", dflt.keepalive),
+        pong_timeout=r.number(d, p, "pong_timeout", dflt.pong_timeout),
+        action_timeout=r.number(d, p, "action_timeout", dflt.action_timeout),
+        originate_timeout=r.number(d, p, "originate_timeout", dflt.originate_timeout),
+    )
+
+
+def _server(r: _Reader, d: Mapping[str, Any]) -> ServerConfig:
+    p = "server"
+    r.table(d, p, _SERVER_KEYS)
+    dflt = ServerConfig()
+    return ServerConfig(
+        listen=r.strings(
+            d, p, "listen", dflt.listen, check=_check_endpoint, allow_single=True, non_empty=True,
+            what="an endpoint string or a list of them",
+        ),
+        max_line_bytes=r.integer(d, p, "max_line_bytes", dflt.max_line_bytes, 1024),
+        send_buffer_bytes=r.integer(d, p, "send_buffer_bytes", dflt.send_buffer_bytes, 1024),
+        replay_ring=r.integer(d, p, "replay_ring", dflt.replay_ring, 0),
+    )
+
+
+def _lines(r: _Reader, d: Mapping[str, Any]) -> dict[str, LineConfig]:
+    lines = {}
+    for name, table in d.items():
+        p = f"lines.{name}"
+        problem = _check_line_name(name)
+        if problem:
+            raise ConfigError(f"{r.source}: key '{p}': expected {problem}")
+        if not isinstance(table, dict):
+            raise r.fail(p, f"a table [lines.{name}] with at least 'channel'", table)
+        r.table(table, p, _LINE_KEYS)
+        lines[name] = LineConfig(
+            name=name,
+            channel=r.string(table, p, "channel", None, required=True),
+            context=r.string(table, p, "context", "default"),
+            callerid=r.string(table, p, "callerid", None),
+        )
+    return lines
+
+
+def _users(r: _Reader, d: Mapping[str, Any]) -> dict[str, UserConfig]:
+    users = {}
+    for name, table in d.items():
+        p = f"users.{name}"
+        if not isinstance(table, dict):
+            raise r.fail(p, f"a table [users.{name}] with at least 'token'", table)
+        r.table(table, p, _USER_KEYS)
+        users[name] = UserConfig(
+            name=name,
+            token=r.string(table, p, "token", None, required=True),
+            lines=r.strings(
+                table, p, "lines", ("*",),
+                what="a list of line names or glob patterns, e.g. [\"line_1\", \"sales_*\"]",
+            ),
+        )
+    return users
+
+
+def _calls(r: _Reader, d: Mapping[str, Any]) -> CallsConfig:
+    p = "calls"
+    r.table(d, p, _CALLS_KEYS)
+    dflt = CallsConfig()
+    return CallsConfig(
+        hangup_grace=r.number(d, p, "hangup_grace", dflt.hangup_grace, positive=False),
+        max_age=r.number(d, p, "max_age", dflt.max_age),
+        linger=r.number(d, p, "linger", dflt.linger, positive=False),
+    )
+
+
+def _plugins(r: _Reader, d: Mapping[str, Any]) -> PluginsConfig:
+    p = "plugins"
+    dflt = PluginsConfig()
+    settings: dict[str, Mapping[str, Any]] = {}
+    for key, value in d.items():
+        if key in ("enabled", "lookup_timeout"):
+            continue
+        if not isinstance(value, dict):
+            raise ConfigError(
+                f"{r.source}: unknown key 'plugins.{key}' (expected 'enabled', "
+                f"'lookup_timeout' or a [plugins.{key}] table of that plugin's settings)"
+            )
+        settings[key] = MappingProxyType(dict(value))
+    return PluginsConfig(
+        enabled=r.strings(d, p, "enabled", dflt.enabled,
+                          what="a list of plugin names, e.g. [\"crm_sql\"]"),
+        settings=MappingProxyType(settings),
+        lookup_timeout=r.number(d, p, "lookup_timeout", dflt.lookup_timeout),
+    )
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def _read_file(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: cannot read the configuration file: it does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the configuration file: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not valid TOML: the file is not UTF-8 text") from None
+
+
+def load_config(path: str | None, overrides: Mapping[str, Any] = _EMPTY) -> Config:
+    """Read *path* (TOML; None for no file), apply *overrides*, check, return a Config.
+
+    *overrides* maps dotted keys (``"ami.host"``, ``"ami.port"``,
+    ``"server.listen"``, ``"demo"``, ...) to values; ``None`` values are
+    ignored, every other value wins over the file. Values from the command
+    line may be strings where the file needs a number (``"5038"``).
+
+    Raises ConfigError with a one-line message on any problem.
+    """
+    data = _read_file(path) if path else {}
+    source = path or "configuration"
+    cli: set[str] = set()
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        top = dotted.split(".", 1)[0]
+        if top not in _TOP_KEYS:
+            raise ConfigError(f"command line: unknown setting '{dotted}'")
+        _set_dotted(data, dotted, value)
+        cli.add(dotted)
+    r = _Reader(source, frozenset(cli))
+
+    r.table(data, "", _TOP_KEYS)
+    ami = _ami(r, _section(r, data, "ami"))
+    server = _server(r, _section(r, data, "server"))
+    lines = _lines(r, _section(r, data, "lines"))
+    users = _users(r, _section(r, data, "users"))
+    calls = _calls(r, _section(r, data, "calls"))
+    plugins = _plugins(r, _section(r, data, "plugins"))
+    demo = r.boolean(data, "", "demo", False) or ami.host is None
+
+    for user in users.values():
+        for pattern in user.lines:
+            if not any(ch in pattern for ch in "*?[") and lines and pattern not in lines:
+                raise ConfigError(
+                    f"{source}: key 'users.{user.name}.lines': expected names of "
+                    f"configured [lines] or glob patterns, got {pattern!r}"
+                )
+    if demo and not lines:
+        lines = dict(DEMO_LINES)
+
+    return Config(
+        ami=ami,
+        server=server,
+        lines=MappingProxyType(lines),
+        users=MappingProxyType(users),
+        calls=calls,
+        plugins=plugins,
+        demo=demo,
+        source=path,
+    )
