@@ -1,0 +1,333 @@
+"""The demo PBX's brain: live channels, call flows, and what the AMI actions do to them.
+
+:class:`DemoEngine` owns the simulated channels and the running flows
+(:mod:`asttapi_server.demo.scenarios`), hands every event it makes to its
+listeners (the AMI sessions of :mod:`asttapi_server.demo.server`), and
+answers the call-related actions (Originate, Hangup, Redirect,
+CoreShowChannels) with the responses real Asterisk 22 gives. It knows no
+sockets; time comes from the injected ``IReactorTime``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from itertools import cycle
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+from asttapi_server.demo import channels as ami
+from asttapi_server.demo.channels import Channel, Pairs
+from asttapi_server.demo.scenarios import (
+    CALLERS,
+    Flow,
+    HoldCall,
+    InboundRingGroup,
+    OutboundCall,
+    Timing,
+    split_callerid,
+)
+
+log = Logger()
+
+#: The demo's phones and the TAPI lines they belong to (the dialplan's names).
+DEFAULT_PHONES: Mapping[str, str] = {
+    "Local/bob@phones": "line_1",
+    "Local/bobbett@phones": "line_2",
+}
+#: Phones a ``Local/NAME@phones`` Originate may ring besides the configured ones.
+_LAB_PHONES = {"bob", "bobbett", "alice", "carol"}
+_TECHS = {"Local", "PJSIP", "IAX2", "DAHDI"}
+_LOOP = ("inbound", "outbound", "busy")
+
+Listener = Callable[[str, bytes], None]  # (privilege, encoded event)
+
+
+class DemoEngine:
+    """Simulated channels and call flows on an injected clock."""
+
+    def __init__(self, clock: IReactorTime, *, timing: Timing | None = None,
+                 phones: Mapping[str, str] | None = None) -> None:
+        self.clock = clock
+        self.timing = timing or Timing()
+        self.phones: dict[str, str] = dict(phones or DEFAULT_PHONES)  # channel -> line
+        self.channels: dict[str, Channel] = {}
+        self._by_uid: dict[str, Channel] = {}
+        self._owner: dict[str, Flow] = {}
+        self.flows: list[Flow] = []
+        self._listeners: list[Listener] = []
+        self._seq = 0
+        self._local = 0
+        self._calls: set[IDelayedCall] = set()
+        self._loop_call: IDelayedCall | None = None
+        self._loop_kinds = cycle(_LOOP)
+        self._inbound_count = 0
+        self.running = False
+        self.started_at = clock.seconds()
+
+    # -- events --------------------------------------------------------------
+
+    def add_listener(self, fn: Listener) -> None:
+        self._listeners.append(fn)
+
+    def remove_listener(self, fn: Listener) -> None:
+        if fn in self._listeners:
+            self._listeners.remove(fn)
+
+    def emit(self, pairs: Pairs) -> None:
+        privilege = pairs[1][1] if len(pairs) > 1 and pairs[1][0] == "Privilege" else ""
+        data = ami.encode(pairs)
+        for fn in list(self._listeners):
+            fn(privilege, data)
+
+    # -- identities ----------------------------------------------------------
+
+    def new_uniqueid(self) -> str:
+        uid = f"{int(self.clock.seconds())}.{self._seq}"
+        self._seq += 1
+        return uid
+
+    def local_names(self, resource: str) -> tuple[str, str]:
+        n = self._local
+        self._local += 1
+        return f"{resource}-{n:08x};1", f"{resource}-{n:08x};2"
+
+    def tech_name(self, resource: str) -> str:
+        n = self._local
+        self._local += 1
+        return f"{resource}-{n:08x}"
+
+    def register(self, ch: Channel, flow: Flow) -> None:
+        self.channels[ch.name] = ch
+        self._by_uid[ch.uniqueid] = ch
+        self._owner[ch.name] = flow
+
+    def forget(self, ch: Channel) -> None:
+        self.channels.pop(ch.name, None)
+        self._by_uid.pop(ch.uniqueid, None)
+        self._owner.pop(ch.name, None)
+
+    def find(self, name_or_uniqueid: str) -> Channel | None:
+        return self.channels.get(name_or_uniqueid) or self._by_uid.get(name_or_uniqueid)
+
+    def line_for(self, phone: str) -> str:
+        return self.phones.get(phone) or next(iter(self.phones.values()), "line_1")
+
+    # -- playing -------------------------------------------------------------
+
+    def later(self, delay: float, fn: Callable[..., object], *args: object) -> IDelayedCall:
+        def run() -> None:
+            self._calls.discard(call)
+            fn(*args)
+
+        call = self.clock.callLater(delay, run)
+        self._calls.add(call)
+        return call
+
+    def start(self) -> None:
+        """Start the looping show: the first inbound call after ``timing.first_call``."""
+        if self.running:
+            return
+        self.running = True
+        log.warn("DEMO PBX: this is a SIMULATION, not a real Asterisk. Calls are invented; "
+                 "point ami.host at a real PBX for production.")
+        self._loop_call = self.clock.callLater(self.timing.first_call, self._loop_next)
+
+    def stop(self) -> None:
+        """Stop everything, silently; the clock is left with no calls of ours."""
+        self.running = False
+        if self._loop_call is not None and self._loop_call.active():
+            self._loop_call.cancel()
+        self._loop_call = None
+        for call in list(self._calls):
+            if call.active():
+                call.cancel()
+        self._calls.clear()
+        for flow in list(self.flows):
+            flow.cancel()
+
+    def _loop_next(self) -> None:
+        self._loop_call = None
+        if not self.running:
+            return
+        flow = self.play(next(self._loop_kinds))
+        flow.done.addCallback(self._loop_after)
+
+    def _loop_after(self, flow: Flow) -> Flow:
+        if self.running and self._loop_call is None:
+            self._loop_call = self.clock.callLater(self.timing.gap, self._loop_next)
+        return flow
+
+    def play(self, kind: str, **kwargs: object) -> Flow:
+        """Start one flow now: ``"inbound"``, ``"outbound"`` or ``"busy"``.
+
+        Keyword arguments go to the flow's constructor (e.g. ``caller=("0301234567",
+        "Ext Caller")``, ``ring=1.0``, ``number="95551234"``). Returns the running
+        :class:`~asttapi_server.demo.scenarios.Flow`; its ``done`` Deferred fires
+        when the call is over.
+        """
+        phones = list(self.phones.items())
+        if kind == "inbound":
+            n = self._inbound_count
+            self._inbound_count += 1
+            kwargs.setdefault("caller", CALLERS[n % len(CALLERS)])
+            kwargs.setdefault("ring", 1.0 + n % 3)
+            kwargs.setdefault("group", phones)
+            flow: Flow = InboundRingGroup(self, **kwargs)  # type: ignore[arg-type]
+        elif kind in ("outbound", "busy"):
+            phone, line = phones[0]
+            kwargs.setdefault("phone", phone)
+            kwargs.setdefault("line", line)
+            kwargs.setdefault("number", "95550000" if kind == "busy" else "95551234")
+            kwargs.setdefault("callerid", ("201", "Bob"))
+            flow = OutboundCall(self, **kwargs)  # type: ignore[arg-type]
+        else:
+            raise ValueError(f"unknown demo flow {kind!r} (inbound, outbound, busy)")
+        self.flows.append(flow)
+        return flow.start()
+
+    def flow_finished(self, flow: Flow) -> None:
+        if flow in self.flows:
+            self.flows.remove(flow)
+
+    # -- actions ---------------------------------------------------------------
+
+    def originate(self, headers: Sequence[tuple[str, str]], action_id: str | None) -> Pairs:
+        h = _Headers(headers)
+        channel = h.get("Channel")
+        if not channel:
+            return ami.response("Error", action_id, ("Message", "Channel not specified"))
+        is_async = (h.get("Async") or "").lower() in ("true", "yes", "1", "on")
+        channel_id = h.get("ChannelId") or None
+        variables = []
+        for raw in h.get_all("Variable"):
+            for item in raw.split(","):
+                key, sep, value = item.partition("=")
+                if sep:
+                    variables.append((key.strip(), value))
+        vars_ = dict(variables)
+        callerid = split_callerid(h.get("CallerID")) if h.get("CallerID") else None
+        application, context, exten = h.get("Application"), h.get("Context"), h.get("Exten")
+        target = ([("Application", application), ("Data", h.get("Data") or "")] if application
+                  else [("Context", context or "default"), ("Exten", exten or "s")])
+        queued = ami.response("Success", action_id, ("Message", "Originate successfully queued"))
+
+        problem = self._originate_problem(channel, channel_id)
+        if problem:
+            log.info("DEMO PBX (simulation): Originate {channel} fails: {why}",
+                     channel=channel, why=problem)
+            if is_async:
+                uid = channel_id or ami.UNKNOWN
+                self.later(0.0, self.emit, ami.originate_response(
+                    action_id, False, channel, target, uid, ami.UNKNOWN, ami.UNKNOWN))
+                return queued
+            return ami.response("Error", action_id, ("Message", "Originate failed"))
+
+        common = dict(
+            channel_id=channel_id, other_channel_id=h.get("OtherChannelId") or None,
+            originate_action_id=action_id, originated=is_async, variables=variables,
+            callerid=callerid,
+        )
+        flow: Flow
+        if not application and exten and re.fullmatch(r"\+?\d{3,}", exten):
+            line = vars_.get("TAPI_LINE") or self.line_for(channel)
+            flow = OutboundCall(self, channel, line, exten, context=context or "default", **common)
+        else:
+            data = h.get("Data") or ""
+            duration = float(data) if application == "Wait" and data.isdigit() else 30.0
+            flow = HoldCall(self, channel, target, application=application or "Wait",
+                            data=data if application else "30", duration=duration, **common)
+        self.flows.append(flow)
+        self.later(0.0, flow.start)  # the response goes out before the first event
+        return queued
+
+    def _originate_problem(self, channel: str, channel_id: str | None) -> str | None:
+        m = re.match(r"^([A-Za-z0-9]+)/(.+)$", channel)
+        if not m or m.group(1) not in _TECHS:
+            return "unknown channel technology"
+        if m.group(1) == "Local":
+            name, _, context = m.group(2).partition("@")
+            known = {p.split("/", 1)[1] for p in self.phones if p.startswith("Local/")}
+            if m.group(2) not in known and not (context == "phones" and name in _LAB_PHONES):
+                return "no such phone in the demo"
+        if channel_id and (channel_id in self._by_uid or any(
+                f.channel_id == channel_id for f in self.flows if hasattr(f, "channel_id"))):
+            return "ChannelId already in use"
+        return None
+
+    def hangup(self, target: str | None, cause: int, action_id: str | None) -> list[Pairs]:
+        if not target:
+            return [ami.response("Error", action_id, ("Message", "No channel specified"))]
+        if len(target) > 1 and target.startswith("/") and target.endswith("/"):
+            try:
+                rx = re.compile(target[1:-1])
+            except re.error:
+                return [ami.response("Error", action_id, ("Message", "Invalid regex"))]
+            hit = [ch for name, ch in self.channels.items() if rx.search(name)]
+            out = [ami.response("Success", action_id, ("EventList", "start"),
+                                ("Message", "Channels hung up will follow"))]
+            for ch in hit:
+                head = [("ActionID", action_id)] if action_id is not None else []
+                out.append([("Event", "ChannelHungup"), *head, ("Channel", ch.name)])
+            out.append(ami.list_complete("ChannelsHungupListComplete", action_id, len(hit)))
+            for ch in hit:
+                self._end(ch, cause)
+            return out
+        ch = self.find(target)
+        if ch is None:
+            return [ami.response("Error", action_id, ("Message", "No such channel"))]
+        self._end(ch, cause)
+        return [ami.response("Success", action_id, ("Message", "Channel Hungup"))]
+
+    def _end(self, ch: Channel, cause: int) -> None:
+        flow = self._owner.get(ch.name)
+        if flow is not None:
+            log.info("DEMO PBX (simulation): Hangup of {channel} ends its call",
+                     channel=ch.name)
+            self.later(0.0, flow.abort, cause)
+
+    def redirect(self, target: str | None, context: str | None, exten: str | None,
+                 priority: str | None, action_id: str | None) -> Pairs:
+        if not target:
+            return ami.response("Error", action_id, ("Message", "Channel not specified"))
+        ch = self.find(target)
+        if ch is None:
+            return ami.response("Error", action_id, ("Message", f"Channel does not exist: {target}"))
+        flow = self._owner.get(ch.name)
+        try:
+            prio = int(priority or "1")
+        except ValueError:
+            return ami.response("Error", action_id, ("Message", "Invalid priority"))
+        if flow is not None:
+            log.info("DEMO PBX (simulation): Redirect {channel} to {context},{exten},{priority}",
+                     channel=ch.name, context=context, exten=exten, priority=prio)
+            self.later(0.0, flow.redirect, ch, context or ch.context, exten or "s", prio)
+        return ami.response("Success", action_id, ("Message", "Redirect successful"))
+
+    def core_show_channels(self, action_id: str | None) -> list[Pairs]:
+        now = self.clock.seconds()
+        out = [ami.response("Success", action_id, ("EventList", "start"),
+                            ("Message", "Channels will follow"))]
+        live = list(self.channels.values())
+        out += [ami.core_show_channel(ch, action_id, now) for ch in live]
+        out.append(ami.list_complete("CoreShowChannelsComplete", action_id, len(live)))
+        return out
+
+
+class _Headers:
+    """Case-insensitive view of an action's ``(key, value)`` pairs."""
+
+    def __init__(self, pairs: Sequence[tuple[str, str]]) -> None:
+        self.pairs = pairs
+
+    def get(self, key: str) -> str | None:
+        k = key.lower()
+        for name, value in self.pairs:
+            if name.lower() == k:
+                return value
+        return None
+
+    def get_all(self, key: str) -> list[str]:
+        k = key.lower()
+        return [v for name, v in self.pairs if name.lower() == k]
