@@ -227,8 +227,13 @@ class ClientFactory(ServerFactory):
     The service constructs it once per application and listens with it on
     every ``server.listen`` endpoint::
 
-        hub = Hub(config.server.replay_ring)
-        factory = ClientFactory.from_config(config, hub, bridge, clock=reactor)
+        hub = Hub(ring_size=config.server.replay_ring)
+        factory = ClientFactory(hub, bridge, users=config.users, clock=reactor,
+                                max_line_bytes=config.server.max_line_bytes,
+                                send_buffer_bytes=config.server.send_buffer_bytes)
+
+    ``users`` maps names to ``config.UserConfig`` (or ``{"token", "lines"}``
+    mappings); pass ``authenticator`` instead to share one.
     """
 
     protocol = ClientProtocol
@@ -237,8 +242,9 @@ class ClientFactory(ServerFactory):
         self,
         hub: Hub,
         telephony: Telephony,
-        authenticator: Authenticator,
+        authenticator: Authenticator | None = None,
         *,
+        users: Mapping[str, Any] | None = None,
         clock: IReactorTime | None = None,
         max_line_bytes: int = 65536,
         send_buffer_bytes: int = 1 << 20,
@@ -250,7 +256,7 @@ class ClientFactory(ServerFactory):
             from twisted.internet import reactor as clock  # type: ignore[no-redef]
         self.hub = hub
         self.telephony = telephony
-        self.authenticator = authenticator
+        self.authenticator = authenticator if authenticator is not None else Authenticator(users or {})
         self.clock = clock
         self.max_line_bytes = max_line_bytes
         self.send_buffer_bytes = send_buffer_bytes
@@ -264,11 +270,10 @@ class ClientFactory(ServerFactory):
         cls, config: Any, hub: Hub, telephony: Telephony, *, clock: IReactorTime | None = None
     ) -> "ClientFactory":
         """From ``config.Config``: ``server.max_line_bytes``, ``server.send_buffer_bytes``, ``users``."""
-        users: Mapping[str, Any] = config.users
         return cls(
             hub,
             telephony,
-            Authenticator(users),
+            users=config.users,
             clock=clock,
             max_line_bytes=config.server.max_line_bytes,
             send_buffer_bytes=config.server.send_buffer_bytes,

@@ -481,3 +481,22 @@ def test_paused_output_is_queued_in_order_and_flushed_on_resume():
 def test_registers_as_streaming_producer():
     c = Harness().connect()
     assert c.transport.producer is c.proto and c.transport.streaming
+
+
+def test_factory_builds_its_authenticator_from_config_users():
+    from types import SimpleNamespace
+
+    from asttapi_server.clients.hub import Hub
+    from asttapi_server.clients.protocol import ClientFactory
+
+    from .fakes import FakeTelephony
+
+    config = SimpleNamespace(
+        users={"alice": SimpleNamespace(token="t", lines=("line_1",))},
+        server=SimpleNamespace(max_line_bytes=1234, send_buffer_bytes=5678),
+    )
+    f = ClientFactory.from_config(config, Hub(), FakeTelephony(), clock=object())
+    assert f.authenticator.login_required and f.max_line_bytes == 1234 and f.send_buffer_bytes == 5678
+    f2 = ClientFactory(hub=Hub(), telephony=FakeTelephony(), users=config.users, clock=object())
+    assert f2.authenticator.authenticate("alice", "t").may_open("line_1")
+    assert not ClientFactory(Hub(), FakeTelephony(), clock=object()).authenticator.login_required
