@@ -67,3 +67,9 @@ class TelephonyError(AstTapiError):
 
 class PluginError(AstTapiError):
     """A plugin failed to load or configure; names the plugin."""
+
+
+class InvalidActionHeader(AMIError, ValueError):
+    """An AMI action header would break the wire format (a line break in a
+    value, a colon in a name): refused before anything is sent, so a client
+    cannot smuggle headers or whole actions into the PBX link."""

@@ -1,0 +1,206 @@
+"""AMI action builders: what we send, byte for byte.
+
+Pure ring: no Twisted, no clock.
+
+Each builder returns an :class:`Action` (a ``(name, headers)`` pair, so
+``client.send_action(*actions.ping())`` works); :meth:`Action.encode` gives the
+wire bytes with ``ActionID`` right after ``Action`` and ``\\r\\n`` line ends,
+the layout of the lab captures' ``.sent`` files.
+
+Every key and value is checked: a value holding ``\\r`` or ``\\n`` (say a
+"number" typed by a client as ``"100\\r\\nAction: Command..."``) would inject
+headers or whole actions, so it raises :class:`~asttapi_server.errors.InvalidActionHeader`
+instead of being sent.  Several ``Variable`` headers are written one per line,
+never comma-joined (pitfall 10: Asterisk's 1024-byte line buffer).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from typing import NamedTuple
+
+from asttapi_server.errors import InvalidActionHeader
+
+__all__ = [
+    "Action",
+    "encode",
+    "md5_key",
+    "login",
+    "login_md5",
+    "challenge",
+    "ping",
+    "originate",
+    "hangup",
+    "redirect",
+    "coreshowchannels",
+    "status",
+    "command",
+    "logoff",
+]
+
+Headers = Sequence[tuple[str, str]]
+
+
+def _check_key(key: str) -> None:
+    if not key or any(c in key for c in ":\r\n\0 \t"):
+        raise InvalidActionHeader(f"AMI header name {key!r} is not allowed")
+
+
+def _check_value(key: str, value: str) -> None:
+    if "\r" in value or "\n" in value or "\0" in value:
+        raise InvalidActionHeader(
+            f"AMI header {key!r} refused: its value holds a line break or NUL ({value!r})"
+        )
+
+
+def encode(action: str, headers: Headers = (), action_id: str | None = None) -> bytes:
+    """Wire bytes of one action.  Raises :class:`InvalidActionHeader`."""
+    _check_value("Action", action)
+    if not action.strip() or " " in action.strip():
+        raise InvalidActionHeader(f"AMI action name {action!r} is not allowed")
+    out = [f"Action: {action}\r\n"]
+    if action_id is not None:
+        _check_value("ActionID", action_id)
+        out.append(f"ActionID: {action_id}\r\n")
+    for key, value in headers:
+        value = str(value)
+        _check_key(key)
+        _check_value(key, value)
+        if key.lower() == "actionid" and action_id is not None:
+            raise InvalidActionHeader("ActionID is assigned by the client; do not pass it as a header")
+        out.append(f"{key}: {value}\r\n")
+    out.append("\r\n")
+    return "".join(out).encode("utf-8")
+
+
+class Action(NamedTuple):
+    name: str
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def encode(self, action_id: str | None = None) -> bytes:
+        return encode(self.name, self.headers, action_id)
+
+
+def _action(name: str, *pairs: tuple[str, object | None]) -> Action:
+    headers = tuple((k, str(v)) for k, v in pairs if v is not None)
+    a = Action(name, headers)
+    a.encode()  # validate now, where the caller's bad value came from
+    return a
+
+
+def md5_key(challenge: str, secret: str) -> str:
+    """The Login Key for ``AuthType: MD5``: md5hex(challenge + secret)."""
+    return hashlib.md5((challenge + secret).encode("utf-8")).hexdigest()
+
+
+def login(username: str, secret: str, events: str = "on") -> Action:
+    return _action("Login", ("Username", username), ("Secret", secret), ("Events", events))
+
+
+def login_md5(username: str, key: str, events: str = "on") -> Action:
+    return _action(
+        "Login", ("AuthType", "MD5"), ("Username", username), ("Key", key), ("Events", events)
+    )
+
+
+def challenge() -> Action:
+    return _action("Challenge", ("AuthType", "MD5"))
+
+
+def ping() -> Action:
+    return _action("Ping")
+
+
+def _bool(value: bool | str | None) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return "true" if value else "false"
+
+
+def originate(
+    channel: str,
+    *,
+    context: str | None = None,
+    exten: str | None = None,
+    priority: int | str | None = None,
+    application: str | None = None,
+    data: str | None = None,
+    callerid: str | None = None,
+    timeout_ms: int | None = None,
+    async_: bool | None = None,
+    channel_id: str | None = None,
+    other_channel_id: str | None = None,
+    account: str | None = None,
+    variables: Mapping[str, str] | Iterable[tuple[str, str]] = (),
+) -> Action:
+    """``Originate``; ``timeout_ms`` is AMI's ``Timeout`` (milliseconds).
+
+    ``variables`` become one ``Variable: NAME=value`` header each.
+    """
+    pairs = variables.items() if isinstance(variables, Mapping) else variables
+    var_headers = []
+    for name, value in pairs:
+        if not name or "=" in name:
+            raise InvalidActionHeader(f"Originate variable name {name!r} is not allowed")
+        var_headers.append(("Variable", f"{name}={value}"))
+    return _action(
+        "Originate",
+        ("Channel", channel),
+        ("Context", context),
+        ("Exten", exten),
+        ("Priority", priority),
+        ("Application", application),
+        ("Data", data),
+        ("CallerID", callerid),
+        ("Timeout", timeout_ms),
+        ("Async", _bool(async_)),
+        ("ChannelId", channel_id),
+        ("OtherChannelId", other_channel_id),
+        ("Account", account),
+        *var_headers,
+    )
+
+
+def hangup(channel: str, cause: int | None = None) -> Action:
+    return _action("Hangup", ("Channel", channel), ("Cause", cause))
+
+
+def redirect(
+    channel: str,
+    context: str,
+    exten: str,
+    priority: int | str = 1,
+    *,
+    extra_channel: str | None = None,
+    extra_context: str | None = None,
+    extra_exten: str | None = None,
+    extra_priority: int | str | None = None,
+) -> Action:
+    return _action(
+        "Redirect",
+        ("Channel", channel),
+        ("ExtraChannel", extra_channel),
+        ("Context", context),
+        ("Exten", exten),
+        ("Priority", priority),
+        ("ExtraContext", extra_context),
+        ("ExtraExten", extra_exten),
+        ("ExtraPriority", extra_priority),
+    )
+
+
+def coreshowchannels() -> Action:
+    return _action("CoreShowChannels")
+
+
+def status(channel: str | None = None) -> Action:
+    return _action("Status", ("Channel", channel))
+
+
+def command(text: str) -> Action:
+    return _action("Command", ("Command", text))
+
+
+def logoff() -> Action:
+    return _action("Logoff")

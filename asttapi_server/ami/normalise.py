@@ -1,0 +1,186 @@
+"""One shape for the events the server uses, whatever the Asterisk version.
+
+Pure ring: no Twisted, no clock.
+
+UserEvent dialects (apps/app_userevent.c at each tag; hand-made streams for
+each are in ``tests/data/ami-legacy/``, the modern one is a real capture):
+
+======================  ==================================================================
+Asterisk 1.2            ``Event: UserEventTAPI``, ``Channel``, ``Uniqueid``, then the body
+                        line ``TAPIEVENT: ...`` (or the manual's typo ``TAPIEVENT [..] ...``
+                        without a colon, which lands in ``Message.lines``)
+1.4 - 1.8               ``Event: UserEvent``, ``UserEvent: TAPI``, body; no Channel and no
+                        Uniqueid unless the dialplan adds ``Uniqueid: ${UNIQUEID}`` itself
+11                      as 1.4 plus ``Uniqueid``
+12+                     full channel snapshot (Channel, Uniqueid, Linkedid, ...) then
+                        ``UserEvent: TAPI`` and the body headers
+old ``|`` dialplan on   ``UserEvent: TAPI|TAPIEVENT: LINE_...`` and no TAPIEVENT header
+today's Asterisk        (``|`` is no longer a separator); a ``,`` dialplan on 1.2/1.4 gives
+                        the same with ``,`` (``Event: UserEventTAPI,TAPIEVENT: ...`` on 1.2)
+======================  ==================================================================
+
+A body that still holds ``|Key: value`` pieces (1.4 passed everything after the
+first ``|`` through verbatim) is split there, so ``TAPIEVENT: X|Uniqueid: Y``
+yields body ``X`` and uniqueid ``Y``.  Commas inside the body are never split:
+a caller name may hold one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from asttapi_server.ami.message import EVENT, Message
+
+__all__ = [
+    "UserEvent",
+    "user_event",
+    "hangup",
+    "OriginateResult",
+    "originate_response",
+    "channel_uniqueids",
+]
+
+_TAPIEVENT = "TAPIEVENT"
+# "|Uniqueid: 123" pieces glued into a body by an old "|" dialplan.
+_PIPE_HEADER = re.compile(r"\|\s*([A-Za-z][A-Za-z0-9_-]*)\s*:\s*([^|]*)")
+_UNKNOWN = frozenset(("", "<unknown>", "<null>", "(none)"))
+
+
+@dataclass(frozen=True, slots=True)
+class UserEvent:
+    name: str  # "TAPI" (1.2 "UserEventTAPI" -> "TAPI")
+    body: str | None  # the TAPIEVENT text, stripped; None if there is none
+    uniqueid: str | None  # Uniqueid / UniqueID header or dialplan-added body header
+    channel: str | None
+    linkedid: str | None
+    message: Message
+
+
+def _split_arg(text: str) -> tuple[str, str | None]:
+    """``"TAPI|TAPIEVENT: x"`` -> ``("TAPI", "TAPIEVENT: x")``; ``|`` or ``,``."""
+    cut = len(text)
+    for sep in "|,":
+        i = text.find(sep)
+        if 0 <= i < cut:
+            cut = i
+    if cut == len(text):
+        return text.strip(), None
+    return text[:cut].strip(), text[cut + 1 :]
+
+
+def _tapievent_text(text: str) -> str | None:
+    """The TAPIEVENT payload of ``"TAPIEVENT: x"`` or ``"TAPIEVENT x"``, else None."""
+    text = text.strip()
+    if text[:9].upper() != _TAPIEVENT:
+        return None
+    rest = text[9:]
+    if rest and rest[0] not in ": \t":
+        return None  # e.g. "TAPIEVENTS: ..." is some other header
+    rest = rest.lstrip(" \t")
+    if rest.startswith(":"):
+        rest = rest[1:]
+    return rest.strip()
+
+
+def _none_if_unknown(value: str | None) -> str | None:
+    if value is None or value.strip() in _UNKNOWN:
+        return None
+    return value.strip()
+
+
+def user_event(msg: Message) -> UserEvent | None:
+    """Normalise any dialect of UserEvent; ``None`` if ``msg`` is not one."""
+    if msg.kind != EVENT:
+        return None
+    event = msg.name
+    if event.lower() == "userevent":
+        raw_name = msg.get("UserEvent") or ""
+    elif event[:9].lower() == "userevent" and len(event) > 9:
+        raw_name = event[9:]  # Asterisk 1.2: "UserEventTAPI"
+    else:
+        return None
+    name, rest = _split_arg(raw_name)
+
+    body = msg.get(_TAPIEVENT)
+    if body is None and rest is not None:
+        body = _tapievent_text(rest)
+    if body is None:
+        for line in msg.lines:
+            body = _tapievent_text(line)
+            if body is not None:
+                break
+    extra: dict[str, str] = {}
+    if body is not None and "|" in body:
+        head, _, tail = body.partition("|")
+        for key, value in _PIPE_HEADER.findall("|" + tail):
+            extra.setdefault(key.lower(), value.strip())
+        body = head.strip()
+
+    uniqueid = msg.get("Uniqueid") or extra.get("uniqueid")
+    channel = msg.get("Channel") or extra.get("channel")
+    linkedid = msg.get("Linkedid") or extra.get("linkedid")
+    return UserEvent(
+        name=name,
+        body=body,
+        uniqueid=_none_if_unknown(uniqueid),
+        channel=_none_if_unknown(channel),
+        linkedid=_none_if_unknown(linkedid),
+        message=msg,
+    )
+
+
+def _int_or_none(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value.strip())
+    except ValueError:
+        return None
+
+
+def hangup(msg: Message) -> tuple[str, int | None, str | None] | None:
+    """``(uniqueid, cause, channel)`` for ``Event: Hangup``; else ``None``."""
+    if msg.kind != EVENT or msg.name.lower() != "hangup":
+        return None
+    uniqueid = _none_if_unknown(msg.get("Uniqueid"))
+    if uniqueid is None:
+        return None
+    return uniqueid, _int_or_none(msg.get("Cause")), _none_if_unknown(msg.get("Channel"))
+
+
+@dataclass(frozen=True, slots=True)
+class OriginateResult:
+    """An ``Event: OriginateResponse`` (Async originate finished)."""
+
+    action_id: str | None
+    success: bool
+    uniqueid: str | None  # our ChannelId when we set one; None for "<unknown>"
+    channel: str | None
+    reason: int | None  # 4 = answered, 0 = failed, 1/3/5/8 = hangup/ring timeout/busy/congestion
+    message: Message
+
+
+def originate_response(msg: Message) -> OriginateResult | None:
+    if msg.kind != EVENT or msg.name.lower() != "originateresponse":
+        return None
+    return OriginateResult(
+        action_id=msg.action_id,
+        success=(msg.get("Response") or "").strip().lower() == "success",
+        uniqueid=_none_if_unknown(msg.get("Uniqueid")),
+        channel=_none_if_unknown(msg.get("Channel")),
+        reason=_int_or_none(msg.get("Reason")),
+        message=msg,
+    )
+
+
+def channel_uniqueids(messages: Iterable[Message]) -> set[str]:
+    """Uniqueids of the live channels in a ``CoreShowChannels`` (or ``Status``) reply list."""
+    out: set[str] = set()
+    for msg in messages:
+        if msg.kind == EVENT and msg.name.lower() in ("coreshowchannel", "status"):
+            uid = _none_if_unknown(msg.get("Uniqueid"))
+            if uid is not None:
+                out.add(uid)
+    return out
