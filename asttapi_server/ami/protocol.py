@@ -1,0 +1,366 @@
+"""One AMI connection: login, ActionID correlation, event lists, keepalive.
+
+Adapter ring: feeds bytes to :class:`~asttapi_server.ami.parser.AMIParser` and
+hands messages on.  Reconnecting is :mod:`asttapi_server.ami.client`'s job; a
+protocol lives exactly as long as its TCP connection.
+
+Session states (one table, as in magic-wormhole's machines)::
+
+    login  --login ok-->          live
+    login  --refused / lost-->    closed   (login Deferred fails)
+    live   --Event: Shutdown-->   closing  (pending fail LinkDown; abort after a grace)
+    live   --no Pong in time-->   closed   (abortConnection: half-open link)
+    any    --connectionLost-->    closed   (every pending action fails LinkDown)
+
+Only the login's own ``Challenge`` and ``Login`` are ever written before
+``live``: :meth:`AMIProtocol.send_action` fails fast with
+:class:`~asttapi_server.errors.LinkDown` otherwise (pitfall 3).
+
+Correlation is AMP's: a counter makes ActionIDs (``<prefix>-<n>``, the prefix
+names the connection so a late answer from an old link never matches), a dict
+maps them to their Deferreds, and connection loss fails them all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from asttapi_server.ami import actions
+from asttapi_server.ami.message import EVENT, RESPONSE, Message
+from asttapi_server.ami.parser import AMIParser
+from asttapi_server.errors import (
+    ActionFailed,
+    ActionTimeout,
+    AMIError,
+    AuthenticationFailed,
+    LinkDown,
+)
+
+__all__ = ["AMIProtocol"]
+
+LOGIN, LIVE, CLOSING, CLOSED = "login", "live", "closing", "closed"
+
+
+class _Pending:
+    __slots__ = ("action", "deferred", "timer", "events", "timeout")
+
+    def __init__(self, action: str, deferred: Deferred, timer: IDelayedCall | None, timeout: float | None):
+        self.action = action
+        self.deferred = deferred
+        self.timer = timer
+        self.timeout = timeout
+        self.events: list[Message] | None = None  # set once "EventList: start" arrives
+
+
+def _is_list_start(msg: Message) -> bool:
+    if (msg.get("EventList") or "").strip().lower() == "start":
+        return True
+    # Asterisk < 1.6.1 sent no EventList header; "... will follow" says the same.
+    return (msg.get("Message") or "").strip().lower().endswith("will follow")
+
+
+def _list_end(msg: Message) -> str | None:
+    flag = (msg.get("EventList") or "").strip().lower()
+    if flag in ("complete", "cancelled"):
+        return flag
+    if msg.name.lower().endswith("complete"):
+        return "complete"
+    return None
+
+
+class AMIProtocol(Protocol):
+    """The AMI session on one connection."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        *,
+        prefix: str = "asttapi",
+        observers: Sequence[Callable[[Message], None]] = (),
+        on_shutdown: Callable[[AMIProtocol, Message], None] | None = None,
+        on_lost: Callable[[AMIProtocol, Failure], None] | None = None,
+        max_message_bytes: int = 1 << 20,
+        shutdown_grace: float = 10.0,
+    ) -> None:
+        self.clock = clock
+        self.prefix = prefix
+        # The client's own list object: observers added later are seen here too.
+        self.observers = observers
+        self.on_shutdown = on_shutdown
+        self.on_lost = on_lost
+        self.shutdown_grace = shutdown_grace
+        self.parser = AMIParser(max_message_bytes, on_error=self._parse_error)
+        self.state = LOGIN
+        self._counter = 0
+        self._pending: dict[str, _Pending] = {}
+        self._collecting = 0
+        self._keepalive_call: IDelayedCall | None = None
+        self._shutdown_call: IDelayedCall | None = None
+        self._ping_outstanding = False
+        self.keepalive = 0.0
+        self.pong_timeout = 0.0
+        self.peer = "?"
+
+    # -- connection ----------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        try:
+            peer = self.transport.getPeer()
+            self.peer = f"{peer.host}:{peer.port}"
+        except Exception:
+            self.peer = "?"
+
+    def dataReceived(self, data: bytes) -> None:
+        collecting = self._collecting
+        observers = self.observers
+        for msg in self.parser.feed(data):
+            kind = msg.kind
+            if kind == EVENT:
+                if collecting and self._collect(msg):
+                    collecting = self._collecting
+                    continue
+                if msg.name == "Shutdown":
+                    self._shutdown(msg)
+                for fn in observers:
+                    try:
+                        fn(msg)
+                    except Exception:
+                        self.log.failure("AMI event observer {observer!r} failed on {event}", observer=fn, event=msg.name)
+            elif kind == RESPONSE:
+                self._response(msg)
+                collecting = self._collecting
+            else:
+                self.log.debug("AMI {kind} message ignored: {name}", kind=kind, name=msg.name)
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        was = self.state
+        self.state = CLOSED
+        for call in (self._keepalive_call, self._shutdown_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._keepalive_call = self._shutdown_call = None
+        why = reason.getErrorMessage() if reason is not None else "closed"
+        self._fail_all(LinkDown(f"AMI link to {self.peer} lost ({why})"))
+        if was != CLOSED and self.on_lost is not None:
+            self.on_lost(self, reason)
+
+    def _parse_error(self, text: str) -> None:
+        self.log.warn("AMI stream from {peer}: {problem}", peer=self.peer, problem=text)
+
+    # -- actions -------------------------------------------------------------
+
+    def next_action_id(self) -> str:
+        self._counter += 1
+        return f"{self.prefix}-{self._counter}"
+
+    def send_action(
+        self, action: str, headers: Sequence[tuple[str, str]] = (), *, timeout: float | None = 30.0
+    ) -> Deferred:
+        """Send one action once logged in; see ``AMIClient.send_action``."""
+        if self.state != LIVE:
+            return fail(LinkDown(f"AMI link to {self.peer} is not logged in; {action} not sent"))
+        return self._send(action, headers, timeout)
+
+    def _send(self, action: str, headers: Sequence[tuple[str, str]], timeout: float | None) -> Deferred:
+        action_id = self.next_action_id()
+        try:
+            data = actions.encode(action, headers, action_id)
+        except AMIError:
+            return fail()
+        d: Deferred = Deferred()
+        timer = None
+        if timeout is not None and timeout > 0:
+            timer = self.clock.callLater(timeout, self._timed_out, action_id)
+        self._pending[action_id] = _Pending(action, d, timer, timeout)
+        self.transport.write(data)
+        return d
+
+    def _finish(self, action_id: str) -> _Pending | None:
+        pending = self._pending.pop(action_id, None)
+        if pending is None:
+            return None
+        if pending.events is not None:
+            self._collecting -= 1
+        if pending.timer is not None and pending.timer.active():
+            pending.timer.cancel()
+        return pending
+
+    def _timed_out(self, action_id: str) -> None:
+        pending = self._pending.get(action_id)
+        if pending is None:
+            return
+        pending.timer = None
+        self._finish(action_id)
+        pending.deferred.errback(
+            ActionTimeout(f"no answer from {self.peer} to AMI {pending.action} within {pending.timeout:g} s")
+        )
+
+    def _response(self, msg: Message) -> None:
+        action_id = msg.action_id
+        pending = self._pending.get(action_id) if action_id is not None else None
+        if pending is None:
+            self.log.debug("AMI response for no pending action (ActionID {aid!r}): {name}", aid=action_id, name=msg.name)
+            return
+        if pending.events is not None:
+            self.log.warn("AMI second response for {aid}; ignored", aid=action_id)
+            return
+        if msg.name.strip().lower() == "error":
+            self._finish(action_id)
+            pending.deferred.errback(ActionFailed(pending.action, msg))
+        elif _is_list_start(msg):
+            pending.events = [msg]
+            self._collecting += 1
+        else:
+            self._finish(action_id)
+            pending.deferred.callback(msg)
+
+    def _collect(self, msg: Message) -> bool:
+        """Put an event into its pending event list; False if it belongs to none."""
+        action_id = msg.action_id
+        pending = self._pending.get(action_id) if action_id is not None else None
+        if pending is None or pending.events is None:
+            return False
+        pending.events.append(msg)
+        end = _list_end(msg)
+        if end is not None:
+            self._finish(action_id)  # type: ignore[arg-type]
+            if end == "cancelled":
+                pending.deferred.errback(ActionFailed(pending.action, msg))
+            else:
+                pending.deferred.callback(pending.events)
+        return True
+
+    def _fail_all(self, error: Exception) -> None:
+        pending, self._pending = self._pending, {}
+        self._collecting = 0
+        for p in pending.values():
+            if p.timer is not None and p.timer.active():
+                p.timer.cancel()
+            p.deferred.errback(Failure(error))
+
+    # -- login ---------------------------------------------------------------
+
+    def login(self, username: str, secret: str, *, auth: str = "md5", events: str = "on", timeout: float = 30.0) -> Deferred:
+        """Log in; fires with the Login response, fails with AuthenticationFailed,
+        ActionTimeout or LinkDown.  The secret never reaches a log line."""
+        if self.state != LOGIN:
+            return fail(LinkDown(f"AMI link to {self.peer} is {self.state}; cannot log in"))
+
+        def refused(failure: Failure) -> Failure:
+            if failure.check(ActionFailed):
+                text = failure.value.message.get("Message") or "refused"
+                return Failure(
+                    AuthenticationFailed(
+                        f"Asterisk at {self.peer} refused the AMI login as {username!r}: {text} "
+                        "(check username, secret and permit/deny in manager.conf)"
+                    )
+                )
+            return failure
+
+        if auth == "md5":
+            d = self._send(*actions.challenge(), timeout)
+
+            def answer(msg: Message) -> Deferred:
+                challenge = msg.get("Challenge")
+                if not challenge:
+                    raise AuthenticationFailed(f"Asterisk at {self.peer} sent no MD5 challenge")
+                key = actions.md5_key(challenge, secret)
+                return self._send(*actions.login_md5(username, key, events), timeout)
+
+            d.addCallback(answer)
+        elif auth == "plain":
+            d = self._send(*actions.login(username, secret, events), timeout)
+        else:
+            return fail(AuthenticationFailed(f"unknown AMI auth {auth!r}; use 'md5' or 'plain'"))
+        d.addErrback(refused)
+        d.addCallback(self._logged_in)
+        return d
+
+    def _logged_in(self, msg: Message) -> Message:
+        if self.state != LOGIN:
+            raise LinkDown(f"AMI link to {self.peer} closed during login")
+        self.state = LIVE
+        self._schedule_keepalive()
+        return msg
+
+    # -- keepalive -----------------------------------------------------------
+
+    def start_keepalive(self, interval: float, pong_timeout: float) -> None:
+        self.keepalive = interval
+        self.pong_timeout = pong_timeout
+        self._schedule_keepalive()
+
+    def _schedule_keepalive(self) -> None:
+        if self._keepalive_call is not None and self._keepalive_call.active():
+            self._keepalive_call.cancel()
+        self._keepalive_call = None
+        if self.keepalive > 0 and self.state == LIVE:
+            self._keepalive_call = self.clock.callLater(self.keepalive, self._ping)
+
+    def _ping(self) -> None:
+        self._keepalive_call = None
+        if self.state != LIVE:
+            return
+        if not self._ping_outstanding:
+            self._ping_outstanding = True
+            d = self._send(*actions.ping(), self.pong_timeout)
+            d.addBoth(self._pong)
+        self._schedule_keepalive()
+
+    def _pong(self, result: Any) -> None:
+        self._ping_outstanding = False
+        if isinstance(result, Failure) and result.check(ActionTimeout):
+            if self.state == LIVE:
+                self.log.error(
+                    "AMI link to {peer}: no Pong within {timeout} s, the link is half-open; dropping it to reconnect",
+                    peer=self.peer,
+                    timeout=self.pong_timeout,
+                )
+                self.state = CLOSING
+                self.transport.abortConnection()
+        # LinkDown (connection lost meanwhile) and ActionFailed need no action.
+
+    # -- shutdown ------------------------------------------------------------
+
+    def _shutdown(self, msg: Message) -> None:
+        if self.state not in (LIVE, LOGIN):
+            return
+        self.log.warn(
+            "Asterisk at {peer} is shutting down (Shutdown: {how}, Restart: {restart}); "
+            "expecting the link to close, will reconnect",
+            peer=self.peer,
+            how=msg.get("Shutdown"),
+            restart=msg.get("Restart"),
+        )
+        self.state = CLOSING
+        if self._keepalive_call is not None and self._keepalive_call.active():
+            self._keepalive_call.cancel()
+        self._keepalive_call = None
+        self._fail_all(LinkDown(f"Asterisk at {self.peer} is shutting down"))
+        if self.on_shutdown is not None:
+            self.on_shutdown(self, msg)
+        # Asterisk closes ~10 ms later; if it does not, do it ourselves.
+        self._shutdown_call = self.clock.callLater(self.shutdown_grace, self._shutdown_overdue)
+
+    def _shutdown_overdue(self) -> None:
+        self._shutdown_call = None
+        if self.state != CLOSED:
+            self.log.warn("Asterisk at {peer} did not close after Shutdown; aborting the link", peer=self.peer)
+            self.transport.abortConnection()
+
+    def close(self) -> None:
+        """Stop using this link (service stopping)."""
+        if self.state == CLOSED:
+            return
+        self.state = CLOSING
+        self._fail_all(LinkDown(f"AMI link to {self.peer} closed by us"))
+        self.transport.loseConnection()
