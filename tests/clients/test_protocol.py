@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
-from twisted.internet.defer import fail, succeed
 from twisted.logger import LogLevel, globalLogPublisher
 
 from asttapi_server import __version__
