@@ -1,0 +1,48 @@
+"""One million calls through the core leave nothing tracked, and memory stays flat.
+
+Each call is the minimum a dialplan sends (LINE_NEWCALL, IDLE) with a 1 s
+linger and a tick every 1000 calls, so the timer heap and the linger path are
+exercised too. About 6-10 s on one core; the bench (bench/core_events.py)
+runs the full four-event flow.
+"""
+
+import gc
+import sys
+
+from asttapi_server.core import CallModel, TapiSignal, parse_tapievent
+
+N = 1_000_000
+
+
+def test_a_million_calls_leave_tracked_at_zero_and_memory_flat():
+    newcall = parse_tapievent("LINE_NEWCALL line_1")
+    idle = parse_tapievent("LINE_CALLSTATE LINECALLSTATE_IDLE")
+    m = CallModel(linger=1.0, hangup_grace=5.0)
+    apply = m.apply
+    gc.collect()
+    base = sys.getallocatedblocks()
+    growth = []
+    for i in range(N):
+        now = i * 0.001
+        uid = f"1795674354.{i}"
+        apply(TapiSignal(newcall, uid, None), now)
+        if i % 7 == 0:  # some calls lose their IDLE and need the safety net
+            m.channel_hangup(uid, 16, now)
+        else:
+            apply(TapiSignal(idle, uid, None), now)
+        if i % 1000 == 0:
+            m.tick(now)
+        if i % 100_000 == 0:
+            growth.append(sys.getallocatedblocks() - base)
+    m.tick(N * 0.001 + 60)  # grace expiries -> synthetic IDLE, then their linger
+    m.tick(N * 0.001 + 120)
+    assert m.tracked == 0
+    assert m.next_deadline() is None
+    assert m.stats["calls"] == m.stats["freed"] == N
+    assert m.stats["synthetic_idle"] == len(range(0, N, 7))
+    assert len(m._heap) == 0 and not m._by_uid and not m._by_line
+    # flat: the live set is a few thousand calls at any time, whatever N is
+    steady = growth[1:]
+    assert max(steady) - min(steady) < 50_000, growth
+    gc.collect()
+    assert sys.getallocatedblocks() - base < 50_000
