@@ -9,10 +9,16 @@ STAMP  := $(VENV)/.installed
 
 venv: $(STAMP)
 
+# The editable install maps our packages through an import hook, which
+# Twisted's plugin scan (a directory listing of twisted/plugins on sys.path)
+# cannot see; the asttapi-checkout.pth line puts the checkout on the venv's
+# path so `.venv/bin/twistd -n asttapi` finds twisted/plugins/asttapi_plugin.py
+# from any directory. (A non-editable `pip install .` installs the dropin.)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@$(BIN)/python -c "import os, site; open(os.path.join(site.getsitepackages()[0], 'asttapi-checkout.pth'), 'w').write(os.getcwd() + '\\n')"
 	touch $(STAMP)
 
 run: $(STAMP)

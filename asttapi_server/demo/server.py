@@ -32,7 +32,7 @@ or, outside a service tree::
 secret="", timing=Timing(), phones=None, autoplay=True)``:
 
 * ``timing``: :class:`~asttapi_server.demo.scenarios.Timing` (first call after
-  2 s, 10 s between calls); ``Timing.fast()`` plays a call in ~50 ms.
+  2 s, 6 s between calls); ``Timing.fast()`` plays a call in ~50 ms.
 * ``phones``: ``{channel: line}``, the ring group and the line each phone's
   calls are signalled on; default ``Local/bob@phones`` -> ``line_1``,
   ``Local/bobbett@phones`` -> ``line_2``.
