@@ -163,6 +163,27 @@ class Call:
         return f"<Call {self.handle} {self.uniqueid} {self.states}>"
 
 
+_RESOLVED: dict[tuple[str, ...], tuple[str, str | None]] = {}
+
+
+def _resolve(args: tuple[str, ...]) -> tuple[str, str | None]:
+    """LINE_CALLSTATE args -> (TAPI state, mode): aliases and default modes applied (memoised)."""
+    hit = _RESOLVED.get(args)
+    if hit is not None:
+        return hit
+    state = args[0]
+    mode = args[1] if len(args) > 1 else None
+    alias = ALIASES.get(state)
+    if alias is not None:
+        state, default = alias
+        mode = mode or default
+    elif state == DISCONNECTED and mode is None:
+        mode = DEFAULT_DISCONNECT_MODE
+    # The grammar only lets through known states and modes, so this stays small.
+    _RESOLVED[args] = (state, mode)
+    return state, mode
+
+
 class CallModel:
     """Every call the server knows about; see the module docstring."""
 
@@ -245,7 +266,9 @@ class CallModel:
             if uid is None:
                 self._untied(cmd)
                 return []
-            return self._newcall(call, uid, cmd, signal.channel, now)
+            # The signal's Channel is the call's own only when the Uniqueid came from it too.
+            own = cmd.call_id is None or cmd.call_id == signal.uniqueid
+            return self._newcall(call, uid, cmd, signal.channel if own else None, now)
         if call is None:
             if verb == _LINEDEVSTATE and cmd.lines and cmd.call_id is None:
                 # "[line_1] LINE_LINEDEVSTATE ..." is about the line, not a call.
@@ -299,23 +322,21 @@ class CallModel:
         return events
 
     def _callstate(self, call: Call, cmd: G.TapiCommand, now: float) -> list[TapiEvent]:
-        args = cmd.args
-        state = args[0]
-        mode = args[1] if len(args) > 1 else None
-        alias = ALIASES.get(state)
-        if alias is not None:
-            state, default = alias
-            mode = mode or default
-        elif state == DISCONNECTED and mode is None:
-            mode = DEFAULT_DISCONNECT_MODE
-        events = []
+        state, mode = _resolve(cmd.args)
         states = call.states
+        if cmd.lines or cmd.excluded:
+            targets = self._targets(call, cmd, tracking_only=False)
+        else:  # the common case, inlined: every line still tracking the call
+            targets = [line for line, old in states.items() if old != IDLE]
+        if not targets:
+            if call.ended is not None:
+                # e.g. the h extension's IDLE after the call already ended: said once is enough.
+                self.stats["duplicate"] += 1
+            return []
+        events = []
         idled = False
         view = call.view()
-        targets = self._targets(call, cmd, tracking_only=False)
-        if not targets and call.ended is not None:
-            # e.g. the h extension's IDLE after the call already ended: said once is enough.
-            self.stats["duplicate"] += 1
+        handle = call.handle
         for line in targets:
             old = states[line]
             if old == state:
@@ -325,7 +346,7 @@ class CallModel:
                 self.stats["impossible"] += 1
                 log.warn(
                     "impossible call state change {old} -> {new} for call {handle} on {line}, ignored: {raw!r}",
-                    old=old, new=state, handle=call.handle, line=line, raw=cmd.raw,
+                    old=old, new=state, handle=handle, line=line, raw=cmd.raw,
                 )
                 continue
             states[line] = state
@@ -333,7 +354,7 @@ class CallModel:
                 if call.modes is None:
                     call.modes = {}
                 call.modes[line] = mode
-            events.append(TapiEvent(_CALLSTATE, line, call.handle, state, mode, view))
+            events.append(TapiEvent(_CALLSTATE, line, handle, state, mode, view))
             if state == IDLE:
                 idled = True
                 self._untrack(call, line)

@@ -352,3 +352,11 @@ def test_untied_events_without_uniqueid():
     assert m.apply(sig("LINE_NEWCALL line_1", None), 1.0) == []
     assert m.apply(sig("LINE_CALLSTATE LINECALLSTATE_IDLE", None), 1.0) == []
     assert m.stats["untied"] == 2 and m.tracked == 0
+
+
+def test_newcall_channel_is_recorded_only_when_it_is_the_calls_own():
+    m = model()
+    m.apply(sig("LINE_NEWCALL line_1", "1.1", "SIP/trunk-0001"), 1.0)
+    m.apply(sig("[~1.2] LINE_NEWCALL line_1", "1.9", "Local/bob@phones-0001;1"), 1.0)
+    assert m.by_uniqueid("1.1").channel == "SIP/trunk-0001"
+    assert m.by_uniqueid("1.2").channel is None
