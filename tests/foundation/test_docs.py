@@ -1,0 +1,44 @@
+"""The shipped example config and the README's config snippet load as written."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from asttapi_server.config import load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_example_config_loads_and_runs_on_the_demo():
+    cfg = load_config(str(ROOT / "asttapi.example.toml"))
+    assert cfg.demo is True
+    assert set(cfg.lines) == {"line_1", "line_2"}
+    assert cfg.plugins.enabled == ("crm_sql", "outlook_contacts")
+
+
+def test_example_config_mentions_every_key():
+    text = (ROOT / "asttapi.example.toml").read_text()
+    for key in ("host", "port", "username", "secret", "auth", "keepalive", "pong_timeout",
+                "action_timeout", "originate_timeout", "listen", "max_line_bytes",
+                "send_buffer_bytes", "replay_ring", "channel", "context", "callerid", "token",
+                "lines", "hangup_grace", "max_age", "linger", "enabled", "lookup_timeout", "demo"):
+        assert re.search(rf"^#? ?{key} = ", text, re.M), key
+
+
+def test_readme_config_snippet_loads(tmp_path):
+    readme = (ROOT / "README.md").read_text()
+    snippet = re.search(r"### 2\. The server's configuration.*?```toml\n(.*?)```", readme, re.S).group(1)
+    path = tmp_path / "asttapi.toml"
+    path.write_text(snippet)
+    cfg = load_config(str(path))
+    assert cfg.ami.host == "pbx.example.org" and cfg.demo is False
+    assert "crm" in cfg.users
+
+
+def test_readme_quick_start_is_the_two_make_commands():
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"## Quick start.*?```sh\n(.*?)```", readme, re.S).group(1)
+    assert [line.split("#")[0].strip() for line in block.strip().splitlines()] == ["make run", "make test"]
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert re.search(r"^make test$", ci, re.M)
