@@ -1,0 +1,378 @@
+"""The bridge: where the AMI link, the call model, plugins and clients meet.
+
+It owns no telephony semantics (the call model does) and no wire format (the
+AMI and client protocols do). It only routes:
+
+* AMI events in: Hangup and OriginateResponse feed the safety net and
+  click-to-dial bookkeeping; events plugins asked for are mapped to TAPI
+  signals (the built-in TAPI UserEvent mapping is such a plugin) and applied
+  to the model.
+* TAPI events out: each goes through the plugins' enrich/filter hook, then to
+  the hub; the first caller id of a call starts a contact lookup whose answer
+  arrives later as a LINE_CALLINFO (a slow CRM never delays a call event).
+* Client requests in: lineMakeCall, lineDrop and lineBlindTransfer become
+  Originate, Hangup and Redirect actions.
+* Link state: lost -> LINEDEVSTATE_OUTOFSERVICE at once; back -> ask Asterisk
+  which channels exist, end the calls that died meanwhile, then
+  LINEDEVSTATE_INSERVICE.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Hashable, Iterable
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from .ami import normalise
+from .config import Config
+from .core.events import TapiEvent
+from .core.model import CallModel
+from .errors import ActionFailed, ActionTimeout, LinkDown, TelephonyError
+
+log = Logger()
+
+#: What may be dialled: digits, the DTMF symbols, a leading "+", and SIP-style
+#: user names (letters, dot, dash, underscore). Nothing that could break out of
+#: an AMI header or a dialplan expression.
+_DIALABLE = re.compile(r"^\+?[0-9A-Za-z*#._\-]{1,64}$")
+
+_CALLERID_STATES = frozenset({"LINECALLINFOSTATE_CALLERID"})
+
+
+class Bridge:
+    """Routes between AMI client, call model, plugins and hub.
+
+    Implements the ``Telephony`` interface the client protocol relies on.
+    """
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        ami: Any,
+        model: CallModel,
+        plugins: Any,
+        hub: Any,
+        clock: IReactorTime,
+    ) -> None:
+        self.config = config
+        self.ami = ami
+        self.model = model
+        self.plugins = plugins
+        self.hub = hub
+        self.clock = clock
+        self.link_up = False
+        self._wanted = frozenset(plugins.wanted_event_names())
+        # Only these events are worth decoding; the AMI parser drops the rest
+        # (VarSet, Newexten, ... are most of the traffic) after reading the name.
+        ami.set_event_filter(self._wanted | {"Hangup", "OriginateResponse"})
+        self._timer: IDelayedCall | None = None
+        self._timer_at: float | None = None
+        # Call handles whose caller id we already looked up, and the number.
+        self._looked_up: dict[int, str] = {}
+        # ActionID of an Originate -> ChannelId we gave the call, so an
+        # OriginateResponse finds its call on every Asterisk version.
+        self._originates: dict[str, str] = {}
+        self._resync_generation = 0
+        ami.add_event_observer(self.on_ami_event)
+        ami.add_link_observer(self.on_link_state)
+
+    # -- AMI events in -------------------------------------------------------
+
+    def on_ami_event(self, message: Any) -> None:
+        """Route one AMI event; never raises (a bad event is logged, not fatal)."""
+        name = message.name
+        try:
+            if name == "Hangup":
+                self._on_hangup(message)
+            elif name == "OriginateResponse":
+                self._on_originate_response(message)
+            if name in self._wanted:
+                now = self.clock.seconds()
+                events: list[TapiEvent] = []
+                for signal in self.plugins.map_ami_event(message):
+                    events.extend(self.model.apply(signal, now))
+                if events:
+                    self._publish(events)
+        except Exception:
+            log.failure("Could not handle AMI event {name}", name=name)
+        self._reschedule()
+
+    def _on_hangup(self, message: Any) -> None:
+        parsed = normalise.hangup(message)
+        if parsed is None:
+            return
+        uniqueid, cause, _channel = parsed
+        events = self.model.channel_hangup(uniqueid, cause, self.clock.seconds())
+        if events:
+            self._publish(events)
+
+    def _on_originate_response(self, message: Any) -> None:
+        result = normalise.originate_response(message)
+        if result is None:
+            return
+        # Asterisk 12+ echoes our ChannelId as Uniqueid; older versions only
+        # echo the ActionID, so that is the key that works everywhere.
+        channel_id = self._originates.pop(result.action_id, None) if result.action_id else None
+        if channel_id is None and result.uniqueid:
+            call = self.model.by_uniqueid(result.uniqueid)
+            if call is not None and call.channel_id == result.uniqueid:
+                channel_id = result.uniqueid
+        if channel_id is None:
+            return  # not one of ours
+        events = self.model.originate_response(
+            channel_id, result.uniqueid, result.channel, result.success, self.clock.seconds(),
+            reason=result.reason,
+        )
+        if not result.success:
+            log.warn(
+                "Originate {channel_id} failed (reason {reason})",
+                channel_id=channel_id,
+                reason=result.reason,
+            )
+        if events:
+            self._publish(events)
+
+    # -- link state ----------------------------------------------------------
+
+    def on_link_state(self, up: bool) -> None:
+        """PBX link went up or down (called by the AMI client)."""
+        if not up:
+            self._resync_generation += 1
+            was_up, self.link_up = self.link_up, False
+            self._originates.clear()
+            if was_up:
+                self._publish(self.model.link_state(False))
+            return
+        self._resync_generation += 1
+        generation = self._resync_generation
+        d = self.ami.send_action("CoreShowChannels")
+        d.addCallback(self._resynced, generation)
+        d.addErrback(self._resync_failed, generation)
+
+    def _resynced(self, messages: list[Any], generation: int) -> None:
+        if generation != self._resync_generation:
+            return  # the link dropped again meanwhile
+        live = normalise.channel_uniqueids(messages)
+        events = self.model.resync(live, self.clock.seconds())
+        if events:
+            log.info(
+                "Resync after (re)connect: {n} call(s) ended because their channels are gone",
+                n=sum(1 for e in events if e.param == "LINECALLSTATE_IDLE"),
+            )
+        self.link_up = True
+        self._publish(events + self.model.link_state(True))
+        log.info("PBX link in service ({live} live channel(s))", live=len(live))
+        self._reschedule()
+
+    def _resync_failed(self, failure: Failure, generation: int) -> None:
+        if generation != self._resync_generation:
+            return
+        # Without the channel list we cannot end stale calls yet, but the link
+        # works: go in service; the hangup grace and max age still clean up.
+        log.failure("CoreShowChannels after reconnect failed; going in service without resync", failure)
+        self.link_up = True
+        self._publish(self.model.link_state(True))
+
+    # -- events out ----------------------------------------------------------
+
+    def _publish(self, events: Iterable[TapiEvent]) -> None:
+        for event in events:
+            out = self.plugins.client_event(event)
+            if out is None:
+                continue
+            self.hub.publish(out)
+            if out.call is not None:
+                self._after_call_event(out)
+
+    def _after_call_event(self, event: TapiEvent) -> None:
+        handle = event.call
+        assert handle is not None
+        if event.param == "LINECALLSTATE_IDLE":
+            call = self.model.get(handle)
+            if call is None or call.ended is not None:
+                self._looked_up.pop(handle, None)
+                if call is not None:
+                    self.plugins.call_finished(call)
+            return
+        number = event.callinfo.get("callerid")
+        if not number or self._looked_up.get(handle) == number:
+            return
+        if event.msg != "LINE_NEWCALL" and event.param not in _CALLERID_STATES:
+            return
+        self._looked_up[handle] = number
+        d = self.plugins.lookup_contact(number, dict(event.callinfo))
+        d.addCallback(self._contact_found, handle, number)
+
+    def _contact_found(self, contact: dict | None, handle: int, number: str) -> None:
+        if not contact or self._looked_up.get(handle) != number:
+            return  # nothing found, or the call ended/changed caller meanwhile
+        events = self.model.annotate(handle, "contact", contact, self.clock.seconds())
+        self._publish(events)
+
+    # -- timers --------------------------------------------------------------
+
+    def _reschedule(self) -> None:
+        deadline = self.model.next_deadline()
+        if deadline == self._timer_at:
+            return
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        self._timer_at = deadline
+        if deadline is not None:
+            delay = max(0.0, deadline - self.clock.seconds())
+            self._timer = self.clock.callLater(delay, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        try:
+            events = self.model.tick(self.clock.seconds())
+            if events:
+                self._publish(events)
+        except Exception:
+            log.failure("Call model timer failed")
+        self._reschedule()
+
+    def stop(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        self._timer_at = None
+
+    # -- Telephony: client requests -----------------------------------------
+
+    def _require_link(self) -> None:
+        if not self.link_up:
+            raise TelephonyError(
+                "LINEERR_DISCONNECTED", "The PBX link is down; try again when the line is back in service."
+            )
+
+    def make_call(self, line: str, number: str, owner: Hashable) -> Deferred:
+        """lineMakeCall: ring the line's phone, then dial ``number`` from it."""
+        try:
+            self._require_link()
+            line_conf = self.config.lines.get(line)
+            if line_conf is None:
+                raise TelephonyError(
+                    "LINEERR_OPERATIONUNAVAIL",
+                    f"Line {line!r} has no [lines.{line}] entry with a phone channel, so it cannot place calls.",
+                )
+            number = number.strip()
+            if not _DIALABLE.match(number):
+                raise TelephonyError("LINEERR_INVALADDRESS", f"Not a dialable number: {number!r}")
+        except TelephonyError as e:
+            return _failed(e)
+        now = self.clock.seconds()
+        call = self.model.make_call(line, number, owner, now)
+        headers = [
+            ("Channel", line_conf.channel),
+            ("Context", line_conf.context),
+            ("Exten", number),
+            ("Priority", "1"),
+            ("Async", "true"),
+            ("Timeout", str(int(self.config.ami.originate_timeout * 1000))),
+            ("ChannelId", call.channel_id),
+            ("OtherChannelId", call.channel_id + "-2"),
+            ("Variable", f"TAPI_LINE={line}"),
+            ("Variable", f"TAPI_CALL={call.handle}"),
+        ]
+        if line_conf.callerid:
+            headers.insert(5, ("CallerID", line_conf.callerid))
+        d = self.ami.send_action("Originate", headers, on_action_id=self._note_originate(call.channel_id))
+        handle = call.handle
+
+        def queued(_response: Any) -> int:
+            return handle
+
+        def failed(failure: Failure) -> Failure:
+            events = self.model.originate_response(call.channel_id, None, None, False, self.clock.seconds())
+            self._publish(events)
+            self._reschedule()
+            return Failure(_telephony_error(failure, "Originate"))
+
+        d.addCallbacks(queued, failed)
+        self._reschedule()
+        return d
+
+    def _note_originate(self, channel_id: str):
+        def note(action_id: str) -> None:
+            self._originates[action_id] = channel_id
+
+        return note
+
+    def _channel_of(self, handle: int) -> tuple[Any, str]:
+        call = self.model.get(handle)
+        if call is None:
+            raise TelephonyError("LINEERR_INVALCALLHANDLE", f"No call with handle {handle}.")
+        channel = call.channel or call.uniqueid
+        if not channel or call.ended is not None:
+            raise TelephonyError("LINEERR_INVALCALLSTATE", f"Call {handle} has no live channel to act on.")
+        return call, channel
+
+    def drop(self, handle: int) -> Deferred:
+        """lineDrop: hang up the call's channel."""
+        try:
+            self._require_link()
+            _call, channel = self._channel_of(handle)
+        except TelephonyError as e:
+            return _failed(e)
+        d = self.ami.send_action("Hangup", [("Channel", channel), ("Cause", "16")])
+        d.addCallbacks(lambda _r: None, lambda f: Failure(_telephony_error(f, "Hangup")))
+        return d
+
+    def blind_transfer(self, handle: int, number: str) -> Deferred:
+        """lineBlindTransfer: redirect the call's channel to ``number`` in the line's context."""
+        try:
+            self._require_link()
+            call, channel = self._channel_of(handle)
+            number = number.strip()
+            if not _DIALABLE.match(number):
+                raise TelephonyError("LINEERR_INVALADDRESS", f"Not a dialable number: {number!r}")
+            context = self._context_for(call)
+        except TelephonyError as e:
+            return _failed(e)
+        d = self.ami.send_action(
+            "Redirect", [("Channel", channel), ("Context", context), ("Exten", number), ("Priority", "1")]
+        )
+        d.addCallbacks(lambda _r: None, lambda f: Failure(_telephony_error(f, "Redirect")))
+        return d
+
+    def _context_for(self, call: Any) -> str:
+        for line in call.lines:
+            conf = self.config.lines.get(line)
+            if conf is not None:
+                return conf.context
+        raise TelephonyError(
+            "LINEERR_OPERATIONUNAVAIL",
+            "None of the call's lines has a [lines.NAME] entry with a dialplan context to transfer into.",
+        )
+
+
+def _failed(error: Exception) -> Deferred:
+    d: Deferred = Deferred()
+    d.errback(Failure(error))
+    return d
+
+
+def _telephony_error(failure: Failure, action: str) -> TelephonyError:
+    """Translate an AMI failure into what a client can act on."""
+    err = failure.value
+    if isinstance(err, TelephonyError):
+        return err
+    if isinstance(err, LinkDown):
+        return TelephonyError("LINEERR_DISCONNECTED", f"The PBX link went down before {action} completed.")
+    if isinstance(err, ActionTimeout):
+        return TelephonyError("LINEERR_OPERATIONFAILED", f"Asterisk did not answer {action} in time.")
+    if isinstance(err, ActionFailed):
+        text = err.message.get("Message") if hasattr(err.message, "get") else str(err.message)
+        return TelephonyError("LINEERR_OPERATIONFAILED", f"Asterisk refused {action}: {text}")
+    log.failure("Unexpected error from {action}", failure, action=action)
+    return TelephonyError("LINEERR_OPERATIONFAILED", f"{action} failed unexpectedly.")
+

@@ -1,0 +1,106 @@
+"""Fakes for bridge tests: an AMI link that records actions, a hub that records events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+
+from asttapi_server.ami.message import Message
+from asttapi_server.bridge import Bridge
+from asttapi_server.config import CallsConfig, Config, LineConfig, load_config
+from asttapi_server.core.model import CallModel
+from asttapi_server.plugins import build_plugin_manager
+
+
+class FakeAMI:
+    """Stands in for AMIClient: records actions; the test answers them."""
+
+    def __init__(self) -> None:
+        self.event_observers: list = []
+        self.link_observers: list = []
+        self.actions: list[tuple[str, list[tuple[str, str]], Deferred]] = []
+        self.event_filter = None
+        self._next_id = 0
+
+    def add_event_observer(self, fn) -> None:
+        self.event_observers.append(fn)
+
+    def add_link_observer(self, fn) -> None:
+        self.link_observers.append(fn)
+
+    def set_event_filter(self, names) -> None:
+        self.event_filter = None if names is None else {n.lower() for n in names}
+
+    def send_action(self, action, headers=(), *, timeout=None, on_action_id=None):
+        d: Deferred = Deferred()
+        self._next_id += 1
+        if on_action_id is not None:
+            on_action_id(f"fake-{self._next_id}")
+        self.actions.append((action, list(headers), d))
+        return d
+
+    def link(self, up: bool) -> None:
+        for fn in list(self.link_observers):
+            fn(up)
+
+    def event(self, **headers: str) -> None:
+        msg = Message.from_items(list(headers.items()))
+        for fn in list(self.event_observers):
+            fn(msg)
+
+    def pop(self, name: str):
+        for i, (action, headers, d) in enumerate(self.actions):
+            if action == name:
+                del self.actions[i]
+                return headers, d
+        raise AssertionError(f"no pending {name} action; have {[a for a, _, _ in self.actions]}")
+
+
+class RecordingHub:
+    def __init__(self) -> None:
+        self.events: list = []
+
+    def publish(self, event) -> int:
+        self.events.append(event)
+        return len(self.events)
+
+
+def base_config(**calls: Any) -> Config:
+    config = load_config(None, {})
+    lines = {
+        "line_1": LineConfig(name="line_1", channel="Local/alice@phones", context="trunklocal"),
+    }
+    return _replace(config, lines=lines, calls=CallsConfig(**{**_calls_defaults(config), **calls}))
+
+
+def _calls_defaults(config: Config) -> dict:
+    c = config.calls
+    return {"hangup_grace": c.hangup_grace, "max_age": c.max_age, "linger": c.linger}
+
+
+def _replace(obj, **changes):
+    import dataclasses
+
+    return dataclasses.replace(obj, **changes)
+
+
+def make_bridge(*, plugins=None, link_up: bool = True, **calls: Any):
+    """A bridge wired to fakes; returns (bridge, hub, clock, ami)."""
+    config = base_config(**calls)
+    clock = Clock()
+    clock.advance(1_795_674_000)
+    ami = FakeAMI()
+    hub = RecordingHub()
+    model = CallModel(
+        hangup_grace=config.calls.hangup_grace, max_age=config.calls.max_age, linger=config.calls.linger
+    )
+    host = plugins if plugins is not None else build_plugin_manager(config.plugins, config=config, clock=clock)
+    bridge = Bridge(config=config, ami=ami, model=model, plugins=host, hub=hub, clock=clock)
+    if link_up:
+        ami.link(True)
+        _headers, d = ami.pop("CoreShowChannels")
+        d.callback([Message.from_items([("Response", "Success"), ("EventList", "start")])])
+        hub.events.clear()
+    return bridge, hub, clock, ami

@@ -1,0 +1,299 @@
+"""The bridge with a fake AMI link, a recording hub and a Clock."""
+
+from __future__ import annotations
+
+import pytest
+from twisted.internet.defer import Deferred, succeed
+
+from asttapi_server.ami.message import Message
+from asttapi_server.errors import ActionFailed, LinkDown, TelephonyError
+
+from .fakes import make_bridge
+
+
+def user_event(ami, text: str, uniqueid: str, channel: str = "PJSIP/alice-0001") -> None:
+    ami.event(Event="UserEvent", Channel=channel, Uniqueid=uniqueid, UserEvent="TAPI", TAPIEVENT=text)
+
+
+def failure_of(d: Deferred) -> Exception:
+    failures = []
+    d.addErrback(failures.append)
+    assert failures, "expected the Deferred to have failed"
+    return failures[0].value
+
+
+def result_of(d: Deferred):
+    results = []
+    d.addCallback(results.append)
+    assert results, "expected the Deferred to have fired"
+    return results[0]
+
+
+# -- link state and resync ---------------------------------------------------
+
+
+def test_link_loss_and_return_tell_every_line_and_resync_ends_dead_calls():
+    bridge, hub, clock, ami = make_bridge()
+    user_event(ami, "LINE_NEWCALL line_1", "100.1")
+    user_event(ami, "LINE_CALLSTATE LINECALLSTATE_OFFERING", "100.1")
+    user_event(ami, "LINE_NEWCALL line_1", "100.2")
+    user_event(ami, "LINE_CALLSTATE LINECALLSTATE_OFFERING", "100.2")
+    hub.events.clear()
+
+    ami.link(False)
+    assert [(e.msg, e.line, e.param) for e in hub.events] == [
+        ("LINE_LINEDEVSTATE", None, "LINEDEVSTATE_OUTOFSERVICE")
+    ]
+    assert not bridge.link_up
+    hub.events.clear()
+
+    ami.link(True)
+    assert not bridge.link_up  # not in service until resynchronised
+    _headers, d = ami.pop("CoreShowChannels")
+    d.callback([
+        Message.from_items([("Response", "Success"), ("EventList", "start")]),
+        Message.from_items([("Event", "CoreShowChannel"), ("Channel", "PJSIP/x-1"), ("Uniqueid", "100.2")]),
+        Message.from_items([("Event", "CoreShowChannelsComplete"), ("ListItems", "1")]),
+    ])
+    assert bridge.link_up
+    brief = [(e.msg, e.call, e.param, e.synthetic) for e in hub.events]
+    dead = bridge.model.by_uniqueid("100.1")
+    assert brief[:2] == [
+        ("LINE_CALLSTATE", dead.handle, "LINECALLSTATE_DISCONNECTED", True),
+        ("LINE_CALLSTATE", dead.handle, "LINECALLSTATE_IDLE", True),
+    ]
+    assert brief[-1] == ("LINE_LINEDEVSTATE", None, "LINEDEVSTATE_INSERVICE", False)
+    live = bridge.model.by_uniqueid("100.2")
+    assert live.ended is None
+
+
+def test_link_dropping_again_during_resync_is_not_reported_in_service():
+    bridge, hub, clock, ami = make_bridge()
+    ami.link(False)
+    ami.link(True)
+    _h, stale = ami.pop("CoreShowChannels")
+    ami.link(False)
+    hub.events.clear()
+    stale.callback([])
+    assert not bridge.link_up
+    assert hub.events == []
+
+
+def test_resync_failure_still_goes_in_service():
+    bridge, hub, clock, ami = make_bridge()
+    ami.link(False)
+    hub.events.clear()
+    ami.link(True)
+    _h, d = ami.pop("CoreShowChannels")
+    d.errback(ActionFailed("CoreShowChannels", Message.from_items([("Response", "Error"), ("Message", "x")])))
+    assert bridge.link_up
+    assert [e.param for e in hub.events] == ["LINEDEVSTATE_INSERVICE"]
+
+
+# -- click to dial -------------------------------------------------------------
+
+
+def test_make_call_originates_with_our_channel_id_and_filters_newcall():
+    bridge, hub, clock, ami = make_bridge()
+    d = bridge.make_call("line_1", "95551234", owner=7)
+    headers, action = ami.pop("Originate")
+    h = dict(headers)
+    assert h["Channel"] == "Local/alice@phones"
+    assert h["Context"] == "trunklocal"
+    assert h["Exten"] == "95551234"
+    assert h["Async"] == "true"
+    assert [v for k, v in headers if k == "Variable"] == ["TAPI_LINE=line_1", f"TAPI_CALL={bridge.model.get(1).handle}"]
+    channel_id = h["ChannelId"]
+    action.callback(Message.from_items([("Response", "Success"), ("Message", "Originate successfully queued")]))
+    handle = result_of(d)
+    assert bridge.model.get(handle).channel_id == channel_id
+
+    # The dialplan of the outbound context runs on the ChannelId channel.
+    ami.event(Event="OriginateResponse", ActionID="fake-1", Response="Success",
+              Channel="Local/alice@phones-0000000b;1", Reason="4", Uniqueid=channel_id)
+    for text in ("LINE_NEWCALL line_1", "LINE_CALLSTATE LINECALLSTATE_DIALTONE",
+                 "LINE_CALLSTATE LINECALLSTATE_DIALING", "LINE_CALLSTATE LINECALLSTATE_PROCEEDING",
+                 "LINE_CALLSTATE LINECALLSTATE_CONNECTED", "LINE_CALLSTATE LINECALLSTATE_IDLE"):
+        user_event(ami, text, channel_id)
+    assert {e.call for e in hub.events} == {handle}
+    newcalls = [e for e in hub.events if e.msg == "LINE_NEWCALL"]
+    assert len(newcalls) == 1 and newcalls[0].owner == 7  # the hub keeps it from client 7
+    assert [e.param for e in hub.events if e.msg == "LINE_CALLSTATE"] == [
+        "LINECALLSTATE_DIALTONE", "LINECALLSTATE_DIALING", "LINECALLSTATE_PROCEEDING",
+        "LINECALLSTATE_CONNECTED", "LINECALLSTATE_IDLE",
+    ]
+
+
+def test_originate_refused_by_asterisk_fails_the_request_and_frees_the_call():
+    bridge, hub, clock, ami = make_bridge()
+    d = bridge.make_call("line_1", "95551234", owner=7)
+    _h, action = ami.pop("Originate")
+    action.errback(ActionFailed("Originate", Message.from_items([("Response", "Error"), ("Message", "Originate failed")])))
+    err = failure_of(d)
+    assert isinstance(err, TelephonyError) and err.lineerr == "LINEERR_OPERATIONFAILED"
+    assert "Originate failed" in str(err)
+    clock.advance(3600)
+    assert bridge.model.tracked == 0
+
+
+def test_async_originate_failure_ends_the_call_for_its_owner():
+    bridge, hub, clock, ami = make_bridge()
+    d = bridge.make_call("line_1", "95551234", owner=7)
+    headers, action = ami.pop("Originate")
+    action.callback(Message.from_items([("Response", "Success")]))
+    handle = result_of(d)
+    ami.event(Event="OriginateResponse", ActionID="fake-1", Response="Failure",
+              Channel="Local/alice@phones", Reason="5", Uniqueid=dict(headers)["ChannelId"])
+    states = [(e.call, e.param, e.mode) for e in hub.events if e.msg == "LINE_CALLSTATE"]
+    assert states[-1][:2] == (handle, "LINECALLSTATE_IDLE")
+    assert (handle, "LINECALLSTATE_DISCONNECTED", "LINEDISCONNECTMODE_BUSY") in states
+
+
+@pytest.mark.parametrize("number", ["", "123\r\nAction: Hangup", "1;2", "x" * 80])
+def test_make_call_refuses_undialable_numbers(number):
+    bridge, hub, clock, ami = make_bridge()
+    err = failure_of(bridge.make_call("line_1", number, owner=1))
+    assert err.lineerr == "LINEERR_INVALADDRESS"
+    assert ami.actions == []
+
+
+def test_requests_while_link_down_fail_with_lineerr_disconnected():
+    bridge, hub, clock, ami = make_bridge(link_up=False)
+    err = failure_of(bridge.make_call("line_1", "201", owner=1))
+    assert err.lineerr == "LINEERR_DISCONNECTED"
+    assert ami.actions == []
+
+
+def test_make_call_on_line_without_channel_is_unavailable():
+    bridge, hub, clock, ami = make_bridge()
+    err = failure_of(bridge.make_call("line_9", "201", owner=1))
+    assert err.lineerr == "LINEERR_OPERATIONUNAVAIL"
+
+
+def test_link_lost_while_originating_maps_to_disconnected():
+    bridge, hub, clock, ami = make_bridge()
+    d = bridge.make_call("line_1", "201", owner=1)
+    _h, action = ami.pop("Originate")
+    action.errback(LinkDown("gone"))
+    assert failure_of(d).lineerr == "LINEERR_DISCONNECTED"
+
+
+# -- drop and transfer -----------------------------------------------------------
+
+
+def test_drop_hangs_up_the_calls_channel_and_transfer_redirects_it():
+    bridge, hub, clock, ami = make_bridge()
+    user_event(ami, "LINE_NEWCALL line_1", "200.1", channel="PJSIP/trunk-0007")
+    user_event(ami, "LINE_CALLSTATE LINECALLSTATE_OFFERING", "200.1", channel="PJSIP/trunk-0007")
+    handle = bridge.model.by_uniqueid("200.1").handle
+
+    d = bridge.blind_transfer(handle, "202")
+    headers, action = ami.pop("Redirect")
+    assert dict(headers) == {"Channel": "PJSIP/trunk-0007", "Context": "trunklocal", "Exten": "202", "Priority": "1"}
+    action.callback(Message.from_items([("Response", "Success")]))
+    assert result_of(d) is None
+
+    d = bridge.drop(handle)
+    headers, action = ami.pop("Hangup")
+    assert dict(headers)["Channel"] == "PJSIP/trunk-0007"
+    action.errback(ActionFailed("Hangup", Message.from_items([("Response", "Error"), ("Message", "No such channel")])))
+    err = failure_of(d)
+    assert err.lineerr == "LINEERR_OPERATIONFAILED" and "No such channel" in str(err)
+
+
+def test_drop_unknown_call_is_invalcallhandle():
+    bridge, hub, clock, ami = make_bridge()
+    assert failure_of(bridge.drop(999)).lineerr == "LINEERR_INVALCALLHANDLE"
+
+
+# -- plugins -----------------------------------------------------------------------
+
+
+class _Host:
+    """A PluginHost stand-in whose contact lookup the test controls."""
+
+    def __init__(self, real):
+        self._real = real
+        self.lookups: list[tuple[str, Deferred]] = []
+        self.finished: list = []
+
+    def wanted_event_names(self):
+        return self._real.wanted_event_names()
+
+    def map_ami_event(self, message):
+        return self._real.map_ami_event(message)
+
+    def client_event(self, event):
+        return event
+
+    def call_finished(self, call):
+        self.finished.append(call.handle)
+
+    def lookup_contact(self, number, callinfo):
+        d: Deferred = Deferred()
+        self.lookups.append((number, d))
+        return d
+
+
+def test_contact_arrives_later_as_callinfo_without_delaying_call_events():
+    from asttapi_server.plugins import build_plugin_manager
+
+    from .fakes import base_config
+
+    host = _Host(build_plugin_manager(base_config().plugins, config=base_config()))
+    bridge, hub, clock, ami = make_bridge(plugins=host)
+    for text in ("LINE_NEWCALL line_1", "LINE_CALLSTATE LINECALLSTATE_OFFERING",
+                 "SET CALLERID 0301234567", "LINE_CALLINFO LINECALLINFOSTATE_CALLERID"):
+        user_event(ami, text, "300.1")
+    assert [n for n, _ in host.lookups] == ["0301234567"]
+    assert [e.param or e.msg for e in hub.events] == [
+        "LINE_NEWCALL", "LINECALLSTATE_OFFERING", "LINECALLINFOSTATE_CALLERID"]
+    # A repeated CALLINFO for the same number does not look it up again.
+    user_event(ami, "LINE_CALLINFO LINECALLINFOSTATE_CALLERID", "300.1")
+    assert len(host.lookups) == 1
+
+    host.lookups[0][1].callback({"name": "Ext Caller", "company": "Contoso", "source": "crm"})
+    last = hub.events[-1]
+    assert last.msg == "LINE_CALLINFO"
+    assert last.callinfo["contact"]["name"] == "Ext Caller"
+
+    user_event(ami, "LINE_CALLSTATE LINECALLSTATE_IDLE", "300.1")
+    assert host.finished == [last.call]
+
+
+def test_a_raising_mapping_plugin_never_stops_the_flow():
+    from asttapi_server.hookspecs import hookimpl
+    from asttapi_server.plugins import build_plugin_manager
+
+    from .fakes import base_config
+
+    class Broken:
+        @hookimpl
+        def asttapi_ami_event_names(self):
+            return ["UserEvent"]
+
+        @hookimpl
+        def asttapi_map_ami_event(self, message, app):
+            raise RuntimeError("plugin bug")
+
+        @hookimpl
+        def asttapi_client_event(self, event, app):
+            raise RuntimeError("plugin bug")
+
+    config = base_config()
+    host = build_plugin_manager(config.plugins, config=config)
+    host.register(Broken(), "broken")
+    bridge, hub, clock, ami = make_bridge(plugins=host)
+    user_event(ami, "LINE_NEWCALL line_1", "400.1")
+    user_event(ami, "LINE_CALLSTATE LINECALLSTATE_OFFERING", "400.1")
+    assert [e.param or e.msg for e in hub.events] == ["LINE_NEWCALL", "LINECALLSTATE_OFFERING"]
+
+
+def test_garbage_events_are_survived():
+    bridge, hub, clock, ami = make_bridge()
+    ami.event(Event="Hangup", Uniqueid="", Cause="banana")
+    ami.event(Event="OriginateResponse", Response="Success")
+    ami.event(Event="UserEvent", UserEvent="TAPI", TAPIEVENT="[~&&!] LINE_CALLSTATE")
+    ami.event(Event="UserEvent", UserEvent="TAPI")
+    user_event(ami, "LINE_NEWCALL line_1", "500.1")
+    assert [e.msg for e in hub.events] == ["LINE_NEWCALL"]
