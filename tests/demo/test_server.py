@@ -372,3 +372,19 @@ def test_closed_session_gets_nothing_and_leaves_no_listener():
     s.protocol.connectionLost(None)
     assert engine._listeners == []
     assert factory.sessions == set()
+
+
+def test_originate_as_the_bridge_sends_it_uses_tapi_line():
+    clock, engine, factory = make_pbx()
+    s = Session(factory)
+    s.login(events="user")
+    s.send(action("Originate", ("ActionID", "7"), ("Channel", "Local/bobbett@phones"),
+                  ("Context", "trunklocal"), ("Exten", "+49301234567"), ("Priority", "1"),
+                  ("Async", "true"), ("Timeout", "30000"), ("ChannelId", "asttapi-1-5"),
+                  ("OtherChannelId", "asttapi-1-5-2"), ("Variable", "TAPI_LINE=line_2"),
+                  ("Variable", "TAPI_CALL=5")))
+    run_all(clock)
+    texts = [(get(m, "Uniqueid"), get(m, "TAPIEVENT")) for m in s.take() if get(m, "TAPIEVENT")]
+    assert texts[0] == ("asttapi-1-5", "LINE_NEWCALL line_2")
+    assert texts[-1] == ("asttapi-1-5", "LINE_CALLSTATE LINECALLSTATE_IDLE")
+    assert len(texts) == 7
