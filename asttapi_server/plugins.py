@@ -36,7 +36,7 @@ from typing import Any
 
 import pluggy
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, maybeDeferred, succeed
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from asttapi_server import hookspecs
@@ -63,15 +63,22 @@ BUILTIN_PLUGINS = {"tapi_userevent": "asttapi_server.tapi_userevent"}
 
 DEFAULT_LOOKUP_TIMEOUT = 2.0
 SHUTDOWN_TIMEOUT = 5.0
-#: Lookups of one blocking plugin that may occupy pool threads at once; more
-#: are skipped, so a hung CRM cannot take every thread from the others.
-MAX_INFLIGHT_PER_PLUGIN = 2
+#: A plugin failing in the same hook again is reported at most this often (seconds).
+ERROR_LOG_INTERVAL = 60.0
+#: Lookups of one blocking plugin that may still run past their timeout; while
+#: that many do, the plugin is skipped, so a hung CRM cannot take every thread.
+MAX_OVERDUE_PER_PLUGIN = 2
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _BLOCKING_ATTR = "asttapi_blocking"
 
 #: run_in_thread(function) -> Deferred firing with function()'s result.
 ThreadRunner = Callable[[Callable[[], Any]], Deferred]
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception's text on one line, for the single line start-up shows."""
+    return "; ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
 
 
 def blocking(function: Callable) -> Callable:
@@ -214,7 +221,7 @@ def _load(name: str, *, entry_points: list, search_paths: Sequence[str | Path]) 
             try:
                 return ep.load()
             except Exception as exc:
-                raise PluginError(f"plugin {name!r}: cannot import {ep.value}: {exc}") from exc
+                raise PluginError(f"plugin {name!r}: cannot import {ep.value}: {_one_line(exc)}") from exc
     module_name = f"{BUNDLED_PACKAGE}.{name}"
     try:
         found = importlib.util.find_spec(module_name) is not None
@@ -224,7 +231,7 @@ def _load(name: str, *, entry_points: list, search_paths: Sequence[str | Path]) 
         try:
             return importlib.import_module(module_name)
         except Exception as exc:
-            raise PluginError(f"plugin {name!r}: cannot import {module_name}: {exc}") from exc
+            raise PluginError(f"plugin {name!r}: cannot import {module_name}: {_one_line(exc)}") from exc
     for folder in search_paths:
         for candidate in (Path(folder) / f"{name}.py", Path(folder) / name / "__init__.py"):
             if candidate.is_file():
@@ -247,7 +254,7 @@ def _load_file(name: str, path: Path) -> Any:
         spec.loader.exec_module(module)
     except Exception as exc:
         sys.modules.pop(module_name, None)
-        raise PluginError(f"plugin {name!r}: cannot import {path}: {type(exc).__name__}: {exc}") from exc
+        raise PluginError(f"plugin {name!r}: cannot import {path}: {type(exc).__name__}: {_one_line(exc)}") from exc
     return module
 
 
@@ -261,7 +268,7 @@ def _configure(name: str, loaded: Any, settings: dict[str, Any], config: Any) ->
     try:
         plugin = configure(settings, config)
     except Exception as exc:
-        raise PluginError(f"plugin {name!r}: {exc}") from exc
+        raise PluginError(f"plugin {name!r}: {_one_line(exc)}") from exc
     if plugin is None:
         raise PluginError(f"plugin {name!r}: configure() returned None instead of the plugin object")
     return plugin
@@ -289,7 +296,8 @@ class PluginHost:
         self._clock = clock
         self._run_in_thread = run_in_thread
         self._pool: Any = None
-        self._inflight: dict[str, int] = {}
+        self._overdue: dict[str, int] = {}
+        self._error_log: dict[tuple[str, str], tuple[float, int]] = {}
         self._routes: dict[str, list[Any]] = {}
         self._wanted: frozenset[str] = frozenset()
 
@@ -300,9 +308,9 @@ class PluginHost:
         try:
             self.pm.register(plugin, name=name)
         except ValueError as exc:  # name or object already registered
-            raise PluginError(f"plugin {name!r}: {exc}") from exc
+            raise PluginError(f"plugin {name!r}: {_one_line(exc)}") from exc
         except pluggy.PluginValidationError as exc:
-            raise PluginError(f"plugin {name!r}: {exc}") from exc
+            raise PluginError(f"plugin {name!r}: {_one_line(exc)}") from exc
         for hook_name in self._spec_names():
             for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
                 if impl.plugin_name == name and (impl.hookwrapper or impl.wrapper):
@@ -316,7 +324,7 @@ class PluginHost:
             self.pm.check_pending()
         except pluggy.PluginValidationError as exc:
             name = self.pm.get_name(exc.plugin) or repr(exc.plugin)
-            raise PluginError(f"plugin {name!r}: {exc}") from exc
+            raise PluginError(f"plugin {name!r}: {_one_line(exc)}") from exc
 
     @property
     def names(self) -> list[str]:
@@ -335,7 +343,7 @@ class PluginHost:
         try:
             return True, impl.function(*[kwargs[arg] for arg in impl.argnames])
         except Exception:
-            log.failure("Plugin {plugin} raised in {hook}; skipped", plugin=impl.plugin_name, hook=hook_name)
+            self._failed(impl.plugin_name, hook_name)
             return False, None
 
     def _route(self) -> None:
@@ -438,8 +446,7 @@ class PluginHost:
             ok, result = self._call(impl, "asttapi_call_finished", kwargs)
             if ok and isinstance(result, Deferred):
                 name = impl.plugin_name
-                result.addErrback(lambda f, name=name: log.failure(
-                    "Plugin {plugin} failed in asttapi_call_finished", f, plugin=name))
+                result.addErrback(lambda f, name=name: self._failed(name, "asttapi_call_finished", f))
 
     def lookup_contact(self, number: str, callinfo: Mapping[str, Any] | None = None) -> Deferred:
         """Ask every plugin for the contact behind ``number`` at once.
@@ -455,6 +462,20 @@ class PluginHost:
 
     # -- plumbing ------------------------------------------------------
 
+    def _failed(self, plugin: str, hook: str, failure: Failure | None = None) -> None:
+        """Log a plugin's exception with its name; the same plugin and hook at most once a minute."""
+        failure = failure if failure is not None else Failure()
+        key = (plugin, hook)
+        now = self._get_clock().seconds()
+        last, suppressed = self._error_log.get(key, (None, 0))
+        if last is not None and now - last < ERROR_LOG_INTERVAL:
+            self._error_log[key] = (last, suppressed + 1)
+            return
+        self._error_log[key] = (now, 0)
+        log.failure("Plugin {plugin} failed in {hook} and was skipped "
+                    "({suppressed} more failures of it since the last report)",
+                    failure, level=LogLevel.error, plugin=plugin, hook=hook, suppressed=suppressed)
+
     def _get_clock(self) -> Any:
         if self._clock is None:
             from twisted.internet import reactor
@@ -462,43 +483,53 @@ class PluginHost:
             self._clock = reactor
         return self._clock
 
-    def _call_blocking(self, impl: Any, kwargs: Mapping[str, Any], cancelled: list[bool]) -> Deferred | None:
-        """Run a @blocking implementation in the pool; None if the plugin has too many lookups in flight."""
+    def _call_blocking(
+        self, impl: Any, kwargs: Mapping[str, Any], cancelled: list[bool]
+    ) -> tuple[Deferred, Callable[[], None]] | None:
+        """Run a @blocking implementation in the pool.
+
+        Returns the answer's Deferred and a function the lookup calls if it
+        times out while the job still runs; or ``None`` when the plugin
+        already has MAX_OVERDUE_PER_PLUGIN jobs running past their timeout
+        (a hung backend), so it cannot take every thread of the pool.
+        """
         name = impl.plugin_name
-        if self._inflight.get(name, 0) >= MAX_INFLIGHT_PER_PLUGIN:
-            log.warn("Plugin {plugin} is still busy with {count} earlier lookups; this lookup skips it",
-                     plugin=name, count=self._inflight[name])
+        if self._overdue.get(name, 0) >= MAX_OVERDUE_PER_PLUGIN:
+            log.warn("Plugin {plugin} still has {count} lookups running past the timeout; "
+                     "it is skipped until one returns", plugin=name, count=self._overdue[name])
             return None
         args = [kwargs[a] for a in impl.argnames]
+        state = {"done": False, "overdue": False}
 
         def job() -> Any:
-            if cancelled[0]:  # timed out while queued: do not even start
+            if cancelled[0]:  # the lookup finished while this job was queued
                 return None
             return impl.function(*args)
 
-        # The lookup may cancel ``answer`` at its timeout; the thread job
-        # still counts as in flight until it really returns.
+        def mark_overdue() -> None:
+            if not state["done"] and not state["overdue"]:
+                state["overdue"] = True
+                self._overdue[name] = self._overdue.get(name, 0) + 1
+
+        # The lookup cancels ``answer`` when it no longer needs it; the job
+        # itself cannot be stopped and reports back to ``finished``.
         answer: Deferred = Deferred()
 
         def finished(result: Any) -> None:
-            self._inflight[name] -= 1
+            state["done"] = True
+            if state["overdue"]:
+                self._overdue[name] -= 1
             if not answer.called:
                 if isinstance(result, Failure):
                     answer.errback(result)
                 else:
                     answer.callback(result)
-            elif isinstance(result, Failure) and not result.check(CancelledError):
-                log.failure("Plugin {plugin} failed in a lookup that had timed out", result, plugin=name)
+            elif isinstance(result, Failure):
+                self._failed(name, "asttapi_lookup_contact", result)
 
-        self._inflight[name] = self._inflight.get(name, 0) + 1
         runner = self._run_in_thread or self._default_runner
-        try:
-            running = runner(job)
-        except Exception:
-            self._inflight[name] -= 1
-            raise
-        running.addBoth(finished)
-        return answer
+        runner(job).addBoth(finished)
+        return answer, mark_overdue
 
     def _default_runner(self, job: Callable[[], Any]) -> Deferred:
         from twisted.internet import reactor, threads
@@ -507,7 +538,7 @@ class PluginHost:
         if self._pool is None:
             blocking_plugins = {i.plugin_name for i in self._impls("asttapi_lookup_contact")
                                 if getattr(i.function, _BLOCKING_ATTR, False)}
-            size = max(4, MAX_INFLIGHT_PER_PLUGIN * len(blocking_plugins))
+            size = max(8, 2 * (MAX_OVERDUE_PER_PLUGIN + 2) * len(blocking_plugins))
             self._pool = ThreadPool(minthreads=0, maxthreads=size, name="asttapi-plugins")
             self._pool.start()
             reactor.addSystemEventTrigger("during", "shutdown", self._stop_pool)
@@ -531,6 +562,7 @@ class _ContactLookup:
         self.kwargs = {"number": number, "callinfo": callinfo, "app": host.app}
         self.answers: list[Any] = [_PENDING] * len(impls)
         self.pending: dict[int, Deferred] = {}
+        self.overdue_marks: dict[int, Callable[[], None]] = {}
         self.cancelled = [False]  # shared with queued thread jobs
         self.result: Deferred = Deferred(lambda d: self._finish(None))
         self.timer: Any = None
@@ -539,11 +571,14 @@ class _ContactLookup:
         for index, impl in enumerate(self.impls):
             try:
                 if getattr(impl.function, _BLOCKING_ATTR, False):
-                    value = self.host._call_blocking(impl, self.kwargs, self.cancelled)
+                    started = self.host._call_blocking(impl, self.kwargs, self.cancelled)
+                    value = None
+                    if started is not None:
+                        value, self.overdue_marks[index] = started
                 else:
                     value = impl.function(*[self.kwargs[a] for a in impl.argnames])
             except Exception:
-                log.failure("Plugin {plugin} raised in asttapi_lookup_contact; skipped", plugin=impl.plugin_name)
+                self.host._failed(impl.plugin_name, "asttapi_lookup_contact")
                 value = None
             if isinstance(value, Deferred):
                 self.pending[index] = value
@@ -560,7 +595,7 @@ class _ContactLookup:
         name = self.impls[index].plugin_name
         if isinstance(outcome, Failure):
             if not (self.result.called and outcome.check(CancelledError)):
-                log.failure("Plugin {plugin} failed in asttapi_lookup_contact", outcome, plugin=name)
+                self.host._failed(name, "asttapi_lookup_contact", outcome)
             outcome = None
         if self.result.called:
             return None
@@ -600,6 +635,9 @@ class _ContactLookup:
         slow = [self.impls[i].plugin_name for i, a in enumerate(self.answers) if a is _PENDING]
         log.warn("Contact lookup timed out after {timeout}s waiting for {plugins}",
                  timeout=self.host.lookup_timeout, plugins=", ".join(slow))
+        for index in self.pending:
+            if index in self.overdue_marks:
+                self.overdue_marks[index]()
         answer = next((a for a in self.answers if a is not _PENDING and a is not None), None)
         self._finish(answer)
 

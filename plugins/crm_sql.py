@@ -37,11 +37,11 @@ number to match.
 from __future__ import annotations
 
 import importlib
-import itertools
 import re
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -49,7 +49,14 @@ from typing import Any
 from twisted.logger import Logger
 
 from asttapi_server.hookspecs import hookimpl
-from asttapi_server.numbers import DEFAULT_REGION, NumberIndex, check_region, number_forms, number_key
+from asttapi_server.numbers import (
+    DEFAULT_REGION,
+    NumberIndex,
+    base_key,
+    check_region,
+    number_forms,
+    number_key,
+)
 from asttapi_server.plugins import Settings, blocking
 
 log = Logger(namespace="asttapi_plugins.crm_sql")
@@ -60,7 +67,6 @@ DEMO_SCRIPT = Path(__file__).with_name("demo_crm.sql")
 DEMO_LINK = "https://crm.example/contacts/{id}"
 SOURCE = "crm"
 
-_demo_ids = itertools.count(1)
 _NUMBER_COLUMN = re.compile(r"phone|mobile|number", re.IGNORECASE)
 
 
@@ -107,7 +113,7 @@ def _demo_connection() -> Callable[[], Any]:
     A shared-cache memory database lives while one connection is open; the
     first one is kept for the life of the plugin.
     """
-    uri = f"file:asttapi_demo_crm_{next(_demo_ids)}?mode=memory&cache=shared"
+    uri = f"file:asttapi_demo_crm_{uuid.uuid4().hex}?mode=memory&cache=shared"
     keeper = sqlite3.connect(uri, uri=True, check_same_thread=False)
     keeper.executescript(DEMO_SCRIPT.read_text(encoding="utf-8"))
 
@@ -226,7 +232,8 @@ class CrmPlugin:
             if not stored:
                 return self._contact(row, number)  # the query matched; nothing to verify
             for value in stored:
-                if number_key(value, self.region) in (forms["key"], forms["e164"]):
+                key = number_key(value, self.region)
+                if key is not None and base_key(key) == forms["e164"]:
                     return self._contact(row, value)
         return None
 

@@ -1,0 +1,9 @@
+"""Import the bundled plugins whether or not asttapi_plugins is installed."""
+
+from __future__ import annotations
+
+from asttapi_server.plugins import _load, bundled_plugin_dir
+
+
+def bundled(name: str):
+    return _load(name, entry_points=[], search_paths=[bundled_plugin_dir()])
