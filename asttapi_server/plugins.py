@@ -202,11 +202,15 @@ def build_plugin_manager(
     for name in settings_by_name:
         if name not in enabled and name not in BUILTIN_PLUGINS:
             log.warn("Settings for plugin {plugin} ignored: it is not in [plugins] enabled", plugin=name)
+    configured = []
     for name in enabled:
         if name in BUILTIN_PLUGINS and builtins:
             continue
         loaded = _load(name, entry_points=entry_points, search_paths=search_paths)
-        plugin = _configure(name, loaded, dict(settings_by_name.get(name, {})), config)
+        configured.append((name, _configure(name, loaded, dict(settings_by_name.get(name, {})), config)))
+    # pluggy calls the plugin registered last first; register backwards so
+    # hook order is the order of `enabled` (earlier ones win contact lookups).
+    for name, plugin in reversed(configured):
         host.register(plugin, name)
         log.info("Plugin {plugin} loaded", plugin=name)
     host.check()
@@ -304,7 +308,11 @@ class PluginHost:
     # -- registration --------------------------------------------------
 
     def register(self, plugin: Any, name: str) -> None:
-        """Register an already configured plugin object under ``name``."""
+        """Register an already configured plugin object under ``name``.
+
+        Pluggy's order: a plugin registered later is called earlier (unless
+        ``tryfirst``/``trylast`` say otherwise).
+        """
         try:
             self.pm.register(plugin, name=name)
         except ValueError as exc:  # name or object already registered
@@ -328,8 +336,8 @@ class PluginHost:
 
     @property
     def names(self) -> list[str]:
-        """Names of the registered plugins."""
-        return [name for name, _ in self.pm.list_name_plugin()]
+        """Names of the registered plugins, in the order they are called (tryfirst/trylast aside)."""
+        return [name for name, _ in reversed(self.pm.list_name_plugin())]
 
     def _spec_names(self) -> list[str]:
         return [n for n in dir(hookspecs) if n.startswith("asttapi_")]

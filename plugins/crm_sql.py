@@ -57,7 +57,7 @@ from asttapi_server.numbers import (
     number_forms,
     number_key,
 )
-from asttapi_server.plugins import Settings, blocking
+from asttapi_server.plugins import Settings, blocking, resolve_path
 
 log = Logger(namespace="asttapi_plugins.crm_sql")
 
@@ -89,8 +89,6 @@ def configure(settings: Mapping[str, Any], config: Any) -> "CrmPlugin":
             refresh = 0.0
             log.info("crm_sql uses the bundled demo CRM ({script})", script=str(DEMO_SCRIPT))
         else:
-            from asttapi_server.plugins import resolve_path
-
             path = resolve_path(database, config)
             if not path.is_file():
                 raise ValueError(f"setting 'database': SQLite file {str(path)!r} does not exist")

@@ -110,7 +110,7 @@ def test_bundled_plugins_are_found_in_the_checkout_by_default():
     assert bundled_plugin_dir() is not None and (bundled_plugin_dir() / "crm_sql.py").is_file()
     host = build_plugin_manager(FakePluginsConfig(("crm_sql", "outlook_contacts")), entry_points=[],
                                 run_in_thread=maybeDeferred)
-    assert host.names == ["tapi_userevent", "crm_sql", "outlook_contacts"]
+    assert host.names == ["crm_sql", "outlook_contacts", "tapi_userevent"]
     assert answer(host, "0301234567")["name"] == "Ext Caller"
 
 
@@ -186,3 +186,12 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path):
     host = build(["outlook_contacts"], {"outlook_contacts": {"csv": "contacts.csv"}}, config=Config(),
                  search_paths=[bundled_plugin_dir()])
     assert answer(host, "02079460111")["name"] == "A B"
+
+
+@pytest.mark.parametrize("enabled", [("one", "two"), ("two", "one")])
+def test_enabled_order_is_lookup_priority(tmp_path, enabled):
+    write(tmp_path, "one", GOOD.replace('"hello"', '"one"'))
+    write(tmp_path, "two", GOOD.replace('"hello"', '"two"'))
+    host = build(enabled, search_paths=[tmp_path])
+    assert host.names[:2] == list(enabled)
+    assert answer(host)["name"] == f"{enabled[0]} 201"

@@ -28,7 +28,7 @@ def test_the_documented_example_plugin(tmp_path):
     config = FakePluginsConfig(tuple(section["enabled"]), {k: v for k, v in section.items() if k != "enabled"})
     host = build_plugin_manager(config, entry_points=[], search_paths=[tmp_path, bundled_plugin_dir()],
                                 run_in_thread=maybeDeferred)
-    assert host.names == ["tapi_userevent", "vip", "crm_sql"]
+    assert host.names == ["vip", "crm_sql", "tapi_userevent"]
 
     found = []
     host.lookup_contact("02079460958", {}).addCallback(found.append)
