@@ -27,7 +27,7 @@ for it any more.  The protocol enforces the same rule on its own (pitfall 3).
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from twisted.application.internet import backoffPolicy
@@ -115,6 +115,7 @@ class AMIClient(Service):
         self._attempt: Deferred | None = None
         self._retry: IDelayedCall | None = None
         self._stopping: Deferred | None = None
+        self._event_filter: frozenset[str] | None = None
 
     def __repr__(self) -> str:  # never shows the secret
         return f"<AMIClient {self.username}@{self.where} connected={self.connected}>"
@@ -131,6 +132,32 @@ class AMIClient(Service):
         if not self.connected or proto is None:
             return fail(LinkDown(f"AMI link to {self.where} is down; {action} not sent"))
         return proto.send_action(action, headers, timeout=self.action_timeout if timeout is None else timeout)
+
+    def set_event_filter(self, names: Iterable[str] | None) -> None:
+        """Deliver to the event observers only the events with these names
+        (compared case-insensitively); ``None`` (the default): every event.
+
+        Applies at once to the live link and to every later connection.  The
+        parser drops the other events after reading only their ``Event:``
+        line (no :class:`Message`, no decoding), which is what makes ingest
+        fast on a noisy PBX.  Responses, and the events of our own pending
+        actions (CoreShowChannels/Status lists), are never filtered; the link
+        still sees Shutdown and FullyBooted, but observers get them only if
+        named here."""
+        if names is None:
+            self._event_filter = None
+        else:
+            if isinstance(names, str):
+                raise TypeError("set_event_filter takes a collection of names, not one string")
+            self._event_filter = frozenset(str(n).strip().lower() for n in names)
+        for proto in (self.protocol, self._login_proto):
+            if proto is not None:
+                proto.set_event_filter(self._event_filter)
+
+    @property
+    def event_filter(self) -> frozenset[str] | None:
+        """The wanted event names, lower-cased, or None (every event)."""
+        return self._event_filter
 
     def add_event_observer(self, fn: Callable[[Message], None]) -> None:
         self._event_observers.append(fn)
@@ -178,6 +205,7 @@ class AMIClient(Service):
             on_lost=self._on_lost,
             max_message_bytes=self.max_message_bytes,
             shutdown_grace=self.pong_timeout,
+            event_filter=self._event_filter,
         )
 
     def _connect(self) -> None:

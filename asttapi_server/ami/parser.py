@@ -19,16 +19,42 @@ Framing rules
 Speed: the common case (``\\r\\n`` only, no command output in the buffer) is one
 ``bytes.split`` per read; an event's name is read from its first line without
 decoding the rest (see :mod:`asttapi_server.ami.message`).
+
+Event filter
+------------
+:meth:`AMIParser.set_event_filter` names the events the caller wants (case-
+insensitive).  With a filter set, an ``Event:`` block whose name is not wanted
+is dropped as bytes: no :class:`Message`, no decoding.  Always passed on:
+anything that is not an event (responses, garbage is still reported), the
+events the link itself needs (:data:`ALWAYS_KEPT`: Shutdown, FullyBooted), and
+an event carrying an ``ActionID`` that is in :attr:`AMIParser.action_ids` (the
+protocol's live dict of pending actions, so the items of a CoreShowChannels or
+Status list always reach their action).
+
+The filtered fast path (``\\r\\n`` only, nothing pending, buffer below the cap)
+does not even visit the dropped blocks in Python: one compiled regex scans the
+buffer for the block starts that *may* be kept (a block not starting with
+``Event: <letter/digit/_>``, or whose name starts like a wanted name, ASCII case
+folded), and only those are looked at; the exact decision (the name decoded and
+stripped as :class:`Message` does, compared lower-cased) is made per candidate
+and cached per raw name.  Blocks that do not start exactly with ``Event: `` (a
+lower-case ``event:`` key, leading blank lines) are candidates too: they are
+decoded in full and dropped afterwards if their event name is not wanted.  So
+the filtered output is exactly the unfiltered output restricted to the kept
+messages, whatever the read boundaries.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Container, Iterable
 
-from asttapi_server.ami.message import EVENT, OTHER, Message
+from asttapi_server.ami.message import EVENT, OTHER, Message, _decode
 
-__all__ = ["AMIParser"]
+__all__ = ["AMIParser", "ALWAYS_KEPT"]
+
+#: Events passed on whatever the filter says: the link reacts to them.
+ALWAYS_KEPT = frozenset(("shutdown", "fullybooted"))
 
 _CRLF2 = b"\r\n\r\n"
 _TERM = re.compile(rb"\r\n\r\n|\n\n")
@@ -39,6 +65,32 @@ _FOLLOWS = re.compile(rb"[\r\n]*response:[ \t]*follows[ \t]*\r?\n", re.IGNORECAS
 _END_COMMAND = b"--END COMMAND--"
 _MAX_ERRORS = 100
 _MAX_NAMES = 4096
+_ACTIONID = re.compile(rb"^actionid:([^\n]*)", re.IGNORECASE | re.MULTILINE)
+_DROP = False  # cache value of a name that is not wanted
+
+
+def _candidates_regex(wanted: Iterable[str]) -> re.Pattern[bytes] | None:
+    """The separators followed by a block that may be kept (see the module doc),
+    matched from their ``\\n``: ``\\n\\r\\n`` (the caller checks the ``\\r``
+    before it), and every ``\\n\\n`` (bare line ends: the caller goes slow).
+
+    A block is skipped unseen only if it starts with ``Event: `` and a letter,
+    digit or ``_`` and its name does not start with the ASCII head of a wanted
+    name (ASCII case folded): a superset of the kept blocks, checked exactly
+    afterwards.
+    """
+    heads = set()
+    for name in wanted:
+        head = ""
+        for ch in name:
+            if not ch.isascii():
+                break
+            head += ch
+        if not head or not (head[0].isalnum() or head[0] == "_"):
+            return None  # odd names: let every block be a candidate (per-block path)
+        heads.add(re.escape(head.encode("ascii")))
+    alts = b"|".join(sorted(heads, key=len, reverse=True))
+    return re.compile(rb"\n(?:\r\n(?!Event: (?!(?i:" + alts + rb"))[A-Za-z0-9_])|\n)")
 
 
 class AMIParser:
@@ -60,6 +112,29 @@ class AMIParser:
         self._at_start = True
         self._skipping = False
         self._names: dict[bytes, str] = {}
+        self._keep: frozenset[str] | None = None
+        self._kept: dict[bytes, str | bool] = {}
+        self._candidates: re.Pattern[bytes] | None = None
+        #: ActionIDs whose events always pass the filter (the protocol puts its
+        #: live dict of pending actions here).
+        self.action_ids: Container[str] = {}
+
+    def set_event_filter(self, names: Iterable[str] | None) -> None:
+        """Pass on only events with these names (any case), plus :data:`ALWAYS_KEPT`,
+        events of pending actions and every non-event; ``None``: every event."""
+        self._kept = {}
+        if names is None:
+            self._keep = None
+            self._candidates = None
+            return
+        wanted = {str(n).strip().lower() for n in names}
+        self._keep = frozenset(wanted | ALWAYS_KEPT)
+        self._candidates = _candidates_regex(self._keep)
+
+    @property
+    def event_filter(self) -> frozenset[str] | None:
+        """The kept event names, lower-cased (with :data:`ALWAYS_KEPT`), or None."""
+        return self._keep
 
     # -- reporting ---------------------------------------------------------
 
@@ -81,9 +156,11 @@ class AMIParser:
             # Nothing new can end before old-3: skip the scan of a long tail
             # (a big message arriving in small reads stays linear).
             start = old - 3 if old > 3 else 0
+            # CRLF2 first: usually found at once, while "\n\n" is usually
+            # absent and would cost a scan of the whole read.
             if (
-                buf.find(b"\n\n", start) < 0
-                and buf.find(_CRLF2, start) < 0
+                buf.find(_CRLF2, start) < 0
+                and buf.find(b"\n\n", start) < 0
                 and not self._at_start
                 and not self._skipping
             ):
@@ -104,9 +181,92 @@ class AMIParser:
             buf = self._read_banner(buf)
             if not buf:
                 return []
+        if self._keep is not None and self._candidates is not None and not self.action_ids:
+            if len(buf) <= self.max_message_bytes:
+                return self._feed_filtered(buf)  # its scan finds any "\n\n" too
         if _LFLF.search(buf) is not None:
             return self._feed_slow(buf)
+        if self._keep is not None:
+            return self._feed_fast_filtered(buf)
         return self._feed_fast(buf)
+
+    def _feed_filtered(self, buf: bytes) -> list[Message]:
+        """Filter set, nothing pending, buffer under the cap; the regex scan
+        doubles as the check for bare ``\\n\\n`` (then: the slow path)."""
+        spans = [m.span() for m in self._candidates.finditer(buf)]  # type: ignore[union-attr]
+        for a, b in spans:
+            if b - a == 2:  # "\n\n": bare line ends somewhere
+                return self._feed_slow(buf)
+            if buf[a - 1 : a] != b"\r":
+                # "\n\r\n" that is no separator: frame by split, block by block.
+                return self._feed_fast_filtered(buf)
+        last = buf.rfind(_CRLF2)
+        if last < 0:
+            self._set_tail(buf)
+            return []
+        out: list[Message] = []
+        find = buf.find
+        kept = self._kept
+        # The first block starts at 0, not after a separator.
+        s = 0
+        i = 0
+        n_spans = len(spans)
+        while True:
+            e = find(_CRLF2, s)
+            p = buf[s:e]
+            if p[:7] == b"Event: ":
+                n = p.find(b"\n")
+                name = kept.get(p[7:n] if n >= 0 else p[7:])
+                if name is None:
+                    name = self._keep_name(p[7:n] if n >= 0 else p[7:])
+                if name is not _DROP:
+                    out.append(Message(p, EVENT, name))  # type: ignore[arg-type]
+            elif _FOLLOWS.match(p):
+                out.extend(self._feed_slow(buf[s:]))
+                return out
+            else:
+                msg = self._block(p)
+                if msg is not None and self._wanted(msg):
+                    out.append(msg)
+            # Next candidate: a separator at or after this block's end and
+            # before the last one (what follows the last one is the tail).
+            while i < n_spans and spans[i][0] < e:
+                i += 1
+            if i >= n_spans or spans[i][1] > last:
+                break
+            s = spans[i][1]
+            i += 1
+        self._set_tail(buf[last + 4 :])
+        return out
+
+    def _feed_fast_filtered(self, buf: bytes) -> list[Message]:
+        """Filter set, ``\\r\\n`` only: every block looked at (pending actions,
+        a buffer above the cap, or wanted names the regex cannot express)."""
+        parts = buf.split(_CRLF2)
+        tail = parts.pop()
+        out: list[Message] = []
+        kept = self._kept
+        big = len(buf) > self.max_message_bytes
+        for i, p in enumerate(parts):
+            if p[:7] == b"Event: " and (not big or len(p) <= self.max_message_bytes):
+                n = p.find(b"\n")
+                name = kept.get(p[7:n] if n >= 0 else p[7:])
+                if name is None:
+                    name = self._keep_name(p[7:n] if n >= 0 else p[7:])
+                if name is not _DROP:
+                    out.append(Message(p, EVENT, name))  # type: ignore[arg-type]
+                elif self.action_ids and self._pending_id(p):
+                    out.append(Message(p, EVENT, self._name(p[7:n] if n >= 0 else p[7:])))
+            elif _FOLLOWS.match(p):
+                offset = sum(map(len, parts[:i])) + 4 * i
+                out.extend(self._feed_slow(buf[offset:]))
+                return out
+            else:
+                msg = self._block(p)
+                if msg is not None and self._wanted(msg):
+                    out.append(msg)
+        self._set_tail(tail)
+        return out
 
     def _feed_fast(self, buf: bytes) -> list[Message]:
         parts = buf.split(_CRLF2)
@@ -154,8 +314,15 @@ class AMIParser:
                 if m is None:
                     break
                 block, pos = buf[pos : m.start()], m.end()
+            if (
+                self._keep is not None
+                and block[:7] == b"Event: "
+                and len(block) <= self.max_message_bytes
+                and not self._peek(block)
+            ):
+                continue
             msg = self._block(block)
-            if msg is not None:
+            if msg is not None and (self._keep is None or self._wanted(msg)):
                 out.append(msg)
         self._set_tail(buf[pos:])
         return out
@@ -167,6 +334,37 @@ class AMIParser:
         if len(self._names) < _MAX_NAMES:
             self._names[nb] = name
         return name
+
+    def _keep_name(self, nb: bytes) -> str | bool:
+        """The name if an event whose first line holds ``nb`` is kept, else _DROP."""
+        name = self._name(nb)
+        result: str | bool = name if name.lower() in self._keep else _DROP  # type: ignore[operator]
+        if len(self._kept) < _MAX_NAMES:
+            self._kept[nb] = result
+        return result
+
+    def _peek(self, block: bytes) -> bool:
+        """May this ``Event: `` block be kept?  (False: drop it undecoded.)"""
+        n = block.find(b"\n")
+        nb = block[7:n] if n >= 0 else block[7:]
+        name = self._kept.get(nb)
+        if name is None:
+            name = self._keep_name(nb)
+        return name is not _DROP or bool(self.action_ids and self._pending_id(block))
+
+    def _pending_id(self, block: bytes) -> bool:
+        """Does this raw event carry the ActionID of a pending action?"""
+        m = _ACTIONID.search(block)
+        return m is not None and _decode(m.group(1)).strip() in self.action_ids
+
+    def _wanted(self, msg: Message) -> bool:
+        """The filter's verdict on a decoded message (filter set)."""
+        if msg.kind != EVENT or msg.name.lower() in self._keep:  # type: ignore[operator]
+            return True
+        if self.action_ids:
+            aid = msg.action_id
+            return aid is not None and aid in self.action_ids
+        return False
 
     def _block(self, block: bytes) -> Message | None:
         block = block.lstrip(b"\r\n")

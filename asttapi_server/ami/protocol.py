@@ -23,7 +23,7 @@ maps them to their Deferreds, and connection loss fails them all.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail
@@ -90,6 +90,7 @@ class AMIProtocol(Protocol):
         on_lost: Callable[[AMIProtocol, Failure], None] | None = None,
         max_message_bytes: int = 1 << 20,
         shutdown_grace: float = 10.0,
+        event_filter: Iterable[str] | None = None,
     ) -> None:
         self.clock = clock
         self.prefix = prefix
@@ -101,7 +102,12 @@ class AMIProtocol(Protocol):
         self.parser = AMIParser(max_message_bytes, on_error=self._parse_error)
         self.state = LOGIN
         self._counter = 0
+        # One dict for the whole life of the protocol: the parser lets the
+        # events of these ActionIDs through its filter.
         self._pending: dict[str, _Pending] = {}
+        self.parser.action_ids = self._pending
+        self._wanted: frozenset[str] | None = None
+        self.set_event_filter(event_filter)
         self._collecting = 0
         self._keepalive_call: IDelayedCall | None = None
         self._shutdown_call: IDelayedCall | None = None
@@ -109,6 +115,18 @@ class AMIProtocol(Protocol):
         self.keepalive = 0.0
         self.pong_timeout = 0.0
         self.peer = "?"
+
+    def set_event_filter(self, names: Iterable[str] | None) -> None:
+        """Observers get only events with these names (any case); ``None``: all.
+
+        The parser drops the other events unread, except Shutdown/FullyBooted
+        (the link reacts to them) and the events of pending actions (event
+        lists); those reach the protocol but not the observers."""
+        if names is None:
+            self._wanted = None
+        else:
+            self._wanted = frozenset(str(n).strip().lower() for n in names)
+        self.parser.set_event_filter(self._wanted)
 
     # -- connection ----------------------------------------------------------
 
@@ -122,6 +140,7 @@ class AMIProtocol(Protocol):
     def dataReceived(self, data: bytes) -> None:
         collecting = self._collecting
         observers = self.observers
+        wanted = self._wanted
         for msg in self.parser.feed(data):
             kind = msg.kind
             if kind == EVENT:
@@ -130,6 +149,8 @@ class AMIProtocol(Protocol):
                     continue
                 if msg.name == "Shutdown":
                     self._shutdown(msg)
+                if wanted is not None and msg.name.lower() not in wanted:
+                    continue
                 for fn in observers:
                     try:
                         fn(msg)
@@ -240,9 +261,10 @@ class AMIProtocol(Protocol):
         return True
 
     def _fail_all(self, error: Exception) -> None:
-        pending, self._pending = self._pending, {}
+        pending = list(self._pending.values())
+        self._pending.clear()  # the same dict: the parser holds it
         self._collecting = 0
-        for p in pending.values():
+        for p in pending:
             if p.timer is not None and p.timer.active():
                 p.timer.cancel()
             p.deferred.errback(Failure(error))
