@@ -123,15 +123,29 @@ class AMIClient(Service):
     # -- public API ----------------------------------------------------------
 
     def send_action(
-        self, action: str, headers: Sequence[tuple[str, str]] = (), *, timeout: float | None = None
+        self,
+        action: str,
+        headers: Sequence[tuple[str, str]] = (),
+        *,
+        timeout: float | None = None,
+        on_action_id: Callable[[str], None] | None = None,
     ) -> Deferred:
         """Fires with the response Message, or with a list[Message] (the events
         of the list, response first) for event-list actions; errbacks with
-        ActionFailed / ActionTimeout / LinkDown."""
+        ActionFailed / ActionTimeout / LinkDown.
+
+        ``on_action_id`` is called with the ActionID before the action is
+        written, for callers that must match later events carrying it (an
+        async Originate's OriginateResponse, on every Asterisk version)."""
         proto = self.protocol
         if not self.connected or proto is None:
             return fail(LinkDown(f"AMI link to {self.where} is down; {action} not sent"))
-        return proto.send_action(action, headers, timeout=self.action_timeout if timeout is None else timeout)
+        return proto.send_action(
+            action,
+            headers,
+            timeout=self.action_timeout if timeout is None else timeout,
+            on_action_id=on_action_id,
+        )
 
     def set_event_filter(self, names: Iterable[str] | None) -> None:
         """Deliver to the event observers only the events with these names

@@ -184,19 +184,32 @@ class AMIProtocol(Protocol):
         return f"{self.prefix}-{self._counter}"
 
     def send_action(
-        self, action: str, headers: Sequence[tuple[str, str]] = (), *, timeout: float | None = 30.0
+        self,
+        action: str,
+        headers: Sequence[tuple[str, str]] = (),
+        *,
+        timeout: float | None = 30.0,
+        on_action_id: Callable[[str], None] | None = None,
     ) -> Deferred:
         """Send one action once logged in; see ``AMIClient.send_action``."""
         if self.state != LIVE:
             return fail(LinkDown(f"AMI link to {self.peer} is not logged in; {action} not sent"))
-        return self._send(action, headers, timeout)
+        return self._send(action, headers, timeout, on_action_id)
 
-    def _send(self, action: str, headers: Sequence[tuple[str, str]], timeout: float | None) -> Deferred:
+    def _send(
+        self,
+        action: str,
+        headers: Sequence[tuple[str, str]],
+        timeout: float | None,
+        on_action_id: Callable[[str], None] | None = None,
+    ) -> Deferred:
         action_id = self.next_action_id()
         try:
             data = actions.encode(action, headers, action_id)
         except AMIError:
             return fail()
+        if on_action_id is not None:
+            on_action_id(action_id)
         d: Deferred = Deferred()
         timer = None
         if timeout is not None and timeout > 0:

@@ -431,3 +431,16 @@ def test_stop_while_logging_in(pbx):
     assert d.called and session.transport.disconnecting
     pbx.reactor.advance(60)
     assert pbx.pending_connects() == 0
+
+
+def test_on_action_id_names_the_actionid_before_it_is_written_10(pbx):
+    """The bridge matches an async Originate's later OriginateResponse by this ActionID."""
+    client, session, _, events = live(pbx)
+    seen = []
+    d = client.send_action(*actions.originate("Local/alice@phones", application="Wait", data="2", async_=True),
+                           on_action_id=seen.append)
+    (a,) = session.actions()
+    assert seen == [a.action_id]
+    session.send(replay("10_originate_async.driver.raw", {"orig-async-1": a.action_id}, 3, None))
+    assert result_of(d).get("Message") == "Originate successfully queued"
+    assert [m.action_id for m in events if m.name == "OriginateResponse"][0] == seen[0]
