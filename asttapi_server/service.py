@@ -7,10 +7,11 @@ collaborators as arguments, so tests can build the same graph around a
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
-from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, serverFromString
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
@@ -26,6 +27,9 @@ from .core.model import CallModel
 from .plugins import build_plugin_manager
 
 log = Logger()
+
+#: Bundled plugins a first run on the demo PBX enables (their defaults are sample data).
+DEMO_PLUGINS = ("crm_sql", "outlook_contacts")
 
 
 @implementer(IStreamClientEndpoint)
@@ -45,6 +49,62 @@ class _LateTCPEndpoint:
         return TCP4ClientEndpoint(self._reactor, self._host, self._port_of(), timeout=10).connect(factory)
 
 
+class ClientListener(Service):
+    """Listens for CRM/desktop clients on one endpoint string.
+
+    Unlike ``StreamServerEndpointService`` it keeps the listening port public
+    (``whenListening``), so tests and embedding code can use ``tcp:0``, and a
+    port that cannot be bound stops the server with one clear line.
+    """
+
+    def __init__(self, reactor: Any, description: str, factory: Any) -> None:
+        self.reactor = reactor
+        self.description = description
+        self.factory = factory
+        self.port: Any = None
+        self._waiting: list[Deferred] = []
+
+    def whenListening(self) -> Deferred:
+        """Fires with the ``IListeningPort`` once listening."""
+        if self.port is not None:
+            d: Deferred = Deferred()
+            d.callback(self.port)
+            return d
+        d = Deferred()
+        self._waiting.append(d)
+        return d
+
+    def startService(self) -> None:
+        super().startService()
+        d = serverFromString(self.reactor, self.description).listen(self.factory)
+        d.addCallbacks(self._listening, self._failed)
+
+    def _listening(self, port: Any) -> None:
+        self.port = port
+        host = port.getHost()
+        log.info("Clients may connect on {description} ({host}:{port})",
+                 description=self.description, host=getattr(host, "host", "?"), port=getattr(host, "port", "?"))
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(port)
+
+    def _failed(self, failure: Any) -> None:
+        log.critical("Cannot listen for clients on {description}: {error}; stopping",
+                     description=self.description, error=failure.getErrorMessage())
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.errback(failure)
+        if getattr(self.reactor, "running", False):
+            self.reactor.stop()
+
+    def stopService(self) -> Any:
+        super().stopService()
+        port, self.port = self.port, None
+        if port is not None:
+            return port.stopListening()
+        return None
+
+
 class AppService(MultiService):
     """The running server: its parts, reachable for tests and plugins."""
 
@@ -59,6 +119,7 @@ class AppService(MultiService):
         self.demo: Any = None
         self.model: CallModel | None = None
         self.client_factory: ClientFactory | None = None
+        self.listeners: list[ClientListener] = []
 
     def startService(self) -> None:
         if self.demo is not None:
@@ -85,8 +146,11 @@ class AppService(MultiService):
         return d.addBoth(shutdown) if d is not None else shutdown(None)
 
 
-def make_service(config: Config, reactor: Any = None) -> AppService:
-    """Build every part of the server from ``config``; nothing runs until started."""
+def make_service(config: Config, reactor: Any = None, *, demo_options: dict | None = None) -> AppService:
+    """Build every part of the server from ``config``; nothing runs until started.
+
+    ``demo_options`` go to the demo PBX (e.g. ``timing``, ``autoplay``), for tests.
+    """
     if reactor is None:
         from twisted.internet import reactor as _reactor
 
@@ -94,11 +158,18 @@ def make_service(config: Config, reactor: Any = None) -> AppService:
 
     check_listen_security(config.server.listen, config.users)
 
+    demo_mode = config.demo or not config.ami.host
     app = AppService(config, reactor)
-    app.plugins = build_plugin_manager(config.plugins, config=config, clock=reactor)
+    plugins_conf = config.plugins
+    if demo_mode and config.source is None and not plugins_conf.enabled:
+        # A newcomer's first run: pop the demo callers from the bundled sample
+        # CRM and Outlook contacts, which know them.
+        plugins_conf = dataclasses.replace(plugins_conf, enabled=DEMO_PLUGINS)
+        log.info("Demo mode: enabling the bundled plugins {names} with their sample data", names=DEMO_PLUGINS)
+    app.plugins = build_plugin_manager(plugins_conf, config=config, clock=reactor)
 
     ami_conf = config.ami
-    if config.demo or not ami_conf.host:
+    if demo_mode:
         from .demo.server import DemoPBXService
 
         demo = DemoPBXService(
@@ -107,6 +178,8 @@ def make_service(config: Config, reactor: Any = None) -> AppService:
             secret=ami_conf.secret,
             interface="127.0.0.1",
             port=0,
+            phones={line.channel: line.name for line in config.lines.values()},
+            **(demo_options or {}),
         )
         demo.setServiceParent(app)
         app.demo = demo
@@ -140,9 +213,9 @@ def make_service(config: Config, reactor: Any = None) -> AppService:
     )
     app.client_factory = ClientFactory.from_config(config, app.hub, app.bridge, clock=reactor)
     for description in config.server.listen:
-        endpoint_service = StreamServerEndpointService(serverFromString(reactor, description), app.client_factory)
-        endpoint_service._raiseSynchronously = True
-        endpoint_service.setServiceParent(app)
+        listener = ClientListener(reactor, description, app.client_factory)
+        listener.setServiceParent(app)
+        app.listeners.append(listener)
     app.ami.setServiceParent(app)
     return app
 
