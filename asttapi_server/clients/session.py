@@ -260,10 +260,28 @@ class Session:
                 result["replay"] = "ok"
                 result["replayed"] = len(missed)
         self._result(request, result)
+        if result.get("replay") != "ok":
+            # TAPI announces calls that exist when a line is opened with
+            # LINE_NEWCALL + LINE_CALLSTATE; so do we, so an event-driven client
+            # (or a person with nc) pops a call that was already ringing.
+            self._announce(line, result["calls"], result["seq"])
         for data in missed:
             self.send(data)
         self.lines.add(line)
         self.hub.subscribe(self, line)
+
+    def _announce(self, line: str, calls: list[dict], seq: int) -> None:
+        for snap in calls:
+            handle = snap["call"]
+            base = {"line": line, "call": handle, "seq": seq, "existing": True, "callinfo": snap["callinfo"]}
+            call = self.telephony.model.get(handle)
+            if getattr(call, "owner", None) != self.sid:
+                self.send(codec.encode_notification("LINE_NEWCALL", base))
+            if snap.get("state"):
+                params = {**base, "state": snap["state"]}
+                if snap.get("mode"):
+                    params["mode"] = snap["mode"]
+                self.send(codec.encode_notification("LINE_CALLSTATE", params))
 
     def do_lineClose(self, request: Request, line: str) -> None:
         self._open_line(line)

@@ -417,7 +417,9 @@ def test_resume_with_a_gap_says_so_and_sends_current_calls():
     r = c.result("lineOpen", line="line_1", seq=1)
     assert r["replay"] == "gap" and "replayed" not in r
     assert r["calls"][0]["call"] == 1 and r["seq"] == 5
-    assert c.seen == []
+    # Nothing is replayed; the current call is announced the TAPI way instead.
+    assert [(m["method"], m["params"]["seq"], m["params"].get("existing")) for m in c.seen] == [
+        ("LINE_NEWCALL", 5, True), ("LINE_CALLSTATE", 5, True)]
     # from another server run: gap too, whatever the number
     c2 = h.connect()
     assert c2.result("lineOpen", line="line_1", seq=4, epoch="other-run")["replay"] == "gap"
@@ -497,3 +499,16 @@ def test_factory_builds_its_authenticator_from_config_users():
     f2 = ClientFactory(hub=Hub(), telephony=FakeTelephony(), users=config.users, clock=object())
     assert f2.authenticator.authenticate("alice", "t").may_open("line_1")
     assert not ClientFactory(Hub(), FakeTelephony(), clock=object()).authenticator.login_required
+
+
+def test_line_open_announces_existing_calls_as_tapi_does():
+    """A client opening a line mid-call gets LINE_NEWCALL + LINE_CALLSTATE for it, marked existing."""
+    h = Harness()
+    h.tel.model.add(3, "line_1", state="LINECALLSTATE_OFFERING")
+    h.tel.model.add(4, "line_2", state="LINECALLSTATE_CONNECTED")
+    c = h.connect()
+    r = c.result("lineOpen", line="line_1")
+    assert [x["call"] for x in r["calls"]] == [3]
+    announced = [(m["method"], m["params"]["call"], m["params"].get("state"), m["params"]["existing"],
+                  m["params"]["seq"]) for m in c.seen]
+    assert announced == [("LINE_NEWCALL", 3, None, True, 0), ("LINE_CALLSTATE", 3, "LINECALLSTATE_OFFERING", True, 0)]
