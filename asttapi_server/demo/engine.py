@@ -39,7 +39,9 @@ DEFAULT_PHONES: Mapping[str, str] = {
 #: Phones a ``Local/NAME@phones`` Originate may ring besides the configured ones.
 _LAB_PHONES = {"bob", "bobbett", "alice", "carol"}
 _TECHS = {"Local", "PJSIP", "IAX2", "DAHDI"}
-_LOOP = ("inbound", "outbound", "busy")
+# Inbound calls every other turn: a newcomer watching a line sees a screen pop
+# within seconds, whenever they connect.
+_LOOP = ("inbound", "outbound", "inbound", "busy")
 
 Listener = Callable[[str, bytes], None]  # (privilege, encoded event)
 

@@ -55,7 +55,7 @@ class Timing:
     """How fast the demo plays. Every delay inside a flow is multiplied by *scale*."""
 
     first_call: float = 2.0  # seconds from start to the first (inbound) call
-    gap: float = 6.0  # seconds from the end of one looped flow to the start of the next
+    gap: float = 3.0  # seconds from the end of one looped flow to the start of the next
     scale: float = 1.0  # 0.01 plays a whole call in well under a second
     auth_fail_delay: float = 1.0  # real Asterisk answers a bad login after ~1 s
 
