@@ -48,6 +48,8 @@ counted in :attr:`CallModel.stats`; they never raise.
 
 from __future__ import annotations
 
+import re
+
 import heapq
 import os
 from collections.abc import Collection, Hashable
@@ -161,6 +163,20 @@ class Call:
 
     def __repr__(self) -> str:
         return f"<Call {self.handle} {self.uniqueid} {self.states}>"
+
+
+#: The id fields a SET may give as '"Name" <number>', and where the name goes.
+_ID_NAME = {"callerid": "calleridname", "calledid": "calledidname", "connectedid": "connectedidname"}
+_NAME_NUMBER = re.compile(r'^\s*(?:"([^"]*)"|([^<"]*?))\s*<([^<>]*)>\s*$')
+
+
+def split_callerid(value: str) -> tuple[str | None, str | None]:
+    """'"Name" <number>' or 'Name <number>' -> (number, name); (None, None) if not that form."""
+    m = _NAME_NUMBER.match(value)
+    if m is None:
+        return None, None
+    name = (m.group(1) if m.group(1) is not None else m.group(2) or "").strip()
+    return m.group(3).strip(), name or None
 
 
 _RESOLVED: dict[tuple[str, ...], tuple[str, str | None]] = {}
@@ -286,7 +302,17 @@ class CallModel:
             return self._callinfo(call, cmd)
         if verb == G.SET:
             field, value = cmd.args
-            call._set_info(G.SET_FIELDS[field], value)
+            key = G.SET_FIELDS[field]
+            if key in _ID_NAME and "<" in value:
+                # Asterisk's ${CALLERID} (the manual's 1.2 dialplan) is
+                # '"Name" <number>': keep the number as the id, the name apart.
+                number, name = split_callerid(value)
+                if number is not None:
+                    call._set_info(key, number)
+                    if name:
+                        call._set_info(_ID_NAME[key], name)
+                    return []
+            call._set_info(key, value)
             return []
         # LINE_LINEDEVSTATE for the lines of a call
         events = [

@@ -360,3 +360,32 @@ def test_newcall_channel_is_recorded_only_when_it_is_the_calls_own():
     m.apply(sig("[~1.2] LINE_NEWCALL line_1", "1.9", "Local/bob@phones-0001;1"), 1.0)
     assert m.by_uniqueid("1.1").channel == "SIP/trunk-0001"
     assert m.by_uniqueid("1.2").channel is None
+
+
+# -- SET CALLERID with Asterisk's ${CALLERID} form (the manual's 1.2 dialplan) ------------
+
+
+import pytest as _pytest
+
+from asttapi_server.core.model import CallModel as _CallModel, split_callerid
+
+
+@_pytest.mark.parametrize("value, number, name", [
+    ('"Ext Caller" <0301234567>', "0301234567", "Ext Caller"),
+    ("Ext Caller <0301234567>", "0301234567", "Ext Caller"),
+    ('"" <0301234567>', "0301234567", None),
+    ("<0301234567>", "0301234567", None),
+    ("0301234567", None, None),
+    ("a < b", None, None),
+])
+def test_split_callerid(value, number, name):
+    assert split_callerid(value) == (number, name)
+
+
+def test_set_callerid_name_number_form_is_split():
+    m = _CallModel()
+    for text in ("LINE_NEWCALL line_1", "LINE_CALLSTATE LINECALLSTATE_OFFERING",
+                 'SET CALLERID "Ext Caller" <0301234567>', "LINE_CALLINFO LINECALLINFOSTATE_CALLERID"):
+        events = m.apply(sig(text, "7.1"), 1.0)
+    info = events[-1].callinfo
+    assert info["callerid"] == "0301234567" and info["calleridname"] == "Ext Caller"
