@@ -19,7 +19,6 @@ AMI and client protocols do). It only routes:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Hashable, Iterable
 from typing import Any
 
@@ -33,13 +32,9 @@ from .config import Config
 from .core.events import TapiEvent
 from .core.model import CallModel
 from .errors import ActionFailed, ActionTimeout, LinkDown, TelephonyError
+from .numbers import dialable
 
 log = Logger()
-
-#: What may be dialled: digits, the DTMF symbols, a leading "+", and SIP-style
-#: user names (letters, dot, dash, underscore). Nothing that could break out of
-#: an AMI header or a dialplan expression.
-_DIALABLE = re.compile(r"^\+?[0-9A-Za-z*#._\-]{1,64}$")
 
 _CALLERID_STATES = frozenset({"LINECALLINFOSTATE_CALLERID"})
 
@@ -264,9 +259,7 @@ class Bridge:
                     "LINEERR_OPERATIONUNAVAIL",
                     f"Line {line!r} has no [lines.{line}] entry with a phone channel, so it cannot place calls.",
                 )
-            number = number.strip()
-            if not _DIALABLE.match(number):
-                raise TelephonyError("LINEERR_INVALADDRESS", f"Not a dialable number: {number!r}")
+            number = _dialable(number)
         except TelephonyError as e:
             return _failed(e)
         now = self.clock.seconds()
@@ -332,9 +325,7 @@ class Bridge:
         try:
             self._require_link()
             call, channel = self._channel_of(handle)
-            number = number.strip()
-            if not _DIALABLE.match(number):
-                raise TelephonyError("LINEERR_INVALADDRESS", f"Not a dialable number: {number!r}")
+            number = _dialable(number)
             context = self._context_for(call)
         except TelephonyError as e:
             return _failed(e)
@@ -353,6 +344,13 @@ class Bridge:
             "LINEERR_OPERATIONUNAVAIL",
             "None of the call's lines has a [lines.NAME] entry with a dialplan context to transfer into.",
         )
+
+
+def _dialable(number: str) -> str:
+    try:
+        return dialable(number)
+    except ValueError as e:
+        raise TelephonyError("LINEERR_INVALADDRESS", f"Not a dialable number {number[:80]!r}: {e}") from None
 
 
 def _failed(error: Exception) -> Deferred:

@@ -37,6 +37,34 @@ _URI_PREFIX = re.compile(r"^(?:tel|sip|sips):", re.IGNORECASE)
 T = TypeVar("T")
 
 
+#: Longest number a client may dial; far beyond any E.164 number plus a PIN.
+MAX_DIAL_LENGTH = 64
+_DIAL_SEPARATORS = re.compile(r"[ ().\-]")
+_DIALABLE = re.compile(r"\+?[0-9A-Za-z*#]+")
+
+
+def dialable(text: str) -> str:
+    """The form of ``text`` that may be dialled, or ``ValueError`` saying why not.
+
+    Spaces and ``( ) . -`` are how people write numbers and are removed. What
+    is left must be digits, letters (SIP user names, DTMF A-D), ``*`` and
+    ``#``, with an optional leading ``+``: nothing that could reach Asterisk
+    as a header break (``\\r``, ``\\n``), a context (``@``), a channel
+    (``/``) or a dialplan pattern (``_``, ``[``).
+    """
+    number = _DIAL_SEPARATORS.sub("", text)
+    if not number:
+        raise ValueError("number is empty")
+    if len(number) > MAX_DIAL_LENGTH:
+        raise ValueError(f"number is longer than {MAX_DIAL_LENGTH} characters")
+    if not _DIALABLE.fullmatch(number):
+        raise ValueError(
+            "number may hold only digits, letters, '*', '#' and a leading '+' "
+            "(spaces, '(', ')', '.', '-' are ignored)"
+        )
+    return number
+
+
 def check_region(region: str) -> str:
     """Return ``region`` upper-cased, or raise ValueError if libphonenumber does not know it."""
     code = str(region).strip().upper()

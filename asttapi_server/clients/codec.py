@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from asttapi_server.core.events import TapiEvent
+from asttapi_server.numbers import MAX_DIAL_LENGTH, dialable
 
 PROTOCOL_VERSION = 1
 
@@ -30,12 +31,10 @@ AUTH_ERROR = -32001  # login required, login failed, already logged in
 CONNECTION_CLOSING = -32002  # last message before the server hangs up
 
 #: Longest number accepted by lineMakeCall / lineBlindTransfer, separators removed.
-MAX_NUMBER_LENGTH = 64
+MAX_NUMBER_LENGTH = MAX_DIAL_LENGTH
 #: Longest line name accepted anywhere.
 MAX_LINE_NAME_LENGTH = 128
 
-_NUMBER_SEPARATORS = re.compile(r"[ ().\-]")
-_NUMBER = re.compile(r"\+?[0-9A-Za-z*#]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 _dumps = json.JSONEncoder(
@@ -167,25 +166,11 @@ def _text(name: str, limit: int) -> Callable[[Any], str]:
 
 
 def normalise_number(text: str) -> str:
-    """The dialable form of ``text``, or :class:`ParamsError`.
-
-    Spaces, ``( ) . -`` are visual separators and are removed. What is left
-    must be digits, letters (SIP user names, DTMF A-D), ``*`` and ``#``,
-    with an optional leading ``+``: nothing that could reach the AMI as a
-    header break (``\\r``, ``\\n``), a context (``@``), a channel (``/``)
-    or a dialplan pattern (``_``, ``[``).
-    """
-    number = _NUMBER_SEPARATORS.sub("", text)
-    if not number:
-        raise ParamsError("number is empty")
-    if len(number) > MAX_NUMBER_LENGTH:
-        raise ParamsError(f"number is longer than {MAX_NUMBER_LENGTH} characters")
-    if not _NUMBER.fullmatch(number):
-        raise ParamsError(
-            "number may hold only digits, letters, '*', '#' and a leading '+' "
-            "(spaces, '(', ')', '.', '-' are ignored)"
-        )
-    return number
+    """The dialable form of ``text`` (see :func:`asttapi_server.numbers.dialable`), or ParamsError."""
+    try:
+        return dialable(text)
+    except ValueError as e:
+        raise ParamsError(str(e)) from None
 
 
 #: method -> {param: (required, checker)}
