@@ -1,0 +1,149 @@
+"""Run the benchmarks and print one table: ``python -m bench`` (or ``make bench``).
+
+    .venv/bin/python -m bench                  # everything, full size (about 3 minutes)
+    .venv/bin/python -m bench --quick          # smaller runs, same table (under a minute)
+    .venv/bin/python -m bench --only ami e2e   # a subset: ami, core, e2e, contacts
+    .venv/bin/python -m bench --json           # the raw figures of every benchmark as JSON
+
+Each benchmark module also runs alone (``bench/ami_ingest.py``,
+``bench/core_events.py``, ``bench/e2e_latency.py``, ``bench/contact_lookup.py``)
+and documents what it measures. Figures depend on the machine: the table says
+what was run, not what to expect.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+SECTIONS = ("ami", "core", "e2e", "contacts")
+
+Row = tuple[str, str, str]  # figure, value, note
+
+
+def _ami(quick: bool) -> tuple[Any, list[Row]]:
+    from bench import ami_ingest
+
+    f = ami_ingest.run(events=50_000 if quick else 200_000, repeats=1 if quick else 3)
+    return f, [
+        ("AMI ingest, AMIClient over loopback", f"{f['client_events_per_s']:,} events/s",
+         f"{f['events']:,} events, {f['noise_per_user_event']} noise per UserEvent; target >= 100,000"),
+        ("AMI ingest, minimal splitter (same run)", f"{f['splitter_events_per_s']:,} events/s", "bare blank-line splitter"),
+        ("AMI ingest, ratio client / splitter", f"{f['ratio']:.2f}", "target >= 0.5"),
+    ]
+
+
+def _core(quick: bool) -> tuple[Any, list[Row]]:
+    from bench import core_events
+
+    million = 100_000 if quick else 1_000_000
+    f = core_events.run(calls=10_000 if quick else 40_000, million=million)
+    m = f["million"]
+    rss = m["rss_growth_bytes"]
+    return f, [
+        ("Core TAPI events/s (CallModel.apply)", f"{f['apply']['tapi_events_out_per_s']:,} events/s",
+         f"{f['apply']['signals_per_s']:,} signals/s in; target >= 200,000"),
+        ("Memory per tracked call", f"{f['memory']['bytes_per_live_call']:,} B",
+         f"tracemalloc, {f['memory']['live_calls']:,} live ring-group calls"),
+        (f"Memory after {m['calls']:,} calls", "n/a" if rss is None else f"{rss / 2**20:+.1f} MiB RSS",
+         f"tracked after: {m['tracked_after']}, allocated blocks {m['allocated_blocks_growth_after']:+,}"),
+    ]
+
+
+def _e2e(quick: bool) -> tuple[Any, list[Row]]:
+    from bench import e2e_latency
+
+    duration = 3.0 if quick else 10.0
+    rows: list[Row] = []
+    figures = e2e_latency.run((10, 100, 1000), cps=100.0, duration=duration)
+    for f in figures:
+        rows.append((
+            f"End-to-end AMI -> client, {f['clients']:,} clients",
+            f"p50 {f['p50_ms']:.2f} ms / p99 {f['p99_ms']:.2f} ms",
+            f"{f['calls_per_s']:g} calls/s x {duration:g} s, {f['client_events']:,} events all delivered; "
+            f"server RSS {f['server_rss_mib_peak']} MiB; target p99 < 5 ms",
+        ))
+    return figures, rows
+
+
+def _contacts(quick: bool) -> tuple[Any, list[Row]]:
+    from bench import contact_lookup
+
+    f = contact_lookup.run(contacts=1_000 if quick else 10_000, lookups=500 if quick else 2_000)
+    return f, [
+        (f"Contact lookup, {f['contacts']:,} contacts", f"{f['crm_hit_us']:.0f} us / {f['outlook_hit_us']:.0f} us",
+         f"per lookup, crm_sql (SQLite) / outlook_contacts (CSV), cold hit"),
+    ]
+
+
+RUNNERS: dict[str, Callable[[bool], tuple[Any, list[Row]]]] = {
+    "ami": _ami, "core": _core, "e2e": _e2e, "contacts": _contacts,
+}
+
+
+def machine() -> str:
+    cores = os.cpu_count()
+    try:
+        with open("/proc/meminfo") as f:
+            kib = int(f.readline().split()[1])
+        mem = f"{kib / 2**20:.0f} GiB"
+    except OSError:
+        mem = "? GiB"
+    return f"{cores} cores, {mem}, Python {platform.python_version()}, {platform.system()}"
+
+
+def table(rows: list[Row]) -> str:
+    w0 = max(len(r[0]) for r in rows)
+    w1 = max(len(r[1]) for r in rows)
+    out = [f"| {'Figure':<{w0}} | {'Measured':<{w1}} | Notes |", f"|{'-' * (w0 + 2)}|{'-' * (w1 + 2)}|-------|"]
+    out += [f"| {a:<{w0}} | {b:<{w1}} | {c} |" for a, b, c in rows]
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS), metavar="NAME",
+                    help=f"benchmarks to run: {', '.join(SECTIONS)} (default: all)")
+    ap.add_argument("--quick", action="store_true", help="smaller runs (100,000 instead of a million calls, ...)")
+    ap.add_argument("--json", action="store_true", help="print every benchmark's raw figures as JSON too")
+    args = ap.parse_args(argv)
+    rows: list[Row] = []
+    raw: dict[str, Any] = {}
+    failed = []
+    started = time.monotonic()
+    for name in SECTIONS:
+        if name not in args.only:
+            continue
+        print(f"running {name} ...", file=sys.stderr, flush=True)
+        t0 = time.monotonic()
+        try:
+            raw[name], section = RUNNERS[name](args.quick)
+            rows += section
+        except Exception as e:  # one broken benchmark must not hide the others' figures
+            traceback.print_exc()
+            failed.append(name)
+            rows.append((f"{name}: FAILED", type(e).__name__, str(e).splitlines()[0][:80] if str(e) else ""))
+        print(f"  {name} took {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
+    mode = "quick" if args.quick else "full"
+    print(f"\nasttapi-server benchmarks ({mode}; {machine()}; {time.strftime('%Y-%m-%d')}; "
+          f"{time.monotonic() - started:.0f} s)\n")
+    print(table(rows))
+    if args.json:
+        print(json.dumps(raw, indent=2, default=str))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
