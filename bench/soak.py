@@ -46,6 +46,15 @@ def rss_kib() -> int:
     return 0
 
 
+def _parse_cache_size() -> int | str:
+    try:
+        from asttapi_server.core import grammar
+
+        return grammar._parse.cache_info().currsize
+    except AttributeError:  # no such cache any more
+        return "?"
+
+
 # -- clients (child process) ---------------------------------------------------------
 
 
@@ -98,7 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=float, default=50.0, help="calls started per second")
     ap.add_argument("--clients", type=int, default=100, help="client connections (separate process)")
     ap.add_argument("--every", type=float, default=10.0, help="seconds between reports")
-    ap.add_argument("--warmup", type=float, default=60.0, help="seconds of load before the memory baseline")
+    ap.add_argument("--warmup", type=float, default=180.0,
+                    help="seconds of load before the memory baseline: long enough for the bounded structures "
+                         "to fill (30 s call linger, 10,000-event replay ring, 8,192-entry TAPIEVENT parse cache, "
+                         "which takes about 2 minutes at 50 calls/s)")
     ap.add_argument("--scale", type=float, default=0.05, help="demo timing scale (0.05: a call lasts ~0.2-0.5 s)")
     ap.add_argument("--clients-proc", nargs=2, type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -155,12 +167,12 @@ def main(argv: list[str] | None = None) -> int:
         row = {
             "t": round(now), "phase": phase, "calls_started": state["started"], "calls_done": state["finished"],
             "tracked": app.model.tracked, "connections": open_connections(), "rss_mib": round(rss_kib() / 1024, 1),
-            "published": app.hub.seq,
+            "published": app.hub.seq, "parse_cache": _parse_cache_size(),
         }
         state["rows"].append(row)
         print(f"t={row['t']:>5}s {phase:<6} calls {row['calls_started']:>7} started {row['calls_done']:>7} done | "
               f"tracked {row['tracked']:>4} | clients {row['connections']:>4} | RSS {row['rss_mib']:>6} MiB | "
-              f"events published {row['published']}", flush=True)
+              f"events published {row['published']} | parse cache {row['parse_cache']}", flush=True)
 
     def play() -> None:
         flow = app.demo.play(next(kinds))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import selectors
 import socket
 import struct
@@ -57,8 +58,19 @@ class Server:
         self.proc.stdout.close()
 
 
+def _enough_file_descriptors(need: int = N + 200) -> bool:
+    """Raise the soft fd limit toward the hard one (children inherit it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < need <= hard or (soft < need and hard == resource.RLIM_INFINITY):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+        soft = need
+    return soft >= need
+
+
 @pytest.fixture
 def server():
+    if not _enough_file_descriptors():
+        pytest.skip(f"needs {N + 200} file descriptors (ulimit -n)")
     s = Server()
     yield s
     s.stop()
