@@ -52,10 +52,6 @@ _LINK_DOWN = (
 )
 
 
-def _call_handle(call: Any) -> Any:
-    return getattr(call, "handle", None)
-
-
 class Session:
     """Methods of one connection; see docs/protocol.md for each."""
 
@@ -199,11 +195,13 @@ class Session:
 
     def _visible_call(self, handle: int) -> tuple[Any, str]:
         """The call and the first open line it is on, or INVALCALLHANDLE."""
-        model = self.telephony.model
-        call = model.get(handle)
+        call = self.telephony.model.get(handle)
         if call is not None:
+            # seen_lines, not calls_on_line: after IDLE the record lingers
+            # for a late lineGetCallInfo, and the lines that saw it may read it.
+            seen = call.seen_lines
             for line in sorted(self.lines):
-                if any(_call_handle(c) == handle for c in model.calls_on_line(line)):
+                if line in seen:
                     return call, line
         raise TelephonyError("LINEERR_INVALCALLHANDLE", f"there is no call {handle} on the lines you have open")
 

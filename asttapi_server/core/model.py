@@ -141,6 +141,11 @@ class Call:
         """The lines still tracking the call (not IDLE)."""
         return tuple(line for line, state in self.states.items() if state != IDLE)
 
+    @property
+    def seen_lines(self) -> tuple[str, ...]:
+        """Every line that ever tracked the call, IDLE ones included (who may still read it)."""
+        return tuple(self.states)
+
     def state(self, line: str) -> str | None:
         """The TAPI state this line sees, or None if the line never tracked the call."""
         state = self.states.get(line)

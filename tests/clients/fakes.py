@@ -29,6 +29,10 @@ class FakeCall:
     state: str = "LINECALLSTATE_OFFERING"
     callinfo: dict[str, Any] = field(default_factory=lambda: dict(CALLINFO))
 
+    @property
+    def seen_lines(self) -> tuple[str, ...]:
+        return self.lines
+
 
 class FakeModel:
     """get / calls_on_line / snapshot, as core.model.CallModel offers them."""
