@@ -65,6 +65,35 @@ def capture_events(path: Path = CAPTURE) -> list[bytes]:
     return [b + b"\r\n\r\n" for b in data.split(b"\r\n\r\n") if b.startswith(b"Event: ")]
 
 
+def _headers(event: bytes) -> dict[str, str]:
+    """First value of each header (lower-cased key) of one capture event; plain
+    ``partition`` on each line, independent of the code under test."""
+    out: dict[str, str] = {}
+    for line in event.decode().split("\r\n"):
+        key, sep, value = line.partition(":")
+        if sep:
+            out.setdefault(key.strip().lower(), value.strip())
+    return out
+
+
+def expected_values(reps: int) -> dict[str, Any]:
+    """What the observer must obtain from the stream: the distinct
+    (name, TAPIEVENT body, Uniqueid, Channel) of the UserEvents and
+    (Uniqueid, Cause) of the Hangups, and the sum of their lengths (and causes)."""
+    user, hang, total = set(), set(), 0
+    for e in capture_events():
+        h = _headers(e)
+        if h["event"] == "UserEvent":
+            v = (h["userevent"], h["tapievent"], h["uniqueid"], h["channel"])
+            user.add(v)
+            total += reps * sum(map(len, v))
+        elif h["event"] == "Hangup":
+            v2 = (h["uniqueid"], int(h["cause"]))
+            hang.add(v2)
+            total += reps * (len(v2[0]) + v2[1])
+    return {"seen_user": sorted(user), "seen_hangup": sorted(hang), "checksum": total}
+
+
 def build_stream(min_events: int) -> tuple[bytes, int, dict[str, int]]:
     events = capture_events()
     reps = -(-min_events // len(events))
@@ -185,7 +214,11 @@ def _client_main(port: int, total: int, repeats: int) -> None:
 
     @inlineCallbacks
     def client_once(filtered: bool):
-        state = {"n": 0, "user": 0, "hangup": 0, "t0": 0.0}
+        state = {"n": 0, "user": 0, "hangup": 0, "t0": 0.0, "sum": 0}
+        # What the server uses, checked against the capture afterwards: the
+        # distinct values seen, and a sum of lengths over every event.
+        seen_user: set = set()
+        seen_hangup: set = set()
         done: Deferred = Deferred()
 
         def observer(msg):
@@ -195,11 +228,16 @@ def _client_main(port: int, total: int, repeats: int) -> None:
                 ue = user_event(msg)
                 if ue is not None and ue.body and ue.uniqueid:
                     state["user"] += 1
+                    state["sum"] += len(ue.name) + len(ue.body) + len(ue.uniqueid) + len(ue.channel or "")
+                    seen_user.add((ue.name, ue.body, ue.uniqueid, ue.channel))
                 elif ue is not None and ue.name == "BenchDone":
                     done.callback(time.perf_counter() - state["t0"])
             elif name == "Hangup":
-                if hangup(msg) is not None:
+                h = hangup(msg)
+                if h is not None:
                     state["hangup"] += 1
+                    state["sum"] += len(h[0]) + (h[1] or 0)
+                    seen_hangup.add(h[:2])
 
         def link(up):
             if up and not state["t0"]:
@@ -220,7 +258,15 @@ def _client_main(port: int, total: int, repeats: int) -> None:
         elapsed = yield done
         yield client.stopService()
         results["client" if filtered else "unfiltered"].append(
-            {"delivered": state["n"], "seconds": elapsed, "user_events": state["user"], "hangups": state["hangup"]}
+            {
+                "delivered": state["n"],
+                "seconds": elapsed,
+                "user_events": state["user"],
+                "hangups": state["hangup"],
+                "checksum": state["sum"],
+                "seen_user": sorted(seen_user),
+                "seen_hangup": sorted(seen_hangup),
+            }
         )
 
     @inlineCallbacks
@@ -269,6 +315,7 @@ def run(events: int = 200_000, repeats: int = 3) -> dict[str, Any]:
     best_client = min(raw["client"], key=lambda r: r["seconds"])
     best_unfiltered = min(raw["unfiltered"], key=lambda r: r["seconds"])
     wanted = {n.lower() for n in WANTED}
+    expect_values = expected_values(-(-events // len(capture_events())))
     expect_delivered = sum(n for name, n in names.items() if name.lower() in wanted) + 1  # + the end marker
     for label, runs, expect in (("filtered", raw["client"], expect_delivered), ("unfiltered", raw["unfiltered"], total)):
         for r in runs:
@@ -276,6 +323,13 @@ def run(events: int = 200_000, repeats: int = 3) -> dict[str, Any]:
                 raise RuntimeError(f"{label} client delivered {r['delivered']} events, expected {expect}")
             if r["user_events"] != names.get("UserEvent", 0) or r["hangups"] != names.get("Hangup", 0):
                 raise RuntimeError(f"{label} client: not every UserEvent/Hangup decoded")
+            got = {
+                "seen_user": sorted(tuple(v) for v in r["seen_user"]),
+                "seen_hangup": sorted(tuple(v) for v in r["seen_hangup"]),
+                "checksum": r["checksum"],
+            }
+            if got != expect_values:
+                raise RuntimeError(f"{label} client decoded wrong values: {got} != {expect_values}")
     split_rate = best_split["events"] / best_split["seconds"]
     client_rate = total / best_client["seconds"]
     unfiltered_rate = total / best_unfiltered["seconds"]

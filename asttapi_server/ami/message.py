@@ -8,12 +8,13 @@ knows only ``kind`` and ``name`` up front (read from the first line when it is
 server that looks at the name of 19 noise events and decodes the 20th pays for
 one decode, not twenty (issue 3, "Ingest target").
 
-Lookups on an event before the full decode (the parser's events: ASCII,
-``\\r\\n`` line ends, no ``Output:`` header) do not decode the block into
-headers at all: :meth:`Message.get` finds ``\\r\\n<key>:`` in the lower-cased
-text (one ``str.find``) and strips the rest of that line, which is by
-construction the first header of that name; a UserEvent read for its five
-headers costs about a fifth of a full decode.  Anything else (``items``,
+Lookups on an event before the full decode (the parser's events, ASCII) do
+not decode the block into headers at all: :meth:`Message.get` (and
+:meth:`Message.values`, several keys in one call) finds ``\\n<key>:`` in the
+lower-cased text (one ``str.find``) and strips the rest of that line up to the
+next ``\\n``.  A line starts after any ``\\n`` (``\\r\\n`` or bare) in the full
+decode too, and its value is the rest of the line stripped, so that is by
+construction the first header of that name, whatever the line ends.  Anything else (``items``,
 ``lines``, ``output``, ``get_all``, ``in``, odd keys, non-ASCII blocks) decodes
 the whole block once, in a single pass over ``text.split("\\r\\n")``, falling
 back to the careful line-by-line rules below for anything unusual.
@@ -55,7 +56,7 @@ END_COMMAND = "--END COMMAND--"
 _FOLLOWS_HEADERS = frozenset(("response", "privilege", "actionid", "message"))
 
 
-# key -> "\r\n<key lower-cased>:" for the lookups before a full decode, or ""
+# key -> "\n<key lower-cased>:" for the lookups before a full decode, or ""
 # for keys that need the full decode ("Output", or nothing a header can be).
 _NEEDLES: dict[str, str] = {}
 
@@ -65,10 +66,23 @@ def _needle(key: str) -> str:
     if not lkey or lkey == "output" or " " in lkey or ":" in lkey or "\n" in lkey or not lkey.isascii():
         needle = ""
     else:
-        needle = "\r\n" + lkey + ":"
+        needle = "\n" + lkey + ":"
     if len(_NEEDLES) < 1024:
         _NEEDLES[key] = needle
     return needle
+
+
+# keys -> ((needle, its length), ...) for Message.values, or () if one of them
+# needs the full decode.
+_KEYSETS: dict[tuple[str, ...], tuple[tuple[str, int], ...]] = {}
+
+
+def _keyset(keys: tuple[str, ...]) -> tuple[tuple[str, int], ...]:
+    needles = tuple(_NEEDLES.get(key) or _needle(key) for key in keys)
+    found = tuple((needle, len(needle)) for needle in needles) if all(needles) else ()
+    if len(_KEYSETS) < 256:
+        _KEYSETS[keys] = found
+    return found
 
 
 def _decode(raw: bytes) -> str:
@@ -158,15 +172,12 @@ class Message:
         raw = self.raw
         low = ""
         if self.kind == EVENT and raw and raw.isascii():
-            # A leading CRLF makes the first line findable like the others.
-            text = "\r\n" + raw.decode("latin-1")
-            if text.count("\n") == text.count("\r\n"):
-                low = text.lower()
-                if "\r\noutput:" in low:
-                    low = ""
-                else:
-                    self._text = text
-        if not low:
+            # A leading LF makes the first line findable like the others, a
+            # trailing one ends the last line like the others.
+            text = f"\n{raw.decode('latin-1')}\n"
+            self._text = text
+            low = text.lower()
+        else:
             self._ensure()
         self._low = low
         return low
@@ -277,10 +288,38 @@ class Message:
                         return default
                     i += len(needle)
                     text = self._text
-                    j = text.find("\r\n", i)
-                    return text[i:j].strip() if j >= 0 else text[i:].strip()
+                    return text[i : text.find("\n", i)].strip()
                 self._ensure()
         return self._first.get(key.lower(), default)
+
+    def values(self, *keys: str) -> list[str | None]:
+        """``[msg.get(key) for key in keys]`` in one call: the first value of
+        each header (any case), ``None`` if absent."""
+        if self._items is None:
+            low = self._low
+            if low is None:
+                low = self._lazy()
+            if low:
+                needles = _KEYSETS.get(keys)
+                if needles is None:
+                    needles = _keyset(keys)
+                if needles:
+                    text = self._text
+                    find = low.find
+                    tfind = text.find
+                    out: list[str | None] = []
+                    append = out.append
+                    for needle, n in needles:
+                        i = find(needle)
+                        if i < 0:
+                            append(None)
+                        else:
+                            i += n
+                            append(text[i : tfind("\n", i)].strip())
+                    return out
+                self._ensure()
+        first = self._first
+        return [first.get(key.lower()) for key in keys]
 
     def get_all(self, key: str) -> list[str]:
         """Every value of ``key`` (any case), in order."""

@@ -75,22 +75,30 @@ def _candidates_regex(wanted: Iterable[str]) -> re.Pattern[bytes] | None:
     before it), and every ``\\n\\n`` (bare line ends: the caller goes slow).
 
     A block is skipped unseen only if it starts with ``Event: `` and a letter,
-    digit or ``_`` and its name does not start with the ASCII head of a wanted
-    name (ASCII case folded): a superset of the kept blocks, checked exactly
-    afterwards.
+    digit or ``_`` and its name cannot be a wanted one: it does not start with
+    a wanted name followed by a character other than a letter, digit or ``_``
+    (ASCII case folded).  That is a superset of the kept blocks (checked exactly
+    afterwards): a name that strips and lower-cases to a wanted one starts with
+    it, and ``str.lower`` never shortens a name, so ``HangupRequest`` can never
+    become ``hangup``.  Only one non-ASCII character lower-cases to an ASCII
+    one (U+212A KELVIN SIGN -> ``k``), so a wanted name is matched exactly only
+    up to its first ``k`` or non-ASCII character, and as a prefix from there on.
     """
-    heads = set()
+    alts = set()
     for name in wanted:
         head = ""
         for ch in name:
-            if not ch.isascii():
+            if not ch.isascii() or ch in "kK":
                 break
             head += ch
         if not head or not (head[0].isalnum() or head[0] == "_"):
             return None  # odd names: let every block be a candidate (per-block path)
-        heads.add(re.escape(head.encode("ascii")))
-    alts = b"|".join(sorted(heads, key=len, reverse=True))
-    return re.compile(rb"\n(?:\r\n(?!Event: (?!(?i:" + alts + rb"))[A-Za-z0-9_])|\n)")
+        alt = re.escape(head.encode("ascii"))
+        if head == name:
+            alt += rb"(?![A-Za-z0-9_])"
+        alts.add(alt)
+    body = b"|".join(sorted(alts, key=len, reverse=True))
+    return re.compile(rb"\n(?:\r\n(?!Event: (?!(?i:" + body + rb"))[A-Za-z0-9_])|\n)")
 
 
 class AMIParser:
@@ -197,45 +205,47 @@ class AMIParser:
         for a, b in spans:
             if b - a == 2:  # "\n\n": bare line ends somewhere
                 return self._feed_slow(buf)
-            if buf[a - 1 : a] != b"\r":
-                # "\n\r\n" that is no separator: frame by split, block by block.
+            if not a or buf[a - 1] != 13:  # "\n\r\n" that is no "\r\n\r\n"
+                # Frame by split, block by block.
                 return self._feed_fast_filtered(buf)
         last = buf.rfind(_CRLF2)
         if last < 0:
             self._set_tail(buf)
             return []
         out: list[Message] = []
+        append = out.append
         find = buf.find
+        startswith = buf.startswith
         kept = self._kept
-        # The first block starts at 0, not after a separator.
-        s = 0
-        i = 0
-        n_spans = len(spans)
-        while True:
+        e = -1
+        # The first block starts at 0, not after a separator; every other
+        # candidate starts where its span ends.  A span starting before the
+        # end of the block just handled (``\r\n\r\n\r\n``) is inside it; one
+        # ending past the last separator starts the tail.
+        spans.insert(0, (-1, 0))
+        for a, s in spans:
+            if a < e:
+                continue
+            if s > last:
+                break
             e = find(_CRLF2, s)
-            p = buf[s:e]
-            if p[:7] == b"Event: ":
-                n = p.find(b"\n")
-                name = kept.get(p[7:n] if n >= 0 else p[7:])
+            if startswith(b"Event: ", s):
+                n = find(b"\n", s, e)
+                nb = buf[s + 7 : n if n >= 0 else e]
+                name = kept.get(nb)
                 if name is None:
-                    name = self._keep_name(p[7:n] if n >= 0 else p[7:])
+                    name = self._keep_name(nb)
                 if name is not _DROP:
-                    out.append(Message(p, EVENT, name))  # type: ignore[arg-type]
-            elif _FOLLOWS.match(p):
+                    append(Message(buf[s:e], EVENT, name))  # type: ignore[arg-type]
+                continue
+            p = buf[s:e]
+            if _FOLLOWS.match(p):
                 out.extend(self._feed_slow(buf[s:]))
                 return out
             else:
                 msg = self._block(p)
                 if msg is not None and self._wanted(msg):
-                    out.append(msg)
-            # Next candidate: a separator at or after this block's end and
-            # before the last one (what follows the last one is the tail).
-            while i < n_spans and spans[i][0] < e:
-                i += 1
-            if i >= n_spans or spans[i][1] > last:
-                break
-            s = spans[i][1]
-            i += 1
+                    append(msg)
         self._set_tail(buf[last + 4 :])
         return out
 
