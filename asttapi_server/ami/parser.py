@@ -158,6 +158,31 @@ class AMIParser:
 
     def feed(self, data: bytes) -> list[Message]:
         """Take the next bytes of the stream; return the messages they completed."""
+        tail = self._tail
+        if (
+            self._candidates is not None
+            and not self.action_ids
+            and not self._skipping
+            and not self._at_start
+            and len(tail) + len(data) <= self.max_message_bytes
+        ):
+            # The filtered fast path, without copying the read behind the tail.
+            if not tail:
+                return self._feed_filtered(bytes(data), 0)
+            j = data.find(_CRLF2)
+            if j >= 0:
+                # Frame the tail plus the read up to its first separator as
+                # one small buffer (a separator across the boundary, or any
+                # "\n\n", is in there), then the rest of the read in place.
+                self._tail = b""
+                out = self._feed_filtered(tail + data[: j + 4], 0)
+                if self._tail or self._skipping:
+                    # The small buffer did not end on a block boundary
+                    # (command output, "\r\n\r\n\r\n", ...): as one buffer.
+                    out.extend(self.feed(data[j + 4 :]))
+                else:
+                    out.extend(self._feed_filtered(bytes(data), j + 4))
+                return out
         if self._tail:
             old = len(self._tail)
             buf = self._tail + data
@@ -191,26 +216,31 @@ class AMIParser:
                 return []
         if self._keep is not None and self._candidates is not None and not self.action_ids:
             if len(buf) <= self.max_message_bytes:
-                return self._feed_filtered(buf)  # its scan finds any "\n\n" too
+                return self._feed_filtered(buf, 0)  # its scan finds any "\n\n" too
         if _LFLF.search(buf) is not None:
             return self._feed_slow(buf)
         if self._keep is not None:
             return self._feed_fast_filtered(buf)
         return self._feed_fast(buf)
 
-    def _feed_filtered(self, buf: bytes) -> list[Message]:
+    def _feed_filtered(self, buf: bytes, first: int) -> list[Message]:
         """Filter set, nothing pending, buffer under the cap; the regex scan
-        doubles as the check for bare ``\\n\\n`` (then: the slow path)."""
-        spans = [m.span() for m in self._candidates.finditer(buf)]  # type: ignore[union-attr]
+        doubles as the check for bare ``\\n\\n`` (then: the slow path).
+
+        The blocks start at ``first``: 0, or just after a ``\\r\\n\\r\\n`` of
+        ``buf`` (what came before is handled already)."""
+        # From the separator before ``first``: its block is a candidate like
+        # any other, and a "\n\n" across it is seen.
+        spans = [m.span() for m in self._candidates.finditer(buf, first - 3 if first else 0)]  # type: ignore[union-attr]
         for a, b in spans:
             if b - a == 2:  # "\n\n": bare line ends somewhere
-                return self._feed_slow(buf)
+                return self._feed_slow(buf[first:] if first else buf)
             if not a or buf[a - 1] != 13:  # "\n\r\n" that is no "\r\n\r\n"
                 # Frame by split, block by block.
-                return self._feed_fast_filtered(buf)
+                return self._feed_fast_filtered(buf[first:] if first else buf)
         last = buf.rfind(_CRLF2)
-        if last < 0:
-            self._set_tail(buf)
+        if last < first:
+            self._set_tail(buf[first:] if first else buf)
             return []
         out: list[Message] = []
         append = out.append
@@ -218,11 +248,12 @@ class AMIParser:
         startswith = buf.startswith
         kept = self._kept
         e = -1
-        # The first block starts at 0, not after a separator; every other
-        # candidate starts where its span ends.  A span starting before the
-        # end of the block just handled (``\r\n\r\n\r\n``) is inside it; one
-        # ending past the last separator starts the tail.
-        spans.insert(0, (-1, 0))
+        # The first block of a buffer starts at 0, not after a separator;
+        # every other candidate starts where its span ends.  A span starting
+        # before the end of the block just handled (``\r\n\r\n\r\n``) is
+        # inside it; one ending past the last separator starts the tail.
+        if not first:
+            spans.insert(0, (-1, 0))
         for a, s in spans:
             if a < e:
                 continue

@@ -126,7 +126,14 @@ class AMIProtocol(Protocol):
             self._wanted = None
         else:
             self._wanted = frozenset(str(n).strip().lower() for n in names)
+        self._deliver: dict[str, bool] = {}  # event name as sent -> wanted?
         self.parser.set_event_filter(self._wanted)
+
+    def _delivered(self, name: str) -> bool:
+        deliver = name.lower() in self._wanted  # type: ignore[operator]
+        if len(self._deliver) < 4096:
+            self._deliver[name] = deliver
+        return deliver
 
     # -- connection ----------------------------------------------------------
 
@@ -149,8 +156,12 @@ class AMIProtocol(Protocol):
                     continue
                 if msg.name == "Shutdown":
                     self._shutdown(msg)
-                if wanted is not None and msg.name.lower() not in wanted:
-                    continue
+                if wanted is not None:
+                    deliver = self._deliver.get(msg.name)
+                    if deliver is None:
+                        deliver = self._delivered(msg.name)
+                    if not deliver:
+                        continue
                 for fn in observers:
                     try:
                         fn(msg)
