@@ -57,7 +57,7 @@ def _core(quick: bool) -> tuple[Any, list[Row]]:
          f"{f['apply']['signals_per_s']:,} signals/s in; target >= 200,000"),
         ("Memory per tracked call", f"{f['memory']['bytes_per_live_call']:,} B",
          f"tracemalloc, {f['memory']['live_calls']:,} live ring-group calls"),
-        (f"Memory after {m['calls']:,} calls", "n/a" if rss is None else f"{rss / 2**20:+.1f} MiB RSS",
+        (f"Memory after {m['calls']:,} calls", "n/a" if rss is None else f"{rss / 1024:+,.0f} KiB RSS",
          f"tracked after: {m['tracked_after']}, allocated blocks {m['allocated_blocks_growth_after']:+,}"),
     ]
 
