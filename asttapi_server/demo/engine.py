@@ -174,7 +174,9 @@ class DemoEngine:
             n = self._inbound_count
             self._inbound_count += 1
             kwargs.setdefault("caller", CALLERS[n % len(CALLERS)])
-            kwargs.setdefault("ring", 1.0 + n % 3)
+            # The first call rings longest: whoever connects just after start
+            # still finds it OFFERING (lineOpen announces it).
+            kwargs.setdefault("ring", 3.0 - n % 3)
             kwargs.setdefault("group", phones)
             flow: Flow = InboundRingGroup(self, **kwargs)  # type: ignore[arg-type]
         elif kind in ("outbound", "busy"):

@@ -55,7 +55,7 @@ class Timing:
     """How fast the demo plays. Every delay inside a flow is multiplied by *scale*."""
 
     first_call: float = 2.0  # seconds from start to the first (inbound) call
-    gap: float = 3.0  # seconds from the end of one looped flow to the start of the next
+    gap: float = 1.5  # seconds from the end of one looped flow to the start of the next
     scale: float = 1.0  # 0.01 plays a whole call in well under a second
     auth_fail_delay: float = 1.0  # real Asterisk answers a bad login after ~1 s
 
@@ -252,7 +252,7 @@ class InboundRingGroup(Flow):
     kind = "inbound"
 
     def __init__(self, engine: DemoEngine, caller: tuple[str, str | None],
-                 group: Sequence[tuple[str, str]], ring: float = 2.0, talk: float = 4.0,
+                 group: Sequence[tuple[str, str]], ring: float = 2.0, talk: float = 3.0,
                  trunk: str = "PJSIP/trunk", did: str = "100") -> None:
         super().__init__(engine)
         self.caller = caller
