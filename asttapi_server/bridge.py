@@ -321,29 +321,51 @@ class Bridge:
         return d
 
     def blind_transfer(self, handle: int, number: str) -> Deferred:
-        """lineBlindTransfer: redirect the call's channel to ``number`` in the line's context."""
+        """lineBlindTransfer: send the far party of the call to ``number`` in the line's context.
+
+        Which AMI action depends on whose channel the call is known by. An
+        inbound call is known by the caller's channel: ``Redirect`` moves the
+        caller. A call made from the user's phone (dialled there, or by
+        lineMakeCall) is known by the phone's own channel; redirecting that
+        would move the user and drop the customer, so ``BlindTransfer``
+        (Asterisk 12+) moves the phone's bridged peer instead, exactly as the
+        phone's own transfer key would.
+        """
         try:
             self._require_link()
             call, channel = self._channel_of(handle)
             number = _dialable(number)
-            context = self._context_for(call)
+            line_conf = self._line_conf_for(call)
         except TelephonyError as e:
             return _failed(e)
-        d = self.ami.send_action(
-            "Redirect", [("Channel", channel), ("Context", context), ("Exten", number), ("Priority", "1")]
-        )
-        d.addCallbacks(lambda _r: None, lambda f: Failure(_telephony_error(f, "Redirect")))
+        if _is_phone_channel(channel, line_conf.channel):
+            action = "BlindTransfer"
+            headers = [("Channel", channel), ("Context", line_conf.context), ("Exten", number)]
+        else:
+            action = "Redirect"
+            headers = [("Channel", channel), ("Context", line_conf.context), ("Exten", number), ("Priority", "1")]
+        d = self.ami.send_action(action, headers)
+        d.addCallbacks(lambda _r: None, lambda f: Failure(_telephony_error(f, action)))
         return d
 
-    def _context_for(self, call: Any) -> str:
-        for line in call.lines:
+    def _line_conf_for(self, call: Any) -> Any:
+        for line in call.seen_lines:
             conf = self.config.lines.get(line)
             if conf is not None:
-                return conf.context
+                return conf
         raise TelephonyError(
             "LINEERR_OPERATIONUNAVAIL",
             "None of the call's lines has a [lines.NAME] entry with a dialplan context to transfer into.",
         )
+
+
+def _is_phone_channel(channel: str, phone: str) -> bool:
+    """Is ``channel`` (e.g. ``PJSIP/bob-0000002a``) a channel of the line's phone (``PJSIP/bob``)?
+
+    Asterisk names a channel ``<phone>-<sequence>`` (Local channels add
+    ``;1``/``;2``), and the case of the technology may differ (``SIP``/``sip``).
+    """
+    return channel.lower().startswith(phone.lower() + "-")
 
 
 def _dialable(number: str) -> str:

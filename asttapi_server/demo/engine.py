@@ -309,6 +309,27 @@ class DemoEngine:
             self.later(0.0, flow.redirect, ch, context or ch.context, exten or "s", prio)
         return ami.response("Success", action_id, ("Message", "Redirect successful"))
 
+    def blind_transfer(self, target: str | None, context: str | None, exten: str | None,
+                       action_id: str | None) -> Pairs:
+        """``BlindTransfer`` (Asterisk 12+): send *target*'s bridged peer to exten@context.
+
+        Answers as Asterisk 22's manager does; the simulated call then leaves
+        us the same way a redirected one does.
+        """
+        if not target:
+            return ami.response("Error", action_id, ("Message", "No channel specified"))
+        if not exten:
+            return ami.response("Error", action_id, ("Message", "No extension specified"))
+        ch = self.find(target)
+        if ch is None:
+            return ami.response("Error", action_id, ("Message", "No such channel"))
+        flow = self._owner.get(ch.name)
+        if flow is not None:
+            log.info("DEMO PBX (simulation): BlindTransfer of {channel}'s peer to {context},{exten}",
+                     channel=ch.name, context=context, exten=exten)
+            self.later(0.0, flow.redirect, ch, context or ch.context, exten, 1)
+        return ami.response("Success", action_id, ("Message", "Transfer succeeded"))
+
     def core_show_channels(self, action_id: str | None) -> list[Pairs]:
         now = self.clock.seconds()
         out = [ami.response("Success", action_id, ("EventList", "start"),

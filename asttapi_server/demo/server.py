@@ -275,6 +275,9 @@ class AMIServerProtocol(Protocol):
         self.send(self.engine.redirect(h.get("Channel"), h.get("Context"), h.get("Exten"),
                                        h.get("Priority"), aid))
 
+    def action_blindtransfer(self, h: _Headers, aid: str | None) -> None:
+        self.send(self.engine.blind_transfer(h.get("Channel"), h.get("Context"), h.get("Exten"), aid))
+
     def action_coreshowchannels(self, h: _Headers, aid: str | None) -> None:
         for pairs in self.engine.core_show_channels(aid):
             self.send(pairs)

@@ -297,3 +297,30 @@ def test_garbage_events_are_survived():
     ami.event(Event="UserEvent", UserEvent="TAPI")
     user_event(ami, "LINE_NEWCALL line_1", "500.1")
     assert [e.msg for e in hub.events] == ["LINE_NEWCALL"]
+
+
+def test_transfer_of_a_call_from_the_users_phone_moves_the_far_party_with_blindtransfer():
+    """Redirecting the phone's own channel would move the user and drop the customer."""
+    bridge, hub, clock, ami = make_bridge()
+    # The line's phone is Local/alice@phones; it dialled out through [trunklocal].
+    user_event(ami, "LINE_NEWCALL line_1", "600.1", channel="Local/alice@phones-0000000b;1")
+    user_event(ami, "LINE_CALLSTATE LINECALLSTATE_CONNECTED", "600.1", channel="Local/alice@phones-0000000b;1")
+    handle = bridge.model.by_uniqueid("600.1").handle
+    d = bridge.blind_transfer(handle, "202")
+    headers, action = ami.pop("BlindTransfer")
+    assert dict(headers) == {"Channel": "Local/alice@phones-0000000b;1", "Context": "trunklocal", "Exten": "202"}
+    assert not [a for a, _, _ in ami.actions if a == "Redirect"]
+    action.errback(ActionFailed("BlindTransfer", Message.from_items([
+        ("Response", "Error"), ("Message", "Invalid/unknown command: BlindTransfer")])))
+    err = failure_of(d)
+    assert err.lineerr == "LINEERR_OPERATIONFAILED" and "BlindTransfer" in str(err)
+
+
+def test_phone_channel_match_is_by_name_prefix_not_substring():
+    from asttapi_server.bridge import _is_phone_channel
+
+    assert _is_phone_channel("PJSIP/bob-0000002a", "PJSIP/bob")
+    assert _is_phone_channel("SIP/bob-0a1b2c3d", "sip/bob")
+    assert _is_phone_channel("Local/alice@phones-0000000b;1", "Local/alice@phones")
+    assert not _is_phone_channel("PJSIP/bobbett-00000001", "PJSIP/bob")
+    assert not _is_phone_channel("PJSIP/trunk-0007", "PJSIP/bob")

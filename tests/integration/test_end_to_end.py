@@ -173,3 +173,15 @@ class EndToEnd(TestCase):
         yield client.wait_for(is_event("LINE_NEWCALL", line="line_1"))
         info = yield client.wait_for(is_event("LINE_CALLINFO", infostate="LINECALLINFOSTATE_CALLERID"))
         self.assertTrue(info["params"]["callinfo"]["callerid"])
+
+    @defer.inlineCallbacks
+    def test_blind_transfer_of_an_own_call_ends_it_for_the_user(self):
+        yield self.start(autoplay=False)
+        client = yield self.connect()
+        yield client.call("lineOpen", line="line_1")
+        response = yield client.call("lineMakeCall", line="line_1", number="95551234")
+        handle = response["result"]["call"]
+        yield client.wait_for(is_event("LINE_CALLSTATE", call=handle, state="LINECALLSTATE_CONNECTED"))
+        response = yield client.call("lineBlindTransfer", call=handle, number="201")
+        self.assertEqual(response.get("result"), {}, response)
+        yield client.wait_for(is_event("LINE_CALLSTATE", call=handle, state="LINECALLSTATE_IDLE"))
