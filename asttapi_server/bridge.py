@@ -36,7 +36,9 @@ from .numbers import dialable
 
 log = Logger()
 
-_CALLERID_STATES = frozenset({"LINECALLINFOSTATE_CALLERID"})
+_IDLE = "LINECALLSTATE_IDLE"
+_NEW: Any = object()
+_CALLERID = "LINECALLINFOSTATE_CALLERID"
 
 
 class Bridge:
@@ -68,8 +70,10 @@ class Bridge:
         ami.set_event_filter(self._wanted | {"Hangup", "OriginateResponse"})
         self._timer: IDelayedCall | None = None
         self._timer_at: float | None = None
-        # Call handles whose caller id we already looked up, and the number.
-        self._looked_up: dict[int, str] = {}
+        # Calls under way (handle -> the caller id already looked up, or None):
+        # what tells the first IDLE that ends a call from the ones after it,
+        # and a repeated CALLINFO from a new caller id.
+        self._calls: dict[int, str | None] = {}
         # ActionID of an Originate -> ChannelId we gave the call, so an
         # OriginateResponse finds its call on every Asterisk version.
         self._originates: dict[str, str] = {}
@@ -179,33 +183,41 @@ class Bridge:
     def _publish(self, events: Iterable[TapiEvent]) -> None:
         for event in events:
             out = self.plugins.client_event(event)
-            if out is None:
-                continue
-            self.hub.publish(out)
-            if out.call is not None:
-                self._after_call_event(out)
+            if out is not None:
+                self.hub.publish(out)
+            if event.call is not None:
+                # The model's event, not the plugins' version: bookkeeping
+                # must not depend on what a plugin chose to show clients.
+                self._follow_call(event)
 
-    def _after_call_event(self, event: TapiEvent) -> None:
+    def _follow_call(self, event: TapiEvent) -> None:
         handle = event.call
         assert handle is not None
-        if event.param == "LINECALLSTATE_IDLE":
+        calls = self._calls
+        if event.param == _IDLE:
             call = self.model.get(handle)
-            if call is None or call.ended is not None:
-                self._looked_up.pop(handle, None)
+            if (call is None or call.ended is not None) and handle in calls:
+                del calls[handle]
                 if call is not None:
                     self.plugins.call_finished(call)
             return
+        looked_up = calls.get(handle, _NEW)
+        if looked_up is _NEW:
+            call = self.model.get(handle)
+            if call is None or call.ended is not None:
+                return  # a DISCONNECTED in the batch that ended the call
+            calls[handle] = looked_up = None
         number = event.callinfo.get("callerid")
-        if not number or self._looked_up.get(handle) == number:
+        if not number or looked_up == number:
             return
-        if event.msg != "LINE_NEWCALL" and event.param not in _CALLERID_STATES:
+        if event.msg != "LINE_NEWCALL" and event.param != _CALLERID:
             return
-        self._looked_up[handle] = number
+        calls[handle] = number
         d = self.plugins.lookup_contact(number, dict(event.callinfo))
         d.addCallback(self._contact_found, handle, number)
 
     def _contact_found(self, contact: dict | None, handle: int, number: str) -> None:
-        if not contact or self._looked_up.get(handle) != number:
+        if not contact or self._calls.get(handle) != number:
             return  # nothing found, or the call ended/changed caller meanwhile
         events = self.model.annotate(handle, "contact", contact, self.clock.seconds())
         self._publish(events)

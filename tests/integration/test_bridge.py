@@ -324,3 +324,43 @@ def test_phone_channel_match_is_by_name_prefix_not_substring():
     assert _is_phone_channel("Local/alice@phones-0000000b;1", "Local/alice@phones")
     assert not _is_phone_channel("PJSIP/bobbett-00000001", "PJSIP/bob")
     assert not _is_phone_channel("PJSIP/trunk-0007", "PJSIP/bob")
+
+
+def test_call_finished_once_per_call_even_when_lines_go_idle_together():
+    """The safety net ends a ring-group call on both lines in one batch."""
+    from asttapi_server.plugins import build_plugin_manager
+
+    from .fakes import base_config
+
+    host = _Host(build_plugin_manager(base_config().plugins, config=base_config()))
+    bridge, hub, clock, ami = make_bridge(plugins=host, hangup_grace=5.0)
+    for text in ("LINE_NEWCALL line_1", "LINE_NEWCALL line_2", "LINE_CALLSTATE LINECALLSTATE_OFFERING"):
+        user_event(ami, text, "700.1")
+    handle = bridge.model.by_uniqueid("700.1").handle
+    ami.event(Event="Hangup", Uniqueid="700.1", Cause="16", Channel="PJSIP/trunk-1")
+    clock.advance(6)
+    idles = [e.line for e in hub.events if e.param == "LINECALLSTATE_IDLE"]
+    assert sorted(idles) == ["line_1", "line_2"]
+    assert host.finished == [handle]
+
+
+def test_bookkeeping_follows_the_model_even_when_a_plugin_drops_the_idle():
+    from asttapi_server.hookspecs import hookimpl
+    from asttapi_server.plugins import build_plugin_manager
+
+    from .fakes import base_config
+
+    class DropIdle:
+        @hookimpl
+        def asttapi_client_event(self, event, app):
+            return False if event.param == "LINECALLSTATE_IDLE" else None
+
+    config = base_config()
+    host = build_plugin_manager(config.plugins, config=config)
+    host.register(DropIdle(), "drop_idle")
+    bridge, hub, clock, ami = make_bridge(plugins=host)
+    for text in ("LINE_NEWCALL line_1", "SET CALLERID 201", "LINE_CALLINFO LINECALLINFOSTATE_CALLERID",
+                 "LINE_CALLSTATE LINECALLSTATE_IDLE"):
+        user_event(ami, text, "800.1")
+    assert "LINECALLSTATE_IDLE" not in [e.param for e in hub.events]
+    assert bridge._calls == {}
