@@ -41,6 +41,7 @@ from twisted.python.failure import Failure
 
 from asttapi_server import hookspecs
 from asttapi_server.errors import PluginError
+from asttapi_server.throttle import LogThrottle
 from asttapi_server.hookspecs import hookimpl
 
 __all__ = [
@@ -301,7 +302,7 @@ class PluginHost:
         self._run_in_thread = run_in_thread
         self._pool: Any = None
         self._overdue: dict[str, int] = {}
-        self._error_log: dict[tuple[str, str], tuple[float, int]] = {}
+        self._error_log = LogThrottle(ERROR_LOG_INTERVAL)
         self._routes: dict[str, list[Any]] = {}
         self._wanted: frozenset[str] = frozenset()
 
@@ -473,13 +474,9 @@ class PluginHost:
     def _failed(self, plugin: str, hook: str, failure: Failure | None = None) -> None:
         """Log a plugin's exception with its name; the same plugin and hook at most once a minute."""
         failure = failure if failure is not None else Failure()
-        key = (plugin, hook)
-        now = self._get_clock().seconds()
-        last, suppressed = self._error_log.get(key, (None, 0))
-        if last is not None and now - last < ERROR_LOG_INTERVAL:
-            self._error_log[key] = (last, suppressed + 1)
+        suppressed = self._error_log.allow((plugin, hook), self._get_clock().seconds())
+        if suppressed is None:
             return
-        self._error_log[key] = (now, 0)
         log.failure("Plugin {plugin} failed in {hook} and was skipped "
                     "({suppressed} more failures of it since the last report)",
                     failure, level=LogLevel.error, plugin=plugin, hook=hook, suppressed=suppressed)

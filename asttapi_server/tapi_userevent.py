@@ -11,12 +11,16 @@ maps the same events runs first and can override it by returning a list.
 
 from __future__ import annotations
 
+import time
+
 from twisted.logger import Logger
 
 from asttapi_server.errors import TapiSyntaxError
 from asttapi_server.hookspecs import hookimpl
+from asttapi_server.throttle import LogThrottle
 
 log = Logger(namespace="asttapi_server.tapi_userevent")
+_malformed = LogThrottle()
 
 #: ``Event:`` names carrying TAPI user events (1.4+ and 1.2's concatenated form).
 EVENT_NAMES = ("UserEvent", "UserEventTAPI")
@@ -45,8 +49,12 @@ def asttapi_map_ami_event(message, app):
     try:
         command = parse_tapievent(event.body)
     except TapiSyntaxError as exc:
-        log.warn("Malformed TAPIEVENT {raw!r} on channel {channel} ignored: {error}",
-                 raw=event.body, channel=event.channel, error=str(exc))
+        # One dialplan typo repeats on every call: report each verb once a minute.
+        held = _malformed.allow(_verb_of(event.body), time.monotonic())
+        if held is not None:
+            log.warn("Malformed TAPIEVENT {raw!r} on channel {channel} ignored: {error}"
+                     " ({held} more like it since the last report)",
+                     raw=event.body, channel=event.channel, error=str(exc), held=held)
         return []
     return [TapiSignal(command=command, uniqueid=event.uniqueid, channel=event.channel)]
 
@@ -54,3 +62,9 @@ def asttapi_map_ami_event(message, app):
 def _headers(message) -> object:
     items = getattr(message, "items", None)
     return items() if callable(items) else message
+
+
+def _verb_of(body: str) -> str:
+    """The verb of a TAPIEVENT text, past any ``[spec]`` (which names the call and varies)."""
+    words = body.rpartition("]")[2].split(None, 1)
+    return words[0] if words else ""

@@ -48,16 +48,16 @@ counted in :attr:`CallModel.stats`; they never raise.
 
 from __future__ import annotations
 
-import re
-
 import heapq
 import os
+import re
 from collections.abc import Collection, Hashable
 from types import MappingProxyType
 from typing import Any
 
 from twisted.logger import Logger
 
+from ..throttle import LogThrottle
 from . import grammar as G
 from .causes import UNKNOWN_MODE, mode_for_cause, mode_for_originate_reason
 from .constants import DISCONNECTED, IDLE
@@ -227,6 +227,9 @@ class CallModel:
         self._by_line: dict[str, dict[int, Call]] = {}
         self._heap: list[tuple[float, int]] = []
         self._link_up: bool | None = None
+        # A dialplan mistake repeats on every call: log each kind once a minute.
+        self._throttle = LogThrottle()
+        self._now = 0.0
         #: Counters of what happened, for tests, benchmarks and a status page.
         self.stats: dict[str, int] = dict.fromkeys(
             (
@@ -281,6 +284,7 @@ class CallModel:
         """Apply one TAPIEVENT; return the TAPI events it causes."""
         cmd = signal.command
         verb = cmd.verb
+        self._now = now
         uid = cmd.call_id or signal.uniqueid
         call = self._by_uid.get(uid) if uid is not None else None
         if verb == _NEWCALL:
@@ -298,7 +302,8 @@ class CallModel:
                 self._untied(cmd)
             else:
                 self.stats["unknown_call"] += 1
-                log.warn("TAPIEVENT for unknown call {uniqueid}: {raw!r}", uniqueid=uid, raw=cmd.raw)
+                self._warn(("unknown_call", verb, cmd.args[:1]),
+                           "TAPIEVENT for unknown call {uniqueid}, ignored: {raw!r}", uniqueid=uid, raw=cmd.raw)
             return []
         call.updated = now
         if verb == _CALLSTATE:
@@ -375,7 +380,8 @@ class CallModel:
                 continue
             if state not in TRANSITIONS[old]:
                 self.stats["impossible"] += 1
-                log.warn(
+                self._warn(
+                    ("impossible", old, state),
                     "impossible call state change {old} -> {new} for call {handle} on {line}, ignored: {raw!r}",
                     old=old, new=state, handle=handle, line=line, raw=cmd.raw,
                 )
@@ -420,8 +426,9 @@ class CallModel:
                 state = states.get(line)
                 if state is None:
                     self.stats["line_not_tracking"] += 1
-                    log.info("line {line} does not track call {handle}: {raw!r}",
-                             line=line, handle=call.handle, raw=cmd.raw)
+                    self._warn(("line_not_tracking", line, cmd.verb, cmd.args[:1]),
+                               "line {line} does not track call {handle}: {raw!r}",
+                               line=line, handle=call.handle, raw=cmd.raw, level="info")
                 elif not (tracking_only and state == IDLE):
                     lines.append(line)
         else:
@@ -433,11 +440,21 @@ class CallModel:
 
     def _untied(self, cmd: G.TapiCommand) -> None:
         self.stats["untied"] += 1
-        log.warn(
+        self._warn(
+            ("untied", cmd.verb),
             "TAPIEVENT without ~uniqueid from a channel without Uniqueid cannot be tied to a call,"
             " ignored: {raw!r}",
             raw=cmd.raw,
         )
+
+    def _warn(self, key: Any, text: str, *, level: str = "warn", **fields: Any) -> None:
+        """Log a dialplan problem, the same kind at most once a minute (``stats`` count them all)."""
+        held = self._throttle.allow(key, self._now)
+        if held is None:
+            return
+        if held:
+            text += " ({held} more like it since the last report)"
+        getattr(log, level)(text, held=held, **fields)
 
     # -- lineMakeCall ------------------------------------------------------
 

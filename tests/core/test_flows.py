@@ -389,3 +389,17 @@ def test_set_callerid_name_number_form_is_split():
         events = m.apply(sig(text, "7.1"), 1.0)
     info = events[-1].callinfo
     assert info["callerid"] == "0301234567" and info["calleridname"] == "Ext Caller"
+
+
+def test_a_repeated_dialplan_mistake_is_logged_once_a_minute_but_counted_every_time():
+    from twisted.logger import LogLevel, capturedLogs
+
+    m = _CallModel()
+    with capturedLogs() as logs:
+        for i in range(500):  # every call of a busy hour hits the same typo'd ~uniqueid
+            m.apply(sig("[~no.such.call] LINE_CALLSTATE LINECALLSTATE_CONNECTED", f"{i}.1"), float(i) / 10)
+        m.apply(sig("[~no.such.call] LINE_CALLSTATE LINECALLSTATE_CONNECTED", "x.1"), 61.0)
+    warnings = [e for e in logs if e.get("log_level") == LogLevel.warn]
+    assert len(warnings) == 2
+    assert warnings[1]["held"] == 499
+    assert m.stats["unknown_call"] == 501

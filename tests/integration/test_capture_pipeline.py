@@ -118,12 +118,18 @@ def test_missing_idle_is_cleaned_up_after_grace():
     assert tail[0].mode == "LINEDISCONNECTMODE_NORMAL"
 
 
-def test_flood_capture_does_not_break_the_stream():
-    """15: 10,000 'FLOOD n' UserEvents (unknown verb) amid 30k other events: all ignored, no call."""
+def test_flood_capture_does_not_break_the_stream_nor_flood_the_log():
+    """15: 10,000 'FLOOD n' UserEvents (unknown verb) amid 30k other events: all ignored, no call,
+    and the log says so a handful of times, not ten thousand (peer pitfall 11)."""
+    from twisted.logger import LogLevel, capturedLogs
+
     bridge, hub, clock, _ami = make_bridge()
-    replay("ami/15_userevent_flood_events_on.monitor.raw.gz", bridge, clock, step=0)
+    with capturedLogs() as logs:
+        replay("ami/15_userevent_flood_events_on.monitor.raw.gz", bridge, clock, step=0)
     assert hub.events == []
     assert bridge.model.tracked == 0
+    warnings = [e for e in logs if e.get("log_level") in (LogLevel.warn, LogLevel.error)]
+    assert 1 <= len(warnings) <= 3, [e.get("log_format") for e in warnings[:5]]
 
 
 def test_every_capture_passes_through_the_bridge_without_error():
