@@ -167,6 +167,15 @@ class Flow:
 
     # -- building blocks -----------------------------------------------------
 
+    def answer(self, near: Channel, far: Channel | None, priority: int) -> None:
+        """A phone picks up: its dialplan leg (at ``priority``) runs Answer, both legs go Up."""
+        if far is not None:
+            far.priority = priority
+            self.app(far, "Answer", "")
+            self.set_state(far, UP)
+        self.set_state(near, UP)
+        self.device(near, "INUSE")
+
     def script(self) -> Script:  # pragma: no cover - abstract
         raise NotImplementedError
         yield 0.0
@@ -310,12 +319,7 @@ class InboundRingGroup(Flow):
         yield self.ring
 
         near, far, phone, line = legs[0]
-        if far is not None:
-            far.priority = 3
-            self.app(far, "Answer", "")
-            self.set_state(far, UP)
-        self.set_state(near, UP)
-        self.device(near, "INUSE")
+        self.answer(near, far, priority=3)
         for other_near, other_far, _, _ in legs[1:]:
             self.emit(ami.dial_end(trunk, other_near, "CANCEL"))
             if other_far is not None:
@@ -422,12 +426,7 @@ class OutboundCall(Flow):
         yield self.pickup  # the user picks up their phone
 
         self.answered = True
-        if far is not None:
-            far.priority = 2
-            self.app(far, "Answer", "")
-            self.set_state(far, UP)
-        self.set_state(near, UP)
-        self.device(near, "INUSE")
+        self.answer(near, far, priority=2)
         self._originate_response(True, near, "4")
 
         # [trunklocal] _9NXXXXXX
