@@ -43,6 +43,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from asttapi_server.ami import speedups
+
 __all__ = ["Message", "EVENT", "RESPONSE", "ACTION", "OTHER", "END_COMMAND"]
 
 EVENT = "event"
@@ -70,6 +72,22 @@ def _needle(key: str) -> str:
     if len(_NEEDLES) < 1024:
         _NEEDLES[key] = needle
     return needle
+
+
+# The C twin of the lookups before a full decode (None: pure Python only).
+_first_values = speedups.first_values
+
+# keys -> their lower-cased ASCII bytes for _first_values, or () if one of
+# them needs the full decode (the same keys as _needle refuses).
+_BKEYS: dict[tuple[str, ...], tuple[bytes, ...]] = {}
+
+
+def _bkeys(keys: tuple[str, ...]) -> tuple[bytes, ...]:
+    needles = tuple(_NEEDLES.get(key) or _needle(key) for key in keys)
+    found = tuple(needle[1:-1].encode("ascii") for needle in needles) if all(needles) else ()
+    if len(_BKEYS) < 256:
+        _BKEYS[keys] = found
+    return found
 
 
 # keys -> ((needle, its length), ...) for Message.values, or () if one of them
@@ -301,9 +319,10 @@ class Message:
         ``text`` up to the next ``\n``, stripped -- exactly what :meth:`get`
         does (:mod:`asttapi_server.ami.normalise` inlines it for the two events
         the server reads most).  None once the block is fully decoded, or when
-        it cannot be read that way (not an event, non-ASCII): use :meth:`get`.
+        it cannot be read that way (not an event, non-ASCII), and whenever the C
+        accelerator is there (:meth:`values` is faster then): use :meth:`values`.
         """
-        if self._items is None:
+        if self._items is None and _first_values is None:
             low = self._low
             if low is None:
                 low = self._lazy()
@@ -315,6 +334,15 @@ class Message:
         """``[msg.get(key) for key in keys]`` in one call: the first value of
         each header (any case), ``None`` if absent."""
         if self._items is None:
+            if _first_values is not None and self.kind == EVENT and self.raw:
+                # One pass in C over the lines of an ASCII block (speedups).
+                bkeys = _BKEYS.get(keys)
+                if bkeys is None:
+                    bkeys = _bkeys(keys)
+                if bkeys:
+                    found = _first_values(self.raw, bkeys)
+                    if found is not None:
+                        return found
             low = self._low
             if low is None:
                 low = self._lazy()

@@ -32,8 +32,9 @@ protocol's live dict of pending actions, so the items of a CoreShowChannels or
 Status list always reach their action).
 
 The filtered fast path (``\\r\\n`` only, nothing pending, buffer below the cap)
-does not even visit the dropped blocks in Python: one compiled regex scans the
-buffer for the block starts that *may* be kept (a block not starting with
+does not even visit the dropped blocks in Python: one scan of the buffer (the
+C accelerator's ``scan_blocks``, or a compiled regex as its pure-Python twin;
+see :mod:`asttapi_server.ami.speedups`) finds the blocks that *may* be kept (a block not starting with
 ``Event: <letter/digit/_>``, or whose name starts like a wanted name, ASCII case
 folded), and only those are looked at; the exact decision (the name decoded and
 stripped as :class:`Message` does, compared lower-cased) is made per candidate
@@ -49,6 +50,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Container, Iterable
 
+from asttapi_server.ami import speedups
 from asttapi_server.ami.message import EVENT, OTHER, Message, _decode
 
 __all__ = ["AMIParser", "ALWAYS_KEPT"]
@@ -69,10 +71,10 @@ _ACTIONID = re.compile(rb"^actionid:([^\n]*)", re.IGNORECASE | re.MULTILINE)
 _DROP = False  # cache value of a name that is not wanted
 
 
-def _candidates_regex(wanted: Iterable[str]) -> re.Pattern[bytes] | None:
-    """The separators followed by a block that may be kept (see the module doc),
-    matched from their ``\\n``: ``\\n\\r\\n`` (the caller checks the ``\\r``
-    before it), and every ``\\n\\n`` (bare line ends: the caller goes slow).
+def _wanted_heads(wanted: Iterable[str]) -> tuple[tuple[bytes, bool], ...] | None:
+    """The name heads a kept block may start with: ``(head, exact)`` pairs, the
+    head in lower-case ASCII; None if a name cannot be put that way (then every
+    block is looked at, on the per-block path).
 
     A block is skipped unseen only if it starts with ``Event: `` and a letter,
     digit or ``_`` and its name cannot be a wanted one: it does not start with
@@ -82,9 +84,10 @@ def _candidates_regex(wanted: Iterable[str]) -> re.Pattern[bytes] | None:
     it, and ``str.lower`` never shortens a name, so ``HangupRequest`` can never
     become ``hangup``.  Only one non-ASCII character lower-cases to an ASCII
     one (U+212A KELVIN SIGN -> ``k``), so a wanted name is matched exactly only
-    up to its first ``k`` or non-ASCII character, and as a prefix from there on.
+    up to its first ``k`` or non-ASCII character, and as a prefix from there on
+    (``exact`` False).
     """
-    alts = set()
+    heads = set()
     for name in wanted:
         head = ""
         for ch in name:
@@ -92,12 +95,23 @@ def _candidates_regex(wanted: Iterable[str]) -> re.Pattern[bytes] | None:
                 break
             head += ch
         if not head or not (head[0].isalnum() or head[0] == "_"):
-            return None  # odd names: let every block be a candidate (per-block path)
-        alt = re.escape(head.encode("ascii"))
-        if head == name:
+            return None
+        heads.add((head.lower().encode("ascii"), head == name))
+    return tuple(sorted(heads, key=lambda h: len(h[0]), reverse=True))
+
+
+def _candidates_regex(heads: tuple[tuple[bytes, bool], ...]) -> re.Pattern[bytes]:
+    """The pure-Python scan for :func:`_wanted_heads`: the separators followed
+    by a block that may be kept, matched from their ``\\n``: ``\\n\\r\\n``
+    (the caller checks the ``\\r`` before it), and every ``\\n\\n`` (bare line
+    ends: the caller goes slow)."""
+    alts = []
+    for head, exact in heads:
+        alt = re.escape(head)
+        if exact:
             alt += rb"(?![A-Za-z0-9_])"
-        alts.add(alt)
-    body = b"|".join(sorted(alts, key=len, reverse=True))
+        alts.append(alt)
+    body = b"|".join(alts)
     return re.compile(rb"\n(?:\r\n(?!Event: (?!(?i:" + body + rb"))[A-Za-z0-9_])|\n)")
 
 
@@ -110,7 +124,11 @@ class AMIParser:
         self,
         max_message_bytes: int = 1 << 20,
         on_error: Callable[[str], None] | None = None,
+        *,
+        accelerate: bool = True,
     ) -> None:
+        """``accelerate=False``: never use the C scan, even when it is built
+        (the tests compare the two)."""
         self.max_message_bytes = max_message_bytes
         self.banner = None
         self.errors: list[str] = []
@@ -123,6 +141,8 @@ class AMIParser:
         self._keep: frozenset[str] | None = None
         self._kept: dict[bytes, str | bool] = {}
         self._candidates: re.Pattern[bytes] | None = None
+        self._heads: tuple[tuple[bytes, bool], ...] | None = None
+        self._scan = speedups.scan_blocks if accelerate else None
         #: ActionIDs whose events always pass the filter (the protocol puts its
         #: live dict of pending actions here).
         self.action_ids: Container[str] = {}
@@ -133,11 +153,12 @@ class AMIParser:
         self._kept = {}
         if names is None:
             self._keep = None
-            self._candidates = None
+            self._candidates = self._heads = None
             return
         wanted = {str(n).strip().lower() for n in names}
         self._keep = frozenset(wanted | ALWAYS_KEPT)
-        self._candidates = _candidates_regex(self._keep)
+        self._heads = _wanted_heads(self._keep)
+        self._candidates = None if self._heads is None else _candidates_regex(self._heads)
 
     @property
     def event_filter(self) -> frozenset[str] | None:
@@ -224,21 +245,24 @@ class AMIParser:
         return self._feed_fast(buf)
 
     def _feed_filtered(self, buf: bytes, first: int) -> list[Message]:
-        """Filter set, nothing pending, buffer under the cap; the regex scan
-        doubles as the check for bare ``\\n\\n`` (then: the slow path).
+        """Filter set, nothing pending, buffer under the cap.
 
         The blocks start at ``first``: 0, or just after a ``\\r\\n\\r\\n`` of
-        ``buf`` (what came before is handled already)."""
-        # From the separator before ``first``: its block is a candidate like
-        # any other, and a "\n\n" across it is seen.
-        spans = [m.span() for m in self._candidates.finditer(buf, first - 3 if first else 0)]  # type: ignore[union-attr]
-        for a, b in spans:
-            if b - a == 2:  # "\n\n": bare line ends somewhere
+        ``buf`` (what came before is handled already).  The scan (C, or the
+        regex) gives the blocks that may be kept and doubles as the check for
+        bare ``\\n\\n`` (then: the slow path)."""
+        scan = self._scan
+        if scan is not None:
+            found = scan(buf, first, self._heads)
+            if found is None:
                 return self._feed_slow(buf[first:] if first else buf)
-            if not a or buf[a - 1] != 13:  # "\n\r\n" that is no "\r\n\r\n"
-                # Frame by split, block by block.
+            spans, last = found
+        else:
+            spans, last = self._candidate_spans(buf, first)  # type: ignore[misc]
+            if last == -2:
+                return self._feed_slow(buf[first:] if first else buf)
+            if last == -3:
                 return self._feed_fast_filtered(buf[first:] if first else buf)
-        last = buf.rfind(_CRLF2)
         if last < first:
             self._set_tail(buf[first:] if first else buf)
             return []
@@ -247,19 +271,8 @@ class AMIParser:
         find = buf.find
         startswith = buf.startswith
         kept = self._kept
-        e = -1
-        # The first block of a buffer starts at 0, not after a separator;
-        # every other candidate starts where its span ends.  A span starting
-        # before the end of the block just handled (``\r\n\r\n\r\n``) is
-        # inside it; one ending past the last separator starts the tail.
-        if not first:
-            spans.insert(0, (-1, 0))
-        for a, s in spans:
-            if a < e:
-                continue
-            if s > last:
-                break
-            e = find(_CRLF2, s)
+        it = iter(spans)
+        for s, e in zip(it, it):
             if startswith(b"Event: ", s):
                 n = find(b"\n", s, e)
                 nb = buf[s + 7 : n if n >= 0 else e]
@@ -273,12 +286,47 @@ class AMIParser:
             if _FOLLOWS.match(p):
                 out.extend(self._feed_slow(buf[s:]))
                 return out
-            else:
-                msg = self._block(p)
-                if msg is not None and self._wanted(msg):
-                    append(msg)
+            msg = self._block(p)
+            if msg is not None and self._wanted(msg):
+                append(msg)
         self._set_tail(buf[last + 4 :])
         return out
+
+    def _candidate_spans(self, buf: bytes, first: int) -> tuple[list[int], int]:
+        """The pure-Python twin of ``_speedups.scan_blocks``: ``(spans, last)``,
+        spans flat ``[s0, e0, s1, e1, ...]``; ``last`` -2 for a bare ``\\n\\n``
+        (slow path), -3 for a ``\\n\\r\\n`` that is no separator before a
+        candidate (framed by ``split``, block by block)."""
+        # From the separator before ``first``: its block is a candidate like
+        # any other, and a "\n\n" across it is seen.
+        found = [m.span() for m in self._candidates.finditer(buf, first - 3 if first else 0)]  # type: ignore[union-attr]
+        for a, b in found:
+            if b - a == 2:  # "\n\n": bare line ends somewhere
+                return [], -2
+            if not a or buf[a - 1] != 13:  # "\n\r\n" that is no "\r\n\r\n"
+                return [], -3
+        last = buf.rfind(_CRLF2)
+        spans: list[int] = []
+        if last < first:
+            return spans, last
+        append = spans.append
+        find = buf.find
+        e = -1
+        # The first block of a buffer starts at 0, not after a separator;
+        # every other candidate starts where its span ends.  A span starting
+        # before the end of the block just handled (``\r\n\r\n\r\n``) is
+        # inside it; one ending past the last separator starts the tail.
+        if not first:
+            found.insert(0, (-1, 0))
+        for a, s in found:
+            if a < e:
+                continue
+            if s > last:
+                break
+            e = find(_CRLF2, s)
+            append(s)
+            append(e)
+        return spans, last
 
     def _feed_fast_filtered(self, buf: bytes) -> list[Message]:
         """Filter set, ``\\r\\n`` only: every block looked at (pending actions,
