@@ -23,6 +23,12 @@ stream once per repeat with each of:
 (c) for transparency, the same client *without* a filter (every event becomes
     a Message and reaches the observer, which reads every name).
 
+The child runs the parser as installed: with its C accelerator
+(``asttapi_server/ami/_speedups.c``) where it was built, which is what the
+ratio is judged on.  A second child then measures the same with
+``ASTTAPI_PURE_PYTHON=1`` (the pure-Python twins a site without a compiler
+runs), reported next to it as ``pure_python``; ``--no-pure`` skips it.
+
 Rates are stream events ingested per second (all ~200k events of the stream,
 delivered or dropped by the filter).
 
@@ -40,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -173,6 +180,7 @@ def _client_main(port: int, total: int, repeats: int) -> None:
     from twisted.internet.endpoints import TCP4ClientEndpoint
     from twisted.internet.protocol import Factory, Protocol
 
+    from asttapi_server.ami import speedups
     from asttapi_server.ami.client import AMIClient
     from asttapi_server.ami.normalise import hangup, user_event
 
@@ -183,6 +191,8 @@ def _client_main(port: int, total: int, repeats: int) -> None:
         "client": [],
         "unfiltered": [],
         "baseline_kib": baseline.get("VmRSS"),
+        "implementation": speedups.describe(),
+        "accelerated": speedups.AVAILABLE,
     }
 
     class Splitter(Protocol):
@@ -313,8 +323,9 @@ def _client_main(port: int, total: int, repeats: int) -> None:
 # -- driver -----------------------------------------------------------------------
 
 
-def run(events: int = 200_000, repeats: int = 3) -> dict[str, Any]:
-    stream, total, names = build_stream(events)
+def _measure(stream: bytes, total: int, repeats: int, pure: bool) -> dict[str, Any]:
+    """One child process reading the stream ``4 * repeats`` times; ``pure``:
+    with ASTTAPI_PURE_PYTHON=1 (the parser's pure-Python twins)."""
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", 0))
@@ -322,11 +333,16 @@ def run(events: int = 200_000, repeats: int = 3) -> dict[str, Any]:
     port = listener.getsockname()[1]
     server = threading.Thread(target=_serve, args=(listener, stream, 4 * repeats), daemon=True)
     server.start()
+    env = dict(os.environ)
+    env.pop("ASTTAPI_PURE_PYTHON", None)
+    if pure:
+        env["ASTTAPI_PURE_PYTHON"] = "1"
     child = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), "--client", str(port), "--total", str(total), "--repeats", str(repeats)],
         capture_output=True,
         text=True,
         timeout=600,
+        env=env,
     )
     listener.close()
     if child.returncode != 0 or not child.stdout.strip():
@@ -334,6 +350,25 @@ def run(events: int = 200_000, repeats: int = 3) -> dict[str, Any]:
     raw = json.loads(child.stdout.strip().splitlines()[-1])
     if "error" in raw:
         raise RuntimeError(f"benchmark client failed: {raw['error']}\n{child.stderr}")
+    return raw
+
+
+def run(events: int = 200_000, repeats: int = 3, pure_python: bool = True) -> dict[str, Any]:
+    """The figures of the installed parser (C accelerator when it was built)
+    and, with ``pure_python``, of its pure-Python twins in a second child."""
+    stream, total, names = build_stream(events)
+    raw = _measure(stream, total, repeats, pure=False)
+    pure = _measure(stream, total, repeats, pure=True) if pure_python and raw["accelerated"] else None
+    figures = _figures(raw, stream, total, names, events, repeats)
+    if pure is not None:
+        p = _figures(pure, stream, total, names, events, repeats)
+        figures["pure_python"] = {
+            k: p[k] for k in ("client_events_per_s", "splitter_events_per_s", "ratio", "all_client_runs_s", "implementation")
+        }
+    return figures
+
+
+def _figures(raw: dict[str, Any], stream: bytes, total: int, names: dict[str, int], events: int, repeats: int) -> dict[str, Any]:
     best_split = min(raw["splitter"], key=lambda r: r["seconds"])
     best_delivering = min(raw["delivering"], key=lambda r: r["seconds"])
     best_client = min(raw["client"], key=lambda r: r["seconds"])
@@ -360,6 +395,8 @@ def run(events: int = 200_000, repeats: int = 3) -> dict[str, Any]:
     unfiltered_rate = total / best_unfiltered["seconds"]
     return {
         "benchmark": "ami_ingest",
+        "implementation": raw["implementation"],
+        "accelerated": raw["accelerated"],
         "events": total,
         "stream_bytes": len(stream),
         "user_events": best_client["user_events"],
@@ -393,11 +430,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     parser.add_argument("--client", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--total", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", help="print the figures as JSON only")
+    parser.add_argument("--no-pure", action="store_true", help="skip the pure-Python comparison run")
     args = parser.parse_args(argv)
     if args.client:
         _client_main(args.client, args.total, args.repeats)
         return None
-    figures = run(args.events, args.repeats)
+    figures = run(args.events, args.repeats, pure_python=not args.no_pure)
     if args.json:
         print(json.dumps(figures))
         return figures
@@ -405,7 +443,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     ok_ratio = figures["ratio"] >= 0.5
     print(f"AMI ingest, {figures['events']:,} events ({figures['stream_bytes'] / 1e6:.1f} MB, "
           f"{figures['noise_per_user_event']} noise events per TAPI UserEvent), best of {figures['repeats']}:")
-    print(f"  server path: AMIClient, filter {'/'.join(figures['wanted'])},")
+    print(f"  server path: AMIClient ({figures['implementation']}), filter {'/'.join(figures['wanted'])},")
     print(f"    {figures['delivered_filtered']:,} delivered, every UserEvent/Hangup fully decoded: "
           f"{figures['client_events_per_s']:>10,} events/s  ({figures['client_mb_per_s']} MB/s)")
     print(f"  bare blank-line splitter:                                        "
@@ -417,6 +455,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
           f"{figures['ratio_vs_delivering_splitter']:.3f}; the target is judged on the bare splitter above)")
     print(f"  for comparison, AMIClient without a filter (every event a Message):"
           f" {figures['unfiltered_events_per_s']:>10,} events/s (ratio {figures['unfiltered_ratio']:.3f})")
+    pure = figures.get("pure_python")
+    if pure:
+        print(f"  the same server path on its pure-Python twins (ASTTAPI_PURE_PYTHON=1, a site without a compiler):"
+              f" {pure['client_events_per_s']:>10,} events/s, ratio {pure['ratio']:.3f} to its own run's splitter"
+              f" ({pure['splitter_events_per_s']:,}/s)")
     print(f"  peak RSS of the measured process: {figures['peak_rss_kib'] / 1024:.1f} MiB "
           f"(+{figures['peak_growth_kib'] / 1024:.1f} MiB over the baseline after imports)")
     return figures
