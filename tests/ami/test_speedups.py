@@ -255,3 +255,36 @@ def test_pure_python_can_be_forced():
 
 def test_describe_names_the_running_implementation():
     assert ("C accelerator" in speedups.describe()) == speedups.AVAILABLE
+
+
+@needs_c
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mmap/mprotect through ctypes, Linux flags")
+def test_no_read_past_the_buffer():
+    """Every buffer ends just before a PROT_NONE page: a read past its end
+    (the SIMD loads look up to 18 bytes ahead) would crash the test run."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    page = 4096
+    base = libc.mmap(None, 2 * page, 3, 0x22, -1, 0)  # PROT_READ|WRITE, MAP_PRIVATE|ANONYMOUS
+    assert base not in (None, ctypes.c_void_p(-1).value)
+    try:
+        assert libc.mprotect(base + page, page, 0) == 0
+        arr = (ctypes.c_char * page).from_address(base)
+        heads = _wanted_heads({"hangup", "userevent", "shutdown"})
+        frags = [b"\r\n", b"\r\n\r\n", b"\n", b"\r", b"Event: ", b"Hangup", b"Hang", b"x", b"Uniqueid: 1", b":", b" "]
+        rng = random.Random(7)
+        for _ in range(5000):
+            data = b"".join(rng.choice(frags) for _ in range(rng.randint(0, 14)))
+            off = page - len(data)
+            ctypes.memmove(base + off, data, len(data))
+            view = memoryview(arr).cast("B")[off:]
+            for first in {0, len(data) // 2, len(data)}:
+                assert speedups.scan_blocks(view, first, heads) == _speedups._scan_blocks_scalar(view, first, heads)
+            speedups.first_values(view, (b"uniqueid", b"event", b"x"))
+    finally:
+        libc.munmap(base, 2 * page)
