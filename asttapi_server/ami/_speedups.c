@@ -43,7 +43,7 @@ is_space(unsigned char c)
     return c == ' ' || (c >= '\t' && c <= '\r') || (c >= 0x1c && c <= 0x1f);
 }
 
-/* One wanted-name head, as parser._candidates_regex builds it: lower-case
+/* One wanted-name head, as parser._wanted_heads gives it: lower-case
  * ASCII bytes, and whether it is the whole name (then the next byte must not
  * be a word character). */
 typedef struct {
