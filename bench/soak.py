@@ -126,14 +126,15 @@ def main(argv: list[str] | None = None) -> int:
     from asttapi_server.service import make_service
 
     # Count log events instead of buffering them (an unstarted log system keeps
-    # a history, which would look like a leak); print errors, a few at most.
+    # a history, which would look like a leak); print warnings and errors, the
+    # first five of each level.
     levels: dict[str, int] = {}
 
     def observe(event: dict) -> None:
         level = event.get("log_level")
         name = level.name if level is not None else "?"
         levels[name] = levels.get(name, 0) + 1
-        if level in (LogLevel.error, LogLevel.critical) and levels[name] <= 5:
+        if level in (LogLevel.warn, LogLevel.error, LogLevel.critical) and levels[name] <= 5:
             from twisted.logger import formatEvent
 
             print(f"  [{name}] {formatEvent(event)}", flush=True)
