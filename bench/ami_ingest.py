@@ -333,8 +333,7 @@ def _measure(stream: bytes, total: int, repeats: int, pure: bool) -> dict[str, A
     port = listener.getsockname()[1]
     server = threading.Thread(target=_serve, args=(listener, stream, 4 * repeats), daemon=True)
     server.start()
-    env = dict(os.environ)
-    env.pop("ASTTAPI_PURE_PYTHON", None)
+    env = dict(os.environ)  # ASTTAPI_PURE_PYTHON set by the caller holds for the main run too
     if pure:
         env["ASTTAPI_PURE_PYTHON"] = "1"
     child = subprocess.run(
