@@ -310,26 +310,6 @@ class Message:
                 self._ensure()
         return self._first.get(key.lower(), default)
 
-    def texts(self) -> tuple[str, str] | None:
-        """``(text, low)`` for lookups by hand before a full decode, or None.
-
-        ``text`` is the block with a ``\n`` added at both ends, ``low`` the same
-        lower-cased (same offsets): the first header ``key`` is the line after
-        ``low.find("\n" + key.lower() + ":")``, its value that line's rest in
-        ``text`` up to the next ``\n``, stripped -- exactly what :meth:`get`
-        does (:mod:`asttapi_server.ami.normalise` inlines it for the two events
-        the server reads most).  None once the block is fully decoded, or when
-        it cannot be read that way (not an event, non-ASCII), and whenever the C
-        accelerator is there (:meth:`values` is faster then): use :meth:`values`.
-        """
-        if self._items is None and _first_values is None:
-            low = self._low
-            if low is None:
-                low = self._lazy()
-            if low:
-                return self._text, low
-        return None
-
     def values(self, *keys: str) -> list[str | None]:
         """``[msg.get(key) for key in keys]`` in one call: the first value of
         each header (any case), ``None`` if absent."""

@@ -120,71 +120,26 @@ def user_event(msg: Message) -> UserEvent | None:
         return None
     event = msg.name
     if event == "UserEvent" or event.lower() == "userevent":
-        texts = msg.texts()
-        if texts is not None:
-            # The lookups of Message.get written out (one UserEvent per TAPI
-            # signal): first header of each name, any case, value stripped.
-            text, low = texts
-            find = low.find
-            tfind = text.find
-            i = find("\nuserevent:")
-            j = find("\ntapievent:")
-            if i >= 0 and j >= 0:
-                i += 11
-                raw_name = text[i : tfind("\n", i)]
-                j += 11
-                body = text[j : tfind("\n", j)].strip()
-                if "|" not in body and "|" not in raw_name and "," not in raw_name:
-                    # 1.4+ with a TAPIEVENT header and nothing glued on by an
-                    # old dialplan: what the full path below returns. The three
-                    # header reads are unrolled on purpose: this runs for every
-                    # TAPI UserEvent, and a helper call per header measurably
-                    # slows ingest (bench/ami_ingest.py).
-                    i = find("\nuniqueid:")
-                    if i < 0:
-                        uniqueid = None
-                    else:
-                        i += 10
-                        uniqueid = text[i : tfind("\n", i)].strip()
-                        if uniqueid in _UNKNOWN:
-                            uniqueid = None
-                    i = find("\nchannel:")
-                    if i < 0:
-                        channel = None
-                    else:
-                        i += 9
-                        channel = text[i : tfind("\n", i)].strip()
-                        if channel in _UNKNOWN:
-                            channel = None
-                    i = find("\nlinkedid:")
-                    if i < 0:
-                        linkedid = None
-                    else:
-                        i += 10
-                        linkedid = text[i : tfind("\n", i)].strip()
-                        if linkedid in _UNKNOWN:
-                            linkedid = None
-                    return _make_user_event(raw_name.strip(), body, uniqueid, channel, linkedid, msg)
-            raw_name, body, uniqueid, channel, linkedid = msg.values(*_UE_KEYS)
-        else:
-            raw_name, body, uniqueid, channel, linkedid = msg.values(*_UE_KEYS)
-            if (
-                body is not None
-                and raw_name is not None
-                and "|" not in body
-                and "|" not in raw_name
-                and "," not in raw_name
-            ):
-                # 1.4+ with a TAPIEVENT header and nothing glued on by an old
-                # dialplan: what the full path below returns, read in one call.
-                return _make_user_event(
-                    raw_name.strip(),
-                    body,
-                    _none_if_unknown(uniqueid),
-                    _none_if_unknown(channel),
-                    _none_if_unknown(linkedid),
-                    msg,
-                )
+        # One call for the five headers: C before a full decode when the
+        # accelerator is built (one UserEvent per TAPI signal: the hot path).
+        raw_name, body, uniqueid, channel, linkedid = msg.values(*_UE_KEYS)
+        if (
+            body is not None
+            and raw_name is not None
+            and "|" not in body
+            and "|" not in raw_name
+            and "," not in raw_name
+        ):
+            # 1.4+ with a TAPIEVENT header and nothing glued on by an old
+            # dialplan: what the full path below returns.
+            return _make_user_event(
+                raw_name.strip(),
+                body,
+                _none_if_unknown(uniqueid),
+                _none_if_unknown(channel),
+                _none_if_unknown(linkedid),
+                msg,
+            )
         raw_name = raw_name or ""
     elif event[:9].lower() == "userevent" and len(event) > 9:
         raw_name = event[9:]  # Asterisk 1.2: "UserEventTAPI"
@@ -228,42 +183,11 @@ def hangup(msg: Message) -> tuple[str, int | None, str | None] | None:
     """``(uniqueid, cause, channel)`` for ``Event: Hangup``; else ``None``."""
     if msg.kind != EVENT or (msg.name != "Hangup" and msg.name.lower() != "hangup"):
         return None
-    texts = msg.texts()
-    if texts is None:
-        uniqueid, cause, channel = msg.values(*_HANGUP_KEYS)
-        uniqueid = _none_if_unknown(uniqueid)
-        if uniqueid is None:
-            return None
-        return uniqueid, _int_or_none(cause), _none_if_unknown(channel)
-    # Message.get written out, as in user_event.
-    text, low = texts
-    find = low.find
-    tfind = text.find
-    i = find("\nuniqueid:")
-    if i < 0:
+    uniqueid, cause, channel = msg.values(*_HANGUP_KEYS)
+    uniqueid = _none_if_unknown(uniqueid)
+    if uniqueid is None:
         return None
-    i += 10
-    uniqueid = text[i : tfind("\n", i)].strip()
-    if uniqueid in _UNKNOWN:
-        return None
-    i = find("\ncause:")
-    if i < 0:
-        cause = None
-    else:
-        i += 7
-        try:
-            cause = int(text[i : tfind("\n", i)].strip())
-        except ValueError:
-            cause = None
-    i = find("\nchannel:")
-    if i < 0:
-        channel = None
-    else:
-        i += 9
-        channel = text[i : tfind("\n", i)].strip()
-        if channel in _UNKNOWN:
-            channel = None
-    return uniqueid, cause, channel
+    return uniqueid, _int_or_none(cause), _none_if_unknown(channel)
 
 
 @dataclass(frozen=True, slots=True)
