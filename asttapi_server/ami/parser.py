@@ -32,11 +32,11 @@ protocol's live dict of pending actions, so the items of a CoreShowChannels or
 Status list always reach their action).
 
 The filtered fast path (``\\r\\n`` only, nothing pending, buffer below the cap)
-does not even visit the dropped blocks in Python: one scan of the buffer (the
-C accelerator's ``scan_blocks``, or a compiled regex as its pure-Python twin;
-see :mod:`asttapi_server.ami.speedups`) finds the blocks that *may* be kept (a block not starting with
-``Event: <letter/digit/_>``, or whose name starts like a wanted name, ASCII case
-folded), and only those are looked at; the exact decision (the name decoded and
+does not even visit the dropped blocks in Python: one scan of the buffer
+(the C accelerator's ``scan_blocks``, or a compiled regex as its pure-Python
+twin; see :mod:`asttapi_server.ami.speedups`) finds the blocks that *may* be
+kept (a block not starting with ``Event: <letter/digit/_>``, or whose name
+starts like a wanted name, ASCII case folded), and only those are looked at; the exact decision (the name decoded and
 stripped as :class:`Message` does, compared lower-cased) is made per candidate
 and cached per raw name.  Blocks that do not start exactly with ``Event: `` (a
 lower-case ``event:`` key, leading blank lines) are candidates too: they are
