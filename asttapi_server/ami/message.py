@@ -9,10 +9,11 @@ server that looks at the name of 19 noise events and decodes the 20th pays for
 one decode, not twenty (issue 3, "Ingest target").
 
 Lookups on an event before the full decode (the parser's events, ASCII) do
-not decode the block into headers at all: :meth:`Message.get` (and
-:meth:`Message.values`, several keys in one call) finds ``\\n<key>:`` in the
-lower-cased text (one ``str.find``) and strips the rest of that line up to the
-next ``\\n``.  A line starts after any ``\\n`` (``\\r\\n`` or bare) in the full
+not decode the block into headers at all: :meth:`Message.values` (and
+:meth:`Message.get`, which calls it) takes the first line starting with
+``<key>:`` in any case and strips the rest of that line up to the next
+``\\n``: one pass in C (:mod:`asttapi_server.ami.speedups`), or one
+``str.find`` of ``\\n<key>:`` per key in the lower-cased text.  A line starts after any ``\\n`` (``\\r\\n`` or bare) in the full
 decode too, and its value is the rest of the line stripped, so that is by
 construction the first header of that name, whatever the line ends.  Anything else (``items``,
 ``lines``, ``output``, ``get_all``, ``in``, odd keys, non-ASCII blocks) decodes
@@ -293,21 +294,8 @@ class Message:
     def get(self, key: str, default: str | None = None) -> str | None:
         """The value of the first header called ``key`` (any case)."""
         if self._items is None:
-            low = self._low
-            if low is None:
-                low = self._lazy()
-            if low:
-                needle = _NEEDLES.get(key)
-                if needle is None:
-                    needle = _needle(key)
-                if needle:
-                    i = low.find(needle)
-                    if i < 0:
-                        return default
-                    i += len(needle)
-                    text = self._text
-                    return text[i : text.find("\n", i)].strip()
-                self._ensure()
+            value = self.values(key)[0]  # the lookups before a full decode
+            return default if value is None else value
         return self._first.get(key.lower(), default)
 
     def values(self, *keys: str) -> list[str | None]:
