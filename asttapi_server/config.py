@@ -283,7 +283,8 @@ def _secret(r: "_Reader", data: Mapping[str, Any], prefix: str, key: str, file_k
         return default
     value = data[key]
     if not isinstance(value, str) or (required and not value):
-        got = "an empty string" if value == "" else f"a {type(value).__name__}"
+        kinds = {bool: "true or false", int: "an integer", float: "a number", list: "a list", dict: "a table"}
+        got = "an empty string" if value == "" else kinds.get(type(value), "something else")
         raise r.fail(dotted, "a non-empty string (the value is not shown)", _Hidden(got))
     return value
 
