@@ -94,11 +94,9 @@ class _Flooder:
         except OSError:
             pass
 
-    def run(self, seconds: float, on_tick=None) -> None:
+    def run(self, seconds: float) -> None:
         end = time.monotonic() + seconds
         while time.monotonic() < end:
-            if on_tick:
-                on_tick()
             for key, _ in self.sel.select(0.01):
                 s, st = key.fileobj, key.data
                 try:
@@ -136,55 +134,42 @@ class _Flooder:
             key.fileobj.close()
 
 
+PINGER = (
+    "import json, socket, sys, time\n"
+    "port, token, seconds = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])\n"
+    "s = socket.create_connection(('127.0.0.1', port)); f = s.makefile('rb'); f.readline()\n"
+    "req = lambda i, m, **p: (json.dumps({'jsonrpc': '2.0', 'id': i, 'method': m, 'params': p}) + '\\n').encode()\n"
+    "s.sendall(req(1, 'login', username='alice', token=token)); f.readline()\n"
+    "print('READY', flush=True); times = []; end = time.monotonic() + seconds; cut = False\n"
+    "while time.monotonic() < end:\n"
+    "    t = time.monotonic(); s.sendall(req(2, 'ping')); line = f.readline()\n"
+    "    if not line: cut = True; break\n"
+    "    times.append(time.monotonic() - t); time.sleep(0.02)\n"
+    "times.sort(); pct = lambda p: round(times[min(len(times) - 1, int(len(times) * p))] * 1000, 2)\n"
+    "print(json.dumps({'pings': len(times), 'ping_p50_ms': pct(0.5), 'ping_p99_ms': pct(0.99), 'pinger_cut_off': cut}))\n"
+)
+
+
 class _Pinger:
-    """A logged-in client pinging every 20 ms; collects round trips."""
+    """A logged-in client in its own process, pinging every 20 ms: round trips not skewed by the flood's loop."""
 
-    def __init__(self, port: int) -> None:
-        self.s = socket.create_connection(("127.0.0.1", port))
-        self.f = self.s.makefile("rb")
-        self.f.readline()
-        self.s.sendall(_request(1, "login", username="alice", token=TOKEN))
-        self.f.readline()
-        self.s.setblocking(False)
-        self.times: list[float] = []
-        self.sent_at: float | None = None
-        self.next_at = time.monotonic()
-        self.buf = b""
-        self.cut = False
+    def __init__(self, port: int, seconds: float) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", PINGER, str(port), TOKEN, str(seconds)],
+                                     stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout.readline().strip() == "READY"
 
-    def tick(self) -> None:
-        now = time.monotonic()
-        try:
-            data = self.s.recv(65536)
-            if not data:
-                self.cut = True
-            self.buf += data
-        except BlockingIOError:
-            pass
-        except OSError:
-            self.cut = True
-        if self.sent_at is not None and b"\n" in self.buf:
-            self.buf = self.buf.split(b"\n", 1)[1]
-            self.times.append(now - self.sent_at)
-            self.sent_at = None
-        if self.sent_at is None and now >= self.next_at and not self.cut:
-            self.s.send(_request(2, "ping"))
-            self.sent_at, self.next_at = now, now + 0.02
-
-    def percentile(self, p: float) -> float | None:
-        if not self.times:
-            return None
-        t = sorted(self.times)
-        return round(t[min(len(t) - 1, int(len(t) * p))] * 1000, 2)
+    def result(self) -> dict:
+        out, _ = self.proc.communicate(timeout=60)
+        return json.loads(out)
 
 
 def login_flood(root: Path, workdir: Path, conns: int, token: str, seconds: float, ping: bool) -> dict:
     srv = Server(root, "tcp:0:interface=127.0.0.1", workdir / f"login-{conns}.log")
     try:
-        pinger = _Pinger(srv.port) if ping else None
+        pinger = _Pinger(srv.port, seconds) if ping else None
         before = srv.log_size()
         flood = _Flooder(srv.port, conns, token)
-        flood.run(seconds, pinger.tick if pinger else None)
+        flood.run(seconds)
         flood.close()
         time.sleep(0.3)
         out = {
@@ -196,8 +181,7 @@ def login_flood(root: Path, workdir: Path, conns: int, token: str, seconds: floa
             "log_bytes_per_s": round((srv.log_size() - before) / seconds),
         }
         if pinger:
-            out.update(ping_p50_ms=pinger.percentile(0.5), ping_p99_ms=pinger.percentile(0.99),
-                       pinger_cut_off=pinger.cut)
+            out.update(pinger.result())
         return out
     finally:
         srv.stop()

@@ -140,7 +140,8 @@ class ClientProtocol(Protocol):
         self.session.handle(msg)
 
     def _line_too_long(self, limit: int) -> None:
-        self.log.warn(
+        self.factory.log_limited(
+            "long-line", self.address,
             "closing {peer} ({user}): a line is longer than {limit} bytes",
             peer=self.peer,
             user=self.session.username if self.session else "?",
@@ -280,7 +281,8 @@ class ClientProtocol(Protocol):
             self._too_slow()
 
     def _too_slow(self) -> None:
-        self.log.warn(
+        self.factory.log_limited(
+            "slow", self.address,
             "disconnecting {peer} ({user}): it does not read; {queued} bytes wait to be sent, "
             "over server.send_buffer_bytes = {limit}",
             peer=self.peer,

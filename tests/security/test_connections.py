@@ -176,3 +176,22 @@ def test_tls_client_that_never_handshakes_is_aborted(tmp_path):
     assert not transport.disconnecting
     h.clock.advance(0.1)
     assert transport.disconnecting
+
+
+def test_a_flood_of_connections_with_overlong_lines_logs_one_line_a_minute():
+    from twisted.logger import formatEvent
+
+    from .helpers import capture_log
+
+    seen, stop = capture_log()
+    try:
+        h = NetHarness(max_line_bytes=1024)
+        for _ in range(200):
+            c = h.open("192.0.2.40")
+            c.send_raw(b"x" * 2000)
+            assert c.closed
+            c.proto.connectionLost(None)
+    finally:
+        stop()
+    lines = [formatEvent(e) for e in seen if "longer than 1024 bytes" in formatEvent(e)]
+    assert len(lines) == 1

@@ -1,4 +1,7 @@
-"""A throwaway self-signed certificate for loopback TLS tests (made here; nothing downloaded)."""
+"""A throwaway self-signed certificate for loopback TLS tests (made here; nothing downloaded).
+
+RSA, unlike test_loopback's EC one: the static-RSA and ECDHE-RSA suites the tests try need an RSA key.
+"""
 
 from __future__ import annotations
 
