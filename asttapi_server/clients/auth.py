@@ -211,6 +211,13 @@ class LoginGate:
         self.clock = clock
         self.guard = LoginGuard(limits)
         self.throttle = LogThrottle(interval=log_interval, max_keys=4096)
+        # Many addresses (a botnet) each get their line a minute; past
+        # max_lines_per_interval lines in one interval the rest are only counted.
+        self.log_interval = log_interval
+        self.max_lines_per_interval = 60
+        self._window_start = float("-inf")
+        self._window_lines = 0
+        self._window_held = 0
 
     def attempt(self, username: str, token: str, host: str) -> tuple[User | None, float | None]:
         now = self.clock.seconds()
@@ -232,6 +239,16 @@ class LoginGate:
         held = self.throttle.allow(address, now)
         if held is None:
             return
+        if now - self._window_start >= self.log_interval:
+            if self._window_held:
+                self.log.warn("{held} more failed-login lines held back in the last {interval:g} s "
+                              "(failures from too many addresses)", held=self._window_held,
+                              interval=self.log_interval)
+            self._window_start, self._window_lines, self._window_held = now, 0, 0
+        if self._window_lines >= self.max_lines_per_interval:
+            self._window_held += 1
+            return
+        self._window_lines += 1
         if refused:
             what = f"login refused without checking (too many failures; {math.ceil(wait or 0)} s to wait)"
         else:

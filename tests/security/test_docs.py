@@ -68,3 +68,17 @@ def test_the_retry_line_in_the_doc_is_what_the_server_sends():
             h.clock.advance(waits[-1])
     assert waits == [1, 2, 4]
     assert json.dumps(answer, separators=(",", ":")) in doc
+
+
+def test_the_secret_file_snippet_in_the_doc_loads(tmp_path):
+    from asttapi_server.config import load_config
+
+    doc = (ROOT / "docs" / "security.md").read_text()
+    snippet = re.search(r"\*\*Secrets outside `ps`\.\*\*.*?```toml\n(.*?)```", doc, re.S).group(1)
+    (tmp_path / "ami.secret").write_text("the-ami-secret\n")
+    (tmp_path / "crm.token").write_text("a-token-of-twenty-chars\n")
+    path = tmp_path / "asttapi.toml"
+    path.write_text(snippet.replace("/etc/asttapi/", f"{tmp_path}/"))
+    cfg = load_config(str(path), environ={})
+    assert cfg.ami.secret == "the-ami-secret" and cfg.users["crm"].token == "a-token-of-twenty-chars"
+    assert cfg.users["crm"].lines == ("line_*",)

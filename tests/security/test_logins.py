@@ -167,3 +167,23 @@ def test_config_keys_reach_the_gate(tmp_path):
     f = ClientFactory.from_config(cfg, Hub(), FakeTelephony(), clock=object())
     assert f.login_gate.guard.limits == LoginLimits(free_failures=3, backoff=2.5, backoff_max=60.0,
                                                     forget_after=120.0)
+
+
+def test_failures_from_thousands_of_addresses_log_at_most_60_lines_a_minute():
+    seen, stop = capture_log()
+    try:
+        h = NetHarness(USERS, login_limits=LoginLimits(free_failures=10**6))
+        for i in range(2000):
+            c = h.open(f"10.{i // 250}.{i % 250}.1")
+            c.read()
+            h.login(c, "alice", "wrong")
+            c.proto.connectionLost(None)
+        h.clock.advance(60)
+        c = h.open("10.99.0.1")
+        c.read()
+        h.login(c, "alice", "wrong")
+    finally:
+        stop()
+    lines = [formatEvent(e) for e in seen if "login" in formatEvent(e)]
+    assert len(lines) == 62, len(lines)
+    assert "1940 more failed-login lines held back in the last 60 s" in lines[60]
