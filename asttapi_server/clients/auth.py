@@ -84,8 +84,8 @@ class Authenticator:
             return user
         return None
 
-
     def knows(self, username: str) -> bool:
+        """True if ``username`` is configured (only those get a per-user failure count)."""
         return username in self._users
 
 
