@@ -7,8 +7,10 @@ Skipped where no ``node`` is installed.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import tempfile
 
 from twisted.internet import defer, reactor
 from twisted.internet.protocol import ProcessProtocol
@@ -76,7 +78,9 @@ class NodeClient(TestCase):
             if app.bridge.link_up:
                 break
             yield deferLater(reactor, 0.02, lambda: None)
-        script = self.mktemp() + ".js"
+        folder = tempfile.mkdtemp(prefix="asttapi-node-")
+        self.addCleanup(shutil.rmtree, folder, True)
+        script = os.path.join(folder, "screenpop.js")
         with open(script, "w") as f:
             f.write(example("node-client"))
         out = Output()
