@@ -179,3 +179,22 @@ def test_answering_line_goes_connected_then_idle():
     assert per_line(hub.events)["line_1"] == [
         "LINE_NEWCALL", "LINECALLSTATE_OFFERING", "LINECALLINFOSTATE_CALLERID",
         "LINECALLSTATE_CONNECTED", "LINECALLSTATE_IDLE"]
+
+
+def test_a_raising_lookup_plugin_is_signalled_as_no_contact():
+    from asttapi_server.hookspecs import hookimpl
+    from asttapi_server.plugins import build_plugin_manager
+
+    class Broken:
+        @hookimpl
+        def asttapi_lookup_contact(self, number, callinfo, app):
+            raise RuntimeError("CRM down")
+
+    config = base_config()
+    bridge, hub, clock, ami = make_bridge(plugins=None)
+    host = build_plugin_manager(config.plugins, config=config, clock=clock)
+    host.register(Broken(), "broken")
+    bridge.plugins = host
+    _inbound(ami)
+    others = [e for e in hub.events if e.param == "LINECALLINFOSTATE_OTHER"]
+    assert len(others) == 1 and others[0].callinfo["contact"] is None
