@@ -19,7 +19,7 @@ AMI and client protocols do). It only routes:
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -78,6 +78,8 @@ class Bridge:
         # OriginateResponse finds its call on every Asterisk version.
         self._originates: dict[str, str] = {}
         self._resync_generation = 0
+        #: Called after anything that may have changed a call (the call store's ``changed``).
+        self.on_change: Callable[[], None] = _nothing
         ami.add_event_observer(self.on_ami_event)
         ami.add_link_observer(self.on_link_state)
 
@@ -181,6 +183,7 @@ class Bridge:
     # -- events out ----------------------------------------------------------
 
     def _publish(self, events: Iterable[TapiEvent]) -> None:
+        self.on_change()
         for event in events:
             out = self.plugins.client_event(event)
             if out is not None:
@@ -225,6 +228,7 @@ class Bridge:
     # -- timers --------------------------------------------------------------
 
     def _reschedule(self) -> None:
+        self.on_change()
         deadline = self.model.next_deadline()
         if deadline == self._timer_at:
             return
@@ -369,6 +373,24 @@ class Bridge:
             "LINEERR_OPERATIONUNAVAIL",
             "None of the call's lines has a [lines.NAME] entry with a dialplan context to transfer into.",
         )
+
+    # -- restart -------------------------------------------------------------
+
+    def adopt_restored(self, calls: Iterable[Any]) -> None:
+        """Calls the call store put back into the model: follow them as if never interrupted.
+
+        Their caller id counts as looked up (its contact, if any, is in the
+        restored callinfo), so the restart starts no second lookup, and the
+        call's end still reaches ``call_finished``. They are reconciled with
+        the PBX by the resync every link-up does (``on_link_state``).
+        """
+        for call in calls:
+            self._calls[call.handle] = call.callinfo.get("callerid")
+        self._reschedule()
+
+
+def _nothing() -> None:
+    pass
 
 
 def _is_phone_channel(channel: str, phone: str) -> bool:

@@ -87,6 +87,10 @@ class CallsConfig:
     hangup_grace: float = 5.0
     max_age: float = 14400.0
     linger: float = 30.0
+    #: Where live calls are kept across a restart (asttapi_server/store.py).
+    #: None: the default, ``asttapi-calls.json`` in the working directory
+    #: (none in demo mode, whose PBX restarts with the server); "": no store.
+    state_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -290,7 +294,7 @@ _AMI_KEYS = {k: None for k in (
 _SERVER_KEYS = {k: None for k in ("listen", "max_line_bytes", "send_buffer_bytes", "replay_ring")}
 _LINE_KEYS = {k: None for k in ("channel", "context", "callerid")}
 _USER_KEYS = {k: None for k in ("token", "lines")}
-_CALLS_KEYS = {k: None for k in ("hangup_grace", "max_age", "linger")}
+_CALLS_KEYS = {k: None for k in ("hangup_grace", "max_age", "linger", "state_file")}
 _TOP_KEYS = {k: None for k in ("ami", "server", "lines", "users", "calls", "plugins", "demo")}
 
 
@@ -382,6 +386,7 @@ def _calls(r: _Reader, d: Mapping[str, Any]) -> CallsConfig:
         hangup_grace=r.number(d, p, "hangup_grace", dflt.hangup_grace, positive=False),
         max_age=r.number(d, p, "max_age", dflt.max_age),
         linger=r.number(d, p, "linger", dflt.linger, positive=False),
+        state_file=r.string(d, p, "state_file", dflt.state_file, empty_ok=True),
     )
 
 

@@ -684,3 +684,172 @@ class CallModel:
                 (d, h) for d, h in heap if (c := by_handle.get(h)) is not None and c.deadline == d
             ]
             heapq.heapify(self._heap)
+
+    # -- surviving a restart (the file lives in asttapi_server/store.py) ----------
+
+    #: What :meth:`save_state` writes and :meth:`restore_state` accepts; a
+    #: store with another format or version is not ours to guess at.
+    STATE_FORMAT = "asttapi-calls"
+    STATE_VERSION = 1
+    #: Handles skipped after a restart. The store is written in batches, so a
+    #: call created in the last moments before a crash may hold a handle the
+    #: store never saw; a client may still hold it. Skipping ahead means such a
+    #: stale handle can never name a different call (it answers INVALCALLHANDLE).
+    RESTART_HANDLE_GAP = 10_000
+
+    def save_state(self, now: float) -> dict[str, Any]:
+        """Everything needed to rebuild the live calls after a restart, as JSON-able data.
+
+        Only calls not yet ended are kept (an ended one would only answer a
+        late lineGetCallInfo), so the size is bounded by the live calls.
+        Sessions do not survive a restart, so ``owner`` is left out.
+        """
+        calls = []
+        for call in self._by_handle.values():
+            if call.ended is not None:
+                continue
+            calls.append({
+                "handle": call.handle,
+                "uniqueid": call.uniqueid,
+                "uniqueids": list(call.uniqueids),
+                "channel": call.channel,
+                "channel_id": call.channel_id,
+                "owner_line": call.owner_line,
+                "owner_announced": call.owner_announced,
+                "states": dict(call.states),
+                "modes": dict(call.modes) if call.modes else None,
+                "callinfo": dict(call.callinfo),
+                "ci_version": call.ci_version,
+                "ci_sent": {line: list(sent) for line, sent in call.ci_sent.items()} if call.ci_sent else None,
+                "created": call.created,
+                "updated": call.updated,
+                "hangup_at": call.hangup_at,
+                "hangup_cause": call.hangup_cause,
+            })
+        return {
+            "format": self.STATE_FORMAT,
+            "version": self.STATE_VERSION,
+            "saved_at": now,
+            "next_handle": self._next_handle,
+            "calls": calls,
+        }
+
+    def restore_state(self, data: Any, now: float, *, limit: int | None = None) -> list[Call]:
+        """Rebuild the calls of :meth:`save_state` into this (fresh) model; return them.
+
+        All or nothing: the data is checked completely first, and anything
+        malformed raises ``ValueError`` with a one-line reason, leaving the
+        model as it was. Restored calls are live again with their handles,
+        lines, states and callinfo; the caller must reconcile them with the
+        PBX (:meth:`resync` after CoreShowChannels, as after any reconnect).
+        A call whose hangup was seen keeps its grace deadline, counted from
+        then. At most ``limit`` calls are restored (the most recent ones).
+        ``now`` is unused today but keeps the pure-function contract.
+        """
+        del now
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        if data.get("format") != self.STATE_FORMAT:
+            raise ValueError(f"not an asttapi call store (format {_short(data.get('format'))})")
+        if data.get("version") != self.STATE_VERSION:
+            raise ValueError(
+                f"store version {_short(data.get('version'))}, this server reads version {self.STATE_VERSION}"
+            )
+        next_handle = _field(data, "next_handle", int)
+        entries = _field(data, "calls", list)
+        calls = [_restored_call(i, entry) for i, entry in enumerate(entries)]
+        calls.sort(key=lambda c: c.handle)
+        if limit is not None and len(calls) > limit:
+            calls = calls[len(calls) - limit:] if limit > 0 else []
+        restored = []
+        for call in calls:
+            if call.handle in self._by_handle or any(uid in self._by_uid for uid in call.uniqueids):
+                continue  # the model was not fresh: what it knows wins
+            self._by_handle[call.handle] = call
+            for uid in call.uniqueids:
+                self._by_uid[uid] = call
+            for line, state in call.states.items():
+                if state != IDLE:
+                    self._by_line.setdefault(line, {})[call.handle] = call
+            self._schedule(call)
+            restored.append(call)
+        top = max((c.handle for c in calls), default=0)
+        self._next_handle = max(self._next_handle, next_handle, top + 1) + self.RESTART_HANDLE_GAP
+        self.stats["restored"] = self.stats.get("restored", 0) + len(restored)
+        return restored
+
+
+def _short(value: Any) -> str:
+    """A value from a store for an error message: its repr, cut short (the file may be anything)."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _field(entry: dict, key: str, kind: Any, *, optional: bool = False) -> Any:
+    value = entry.get(key)
+    if value is None and optional:
+        return None
+    # bool is an int in Python; a handle or a time is never true/false.
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise ValueError(f"{key} is {_short(value)}")
+    return value
+
+
+def _text(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= 1024
+
+
+def _restored_call(index: int, entry: Any) -> Call:
+    """One stored call -> a live :class:`Call`, or ValueError naming what is wrong."""
+    try:
+        if not isinstance(entry, dict):
+            raise ValueError("not an object")
+        handle = _field(entry, "handle", int)
+        if handle <= 0:
+            raise ValueError(f"handle is {handle}")
+        uniqueid = _field(entry, "uniqueid", str)
+        uniqueids = _field(entry, "uniqueids", list)
+        if not uniqueids or not all(_text(u) for u in uniqueids) or uniqueid not in uniqueids:
+            raise ValueError("uniqueids do not name the call")
+        states = _field(entry, "states", dict)
+        if not states or not all(_text(line) and s in TRANSITIONS for line, s in states.items()):
+            raise ValueError("states are not line -> call state")
+        if all(s == IDLE for s in states.values()):
+            raise ValueError("no line tracks the call")
+        modes = _field(entry, "modes", dict, optional=True)
+        if modes is not None and not all(line in states and (m is None or _text(m)) for line, m in modes.items()):
+            raise ValueError("modes are not line -> mode")
+        callinfo = _field(entry, "callinfo", dict)
+        if not all(isinstance(k, str) for k in callinfo):
+            raise ValueError("callinfo keys are not strings")
+        ci_version = _field(entry, "ci_version", int)
+        ci_sent = _field(entry, "ci_sent", dict, optional=True) or {}
+        if not all(line in states and isinstance(v, list) and len(v) == 2 and _text(v[0])
+                   and isinstance(v[1], int) for line, v in ci_sent.items()):
+            raise ValueError("ci_sent is not line -> [infostate, version]")
+        channel = _field(entry, "channel", str, optional=True)
+        channel_id = _field(entry, "channel_id", str, optional=True)
+        owner_line = _field(entry, "owner_line", str, optional=True)
+        owner_announced = _field(entry, "owner_announced", bool)
+        created = _field(entry, "created", (int, float))
+        updated = _field(entry, "updated", (int, float))
+        hangup_at = _field(entry, "hangup_at", (int, float), optional=True)
+        hangup_cause = _field(entry, "hangup_cause", int, optional=True)
+    except ValueError as e:
+        raise ValueError(f"call #{index}: {e}") from None
+    call = Call(handle, uniqueid, float(created))
+    call.uniqueids = list(uniqueids)
+    call.channel = channel
+    call.channel_id = channel_id
+    call.owner_line = owner_line
+    call.owner_announced = owner_announced
+    call.states = dict(states)
+    call.modes = dict(modes) if modes else None
+    call.callinfo = dict(callinfo)
+    call.callinfo["uniqueid"] = uniqueid
+    call.ci_version = ci_version
+    call.ci_sent = {line: (v[0], v[1]) for line, v in ci_sent.items()} or None
+    call.updated = float(updated)
+    call.hangup_at = None if hangup_at is None else float(hangup_at)
+    call.hangup_cause = hangup_cause
+    return call

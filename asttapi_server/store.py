@@ -1,0 +1,244 @@
+"""The call store: live calls kept in a local file so a restart loses none.
+
+Thin Twisted adapter around :meth:`CallModel.save_state` and
+:meth:`CallModel.restore_state` (the model stays sans-IO; this module does the
+file I/O and the timing):
+
+* **On start** the file is read and its calls restored into the model, before
+  the AMI link starts; the bridge's usual resync after login (CoreShowChannels)
+  then ends every restored call whose channels died while the server was down,
+  and the rest carry on under their old handles.
+* **While running** the bridge calls :meth:`CallStore.changed` after anything
+  that may change a call. That only sets a flag; one write per ``delay``
+  seconds at most takes a snapshot and replaces the file atomically (temp file
+  in the same directory, fsync, rename, fsync of the directory), in a thread
+  when the reactor has one, so a slow disk never holds the reactor. A snapshot
+  identical to the last one written is not written again.
+* **On a clean stop** the last snapshot is written at once.
+
+Why one JSON file and not sqlite3: the whole state is small (bounded by the
+live calls; about 0.6 KB a call) and always written whole, so an atomic
+rename gives the same crash safety with nothing to migrate, and an admin can
+read it with ``jq``. A file that is unreadable, corrupt, too big or from
+another version is reported in one log line and ignored: the server starts
+with no calls, as it did before the store existed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.interfaces import IReactorThreads, IReactorTime
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+
+from .core.model import Call, CallModel
+from .throttle import LogThrottle
+
+log = Logger(namespace="asttapi.store")
+
+#: The default file, relative to the working directory (twistd's --rundir).
+DEFAULT_STATE_FILE = "asttapi-calls.json"
+#: Seconds between a change and the write that records it (changes meanwhile share the write).
+DEFAULT_DELAY = 0.25
+#: A store bigger than this is not read (it is not one this server wrote:
+#: 100,000 live calls take about 60 MB).
+MAX_STORE_BYTES = 256 << 20
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    """Replace ``path`` by ``data`` so that a crash leaves the old file or the new one, never a mix.
+
+    The temp file is created 0600 (calls carry caller ids) next to the target,
+    so the rename stays on one file system.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".asttapi-calls-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def read_store(path: str) -> Any | None:
+    """The decoded JSON of ``path``; None if there is no file. Raises ValueError with a one-line reason."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_STORE_BYTES + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise ValueError(f"cannot read it ({e.strerror or e})") from None
+    if len(data) > MAX_STORE_BYTES:
+        raise ValueError(f"it is bigger than {MAX_STORE_BYTES >> 20} MiB")
+    try:
+        return json.loads(data)
+    except (UnicodeDecodeError, RecursionError):
+        raise ValueError("it is not JSON") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"it is not JSON ({e.msg} at byte {e.pos})") from None
+
+
+def encode_state(state: dict[str, Any]) -> bytes:
+    """The bytes written for a snapshot (compact: the file is for machines, ``jq`` reads it fine)."""
+    return json.dumps(state, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8", "replace")
+
+
+class CallStore(Service):
+    """Keeps ``model``'s live calls in ``path``; see the module docstring.
+
+    ``thread``: write in the reactor's thread pool (default: when the reactor
+    has one; a test's ``Clock`` has not, and then writes happen inline).
+    """
+
+    def __init__(
+        self,
+        path: str,
+        model: CallModel,
+        clock: IReactorTime,
+        *,
+        delay: float = DEFAULT_DELAY,
+        thread: bool | None = None,
+        on_restored: Callable[[list[Call]], None] | None = None,
+    ) -> None:
+        self.path = path
+        self.model = model
+        self.clock = clock
+        self.delay = delay
+        self.thread = IReactorThreads.providedBy(clock) if thread is None else thread
+        self.on_restored = on_restored
+        self.restored: list[Call] = []
+        self.writes = 0  # files written, for tests and the bench
+        self._dirty = False
+        self._timer: Any = None
+        self._writing: Deferred | None = None
+        self._last: bytes | None = None
+        self._throttle = LogThrottle()
+
+    # -- start: read the store ------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        self.restore()
+
+    def restore(self) -> list[Call]:
+        """Load the file into the model; a bad file is one log line, never an exception."""
+        now = self.clock.seconds()
+        try:
+            data = read_store(self.path)
+            if data is None:
+                log.info("Call store {path}: no file yet; starting with no calls", path=os.path.abspath(self.path))
+                return []
+            restored = self.model.restore_state(data, now)
+        except ValueError as e:
+            log.warn("Call store {path} ignored, starting with no calls: {reason}", path=self.path, reason=str(e))
+            return []
+        self.restored = restored
+        log.info(
+            "Call store {path}: {n} live call(s) restored; they are checked against the PBX's channels"
+            " once the AMI link is up",
+            path=self.path, n=len(restored),
+        )
+        if self.on_restored is not None:
+            self.on_restored(restored)
+        return restored
+
+    # -- running: batched writes ------------------------------------------------
+
+    def changed(self) -> None:
+        """Something may have changed a call: write within ``delay`` seconds. Cheap; call it freely."""
+        self._dirty = True
+        if self._timer is None and self._writing is None and self.running:
+            self._timer = self.clock.callLater(self.delay, self._flush)
+
+    def _flush(self, *, inline: bool = False) -> None:
+        self._timer = None
+        if not self._dirty:
+            return
+        self._dirty = False
+        data = self._snapshot()
+        if data is None or data == self._last:
+            return
+        if self.thread and not inline:
+            d = deferToThreadPool(self.clock, self.clock.getThreadPool(), write_atomically, self.path, data)
+        else:
+            d = maybeDeferred(write_atomically, self.path, data)
+        self._writing = d
+        d.addCallbacks(self._written, self._failed, callbackArgs=(data,))
+        d.addBoth(self._done)
+
+    def _snapshot(self) -> bytes | None:
+        try:
+            return encode_state(self.model.save_state(self.clock.seconds()))
+        except (TypeError, ValueError) as e:  # a plugin put something odd in a callinfo
+            self._report("encode", "Call store {path}: cannot encode the calls ({error}); not written", e)
+            return None
+
+    def _written(self, _result: Any, data: bytes) -> None:
+        self._last = data
+        self.writes += 1
+
+    def _failed(self, failure: Any) -> None:
+        error = failure.value
+        if not isinstance(error, OSError):
+            log.failure("Call store {path}: write failed", failure, path=self.path)
+            return
+        self._report("write", "Call store {path}: cannot write it ({error}); calls would not survive a restart", error)
+
+    def _done(self, _result: Any) -> None:
+        self._writing = None
+        if self._dirty and self.running and self._timer is None:
+            self._timer = self.clock.callLater(self.delay, self._flush)
+
+    def _report(self, kind: str, text: str, error: BaseException) -> None:
+        held = self._throttle.allow((kind, type(error).__name__), self.clock.seconds())
+        if held is not None:
+            reason = getattr(error, "strerror", None) or str(error)
+            log.warn(text, path=self.path, error=reason[:200])
+
+    # -- stop: one last write ---------------------------------------------------------
+
+    def flush(self) -> Deferred:
+        """Write now, inline (after a write in flight); fires when written or when the write failed."""
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+        def write(_: Any = None) -> Deferred | None:
+            self._dirty = True
+            self._flush(inline=True)
+            return self._writing
+
+        pending = self._writing
+        if pending is not None:
+            return pending.addCallback(write)
+        return maybeDeferred(write)
+
+    def stopService(self) -> Deferred:
+        super().stopService()  # running = False: no new timers
+        return self.flush()
