@@ -697,12 +697,14 @@ class CallModel:
     #: stale handle can never name a different call (it answers INVALCALLHANDLE).
     RESTART_HANDLE_GAP = 10_000
 
-    def save_state(self, now: float) -> dict[str, Any]:
+    def save_state(self) -> dict[str, Any]:
         """Everything needed to rebuild the live calls after a restart, as JSON-able data.
 
         Only calls not yet ended are kept (an ended one would only answer a
         late lineGetCallInfo), so the size is bounded by the live calls.
-        Sessions do not survive a restart, so ``owner`` is left out.
+        Sessions do not survive a restart, so ``owner`` is left out. No time
+        of saving either: unchanged calls give identical data, which the
+        store uses to skip a write.
         """
         calls = []
         for call in self._by_handle.values():
@@ -729,7 +731,6 @@ class CallModel:
         return {
             "format": self.STATE_FORMAT,
             "version": self.STATE_VERSION,
-            "saved_at": now,
             "next_handle": self._next_handle,
             "calls": calls,
         }

@@ -26,7 +26,7 @@ def json_round_trip(data):
 
 def restarted(model: CallModel, now: float, **kw) -> CallModel:
     fresh = CallModel(hangup_grace=model.hangup_grace, max_age=model.max_age, linger=model.linger, **kw)
-    fresh.restore_state(json_round_trip(model.save_state(now)), now)
+    fresh.restore_state(json_round_trip(model.save_state()), now)
     return fresh
 
 
@@ -147,7 +147,7 @@ def test_ended_and_lingering_calls_are_not_saved():
     m.apply(sig("LINE_NEWCALL line_1", UID), 1.0)
     m.apply(sig("LINE_CALLSTATE LINECALLSTATE_IDLE", UID), 2.0)
     assert m.tracked == 1  # lingering
-    assert m.save_state(3.0)["calls"] == []
+    assert m.save_state()["calls"] == []
 
 
 def test_restore_keeps_the_most_recent_calls_within_a_limit():
@@ -155,7 +155,7 @@ def test_restore_keeps_the_most_recent_calls_within_a_limit():
     for n in range(5):
         m.apply(sig("LINE_NEWCALL line_1", f"1795674354.{n}"), float(n))
     fresh = CallModel()
-    restored = fresh.restore_state(json_round_trip(m.save_state(9.0)), 9.0, limit=2)
+    restored = fresh.restore_state(json_round_trip(m.save_state()), 9.0, limit=2)
     assert [c.handle for c in restored] == [4, 5] and fresh.tracked == 2
 
 
@@ -163,7 +163,7 @@ def good_state():
     m = CallModel()
     m.apply(sig("LINE_NEWCALL line_1", UID, "PJSIP/trunk-00000001"), 1.0)
     m.apply(sig("LINE_CALLSTATE LINECALLSTATE_OFFERING", UID), 1.0)
-    return json_round_trip(m.save_state(2.0))
+    return json_round_trip(m.save_state())
 
 
 def _set(path, value):
