@@ -800,6 +800,12 @@ def _text(value: Any) -> bool:
     return isinstance(value, str) and 0 < len(value) <= 1024
 
 
+def _channel_name(value: Any) -> bool:
+    """Fit to go into an AMI action (lineDrop hangs up ``channel or uniqueid``): printable,
+    one line, and not ``/regex/``, which Asterisk reads as "every channel matching"."""
+    return _text(value) and value.isprintable() and not value.startswith("/")
+
+
 def _restored_call(index: int, entry: Any) -> Call:
     """One stored call -> a live :class:`Call`, or ValueError naming what is wrong."""
     try:
@@ -810,7 +816,7 @@ def _restored_call(index: int, entry: Any) -> Call:
             raise ValueError(f"handle is {handle}")
         uniqueid = _field(entry, "uniqueid", str)
         uniqueids = _field(entry, "uniqueids", list)
-        if not uniqueids or not all(_text(u) for u in uniqueids) or uniqueid not in uniqueids:
+        if not uniqueids or not all(_channel_name(u) for u in uniqueids) or uniqueid not in uniqueids:
             raise ValueError("uniqueids do not name the call")
         states = _field(entry, "states", dict)
         if not states or not all(_text(line) and s in TRANSITIONS for line, s in states.items()):
@@ -830,6 +836,8 @@ def _restored_call(index: int, entry: Any) -> Call:
             raise ValueError("ci_sent is not line -> [infostate, version]")
         channel = _field(entry, "channel", str, optional=True)
         channel_id = _field(entry, "channel_id", str, optional=True)
+        if not all(name is None or _channel_name(name) for name in (channel, channel_id)):
+            raise ValueError("channel is not a channel name")
         owner_line = _field(entry, "owner_line", str, optional=True)
         owner_announced = _field(entry, "owner_announced", bool)
         created = _field(entry, "created", (int, float))

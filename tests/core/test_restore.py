@@ -188,6 +188,10 @@ def _set(path, value):
     (_set(("calls", 0, "states"), {"line_1": "LINECALLSTATE_WHATEVER"}), "call #0: states are not"),
     (_set(("calls", 0, "states"), {"line_1": "LINECALLSTATE_IDLE"}), "call #0: no line tracks the call"),
     (_set(("calls", 0, "created"), None), "call #0: created is None"),
+    # What lineDrop would hang up: never a /regex/ (every channel) or a second AMI line.
+    (_set(("calls", 0, "channel"), "/^/"), "call #0: channel is not a channel name"),
+    (_set(("calls", 0, "channel"), "PJSIP/a\r\nAction: Hangup"), "call #0: channel is not a channel name"),
+    (lambda d: d["calls"][0].update(uniqueid="/^/", uniqueids=["/^/"]), "call #0: uniqueids do not name the call"),
     (_set(("calls", 0, "callinfo"), "x" * 100), "call #0: callinfo is 'xxxxxxxx"),
 ])
 def test_a_malformed_store_is_refused_whole_and_leaves_the_model_alone(change, reason):
