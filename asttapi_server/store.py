@@ -156,8 +156,10 @@ class CallStore(Service):
                 log.info("Call store {path}: no file yet; starting with no calls", path=os.path.abspath(self.path))
                 return []
             restored = self.model.restore_state(data, now)
-        except ValueError as e:
-            log.warn("Call store {path} ignored, starting with no calls: {reason}", path=self.path, reason=str(e))
+        except Exception as e:  # ValueError says why; anything else is a bug, still not a dead server
+            reason = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
+            log.warn("Call store {path} ignored, starting with no calls: {reason}",
+                     path=self.path, reason=reason[:300])
             return []
         self.restored = restored
         log.info(
@@ -213,7 +215,7 @@ class CallStore(Service):
                 cache[handle] = (record, data)
                 parts.append(data)
             head = encode_state(state)
-        except (TypeError, ValueError) as e:  # a plugin put something odd in a callinfo
+        except Exception as e:  # e.g. a plugin put something odd in a callinfo
             self._report("encode", "Call store {path}: cannot encode the calls ({error}); not written", e)
             return None
         self._parts = cache
