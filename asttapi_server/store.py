@@ -145,6 +145,9 @@ class CallStore(Service):
 
     def startService(self) -> None:
         super().startService()
+        # Relative to the working directory at start (twistd has applied --rundir
+        # by then), and absolute from now on, so every log line says where it is.
+        self.path = os.path.abspath(self.path)
         self.restore()
 
     def restore(self) -> list[Call]:
@@ -153,7 +156,7 @@ class CallStore(Service):
         try:
             data = read_store(self.path)
             if data is None:
-                log.info("Call store {path}: no file yet; starting with no calls", path=os.path.abspath(self.path))
+                log.info("Call store {path}: no file yet; starting with no calls", path=self.path)
                 return []
             restored = self.model.restore_state(data, now)
         except Exception as e:  # ValueError says why; anything else is a bug, still not a dead server

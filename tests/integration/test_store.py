@@ -160,3 +160,11 @@ class RealReactor(TestCase):
             await store.stopService()
 
         return ensureDeferred(wait())
+
+
+def test_the_store_benchmark_stays_runnable():
+    """bench/call_store.py on a few calls: a smoke test, not a measurement."""
+    from bench import call_store
+
+    figures = call_store.run(calls=20, repeats=2)
+    assert figures["calls"] == 20 and figures["file_bytes"] > 20 * 300
