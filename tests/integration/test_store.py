@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
+import tempfile
 
 import pytest
 from twisted.internet import reactor
@@ -144,7 +146,9 @@ class RealReactor(TestCase):
     """On a real reactor the write (and its fsync) runs in the thread pool, never in the reactor."""
 
     def test_writes_go_through_the_thread_pool(self):
-        path = self.mktemp() + "-calls.json"
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory)
+        path = os.path.join(directory, "calls.json")
         store = CallStore(path, model_with_a_call(), reactor)
         self.assertTrue(store.thread)
         store.startService()
