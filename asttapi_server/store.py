@@ -9,11 +9,13 @@ file I/O and the timing):
   then ends every restored call whose channels died while the server was down,
   and the rest carry on under their old handles.
 * **While running** the bridge calls :meth:`CallStore.changed` after anything
-  that may change a call. That only sets a flag; one write per ``delay``
-  seconds at most takes a snapshot and replaces the file atomically (temp file
-  in the same directory, fsync, rename, fsync of the directory), in a thread
-  when the reactor has one, so a slow disk never holds the reactor. A snapshot
-  identical to the last one written is not written again.
+  that may change a call. That only sets a flag; one batch per ``delay``
+  seconds at most records the live calls, ``slice_size`` calls per reactor
+  turn (re-encoding only calls that changed), and replaces the file
+  atomically (temp file in the same directory, fsync, rename, fsync of the
+  directory) in a thread when the reactor has one, so neither many calls nor
+  a slow disk hold the reactor. Bytes identical to the last file written are
+  not written again.
 * **On a clean stop** the last snapshot is written at once.
 
 Why one JSON file and not sqlite3: the whole state is small (bounded by the
@@ -29,7 +31,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from twisted.application.service import Service
@@ -47,6 +49,8 @@ log = Logger(namespace="asttapi.store")
 DEFAULT_STATE_FILE = "asttapi-calls.json"
 #: Seconds between a change and the write that records it (changes meanwhile share the write).
 DEFAULT_DELAY = 0.25
+#: Calls recorded per reactor turn while a batch is built (a few ms at most; see _build).
+DEFAULT_SLICE = 100
 #: A store bigger than this is not read (it is not one this server wrote:
 #: 100,000 live calls take about 60 MB).
 MAX_STORE_BYTES = 256 << 20
@@ -123,6 +127,7 @@ class CallStore(Service):
         clock: IReactorTime,
         *,
         delay: float = DEFAULT_DELAY,
+        slice_size: int = DEFAULT_SLICE,
         thread: bool | None = None,
         on_restored: Callable[[list[Call]], None] | None = None,
     ) -> None:
@@ -130,6 +135,7 @@ class CallStore(Service):
         self.model = model
         self.clock = clock
         self.delay = delay
+        self.slice_size = slice_size
         self.thread = IReactorThreads.providedBy(clock) if thread is None else thread
         self.on_restored = on_restored
         self.restored: list[Call] = []
@@ -137,8 +143,9 @@ class CallStore(Service):
         self._dirty = False
         self._timer: Any = None
         self._writing: Deferred | None = None
+        self._building: Iterator[bytes | None] | None = None  # the batch being built, see _build
         self._last: bytes | None = None
-        self._parts: dict[int, tuple[dict, bytes]] = {}  # handle -> (record, its JSON), see _snapshot
+        self._parts: dict[int, tuple[dict, bytes]] = {}  # handle -> (record, its JSON), see _build
         self._throttle = LogThrottle()
 
     # -- start: read the store ------------------------------------------------
@@ -179,16 +186,83 @@ class CallStore(Service):
     def changed(self) -> None:
         """Something may have changed a call: write within ``delay`` seconds. Cheap; call it freely."""
         self._dirty = True
-        if self._timer is None and self._writing is None and self.running:
+        self._idle()
+
+    def _idle(self) -> None:
+        """Between batches: start the next one ``delay`` from now if a change is waiting."""
+        if (self._dirty and self.running and self._timer is None and self._building is None
+                and self._writing is None):
             self._timer = self.clock.callLater(self.delay, self._flush)
 
-    def _flush(self, *, inline: bool = False) -> None:
+    def _flush(self) -> None:
         self._timer = None
         if not self._dirty:
             return
         self._dirty = False
-        data = self._snapshot()
-        if data is None or data == self._last:
+        self._building = self._build()
+        self._step()
+
+    def _step(self) -> None:
+        """Record one slice of the calls; the next slice runs in a later reactor turn."""
+        self._timer = None
+        building = self._building
+        if building is None:
+            return
+        try:
+            data = next(building)
+        except Exception as e:  # e.g. a plugin put something odd in a callinfo
+            self._building = None
+            self._report("encode", "Call store {path}: cannot encode the calls ({error}); not written", e)
+            self._idle()
+            return
+        if data is None:
+            self._timer = self.clock.callLater(0, self._step)
+            return
+        self._building = None
+        self._write(data, inline=False)
+
+    def _build(self, slice_size: int | None = None) -> Iterator[bytes | None]:
+        """The file's bytes, built ``slice_size`` calls at a time (``None`` between slices).
+
+        Building is the part of a batch that runs in the reactor (a thread
+        would not help: the JSON encoder holds the GIL), so it never takes
+        more than one slice per reactor turn, however many calls are live.
+        Encoding is most of the cost (about 12 us a call), so only calls
+        whose record changed since the last batch are encoded again:
+        comparing a fresh record with the one encoded last time is cheap and
+        exact. Each call's record is consistent; a call that changes after
+        its slice is recorded by the next batch (the change set the flag).
+        """
+        size = self.slice_size if slice_size is None else slice_size
+        model = self.model
+        old = self._parts
+        cache: dict[int, tuple[dict, bytes]] = {}
+        parts = []
+        for n, call in enumerate(model.live_calls(), 1):
+            if call.ended is not None:
+                continue  # ended since the batch began
+            record = model.save_call(call)
+            hit = old.get(call.handle)
+            data = hit[1] if hit is not None and hit[0] == record else encode_state(record)
+            cache[call.handle] = (record, data)
+            parts.append(data)
+            if n % size == 0:
+                yield None
+        head = model.save_state(())
+        del head["calls"]
+        self._parts = cache
+        yield encode_state(head)[:-1] + b',"calls":[' + b",".join(parts) + b"]}"
+
+    def snapshot(self) -> bytes:
+        """The file's bytes now, in one go (a clean stop; the benchmark)."""
+        for data in self._build(slice_size=1 << 62):
+            if data is not None:
+                return data
+        raise AssertionError("unreachable: _build always ends with the bytes")  # pragma: no cover
+
+    def _write(self, data: bytes, *, inline: bool) -> None:
+        if data == self._last:
+            self._idle()
             return
         if self.thread and not inline:
             d = deferToThreadPool(self.clock, self.clock.getThreadPool(), write_atomically, self.path, data)
@@ -197,32 +271,6 @@ class CallStore(Service):
         self._writing = d
         d.addCallbacks(self._written, self._failed, callbackArgs=(data,))
         d.addBoth(self._done)
-
-    def _snapshot(self) -> bytes | None:
-        """The file's bytes, re-encoding only the calls whose data changed since the last batch.
-
-        Encoding is most of a batch's cost (about 12 us a call) and runs in
-        the reactor (a thread would not help: the encoder holds the GIL);
-        comparing a call's fresh record with the one encoded last time is
-        cheap and exact, so a batch costs what changed, not what is live.
-        """
-        try:
-            state = self.model.save_state()
-            cache: dict[int, tuple[dict, bytes]] = {}
-            parts = []
-            old = self._parts
-            for record in state.pop("calls"):
-                handle = record["handle"]
-                hit = old.get(handle)
-                data = hit[1] if hit is not None and hit[0] == record else encode_state(record)
-                cache[handle] = (record, data)
-                parts.append(data)
-            head = encode_state(state)
-        except Exception as e:  # e.g. a plugin put something odd in a callinfo
-            self._report("encode", "Call store {path}: cannot encode the calls ({error}); not written", e)
-            return None
-        self._parts = cache
-        return head[:-1] + b',"calls":[' + b",".join(parts) + b"]}"
 
     def _written(self, _result: Any, data: bytes) -> None:
         self._last = data
@@ -237,8 +285,7 @@ class CallStore(Service):
 
     def _done(self, _result: Any) -> None:
         self._writing = None
-        if self._dirty and self.running and self._timer is None:
-            self._timer = self.clock.callLater(self.delay, self._flush)
+        self._idle()
 
     def _report(self, kind: str, text: str, error: BaseException) -> None:
         held = self._throttle.allow((kind, type(error).__name__), self.clock.seconds())
@@ -253,10 +300,16 @@ class CallStore(Service):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+        self._building = None  # a batch half built is superseded by this one
 
         def write(_: Any = None) -> Deferred | None:
-            self._dirty = True
-            self._flush(inline=True)
+            self._dirty = False
+            try:
+                data = self.snapshot()
+            except Exception as e:
+                self._report("encode", "Call store {path}: cannot encode the calls ({error}); not written", e)
+                return None
+            self._write(data, inline=True)
             return self._writing
 
         pending = self._writing

@@ -51,7 +51,7 @@ from __future__ import annotations
 import heapq
 import os
 import re
-from collections.abc import Collection, Hashable
+from collections.abc import Collection, Hashable, Iterable
 from types import MappingProxyType
 from typing import Any
 
@@ -697,42 +697,48 @@ class CallModel:
     #: stale handle can never name a different call (it answers INVALCALLHANDLE).
     RESTART_HANDLE_GAP = 10_000
 
-    def save_state(self) -> dict[str, Any]:
+    def live_calls(self) -> list[Call]:
+        """The calls not yet ended, oldest first (what :meth:`save_state` keeps)."""
+        return [call for call in self._by_handle.values() if call.ended is None]
+
+    @staticmethod
+    def save_call(call: Call) -> dict[str, Any]:
+        """One call as :meth:`save_state` records it (fresh containers, JSON-able)."""
+        return {
+            "handle": call.handle,
+            "uniqueid": call.uniqueid,
+            "uniqueids": list(call.uniqueids),
+            "channel": call.channel,
+            "channel_id": call.channel_id,
+            "owner_line": call.owner_line,
+            "owner_announced": call.owner_announced,
+            "states": dict(call.states),
+            "modes": dict(call.modes) if call.modes else None,
+            "callinfo": dict(call.callinfo),
+            "ci_version": call.ci_version,
+            "ci_sent": {line: list(sent) for line, sent in call.ci_sent.items()} if call.ci_sent else None,
+            "created": call.created,
+            "updated": call.updated,
+            "hangup_at": call.hangup_at,
+            "hangup_cause": call.hangup_cause,
+        }
+
+    def save_state(self, calls: Iterable[Call] | None = None) -> dict[str, Any]:
         """Everything needed to rebuild the live calls after a restart, as JSON-able data.
 
         Only calls not yet ended are kept (an ended one would only answer a
         late lineGetCallInfo), so the size is bounded by the live calls.
         Sessions do not survive a restart, so ``owner`` is left out. No time
         of saving either: unchanged calls give identical data, which the
-        store uses to skip a write.
+        store uses to skip a write. ``calls``: only these (the store passes
+        ``()`` for the header alone and records calls in slices itself).
         """
-        calls = []
-        for call in self._by_handle.values():
-            if call.ended is not None:
-                continue
-            calls.append({
-                "handle": call.handle,
-                "uniqueid": call.uniqueid,
-                "uniqueids": list(call.uniqueids),
-                "channel": call.channel,
-                "channel_id": call.channel_id,
-                "owner_line": call.owner_line,
-                "owner_announced": call.owner_announced,
-                "states": dict(call.states),
-                "modes": dict(call.modes) if call.modes else None,
-                "callinfo": dict(call.callinfo),
-                "ci_version": call.ci_version,
-                "ci_sent": {line: list(sent) for line, sent in call.ci_sent.items()} if call.ci_sent else None,
-                "created": call.created,
-                "updated": call.updated,
-                "hangup_at": call.hangup_at,
-                "hangup_cause": call.hangup_cause,
-            })
+        chosen = self.live_calls() if calls is None else calls
         return {
             "format": self.STATE_FORMAT,
             "version": self.STATE_VERSION,
             "next_handle": self._next_handle,
-            "calls": calls,
+            "calls": [self.save_call(call) for call in chosen if call.ended is None],
         }
 
     def restore_state(self, data: Any, now: float, *, limit: int | None = None) -> list[Call]:

@@ -82,6 +82,64 @@ def test_writes_are_batched_and_an_unchanged_state_is_not_rewritten(tmp_path):
     assert json.loads(path.read_text())["calls"][0]["states"] == {"line_1": "LINECALLSTATE_ONHOLD"}
 
 
+class Turns(Clock):
+    """A Clock that can run one reactor turn: only what was due when the turn began.
+
+    (``Clock.advance`` also runs what those calls schedule for now, i.e. a
+    whole sliced batch at once; a real reactor does I/O in between.)
+    """
+
+    def turn(self, seconds: float = 0.0) -> None:
+        self.rightNow += seconds
+        due = [c for c in self.calls if c.getTime() <= self.rightNow]
+        for call in due:
+            self.calls.remove(call)
+            call.called = 1
+            call.func(*call.args, **call.kw)
+
+
+def test_many_calls_are_recorded_a_slice_per_reactor_turn(tmp_path):
+    path = tmp_path / "calls.json"
+    m = CallModel()
+    for n in range(5):
+        m.apply(sig("LINE_NEWCALL line_1", f"1795674354.{n}"), 1.0)
+    clock = Turns()
+    store = CallStore(str(path), m, clock, slice_size=2)
+    store.startService()
+    store.changed()
+    clock.turn(store.delay)  # slice 1 (calls 1-2)
+    assert not path.exists() and len(clock.getDelayedCalls()) == 1
+    m.apply(sig("LINE_NEWCALL line_2", "1795674354.1"), 1.1)  # changes call 2, already recorded
+    m.apply(sig("LINE_CALLSTATE LINECALLSTATE_IDLE", "1795674354.4"), 1.1)  # call 5 ends before its slice
+    store.changed()  # a batch is under way: no second timer
+    assert len(clock.getDelayedCalls()) == 1
+    clock.turn()  # slice 2 (calls 3-4)
+    clock.turn()  # the rest, then the write
+    assert store.writes == 1
+    calls = json.loads(path.read_text())["calls"]
+    assert [c["handle"] for c in calls] == [1, 2, 3, 4]  # the ended call is not kept
+    assert calls[1]["states"] == {"line_1": "NEW"}  # as of its slice
+    clock.advance(store.delay)  # the change after its slice is the next batch's
+    assert store.writes == 2
+    assert json.loads(path.read_text())["calls"][1]["states"] == {"line_1": "NEW", "line_2": "NEW"}
+    assert clock.getDelayedCalls() == []
+
+
+def test_a_stop_during_a_batch_writes_everything_at_once(tmp_path):
+    path = tmp_path / "calls.json"
+    m = CallModel()
+    for n in range(5):
+        m.apply(sig("LINE_NEWCALL line_1", f"1795674354.{n}"), 1.0)
+    clock = Turns()
+    store = CallStore(str(path), m, clock, slice_size=2)
+    store.startService()
+    store.changed()
+    clock.turn(store.delay)  # one slice built
+    store.stopService()
+    assert store.writes == 1 and len(json.loads(path.read_text())["calls"]) == 5
+    assert clock.getDelayedCalls() == []
+
+
 def test_a_clean_stop_writes_at_once(tmp_path):
     path = tmp_path / "calls.json"
     store = started(path, model_with_a_call())
