@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 
-from twisted.internet import reactor, stdio, task
+from twisted.internet import reactor, stdio
 from twisted.logger import globalLogBeginner, textFileLogObserver
 from twisted.protocols.basic import LineReceiver
 
@@ -21,6 +21,7 @@ from asttapi_server.config import load_config
 from asttapi_server.demo.scenarios import Timing
 from asttapi_server.demo.server import DemoPBX
 from asttapi_server.service import make_service
+from tests.faults.serve_full import when_in_service
 
 
 def pbx() -> None:
@@ -54,14 +55,11 @@ def server(path: str) -> None:
     # What twistd does on SIGTERM: stop the services (the store writes once more).
     reactor.addSystemEventTrigger("before", "shutdown", app.stopService)
 
-    def ready() -> None:
-        if app.bridge.link_up and app.listeners[0].port is not None:
-            loop.stop()
-            sys.stdout.write(f"PORT {app.listeners[0].port.getHost().port}\n")
-            sys.stdout.flush()
+    def ready(port: int) -> None:
+        sys.stdout.write(f"PORT {port}\n")
+        sys.stdout.flush()
 
-    loop = task.LoopingCall(ready)
-    loop.start(0.01)
+    when_in_service(app, ready)
     reactor.run()
 
 

@@ -20,6 +20,8 @@ from asttapi_server.service import make_service
 from tests.ami.fakes import FakeAsterisk, replay
 from tests.clients.harness import Conn
 
+from .system import coreshowchannels_answer
+
 CAPTURE = "05_inbound_call.monitor.raw"
 #: Capture 05 block indices: 4 is the first event; after block 100 bob has
 #: answered (CONNECTED on line_1, block 88) and nothing has hung up yet.
@@ -62,14 +64,7 @@ class Server:
         self.pbx.login_md5(self.session)
         (action,) = self.session.actions()
         assert action.name == "CoreShowChannels"
-        aid = action.action_id
-        out = f"Response: Success\r\nActionID: {aid}\r\nEventList: start\r\nMessage: Channels will follow\r\n\r\n"
-        for channel, uid in channels:
-            out += (f"Event: CoreShowChannel\r\nActionID: {aid}\r\nChannel: {channel}\r\nChannelState: 6\r\n"
-                    f"ChannelStateDesc: Up\r\nUniqueid: {uid}\r\nLinkedid: 1795674354.0\r\n\r\n")
-        out += (f"Event: CoreShowChannelsComplete\r\nActionID: {aid}\r\nEventList: Complete\r\n"
-                f"ListItems: {len(channels)}\r\n\r\n")
-        self.session.send(out.encode())
+        self.session.send(coreshowchannels_answer(action.action_id, channels))
         assert self.app.bridge.link_up
 
     def play(self, start: int, stop: int | None = None) -> None:

@@ -98,7 +98,8 @@ class Turns(Clock):
             call.func(*call.args, **call.kw)
 
 
-def test_many_calls_are_recorded_a_slice_per_reactor_turn(tmp_path):
+def five_calls_one_slice_built(tmp_path):
+    """Five live calls, a store of slices of 2, a batch begun: its first slice recorded."""
     path = tmp_path / "calls.json"
     m = CallModel()
     for n in range(5):
@@ -107,7 +108,12 @@ def test_many_calls_are_recorded_a_slice_per_reactor_turn(tmp_path):
     store = CallStore(str(path), m, clock, slice_size=2)
     store.startService()
     store.changed()
-    clock.turn(store.delay)  # slice 1 (calls 1-2)
+    clock.turn(store.delay)
+    return path, m, clock, store
+
+
+def test_many_calls_are_recorded_a_slice_per_reactor_turn(tmp_path):
+    path, m, clock, store = five_calls_one_slice_built(tmp_path)  # slice 1: calls 1-2
     assert not path.exists() and len(clock.getDelayedCalls()) == 1
     m.apply(sig("LINE_NEWCALL line_2", "1795674354.1"), 1.1)  # changes call 2, already recorded
     m.apply(sig("LINE_CALLSTATE LINECALLSTATE_IDLE", "1795674354.4"), 1.1)  # call 5 ends before its slice
@@ -126,15 +132,7 @@ def test_many_calls_are_recorded_a_slice_per_reactor_turn(tmp_path):
 
 
 def test_a_stop_during_a_batch_writes_everything_at_once(tmp_path):
-    path = tmp_path / "calls.json"
-    m = CallModel()
-    for n in range(5):
-        m.apply(sig("LINE_NEWCALL line_1", f"1795674354.{n}"), 1.0)
-    clock = Turns()
-    store = CallStore(str(path), m, clock, slice_size=2)
-    store.startService()
-    store.changed()
-    clock.turn(store.delay)  # one slice built
+    path, _m, clock, store = five_calls_one_slice_built(tmp_path)
     store.stopService()
     assert store.writes == 1 and len(json.loads(path.read_text())["calls"]) == 5
     assert clock.getDelayedCalls() == []
