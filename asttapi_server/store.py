@@ -186,7 +186,8 @@ class CallStore(Service):
     def changed(self) -> None:
         """Something may have changed a call: write within ``delay`` seconds. Cheap; call it freely."""
         self._dirty = True
-        self._idle()
+        if self._timer is None:  # the hot path: a batch is already due
+            self._idle()
 
     def _idle(self) -> None:
         """Between batches: start the next one ``delay`` from now if a change is waiting."""
