@@ -145,7 +145,7 @@ class CallStore(Service):
         self._writing: Deferred | None = None
         self._building: Iterator[bytes | None] | None = None  # the batch being built, see _build
         self._last: bytes | None = None
-        self._parts: dict[int, tuple[dict, bytes]] = {}  # handle -> (record, its JSON), see _build
+        self._parts: dict[int, tuple[tuple, bytes]] = {}  # handle -> (save_key, its JSON), see _build
         self._throttle = LogThrottle()
 
     # -- start: read the store ------------------------------------------------
@@ -229,24 +229,28 @@ class CallStore(Service):
         would not help: the JSON encoder holds the GIL), so it never takes
         more than one slice per reactor turn, however many calls are live.
         Encoding is most of the cost (about 12 us a call), so only calls
-        whose record changed since the last batch are encoded again:
-        comparing a fresh record with the one encoded last time is cheap and
-        exact. Each call's record is consistent; a call that changes after
-        its slice is recorded by the next batch (the change set the flag).
+        whose :meth:`CallModel.save_key` changed since the last batch are
+        recorded and encoded again; the keys kept hold plain values only, so
+        the cache costs the garbage collector nothing. Each call's record is
+        consistent; a call that changes after its slice is recorded by the
+        next batch (the change set the flag).
         """
         size = self.slice_size if slice_size is None else slice_size
         model = self.model
         old = self._parts
-        cache: dict[int, tuple[dict, bytes]] = {}
+        cache: dict[int, tuple[tuple, bytes]] = {}
         parts = []
         for n, call in enumerate(model.live_calls(), 1):
             if call.ended is not None:
                 continue  # ended since the batch began
-            record = model.save_call(call)
+            key = model.save_key(call)
             hit = old.get(call.handle)
-            data = hit[1] if hit is not None and hit[0] == record else encode_state(record)
-            cache[call.handle] = (record, data)
-            parts.append(data)
+            if hit is None or hit[0] != key:
+                # Only changed calls leave new objects behind: unchanged ones keep
+                # the old entry, so a batch does not feed the collector's old generation.
+                hit = (key, encode_state(model.save_call(call)))
+            cache[call.handle] = hit
+            parts.append(hit[1])
             if n % size == 0:
                 yield None
         head = model.save_state(())

@@ -751,6 +751,22 @@ class CallModel:
             "hangup_cause": call.hangup_cause,
         }
 
+    @staticmethod
+    def save_key(call: Call) -> tuple:
+        """A value equal at two moments exactly when :meth:`save_call` gives equal records.
+
+        Cheap to build and made of plain values only (no dict, so the garbage
+        collector never walks it): the store keeps one per live call to skip
+        encoding calls that did not change. callinfo is covered by
+        ``ci_version``, which every change of callinfo bumps (``_set_info``).
+        """
+        return (
+            call.uniqueid, tuple(call.uniqueids), call.channel, call.channel_id, call.owner_line,
+            call.owner_announced, tuple(call.states.items()), tuple(call.modes.items()) if call.modes else None,
+            call.ci_version, tuple(call.ci_sent.items()) if call.ci_sent else None,
+            call.created, call.updated, call.hangup_at, call.hangup_cause,
+        )
+
     def save_state(self, calls: Iterable[Call] | None = None) -> dict[str, Any]:
         """Everything needed to rebuild the live calls after a restart, as JSON-able data.
 

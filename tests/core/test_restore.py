@@ -209,3 +209,22 @@ def test_not_a_dict_at_all_is_refused():
     for data in (None, [], "asttapi-calls", 1):
         with pytest.raises(ValueError, match="not a JSON object"):
             CallModel().restore_state(data, 0.0)
+
+
+def test_save_key_changes_exactly_when_the_saved_record_does():
+    """The store skips encoding a call whose save_key is unchanged: over a real
+    ring-group call, step by step, the key must change whenever the record does."""
+    m = CallModel(hangup_grace=5.0, linger=30.0)
+    before: dict = {}
+    changes = 0
+    for n, item in enumerate(ring_group_05()):
+        replay(m, [item], start=100.0 + n * 0.01)
+        m.annotate(1, "contact", {"name": "Ext Caller", "n": n // 7}, 100.0 + n * 0.01)
+        for call in m.live_calls():
+            record, key = m.save_call(call), m.save_key(call)
+            if call.handle in before:
+                old_record, old_key = before[call.handle]
+                assert (record == old_record) == (key == old_key), (n, item)
+                changes += record != old_record
+            before[call.handle] = (record, key)
+    assert changes >= 5  # the call did change along the way; the check was not vacuous
