@@ -12,6 +12,12 @@ Every key and value is checked: a value holding ``\\r`` or ``\\n`` (say a
 headers or whole actions, so it raises :class:`~asttapi_server.errors.InvalidActionHeader`
 instead of being sent.  Several ``Variable`` headers are written one per line,
 never comma-joined (pitfall 10: Asterisk's 1024-byte line buffer).
+
+A ``Channel`` (or ``ExtraChannel``) starting with ``/`` is refused whatever
+its source: Asterisk reads ``/regex/`` there as every channel whose name
+matches, so ``Hangup Channel: /^/`` hangs up the whole PBX. Only a caller
+that means it (the lab's clean-up, a test) passes ``allow_regex=True``; the
+server never does.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ __all__ = [
     "originate",
     "hangup",
     "redirect",
+    "blind_transfer",
     "coreshowchannels",
     "status",
     "command",
@@ -54,7 +61,20 @@ def _check_value(key: str, value: str) -> None:
         )
 
 
-def encode(action: str, headers: Headers = (), action_id: str | None = None) -> bytes:
+#: Headers that name a channel: never a ``/regex/``.
+_CHANNEL_KEYS = frozenset(("channel", "extrachannel"))
+
+
+def _check_channel(key: str, value: str) -> None:
+    if key.lower() in _CHANNEL_KEYS and value.lstrip().startswith("/"):
+        raise InvalidActionHeader(
+            f"AMI header {key!r} refused: {value[:40]!r} would be a regex matching many channels"
+        )
+
+
+def encode(
+    action: str, headers: Headers = (), action_id: str | None = None, *, allow_regex: bool = False
+) -> bytes:
     """Wire bytes of one action.  Raises :class:`InvalidActionHeader`."""
     _check_value("Action", action)
     if not action.strip() or " " in action.strip():
@@ -67,6 +87,8 @@ def encode(action: str, headers: Headers = (), action_id: str | None = None) -> 
         value = str(value)
         _check_key(key)
         _check_value(key, value)
+        if not allow_regex:
+            _check_channel(key, value)
         if key.lower() == "actionid" and action_id is not None:
             raise InvalidActionHeader("ActionID is assigned by the client; do not pass it as a header")
         out.append(f"{key}: {value}\r\n")
@@ -78,14 +100,16 @@ class Action(NamedTuple):
     name: str
     headers: tuple[tuple[str, str], ...] = ()
 
-    def encode(self, action_id: str | None = None) -> bytes:
-        return encode(self.name, self.headers, action_id)
+    def encode(self, action_id: str | None = None, *, allow_regex: bool = False) -> bytes:
+        return encode(self.name, self.headers, action_id, allow_regex=allow_regex)
 
 
 def _action(name: str, *pairs: tuple[str, object | None]) -> Action:
     headers = tuple((k, str(v)) for k, v in pairs if v is not None)
     a = Action(name, headers)
-    a.encode()  # validate now, where the caller's bad value came from
+    # Validate now, where the caller's bad value came from (a regex channel
+    # is refused when the action is encoded for sending).
+    a.encode(allow_regex=True)
     return a
 
 
@@ -188,6 +212,11 @@ def redirect(
         ("ExtraExten", extra_exten),
         ("ExtraPriority", extra_priority),
     )
+
+
+def blind_transfer(channel: str, context: str, exten: str) -> Action:
+    """``BlindTransfer`` (Asterisk 12+): moves ``channel``'s bridged peer, not ``channel``."""
+    return _action("BlindTransfer", ("Channel", channel), ("Context", context), ("Exten", exten))
 
 
 def coreshowchannels() -> Action:
