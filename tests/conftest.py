@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 from asttapi_server.ami import speedups
@@ -29,3 +30,13 @@ settings.load_profile(
 def pytest_report_header(config) -> str:
     # Which AMI hot loops the suite exercises (ASTTAPI_PURE_PYTHON=1: the twins).
     return f"asttapi AMI parser: {speedups.describe()}"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_tapievent_log_throttle(monkeypatch):
+    """Each test sees its own first report of a malformed TAPIEVENT (the
+    plugin's throttle lives as long as the process, as in the server)."""
+    from asttapi_server import tapi_userevent
+    from asttapi_server.throttle import LogThrottle
+
+    monkeypatch.setattr(tapi_userevent, "_malformed", LogThrottle())

@@ -23,6 +23,7 @@ server never does.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple
 
@@ -44,6 +45,8 @@ __all__ = [
     "status",
     "command",
     "logoff",
+    "scrub",
+    "scrub_text",
 ]
 
 Headers = Sequence[tuple[str, str]]
@@ -111,6 +114,30 @@ def _action(name: str, *pairs: tuple[str, object | None]) -> Action:
     # is refused when the action is encoded for sending).
     a.encode(allow_regex=True)
     return a
+
+
+#: Header names whose values are credentials (Login's ``Secret``, MD5 ``Key``).
+SECRET_HEADERS = frozenset(("secret", "key"))
+MASK = "********"
+_SECRET_TEXT = re.compile(r"(?i)\b(secret|key)(\s*[:=]\s*)([^\s,;|'\"\\]+)")
+
+
+def scrub(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``headers`` with every credential value masked: what a log line may show of a message.
+
+    A PBX (or a proxy) that echoes our Login back would otherwise put the
+    secret in the log the moment we print what it sent.
+    """
+    return [(k, MASK if str(k).strip().lower() in SECRET_HEADERS else v) for k, v in headers]
+
+
+def scrub_text(text: str, *secrets: str | None) -> str:
+    """``text`` with ``Secret: x`` / ``Key: x`` values and each of ``secrets`` masked."""
+    text = _SECRET_TEXT.sub(lambda m: m.group(1) + m.group(2) + MASK, text)
+    for secret in secrets:
+        if secret and len(secret) >= 3:
+            text = text.replace(secret, MASK)
+    return text
 
 
 def md5_key(challenge: str, secret: str) -> str:

@@ -484,7 +484,7 @@ class CallModel:
                 state = states.get(line)
                 if state is None:
                     self.stats["line_not_tracking"] += 1
-                    self._warn(("line_not_tracking", line, cmd.verb, cmd.args[:1]),
+                    self._warn(("line_not_tracking", cmd.verb, cmd.args[:1]),
                                "line {line} does not track call {handle}: {raw!r}",
                                line=G.clip(line), handle=call.handle, raw=G.clip(cmd.raw), level="info")
                 elif not (tracking_only and state == IDLE):
