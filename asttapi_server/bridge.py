@@ -38,6 +38,7 @@ from .core.events import TapiEvent
 from .core.model import CallModel
 from .errors import ActionFailed, ActionTimeout, InvalidActionHeader, LinkDown, TelephonyError
 from .numbers import dialable
+from .throttle import LogThrottle
 
 log = Logger()
 
@@ -89,6 +90,8 @@ class Bridge:
         # Uniqueid -> Channel from Newchannel: the channel names Asterisk
         # reported, for calls whose own events named none (bounded).
         self._seen_channels: dict[str, str] = {}
+        # An event that makes us fail once will do so every time the PBX sends it.
+        self._failure_log = LogThrottle()
         ami.add_event_observer(self.on_ami_event)
         ami.add_link_observer(self.on_link_state)
 
@@ -112,7 +115,10 @@ class Bridge:
                 if events:
                     self._publish(events)
         except Exception:
-            log.failure("Could not handle AMI event {name}", name=name)
+            held = self._failure_log.allow(name, self.clock.seconds())
+            if held is not None:
+                log.failure("Could not handle AMI event {name!r} ({held} more like it since the last report)",
+                            name=name[:80], held=held)
         self._reschedule()
 
     def _on_newchannel(self, message: Any) -> None:

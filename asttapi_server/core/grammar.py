@@ -130,7 +130,7 @@ def try_parse(text: str) -> TapiCommand | None:
     try:
         return parse_tapievent(text)
     except TapiSyntaxError as e:
-        log.warn("ignoring malformed TAPIEVENT {raw!r}: {why}", raw=e.raw, why=str(e))
+        log.warn("ignoring malformed TAPIEVENT {raw!r}: {why}", raw=clip(e.raw), why=e.reason)
         return None
 
 

@@ -231,3 +231,17 @@ def test_special_extensions_are_never_dialled_or_transferred_to(number):
     bridge.blind_transfer(bridge.model.by_uniqueid("1.1").handle, number).addErrback(err.append)
     assert err and err[0].value.lineerr == "LINEERR_INVALADDRESS"
     assert ami.actions == []
+
+
+def test_an_event_the_bridge_cannot_handle_logs_once_not_per_event(monkeypatch):
+    bridge, _hub, _clock, ami = make_bridge()
+
+    def broken(*_a, **_k):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(bridge.model, "channel_hangup", broken)
+    with capturedLogs() as logged:
+        for i in range(500):
+            ami.event(Event="Hangup", Channel=f"PJSIP/t-{i}", Uniqueid=f"1.{i}", Cause="16")
+    failures = [e for e in logged if e.get("log_failure") is not None]
+    assert len(failures) == 1
