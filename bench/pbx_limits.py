@@ -14,6 +14,8 @@ client), without sockets, and prints:
 * **20,000-line TAPIEVENT**: milliseconds the reactor would be held by one
   ``LINE_NEWCALL`` naming 20,000 lines (median of several, each on a fresh
   call).
+* **calls that never end**: 300,000 ``LINE_NEWCALL``s whose IDLE never comes:
+  RSS, calls still tracked, log lines written.
 
 Figures depend on the machine; the script says what was run.
 """
@@ -146,6 +148,29 @@ def many_lines(lines: int, repeats: int) -> dict:
             "ms_max": round(max(times), 2)}
 
 
+def endless_calls(calls: int) -> dict:
+    """``calls`` LINE_NEWCALLs that never see IDLE or Hangup: RSS, calls tracked, log lines."""
+    from twisted.logger import globalLogPublisher
+
+    feed, _client, bridge = _server()
+    lines = []
+    globalLogPublisher.addObserver(lines.append)
+    try:
+        before = rss_mib()
+        batch = []
+        for i in range(calls):
+            batch.append(user_event(f"1795674356.{i}", "LINE_NEWCALL line_1"))
+            if len(batch) == 1000:
+                feed(b"".join(batch))
+                batch.clear()
+        feed(b"".join(batch))
+        after = rss_mib()
+    finally:
+        globalLogPublisher.removeObserver(lines.append)
+    return {"calls": calls, "rss_before_mib": round(before, 1), "rss_after_mib": round(after, 1),
+            "tracked": bridge.model.tracked, "log_lines": len(lines)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true")
@@ -157,6 +182,9 @@ def main() -> None:
     wide = many_lines(20_000, 3 if args.quick else 10)
     print(f"20,000-line TAPIEVENT: {wide['ms_median']} ms median, {wide['ms_max']} ms max"
           f" per event (parser -> plugin -> bridge -> model -> hub), {wide['repeats']} events")
+    endless = endless_calls(30_000 if args.quick else 300_000)
+    print(f"calls that never end: {endless['calls']} LINE_NEWCALLs without IDLE: RSS {endless['rss_before_mib']}"
+          f" -> {endless['rss_after_mib']} MiB; {endless['tracked']} calls tracked; {endless['log_lines']} log lines")
 
 
 if __name__ == "__main__":

@@ -142,7 +142,8 @@ class AMIProtocol(Protocol):
 
     def _delivered(self, name: str) -> bool:
         deliver = name.lower() in self._wanted  # type: ignore[operator]
-        if len(self._deliver) < 4096:
+        # Bounded in bytes too: a hostile PBX may send ever-new, huge names.
+        if len(self._deliver) < 4096 and len(name) <= 64:
             self._deliver[name] = deliver
         return deliver
 

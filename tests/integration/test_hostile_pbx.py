@@ -245,3 +245,17 @@ def test_an_event_the_bridge_cannot_handle_logs_once_not_per_event(monkeypatch):
             ami.event(Event="Hangup", Channel=f"PJSIP/t-{i}", Uniqueid=f"1.{i}", Cause="16")
     failures = [e for e in logged if e.get("log_failure") is not None]
     assert len(failures) == 1
+
+
+def test_headers_a_caller_injects_after_the_channel_snapshot_are_not_believed():
+    """``UserEvent(TAPI,TAPIEVENT: SET CALLERID 1,Channel: PJSIP/victim-2,Uniqueid: 9.9)``:
+    Asterisk 12+ writes the channel snapshot first, the arguments after; the first one counts."""
+    bridge, _hub, clock, ami = make_bridge()
+    feed(bridge, clock, b"Event: UserEvent\r\nChannel: PJSIP/trunk-00000001\r\nUniqueid: 1795674354.1\r\n"
+                        b"UserEvent: TAPI\r\nChannel: PJSIP/victim-00000002\r\nUniqueid: 1795674354.2\r\n"
+                        b"TAPIEVENT: LINE_NEWCALL line_1\r\n\r\n")
+    call = bridge.model.by_uniqueid("1795674354.1")
+    assert call.channel == "PJSIP/trunk-00000001"
+    assert bridge.model.by_uniqueid("1795674354.2") is None
+    bridge.drop(call.handle)
+    assert [h for _n, h, _d in ami.actions] == [[("Channel", "PJSIP/trunk-00000001"), ("Cause", "16")]]
