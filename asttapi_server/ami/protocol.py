@@ -413,11 +413,11 @@ class AMIProtocol(Protocol):
         if self.state not in (LIVE, LOGIN):
             return
         self.log.warn(
-            "Asterisk at {peer} is shutting down (Shutdown: {how}, Restart: {restart}); "
+            "Asterisk at {peer} is shutting down (Shutdown: {how!r}, Restart: {restart!r}); "
             "expecting the link to close, will reconnect",
             peer=self.peer,
-            how=msg.get("Shutdown"),
-            restart=msg.get("Restart"),
+            how=(msg.get("Shutdown") or "")[:80],
+            restart=(msg.get("Restart") or "")[:80],
         )
         self.state = CLOSING
         if self._keepalive_call is not None and self._keepalive_call.active():
