@@ -52,6 +52,7 @@ __all__ = [
     "channel_name",
     "uniqueid",
     "CHANNEL",
+    "caller_of",
 ]
 
 #: A channel name as Asterisk makes them: technology, ``/``, a resource of
@@ -201,6 +202,20 @@ def user_event(msg: Message) -> UserEvent | None:
 
 
 _uniqueid = uniqueid  # the module-level name, for functions whose locals shadow it
+
+
+_CALLER_KEYS = ("CallerIDNum", "CallerIDName", "Exten")
+
+
+def caller_of(msg: Message) -> tuple[str | None, str | None, str | None]:
+    """``(CallerIDNum, CallerIDName, Exten)`` of a channel event, ``None`` where unknown.
+
+    Asterisk 12+ puts the channel snapshot in every channel event, the
+    UserEvent included, so the caller's number is known when the dialplan
+    says LINE_NEWCALL; older versions send none of these (all ``None``).
+    """
+    num, name, exten = msg.values(*_CALLER_KEYS)
+    return _none_if_unknown(num), _none_if_unknown(name), _none_if_unknown(exten)
 
 
 def _int_or_none(value: str | None) -> int | None:

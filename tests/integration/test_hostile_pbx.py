@@ -259,3 +259,13 @@ def test_headers_a_caller_injects_after_the_channel_snapshot_are_not_believed():
     assert bridge.model.by_uniqueid("1795674354.2") is None
     bridge.drop(call.handle)
     assert [h for _n, h, _d in ami.actions] == [[("Channel", "PJSIP/trunk-00000001"), ("Cause", "16")]]
+
+
+def test_a_huge_caller_id_in_the_channel_snapshot_is_bounded_at_line_newcall():
+    """Asterisk 12+ snapshots carry CallerIDNum/Name on every event; LINE_NEWCALL reads them."""
+    bridge, hub, _clock, ami = make_bridge()
+    ami.event(Event="UserEvent", Channel="PJSIP/t-1", Uniqueid="1795674354.1", CallerIDNum="7" * 500_000,
+              CallerIDName="N" * 500_000, Exten="1" * 500_000, UserEvent="TAPI", TAPIEVENT="LINE_NEWCALL line_1")
+    info = bridge.model.by_uniqueid("1795674354.1").callinfo
+    assert all(len(info[k].encode()) <= 256 for k in ("callerid", "calleridname", "calledid"))
+    assert info["calleridname"].endswith(TRUNCATED)
