@@ -21,7 +21,6 @@ Pure module: no reactor, no I/O beyond reading the one file.
 from __future__ import annotations
 
 import math
-import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -243,13 +242,14 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-_LINE_NAME = re.compile(r"^[^\s\[\]&!~]+$")
-
-
 def _check_line_name(name: str) -> str | None:
-    if _LINE_NAME.match(name):
+    # The TAPIEVENT grammar's rule: a name it would refuse could never get an event.
+    from asttapi_server.core.grammar import LINE_NAME
+
+    if LINE_NAME.fullmatch(name):
         return None
-    return "a line name without spaces or any of [ ] & ! ~"
+    return ("a line name without spaces or any of [ ] & ! ~ (letters, digits, _ or + first,"
+            " then also / ; . @ - : # * =; at most 80 characters)")
 
 
 class _NoReactor:
