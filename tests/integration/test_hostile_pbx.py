@@ -269,3 +269,17 @@ def test_a_huge_caller_id_in_the_channel_snapshot_is_bounded_at_line_newcall():
     info = bridge.model.by_uniqueid("1795674354.1").callinfo
     assert all(len(info[k].encode()) <= 256 for k in ("callerid", "calleridname", "calledid"))
     assert info["calleridname"].endswith(TRUNCATED)
+
+
+def test_a_call_being_made_is_dropped_on_the_channel_asterisk_created_for_our_channel_id():
+    """lineMakeCall, then lineDrop while the phone still rings: the Newchannel names the channel."""
+    bridge, _hub, _clock, ami = make_bridge()
+    handle = []
+    bridge.make_call("line_1", "95551234", owner="crm").addCallback(handle.append)
+    _name, headers, d = ami.actions.pop()
+    channel_id = dict(headers)["ChannelId"]
+    d.callback(None)
+    ami.event(Event="Newchannel", Channel="Local/alice@phones-00000007;1", Uniqueid=channel_id)
+    bridge.drop(handle[0])
+    (name, headers, _d), = ami.actions
+    assert (name, headers) == ("Hangup", [("Channel", "Local/alice@phones-00000007;1"), ("Cause", "16")])
