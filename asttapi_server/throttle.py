@@ -32,12 +32,13 @@ class LogThrottle:
     bounded memory and at most ``max_keys + 1`` lines per interval.
     """
 
-    __slots__ = ("interval", "max_keys", "_seen")
+    __slots__ = ("interval", "max_keys", "_seen", "_purged_at")
 
     def __init__(self, interval: float = DEFAULT_INTERVAL, max_keys: int = 1024) -> None:
         self.interval = interval
         self.max_keys = max_keys
         self._seen: dict[Hashable, list] = {}
+        self._purged_at: float | None = None
 
     def allow(self, key: Hashable, now: float) -> int | None:
         seen = self._seen
@@ -57,7 +58,11 @@ class LogThrottle:
         return 0
 
     def _forget_quiet(self, now: float) -> None:
+        # At most one sweep per interval: a flood of new problems costs O(1) each.
         interval = self.interval
+        if self._purged_at is not None and now - self._purged_at < interval:
+            return
+        self._purged_at = now
         quiet = [k for k, (at, held) in self._seen.items() if now - at >= interval and not held]
         for k in quiet:
             del self._seen[k]
