@@ -203,6 +203,9 @@ def make_service(config: Config, reactor: Any = None, *, demo_options: dict | No
         hangup_grace=config.calls.hangup_grace,
         max_age=config.calls.max_age,
         linger=config.calls.linger,
+        max_calls=config.calls.max_calls,
+        max_lines=config.calls.max_lines,
+        max_field_bytes=config.calls.max_field_bytes,
     )
     app.hub = Hub(ring_size=config.server.replay_ring)
     app.bridge = Bridge(

@@ -44,6 +44,18 @@ Diagnostics
 Anomalies (events for unknown calls, impossible transitions, synthetic
 IDLEs) are logged through ``twisted.logger`` (which needs no reactor) and
 counted in :attr:`CallModel.stats`; they never raise.
+
+Bounds (PBX data must not grow memory without limit)
+----------------------------------------------------
+* ``max_field_bytes``: a SET value (caller id number or name, ...) is cut to
+  this many UTF-8 bytes, ending in :data:`TRUNCATED`; every event and the
+  replay ring carry the callinfo, so one 1 MB caller name would otherwise be
+  copied thousands of times.
+* ``max_calls``: calls tracked at once (live and lingering). A new call when
+  full first frees the oldest: a lingering one at once, a live one (a call
+  whose IDLE never came) through the safety net, DISCONNECTED + IDLE, with
+  one throttled log line for all of them.
+* ``max_lines``: lines one call may have; a LINE_NEWCALL beyond it is ignored.
 """
 
 from __future__ import annotations
@@ -71,6 +83,11 @@ _CALLSTATE = "LINE_CALLSTATE"
 _CALLINFO = "LINE_CALLINFO"
 _LINEDEVSTATE = "LINE_LINEDEVSTATE"
 _OTHER = "LINECALLINFOSTATE_OTHER"
+
+#: Ends a SET value cut to ``max_field_bytes``.
+TRUNCATED = "…[truncated]"
+DEFAULT_MAX_FIELD_BYTES = 256
+DEFAULT_MAX_CALLS = 10000
 
 
 class Call:
@@ -188,22 +205,23 @@ def split_callerid(value: str) -> tuple[str | None, str | None]:
 _DIALLED = re.compile(r"\+?[0-9*#]+")
 
 
-def _identify(call: Call, signal: G.TapiSignal) -> None:
+def _identify(call: Call, signal: G.TapiSignal, bounded: Any = str) -> None:
     """Fill what the call's own channel tells at LINE_NEWCALL into callinfo still unknown.
 
     CallerIDNum/CallerIDName are the calling party (TAPI's callerid: the
     caller of an inbound call, the line's own phone on an outbound one), the
     channel's Exten the number it dialled (calledid). The dialplan's SET
-    verbs still override all three later.
+    verbs still override all three later. The caller chose these values:
+    ``bounded`` cuts them as it cuts SET values (``max_field_bytes``).
     """
     info = call.callinfo
     if signal.callerid and info["callerid"] is None:
-        call._set_info("callerid", signal.callerid)
+        call._set_info("callerid", bounded(signal.callerid))
     if signal.calleridname and info["calleridname"] is None:
-        call._set_info("calleridname", signal.calleridname)
+        call._set_info("calleridname", bounded(signal.calleridname))
     exten = signal.exten
     if exten and info["calledid"] is None and _DIALLED.fullmatch(exten):
-        call._set_info("calledid", exten)
+        call._set_info("calledid", bounded(exten))
 
 
 _RESOLVED: dict[tuple[str, ...], tuple[str, str | None]] = {}
@@ -237,10 +255,19 @@ class CallModel:
         max_age: float = 14400.0,
         linger: float = 30.0,
         boot_id: str | None = None,
+        max_calls: int = DEFAULT_MAX_CALLS,
+        max_lines: int = G.MAX_LINES,
+        max_field_bytes: int = DEFAULT_MAX_FIELD_BYTES,
     ) -> None:
         self.hangup_grace = hangup_grace
         self.max_age = max_age
         self.linger = linger
+        self.max_calls = max_calls
+        self.max_lines = max_lines
+        self.max_field_bytes = max_field_bytes
+        # Events of calls ended to make room (max_calls); handed out by the
+        # next apply() or by take_events() after make_call().
+        self._evicted: list[TapiEvent] = []
         #: Makes ChannelIds unique across restarts; random unless given (tests).
         self.boot_id = boot_id if boot_id is not None else os.urandom(4).hex()
         self._next_handle = 1
@@ -264,6 +291,9 @@ class CallModel:
                 "line_not_tracking",
                 "synthetic_idle",
                 "freed",
+                "evicted",
+                "truncated",
+                "too_many_lines",
             ),
             0,
         )
@@ -304,6 +334,17 @@ class CallModel:
 
     def apply(self, signal: G.TapiSignal, now: float) -> list[TapiEvent]:
         """Apply one TAPIEVENT; return the TAPI events it causes."""
+        events = self._apply(signal, now)
+        if self._evicted:
+            events = self.take_events() + events
+        return events
+
+    def take_events(self) -> list[TapiEvent]:
+        """Events of calls ended to make room for a new one (see ``max_calls``), once."""
+        events, self._evicted = self._evicted, []
+        return events
+
+    def _apply(self, signal: G.TapiSignal, now: float) -> list[TapiEvent]:
         cmd = signal.command
         verb = cmd.verb
         self._now = now
@@ -325,7 +366,7 @@ class CallModel:
             else:
                 self.stats["unknown_call"] += 1
                 self._warn(("unknown_call", verb, cmd.args[:1]),
-                           "TAPIEVENT for unknown call {uniqueid}, ignored: {raw!r}", uniqueid=uid, raw=cmd.raw)
+                           "TAPIEVENT for unknown call {uniqueid}, ignored: {raw!r}", uniqueid=uid, raw=G.clip(cmd.raw))
             return []
         call.updated = now
         if verb == _CALLSTATE:
@@ -334,6 +375,7 @@ class CallModel:
             return self._callinfo(call, cmd)
         if verb == G.SET:
             field, value = cmd.args
+            value = self._bounded(value)
             key = G.SET_FIELDS[field]
             if key in _ID_NAME and "<" in value:
                 # Asterisk's ${CALLERID} (the manual's 1.2 dialplan) is
@@ -354,6 +396,18 @@ class CallModel:
         self.stats["events"] += len(events)
         return events
 
+    def _bounded(self, value: str) -> str:
+        """``value`` cut to ``max_field_bytes`` UTF-8 bytes (marker included), on a character boundary."""
+        limit = self.max_field_bytes
+        if len(value) * 4 <= limit:
+            return value  # cannot be too long: the common case, no encoding
+        data = value.encode("utf-8", "surrogatepass")
+        if len(data) <= limit:
+            return value
+        self.stats["truncated"] += 1
+        keep = max(0, limit - len(TRUNCATED.encode("utf-8")))
+        return data[:keep].decode("utf-8", "ignore") + TRUNCATED
+
     def _newcall(self, call: Call | None, uid: str, cmd: G.TapiCommand,
                  channel: str | None, now: float, own: G.TapiSignal | None = None) -> list[TapiEvent]:
         if call is None or call.ended is not None:
@@ -362,7 +416,7 @@ class CallModel:
         if call.channel is None:
             call.channel = channel
         if own is not None:
-            _identify(call, own)
+            _identify(call, own, self._bounded)
         events = []
         states = call.states
         for line in cmd.args:
@@ -371,6 +425,11 @@ class CallModel:
                 # Absorbed: a client made this call and already holds the handle.
                 call.owner_announced = True
                 owner = call.owner
+            elif old is None and len(states) >= self.max_lines:
+                self.stats["too_many_lines"] += 1
+                self._warn(("too_many_lines",), "call {handle} already has {n} lines ([calls] max_lines);"
+                           " LINE_NEWCALL {line} ignored", handle=call.handle, n=len(states), line=G.clip(line))
+                continue
             elif old is None or old == IDLE:
                 self._track(call, line)
                 owner = None
@@ -407,7 +466,7 @@ class CallModel:
                 self._warn(
                     ("impossible", old, state),
                     "impossible call state change {old} -> {new} for call {handle} on {line}, ignored: {raw!r}",
-                    old=old, new=state, handle=handle, line=line, raw=cmd.raw,
+                    old=old, new=state, handle=handle, line=line, raw=G.clip(cmd.raw),
                 )
                 continue
             states[line] = state
@@ -450,9 +509,9 @@ class CallModel:
                 state = states.get(line)
                 if state is None:
                     self.stats["line_not_tracking"] += 1
-                    self._warn(("line_not_tracking", line, cmd.verb, cmd.args[:1]),
+                    self._warn(("line_not_tracking", cmd.verb, cmd.args[:1]),
                                "line {line} does not track call {handle}: {raw!r}",
-                               line=line, handle=call.handle, raw=cmd.raw, level="info")
+                               line=G.clip(line), handle=call.handle, raw=G.clip(cmd.raw), level="info")
                 elif not (tracking_only and state == IDLE):
                     lines.append(line)
         else:
@@ -468,7 +527,7 @@ class CallModel:
             ("untied", cmd.verb),
             "TAPIEVENT without ~uniqueid from a channel without Uniqueid cannot be tied to a call,"
             " ignored: {raw!r}",
-            raw=cmd.raw,
+            raw=G.clip(cmd.raw),
         )
 
     def _warn(self, key: Any, text: str, *, level: str = "warn", **fields: Any) -> None:
@@ -619,6 +678,8 @@ class CallModel:
     # -- internals -------------------------------------------------------------
 
     def _create(self, uid: str, now: float) -> Call:
+        if len(self._by_handle) >= self.max_calls:
+            self._make_room(now)
         handle = self._next_handle
         self._next_handle = handle + 1
         call = Call(handle, uid, now)
@@ -627,6 +688,24 @@ class CallModel:
         self.stats["calls"] += 1
         self._schedule(call)
         return call
+
+    def _make_room(self, now: float) -> None:
+        """Free the oldest calls until one more fits under ``max_calls``."""
+        self._now = now
+        by_handle = self._by_handle
+        ended = 0
+        while by_handle and len(by_handle) >= self.max_calls:
+            oldest = next(iter(by_handle.values()))
+            if oldest.ended is None:
+                self._evicted += self._teardown(oldest, now, UNKNOWN_MODE, "max_calls", quiet=True)
+                ended += 1
+            if oldest.handle in by_handle:
+                self._free(oldest)
+        self.stats["evicted"] += ended
+        if ended:
+            self._warn(("max_calls",), "{max_calls} calls tracked ([calls] max_calls): ended the oldest"
+                       " live call(s) to make room; Asterisk never sent their IDLE or Hangup",
+                       max_calls=self.max_calls)
 
     def _track(self, call: Call, line: str) -> None:
         call.states[line] = NEW
@@ -649,11 +728,15 @@ class CallModel:
                 return True
         return False
 
-    def _teardown(self, call: Call, now: float, mode: str, why: str) -> list[TapiEvent]:
+    def _teardown(self, call: Call, now: float, mode: str, why: str, *, quiet: bool = False) -> list[TapiEvent]:
         """Synthetic DISCONNECTED (unless already) then IDLE on every tracking line; end the call."""
         self.stats["synthetic_idle"] += 1
-        log.info("call {handle} ({uniqueid}) ended by the server: {why}; sending IDLE",
-                 handle=call.handle, uniqueid=call.uniqueid, why=why)
+        if not quiet:
+            # Throttled per reason: a PBX that never sends IDLE would otherwise
+            # write one line per call when a thousand calls expire together.
+            self._now = now
+            self._warn(("teardown", why), "call {handle} ({uniqueid}) ended by the server: {why}; sending IDLE",
+                       handle=call.handle, uniqueid=call.uniqueid, why=why, level="info")
         events = []
         view = call.view()
         states = call.states
