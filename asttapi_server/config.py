@@ -21,7 +21,6 @@ Pure module: no reactor, no I/O beyond reading the one file.
 from __future__ import annotations
 
 import math
-import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from types import MappingProxyType
 from typing import Any
 
 from asttapi_server.errors import ConfigError
+from asttapi_server.names import line_name_problem
 
 __all__ = [
     "AMIConfig",
@@ -65,6 +65,11 @@ class ServerConfig:
     max_line_bytes: int = 65536
     send_buffer_bytes: int = 1 << 20
     replay_ring: int = 10000
+    # Client limits (docs/security.md "Client floods"):
+    replay_ring_bytes: int = 16 << 20  # encoded bytes the replay ring may hold
+    max_lines_per_session: int = 100  # lines one connection may have open
+    request_rate: float = 50.0  # requests per second per connection, errors included
+    request_burst: int = 200  # requests a connection may send at once before the rate applies
 
 
 @dataclass(frozen=True)
@@ -239,13 +244,8 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-_LINE_NAME = re.compile(r"^[^\s\[\]&!~]+$")
-
-
-def _check_line_name(name: str) -> str | None:
-    if _LINE_NAME.match(name):
-        return None
-    return "a line name without spaces or any of [ ] & ! ~"
+# The one line-name rule lives in names.py (config, lineOpen and the hub share it).
+_check_line_name = line_name_problem
 
 
 class _NoReactor:
@@ -288,6 +288,7 @@ _AMI_KEYS = {k: None for k in (
     "action_timeout", "originate_timeout",
 )}
 _SERVER_KEYS = {k: None for k in ("listen", "max_line_bytes", "send_buffer_bytes", "replay_ring")}
+_SERVER_KEYS.update(dict.fromkeys(("replay_ring_bytes", "max_lines_per_session", "request_rate", "request_burst")))
 _LINE_KEYS = {k: None for k in ("channel", "context", "callerid")}
 _USER_KEYS = {k: None for k in ("token", "lines")}
 _CALLS_KEYS = {k: None for k in ("hangup_grace", "max_age", "linger")}
@@ -334,7 +335,21 @@ def _server(r: _Reader, d: Mapping[str, Any]) -> ServerConfig:
         max_line_bytes=r.integer(d, p, "max_line_bytes", dflt.max_line_bytes, 1024),
         send_buffer_bytes=r.integer(d, p, "send_buffer_bytes", dflt.send_buffer_bytes, 1024),
         replay_ring=r.integer(d, p, "replay_ring", dflt.replay_ring, 0),
+        **_client_limits(r, d, p, dflt),
     )
+
+
+def _client_limits(r: _Reader, d: Mapping[str, Any], p: str, dflt: ServerConfig) -> dict[str, Any]:
+    """The [server] keys that bound what one client can cost (docs/security.md)."""
+    rate = d.get("request_rate", dflt.request_rate)
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not math.isfinite(rate) or rate <= 0:
+        raise r.fail(f"{p}.request_rate", "a number of requests per second > 0", rate)
+    return {
+        "replay_ring_bytes": r.integer(d, p, "replay_ring_bytes", dflt.replay_ring_bytes, 0),
+        "max_lines_per_session": r.integer(d, p, "max_lines_per_session", dflt.max_lines_per_session, 1),
+        "request_rate": float(rate),
+        "request_burst": r.integer(d, p, "request_burst", dflt.request_burst, 1),
+    }
 
 
 def _lines(r: _Reader, d: Mapping[str, Any]) -> dict[str, LineConfig]:

@@ -25,7 +25,10 @@ from asttapi_server.clients import codec
 from asttapi_server.clients.auth import Authenticator
 from asttapi_server.clients.codec import Reject
 from asttapi_server.clients.hub import Hub
-from asttapi_server.clients.session import Session, Telephony
+from asttapi_server.clients.ratelimit import TokenBucket
+from asttapi_server.clients.session import MAX_LINES_PER_SESSION, Session, Telephony
+from asttapi_server.names import log_text
+from asttapi_server.throttle import LogThrottle
 
 
 @implementer(IPushProducer)
@@ -45,6 +48,8 @@ class ClientProtocol(Protocol):
         self._abort_call: IDelayedCall | None = None
         self.session: Session | None = None
         self.peer = "?"
+        self._bucket: TokenBucket | None = None
+        self._limited: deque[float] = deque()
 
     # -- connection ------------------------------------------------------
 
@@ -60,6 +65,9 @@ class ClientProtocol(Protocol):
             client_error=self._client_error,
             close=self.close_with_error,
             peer=self.peer,
+            max_lines=f.max_lines_per_session,
+            now=f.clock.seconds,
+            refusals=f.log_throttle,
         )
         f.connections.add(self)
         self.transport.registerProducer(self, True)
@@ -107,9 +115,31 @@ class ClientProtocol(Protocol):
         self._buffer = rest
 
     def _line(self, line: bytes) -> None:
+        try:
+            self._request(line)
+        except Exception as e:
+            self._internal_error(e)
+
+    def _internal_error(self, e: Exception) -> None:
+        """A bug reached by a client line: answer -32603, log it (throttled), keep the connection."""
+        f = self.factory
+        held = f.log_throttle.allow(("internal", type(e)), f.clock.seconds())
+        if held is not None:
+            self.log.failure(
+                "a line from {peer} ({user}) failed ({held} more like it since the last report)",
+                peer=log_text(self.peer),
+                user=log_text(self.session.username if self.session else "?"),
+                held=held,
+            )
+        if not self.closing:
+            self.send(codec.encode_error(None, codec.INTERNAL_ERROR, "Internal error; the server log has the details"))
+
+    def _request(self, line: bytes) -> None:
         assert self.session is not None
         msg = codec.decode_line(line)
         if msg is None:
+            return
+        if not self._admit(msg):
             return
         if isinstance(msg, Reject):
             self._client_error()
@@ -117,11 +147,58 @@ class ClientProtocol(Protocol):
             return
         self.session.handle(msg)
 
+    def _admit(self, msg: codec.Request | Reject) -> bool:
+        """Spend a token of ``server.request_rate``; over it, answer -32003 instead.
+
+        Errors cost the reactor as much as answers, so every line counts. A
+        client that keeps sending regardless (more than ``request_burst``
+        refused lines within ``error_window`` seconds) is disconnected.
+        """
+        f = self.factory
+        now = f.clock.seconds()
+        bucket = self._bucket
+        if bucket is None:
+            bucket = self._bucket = TokenBucket(f.request_rate, f.request_burst, now)
+        if bucket.take(now):
+            return True
+        limited = self._limited
+        limited.append(now)
+        while limited and limited[0] <= now - f.error_window:
+            limited.popleft()
+        if len(limited) > f.request_burst:
+            self.log.warn(
+                "closing {peer} ({user}): it kept sending over server.request_rate = {rate}/s"
+                " ({n} requests refused in {window} seconds)",
+                peer=log_text(self.peer),
+                user=log_text(self.session.username if self.session else "?"),
+                rate=f.request_rate,
+                n=len(limited),
+                window=f.error_window,
+            )
+            self.close_with_error(
+                codec.CONNECTION_CLOSING,
+                f"More than {f.request_burst} requests over the rate limit in {f.error_window:g} seconds;"
+                " closing the connection",
+            )
+            return False
+        if isinstance(msg, codec.Request) and msg.notification:
+            return False
+        self.send(
+            codec.encode_error(
+                msg.id,
+                codec.RATE_LIMITED,
+                f"Too many requests: at most {f.request_rate:g} per second (bursts of {f.request_burst:g});"
+                " slow down and retry",
+                {"retry_after": round(1.0 / f.request_rate, 3)},
+            )
+        )
+        return False
+
     def _line_too_long(self, limit: int) -> None:
         self.log.warn(
             "closing {peer} ({user}): a line is longer than {limit} bytes",
-            peer=self.peer,
-            user=self.session.username if self.session else "?",
+            peer=log_text(self.peer),
+            user=log_text(self.session.username if self.session else "?"),
             limit=limit,
         )
         self.close_with_error(
@@ -138,8 +215,8 @@ class ClientProtocol(Protocol):
         if len(errors) > f.error_limit and not self.closing:
             self.log.warn(
                 "closing {peer} ({user}): more than {n} errors in {window} seconds",
-                peer=self.peer,
-                user=self.session.username if self.session else "?",
+                peer=log_text(self.peer),
+                user=log_text(self.session.username if self.session else "?"),
                 n=f.error_limit,
                 window=f.error_window,
             )
@@ -166,8 +243,8 @@ class ClientProtocol(Protocol):
         self.log.warn(
             "disconnecting {peer} ({user}): it does not read; {queued} bytes wait to be sent, "
             "over server.send_buffer_bytes = {limit}",
-            peer=self.peer,
-            user=self.session.username if self.session else "?",
+            peer=log_text(self.peer),
+            user=log_text(self.session.username if self.session else "?"),
             queued=self.queued,
             limit=self.factory.send_buffer_bytes,
         )
@@ -251,6 +328,9 @@ class ClientFactory(ServerFactory):
         error_limit: int = 20,
         error_window: float = 10.0,
         close_timeout: float = 10.0,
+        max_lines_per_session: int = MAX_LINES_PER_SESSION,
+        request_rate: float = 50.0,
+        request_burst: int = 200,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor as clock  # type: ignore[no-redef]
@@ -263,13 +343,18 @@ class ClientFactory(ServerFactory):
         self.error_limit = error_limit
         self.error_window = error_window
         self.close_timeout = close_timeout
+        self.max_lines_per_session = max_lines_per_session
+        self.request_rate = request_rate
+        self.request_burst = request_burst
+        # One for all connections, so many clients failing alike cost one log line a minute.
+        self.log_throttle = LogThrottle()
         self.connections: set[ClientProtocol] = set()
 
     @classmethod
     def from_config(
         cls, config: Any, hub: Hub, telephony: Telephony, *, clock: IReactorTime | None = None
     ) -> "ClientFactory":
-        """From ``config.Config``: ``server.max_line_bytes``, ``server.send_buffer_bytes``, ``users``."""
+        """From ``config.Config``: ``users`` and the ``server`` limits."""
         return cls(
             hub,
             telephony,
@@ -277,4 +362,7 @@ class ClientFactory(ServerFactory):
             clock=clock,
             max_line_bytes=config.server.max_line_bytes,
             send_buffer_bytes=config.server.send_buffer_bytes,
+            max_lines_per_session=config.server.max_lines_per_session,
+            request_rate=config.server.request_rate,
+            request_burst=config.server.request_burst,
         )

@@ -162,7 +162,7 @@ def test_listen_may_be_a_single_string(tmp_path):
         ('[lines.line_1]\ncontext = "x"\n', "lines.line_1.channel", "expected a non-empty string, but it is missing"),
         ('[lines.line_1]\nchannel = ""\n', "lines.line_1.channel", "expected a non-empty string, got ''"),
         ('[lines]\nline_1 = "PJSIP/bob"\n', "lines.line_1", "expected a table [lines.line_1]"),
-        ('[lines."bad name"]\nchannel = "x"\n', "lines.bad name", "expected a line name without spaces"),
+        ('[lines."bad name"]\nchannel = "x"\n', "lines.bad name", "expected a line name: 1 to 128 printable characters without spaces"),
         ('[users.a]\nlines = ["*"]\n', "users.a.token", "expected a non-empty string, but it is missing"),
         ('[users.a]\ntoken = "t"\nlines = "line_1"\n', "users.a.lines", "expected a list of line names or glob patterns"),
         ('[lines.l1]\nchannel = "x"\n[users.a]\ntoken = "t"\nlines = ["l2"]\n', "users.a.lines", "got 'l2'"),
