@@ -204,7 +204,7 @@ def make_service(config: Config, reactor: Any = None, *, demo_options: dict | No
         max_age=config.calls.max_age,
         linger=config.calls.linger,
     )
-    app.hub = Hub(ring_size=config.server.replay_ring)
+    app.hub = Hub.from_config(config)
     app.bridge = Bridge(
         config=config,
         ami=app.ami,

@@ -321,5 +321,24 @@ def encode_event(event: TapiEvent, seq: int, line: str | None = None) -> bytes:
     return encode_notification(event.msg, event_params(event, seq, line))
 
 
+_PLACEHOLDER = "\x00line\x00"
+_PLACEHOLDER_JSON = encode({"": _PLACEHOLDER})[4:-2]  # b'"\\u0000line\\u0000"'
+
+
+def encode_event_template(event: TapiEvent, seq: int) -> Callable[[str], bytes]:
+    """``line -> bytes`` for a line-less event sent to many lines (LINE_LINEDEVSTATE).
+
+    Encodes the event once and splices each line's name in: the link going
+    down must not cost one full JSON encoding per open line.
+    """
+    whole = encode_event(event, seq, _PLACEHOLDER)
+    head, tail = whole.split(_PLACEHOLDER_JSON, 1)
+
+    def for_line(line: str) -> bytes:
+        return head + _dumps(line).encode("utf-8", "backslashreplace") + tail
+
+    return for_line
+
+
 def _short(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."

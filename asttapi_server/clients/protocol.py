@@ -304,7 +304,7 @@ class ClientFactory(ServerFactory):
     The service constructs it once per application and listens with it on
     every ``server.listen`` endpoint::
 
-        hub = Hub(ring_size=config.server.replay_ring)
+        hub = Hub.from_config(config)
         factory = ClientFactory(hub, bridge, users=config.users, clock=reactor,
                                 max_line_bytes=config.server.max_line_bytes,
                                 send_buffer_bytes=config.server.send_buffer_bytes)

@@ -205,3 +205,53 @@ def test_a_well_behaved_crm_is_never_limited():
         h.clock.advance(0.025)
         c.send_raw(ping_line(i))
     assert all("result" in m for m in c.read())
+
+
+# -- item 5: one client's line never silences the link-state events of others -------------
+
+
+def test_link_state_and_resync_reach_every_line_after_a_bad_one():
+    from asttapi_server.ami.message import Message
+    from asttapi_server.clients.hub import Hub
+    from tests.integration.fakes import make_bridge
+
+    bridge, _recording, clock, ami = make_bridge()
+    hub = bridge.hub = Hub()
+
+    class Sub:
+        def __init__(self, sid):
+            self.sid, self.got = sid, []
+
+        def send(self, data):
+            self.got.append(json.loads(data))
+
+    class Broken(Sub):
+        def send(self, data):
+            raise OSError("the socket is gone")
+
+    first, bad_name, broken, later = Sub(1), Sub(2), Broken(3), Sub(4)
+    hub.subscribe(first, "a")
+    hub.subscribe(bad_name, "sip/\ud800")  # what lineOpen once let through from a "sip/*" pattern
+    hub.subscribe(broken, "b")
+    hub.subscribe(later, "z")
+    ami.event(Event="UserEvent", Uniqueid="5.1", UserEvent="TAPI", TAPIEVENT="LINE_NEWCALL z")
+    ami.event(Event="UserEvent", Uniqueid="5.1", UserEvent="TAPI", TAPIEVENT="LINE_CALLSTATE LINECALLSTATE_CONNECTED")
+
+    ami.link(False)
+    ami.link(True)
+    _headers, d = ami.pop("CoreShowChannels")
+    d.callback([Message.from_items([("Response", "Success"), ("EventList", "start")])])  # channel 5.1 is gone
+
+    def story(sub):
+        return [(m["method"], m["params"].get("devstate") or m["params"].get("state")) for m in sub.got]
+
+    assert story(first) == story(bad_name) == [
+        ("LINE_LINEDEVSTATE", "LINEDEVSTATE_OUTOFSERVICE"), ("LINE_LINEDEVSTATE", "LINEDEVSTATE_INSERVICE"),
+    ]
+    assert story(later)[-4:] == [
+        ("LINE_LINEDEVSTATE", "LINEDEVSTATE_OUTOFSERVICE"),
+        ("LINE_CALLSTATE", "LINECALLSTATE_DISCONNECTED"),  # the resync ended the dead call
+        ("LINE_CALLSTATE", "LINECALLSTATE_IDLE"),
+        ("LINE_LINEDEVSTATE", "LINEDEVSTATE_INSERVICE"),
+    ]
+    assert bridge.link_up
