@@ -139,7 +139,7 @@ class ClientProtocol(Protocol):
         msg = codec.decode_line(line)
         if msg is None:
             return
-        if not self._admit(msg):
+        if not self._within_rate(msg):
             return
         if isinstance(msg, Reject):
             self._client_error()
@@ -147,7 +147,7 @@ class ClientProtocol(Protocol):
             return
         self.session.handle(msg)
 
-    def _admit(self, msg: codec.Request | Reject) -> bool:
+    def _within_rate(self, msg: codec.Request | Reject) -> bool:
         """Spend a token of ``server.request_rate``; over it, answer -32003 instead.
 
         Errors cost the reactor as much as answers, so every line counts. A

@@ -255,3 +255,50 @@ def test_link_state_and_resync_reach_every_line_after_a_bad_one():
         ("LINE_LINEDEVSTATE", "LINEDEVSTATE_INSERVICE"),
     ]
     assert bridge.link_up
+
+
+# -- the limits are configuration --------------------------------------------------------
+
+
+def test_client_limit_keys_load_and_reach_the_hub_and_factory(tmp_path):
+    from asttapi_server.clients.hub import Hub
+    from asttapi_server.clients.protocol import ClientFactory
+    from asttapi_server.config import ServerConfig, load_config
+
+    from .fakes import FakeTelephony
+
+    dflt = ServerConfig()
+    assert (dflt.replay_ring_bytes, dflt.max_lines_per_session, dflt.request_rate, dflt.request_burst) == (
+        16 << 20, 100, 50.0, 200,
+    )
+    path = tmp_path / "c.toml"
+    path.write_text(
+        "[server]\nreplay_ring_bytes = 1000000\nmax_lines_per_session = 7\nrequest_rate = 2.5\nrequest_burst = 9\n"
+    )
+    cfg = load_config(str(path))
+    hub = Hub.from_config(cfg)
+    assert hub._ring_bytes == 1_000_000 and hub._ring_size == cfg.server.replay_ring
+    f = ClientFactory.from_config(cfg, hub, FakeTelephony(), clock=object())
+    assert (f.max_lines_per_session, f.request_rate, f.request_burst) == (7, 2.5, 9)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("request_rate = 0", "key 'server.request_rate': expected a number of requests per second > 0, got 0"),
+        ("request_rate = 'fast'", "expected a number of requests per second > 0, got 'fast'"),
+        ("request_rate = inf", "expected a number of requests per second > 0, got inf"),
+        ("request_burst = 0", "key 'server.request_burst': expected an integer >= 1, got 0"),
+        ("max_lines_per_session = 0", "key 'server.max_lines_per_session': expected an integer >= 1"),
+        ("replay_ring_bytes = -1", "key 'server.replay_ring_bytes': expected an integer >= 0"),
+    ],
+)
+def test_bad_client_limits_name_the_key(tmp_path, text, message):
+    from asttapi_server.config import load_config
+    from asttapi_server.errors import ConfigError
+
+    path = tmp_path / "c.toml"
+    path.write_text(f"[server]\n{text}\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(str(path))
+    assert message in str(e.value)

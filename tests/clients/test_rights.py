@@ -19,10 +19,10 @@ from asttapi_server.clients.protocol import ClientFactory
 from tests.integration.fakes import make_bridge
 
 USERS = {
-    "alice": {"token": "tok-alice-1234", "lines": ["line_1"]},
-    "bob": {"token": "tok-bob-123456", "lines": ["line_2"]},
-    "eve\u2028FAKE: root logged in": {"token": "tok-eve-123456", "lines": ["line_2"]},
-    "boss": {"token": "tok-boss-12345", "lines": ["*"]},
+    "alice": {"token": "tok-alice-0123456789", "lines": ["line_1"]},
+    "bob": {"token": "tok-bob-00123456789", "lines": ["line_2"]},
+    "eve\u2028FAKE: root logged in": {"token": "tok-eve-00123456789", "lines": ["line_2"]},
+    "boss": {"token": "tok-boss-0123456789", "lines": ["*"]},
 }
 
 
