@@ -32,6 +32,10 @@ from asttapi_server.throttle import LogThrottle
 
 #: Default of ``server.replay_ring_bytes``.
 RING_BYTES = 16 << 20
+#: Most events one resume replays; past it a rebuild from ``calls`` is cheaper for
+#: both sides, and a client re-resuming a busy line cannot make the server
+#: write the ring over and over (docs/security.md "Client floods").
+MAX_REPLAY = 1000
 #: What one ring entry costs besides its encoded bytes (tuples, deque slots), roughly.
 _ENTRY_OVERHEAD = 120
 
@@ -203,15 +207,17 @@ class Hub:
         self._trim()
 
     def missed(
-        self, line: str, since: int, epoch: str | None = None, *, sid: Hashable | None = None
+        self, line: str, since: int, epoch: str | None = None, *, sid: Hashable | None = None,
+        limit: int = MAX_REPLAY,
     ) -> list[bytes] | None:
         """The encoded events of ``line`` with seq > ``since``, oldest first.
 
         A LINE_NEWCALL owned by ``sid`` is left out, as in :meth:`publish`.
         ``None`` means the ring no longer holds all of them (or ``since``
         comes from another server run): the client must rebuild its state
-        from the line's current calls instead. Costs what it returns, not
-        the size of the ring.
+        from the line's current calls instead; so does a replay of more
+        than ``limit`` events. Costs at most what it returns, never the size
+        of the ring.
         """
         if epoch is not None and epoch != self.epoch:
             return None
@@ -228,11 +234,15 @@ class Hub:
                     break
                 if sid is not None and owner == sid:
                     continue
+                if len(own) == limit:
+                    return None
                 own.append((seq, data))
         shared: list[tuple[int, bytes]] = []
         for seq, template, _owner in reversed(self._all.ring):
             if seq <= since:
                 break
+            if len(own) + len(shared) == limit:
+                return None
             shared.append((seq, template(line)))
         if shared:
             own.extend(shared)

@@ -181,3 +181,15 @@ def test_line_less_events_reach_every_line_despite_a_broken_client_and_an_unenco
         ]
     assert json.loads(subs[2].got[0])["params"]["line"] == "sip/\ud800"  # written as a JSON escape
     assert json.loads(subs[3].got[0])["params"]["line"] == "z"
+
+
+def test_a_resume_replays_at_most_limit_events_else_gap():
+    hub = Hub(ring_size=5000, epoch="E")
+    for _ in range(1500):
+        hub.publish(event("LINE_CALLSTATE", "busy", 1, "LINECALLSTATE_CONNECTED"))
+    assert hub.missed("busy", 0) is None  # 1,500 > MAX_REPLAY: rebuild from calls
+    assert len(hub.missed("busy", 500)) == 1000
+    hub.publish(event("LINE_LINEDEVSTATE", None, None, "LINEDEVSTATE_OUTOFSERVICE"))
+    assert hub.missed("busy", 500) is None  # the line-less event counts too
+    assert len(hub.missed("busy", 501)) == 1000
+    assert len(hub.missed("busy", 0, limit=10_000)) == 1501
