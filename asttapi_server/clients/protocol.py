@@ -50,6 +50,7 @@ class ClientProtocol(Protocol):
         self.peer = "?"
         self._bucket: TokenBucket | None = None
         self._limited: deque[float] = deque()
+        self._held: IDelayedCall | None = None  # reading paused by the request rate
 
     # -- connection ------------------------------------------------------
 
@@ -84,6 +85,9 @@ class ClientProtocol(Protocol):
         if self._abort_call is not None and self._abort_call.active():
             self._abort_call.cancel()
         self._abort_call = None
+        if self._held is not None and self._held.active():
+            self._held.cancel()
+        self._held = None
 
     # -- input -------------------------------------------------------------
 
@@ -92,6 +96,9 @@ class ClientProtocol(Protocol):
             return
         limit = self.factory.max_line_bytes
         buf = self._buffer + data if self._buffer else data
+        if self._held is not None:
+            self._hold(buf)
+            return
         start = 0
         while not self.closing:
             end = buf.find(b"\n", start)
@@ -105,6 +112,9 @@ class ClientProtocol(Protocol):
                 self._line_too_long(limit)
                 return
             self._line(line)
+            if self._held is not None:  # over the request rate: the rest waits
+                self._hold(buf[start:])
+                return
         if self.closing:
             self._buffer = b""
             return
@@ -150,9 +160,12 @@ class ClientProtocol(Protocol):
     def _within_rate(self, msg: codec.Request | Reject) -> bool:
         """Spend a token of ``server.request_rate``; over it, answer -32003 instead.
 
-        Errors cost the reactor as much as answers, so every line counts. A
-        client that keeps sending regardless (more than ``request_burst``
-        refused lines within ``error_window`` seconds) is disconnected.
+        Errors cost the reactor as much as answers, so every line counts.
+        After a refusal the connection is not read until the next token is
+        due, so a flood waits in the client's socket instead of costing the
+        reactor a refusal per line. A client that keeps sending regardless
+        (more than ``request_burst`` refused lines within ``error_window``
+        seconds) is disconnected.
         """
         f = self.factory
         now = f.clock.seconds()
@@ -166,21 +179,9 @@ class ClientProtocol(Protocol):
         while limited and limited[0] <= now - f.error_window:
             limited.popleft()
         if len(limited) > f.request_burst:
-            self.log.warn(
-                "closing {peer} ({user}): it kept sending over server.request_rate = {rate}/s"
-                " ({n} requests refused in {window} seconds)",
-                peer=log_text(self.peer),
-                user=log_text(self.session.username if self.session else "?"),
-                rate=f.request_rate,
-                n=len(limited),
-                window=f.error_window,
-            )
-            self.close_with_error(
-                codec.CONNECTION_CLOSING,
-                f"More than {f.request_burst} requests over the rate limit in {f.error_window:g} seconds;"
-                " closing the connection",
-            )
+            self._flooding()
             return False
+        self._pause_reading(bucket.wait(now))
         if isinstance(msg, codec.Request) and msg.notification:
             return False
         self.send(
@@ -193,6 +194,46 @@ class ClientProtocol(Protocol):
             )
         )
         return False
+
+    def _hold(self, backlog: bytes) -> None:
+        """Keep unread lines while reading is paused; a backlog past what a
+        paused transport can deliver (it stops reading) is a flood."""
+        f = self.factory
+        if len(backlog) > f.max_line_bytes + (1 << 16):
+            self._flooding()
+            return
+        self._buffer = backlog
+
+    def _pause_reading(self, delay: float) -> None:
+        """Over the rate: read nothing until the next token; TCP holds the client's excess."""
+        if self._held is None and not self.closing:
+            self.transport.pauseProducing()
+            self._held = self.factory.clock.callLater(delay, self._resume_reading)
+
+    def _resume_reading(self) -> None:
+        self._held = None
+        if self.closing:
+            return
+        self.transport.resumeProducing()
+        self.dataReceived(b"")
+
+    def _flooding(self) -> None:
+        f = self.factory
+        self.log.warn(
+            "closing {peer} ({user}): it kept sending over server.request_rate = {rate}/s"
+            " ({n} requests refused in {window} seconds)",
+            peer=log_text(self.peer),
+            user=log_text(self.session.username if self.session else "?"),
+            rate=f.request_rate,
+            n=len(self._limited),
+            window=f.error_window,
+        )
+        self._buffer = b""
+        self.close_with_error(
+            codec.CONNECTION_CLOSING,
+            f"More than {f.request_burst} requests over the rate limit in {f.error_window:g} seconds;"
+            " closing the connection",
+        )
 
     def _line_too_long(self, limit: int) -> None:
         self.log.warn(

@@ -9,6 +9,10 @@ then holds it to a steady rate. Pure: the caller passes the time.
 from __future__ import annotations
 
 
+# A token is whole when it is within rounding of 1: 0.02 s at 50/s must make one.
+_ONE = 1.0 - 1e-9
+
+
 class TokenBucket:
     """``rate`` tokens per second, at most ``burst`` saved up; starts full.
 
@@ -32,7 +36,12 @@ class TokenBucket:
             tokens = self._tokens + elapsed * self.rate
             self._tokens = tokens if tokens < self.burst else float(self.burst)
             self._at = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
+        if self._tokens >= _ONE:
+            self._tokens = max(0.0, self._tokens - 1.0)
             return True
         return False
+
+    def wait(self, now: float) -> float:
+        """Seconds until ``take`` can next succeed (0 if it can now)."""
+        missing = _ONE - (self._tokens + max(0.0, now - self._at) * self.rate)
+        return missing / self.rate if missing > 0 else 0.0

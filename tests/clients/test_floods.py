@@ -161,14 +161,20 @@ def test_a_burst_passes_then_the_rate_applies_with_a_clear_error():
     c = h.connect()
     c.send_raw(b"".join(ping_line(i) for i in range(8)))
     msgs = c.read()
-    assert [("result" in m) for m in msgs] == [True] * 5 + [False] * 3
+    assert [("result" in m) for m in msgs] == [True] * 5 + [False]
     limited = msgs[-1]
-    assert limited["id"] == 7 and limited["error"]["code"] == codec.RATE_LIMITED
+    assert limited["id"] == 5 and limited["error"]["code"] == codec.RATE_LIMITED
     assert "at most 10 per second" in limited["error"]["message"]
     assert limited["error"]["data"] == {"retry_after": 0.1}
-    h.clock.advance(0.1)  # one token back
-    c.send_raw(ping_line(8) + ping_line(9))
-    assert [("result" in m) for m in c.read()] == [True, False]
+    # Until the next token the connection is not read: the rest waits (in TCP, for real).
+    assert c.transport.producerState == "paused"
+    c.send_raw(ping_line(8))
+    assert c.read() == []
+    h.clock.advance(0.1)  # one token back: the next waiting line is taken, the one after refused
+    assert [(m["id"], "result" in m) for m in c.read()] == [(6, True), (7, False)]
+    h.clock.advance(0.1)
+    assert [(m["id"], "result" in m) for m in c.read()] == [(8, True)]
+    assert c.transport.producerState == "producing"
     assert not c.closed
 
 
@@ -184,12 +190,18 @@ def test_a_client_that_keeps_flooding_is_disconnected_with_a_logged_reason(logs)
     h = Harness(request_rate=50, request_burst=20, error_window=10.0)
     c = h.connect()
     line = b'{"jsonrpc":"2.0","id":1,"method":"lineGetCallInfo","params":{"call":1}}\n'
-    c.send_raw(line * 20)  # the burst: answered (INVALCALLHANDLE)
-    c.send_raw(line * 20)  # 20 refused: still connected
-    assert not c.closed
-    c.send_raw(line * 5)
-    assert c.closed
-    last = c.read()[-1]
+    c.send_raw(line * 80)  # the burst of 20 is answered (INVALCALLHANDLE), the 21st refused
+    msgs = c.read()
+    assert [m["error"]["code"] for m in msgs] == [codec.TELEPHONY_ERROR] * 20 + [codec.RATE_LIMITED]
+    steps = 0
+    while not c.closed:  # from now on one line per token is taken, the next refused
+        h.clock.advance(0.02)
+        msgs += c.read()
+        steps += 1
+        assert steps < 100
+    assert steps == 20  # 20 more refusals: over request_burst in error_window
+    assert [m["error"]["code"] for m in msgs].count(codec.RATE_LIMITED) == 20  # the 21st refusal closes
+    last = msgs[-1]
     assert last["id"] is None and last["error"]["code"] == codec.CONNECTION_CLOSING
     assert "rate limit" in last["error"]["message"]
     (entry,) = [e for e in logs if "request_rate" in e.get("log_format", "")]
