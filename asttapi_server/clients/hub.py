@@ -212,7 +212,9 @@ class Hub:
     ) -> list[bytes] | None:
         """The encoded events of ``line`` with seq > ``since``, oldest first.
 
-        A LINE_NEWCALL owned by ``sid`` is left out, as in :meth:`publish`.
+        Each carries ``"replayed": true`` (a resumed client must not pop a
+        call again that may have ended since). A LINE_NEWCALL owned by
+        ``sid`` is left out, as in :meth:`publish`.
         ``None`` means the ring no longer holds all of them (or ``since``
         comes from another server run): the client must rebuild its state
         from the line's current calls instead; so does a replay of more
@@ -236,14 +238,14 @@ class Hub:
                     continue
                 if len(own) == limit:
                     return None
-                own.append((seq, data))
+                own.append((seq, _replayed(data)))
         shared: list[tuple[int, bytes]] = []
         for seq, template, _owner in reversed(self._all.ring):
             if seq <= since:
                 break
             if len(own) + len(shared) == limit:
                 return None
-            shared.append((seq, template(line)))
+            shared.append((seq, _replayed(template(line))))
         if shared:
             own.extend(shared)
             own.sort(key=lambda item: item[0])
@@ -293,3 +295,12 @@ class Hub:
         if held:
             text += " ({held} more like it since the last report)"
         self.log.failure(text, held=held, **fields)
+
+
+def _replayed(data: bytes) -> bytes:
+    """The event line as first sent, plus ``"replayed": true`` at the end of its params.
+
+    Every event line ends ``...}}\n`` (params, then the notification), so the
+    flag is spliced in without decoding or keeping the event.
+    """
+    return data[:-3] + b',"replayed":true}}\n'

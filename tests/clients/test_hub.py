@@ -162,7 +162,7 @@ def test_replay_merges_line_less_events_in_seq_order_and_skips_own_newcalls():
     assert seqs(hub.missed("l", 0)) == [1, 2, 4, 5]
     assert seqs(hub.missed("l", 0, sid=7)) == [2, 4, 5]
     assert json.loads(hub.missed("l", 1)[0])["params"] == {
-        "line": "l", "devstate": "LINEDEVSTATE_OUTOFSERVICE", "seq": 2,
+        "line": "l", "devstate": "LINEDEVSTATE_OUTOFSERVICE", "seq": 2, "replayed": True,
     }
 
 
