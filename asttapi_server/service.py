@@ -248,7 +248,7 @@ def make_service(config: Config, reactor: Any = None, *, demo_options: dict | No
         max_lines=config.calls.max_lines,
         max_field_bytes=config.calls.max_field_bytes,
     )
-    app.hub = Hub(ring_size=config.server.replay_ring)
+    app.hub = Hub.from_config(config)
     app.bridge = Bridge(
         config=config,
         ami=app.ami,
