@@ -171,10 +171,7 @@ class AppService(MultiService):
         self.listeners: list[ClientListener] = []
 
     def startService(self) -> None:
-        if self.demo is not None:
-            log.warn(
-                "DEMO MODE: no Asterisk configured; calls come from the embedded SIMULATED PBX, not a real phone system"
-            )
+        # (The demo PBX says once, loudly, that it is a simulation.)
         d = self.plugins.startup(self.config, self)
         failure = _failed_now(d, later=self._plugin_startup_failed)
         if failure is not None:

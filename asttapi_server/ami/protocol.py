@@ -41,11 +41,36 @@ from asttapi_server.errors import (
     AMIError,
     AuthenticationFailed,
     LinkDown,
+    NotAsteriskManager,
 )
 
 __all__ = ["AMIProtocol"]
 
 LOGIN, LIVE, CLOSING, CLOSED = "login", "live", "closing", "closed"
+
+
+#: Seconds a peer has to send its ``Asterisk Call Manager/...`` banner, which
+#: Asterisk writes the moment it accepts; silence means a wrong host or port.
+GREETING_TIMEOUT = 5.0
+#: Bytes of a peer's first line we read (and show) before judging it.
+_GREETING_BYTES = 200
+_SHOWN_BYTES = 60
+
+
+def greeting_problem(first: bytes) -> str | None:
+    """Why the peer's first line is not an AMI greeting (None: it is one).
+
+    Asterisk greets with ``Asterisk Call Manager/<version>`` (proxies with
+    ``Asterisk Call Manager Proxy/<version>``) before anything else; a web
+    server, an SSH daemon or a database answers with something else, or
+    waits. The text shows what the peer said, escaped and truncated."""
+    line = first.lstrip(b"\r\n").split(b"\n", 1)[0].rstrip(b"\r")
+    if b"call manager" in line.lower():
+        return None
+    shown = repr(line[:_SHOWN_BYTES])[1:]
+    if len(line) > _SHOWN_BYTES:
+        shown += "..."
+    return f"it said: {shown}"
 
 
 class _Pending:
@@ -91,6 +116,7 @@ class AMIProtocol(Protocol):
         max_message_bytes: int = 1 << 20,
         shutdown_grace: float = 10.0,
         event_filter: Iterable[str] | None = None,
+        greeting_timeout: float = GREETING_TIMEOUT,
     ) -> None:
         self.clock = clock
         self.prefix = prefix
@@ -115,6 +141,9 @@ class AMIProtocol(Protocol):
         self.keepalive = 0.0
         self.pong_timeout = 0.0
         self.peer = "?"
+        self.greeting_timeout = greeting_timeout
+        self._greeting: bytes | None = b""  # None once the banner is seen
+        self._greeting_call: IDelayedCall | None = None
 
     def set_event_filter(self, names: Iterable[str] | None) -> None:
         """Observers get only events with these names (any case); ``None``: all.
@@ -143,8 +172,14 @@ class AMIProtocol(Protocol):
             self.peer = f"{peer.host}:{peer.port}"
         except Exception:
             self.peer = "?"
+        if self.greeting_timeout > 0:
+            self._greeting_call = self.clock.callLater(self.greeting_timeout, self._no_greeting)
 
     def dataReceived(self, data: bytes) -> None:
+        if self._greeting is not None:
+            data = self._check_greeting(data)
+            if not data:
+                return
         collecting = self._collecting
         observers = self.observers
         wanted = self._wanted
@@ -171,9 +206,13 @@ class AMIProtocol(Protocol):
                 self._response(msg)
                 collecting = self._collecting
             else:
-                self.log.debug("AMI {kind} message ignored: {name}", kind=kind, name=msg.name)
+                self.log.debug("AMI message that is neither event nor response ignored: {head}",
+                               head=repr(msg.raw[:_SHOWN_BYTES])[1:])
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        if self._greeting:  # it said something, then hung up: judge what it said
+            self._not_asterisk(greeting_problem(self._greeting) or "it hung up after its banner")
+        self._cancel_greeting_timer()
         was = self.state
         self.state = CLOSED
         for call in (self._keepalive_call, self._shutdown_call):
@@ -184,6 +223,53 @@ class AMIProtocol(Protocol):
         self._fail_all(LinkDown(f"AMI link to {self.peer} lost ({why})"))
         if was != CLOSED and self.on_lost is not None:
             self.on_lost(self, reason)
+
+    # -- the greeting ------------------------------------------------------
+
+    def _check_greeting(self, data: bytes) -> bytes:
+        """Hold bytes until the first line is in; b"" while waiting or refused."""
+        buf = self._greeting + data  # type: ignore[operator]
+        if b"\n" not in buf.lstrip(b"\r\n") and len(buf) < _GREETING_BYTES:
+            self._greeting = buf
+            return b""
+        problem = greeting_problem(buf)
+        if problem is not None:
+            self._greeting = b""
+            self._not_asterisk(problem)
+            return b""
+        self._greeting = None
+        self._cancel_greeting_timer()
+        return buf
+
+    def _no_greeting(self) -> None:
+        self._greeting_call = None
+        held = self._greeting
+        if held is None or self.state != LOGIN:
+            return
+        if not held:
+            self._not_asterisk(f"it sent nothing in {self.greeting_timeout:g} s")
+            return
+        problem = greeting_problem(held)
+        if problem is not None:
+            self._not_asterisk(problem)
+        else:  # a slow "Asterisk Call Manager/..." still on its way: it is one
+            self._greeting = None
+            self.dataReceived(held)
+
+    def _not_asterisk(self, problem: str) -> None:
+        """Fail the login with one clear reason and hang up (the client retries)."""
+        self._greeting = None
+        self._cancel_greeting_timer()
+        if self.state == CLOSED:
+            return
+        self.state = CLOSING
+        self._fail_all(NotAsteriskManager(f"{self.peer} is not an Asterisk manager ({problem})"))
+        self.transport.abortConnection()
+
+    def _cancel_greeting_timer(self) -> None:
+        if self._greeting_call is not None and self._greeting_call.active():
+            self._greeting_call.cancel()
+        self._greeting_call = None
 
     def _parse_error(self, text: str) -> None:
         self.log.warn("AMI stream from {peer}: {problem}", peer=self.peer, problem=text)
