@@ -11,7 +11,9 @@ Plain sockets, no reactor, so scripts and the ``asttapi`` command can use it::
             print(ev)
 
 Notifications that arrive while waiting for a response are kept, in order,
-for :meth:`Client.next_event`. See ``docs/protocol.md`` for every method.
+for :meth:`Client.next_event`. ``Client.pbx_connected`` says whether the
+server has its PBX link (False: its calls are not the PBX's, requests that
+need the PBX fail). See ``docs/protocol.md`` for every method.
 """
 
 from __future__ import annotations

@@ -38,16 +38,20 @@ def test_real_banners_pass(banner):
     assert greeting_problem(banner) is None
 
 
-def test_a_web_server_is_named_in_one_error_line_and_retried(pbx):
+@pytest.mark.parametrize("first, said", [
+    (b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/html\r\n\r\n", "'HTTP/1.1 400 Bad Request'"),
+    (b"220 mail.example ESMTP Postfix\r\n", "'220 mail.example ESMTP Postfix'"),
+])
+def test_a_stranger_is_named_in_one_error_line_and_retried(pbx, first, said):
     client = pbx.client()
     client.startService()
     with capturedLogs() as logs:
-        session = pbx.accept(banner=b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/html\r\n\r\n")
+        session = pbx.accept(banner=first)
     assert session.transport.aborted and not client.connected
-    errors = lines(logs, LogLevel.error)
-    assert errors == ["AMI: 127.0.0.1:5038 is not an Asterisk manager (it said: 'HTTP/1.1 400 Bad Request'); "
-                      "check [ami] host and port"]
-    assert not any("ignored" in line for line in lines(logs))  # the headers never reach the parser
+    assert lines(logs, LogLevel.error) == [
+        f"AMI: 127.0.0.1:5038 is not an Asterisk manager (it said: {said}); check [ami] host and port"
+    ]
+    assert not any("ignored" in line for line in lines(logs))  # its lines never reach the parser
     pbx.reactor.advance(2.0)
     assert pbx.pending_connects() == 1  # keeps retrying with backoff
 
@@ -89,14 +93,3 @@ def test_a_banner_in_pieces_then_login_works(pbx):
     assert client.connected
     assert client.protocol.parser.banner == "Asterisk Call Manager/11.0.0"
 
-
-def test_a_mail_server(pbx):
-    client = pbx.client()
-    client.startService()
-    with capturedLogs() as logs:
-        session = pbx.accept(banner=b"220 mail.example ESMTP Postfix\r\n")
-    assert session.transport.aborted and not client.connected
-    assert lines(logs, LogLevel.error) == [
-        "AMI: 127.0.0.1:5038 is not an Asterisk manager (it said: '220 mail.example ESMTP Postfix'); "
-        "check [ami] host and port"
-    ]
