@@ -32,6 +32,8 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+import re
+
 from asttapi_server.ami import actions
 from asttapi_server.ami.message import EVENT, RESPONSE, Message
 from asttapi_server.ami.parser import AMIParser
@@ -43,10 +45,15 @@ from asttapi_server.errors import (
     LinkDown,
     NotAsteriskManager,
 )
+from asttapi_server.throttle import LogThrottle
 
 __all__ = ["AMIProtocol"]
 
 LOGIN, LIVE, CLOSING, CLOSED = "login", "live", "closing", "closed"
+
+# The kind of a parser problem: its text before any quoted bytes, numbers
+# folded, so "block without any header" is one problem however it varies.
+_PROBLEM_KIND = re.compile(r"\d+")
 
 
 #: Seconds a peer has to send its ``Asterisk Call Manager/...`` banner, which
@@ -144,6 +151,10 @@ class AMIProtocol(Protocol):
         self.greeting_timeout = greeting_timeout
         self._greeting: bytes | None = b""  # None once the banner is seen
         self._greeting_call: IDelayedCall | None = None
+        # Every log line about what the PBX sent goes through this (item 8 of
+        # issue 11: a garbage flood wrote 224 MB of log in 45 s).
+        self._log_throttle = LogThrottle()
+        self._secrets: tuple[str, ...] = ()  # masked in every line quoting the PBX
 
     def set_event_filter(self, names: Iterable[str] | None) -> None:
         """Observers get only events with these names (any case); ``None``: all.
@@ -160,7 +171,8 @@ class AMIProtocol(Protocol):
 
     def _delivered(self, name: str) -> bool:
         deliver = name.lower() in self._wanted  # type: ignore[operator]
-        if len(self._deliver) < 4096:
+        # Bounded in bytes too: a hostile PBX may send ever-new, huge names.
+        if len(self._deliver) < 4096 and len(name) <= 64:
             self._deliver[name] = deliver
         return deliver
 
@@ -206,8 +218,10 @@ class AMIProtocol(Protocol):
                 self._response(msg)
                 collecting = self._collecting
             else:
-                self.log.debug("AMI message that is neither event nor response ignored: {head}",
-                               head=repr(msg.raw[:_SHOWN_BYTES])[1:])
+                # (kind OTHER has no name: show the block's head instead)
+                self._input_problem("ignored " + kind, "AMI {kind} message from {peer} ignored: {name}",
+                                    level="debug", kind=kind,
+                                    name=repr(msg.name[:80]) if msg.name else repr(msg.raw[:_SHOWN_BYTES])[1:])
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         if self._greeting:  # it said something, then hung up: judge what it said
@@ -263,6 +277,7 @@ class AMIProtocol(Protocol):
         if self.state == CLOSED:
             return
         self.state = CLOSING
+        problem = actions.scrub_text(problem, *self._secrets)  # an echo of a plain Login
         self._fail_all(NotAsteriskManager(f"{self.peer} is not an Asterisk manager ({problem})"))
         self.transport.abortConnection()
 
@@ -272,7 +287,20 @@ class AMIProtocol(Protocol):
         self._greeting_call = None
 
     def _parse_error(self, text: str) -> None:
-        self.log.warn("AMI stream from {peer}: {problem}", peer=self.peer, problem=text)
+        kind = _PROBLEM_KIND.sub("N", text.split(":", 1)[0])[:80]
+        self._input_problem(kind, "AMI stream from {peer}: {problem}", problem=text)
+
+    def _input_problem(self, problem: str, fmt: str, /, level: str = "warn", **fields: Any) -> None:
+        """Log something odd the PBX sent: throttled per kind of ``problem``, credentials masked."""
+        held = self._log_throttle.allow(problem, self.clock.seconds())
+        if held is None:
+            return
+        for key, value in fields.items():
+            if isinstance(value, str):
+                fields[key] = actions.scrub_text(value, *self._secrets)
+        if held:
+            fmt += " ({held} more like it since the last report)"
+        getattr(self.log, level)(fmt, peer=self.peer, held=held, **fields)
 
     # -- actions -------------------------------------------------------------
 
@@ -339,10 +367,12 @@ class AMIProtocol(Protocol):
         action_id = msg.action_id
         pending = self._pending.get(action_id) if action_id is not None else None
         if pending is None:
-            self.log.debug("AMI response for no pending action (ActionID {aid!r}): {name}", aid=action_id, name=msg.name)
+            self._input_problem("stray response", "AMI response from {peer} for no pending action (ActionID {aid}): {name}",
+                                level="debug", aid=repr((action_id or "")[:80]), name=repr(msg.name[:80]))
             return
         if pending.events is not None:
-            self.log.warn("AMI second response for {aid}; ignored", aid=action_id)
+            self._input_problem("second response", "AMI second response from {peer} for {aid}; ignored",
+                                aid=repr(action_id[:80]))
             return
         if msg.name.strip().lower() == "error":
             self._finish(action_id)
@@ -387,9 +417,12 @@ class AMIProtocol(Protocol):
         if self.state != LOGIN:
             return fail(LinkDown(f"AMI link to {self.peer} is {self.state}; cannot log in"))
 
+        self._secrets = (secret,)
+
         def refused(failure: Failure) -> Failure:
             if failure.check(ActionFailed):
-                text = failure.value.message.get("Message") or "refused"
+                # The PBX's words, quoted: masked, since a broken one may echo our Login.
+                text = repr(actions.scrub_text((failure.value.message.get("Message") or "refused")[:200], *self._secrets))
                 return Failure(
                     AuthenticationFailed(
                         f"Asterisk at {self.peer} refused the AMI login as {username!r}: {text} "
@@ -406,6 +439,7 @@ class AMIProtocol(Protocol):
                 if not challenge:
                     raise AuthenticationFailed(f"Asterisk at {self.peer} sent no MD5 challenge")
                 key = actions.md5_key(challenge, secret)
+                self._secrets = (secret, key)
                 return self._send(*actions.login_md5(username, key, events), timeout)
 
             d.addCallback(answer)
@@ -467,11 +501,11 @@ class AMIProtocol(Protocol):
         if self.state not in (LIVE, LOGIN):
             return
         self.log.warn(
-            "Asterisk at {peer} is shutting down (Shutdown: {how}, Restart: {restart}); "
+            "Asterisk at {peer} is shutting down (Shutdown: {how!r}, Restart: {restart!r}); "
             "expecting the link to close, will reconnect",
             peer=self.peer,
-            how=msg.get("Shutdown"),
-            restart=msg.get("Restart"),
+            how=(msg.get("Shutdown") or "")[:80],
+            restart=(msg.get("Restart") or "")[:80],
         )
         self.state = CLOSING
         if self._keepalive_call is not None and self._keepalive_call.active():

@@ -70,13 +70,13 @@ def free_port() -> int:
 class DemoServer:
     """``twistd -n asttapi`` with its log collected."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, cwd: Path = ROOT) -> None:
         self.port = free_port()
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         self.proc = subprocess.Popen(
             [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile", "",
              "asttapi", "--listen", f"tcp:{self.port}:interface=127.0.0.1", *args],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         self.log: list[str] = []
         threading.Thread(target=lambda: self.log.extend(self.proc.stdout), daemon=True).start()
@@ -123,9 +123,10 @@ def test_the_quick_start_prints_what_the_readme_shows():
     assert "Traceback" not in log and "#error" not in log and "#critical" not in log, log
 
 
-def test_with_the_pbx_down_the_cli_says_so():
+def test_with_the_pbx_down_the_cli_says_so(tmp_path):
     dead_ami = free_port()  # nothing listens there
-    server = DemoServer("--ami-host", "127.0.0.1", "--ami-port", str(dead_ami))
+    # A real-PBX run keeps its call store in the working directory: not the checkout.
+    server = DemoServer("--ami-host", "127.0.0.1", "--ami-port", str(dead_ami), cwd=tmp_path)
     try:
         calls = server.run(".venv/bin/asttapi calls line_1", [])
         dial = server.run(".venv/bin/asttapi dial line_1 95551234", [])
