@@ -22,8 +22,8 @@ EXAMPLE = (ROOT / "asttapi.example.toml").read_text()
 pytestmark = pytest.mark.slow
 
 
-def twistd(*argv: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+def twistd(*argv: str, cwd: Path = ROOT, path: str = "") -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), path) if p))
     return subprocess.run(
         [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", *argv],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=60,
@@ -112,3 +112,25 @@ def test_port_in_use_stops_the_daemon(tmp_path, taken_port):
     log = logfile.read_text()
     assert f"asttapi: cannot listen on tcp:{taken_port}:interface=127.0.0.1: Address already in use" in log
     assert "Traceback" not in log
+
+
+def test_a_plugin_that_fails_to_start_stops_start_up_in_one_line(tmp_path):
+    # An installed plugin (an entry point, as pip would install it) whose
+    # asttapi_startup raises: start-up stops, the reason in one line.
+    (tmp_path / "boom_plugin.py").write_text(
+        "from asttapi_server.hookspecs import hookimpl\n\n"
+        "@hookimpl\ndef asttapi_startup(config, app):\n    raise ConnectionError('cannot reach the CRM')\n")
+    dist = tmp_path / "boom_plugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: boom-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[asttapi_server.plugins]\nboom = boom_plugin\n")
+    config = tmp_path / "asttapi.toml"
+    config.write_text('[plugins]\nenabled = ["boom"]\n')
+    proc = twistd("-n", "--pidfile", str(tmp_path / "twistd.pid"), "asttapi", "--config", str(config),
+                  "--listen", "tcp:0:interface=127.0.0.1", path=str(tmp_path))
+    assert proc.returncode == 1
+    output = proc.stdout + proc.stderr
+    (line,) = [line for line in output.splitlines() if "asttapi: " in line]
+    assert line.endswith("asttapi: plugin 'boom' failed to start: cannot reach the CRM"), output
+    assert "Clients may connect" not in output
+    assert not (tmp_path / "twistd.pid").exists()
