@@ -37,6 +37,9 @@ def _short(name: Any) -> str:
     return text
 
 
+_DEVSTATE_WORDS = {"LINEDEVSTATE_OUTOFSERVICE": " (the PBX is not connected)",
+                   "LINEDEVSTATE_INSERVICE": " (the PBX is connected)"}
+
 #: Exit status when the server has no PBX link (see the module docstring).
 PBX_DOWN = 3
 PBX_DOWN_TEXT = "the PBX is not connected (asttapi-server has no link to Asterisk)"
@@ -78,7 +81,7 @@ def format_event(ev: dict) -> str:
     elif "infostate" in p:
         detail = _short(p["infostate"])
     elif "devstate" in p:
-        detail = _short(p["devstate"])
+        detail = _short(p["devstate"]) + _DEVSTATE_WORDS.get(p["devstate"], "")
     if p.get("mode"):
         detail += f" ({_short(p['mode'])})"
     ci = p.get("callinfo") or {}
@@ -98,7 +101,10 @@ def format_event(ev: dict) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="asttapi", description="Talk to an asttapi-server from the terminal.")
+    ap = argparse.ArgumentParser(
+        prog="asttapi", description="Talk to an asttapi-server from the terminal.",
+        epilog="Exit status: 0 done; 1 the server refused the request; 2 no server, or a login is needed; "
+               "3 the server has no link to the PBX (calls, dial).")
     ap.add_argument("--host", default="127.0.0.1", help="server address (default 127.0.0.1)")
     ap.add_argument("--port", type=int, default=5039, help="server port (default 5039)")
     ap.add_argument("--user", default=os.environ.get("ASTTAPI_USER"), help="user name (or $ASTTAPI_USER)")

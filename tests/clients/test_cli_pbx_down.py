@@ -131,3 +131,13 @@ def test_no_server_is_one_plain_line(capsys):
     rc, out, err = run(port, "calls", "line_1", capsys=capsys)
     assert rc == 2
     assert err == f"asttapi: no asttapi-server at 127.0.0.1:{port} (connection refused; is it running?)\n"
+
+
+@pytest.mark.parametrize("devstate, words", [
+    ("LINEDEVSTATE_OUTOFSERVICE", "OUTOFSERVICE (the PBX is not connected)"),
+    ("LINEDEVSTATE_INSERVICE", "INSERVICE (the PBX is connected)"),
+])
+def test_watch_puts_link_changes_in_plain_words(devstate, words):
+    line = cli.format_event({"method": "LINE_LINEDEVSTATE", "params": {"line": "line_1", "devstate": devstate,
+                                                                        "seq": 3}})
+    assert f"LINEDEVSTATE {words}  [seq 3]" in line
