@@ -6,6 +6,8 @@ against the scripted Asterisk of ``fakes``; all timing on a Clock.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 
@@ -52,6 +54,9 @@ def test_a_stranger_is_named_in_one_error_line_and_retried(pbx, first, said):
         f"AMI: 127.0.0.1:5038 is not an Asterisk manager (it said: {said}); check [ami] host and port"
     ]
     assert not any("ignored" in line for line in lines(logs))  # its lines never reach the parser
+    if first.startswith(b"HTTP"):  # README quotes this one, for pbx.example.org:80
+        readme = " ".join((Path(__file__).resolve().parents[2] / "README.md").read_text().split())
+        assert lines(logs, LogLevel.error)[0].replace("127.0.0.1:5038", "pbx.example.org:80") in readme
     pbx.reactor.advance(2.0)
     assert pbx.pending_connects() == 1  # keeps retrying with backoff
 

@@ -82,6 +82,8 @@ def test_port_in_use_stops_the_foreground_server(tmp_path, taken_port):
     assert one_line("\n".join(line for line in output.splitlines() if "cannot listen" in line)).endswith(expected)
     assert "Clients may connect" not in output
     assert not pidfile.exists()
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert expected.replace(f"tcp:{taken_port}:interface=127.0.0.1", "tcp:5039:interface=0.0.0.0") in readme
 
 
 def _processes_mentioning(text: str) -> list[int]:
