@@ -35,7 +35,8 @@ DEMO_PLUGINS = ("crm_sql", "outlook_contacts")
 
 
 class StartupError(SystemExit, Exception):
-    """The server cannot serve its clients; ``str()`` is the one line to show.
+    """Start-up cannot go on (a client port cannot be bound, a plugin failed to
+    start); ``str()`` is the one line to show.
 
     Both bases on purpose. twistd's daemon runner catches ``Exception`` from
     ``startService``, sends its text to the waiting parent (which exits 1)
