@@ -28,7 +28,7 @@ def in_use() -> CannotListenError:
 
 
 def test_a_port_in_use_raises_startup_error_with_one_line(monkeypatch):
-    monkeypatch.setattr(service, "serverFromString", lambda reactor, d: Endpoint(fail(in_use())))
+    monkeypatch.setattr(service, "server_endpoint", lambda reactor, d: Endpoint(fail(in_use())))
     listener = ClientListener(MemoryReactorClock(), "tcp:5039:interface=127.0.0.1", factory=None)
     waiting = listener.whenListening()
     with pytest.raises(StartupError) as info:
@@ -42,7 +42,7 @@ def test_a_port_in_use_raises_startup_error_with_one_line(monkeypatch):
 
 def test_a_late_failure_stops_the_running_reactor(monkeypatch):
     later: Deferred = Deferred()
-    monkeypatch.setattr(service, "serverFromString", lambda reactor, d: Endpoint(later))
+    monkeypatch.setattr(service, "server_endpoint", lambda reactor, d: Endpoint(later))
     reactor = MemoryReactorClock()
     reactor.running = True
     stopped = []
