@@ -240,7 +240,8 @@ class ClientProtocol(Protocol):
 
     def _flooding(self) -> None:
         f = self.factory
-        self.log.warn(
+        f.log_limited(
+            "flooding", self.address,
             "closing {peer} ({user}): it kept sending over server.request_rate = {rate}/s"
             " ({n} requests refused in {window} seconds)",
             peer=log_text(self.peer),
@@ -276,7 +277,9 @@ class ClientProtocol(Protocol):
         while errors and errors[0] <= now - f.error_window:
             errors.popleft()
         if len(errors) > f.error_limit and not self.closing:
-            self.log.warn(
+            # Throttled per address: a stranger can be closed and reconnect at once.
+            f.log_limited(
+                "errors", self.address,
                 "closing {peer} ({user}): more than {n} errors in {window} seconds",
                 peer=log_text(self.peer),
                 user=log_text(self.session.username if self.session else "?"),

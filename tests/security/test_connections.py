@@ -195,3 +195,32 @@ def test_a_flood_of_connections_with_overlong_lines_logs_one_line_a_minute():
         stop()
     lines = [formatEvent(e) for e in seen if "longer than 1024 bytes" in formatEvent(e)]
     assert len(lines) == 1
+
+
+def test_closing_for_too_many_errors_is_logged_once_per_address_per_minute():
+    # A stranger that sends 21 bad lines, is closed, and reconnects at once
+    # (e.g. 21 logins with token "\ud800") wrote one log line per connection:
+    # ~500 lines / 28 KB of log a second from one address (bench/net_abuse.py).
+    from twisted.logger import formatEvent
+
+    from .helpers import capture_log
+
+    bad = b'{"jsonrpc":"2.0","id":1,"method":"login","params":{"username":"alice","token":"\\ud800"}}\n'
+    seen, stop = capture_log()
+    try:
+        h = NetHarness(USERS)
+        for _ in range(40):
+            c = h.open("192.0.2.7")
+            for _ in range(21):
+                c.send_raw(bad)
+            assert c.closed
+            c.proto.connectionLost(None)
+        h.clock.advance(61)
+        c = h.open("192.0.2.7")
+        for _ in range(21):
+            c.send_raw(bad)
+        assert c.closed
+    finally:
+        stop()
+    lines = [formatEvent(e) for e in seen if "errors in" in formatEvent(e)]
+    assert len(lines) == 2 and "39 more held back" in lines[1], lines
