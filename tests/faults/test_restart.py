@@ -35,13 +35,13 @@ LIVE = (
 )
 
 
-def config_for(tmp_path, state_file):
+def config_for(tmp_path, state_file, extra=""):
     path = tmp_path / "asttapi.toml"
     path.write_text(
         '[ami]\nhost = "pbx.example"\nkeepalive = 3600.0\n'
         '[server]\nlisten = ["tcp:0:interface=127.0.0.1"]\n'
         '[lines.line_1]\nchannel = "Local/bob@phones"\ncontext = "trunklocal"\n'
-        f"[calls]\nstate_file = {json.dumps(str(state_file))}\n"
+        f"[calls]\nstate_file = {json.dumps(str(state_file))}\n" + extra
     )
     return load_config(str(path))
 
@@ -93,13 +93,17 @@ def notes(conn: Conn, msgs: list[dict] | None = None) -> list[tuple]:
     return out
 
 
-def crashed_mid_call(tmp_path):
-    """The first run: call 05 answered on line_1, the store written, then kill -9."""
+def crashed_mid_call(tmp_path, extra="", login=None):
+    """The first run: call 05 answered on line_1, the store written, then kill -9.
+
+    ``extra`` is appended to the configuration; ``login`` is (user, token) when it has ``[users]``."""
     state_file = tmp_path / "state" / "calls.json"
-    config = config_for(tmp_path, state_file)
+    config = config_for(tmp_path, state_file, extra)
     first = Server(config, 1_795_674_354.0)
     first.link_up()
     crm = first.connect()
+    if login:
+        crm.result("login", username=login[0], token=login[1])
     opened = crm.result("lineOpen", line="line_1")
     first.play(FIRST, ANSWERED)
     seen = notes(crm)
@@ -210,3 +214,32 @@ def test_an_empty_state_file_setting_keeps_no_store(tmp_path):
     server.play(FIRST, ANSWERED)
     server.clock.advance(5.0)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["asttapi.toml"]
+
+
+ALICE, BOB = "alice-token-0123456789", "bob-token-0123456789ab"
+USERS = (
+    '[lines.line_2]\nchannel = "Local/alice@phones"\ncontext = "trunklocal"\n'
+    f'[users.alice]\ntoken = "{ALICE}"\nlines = ["line_1"]\n'
+    f'[users.bob]\ntoken = "{BOB}"\nlines = ["line_2"]\n'
+)
+
+
+def test_after_a_restart_rights_still_follow_the_call(tmp_path):
+    # Issue 11 items 2 and 9 together: the restored call is droppable by a
+    # login whose line holds it, and still invisible to a colleague's line.
+    config, _state_file, handle, _epoch, _seq = crashed_mid_call(tmp_path, USERS, ("alice", ALICE))
+    second = Server(config, 1_795_674_354.0 + 1.3)
+    second.link_up(LIVE)
+    bob = second.connect()
+    bob.result("login", username="bob", token=BOB)
+    bob.result("lineOpen", line="line_2")
+    for method in ("lineDrop", "lineGetCallInfo"):
+        answer = bob.call(method, call=handle)
+        assert answer["error"]["data"]["lineerr"] == "LINEERR_INVALCALLHANDLE", answer
+    assert second.actions() == []
+    alice = second.connect()
+    alice.result("login", username="alice", token=ALICE)
+    assert [c["call"] for c in alice.result("lineOpen", line="line_1")["calls"]] == [handle]
+    alice.send({"jsonrpc": "2.0", "id": 99, "method": "lineDrop", "params": {"call": handle}})
+    (hangup,) = second.actions()
+    assert (hangup.name, hangup.get("Channel")) == ("Hangup", "Local/100@inbound-00000000;2")
