@@ -37,6 +37,7 @@ __all__ = [
     "UserConfig",
     "CallsConfig",
     "PluginsConfig",
+    "WebConfig",
     "Config",
     "load_config",
     "DEMO_LINES",
@@ -97,6 +98,21 @@ class PluginsConfig:
 
 
 @dataclass(frozen=True)
+class WebConfig:
+    """``[web]``: the browser page and JSON-RPC over WebSocket (see asttapi_server.web)."""
+
+    listen: tuple[str, ...] = ()  # empty: no web listener
+    allowed_origins: tuple[str, ...] = ()  # origins besides the page's own that may open /ws
+    frame_ancestors: tuple[str, ...] = ()  # origins that may frame the page (CSP frame-ancestors)
+    # True when listen is the demo's default, not asked for: a port that is taken only warns.
+    default_listen: bool = False
+
+
+#: The web listener of a demo run whose config does not set ``web.listen``.
+DEMO_WEB_LISTEN = "tcp:8080:interface=127.0.0.1"
+
+
+@dataclass(frozen=True)
 class Config:
     ami: AMIConfig = field(default_factory=AMIConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -104,6 +120,7 @@ class Config:
     users: Mapping[str, UserConfig] = field(default_factory=lambda: _EMPTY)
     calls: CallsConfig = field(default_factory=CallsConfig)
     plugins: PluginsConfig = field(default_factory=PluginsConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     demo: bool = False
     source: str | None = None
 
@@ -124,6 +141,7 @@ OVERRIDE_FLAGS: Mapping[str, str] = MappingProxyType(
         "ami.username": "--ami-username",
         "ami.secret": "--ami-secret",
         "server.listen": "--listen",
+        "web.listen": "--web-listen",
         "demo": "--demo",
     }
 )
@@ -291,7 +309,7 @@ _SERVER_KEYS = {k: None for k in ("listen", "max_line_bytes", "send_buffer_bytes
 _LINE_KEYS = {k: None for k in ("channel", "context", "callerid")}
 _USER_KEYS = {k: None for k in ("token", "lines")}
 _CALLS_KEYS = {k: None for k in ("hangup_grace", "max_age", "linger")}
-_TOP_KEYS = {k: None for k in ("ami", "server", "lines", "users", "calls", "plugins", "demo")}
+_TOP_KEYS = {k: None for k in ("ami", "server", "lines", "users", "calls", "plugins", "demo", "web")}
 
 
 def _section(r: _Reader, data: Mapping[str, Any], name: str) -> Mapping[str, Any]:
@@ -406,6 +424,36 @@ def _plugins(r: _Reader, d: Mapping[str, Any]) -> PluginsConfig:
     )
 
 
+_WEB_KEYS = {k: None for k in ("listen", "allowed_origins", "frame_ancestors")}
+_ORIGIN = re.compile(r"^https?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?$")
+
+
+def _check_origin(origin: str) -> str | None:
+    if _ORIGIN.match(origin):
+        return None
+    return "an origin such as 'https://crm.example.com' or 'http://localhost:3000' (scheme, host, optional port; no path)"
+
+
+def _web(r: _Reader, d: Mapping[str, Any], demo: bool) -> WebConfig:
+    p = "web"
+    r.table(d, p, _WEB_KEYS)
+    default = "listen" not in d and demo
+    listen = r.strings(
+        d, p, "listen", (DEMO_WEB_LISTEN,) if default else (), check=_check_endpoint, allow_single=True,
+        what="an endpoint string or a list of them (an empty list turns the web listener off)",
+    )
+    origins = r.strings(d, p, "allowed_origins", (), check=_check_origin,
+                        what="a list of origins, e.g. [\"https://crm.example.com\"]")
+    ancestors = r.strings(d, p, "frame_ancestors", (), check=_check_origin,
+                          what="a list of origins that may show the page in a frame, e.g. [\"https://crm.example.com\"]")
+    return WebConfig(
+        listen=listen,
+        allowed_origins=tuple(o.lower() for o in origins),
+        frame_ancestors=tuple(o.lower() for o in ancestors),
+        default_listen=default,
+    )
+
+
 # ---------------------------------------------------------------- entry point
 
 
@@ -454,6 +502,7 @@ def load_config(path: str | None, overrides: Mapping[str, Any] = _EMPTY) -> Conf
     calls = _calls(r, _section(r, data, "calls"))
     plugins = _plugins(r, _section(r, data, "plugins"))
     demo = r.boolean(data, "", "demo", False) or ami.host is None
+    web = _web(r, _section(r, data, "web"), demo)
 
     for user in users.values():
         for pattern in user.lines:
@@ -472,6 +521,7 @@ def load_config(path: str | None, overrides: Mapping[str, Any] = _EMPTY) -> Conf
         users=MappingProxyType(users),
         calls=calls,
         plugins=plugins,
+        web=web,
         demo=demo,
         source=path,
     )

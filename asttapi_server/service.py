@@ -121,6 +121,7 @@ class AppService(MultiService):
         self.model: CallModel | None = None
         self.client_factory: ClientFactory | None = None
         self.listeners: list[ClientListener] = []
+        self.web_listeners: list[ClientListener] = []  # the browser page and /ws (asttapi_server.web)
 
     def startService(self) -> None:
         if self.demo is not None:
@@ -158,6 +159,7 @@ def make_service(config: Config, reactor: Any = None, *, demo_options: dict | No
         reactor = _reactor
 
     check_listen_security(config.server.listen, config.users)
+    check_listen_security(config.web.listen, config.users, key="web.listen")
 
     demo_mode = config.demo or not config.ami.host
     app = AppService(config, reactor)
@@ -218,6 +220,10 @@ def make_service(config: Config, reactor: Any = None, *, demo_options: dict | No
         listener = ClientListener(reactor, description, app.client_factory)
         listener.setServiceParent(app)
         app.listeners.append(listener)
+    if config.web.listen:
+        from .web import add_web_listeners
+
+        add_web_listeners(app, config, reactor)
     app.ami.setServiceParent(app)
     return app
 

@@ -15,6 +15,7 @@ from typing import Any
 from twisted.application.service import IService
 from twisted.python import usage
 
+from asttapi_server.clients.auth import check_listen_security
 from asttapi_server.config import Config, load_config
 from asttapi_server.errors import ConfigError
 
@@ -63,6 +64,9 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         try:
             self.config = load_config(self["config"], self.overrides())
+            # make_service checks this too; here it is one line and exit 1, not a traceback
+            check_listen_security(self.config.server.listen, self.config.users)
+            check_listen_security(self.config.web.listen, self.config.users, key="web.listen")
         except ConfigError as exc:
             # SystemExit with a message: Python prints it to stderr, exits 1.
             raise SystemExit(f"asttapi: {exc}") from None
