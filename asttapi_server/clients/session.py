@@ -248,6 +248,9 @@ class Session:
         if not self.user.may_open(line):
             raise TelephonyError("LINEERR_NOTOWNER", f"user {self.username!r} may not open line {line!r}")
         result: dict[str, Any] = {"calls": self._calls(line), "seq": self.hub.seq, "epoch": self.hub.epoch}
+        # The PBX link's state now (TAPI's lineGetLineDevStatus): a screen shows
+        # "out of service" on connect, not only when LINE_LINEDEVSTATE changes it.
+        result["devstate"] = "LINEDEVSTATE_INSERVICE" if self.telephony.link_up else "LINEDEVSTATE_OUTOFSERVICE"
         missed: list[bytes] = []
         if seq is not None:
             got = self.hub.missed(line, seq, epoch, sid=self.sid)

@@ -362,6 +362,14 @@ def test_link_down_is_refused_before_asking_the_bridge():
     assert h.tel.requests == []
 
 
+def test_line_open_says_whether_the_pbx_link_is_in_service():
+    h = Harness()
+    c = h.connect()
+    assert c.result("lineOpen", line="line_1")["devstate"] == "LINEDEVSTATE_INSERVICE"
+    h.tel.link_up = False
+    assert c.result("lineOpen", line="line_2")["devstate"] == "LINEDEVSTATE_OUTOFSERVICE"
+
+
 def test_unavailable_tapi_functions_say_why():
     c = Harness().connect()
     for method in ("lineAnswer", "lineHold", "lineUnhold", "lineSetupTransfer"):
