@@ -23,7 +23,7 @@ from zope.interface import implementer
 
 from asttapi_server.clients import codec
 from asttapi_server.clients.auth import Authenticator
-from asttapi_server.clients.codec import Reject
+from asttapi_server.clients.codec import Batch, Reject
 from asttapi_server.clients.hub import Hub
 from asttapi_server.clients.session import Session, Telephony
 
@@ -114,6 +114,9 @@ class ClientProtocol(Protocol):
         if isinstance(msg, Reject):
             self._client_error()
             self.send(codec.encode_error(msg.id, msg.code, msg.message))
+            return
+        if isinstance(msg, Batch):
+            self.session.handle_batch(msg)
             return
         self.session.handle(msg)
 
@@ -219,6 +222,23 @@ class ClientProtocol(Protocol):
 
     def stopProducing(self) -> None:
         self.closing = True
+
+    # -- for transports that frame messages themselves (asttapi_server.web.ws) --
+
+    def message_received(self, message: bytes) -> None:
+        """One whole message (a WebSocket text frame): handled as one line."""
+        if self.closing:
+            return
+        limit = self.factory.max_line_bytes
+        if len(message) > limit:
+            self._line_too_long(limit)
+            return
+        self._line(message)
+
+    def message_too_long(self) -> None:
+        """A message is announced longer than ``max_line_bytes``: the same goodbye as a long line."""
+        if not self.closing:
+            self._line_too_long(self.factory.max_line_bytes)
 
 
 class ClientFactory(ServerFactory):

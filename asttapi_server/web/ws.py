@@ -35,6 +35,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from autobahn.twisted.resource import WebSocketResource
+from autobahn.util import encode_truncate
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.interfaces import ISSLTransport
@@ -97,6 +98,8 @@ class _MessageTransport:
         self._last = b""
 
     def write(self, data: bytes) -> None:
+        if self._ws.state != WebSocketServerProtocol.STATE_OPEN:
+            return  # closing or closed: nothing more may be sent
         self._last = data
         self._ws.sendMessage(data[:-1] if data.endswith(b"\n") else data, isBinary=False)
 
@@ -171,13 +174,13 @@ class WebSocketClient(WebSocketServerProtocol):
 
     def onMessageFrameBegin(self, length: int) -> None:
         super().onMessageFrameBegin(length)
-        limit = self.factory.clients.max_line_bytes
         connection = self.connection
-        if connection is not None and not connection.closing and self.message_data_total_length > limit:
+        if (connection is not None and not connection.closing
+                and self.message_data_total_length > self.factory.clients.max_line_bytes):
             self._close_code = CLOSE_TOO_BIG
             # stop buffering this message: autobahn skips the data of a connection it failed
             self.failedByMe = True
-            connection._line_too_long(limit)
+            connection.message_too_long()
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         connection = self.connection
@@ -192,7 +195,7 @@ class WebSocketClient(WebSocketServerProtocol):
                 "Binary frames are not accepted: send each JSON-RPC message as a text frame",
             )
             return
-        connection._line(payload)
+        connection.message_received(payload)
 
     def onClose(self, wasClean: bool, code: Any, reason: Any) -> None:
         connection, self.connection = self.connection, None
@@ -202,8 +205,12 @@ class WebSocketClient(WebSocketServerProtocol):
     # -- output ---------------------------------------------------------------
 
     def close_after_error(self, reason: str) -> None:
-        """The ClientProtocol hangs up (after its last JSON-RPC error)."""
-        self.sendClose(self._close_code, reason.encode("utf-8")[:120].decode("utf-8", "ignore"))
+        """The ClientProtocol hangs up (after its last JSON-RPC error).
+
+        ``sendCloseFrame``, not ``sendClose``: the latter allows applications
+        only 1000 and 3000-4999, and these are the protocol's own codes.
+        """
+        self.sendCloseFrame(code=self._close_code, reasonUtf8=encode_truncate(reason, 123), isReply=False)
 
 
 class WebSocketFactory(WebSocketServerFactory):
@@ -237,12 +244,13 @@ class WebSocketFactory(WebSocketServerFactory):
             "maxMessagePayloadSize": 0,  # ours, checked when a frame begins (outgoing events may be larger)
             "maxFramePayloadSize": 0,
             "utf8validateIncoming": True,
+            "webStatus": False,  # a plain GET of /ws is an error, not a page naming autobahn's version
             "failByDrop": False,  # a clean close with a reason, not a dropped TCP connection
             "autoPingInterval": auto_ping,  # finds dead browsers (a laptop closed) and frees their session
             "autoPingTimeout": auto_ping / 2 if auto_ping else 0,
         }
         if not handshake_timeouts:  # tests on a Clock: autobahn's timers run on the global reactor
-            options.update(openHandshakeTimeout=0, closeHandshakeTimeout=0, serverConnectionDropTimeout=0)
+            options.update(openHandshakeTimeout=0, closeHandshakeTimeout=0)
         self.setProtocolOptions(**options)
 
     def refusal(self, origin: str | None, host: str, secure: bool) -> str | None:

@@ -1,0 +1,158 @@
+"""The client-protocol harness of tests/clients, over WebSocket.
+
+:class:`WSHarness` is ``tests.clients.harness.Harness`` with one more layer:
+every connection is a real autobahn server protocol (``asttapi_server.web.ws``)
+on a ``StringTransport``, talking RFC 6455 to a real autobahn *client*
+protocol in memory. :class:`WSConn` offers what ``Conn`` offers (``send``,
+``send_raw``, ``read``, ``call``, ``result``, ``closed``, ``proto`` the
+connection's ``ClientProtocol``, ``transport`` the server's socket), so the
+TCP behaviour tests run unchanged against the WebSocket transport.
+``send_raw`` sends its bytes as one text frame (without the line ending the
+TCP tests put after each line).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import StringTransport
+
+from asttapi_server.web.ws import WebSocketFactory
+from tests.clients.harness import USERS, Harness
+
+PAGE_ORIGIN = "http://127.0.0.1:8080"
+
+
+class _Socket(StringTransport):
+    """A StringTransport that, like a real TCP or TLS transport, lets a
+    connection unregister a producer it no longer has (autobahn does, when
+    it drops a connection)."""
+
+    def unregisterProducer(self) -> None:
+        if self.producer is not None:
+            super().unregisterProducer()
+
+
+class _Client(WebSocketClientProtocol):
+    def __init__(self) -> None:
+        super().__init__()
+        self.inbox: list[tuple[bytes, bool]] = []
+        self.opened = False
+        self.close_info: tuple[bool, Any, Any] | None = None
+
+    def onOpen(self) -> None:
+        self.opened = True
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self.inbox.append((payload, isBinary))
+
+    def onClose(self, wasClean: bool, code: Any, reason: Any) -> None:
+        self.close_info = (wasClean, code, reason)
+
+
+class WSConn:
+    """One WebSocket client connection, pumped by hand."""
+
+    def __init__(self, ws_factory: WebSocketFactory, port: int, *, origin: str | None = PAGE_ORIGIN,
+                 url: str = "ws://127.0.0.1:8080/ws") -> None:
+        peer = IPv4Address("TCP", "127.0.0.1", port)
+        self.transport = _Socket(peerAddress=peer, hostAddress=IPv4Address("TCP", "127.0.0.1", 8080))
+        self.server = ws_factory.buildProtocol(peer)
+        self.server.makeConnection(self.transport)
+        factory = WebSocketClientFactory(url, origin=origin)
+        factory.setProtocolOptions(openHandshakeTimeout=0, closeHandshakeTimeout=0, autoPingInterval=0,
+                                   serverConnectionDropTimeout=0)
+        factory.protocol = _Client
+        self.client: _Client = factory.buildProtocol(None)
+        self.client_transport = _Socket(peerAddress=IPv4Address("TCP", "127.0.0.1", 8080))
+        self.client.makeConnection(self.client_transport)
+        self._next_id = 0
+        self.pump()
+
+    @property
+    def proto(self) -> Any:
+        return self.server.connection
+
+    def pump(self) -> None:
+        """Move bytes both ways until neither side has more to say."""
+        for _ in range(1000):
+            up = self.client_transport.value()
+            self.client_transport.clear()
+            if up:
+                self.server.dataReceived(up)
+            down = self.transport.value()
+            self.transport.clear()
+            if down:
+                self.client.dataReceived(down)
+            if not up and not down:
+                return
+        raise AssertionError("the two sides never stop talking")
+
+    def frames(self) -> list[tuple[bytes, bool]]:
+        self.pump()
+        got, self.client.inbox = self.client.inbox, []
+        return got
+
+    def send_raw(self, data: bytes, *, binary: bool = False) -> None:
+        """Send ``data`` as one frame; a line ending the TCP tests end it with is left off."""
+        if not binary:
+            data = data[:-1] if data.endswith(b"\n") else data
+            data = data[:-1] if data.endswith(b"\r") else data
+        if self.client.state != WebSocketClientProtocol.STATE_OPEN:
+            return  # the server closed it; as on TCP, what a client still sends goes nowhere
+        self.client.sendMessage(data, isBinary=binary)
+        self.pump()
+
+    def send(self, obj: Any) -> None:
+        self.send_raw(json.dumps(obj).encode())
+
+    def read(self) -> list[Any]:
+        out = []
+        for payload, is_binary in self.frames():
+            assert not is_binary, payload
+            assert not payload.endswith(b"\n"), payload  # one message per frame, no line ending
+            out.append(json.loads(payload))
+        return out
+
+    def call(self, method: str, **params: Any) -> dict:
+        self._next_id += 1
+        rid = self._next_id
+        self.send({"jsonrpc": "2.0", "id": rid, "method": method, "params": params})
+        msgs = self.read()
+        responses = [m for m in msgs if isinstance(m, dict) and m.get("id") == rid and "method" not in m]
+        self.seen = [m for m in msgs if m not in responses]
+        assert len(responses) == 1, msgs
+        return responses[0]
+
+    def result(self, method: str, **params: Any) -> Any:
+        response = self.call(method, **params)
+        assert "result" in response, response
+        return response["result"]
+
+    @property
+    def closed(self) -> bool:
+        self.pump()
+        return self.transport.disconnecting or self.transport.disconnected
+
+
+class WSHarness(Harness):
+    """Harness whose connections are WebSocket clients of the same ClientFactory."""
+
+    transport_name = "websocket"
+
+    def __init__(self, users: dict | None = None, **factory_kw: Any) -> None:
+        super().__init__(users, **factory_kw)
+        self.ws_factory = WebSocketFactory(self.factory, auto_ping=0, handshake_timeouts=False)
+
+    def connect(self, user: str | None = None, **kw: Any) -> WSConn:
+        self._port += 1
+        conn = WSConn(self.ws_factory, self._port, **kw)
+        hello = conn.read()
+        assert hello and hello[0]["method"] == "hello", hello
+        conn.hello = hello[0]["params"]
+        if user is not None:
+            conn.result("login", username=user, token=USERS[user]["token"])
+        return conn
