@@ -56,6 +56,9 @@ _DEFAULT_PORT = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 def _origin_key(scheme: str, netloc: str) -> tuple[str, str, int] | None:
     """(scheme, host, port) of ``scheme://netloc``, ws/wss folded to http/https."""
     scheme = {"ws": "http", "wss": "https"}.get(scheme.lower(), scheme.lower())
+    if netloc.count(":") > 1 and not netloc.startswith("["):  # an IPv6 Host some clients send bare
+        address, _, port_text = netloc.rpartition(":")
+        netloc = f"[{address}]:{port_text}" if port_text.isdigit() else f"[{netloc}]"
     try:
         parts = urlsplit(f"{scheme}://{netloc}")
         host, port = parts.hostname, parts.port
@@ -261,8 +264,8 @@ class WebSocketFactory(WebSocketServerFactory):
                 f"host {host[:100]!r} is not a loopback name and no [users] are configured "
                 "(open the page as http://127.0.0.1:PORT/ or http://localhost:PORT/)"
             )
-        if origin is None:
-            return None  # not a browser
+        if not origin:
+            return None  # no Origin header: not a browser
         key = origin_key(origin)
         if key is not None and (key == here or key in self.allowed):
             return None

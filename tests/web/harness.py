@@ -18,7 +18,9 @@ from typing import Any
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 
 from asttapi_server.web.ws import WebSocketFactory
 from tests.clients.harness import USERS, Harness
@@ -70,6 +72,7 @@ class WSConn:
         self.client_transport = _Socket(peerAddress=IPv4Address("TCP", "127.0.0.1", 8080))
         self.client.makeConnection(self.client_transport)
         self._next_id = 0
+        self._client_lost = self._server_lost = False
         self.pump()
 
     @property
@@ -88,8 +91,21 @@ class WSConn:
             if down:
                 self.client.dataReceived(down)
             if not up and not down:
-                return
-        raise AssertionError("the two sides never stop talking")
+                break
+        else:
+            raise AssertionError("the two sides never stop talking")
+        # A side that closed its socket: the other side sees the connection end.
+        if self.transport.disconnecting and not self._client_lost:
+            self._client_lost = True
+            self.client.connectionLost(Failure(ConnectionDone()))
+        if self.client_transport.disconnecting and not self._server_lost:
+            self.drop()
+
+    def drop(self) -> None:
+        """The TCP connection under the WebSocket is gone (a network blip, a closed laptop)."""
+        if not self._server_lost:
+            self._server_lost = True
+            self.server.connectionLost(Failure(ConnectionDone()))
 
     def frames(self) -> list[tuple[bytes, bool]]:
         self.pump()
