@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from twisted.logger import Logger
-from twisted.web import resource, server, static
+from twisted.web import pages, resource, server, static
 
 #: Where the page lives (written as plain files: no build step, nothing fetched at run time).
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -70,12 +70,17 @@ class StaticFiles(static.File):
 
     indexNames: list[str] = []
 
-    def directoryListing(self) -> resource.Resource:
-        return resource.NoResource("No such file.")
+    def directoryListing(self) -> Any:
+        return pages.notFound("No Such Resource", "No such file.")
 
-    def getChild(self, path: bytes, request: Any) -> resource.Resource:
+    def render(self, request: Any) -> bytes:
+        if self.isdir():  # not even the redirect to a trailing slash: a directory is not a page
+            return self.directoryListing().render(request)
+        return super().render(request)
+
+    def getChild(self, path: bytes, request: Any) -> Any:
         if path.startswith(b"."):  # no dotfiles (an editor's swap file, .git)
-            return self.childNotFound
+            return self.directoryListing()
         return super().getChild(path, request)
 
 
@@ -89,7 +94,7 @@ class WebRoot(resource.Resource):
         self.files = StaticFiles(str(static_dir))
         self.frame_ancestors = tuple(frame_ancestors)
 
-    def getChildWithDefault(self, path: bytes, request: Any) -> resource.Resource:
+    def getChildWithDefault(self, path: bytes, request: Any) -> Any:
         for name, value in security_headers(
             request.getHeader(b"host"), request.isSecure(), self.frame_ancestors
         ).items():
@@ -100,7 +105,7 @@ class WebRoot(resource.Resource):
             index = self.files.getChild(b"index.html", request)
             if isinstance(index, static.File) and index.isfile():
                 return index
-            return resource.NoResource("The page is not installed (asttapi_server/web/static/index.html is missing).")
+            return pages.notFound("No Page", "The page is not installed (asttapi_server/web/static/index.html is missing).")
         if path == b"static":
             return self.files
         return self.files.getChild(path, request)
