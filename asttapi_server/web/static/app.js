@@ -124,6 +124,7 @@
     fatal: null,
     pop: null,                 // handle shown in the pop banner
     dismissed: new Set(),
+    pops: 0,                   // how many calls popped (for the tests: never twice per call)
   };
   if (!Array.isArray(state.recent)) state.recent = [];
   (function loadLines() {
@@ -371,6 +372,7 @@
     rpc("lineOpen", params).then((result) => {
       info.opening = false;
       info.openSeq = result.seq;
+      info.replay = result.replay || null;
       info.seq = Math.max(info.seq || 0, result.seq);
       info.live = true;
       if (typeof result.devstate === "string") info.devstate = short(result.devstate);
@@ -674,6 +676,7 @@
     const key = state.epoch + ":" + card.handle;
     if (!state.popped.has(key)) {
       state.popped.add(key);
+      state.pops += 1;
       state.pop = card.handle;
       notify(card);
     } else if (notifications.has(card.handle)) {
@@ -991,6 +994,8 @@
     cards: () => Array.from(state.cards.keys()),
     lines: () => Array.from(state.open.keys()),
     connected: () => !!(state.ws && state.hello),
+    pops: () => state.pops,
+    replays: () => Object.fromEntries(Array.from(state.open, ([line, info]) => [line, info.replay || null])),
   };
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
