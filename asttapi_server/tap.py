@@ -15,7 +15,6 @@ from typing import Any
 from twisted.application.service import IService
 from twisted.python import usage
 
-from asttapi_server.clients.auth import check_listen_security
 from asttapi_server.config import Config, load_config
 from asttapi_server.errors import ConfigError
 
@@ -71,9 +70,6 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         try:
             self.config = load_config(self["config"], self.overrides())
-            # make_service checks this too; here it is one line and exit 1, not a traceback
-            check_listen_security(self.config.server.listen, self.config.users)
-            check_listen_security(self.config.web.listen, self.config.users, key="web.listen")
         except ConfigError as exc:
             # SystemExit with a message: Python prints it to stderr, exits 1.
             raise SystemExit(f"asttapi: {exc}") from None
@@ -83,4 +79,7 @@ def makeService(options: Options) -> IService:
     from asttapi_server.service import make_service
 
     assert options.config is not None, "Options.parseOptions() was not called"
-    return make_service(options.config)
+    try:
+        return make_service(options.config)
+    except ConfigError as exc:  # e.g. a listener open to the network without [users]
+        raise SystemExit(f"asttapi: {exc}") from None
