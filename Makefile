@@ -14,9 +14,7 @@ venv: $(STAMP)
 # cannot see; the asttapi-checkout.pth line puts the checkout on the venv's
 # path so `.venv/bin/twistd -n asttapi` finds twisted/plugins/asttapi_plugin.py
 # from any directory. (A non-editable `pip install .` installs the dropin.)
-# The install also builds the optional C accelerator in place (setup.py); a
-# change to it re-runs this step.
-$(STAMP): pyproject.toml setup.py asttapi_server/ami/_speedups.c
+$(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
@@ -33,4 +31,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) build *.egg-info twisted/plugins/dropin.cache asttapi_server/ami/_speedups*.so
+	rm -rf $(VENV) build *.egg-info twisted/plugins/dropin.cache

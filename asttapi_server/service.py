@@ -17,7 +17,6 @@ from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from .ami import speedups
 from .ami.client import AMIClient
 from .bridge import Bridge
 from .clients.auth import check_listen_security
@@ -172,7 +171,6 @@ def make_service(config: Config, reactor: Any = None, *, demo_options: dict | No
     app.plugins = build_plugin_manager(plugins_conf, config=config, clock=reactor)
 
     ami_conf = config.ami
-    log.info("AMI parser: {implementation}", implementation=speedups.describe())
     if demo_mode:
         from .demo.server import DemoPBXService
 

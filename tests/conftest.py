@@ -6,8 +6,6 @@ import os
 
 from hypothesis import HealthCheck, settings
 
-from asttapi_server.ami import speedups
-
 # CI (and anyone who sets ASTTAPI_HYPOTHESIS=ci) runs the same examples every
 # time and keeps no example database: a red run must be red for a reason in
 # the code, not for one that an earlier run saved in .hypothesis/.  Locally the
@@ -25,7 +23,3 @@ settings.load_profile(
     os.environ.get("ASTTAPI_HYPOTHESIS") or ("ci" if os.environ.get("CI") else "dev")
 )
 
-
-def pytest_report_header(config) -> str:
-    # Which AMI hot loops the suite exercises (ASTTAPI_PURE_PYTHON=1: the twins).
-    return f"asttapi AMI parser: {speedups.describe()}"

@@ -229,6 +229,39 @@ def test_handmade_follows_with_end_glued_to_last_line():
     assert m.output == ["last line"]
 
 
+def test_output_header_values_lose_only_the_space_after_the_colon_everywhere():
+    # From another project's real capture (issue 12): .output and the headers agree.
+    m = msgs(b"Response: Success\r\nMessage: Command output follows\r\nOutput: Class: default\r\n"
+             b"Output:   indented\r\n\r\n")[0]
+    assert m.output == ["Class: default", "  indented"]
+    assert m.get_all("Output") == m.output
+    assert m.get("Output") == "Class: default"
+    assert ("Output", "Class: default") in m.items()
+
+
+@pytest.mark.parametrize("cuts", [[], list(range(1, 90)), list(range(5, 90, 5)), [60, 61, 62, 63]])
+def test_nothing_stays_buffered_after_an_old_command_reply(cuts):
+    # Asterisk 1.2-13: "--END COMMAND--" and then the blank line (issue 12).
+    data = b"Response: Follows\r\nPrivilege: Command\r\nActionID: 1\r\n0 active channels\n--END COMMAND--\r\n\r\n"
+    p = AMIParser()
+    got = []
+    for a, b in zip([0, *cuts], [*cuts, len(data)]):
+        got += p.feed(data[a:b])
+    assert [m.output for m in got] == [["0 active channels"]]
+    assert p.buffered == 0
+
+
+def test_empty_event_name_then_blank_lines_leaves_nothing_buffered():
+    # The example on which the C accelerator and its Python twin disagreed.
+    for wanted in (None, {"Hangup", "UserEvent"}):
+        p = AMIParser()
+        p.set_event_filter(wanted)
+        p.feed(b"Asterisk Call Manager/11.0.0\r\n")
+        out = p.feed(b"Event: \n\r\n\r\n\r\n")
+        assert p.buffered == 0
+        assert [m.name for m in out] == ([""] if wanted is None else [])
+
+
 def test_handmade_extra_blank_lines_between_messages():
     m = msgs(b"\r\n\r\nEvent: A\r\n\r\n\r\n\r\n\r\n\nEvent: B\r\n\r\n\r\n")
     assert [x.name for x in m] == ["A", "B"]

@@ -1,9 +1,12 @@
-"""One million calls through the core leave nothing tracked, and memory stays flat.
+"""100,000 calls through the core leave nothing tracked, and memory stays flat.
 
 Each call is the minimum a dialplan sends (LINE_NEWCALL, IDLE) with a 1 s
 linger and a tick every 1000 calls, so the timer heap and the linger path are
-exercised too. About 6-10 s on one core; the bench (bench/core_events.py)
-runs the full four-event flow.
+exercised too. At 1,000 calls a simulated second the live set (1 s of linger,
+5 s of hangup grace for every seventh call) is full after about 6,000 calls;
+nine samples after that prove it stays flat, which is what a million calls
+proved, in a tenth of the time. The bench (bench/core_events.py) runs a
+million calls of the full four-event flow.
 """
 
 import gc
@@ -11,10 +14,11 @@ import sys
 
 from asttapi_server.core import CallModel, TapiSignal, parse_tapievent
 
-N = 1_000_000
+N = 100_000
+SAMPLE = 10_000
 
 
-def test_a_million_calls_leave_tracked_at_zero_and_memory_flat():
+def test_many_calls_leave_tracked_at_zero_and_memory_flat():
     newcall = parse_tapievent("LINE_NEWCALL line_1")
     idle = parse_tapievent("LINE_CALLSTATE LINECALLSTATE_IDLE")
     m = CallModel(linger=1.0, hangup_grace=5.0)
@@ -32,7 +36,7 @@ def test_a_million_calls_leave_tracked_at_zero_and_memory_flat():
             apply(TapiSignal(idle, uid, None), now)
         if i % 1000 == 0:
             m.tick(now)
-        if i % 100_000 == 0:
+        if i % SAMPLE == 0:
             growth.append(sys.getallocatedblocks() - base)
     m.tick(N * 0.001 + 60)  # grace expiries -> synthetic IDLE, then their linger
     m.tick(N * 0.001 + 120)
@@ -42,7 +46,8 @@ def test_a_million_calls_leave_tracked_at_zero_and_memory_flat():
     assert m.stats["synthetic_idle"] == len(range(0, N, 7))
     assert len(m._heap) == 0 and not m._by_uid and not m._by_line
     # flat: the live set is a few thousand calls at any time, whatever N is
+    # (measured: samples move within about 4,000 blocks of each other)
     steady = growth[1:]
-    assert max(steady) - min(steady) < 50_000, growth
+    assert max(steady) - min(steady) < 10_000, growth  # a leak of 0.11 blocks a call fails
     gc.collect()
     assert sys.getallocatedblocks() - base < 50_000
