@@ -7,8 +7,10 @@ rules here run on a temporary static directory.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
@@ -124,7 +126,9 @@ class SiteTests(TestCase):
     timeout = 20
 
     def setUp(self) -> None:
-        static = Path(self.mktemp())
+        top = Path(tempfile.mkdtemp())
+        self.addCleanup(shutil.rmtree, top)
+        static = top / "static"
         (static / "css").mkdir(parents=True)
         (static / "index.html").write_text("<!doctype html><title>page</title>")
         (static / "app.js").write_text("console.log(1)")
@@ -184,8 +188,8 @@ class SiteTests(TestCase):
 
     @defer.inlineCallbacks
     def test_framing_is_denied_by_default_and_a_missing_page_says_so(self):
-        empty = Path(self.mktemp())
-        empty.mkdir()
+        empty = Path(tempfile.mkdtemp())
+        self.addCleanup(shutil.rmtree, empty)
         site = make_site(WebSocketEndpoint(WebSocketFactory(self.clients)), static_dir=empty)
         port = reactor.listenTCP(0, site, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
