@@ -118,6 +118,7 @@
     recent: storageGet(sessionStorage, SS_RECENT, []),
     attempt: 0,
     retryTimer: null,
+    retryAt: null,
     pingTimer: null,
     pingDeadline: null,
     closedByUs: false,
@@ -233,8 +234,23 @@
     const cap = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * Math.pow(2, state.attempt));
     const delay = Math.round(cap / 2 + Math.random() * cap / 2);
     state.attempt += 1;
-    setConn("down", "Offline: reconnecting in " + Math.ceil(delay / 1000) + " s");
+    state.retryAt = Date.now() + delay;
+    renderRetry();
     state.retryTimer = setTimeout(connect, delay);
+    setOffline(true);
+  }
+
+  function renderRetry() {
+    if (state.ws || !state.retryAt) return;
+    const left = Math.max(0, Math.ceil((state.retryAt - Date.now()) / 1000));
+    setConn("down", "Offline: reconnecting in " + left + " s");
+  }
+
+  /** While offline the cards show the last known state: say so, and offer no actions. */
+  function setOffline(offline) {
+    document.body.classList.toggle("offline", offline);
+    $("stale").hidden = !offline || state.cards.size === 0;
+    for (const card of state.cards.values()) renderCard(card);
   }
 
   function reconnectNow() {
@@ -284,7 +300,10 @@
       for (const info of state.open.values()) info.seq = null;
     }
     state.epoch = hello.epoch;
+    state.retryAt = null;
     setConn("up", "Connected");
+    setOffline(false);
+    renderLink();
     state.pingTimer = setInterval(ping, PING_EVERY_MS);
     if (!hello.login_required) {
       state.loggedIn = true;
@@ -302,6 +321,8 @@
     $("login").hidden = false;
     $("lines").hidden = true;
     $("dial").hidden = true;
+    $("calls").hidden = true;
+    $("recent").hidden = true;
     $("login-error").textContent = message || "";
     if (!message) setConn("up", "Connected: log in");
     const user = $("login-user");
@@ -351,6 +372,8 @@
       dl.appendChild(o);
     }
     $("lines").hidden = false;
+    $("calls").hidden = false;
+    $("recent").hidden = false;
     renderLines();
     for (const line of state.wanted) openLine(line);
     ping();
@@ -637,7 +660,7 @@
       a.hidden = true;
       a.removeAttribute("href");
     }
-    const ended = card.phase === "ended";
+    const ended = card.phase === "ended" || !state.hello;
     node.querySelector(".drop").disabled = ended;
     node.querySelector(".xfer-toggle").disabled = ended;
     renderTimer(card);
@@ -645,8 +668,8 @@
 
   function renderTimer(card) {
     const t = card.node.querySelector(".timer");
-    const verb = { ringing: "ringing", talking: "talking", setup: "calling" }[card.phase];
-    t.textContent = verb ? verb + " " + fmtDuration(Date.now() - card.since) : "";
+    const live = card.phase === "ringing" || card.phase === "talking" || card.phase === "setup";
+    t.textContent = live ? fmtDuration(Date.now() - card.since) : "";
   }
 
   function endCard(handle, opts) {
@@ -794,7 +817,10 @@
       const when = document.createElement("span");
       when.className = "when";
       when.textContent = fmtClock(r.at);
-      li.append(kind, what, when);
+      const side = document.createElement("span");
+      side.className = "side";
+      side.append(when);
+      li.append(kind, what, side);
       if (r.number) {
         const b = document.createElement("button");
         b.type = "button";
@@ -804,7 +830,7 @@
           $("dial-number").value = r.number;
           $("dial-number").focus();
         });
-        li.append(b);
+        side.append(b);
       }
       list.append(li);
     }
@@ -853,7 +879,7 @@
     const el = $("link");
     const live = Array.from(state.open.values()).filter((i) => i.live && state.ws);
     let kind = "unknown", text = "PBX: unknown";
-    if (!state.ws) {
+    if (!state.ws || !state.hello) {
       text = "PBX: unknown (not connected)";
     } else if (live.some((i) => i.devstate === "OUTOFSERVICE")) {
       kind = "outofservice";
@@ -899,6 +925,7 @@
       if (info && info.error) { st.textContent = info.error; st.dataset.state = "error"; }
       else if (info && info.opening) st.textContent = "opening…";
       else if (info && info.live) st.textContent = "open";
+      else if (info && !state.hello) st.textContent = "reconnecting…";
       else st.textContent = "closed";
       const forget = document.createElement("button");
       forget.type = "button";
@@ -983,7 +1010,10 @@
     });
     window.addEventListener("online", reconnectNow);
     setupNotifyButton();
-    setInterval(() => { for (const card of state.cards.values()) renderTimer(card); }, 1000);
+    setInterval(() => {
+      for (const card of state.cards.values()) renderTimer(card);
+      renderRetry();
+    }, 1000);
     renderRecent();
     renderLink();
     connect();
