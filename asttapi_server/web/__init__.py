@@ -26,6 +26,7 @@ is not loopback-only needs ``[users]``, as ``server.listen`` does.
 from __future__ import annotations
 
 import socket
+from urllib.parse import quote
 from typing import Any
 
 from twisted.logger import Logger
@@ -54,14 +55,21 @@ class WebListener(ClientListener):
     that is taken only warns, the rest of the server runs.
     """
 
-    def __init__(self, reactor: Any, description: str, site: Any, *, required: bool = True) -> None:
+    def __init__(self, reactor: Any, description: str, site: Any, *, required: bool = True,
+                 lines: tuple[str, ...] = ()) -> None:
         super().__init__(reactor, description, site)
         self.required = required
+        # Lines the logged URL pre-selects (#lines=..., read by the page, never
+        # sent to the server): the demo's, so a first run pops a call at once.
+        self.lines = lines
 
     def _listening(self, port: Any) -> None:
         self.port = port
+        url = page_url(self.description, port)
+        if self.lines:
+            url += "#lines=" + ",".join(quote(line, safe="/@:") for line in self.lines)
         log.info("Web page: open {url} in a browser (WebSocket at /ws; listening on {description})",
-                 url=page_url(self.description, port), description=self.description)
+                 url=url, description=self.description)
         waiting, self._waiting = self._waiting, []
         for d in waiting:
             d.callback(port)
@@ -90,7 +98,8 @@ def add_web_listeners(app: AppService, config: Any, reactor: Any) -> list[WebLis
     site = make_site(WebSocketEndpoint(factory), frame_ancestors=web.frame_ancestors)
     listeners = []
     for description in web.listen:
-        listener = WebListener(reactor, description, site, required=not web.default_listen)
+        listener = WebListener(reactor, description, site, required=not web.default_listen,
+                               lines=tuple(config.lines) if app.demo is not None else ())
         listener.setServiceParent(app)
         listeners.append(listener)
     app.web_listeners = listeners

@@ -18,8 +18,9 @@ ROOT = Path(__file__).resolve().parents[2]
 class Server:
     """The harness process: the server on the demo PBX, a relay to cut, a command pipe."""
 
-    def __init__(self, users: bool, log_path: Path) -> None:
+    def __init__(self, users: bool, log_path: Path, first_run: bool = False) -> None:
         args = [sys.executable, "-m", "tests.browser.harness"] + (["--users"] if users else [])
+        args += ["--first-run"] if first_run else []
         self.log_path = log_path
         self._log = open(log_path, "wb")
         self.proc = subprocess.Popen(
@@ -31,6 +32,7 @@ class Server:
             raise RuntimeError(f"harness did not start: {ready}; log in {log_path}")
         self.url = ready["ready"]["url"]
         self.tcp_port = ready["ready"]["tcp"]
+        self.logged_urls = ready["ready"]["logged_urls"]
 
     def _read(self) -> dict:
         line = self.proc.stdout.readline()
@@ -72,8 +74,8 @@ def shots() -> Path:
     return path
 
 
-def _server(request, shots: Path, users: bool) -> Server:
-    server = Server(users, shots / f"{request.node.name}.server.log")
+def _server(request, shots: Path, users: bool, first_run: bool = False) -> Server:
+    server = Server(users, shots / f"{request.node.name}.server.log", first_run)
     request.addfinalizer(server.stop)
     return server
 
@@ -82,6 +84,12 @@ def _server(request, shots: Path, users: bool) -> Server:
 def server(request, shots):
     """A server that needs no login (loopback only, as the demo)."""
     return _server(request, shots, users=False)
+
+
+@pytest.fixture
+def first_run_server(request, shots):
+    """``make run`` with no config: the demo plays calls by itself, the log names the URL."""
+    return _server(request, shots, users=False, first_run=True)
 
 
 @pytest.fixture

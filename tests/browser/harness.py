@@ -185,14 +185,30 @@ def write_config(users: bool) -> str:
     return path
 
 
+LOGGED_URLS: list[str] = []
+
+
+def _watch_log(event: dict) -> None:
+    if "Web page: open" in event.get("log_format", "") and "url" in event:
+        LOGGED_URLS.append(event["url"])
+
+
 @defer.inlineCallbacks
-def main(users: bool):
-    path = write_config(users)
-    try:
-        config = load_config(path)
-    finally:
-        os.unlink(path)
-    app = make_service(config, reactor, demo_options={"timing": TIMING, "autoplay": False})
+def main(users: bool, first_run: bool):
+    if first_run:
+        # A newcomer's `make run`: no config file, the demo playing by itself;
+        # only the ports are ephemeral.
+        config = load_config(None, {"server.listen": ["tcp:0:interface=127.0.0.1"],
+                                    "web.listen": ["tcp:0:interface=127.0.0.1"]})
+        options = {}
+    else:
+        path = write_config(users)
+        try:
+            config = load_config(path)
+        finally:
+            os.unlink(path)
+        options = {"timing": TIMING, "autoplay": False}
+    app = make_service(config, reactor, demo_options=options)
     app.startService()
     reactor.addSystemEventTrigger("before", "shutdown", app.stopService)
     tcp = yield app.listeners[0].whenListening()
@@ -202,10 +218,10 @@ def main(users: bool):
     url = f"http://127.0.0.1:{front.getHost().port}/"
     control = Control(app, relay)
     stdio.StandardIO(control)
-    control.reply({"ready": {"url": url, "tcp": tcp.getHost().port}})
+    control.reply({"ready": {"url": url, "tcp": tcp.getHost().port, "logged_urls": LOGGED_URLS}})
 
 
 if __name__ == "__main__":
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
-    reactor.callWhenRunning(main, "--users" in sys.argv)
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr), _watch_log], redirectStandardIO=False)
+    reactor.callWhenRunning(main, "--users" in sys.argv, "--first-run" in sys.argv)
     reactor.run()

@@ -81,6 +81,25 @@ def no_console_errors(driver, expected: str | None = None) -> None:
     assert errors == [], json.dumps(errors, indent=1)
 
 
+# -- a newcomer's first run -------------------------------------------------------------
+
+
+def test_first_run_the_logged_url_pops_a_demo_call_within_15_s(first_run_server, browser, shots):
+    [url] = first_run_server.logged_urls
+    assert url.endswith("/#lines=line_1,line_2"), url
+    browser.get(url)
+    wait(browser, lambda d: d.find_element(By.ID, "pop").is_displayed(), timeout=15, what="a demo call pops")
+    pop = browser.find_element(By.ID, "pop").text
+    shot(browser, shots, "first-run-desktop")
+    wait(browser, lambda d: cards(d) and any(ch.isdigit() for ch in cards(d)[0].find_element(
+        By.CSS_SELECTOR, ".number").text), what="caller number on the card")
+    # The demo callers are all in the sample CRM or Outlook contacts.
+    wait(browser, lambda d: cards(d) and cards(d)[0].find_element(By.CSS_SELECTOR, ".company").text,
+         timeout=15, what="the contact's company on the card")
+    assert pop
+    no_console_errors(browser)
+
+
 # -- loading, accessibility basics ------------------------------------------------------
 
 
