@@ -34,8 +34,19 @@ FLAGS = (
 )
 
 
-def _first(paths: tuple[str, ...]) -> str | None:
+def _first(paths: tuple[str, ...], env: str) -> str | None:
+    """$env if set (a browser elsewhere), else the first of the packaged paths that exists."""
+    if os.environ.get(env):
+        paths = (os.environ[env],)
     return next((p for p in paths if os.access(p, os.X_OK)), None)
+
+
+def _chromium() -> str | None:
+    return _first(CHROMIUM_PATHS, "ASTTAPI_CHROMIUM")
+
+
+def _chromedriver() -> str | None:
+    return _first(CHROMEDRIVER_PATHS, "ASTTAPI_CHROMEDRIVER")
 
 
 def missing() -> str | None:
@@ -44,7 +55,7 @@ def missing() -> str | None:
         import selenium  # noqa: F401
     except ImportError:
         return "selenium is not installed (pip install -e '.[test]')"
-    if _first(CHROMIUM_PATHS) is None or _first(CHROMEDRIVER_PATHS) is None:
+    if _chromium() is None or _chromedriver() is None:
         return "no system Chromium (Debian: apt-get install chromium chromium-driver)"
     return None
 
@@ -57,13 +68,13 @@ def start(width: int = 1280, height: int = 900):
 
     profile = tempfile.mkdtemp(prefix="asttapi-chromium-")
     options = webdriver.ChromeOptions()
-    options.binary_location = _first(CHROMIUM_PATHS)
+    options.binary_location = _chromium()
     for flag in FLAGS:
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={profile}")
     options.add_argument(f"--window-size={width},{height}")
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    service = Service(executable_path=_first(CHROMEDRIVER_PATHS))
+    service = Service(executable_path=_chromedriver())
     driver = webdriver.Chrome(service=service, options=options)
     quit_ = driver.quit
 
