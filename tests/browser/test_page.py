@@ -206,6 +206,49 @@ def test_a_call_already_ringing_when_the_page_opens_pops_too(server, browser, sh
     assert page(browser, "pops") == 1
 
 
+NOTIFICATION_STUB = """
+window.__notes = []; window.__asked = 0;
+class FakeNotification {
+  constructor(title, opts) { this.tag = opts.tag; window.__notes.push({title, body: opts.body, tag: opts.tag}); }
+  close() { window.__notes.push({closed: this.tag}); }
+}
+FakeNotification.permission = "default";
+FakeNotification.requestPermission = () => {
+  window.__asked += 1; FakeNotification.permission = "granted"; return Promise.resolve("granted");
+};
+window.Notification = FakeNotification;
+"""
+
+
+def test_notifications_asked_on_a_click_only_then_shown_and_esc_dismisses(server, browser, shots):
+    # Headless Chromium has no notification centre: a stand-in records what the page does.
+    browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": NOTIFICATION_STUB})
+    open_page(browser, server, lines="line_1,line_2")
+    line_open(browser, "line_1")
+    line_open(browser, "line_2")
+    assert browser.execute_script("return window.__asked") == 0      # never without a gesture
+    button = browser.find_element(By.ID, "notify")
+    assert button.is_displayed()
+    button.click()
+    wait(browser, lambda d: not d.find_element(By.ID, "notify").is_displayed(), what="button gone once granted")
+    assert browser.execute_script("return window.__asked") == 1
+
+    server.play("inbound", caller=list(ALICE), ring=30)   # rings line_1 and line_2 (the demo's ring group)
+    wait(browser, lambda d: any("Alice Archer" in (n.get("title") or "")
+                                for n in d.execute_script("return window.__notes")), what="a notification")
+    notes = browser.execute_script("return window.__notes")
+    assert {n["tag"] for n in notes} == {notes[0]["tag"]}   # one call, one notification (updated in place)
+    assert "07700900100" in notes[-1]["body"] and "Fabrikam plc" in notes[-1]["body"]
+    [card] = cards(browser)                                 # one card for the call on both lines
+    assert "line_1, line_2" in card.text
+    assert page(browser, "pops") == 1
+
+    browser.find_element(By.TAG_NAME, "body").send_keys(Keys.ESCAPE)
+    wait(browser, lambda d: not d.find_element(By.ID, "pop").is_displayed(), what="Esc dismisses the pop")
+    assert len(cards(browser)) == 1 and "ringing" in cards(browser)[0].get_attribute("class")
+    no_console_errors(browser)
+
+
 # -- click-to-dial, drop, transfer ----------------------------------------------------------------
 
 

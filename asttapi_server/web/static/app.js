@@ -22,6 +22,7 @@
   const BACKOFF_FIRST_MS = 500;
   const BACKOFF_MAX_MS = 30000;
   const RECENT_MAX = 20;
+  const KEEP_MAX = 500;                     // calls remembered for dedup (history, pops, own calls)
   const LS_LINES = "asttapi.lines";          // localStorage: {known: [...], open: [...]} (no secret)
   const SS_CREDS = "asttapi.login";          // sessionStorage, only if "remember" is ticked
   const SS_RECENT = "asttapi.recent";        // sessionStorage: this tab's recent calls
@@ -68,6 +69,11 @@
       if (value === null) store.removeItem(key);
       else store.setItem(key, JSON.stringify(value));
     } catch (e) { /* private mode or quota: memory only */ }
+  }
+
+  /** Keep a Set or Map of per-call bookkeeping from growing all day: drop the oldest. */
+  function cap(collection, max) {
+    while (collection.size > max) collection.delete(collection.keys().next().value);
   }
 
   function fmtDuration(ms) {
@@ -797,6 +803,7 @@
       state.recent.unshift(entry);
     }
     state.recent.length = Math.min(state.recent.length, RECENT_MAX);
+    for (const c of [state.history, state.popped, state.own, state.dismissed]) cap(c, KEEP_MAX);
     storageSet(sessionStorage, SS_RECENT, state.recent);
     renderRecent();
   }
