@@ -50,6 +50,9 @@ CLOSE_POLICY = 1008  # the server hangs up after a JSON-RPC error (error flood, 
 CLOSE_TOO_BIG = 1009
 CLOSE_UNSUPPORTED = 1003  # a binary frame
 
+# Ours; autobahn's classes keep their own ``log`` (a txaio logger).
+_log = Logger(namespace="asttapi_server.web.ws")
+
 _DEFAULT_PORT = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
 
@@ -139,7 +142,6 @@ class _MessageTransport:
 class WebSocketClient(WebSocketServerProtocol):
     """One browser (or other WebSocket) client: frames in and out of a ClientProtocol."""
 
-    log = Logger()
     factory: "WebSocketFactory"
 
     connection: ClientProtocol | None = None
@@ -190,7 +192,7 @@ class WebSocketClient(WebSocketServerProtocol):
         if connection is None or connection.closing:
             return
         if isBinary:
-            self.log.warn("closing WebSocket client {peer} ({user}): it sent a binary frame",
+            _log.warn("closing WebSocket client {peer} ({user}): it sent a binary frame",
                           peer=connection.peer, user=connection.session.username if connection.session else "?")
             self._close_code = CLOSE_UNSUPPORTED
             connection.close_with_error(
@@ -224,7 +226,6 @@ class WebSocketFactory(WebSocketServerFactory):
     """
 
     protocol = WebSocketClient
-    log = Logger()
 
     def __init__(
         self,
@@ -275,7 +276,7 @@ class WebSocketFactory(WebSocketServerFactory):
         held = self._throttle.allow(origin, self.clients.clock.seconds())
         if held is None:
             return
-        self.log.warn(
+        _log.warn(
             "refused a WebSocket from {peer} (HTTP 403): {problem}{more}",
             peer=getattr(peer, "host", peer),
             problem=problem,

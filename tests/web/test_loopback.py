@@ -24,6 +24,7 @@ from twisted.web.client import Agent, readBody
 from twisted.web.http_headers import Headers
 
 from asttapi_server.clients.auth import Authenticator
+from asttapi_server.clients.codec import Request
 from asttapi_server.clients.hub import Hub
 from asttapi_server.clients.protocol import ClientFactory
 from asttapi_server.config import load_config
@@ -31,7 +32,7 @@ from asttapi_server.demo.scenarios import Timing
 from asttapi_server.service import make_service
 from asttapi_server.web.resource import make_site
 from asttapi_server.web.ws import WebSocketEndpoint, WebSocketFactory
-from tests.clients.fakes import FakeTelephony
+from tests.clients.fakes import FakeTelephony, event
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -227,6 +228,57 @@ class SiteTests(TestCase):
         self.assertIn(b"evil.example", data)
         lines = [formatEvent(e) for e in seen if "refused a WebSocket" in formatEvent(e)]
         self.assertEqual(len(lines), 1)
+
+    @defer.inlineCallbacks
+    def test_a_websocket_that_never_reads_is_cut_off_and_costs_bounded_memory(self):
+        """Through twisted.web: the connection is the socket's producer, so a full kernel buffer
+        queues lines here, and passing send_buffer_bytes cuts the client off."""
+        self.clients.send_buffer_bytes = 64 * 1024
+        port = self.port.getHost().port
+        seen: list = []
+        globalLogPublisher.addObserver(seen.append)
+        self.addCleanup(globalLogPublisher.removeObserver, seen.append)
+
+        class NeverReads(Protocol):
+            def __init__(self) -> None:
+                self.got = b""
+                self.lost: defer.Deferred = defer.Deferred()
+
+            def connectionMade(self) -> None:
+                self.transport.write(upgrade_request(port, f"http://127.0.0.1:{port}"))
+
+            def dataReceived(self, data: bytes) -> None:
+                self.got += data
+                if b"\r\n\r\n" in self.got:
+                    self.transport.pauseProducing()  # stop reading for good
+
+            def connectionLost(self, reason=None) -> None:
+                self.lost.callback(None)
+
+        slow = NeverReads()
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), slow)
+        for _ in range(100):
+            if self.clients.connections:
+                break
+            yield deferLater(reactor, 0.01, lambda: None)
+        (conn,) = self.clients.connections
+        conn.session.handle(Request("lineOpen", {"line": "flood"}, 1))
+        big = event("LINE_CALLINFO", "flood", 1, "LINECALLINFOSTATE_OTHER").with_callinfo(pad="x" * 20000)
+        most_queued = 0
+        for _ in range(5000):  # up to 100 MB: far more than any kernel buffers
+            if not self.clients.connections:
+                break
+            self.clients.hub.publish(big)
+            most_queued = max(most_queued, conn.queued)
+            yield deferLater(reactor, 0, lambda: None)
+        self.assertEqual(self.clients.connections, set())
+        self.assertLessEqual(most_queued, 64 * 1024 + 30000)
+        socket = conn.transport._ws.transport  # the TCP connection under the WebSocket
+        self.assertTrue(socket.disconnected)  # aborted, not waiting for a client that does not read
+        slow.transport.abortConnection()
+        yield slow.lost.addTimeout(10, reactor)
+        (line,) = [formatEvent(e) for e in seen if "does not read" in formatEvent(e)]
+        self.assertIn("65536", line)
 
     @defer.inlineCallbacks
     def test_the_http_idle_timeout_does_not_cut_a_websocket(self):
