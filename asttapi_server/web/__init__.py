@@ -39,6 +39,9 @@ log = Logger()
 def page_url(description: str, port: Any) -> str:
     """The URL to open for a listening web endpoint."""
     host = port.getHost()
+    if not hasattr(host, "port"):  # unix:... behind a reverse proxy
+        name = getattr(host, "name", b"?")
+        return "your reverse proxy's URL for UNIX socket " + (name.decode() if isinstance(name, bytes) else str(name))
     address = getattr(host, "host", "") or ""
     if address in ("0.0.0.0", "::", ""):
         address = socket.gethostname()

@@ -85,3 +85,20 @@ def test_a_taken_default_port_only_warns_but_an_asked_for_one_stops(tmp_path):
     lines = [formatEvent(e) for e in seen]
     assert any("No web page: cannot listen on tcp:8080" in line for line in lines)
     assert any("Cannot listen for the web page on tcp:8080" in line and "stopping" in line for line in lines)
+
+
+def test_page_url_names_what_to_open():
+    from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+
+    from asttapi_server.web import page_url
+
+    class Port:
+        def __init__(self, address):
+            self.address = address
+
+        def getHost(self):
+            return self.address
+
+    assert page_url("tcp:8080:interface=127.0.0.1", Port(IPv4Address("TCP", "127.0.0.1", 8080))) == "http://127.0.0.1:8080/"
+    assert page_url("ssl:8443:privateKey=k", Port(IPv6Address("TCP", "::1", 8443))) == "https://[::1]:8443/"
+    assert page_url("unix:/run/w.sock", Port(UNIXAddress(b"/run/w.sock"))).endswith("UNIX socket /run/w.sock")
