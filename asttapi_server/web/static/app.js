@@ -154,6 +154,8 @@
       if (line) { state.known.add(line); state.wanted.add(line); }
     }
     saveWanted();
+    // Remembered now; a reload must not bring back a line the user forgot.
+    try { history.replaceState(null, "", location.pathname + location.search); } catch (e) { /* sandboxed */ }
   })();
 
   function saveWanted() {
@@ -319,7 +321,7 @@
     } else if (state.creds) {
       doLogin(state.creds.username, state.creds.token, !!state.creds.remember);
     } else {
-      showLogin("");
+      showLogin(null);
     }
   }
 
@@ -329,7 +331,7 @@
     $("dial").hidden = true;
     $("calls").hidden = true;
     $("recent").hidden = true;
-    $("login-error").textContent = message || "";
+    if (message !== null) $("login-error").textContent = message;
     if (!message) setConn("up", "Connected: log in");
     const user = $("login-user");
     (user.value ? $("login-token") : user).focus();
@@ -878,6 +880,8 @@
 
   function setConn(kind, text) {
     const el = $("conn");
+    // Announce changes of kind only: the reconnect countdown ticks every second.
+    if (el.dataset.state !== kind) say(kind === "down" ? "Connection to the server lost; reconnecting" : text);
     el.dataset.state = kind;
     el.textContent = text;
   }
