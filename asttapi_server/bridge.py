@@ -213,13 +213,36 @@ class Bridge:
         if event.msg != "LINE_NEWCALL" and event.param != _CALLERID:
             return
         calls[handle] = number
+        if not self._customer_number(handle, event.callinfo):
+            return
         d = self.plugins.lookup_contact(number, dict(event.callinfo))
         d.addCallback(self._contact_found, handle, number)
 
+    def _customer_number(self, handle: int, callinfo: Any) -> bool:
+        """Is the call's callerid worth a contact lookup?
+
+        Not when no plugin looks contacts up (then ``contact`` never appears),
+        and not on a call placed from the line's own phone or by lineMakeCall:
+        there callerid is the user's own extension, not a customer.
+        """
+        if not getattr(self.plugins, "looks_up_contacts", True):
+            return False
+        if callinfo.get("origin") == "LINECALLORIGIN_OUTBOUND":
+            return False
+        call = self.model.get(handle)
+        if call is not None and call.channel:
+            for line in call.seen_lines:
+                conf = self.config.lines.get(line)
+                if conf is not None and conf.channel and _is_phone_channel(call.channel, conf.channel):
+                    return False
+        return True
+
     def _contact_found(self, contact: dict | None, handle: int, number: str) -> None:
-        if not contact or self._calls.get(handle) != number:
-            return  # nothing found, or the call ended/changed caller meanwhile
-        events = self.model.annotate(handle, "contact", contact, self.clock.seconds())
+        if self._calls.get(handle) != number:
+            return  # the call ended or changed caller meanwhile
+        # Found or not (no match, a plugin error, the timeout), the client
+        # hears once that this lookup is over: ``contact`` is the object or null.
+        events = self.model.annotate(handle, "contact", contact or None, self.clock.seconds(), always=True)
         self._publish(events)
 
     # -- timers --------------------------------------------------------------

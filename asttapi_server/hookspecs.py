@@ -93,11 +93,12 @@ def asttapi_map_ami_event(message, app):
 def asttapi_lookup_contact(number, callinfo, app):
     """Find the contact behind a phone number, for a screen pop.
 
-    Called on the reactor thread when a call shows a new caller (or called)
-    number. Call events are sent to clients at once, without waiting; when a
-    contact is found the bridge adds it to the call's info and clients get a
-    ``LINE_CALLINFO`` / ``LINECALLINFOSTATE_OTHER`` whose ``callinfo.contact``
-    holds it.
+    Called on the reactor thread when a call shows a new caller number
+    (not for calls placed from the line's own phone). Call events are sent to
+    clients at once, without waiting; when the lookup ends the bridge adds its
+    answer to the call's info and clients get a ``LINE_CALLINFO`` /
+    ``LINECALLINFOSTATE_OTHER`` whose ``callinfo.contact`` holds the contact,
+    or ``null`` if none was found.
 
     Every implementation is called and they run at the same time; not
     ``firstresult`` (a Deferred is not ``None``). The answer is the first

@@ -457,6 +457,11 @@ class PluginHost:
                 name = impl.plugin_name
                 result.addErrback(lambda f, name=name: self._failed(name, "asttapi_call_finished", f))
 
+    @property
+    def looks_up_contacts(self) -> bool:
+        """Does any plugin implement ``asttapi_lookup_contact``? (No: no lookup, no miss signal.)"""
+        return bool(self._impls("asttapi_lookup_contact"))
+
     def lookup_contact(self, number: str, callinfo: Mapping[str, Any] | None = None) -> Deferred:
         """Ask every plugin for the contact behind ``number`` at once.
 

@@ -36,8 +36,8 @@ def asttapi_ami_event_names():
 def asttapi_map_ami_event(message, app):
     # Imported here: the AMI normaliser is the one module of the mapping that
     # other parts of the server may import without wanting plugins.
-    from asttapi_server.ami.normalise import user_event
-    from asttapi_server.core.grammar import TapiSignal, parse_tapievent
+    from asttapi_server.ami.normalise import caller_of, user_event
+    from asttapi_server.core.grammar import NEWCALL, TapiSignal, parse_tapievent
 
     event = user_event(message)
     if event is None or event.name.upper() != USER_EVENT_NAME:
@@ -56,6 +56,12 @@ def asttapi_map_ami_event(message, app):
                      " ({held} more like it since the last report)",
                      raw=event.body, channel=event.channel, error=str(exc), held=held)
         return []
+    if command.verb == NEWCALL:
+        # The channel snapshot names the caller: LINE_NEWCALL carries it, so a
+        # screen pop needs no second event (read once per call, not per event).
+        num, name, exten = caller_of(message)
+        return [TapiSignal(command=command, uniqueid=event.uniqueid, channel=event.channel,
+                           callerid=num, calleridname=name, exten=exten)]
     return [TapiSignal(command=command, uniqueid=event.uniqueid, channel=event.channel)]
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "OriginateResult",
     "originate_response",
     "channel_uniqueids",
+    "caller_of",
 ]
 
 _TAPIEVENT = "TAPIEVENT"
@@ -168,6 +169,20 @@ def user_event(msg: Message) -> UserEvent | None:
     return _make_user_event(
         name, body, _none_if_unknown(uniqueid), _none_if_unknown(channel), _none_if_unknown(linkedid), msg
     )
+
+
+_CALLER_KEYS = ("CallerIDNum", "CallerIDName", "Exten")
+
+
+def caller_of(msg: Message) -> tuple[str | None, str | None, str | None]:
+    """``(CallerIDNum, CallerIDName, Exten)`` of a channel event, ``None`` where unknown.
+
+    Asterisk 12+ puts the channel snapshot in every channel event, the
+    UserEvent included, so the caller's number is known when the dialplan
+    says LINE_NEWCALL; older versions send none of these (all ``None``).
+    """
+    num, name, exten = msg.values(*_CALLER_KEYS)
+    return _none_if_unknown(num), _none_if_unknown(name), _none_if_unknown(exten)
 
 
 def _int_or_none(value: str | None) -> int | None:

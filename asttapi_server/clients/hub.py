@@ -17,7 +17,7 @@ from typing import Protocol
 
 from twisted.logger import Logger
 
-from asttapi_server.clients.codec import encode_event
+from asttapi_server.clients.codec import encode_event, encode_notification, event_params
 from asttapi_server.core.events import TapiEvent
 
 
@@ -106,7 +106,9 @@ class Hub:
     ) -> list[bytes] | None:
         """The encoded events of ``line`` with seq > ``since``, oldest first.
 
-        A LINE_NEWCALL owned by ``sid`` is left out, as in :meth:`publish`.
+        Each carries ``"replayed": true`` (a resumed client must not pop a
+        call again that may have ended since). A LINE_NEWCALL owned by
+        ``sid`` is left out, as in :meth:`publish`.
         ``None`` means the ring no longer holds all of them (or ``since``
         comes from another server run): the client must rebuild its state
         from the line's current calls instead.
@@ -125,9 +127,9 @@ class Hub:
             if ev_line == line:
                 if sid is not None and event.msg == "LINE_NEWCALL" and event.owner == sid:
                     continue
-                out.append(data)  # type: ignore[arg-type]
+                out.append(_replayed(event, seq, line))
             elif ev_line is None:
-                out.append(encode_event(event, seq, line))
+                out.append(_replayed(event, seq, line))
         out.reverse()
         return out
 
@@ -147,3 +149,10 @@ class Hub:
             sub.send(data)
         except Exception:
             self.log.failure("delivering an event to session {sid} failed", sid=sub.sid)
+
+
+def _replayed(event: TapiEvent, seq: int, line: str) -> bytes:
+    """The event as first sent, plus ``"replayed": true`` (encoded anew: replays are rare)."""
+    params = event_params(event, seq, line)
+    params["replayed"] = True
+    return encode_notification(event.msg, params)

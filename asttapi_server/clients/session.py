@@ -132,6 +132,7 @@ class Session:
                 "protocol": codec.PROTOCOL_VERSION,
                 "login_required": self.auth.login_required,
                 "epoch": self.hub.epoch,
+                "pbx": "up" if self.telephony.link_up else "down",
             },
         )
 
@@ -308,10 +309,8 @@ class Session:
         assert self.user is not None
         if not self.user.may_open(line):
             raise TelephonyError("LINEERR_NOTOWNER", f"user {self.username!r} may not open line {line!r}")
-        result: dict[str, Any] = {"calls": self._calls(line), "seq": self.hub.seq, "epoch": self.hub.epoch}
-        # The PBX link's state now (TAPI's lineGetLineDevStatus): a screen shows
-        # "out of service" on connect, not only when LINE_LINEDEVSTATE changes it.
-        result["devstate"] = "LINEDEVSTATE_INSERVICE" if self.telephony.link_up else "LINEDEVSTATE_OUTOFSERVICE"
+        result: dict[str, Any] = {"calls": self._calls(line), "seq": self.hub.seq, "epoch": self.hub.epoch,
+                                  "devstate": self._devstate()}
         missed: list[bytes] = []
         if seq is not None:
             got = self.hub.missed(line, seq, epoch, sid=self.sid)
@@ -331,6 +330,15 @@ class Session:
             self.send(data)
         self.lines.add(line)
         self.hub.subscribe(self, line)
+
+    def _devstate(self) -> str:
+        """The line's device state now, as TAPI's lineGetLineDevStatus would tell it.
+
+        LINE_LINEDEVSTATE events then report changes from this: a client
+        told OUTOFSERVICE here hears INSERVICE when the link comes up; one
+        told INSERVICE hears nothing until the link is lost.
+        """
+        return "LINEDEVSTATE_INSERVICE" if self.telephony.link_up else "LINEDEVSTATE_OUTOFSERVICE"
 
     def _announce(self, line: str, calls: list[dict], seq: int) -> None:
         for snap in calls:

@@ -86,6 +86,12 @@ class TapiSignal:
     command: TapiCommand
     uniqueid: str | None  # Uniqueid of the channel that ran UserEvent (None on 1.4-1.8 without body header)
     channel: str | None
+    # That channel's CallerIDNum / CallerIDName / Exten (Asterisk 12+ sends
+    # them in every channel event): the call's first callerid and calledid,
+    # so LINE_NEWCALL already carries them. Read for LINE_NEWCALL only.
+    callerid: str | None = None
+    calleridname: str | None = None
+    exten: str | None = None
 
 
 def parse_tapievent(text: str) -> TapiCommand:

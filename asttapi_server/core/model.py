@@ -184,6 +184,28 @@ def split_callerid(value: str) -> tuple[str | None, str | None]:
     return m.group(3).strip(), name or None
 
 
+#: An Exten that is a number (not ``s``, ``h``, a pattern): the number the caller dialled.
+_DIALLED = re.compile(r"\+?[0-9*#]+")
+
+
+def _identify(call: Call, signal: G.TapiSignal) -> None:
+    """Fill what the call's own channel tells at LINE_NEWCALL into callinfo still unknown.
+
+    CallerIDNum/CallerIDName are the calling party (TAPI's callerid: the
+    caller of an inbound call, the line's own phone on an outbound one), the
+    channel's Exten the number it dialled (calledid). The dialplan's SET
+    verbs still override all three later.
+    """
+    info = call.callinfo
+    if signal.callerid and info["callerid"] is None:
+        call._set_info("callerid", signal.callerid)
+    if signal.calleridname and info["calleridname"] is None:
+        call._set_info("calleridname", signal.calleridname)
+    exten = signal.exten
+    if exten and info["calledid"] is None and _DIALLED.fullmatch(exten):
+        call._set_info("calledid", exten)
+
+
 _RESOLVED: dict[tuple[str, ...], tuple[str, str | None]] = {}
 
 
@@ -293,7 +315,7 @@ class CallModel:
                 return []
             # The signal's Channel is the call's own only when the Uniqueid came from it too.
             own = cmd.call_id is None or cmd.call_id == signal.uniqueid
-            return self._newcall(call, uid, cmd, signal.channel if own else None, now)
+            return self._newcall(call, uid, cmd, signal.channel if own else None, now, signal if own else None)
         if call is None:
             if verb == _LINEDEVSTATE and cmd.lines and cmd.call_id is None:
                 # "[line_1] LINE_LINEDEVSTATE ..." is about the line, not a call.
@@ -333,12 +355,14 @@ class CallModel:
         return events
 
     def _newcall(self, call: Call | None, uid: str, cmd: G.TapiCommand,
-                 channel: str | None, now: float) -> list[TapiEvent]:
+                 channel: str | None, now: float, own: G.TapiSignal | None = None) -> list[TapiEvent]:
         if call is None or call.ended is not None:
             call = self._create(uid, now)
         call.updated = now
         if call.channel is None:
             call.channel = channel
+        if own is not None:
+            _identify(call, own)
         events = []
         states = call.states
         for line in cmd.args:
@@ -540,10 +564,14 @@ class CallModel:
         param = "LINEDEVSTATE_INSERVICE" if up else "LINEDEVSTATE_OUTOFSERVICE"
         return [TapiEvent(_LINEDEVSTATE, None, None, param)]
 
-    def annotate(self, handle: int, key: str, value: Any, now: float) -> list[TapiEvent]:
-        """Plugin data into callinfo; LINE_CALLINFO LINECALLINFOSTATE_OTHER to each tracking line."""
+    def annotate(self, handle: int, key: str, value: Any, now: float, *, always: bool = False) -> list[TapiEvent]:
+        """Plugin data into callinfo; LINE_CALLINFO LINECALLINFOSTATE_OTHER to each tracking line.
+
+        ``always``: send it even when the value did not change (a finished
+        contact lookup is news to a client waiting for it, found or not).
+        """
         call = self._by_handle.get(handle)
-        if call is None or not call._set_info(key, value):
+        if call is None or (not call._set_info(key, value) and not always):
             return []
         call.updated = now
         if call.ended is not None:

@@ -30,6 +30,7 @@ def test_hello_is_the_first_line():
         "protocol": 1,
         "login_required": False,
         "epoch": "e1",
+        "pbx": "up",
     }
     assert Harness(USERS).connect().hello["login_required"] is True
 
