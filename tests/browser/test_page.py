@@ -133,6 +133,7 @@ def test_page_loads_without_console_errors_and_everything_has_a_label(server, br
 def test_login_wrong_token_then_right_token(login_server, browser, shots):
     browser.get(login_server.url)
     wait(browser, lambda d: d.find_element(By.ID, "login").is_displayed(), what="login form")
+    assert "in service" in browser.find_element(By.ID, "link").text   # from hello, before any login
     browser.find_element(By.ID, "login-user").send_keys("desk")
     browser.find_element(By.ID, "login-token").send_keys("not-the-token" + Keys.ENTER)
     wait(browser, lambda d: "Wrong user name or token" in d.find_element(By.ID, "login-error").text,

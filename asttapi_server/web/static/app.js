@@ -898,6 +898,12 @@
     } else if (live.some((i) => i.devstate === "INSERVICE")) {
       kind = "inservice";
       text = "PBX link: in service";
+    } else if (state.hello.pbx === "down") {   // hello tells it before any line is open
+      kind = "outofservice";
+      text = "PBX link: OUT OF SERVICE";
+    } else if (state.hello.pbx === "up") {
+      kind = "inservice";
+      text = "PBX link: in service";
     }
     if (el.dataset.state !== kind) {
       el.dataset.state = kind;
