@@ -27,7 +27,7 @@ import os
 import sys
 import tempfile
 
-from twisted.internet import defer, protocol, reactor, stdio
+from twisted.internet import defer, protocol, reactor, stdio, task
 from twisted.logger import globalLogBeginner, textFileLogObserver
 from twisted.protocols.basic import LineReceiver
 
@@ -212,6 +212,10 @@ def main(users: bool, first_run: bool):
     app.startService()
     reactor.addSystemEventTrigger("before", "shutdown", app.stopService)
     tcp = yield app.listeners[0].whenListening()
+    for _ in range(500):  # the AMI link to the demo PBX, logged in and resynchronised
+        if app.bridge.link_up:
+            break
+        yield task.deferLater(reactor, 0.02, lambda: None)
     web = yield app.web_listeners[0].whenListening()
     relay = RelayFactory(web.getHost().port)
     front = reactor.listenTCP(0, relay, interface="127.0.0.1")
