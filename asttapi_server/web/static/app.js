@@ -822,7 +822,13 @@
       kind.textContent = r.kind;
       const what = document.createElement("span");
       what.className = "what";
-      what.textContent = [r.name, r.number, r.company].filter(Boolean).join(" · ") || "unknown";
+      const first = document.createElement("span");
+      first.className = "what-name";
+      first.textContent = r.name || r.number || "unknown";
+      const detail = document.createElement("span");
+      detail.className = "what-detail";
+      detail.textContent = [r.name ? r.number : null, r.company].filter(Boolean).join(" · ");
+      what.append(first, detail);
       const when = document.createElement("span");
       when.className = "when";
       when.textContent = fmtClock(r.at);
