@@ -23,7 +23,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
 from asttapi_server.web.ws import WebSocketFactory
-from tests.clients.harness import USERS, Harness
+from tests.clients.harness import USERS, Conn, Harness
 
 PAGE_ORIGIN = "http://127.0.0.1:8080"
 
@@ -55,8 +55,8 @@ class _Client(WebSocketClientProtocol):
         self.close_info = (wasClean, code, reason)
 
 
-class WSConn:
-    """One WebSocket client connection, pumped by hand."""
+class WSConn(Conn):
+    """One WebSocket client connection, pumped by hand (``call`` and ``result`` are Conn's)."""
 
     def __init__(self, ws_factory: WebSocketFactory, port: int, *, origin: str | None = PAGE_ORIGIN,
                  url: str = "ws://127.0.0.1:8080/ws") -> None:
@@ -122,9 +122,6 @@ class WSConn:
         self.client.sendMessage(data, isBinary=binary)
         self.pump()
 
-    def send(self, obj: Any) -> None:
-        self.send_raw(json.dumps(obj).encode())
-
     def read(self) -> list[Any]:
         out = []
         for payload, is_binary in self.frames():
@@ -132,21 +129,6 @@ class WSConn:
             assert not payload.endswith(b"\n"), payload  # one message per frame, no line ending
             out.append(json.loads(payload))
         return out
-
-    def call(self, method: str, **params: Any) -> dict:
-        self._next_id += 1
-        rid = self._next_id
-        self.send({"jsonrpc": "2.0", "id": rid, "method": method, "params": params})
-        msgs = self.read()
-        responses = [m for m in msgs if isinstance(m, dict) and m.get("id") == rid and "method" not in m]
-        self.seen = [m for m in msgs if m not in responses]
-        assert len(responses) == 1, msgs
-        return responses[0]
-
-    def result(self, method: str, **params: Any) -> Any:
-        response = self.call(method, **params)
-        assert "result" in response, response
-        return response["result"]
 
     @property
     def closed(self) -> bool:
