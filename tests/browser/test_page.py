@@ -127,6 +127,26 @@ def test_page_loads_without_console_errors_and_everything_has_a_label(server, br
     no_console_errors(browser)
 
 
+def test_lines_by_keyboard_typed_closed_reopened_and_remembered(server, browser, shots):
+    open_page(browser, server)
+    line_open(browser)
+    field = browser.find_element(By.ID, "line-name")
+    field.send_keys("line_2" + Keys.ENTER)
+    line_open(browser, "line_2")
+    box = browser.find_element(By.CSS_SELECTOR, "#line-list input[data-line='line_2']")
+    box.send_keys(Keys.SPACE)                                   # untick: lineClose
+    wait(browser, lambda d: line_state(d, "line_2") == "closed", what="line_2 closed")
+    assert browser.switch_to.active_element.get_attribute("data-line") == "line_2"  # focus kept
+    browser.switch_to.active_element.send_keys(Keys.SPACE)      # tick again: lineOpen
+    line_open(browser, "line_2")
+    assert browser.switch_to.active_element.get_attribute("data-line") == "line_2"
+    browser.get(server.url)                                     # no fragment: remembered
+    wait(browser, lambda d: page(d, "connected"), what="page connected")
+    line_open(browser, "line_1")
+    line_open(browser, "line_2")
+    no_console_errors(browser)
+
+
 # -- login -------------------------------------------------------------------------------------
 
 

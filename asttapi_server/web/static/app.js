@@ -921,6 +921,11 @@
 
   function renderLines() {
     const list = $("line-list");
+    // The list is rebuilt: keep the keyboard focus on the same control.
+    const active = document.activeElement;
+    const refocus = active && list.contains(active)
+      ? (active.dataset.line !== undefined ? ["line", active.dataset.line] : ["forget", active.dataset.forget])
+      : null;
     list.textContent = "";
     const names = new Set([...state.known, ...state.open.keys()]);
     for (const line of Array.from(names).sort()) {
@@ -955,6 +960,7 @@
       forget.className = "forget";
       forget.textContent = "✕";
       forget.setAttribute("aria-label", "Forget line " + line);
+      forget.dataset.forget = line;
       forget.addEventListener("click", () => {
         state.wanted.delete(line);
         state.known.delete(line);
@@ -964,6 +970,11 @@
       });
       li.append(label, st, forget);
       list.append(li);
+    }
+    if (refocus) {
+      const again = Array.from(list.querySelectorAll(refocus[0] === "line" ? "input" : "button"))
+        .find((e) => e.dataset[refocus[0]] === refocus[1]);
+      if (again) again.focus();
     }
     const select = $("dial-line");
     const current = select.value;
