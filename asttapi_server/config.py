@@ -88,6 +88,14 @@ class CallsConfig:
     hangup_grace: float = 5.0
     max_age: float = 14400.0
     linger: float = 30.0
+    #: Where live calls are kept across a restart (asttapi_server/store.py).
+    #: None: the default, ``asttapi-calls.json`` in the working directory
+    #: (none in demo mode, whose PBX restarts with the server); "": no store.
+    state_file: str | None = None
+    # PBX-side limits (issue 11; see docs/security.md).
+    max_calls: int = 10000
+    max_lines: int = 64
+    max_field_bytes: int = 256
 
 
 @dataclass(frozen=True)
@@ -257,13 +265,14 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-_LINE_NAME = re.compile(r"^[^\s\[\]&!~]+$")
-
-
 def _check_line_name(name: str) -> str | None:
-    if _LINE_NAME.match(name):
+    # The TAPIEVENT grammar's rule: a name it would refuse could never get an event.
+    from asttapi_server.core.grammar import LINE_NAME
+
+    if LINE_NAME.fullmatch(name):
         return None
-    return "a line name without spaces or any of [ ] & ! ~"
+    return ("a line name without spaces or any of [ ] & ! ~ (letters, digits, _ or + first,"
+            " then also / ; . @ - : # * =; at most 80 characters)")
 
 
 class _NoReactor:
@@ -308,7 +317,7 @@ _AMI_KEYS = {k: None for k in (
 _SERVER_KEYS = {k: None for k in ("listen", "max_line_bytes", "send_buffer_bytes", "replay_ring")}
 _LINE_KEYS = {k: None for k in ("channel", "context", "callerid")}
 _USER_KEYS = {k: None for k in ("token", "lines")}
-_CALLS_KEYS = {k: None for k in ("hangup_grace", "max_age", "linger")}
+_CALLS_KEYS = {k: None for k in ("hangup_grace", "max_age", "linger", "state_file", "max_calls", "max_lines", "max_field_bytes")}
 _TOP_KEYS = {k: None for k in ("ami", "server", "lines", "users", "calls", "plugins", "demo", "web")}
 
 
@@ -400,6 +409,10 @@ def _calls(r: _Reader, d: Mapping[str, Any]) -> CallsConfig:
         hangup_grace=r.number(d, p, "hangup_grace", dflt.hangup_grace, positive=False),
         max_age=r.number(d, p, "max_age", dflt.max_age),
         linger=r.number(d, p, "linger", dflt.linger, positive=False),
+        state_file=r.string(d, p, "state_file", dflt.state_file, empty_ok=True),
+        max_calls=r.integer(d, p, "max_calls", dflt.max_calls, 1),
+        max_lines=r.integer(d, p, "max_lines", dflt.max_lines, 1, 10000),
+        max_field_bytes=r.integer(d, p, "max_field_bytes", dflt.max_field_bytes, 32, 1 << 20),
     )
 
 

@@ -25,6 +25,7 @@ from .clients.protocol import ClientFactory
 from .config import Config
 from .core.model import CallModel
 from .plugins import build_plugin_manager
+from .store import DEFAULT_STATE_FILE, CallStore
 
 log = Logger()
 
@@ -119,6 +120,7 @@ class AppService(MultiService):
         self.demo: Any = None
         self.model: CallModel | None = None
         self.client_factory: ClientFactory | None = None
+        self.store: CallStore | None = None
         self.listeners: list[ClientListener] = []
         self.web_listeners: list[ClientListener] = []  # the browser page and /ws (asttapi_server.web)
 
@@ -203,6 +205,9 @@ def make_service(config: Config, reactor: Any = None, *, demo_options: dict | No
         hangup_grace=config.calls.hangup_grace,
         max_age=config.calls.max_age,
         linger=config.calls.linger,
+        max_calls=config.calls.max_calls,
+        max_lines=config.calls.max_lines,
+        max_field_bytes=config.calls.max_field_bytes,
     )
     app.hub = Hub(ring_size=config.server.replay_ring)
     app.bridge = Bridge(
@@ -213,6 +218,13 @@ def make_service(config: Config, reactor: Any = None, *, demo_options: dict | No
         hub=app.hub,
         clock=reactor,
     )
+    state_file = state_file_path(config, demo_mode)
+    if state_file:
+        # Before the listeners and the AMI client: started first (the calls
+        # are back before anyone asks), stopped last (the final write).
+        app.store = CallStore(state_file, app.model, reactor, on_restored=app.bridge.adopt_restored)
+        app.store.setServiceParent(app)
+        app.bridge.on_change = app.store.changed
     app.client_factory = ClientFactory.from_config(config, app.hub, app.bridge, clock=reactor)
     for description in config.server.listen:
         listener = ClientListener(reactor, description, app.client_factory)
@@ -225,3 +237,15 @@ def make_service(config: Config, reactor: Any = None, *, demo_options: dict | No
     app.ami.setServiceParent(app)
     return app
 
+
+
+def state_file_path(config: Config, demo_mode: bool) -> str:
+    """Where the call store lives ("" for none): ``[calls] state_file``, else the default.
+
+    The demo PBX restarts with the server, so no call of its could survive;
+    demo mode keeps a store only when one is configured.
+    """
+    state_file = config.calls.state_file
+    if state_file is None:
+        return "" if demo_mode else DEFAULT_STATE_FILE
+    return state_file

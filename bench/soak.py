@@ -50,7 +50,7 @@ def _parse_cache_size() -> int | str:
     try:
         from asttapi_server.core import grammar
 
-        return grammar._parse.cache_info().currsize
+        return grammar._parse_cached.cache_info().currsize
     except AttributeError:  # no such cache any more
         return "?"
 

@@ -220,3 +220,18 @@ def test_bad_override_names_the_flag(tmp_path):
     assert str(info.value) == "command line: --ami-port: expected an integer 1-65535, got 'fifty'"
     with pytest.raises(ConfigError, match=r"^command line: --listen: expected a Twisted server endpoint"):
         load_config(None, {"server.listen": ["tcp:nope"]})
+
+
+def test_calls_state_file(tmp_path):
+    from asttapi_server.service import state_file_path
+
+    default = load_config(None, {"ami.host": "pbx"})
+    assert default.calls.state_file is None and state_file_path(default, False) == "asttapi-calls.json"
+    assert state_file_path(load_config(None), True) == ""  # demo mode: no store unless configured
+    path = tmp_path / "a.toml"
+    path.write_text('[calls]\nstate_file = "/var/lib/asttapi/calls.json"\n')
+    assert state_file_path(load_config(str(path)), True) == "/var/lib/asttapi/calls.json"
+    path.write_text('[ami]\nhost = "pbx"\n[calls]\nstate_file = ""\n')
+    assert state_file_path(load_config(str(path)), False) == ""  # off
+    _, message = error_of(tmp_path, "[calls]\nstate_file = 1\n")
+    assert message.endswith("key 'calls.state_file': expected a non-empty string, got 1")
