@@ -124,6 +124,9 @@ class Bridge:
         self._reschedule()
 
     def _on_newchannel(self, message: Any) -> None:
+        """Newchannel, and each channel of the resync's CoreShowChannels list
+        (a call restored after a restart, or one older Asterisk versions
+        never named in its UserEvents): remember the channel Asterisk named."""
         uid = normalise.uniqueid(message.get("Uniqueid"))
         channel = normalise.channel_name(message.get("Channel"))
         if uid is None or channel is None:
@@ -190,6 +193,9 @@ class Bridge:
         if generation != self._resync_generation:
             return  # the link dropped again meanwhile
         live = normalise.channel_uniqueids(messages)
+        for message in messages:
+            if message.kind == "event" and message.name.lower() in ("coreshowchannel", "status"):
+                self._on_newchannel(message)
         events = self.model.resync(live, self.clock.seconds())
         if events:
             log.info(
