@@ -21,7 +21,8 @@ from twisted.internet.task import deferLater
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, readBody
-from twisted.web.http_headers import Headers
+from twisted.web.iweb import IPolicyForHTTPS
+from zope.interface import implementer
 
 from asttapi_server.clients.auth import Authenticator
 from asttapi_server.clients.codec import Request
@@ -119,6 +120,17 @@ def upgrade_request(port: int, origin: str) -> bytes:
         f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nOrigin: {origin}\r\n\r\n"
     ).encode()
+
+
+@implementer(IPolicyForHTTPS)
+class _TrustOne:
+    """An Agent TLS policy that uses one client TLS options object."""
+
+    def __init__(self, options) -> None:
+        self.options = options
+
+    def creatorForNetloc(self, hostname, port):
+        return self.options
 
 
 class SiteTests(TestCase):
@@ -279,6 +291,47 @@ class SiteTests(TestCase):
         yield slow.lost.addTimeout(10, reactor)
         (line,) = [formatEvent(e) for e in seen if "does not read" in formatEvent(e)]
         self.assertIn("65536", line)
+
+    @defer.inlineCallbacks
+    def test_wss_on_an_ssl_endpoint(self):
+        """ssl: gives https and wss: the page's origin is then https://, and ws:// pages may not connect."""
+        from twisted.internet.endpoints import SSL4ClientEndpoint, serverFromString
+        from twisted.internet.ssl import Certificate, optionsForClientTLS
+
+        from tests.clients.test_loopback import _make_cert
+
+        top = Path(tempfile.mkdtemp())
+        self.addCleanup(shutil.rmtree, top)
+        key, cert = _make_cert(top)
+        listening = yield serverFromString(
+            reactor, f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}").listen(self.site)
+        self.addCleanup(listening.stopListening)
+        port = listening.getHost().port
+        tls = optionsForClientTLS("localhost", trustRoot=Certificate.loadPEM(cert.read_bytes()))
+
+        @defer.inlineCallbacks
+        def connect(origin):
+            factory = WebSocketClientFactory(f"wss://localhost:{port}/ws", origin=origin)
+            factory.protocol = WSClient
+            client = yield connectProtocol(SSL4ClientEndpoint(reactor, "127.0.0.1", port, tls),
+                                           factory.buildProtocol(None))
+            return client
+
+        ok = yield connect(f"https://localhost:{port}")
+        yield ok.opened
+        answer = yield ok.call("ping")
+        self.assertEqual(answer["result"], {"seq": 0})
+        ok.sendClose(1000)
+        yield ok.closed
+        plain = yield connect(f"http://localhost:{port}")  # an http:// page may not use this wss://
+        code, reason = yield plain.closed
+        self.assertIn("403", reason)
+        yield self.assertFailure(plain.opened, Exception)
+        agent = Agent(reactor, contextFactory=_TrustOne(tls))
+        response = yield agent.request(b"GET", f"https://localhost:{port}/".encode())
+        yield readBody(response)
+        csp = response.headers.getRawHeaders(b"content-security-policy")[0]
+        self.assertIn(f"connect-src 'self' wss://localhost:{port}".encode(), csp)
 
     @defer.inlineCallbacks
     def test_the_http_idle_timeout_does_not_cut_a_websocket(self):
