@@ -245,6 +245,7 @@ class WebSocketFactory(WebSocketServerFactory):
         self._throttle = LogThrottle()
         options: dict[str, Any] = {
             "allowedOrigins": ["*"],  # we check Origin ourselves, against the Host the page came from
+            "allowNullOrigin": True,  # "null" too (a sandboxed frame): refused by us, 403 and a throttled line
             "maxMessagePayloadSize": 0,  # ours, checked when a frame begins (outgoing events may be larger)
             "maxFramePayloadSize": 0,
             "utf8validateIncoming": True,
