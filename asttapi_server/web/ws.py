@@ -126,6 +126,13 @@ class _MessageTransport:
         if transport is not None:
             transport.unregisterProducer()
 
+    def pauseProducing(self) -> None:
+        """Stop reading the client (as on TCP): frames already parsed wait in order."""
+        self._ws.hold_input(True)
+
+    def resumeProducing(self) -> None:
+        self._ws.hold_input(False)
+
     def getPeer(self) -> Any:
         return self._ws.transport.getPeer()
 
@@ -147,6 +154,7 @@ class WebSocketClient(WebSocketServerProtocol):
     connection: ClientProtocol | None = None
     _close_code = CLOSE_POLICY
     _denied = False
+    _held: list[tuple[bytes, bool]] | None = None  # frames received while input is paused
 
     # -- handshake -----------------------------------------------------------
 
@@ -187,9 +195,36 @@ class WebSocketClient(WebSocketServerProtocol):
             self.failedByMe = True
             connection.message_too_long()
 
+    def hold_input(self, hold: bool) -> None:
+        """The connection pauses (or resumes) its input: stop reading the socket.
+
+        Frames autobahn has already parsed from the last read wait here (at
+        most one read's worth, since the socket is no longer read) and are
+        handed over in order on resume, until the connection pauses again.
+        """
+        transport = self.transport
+        if hold:
+            if self._held is None:
+                self._held = []
+                if transport is not None:
+                    transport.pauseProducing()
+            return
+        held, self._held = self._held, None
+        if held is None:
+            return
+        if transport is not None:
+            transport.resumeProducing()
+        while held and self._held is None:
+            self.onMessage(*held.pop(0))
+        if held:  # paused again: the rest still waits, before anything newer
+            self._held[:0] = held
+
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         connection = self.connection
         if connection is None or connection.closing:
+            return
+        if self._held is not None:
+            self._held.append((payload, isBinary))
             return
         if isBinary:
             _log.warn("closing WebSocket client {peer} ({user}): it sent a binary frame",

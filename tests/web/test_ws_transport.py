@@ -195,3 +195,36 @@ def test_refusal_rules():
     assert origin_key("javascript:alert(1)") is None and origin_key("null") is None
     assert is_loopback_host("localhost") and is_loopback_host("[::1]") and is_loopback_host("127.1.2.3")
     assert not is_loopback_host("evil.example") and not is_loopback_host("10.0.0.1")
+
+
+def test_paused_input_waits_in_order_and_resumes():
+    """The connection may stop reading its client (as TCP's transport.pauseProducing does):
+    frames already received wait, in order, and nothing newer overtakes them."""
+    h = WSHarness()
+    c = h.connect()
+    c.proto.transport.pauseProducing()
+    assert c.transport.producerState == "paused"  # the socket is no longer read
+    for i in range(3):
+        c.send({"jsonrpc": "2.0", "id": i, "method": "ping"})
+    assert c.read() == []
+    c.proto.transport.resumeProducing()
+    assert c.transport.producerState == "producing"
+    assert [m["id"] for m in c.read()] == [0, 1, 2]
+    # paused again while draining: the rest keeps its place
+    c.proto.transport.pauseProducing()
+    for i in range(3, 6):
+        c.send({"jsonrpc": "2.0", "id": i, "method": "ping"})
+    server = c.server
+    original = server.connection.message_received
+
+    def pause_after_first(message):
+        original(message)
+        if message.find(b'"id": 3') >= 0:
+            server.connection.transport.pauseProducing()
+
+    server.connection.message_received = pause_after_first
+    c.proto.transport.resumeProducing()
+    assert [m["id"] for m in c.read()] == [3]
+    c.send({"jsonrpc": "2.0", "id": 6, "method": "ping"})
+    c.proto.transport.resumeProducing()
+    assert [m["id"] for m in c.read()] == [4, 5, 6]
