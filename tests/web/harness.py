@@ -7,8 +7,8 @@ protocol in memory. :class:`WSConn` offers what ``Conn`` offers (``send``,
 ``send_raw``, ``read``, ``call``, ``result``, ``closed``, ``proto`` the
 connection's ``ClientProtocol``, ``transport`` the server's socket), so the
 TCP behaviour tests run unchanged against the WebSocket transport.
-``send_raw`` sends its bytes as one text frame (without the line ending the
-TCP tests put after each line).
+``send_raw`` sends each line of its bytes as one text frame (without the line
+ending), all before the server reads any, as one TCP write of several lines.
 """
 
 from __future__ import annotations
@@ -113,13 +113,19 @@ class WSConn(Conn):
         return got
 
     def send_raw(self, data: bytes, *, binary: bool = False) -> None:
-        """Send ``data`` as one frame; a line ending the TCP tests end it with is left off."""
-        if not binary:
-            data = data[:-1] if data.endswith(b"\n") else data
-            data = data[:-1] if data.endswith(b"\r") else data
-        if self.client.state != WebSocketClientProtocol.STATE_OPEN:
-            return  # the server closed it; as on TCP, what a client still sends goes nowhere
-        self.client.sendMessage(data, isBinary=binary)
+        """Send each line of ``data`` as one text frame (without its ``\\n`` or ``\\r\\n``),
+        all at once; with ``binary``, ``data`` as one binary frame."""
+        if binary:
+            frames = [data]
+        else:
+            lines = data.split(b"\n")
+            if lines[-1] == b"" and len(lines) > 1:
+                lines.pop()  # the TCP tests end their last line with \n
+            frames = [line[:-1] if line.endswith(b"\r") else line for line in lines]
+        for frame in frames:
+            if self.client.state != WebSocketClientProtocol.STATE_OPEN:
+                break  # the server closed it; as on TCP, what a client still sends goes nowhere
+            self.client.sendMessage(frame, isBinary=binary)
         self.pump()
 
     def read(self) -> list[Any]:
