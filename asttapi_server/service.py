@@ -12,15 +12,17 @@ from typing import Any
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ClientEndpoint, serverFromString
+from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .ami.client import AMIClient
 from .bridge import Bridge
 from .clients.auth import check_listen_security
 from .clients.hub import Hub
+from .clients.listen import server_endpoint
 from .clients.protocol import ClientFactory
 from .config import Config
 from .core.model import CallModel
@@ -77,7 +79,12 @@ class ClientListener(Service):
 
     def startService(self) -> None:
         super().startService()
-        d = serverFromString(self.reactor, self.description).listen(self.factory)
+        try:
+            endpoint = server_endpoint(self.reactor, self.description)
+        except Exception as exc:  # a certificate that went away since the config check, ...
+            self._failed(Failure(exc))
+            return
+        d = endpoint.listen(self.factory)
         d.addCallbacks(self._listening, self._failed)
 
     def _listening(self, port: Any) -> None:
@@ -149,6 +156,39 @@ class AppService(MultiService):
         return d.addBoth(shutdown) if d is not None else shutdown(None)
 
 
+#: File descriptors kept beyond server.max_clients: AMI link, listeners, logs, plugins.
+FD_RESERVE = 64
+
+
+def ensure_file_descriptors(max_clients: int) -> int:
+    """Raise the soft open-files limit so max_clients fit; warn if the hard limit is lower.
+
+    Below the limit, a flood meets server.max_clients (told so, closed) and
+    never the kernel's EMFILE, so clients already connected keep working.
+    Returns the soft limit in force.
+    """
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return -1
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = max_clients + FD_RESERVE
+    if soft != resource.RLIM_INFINITY and soft < need:
+        target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    if soft != resource.RLIM_INFINITY and soft < need:
+        log.warn(
+            "server.max_clients = {max_clients} needs about {need} open files, but the limit is {soft} "
+            "(ulimit -n; LimitNOFILE= under systemd); lower max_clients or raise the limit",
+            max_clients=max_clients, need=need, soft=soft,
+        )
+    return soft
+
+
 def make_service(config: Config, reactor: Any = None, *, demo_options: dict | None = None) -> AppService:
     """Build every part of the server from ``config``; nothing runs until started.
 
@@ -161,6 +201,7 @@ def make_service(config: Config, reactor: Any = None, *, demo_options: dict | No
 
     check_listen_security(config.server.listen, config.users)
     check_listen_security(config.web.listen, config.users, key="web.listen")
+    ensure_file_descriptors(config.server.max_clients)
 
     demo_mode = config.demo or not config.ami.host
     app = AppService(config, reactor)

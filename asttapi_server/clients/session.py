@@ -102,6 +102,7 @@ class Session:
         close: Callable[[int, str], None] = lambda code, message: None,
         peer: str = "?",
         max_login_failures: int = 3,
+        login: Callable[[str, str], tuple[User | None, float | None]] | None = None,
     ) -> None:
         self.hub = hub
         self.telephony = telephony
@@ -116,6 +117,9 @@ class Session:
         self.closed = False
         self._login_failures = 0
         self._max_login_failures = max_login_failures
+        # (username, token) -> (user, seconds to wait): the factory's LoginGate,
+        # which limits and logs failures per address and user.
+        self._login = login or (lambda username, token: (authenticator.authenticate(username, token), None))
 
     @property
     def username(self) -> str:
@@ -287,17 +291,17 @@ class Session:
         if self.user is not None:
             self.error(request, codec.AUTH_ERROR, f"Already logged in as {self.username!r}")
             return
-        user = self.auth.authenticate(username, token)
+        user, wait = self._login(username, token)
         if user is None:
             self._login_failures += 1
-            self.log.warn(
-                "login failed for user {user!r} from {peer} ({n} of {max})",
-                user=username[:64],
-                peer=self.peer,
-                n=self._login_failures,
-                max=self._max_login_failures,
-            )
-            self.error(request, codec.AUTH_ERROR, "Login failed: unknown user or wrong token")
+            if wait is not None:  # the token was not even looked at
+                self.error(
+                    request, codec.AUTH_ERROR,
+                    f"Too many failed logins from your address or for this user; try again in {wait:g} seconds",
+                    {"retry_after": wait},
+                )
+            else:
+                self.error(request, codec.AUTH_ERROR, "Login failed: unknown user or wrong token")
             if self._login_failures >= self._max_login_failures:
                 self._close(codec.AUTH_ERROR, "Too many failed logins; closing the connection")
             return

@@ -42,7 +42,7 @@ def test_the_documented_web_config_loads(tmp_path):
     section = text[text.index("## WebSocket"):]
     snippet = re.search(r"```toml\n(.*?)```", section, re.S).group(1)
     path = tmp_path / "web.toml"
-    path.write_text(snippet + '\n[users.crm]\ntoken = "x"\n')
+    path.write_text(snippet + '\n[users.crm]\ntoken = "a-token-of-24-characters"\n')
     web = load_config(str(path)).web
     assert web.listen == ("tcp:8080:interface=127.0.0.1",)
     assert web.allowed_origins == ("https://crm.example.com",) == web.frame_ancestors

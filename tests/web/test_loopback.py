@@ -412,7 +412,7 @@ def test_a_non_loopback_web_listener_without_users_refuses_to_start_with_one_lin
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert flag.returncode == 1 and "web.listen" in flag.stderr and len(flag.stderr.strip().splitlines()) == 1
     users = tmp_path / "users.toml"
-    users.write_text('[web]\nlisten = ["tcp:18080"]\n[users.alice]\ntoken = "t0ken-t0ken"\n')
+    users.write_text('[web]\nlisten = ["tcp:18080"]\n[users.alice]\ntoken = "a-token-of-24-characters"\n')
     from asttapi_server.tap import Options
 
     options = Options()
