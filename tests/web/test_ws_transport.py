@@ -228,3 +228,34 @@ def test_paused_input_waits_in_order_and_resumes():
     c.send({"jsonrpc": "2.0", "id": 6, "method": "ping"})
     c.proto.transport.resumeProducing()
     assert [m["id"] for m in c.read()] == [4, 5, 6]
+
+
+# -- the connection limits of [server] apply to WebSocket clients too -------------------
+
+
+def test_max_clients_per_address_counts_websockets_and_refuses_with_a_close_reason():
+    from asttapi_server.clients.limits import ConnectionLimits
+
+    h = WSHarness(limits=ConnectionLimits(max_clients=100, max_clients_per_address=2))
+    kept = [h.connect(), h.connect()]
+    late = WSConn(h.ws_factory, 99)
+    (msg,) = late.read()
+    assert msg["error"]["code"] == codec.CONNECTION_CLOSING and "Connection refused" in msg["error"]["message"]
+    clean, code, reason = close_of(late)
+    assert code == 1008 and "Connection refused" in reason
+    assert len(h.factory.connections) == 2
+    kept[0].drop()  # a place frees up
+    assert h.connect().result("ping") == {"seq": 0}
+
+
+def test_login_timeout_closes_a_websocket_that_never_logs_in():
+    h = WSHarness(USERS)
+    c = h.connect()
+    h.clock.advance(h.factory.limits.login_timeout + 0.1)
+    msgs = c.read()
+    assert msgs[-1]["id"] is None and msgs[-1]["error"]["code"] == codec.AUTH_ERROR
+    assert "login" in msgs[-1]["error"]["message"].lower()
+    assert close_of(c)[1] == 1008
+    logged_in = h.connect("alice")
+    h.clock.advance(h.factory.limits.login_timeout + 0.1)
+    assert logged_in.result("ping") == {"seq": 0}
