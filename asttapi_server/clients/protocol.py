@@ -346,8 +346,14 @@ class ClientProtocol(Protocol):
 
     # -- for transports that frame messages themselves (asttapi_server.web.ws) --
 
+    def message_begun(self) -> None:
+        """A message has begun arriving: it must be whole within server.line_timeout, as a line."""
+        if not self.closing and self._partial_since is None:
+            self._partial_begun()
+
     def message_received(self, message: bytes) -> None:
         """One whole message (a WebSocket text frame): handled as one line."""
+        self._partial_since = None
         if self.closing:
             return
         limit = self.factory.max_line_bytes

@@ -185,6 +185,11 @@ class WebSocketClient(WebSocketServerProtocol):
 
     # -- input ----------------------------------------------------------------
 
+    def onMessageBegin(self, isBinary: bool) -> None:
+        super().onMessageBegin(isBinary)
+        if self.connection is not None:  # a slowloris frame meets server.line_timeout
+            self.connection.message_begun()
+
     def onMessageFrameBegin(self, length: int) -> None:
         super().onMessageFrameBegin(length)
         connection = self.connection

@@ -259,3 +259,22 @@ def test_login_timeout_closes_a_websocket_that_never_logs_in():
     logged_in = h.connect("alice")
     h.clock.advance(h.factory.limits.login_timeout + 0.1)
     assert logged_in.result("ping") == {"seq": 0}
+
+
+def test_a_message_that_never_ends_meets_the_line_timeout():
+    h = WSHarness()
+    c = h.connect()
+    timeout = h.factory.limits.line_timeout
+    c.send({"jsonrpc": "2.0", "id": 1, "method": "ping"})
+    h.clock.advance(timeout + 1)  # whole messages between long pauses are fine
+    assert c.read()[0]["result"] == {"seq": 0} and not c.closed
+    c.client.beginMessage(isBinary=False)  # a frame begun, trickled, never finished
+    c.client.beginMessageFrame(1000)
+    c.client.sendMessageFrameData(b'{"jsonrpc":')
+    c.pump()
+    h.clock.advance(timeout / 2)
+    assert not c.closed
+    h.clock.advance(timeout / 2 + 0.1)
+    (msg,) = c.read()
+    assert msg["error"]["code"] == codec.CONNECTION_CLOSING and "did not end" in msg["error"]["message"]
+    assert close_of(c)[1] == 1008
