@@ -36,6 +36,7 @@ from types import MappingProxyType
 from typing import Any
 
 from asttapi_server.errors import ConfigError
+from asttapi_server.names import line_name_problem
 
 __all__ = [
     "AMIConfig",
@@ -83,6 +84,11 @@ class ServerConfig:
     login_backoff: float = 1.0
     login_backoff_max: float = 300.0
     login_forget_after: float = 900.0
+    # Client limits (docs/security.md "Client floods"):
+    replay_ring_bytes: int = 16 << 20  # encoded bytes the replay ring may hold
+    max_lines_per_session: int = 100  # lines one connection may have open
+    request_rate: float = 50.0  # requests per second per connection, errors included
+    request_burst: int = 200  # requests a connection may send at once before the rate applies
 
 
 @dataclass(frozen=True)
@@ -332,14 +338,8 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _check_line_name(name: str) -> str | None:
-    # The TAPIEVENT grammar's rule: a name it would refuse could never get an event.
-    from asttapi_server.core.grammar import LINE_NAME
-
-    if LINE_NAME.fullmatch(name):
-        return None
-    return ("a line name without spaces or any of [ ] & ! ~ (letters, digits, _ or + first,"
-            " then also / ; . @ - : # * =; at most 80 characters)")
+# The one line-name rule lives in names.py (config, lineOpen and the hub share it).
+_check_line_name = line_name_problem
 
 
 class _NoReactor:
@@ -383,6 +383,7 @@ _AMI_KEYS = {k: None for k in (
 )}
 _AMI_KEYS["secret_file"] = None
 _SERVER_KEYS = {k: None for k in ("listen", "max_line_bytes", "send_buffer_bytes", "replay_ring")}
+_SERVER_KEYS.update(dict.fromkeys(("replay_ring_bytes", "max_lines_per_session", "request_rate", "request_burst")))
 _LINE_KEYS = {k: None for k in ("channel", "context", "callerid")}
 _USER_KEYS = {k: None for k in ("token", "lines")}
 _USER_KEYS["token_file"] = None
@@ -436,6 +437,7 @@ def _server(r: _Reader, d: Mapping[str, Any]) -> ServerConfig:
         send_buffer_bytes=r.integer(d, p, "send_buffer_bytes", dflt.send_buffer_bytes, 1024),
         replay_ring=r.integer(d, p, "replay_ring", dflt.replay_ring, 0),
         **_server_limits(r, d),
+        **_client_limits(r, d, p, dflt),
     )
 
 
@@ -450,6 +452,19 @@ def _server_limits(r: _Reader, d: Mapping[str, Any]) -> dict[str, Any]:
         else:
             out[key] = r.number(d, p, key, default)
     return out
+
+
+def _client_limits(r: _Reader, d: Mapping[str, Any], p: str, dflt: ServerConfig) -> dict[str, Any]:
+    """The [server] keys that bound what one client can cost (docs/security.md)."""
+    rate = d.get("request_rate", dflt.request_rate)
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not math.isfinite(rate) or rate <= 0:
+        raise r.fail(f"{p}.request_rate", "a number of requests per second > 0", rate)
+    return {
+        "replay_ring_bytes": r.integer(d, p, "replay_ring_bytes", dflt.replay_ring_bytes, 0),
+        "max_lines_per_session": r.integer(d, p, "max_lines_per_session", dflt.max_lines_per_session, 1),
+        "request_rate": float(rate),
+        "request_burst": r.integer(d, p, "request_burst", dflt.request_burst, 1),
+    }
 
 
 def _lines(r: _Reader, d: Mapping[str, Any]) -> dict[str, LineConfig]:

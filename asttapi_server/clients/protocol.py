@@ -30,7 +30,9 @@ from asttapi_server.clients.auth import Authenticator, LoginGate, LoginLimits, a
 from asttapi_server.clients.codec import Batch, Reject
 from asttapi_server.clients.hub import Hub
 from asttapi_server.clients.limits import ConnectionLimits, ConnectionPolicy
-from asttapi_server.clients.session import Session, Telephony
+from asttapi_server.clients.ratelimit import TokenBucket
+from asttapi_server.clients.session import MAX_LINES_PER_SESSION, Session, Telephony
+from asttapi_server.names import log_text
 from asttapi_server.throttle import LogThrottle
 
 
@@ -57,6 +59,9 @@ class ClientProtocol(Protocol):
         self._handshake_call: IDelayedCall | None = None
         self._partial_since: float | None = None  # when the unfinished line began
         self._partial_call: IDelayedCall | None = None
+        self._bucket: TokenBucket | None = None
+        self._limited: deque[float] = deque()
+        self._held: IDelayedCall | None = None  # reading paused by the request rate
 
     # -- connection ------------------------------------------------------
 
@@ -76,6 +81,9 @@ class ClientProtocol(Protocol):
             close=self.close_with_error,
             peer=self.peer,
             login=lambda username, token: f.login_gate.attempt(username, token, host),
+            max_lines=f.max_lines_per_session,
+            now=f.clock.seconds,
+            refusals=f.log_throttle,
         )
         f.connections.add(self)
         self.transport.registerProducer(self, True)
@@ -94,6 +102,9 @@ class ClientProtocol(Protocol):
         if self._abort_call is not None and self._abort_call.active():
             self._abort_call.cancel()
         self._abort_call = None
+        if self._held is not None and self._held.active():
+            self._held.cancel()
+        self._held = None
 
     # -- input -------------------------------------------------------------
 
@@ -102,6 +113,9 @@ class ClientProtocol(Protocol):
             return
         limit = self.factory.max_line_bytes
         buf = self._buffer + data if self._buffer else data
+        if self._held is not None:
+            self._hold(buf)
+            return
         start = 0
         while not self.closing:
             end = buf.find(b"\n", start)
@@ -115,6 +129,9 @@ class ClientProtocol(Protocol):
                 self._line_too_long(limit)
                 return
             self._line(line)
+            if self._held is not None:  # over the request rate: the rest waits
+                self._hold(buf[start:])
+                return
         if self.closing:
             self._buffer = b""
             return
@@ -129,9 +146,31 @@ class ClientProtocol(Protocol):
         self._buffer = rest
 
     def _line(self, line: bytes) -> None:
+        try:
+            self._request(line)
+        except Exception as e:
+            self._internal_error(e)
+
+    def _internal_error(self, e: Exception) -> None:
+        """A bug reached by a client line: answer -32603, log it (throttled), keep the connection."""
+        f = self.factory
+        held = f.log_throttle.allow(("internal", type(e)), f.clock.seconds())
+        if held is not None:
+            self.log.failure(
+                "a line from {peer} ({user}) failed ({held} more like it since the last report)",
+                peer=log_text(self.peer),
+                user=log_text(self.session.username if self.session else "?"),
+                held=held,
+            )
+        if not self.closing:
+            self.send(codec.encode_error(None, codec.INTERNAL_ERROR, "Internal error; the server log has the details"))
+
+    def _request(self, line: bytes) -> None:
         assert self.session is not None
         msg = codec.decode_line(line)
         if msg is None:
+            return
+        if not self._within_rate(msg):
             return
         if isinstance(msg, Reject):
             self._client_error()
@@ -142,12 +181,95 @@ class ClientProtocol(Protocol):
             return
         self.session.handle(msg)
 
+    def _within_rate(self, msg: codec.Request | Reject | Batch) -> bool:
+        """Spend a token of ``server.request_rate``; over it, answer -32003 instead.
+
+        Errors cost the reactor as much as answers, so every line counts; a
+        batch costs a token per request in it, and is refused whole (one
+        -32003, ``id`` null) when the tokens left do not cover it.
+        After a refusal the connection is not read until the next token is
+        due, so a flood waits in the client's socket instead of costing the
+        reactor a refusal per line. A client that keeps sending regardless
+        (more than ``request_burst`` refused lines within ``error_window``
+        seconds) is disconnected.
+        """
+        f = self.factory
+        now = f.clock.seconds()
+        bucket = self._bucket
+        if bucket is None:
+            bucket = self._bucket = TokenBucket(f.request_rate, f.request_burst, now)
+        cost = len(msg.items) if isinstance(msg, Batch) else 1
+        if all(bucket.take(now) for _ in range(cost)):
+            return True
+        limited = self._limited
+        limited.append(now)
+        while limited and limited[0] <= now - f.error_window:
+            limited.popleft()
+        if len(limited) > f.request_burst:
+            self._flooding()
+            return False
+        self._pause_reading(bucket.wait(now))
+        if isinstance(msg, codec.Request) and msg.notification:
+            return False
+        if isinstance(msg, Batch) and all(isinstance(m, codec.Request) and m.notification for m in msg.items):
+            return False  # notifications only: no answer, as for one
+        self.send(
+            codec.encode_error(
+                None if isinstance(msg, Batch) else msg.id,
+                codec.RATE_LIMITED,
+                f"Too many requests: at most {f.request_rate:g} per second (bursts of {f.request_burst:g});"
+                " slow down and retry",
+                {"retry_after": round(1.0 / f.request_rate, 3)},
+            )
+        )
+        return False
+
+    def _hold(self, backlog: bytes) -> None:
+        """Keep unread lines while reading is paused; a backlog past what a
+        paused transport can deliver (it stops reading) is a flood."""
+        f = self.factory
+        if len(backlog) > f.max_line_bytes + (1 << 16):
+            self._flooding()
+            return
+        self._buffer = backlog
+
+    def _pause_reading(self, delay: float) -> None:
+        """Over the rate: read nothing until the next token; TCP holds the client's excess."""
+        if self._held is None and not self.closing:
+            self.transport.pauseProducing()
+            self._held = self.factory.clock.callLater(delay, self._resume_reading)
+
+    def _resume_reading(self) -> None:
+        self._held = None
+        if self.closing:
+            return
+        self.transport.resumeProducing()
+        self.dataReceived(b"")
+
+    def _flooding(self) -> None:
+        f = self.factory
+        self.log.warn(
+            "closing {peer} ({user}): it kept sending over server.request_rate = {rate}/s"
+            " ({n} requests refused in {window} seconds)",
+            peer=log_text(self.peer),
+            user=log_text(self.session.username if self.session else "?"),
+            rate=f.request_rate,
+            n=len(self._limited),
+            window=f.error_window,
+        )
+        self._buffer = b""
+        self.close_with_error(
+            codec.CONNECTION_CLOSING,
+            f"More than {f.request_burst} requests over the rate limit in {f.error_window:g} seconds;"
+            " closing the connection",
+        )
+
     def _line_too_long(self, limit: int) -> None:
         self.factory.log_limited(
             "long-line", self.address,
             "closing {peer} ({user}): a line is longer than {limit} bytes",
-            peer=self.peer,
-            user=self.session.username if self.session else "?",
+            peer=log_text(self.peer),
+            user=log_text(self.session.username if self.session else "?"),
             limit=limit,
         )
         self.close_with_error(
@@ -164,8 +286,8 @@ class ClientProtocol(Protocol):
         if len(errors) > f.error_limit and not self.closing:
             self.log.warn(
                 "closing {peer} ({user}): more than {n} errors in {window} seconds",
-                peer=self.peer,
-                user=self.session.username if self.session else "?",
+                peer=log_text(self.peer),
+                user=log_text(self.session.username if self.session else "?"),
                 n=f.error_limit,
                 window=f.error_window,
             )
@@ -288,8 +410,8 @@ class ClientProtocol(Protocol):
             "slow", self.address,
             "disconnecting {peer} ({user}): it does not read; {queued} bytes wait to be sent, "
             "over server.send_buffer_bytes = {limit}",
-            peer=self.peer,
-            user=self.session.username if self.session else "?",
+            peer=log_text(self.peer),
+            user=log_text(self.session.username if self.session else "?"),
             queued=self.queued,
             limit=self.factory.send_buffer_bytes,
         )
@@ -374,7 +496,7 @@ class ClientFactory(ServerFactory):
     The service constructs it once per application and listens with it on
     every ``server.listen`` endpoint::
 
-        hub = Hub(ring_size=config.server.replay_ring)
+        hub = Hub.from_config(config)
         factory = ClientFactory(hub, bridge, users=config.users, clock=reactor,
                                 max_line_bytes=config.server.max_line_bytes,
                                 send_buffer_bytes=config.server.send_buffer_bytes)
@@ -400,6 +522,9 @@ class ClientFactory(ServerFactory):
         close_timeout: float = 10.0,
         limits: ConnectionLimits | None = None,
         login_limits: LoginLimits | None = None,
+        max_lines_per_session: int = MAX_LINES_PER_SESSION,
+        request_rate: float = 50.0,
+        request_burst: int = 200,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor as clock  # type: ignore[no-redef]
@@ -412,6 +537,11 @@ class ClientFactory(ServerFactory):
         self.error_limit = error_limit
         self.error_window = error_window
         self.close_timeout = close_timeout
+        self.max_lines_per_session = max_lines_per_session
+        self.request_rate = request_rate
+        self.request_burst = request_burst
+        # One for all connections, so many clients failing alike cost one log line a minute.
+        self.log_throttle = LogThrottle()
         self.connections: set[ClientProtocol] = set()
         self.limits = limits or ConnectionLimits()
         self.policy = ConnectionPolicy(self.limits)
@@ -429,7 +559,7 @@ class ClientFactory(ServerFactory):
         cls, config: Any, hub: Hub, telephony: Telephony, *, clock: IReactorTime | None = None
     ) -> "ClientFactory":
         """From ``config.Config``: ``server.max_line_bytes``, ``server.send_buffer_bytes``, ``users``,
-        and the connection and login limits of ``[server]``."""
+        and the connection, login and client limits of ``[server]``."""
         return cls(
             hub,
             telephony,
@@ -439,6 +569,9 @@ class ClientFactory(ServerFactory):
             send_buffer_bytes=config.server.send_buffer_bytes,
             limits=connection_limits(config.server),
             login_limits=login_limits(config.server),
+            max_lines_per_session=config.server.max_lines_per_session,
+            request_rate=config.server.request_rate,
+            request_burst=config.server.request_burst,
         )
 
 

@@ -47,6 +47,7 @@ from functools import lru_cache
 
 from twisted.logger import Logger
 
+from .. import names
 from ..errors import TapiSyntaxError
 from . import constants as C
 
@@ -80,10 +81,8 @@ _PREFIX = re.compile(r"^\s*(?:TAPI\s*\|\s*)?TAPIEVENT\b\s*:?", re.IGNORECASE)
 #: ASCII letters, digits, ``. _ -``, starting with a letter or digit, at most
 #: 150 characters (Asterisk's AST_MAX_UNIQUEID).
 UNIQUEID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,149}")
-#: What a line name may be: a word character or ``+`` first (``+4930123``
-#: works; never ``/``, ``~`` or ``!``), then word characters and
-#: ``/ ; . @ + - : # * =``, at most 80 in all.
-LINE_NAME = re.compile(r"[\w+][\w/;.@+\-:#*=]{0,79}")
+#: What a line name may be: the one rule, kept in :mod:`asttapi_server.names`.
+LINE_NAME = names.LINE_NAME
 #: Lines one TAPIEVENT may name (spec items and LINE_NEWCALL's list together).
 MAX_LINES = 64
 #: Texts at most this long are cached; longer ones (a huge SET value) are

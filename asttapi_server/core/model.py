@@ -163,6 +163,16 @@ class Call:
         """Every line that ever tracked the call, IDLE ones included (who may still read it)."""
         return tuple(self.states)
 
+    @property
+    def holding_lines(self) -> tuple[str, ...]:
+        """The lines that hold the call now: tracking it, neither DISCONNECTED nor IDLE.
+
+        Only these may act on it (lineDrop, lineBlindTransfer, lineRedirect):
+        in a ring group the lines that did not answer are DISCONNECTED while
+        the call goes on elsewhere, and must not hang it up.
+        """
+        return tuple(line for line, state in self.states.items() if state != IDLE and state != DISCONNECTED)
+
     def state(self, line: str) -> str | None:
         """The TAPI state this line sees, or None if the line never tracked the call."""
         state = self.states.get(line)

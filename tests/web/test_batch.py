@@ -118,7 +118,7 @@ def test_each_request_of_a_batch_counts_against_the_error_limit(harness):
 
 
 def test_a_batch_over_the_size_limit_is_refused_whole(harness):
-    c = harness().connect()
+    c = harness(request_burst=5000).connect()  # the size limit, not the request rate
     c.send([req(None, "ping")] * (codec.MAX_BATCH + 1))
     (answer,) = c.read()
     assert answer["error"]["code"] == codec.INVALID_REQUEST and str(codec.MAX_BATCH) in answer["error"]["message"]
@@ -142,3 +142,21 @@ def test_batch_encoding_is_one_line_of_the_answers():
     line = codec.encode_batch([a, b])
     assert line.endswith(b"\n") and line.count(b"\n") == 1
     assert json.loads(line) == [json.loads(a), json.loads(b)]
+
+
+def test_a_batch_costs_a_request_rate_token_per_request(harness):
+    h = harness(request_rate=10, request_burst=5, error_window=10.0)
+    c = h.connect()
+    c.send([req(i, "ping") for i in range(4)])  # 4 of the 5 tokens
+    (answer,) = c.read()
+    assert [a["id"] for a in answer] == [0, 1, 2, 3]
+    c.send([req(i, "ping") for i in range(4, 7)])  # 3 more: only 1 left, refused whole
+    (refused,) = c.read()
+    assert refused["id"] is None and refused["error"]["code"] == codec.RATE_LIMITED
+    assert not c.closed
+    h.clock.advance(1.0)  # the bucket refills
+    c.send([req(i, "ping") for i in range(7, 10)])
+    (answer,) = c.read()
+    assert [a["id"] for a in answer] == [7, 8, 9]
+    c.send([req(None, "ping")] * 6)  # notifications only: refused silently, as one would be
+    assert c.read() == []
