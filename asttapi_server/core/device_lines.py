@@ -384,7 +384,8 @@ class DeviceLines:
         self._apply(leg, fact, None, out)
 
     def _newstate(self, get: Fields, now: float, out: list) -> None:
-        leg = self._leg(get, "Channel", now)
+        # create: a channel first seen here started before we connected (or its Newchannel was lost)
+        leg = self._leg(get, "Channel", now, create=True)
         if leg is None:
             return
         self._note_connected(leg, get, "", out)
