@@ -11,7 +11,12 @@ AMI and client protocols do). It only routes:
   the hub; the first caller id of a call starts a contact lookup whose answer
   arrives later as a LINE_CALLINFO (a slow CRM never delays a call event).
 * Client requests in: lineMakeCall, lineDrop and lineBlindTransfer become
-  Originate, Hangup and Redirect actions.
+  Originate, Hangup and Redirect actions. They act only on a channel name
+  Asterisk itself reported for the call (the Channel of its own UserEvents,
+  of its OriginateResponse, or of the Newchannel that created its Uniqueid),
+  never on an id from a TAPIEVENT or a client turned into a channel name: a
+  ``~id`` is dialplan text an outside caller may have written, and to the
+  Hangup action ``/^/`` is a regex matching every channel.
 * Link state: lost -> LINEDEVSTATE_OUTOFSERVICE at once; back -> ask Asterisk
   which channels exist, end the calls that died meanwhile, then
   LINEDEVSTATE_INSERVICE.
@@ -19,7 +24,7 @@ AMI and client protocols do). It only routes:
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -27,18 +32,22 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from .ami import normalise
+from .ami import actions, normalise
 from .config import Config
 from .core.events import TapiEvent
 from .core.model import CallModel
-from .errors import ActionFailed, ActionTimeout, LinkDown, TelephonyError
+from .errors import ActionFailed, ActionTimeout, InvalidActionHeader, LinkDown, TelephonyError
 from .numbers import dialable
+from .throttle import LogThrottle
 
 log = Logger()
 
 _IDLE = "LINECALLSTATE_IDLE"
 _NEW: Any = object()
 _CALLERID = "LINECALLINFOSTATE_CALLERID"
+#: Newchannel events remembered (Uniqueid -> Channel) for calls whose
+#: UserEvents carry no Channel header (Asterisk 1.4 - 11); oldest dropped first.
+_SEEN_CHANNELS = 4096
 
 
 class Bridge:
@@ -67,7 +76,7 @@ class Bridge:
         self._wanted = frozenset(plugins.wanted_event_names())
         # Only these events are worth decoding; the AMI parser drops the rest
         # (VarSet, Newexten, ... are most of the traffic) after reading the name.
-        ami.set_event_filter(self._wanted | {"Hangup", "OriginateResponse"})
+        ami.set_event_filter(self._wanted | {"Hangup", "OriginateResponse", "Newchannel"})
         self._timer: IDelayedCall | None = None
         self._timer_at: float | None = None
         # Calls under way (handle -> the caller id already looked up, or None):
@@ -78,6 +87,13 @@ class Bridge:
         # OriginateResponse finds its call on every Asterisk version.
         self._originates: dict[str, str] = {}
         self._resync_generation = 0
+        #: Called after anything that may have changed a call (the call store's ``changed``).
+        self.on_change: Callable[[], None] = _nothing
+        # Uniqueid -> Channel from Newchannel: the channel names Asterisk
+        # reported, for calls whose own events named none (bounded).
+        self._seen_channels: dict[str, str] = {}
+        # An event that makes us fail once will do so every time the PBX sends it.
+        self._failure_log = LogThrottle()
         ami.add_event_observer(self.on_ami_event)
         ami.add_link_observer(self.on_link_state)
 
@@ -89,6 +105,8 @@ class Bridge:
         try:
             if name == "Hangup":
                 self._on_hangup(message)
+            elif name == "Newchannel":
+                self._on_newchannel(message)
             elif name == "OriginateResponse":
                 self._on_originate_response(message)
             if name in self._wanted:
@@ -99,14 +117,31 @@ class Bridge:
                 if events:
                     self._publish(events)
         except Exception:
-            log.failure("Could not handle AMI event {name}", name=name)
+            held = self._failure_log.allow(name, self.clock.seconds())
+            if held is not None:
+                log.failure("Could not handle AMI event {name!r} ({held} more like it since the last report)",
+                            name=name[:80], held=held)
         self._reschedule()
+
+    def _on_newchannel(self, message: Any) -> None:
+        """Newchannel, and each channel of the resync's CoreShowChannels list
+        (a call restored after a restart, or one older Asterisk versions
+        never named in its UserEvents): remember the channel Asterisk named."""
+        uid = normalise.uniqueid(message.get("Uniqueid"))
+        channel = normalise.channel_name(message.get("Channel"))
+        if uid is None or channel is None:
+            return
+        seen = self._seen_channels
+        if len(seen) >= _SEEN_CHANNELS:
+            del seen[next(iter(seen))]
+        seen[uid] = channel
 
     def _on_hangup(self, message: Any) -> None:
         parsed = normalise.hangup(message)
         if parsed is None:
             return
         uniqueid, cause, _channel = parsed
+        self._seen_channels.pop(uniqueid, None)
         events = self.model.channel_hangup(uniqueid, cause, self.clock.seconds())
         if events:
             self._publish(events)
@@ -158,6 +193,9 @@ class Bridge:
         if generation != self._resync_generation:
             return  # the link dropped again meanwhile
         live = normalise.channel_uniqueids(messages)
+        for message in messages:
+            if message.kind == "event" and message.name.lower() in ("coreshowchannel", "status"):
+                self._on_newchannel(message)
         events = self.model.resync(live, self.clock.seconds())
         if events:
             log.info(
@@ -181,6 +219,7 @@ class Bridge:
     # -- events out ----------------------------------------------------------
 
     def _publish(self, events: Iterable[TapiEvent]) -> None:
+        self.on_change()
         for event in events:
             out = self.plugins.client_event(event)
             if out is not None:
@@ -248,6 +287,7 @@ class Bridge:
     # -- timers --------------------------------------------------------------
 
     def _reschedule(self) -> None:
+        self.on_change()
         deadline = self.model.next_deadline()
         if deadline == self._timer_at:
             return
@@ -299,6 +339,9 @@ class Bridge:
             return _failed(e)
         now = self.clock.seconds()
         call = self.model.make_call(line, number, owner, now)
+        evicted = self.model.take_events()
+        if evicted:
+            self._publish(evicted)
         headers = [
             ("Channel", line_conf.channel),
             ("Context", line_conf.context),
@@ -339,9 +382,18 @@ class Bridge:
         call = self.model.get(handle)
         if call is None:
             raise TelephonyError("LINEERR_INVALCALLHANDLE", f"No call with handle {handle}.")
-        channel = call.channel or call.uniqueid
-        if not channel or call.ended is not None:
+        if call.ended is not None:
             raise TelephonyError("LINEERR_INVALCALLSTATE", f"Call {handle} has no live channel to act on.")
+        channel = call.channel
+        if channel is None:
+            seen = self._seen_channels
+            channel = next((seen[uid] for uid in call.uniqueids if uid in seen), None)
+        if channel is None:
+            # Never the Uniqueid as a channel name: it may come from dialplan text.
+            raise TelephonyError(
+                "LINEERR_INVALCALLSTATE",
+                f"Call {handle}: Asterisk has not reported its channel name, so it cannot be acted on.",
+            )
         return call, channel
 
     def drop(self, handle: int) -> Deferred:
@@ -351,9 +403,7 @@ class Bridge:
             _call, channel = self._channel_of(handle)
         except TelephonyError as e:
             return _failed(e)
-        d = self.ami.send_action("Hangup", [("Channel", channel), ("Cause", "16")])
-        d.addCallbacks(lambda _r: None, lambda f: Failure(_telephony_error(f, "Hangup")))
-        return d
+        return self._act(actions.hangup, channel, 16)
 
     def blind_transfer(self, handle: int, number: str) -> Deferred:
         """lineBlindTransfer: send the far party of the call to ``number`` in the line's context.
@@ -374,13 +424,20 @@ class Bridge:
         except TelephonyError as e:
             return _failed(e)
         if _is_phone_channel(channel, line_conf.channel):
-            action = "BlindTransfer"
-            headers = [("Channel", channel), ("Context", line_conf.context), ("Exten", number)]
-        else:
-            action = "Redirect"
-            headers = [("Channel", channel), ("Context", line_conf.context), ("Exten", number), ("Priority", "1")]
-        d = self.ami.send_action(action, headers)
-        d.addCallbacks(lambda _r: None, lambda f: Failure(_telephony_error(f, action)))
+            return self._act(actions.blind_transfer, channel, line_conf.context, number)
+        return self._act(actions.redirect, channel, line_conf.context, number, 1)
+
+    def _act(self, build: Any, *args: Any) -> Deferred:
+        """Send the action ``build(*args)`` (an :mod:`.ami.actions` builder); a
+        value it refuses fails the request, nothing is sent."""
+        try:
+            action = build(*args)
+            action.encode()  # the checks the wire applies (a /regex/ channel), before anything is sent
+        except InvalidActionHeader as e:
+            return _failed(TelephonyError("LINEERR_OPERATIONFAILED", f"Not sent to Asterisk: {e}"))
+        name = action.name
+        d = self.ami.send_action(name, list(action.headers))
+        d.addCallbacks(lambda _r: None, lambda f: Failure(_telephony_error(f, name)))
         return d
 
     def _line_conf_for(self, call: Any) -> Any:
@@ -392,6 +449,24 @@ class Bridge:
             "LINEERR_OPERATIONUNAVAIL",
             "None of the call's lines has a [lines.NAME] entry with a dialplan context to transfer into.",
         )
+
+    # -- restart -------------------------------------------------------------
+
+    def adopt_restored(self, calls: Iterable[Any]) -> None:
+        """Calls the call store put back into the model: follow them as if never interrupted.
+
+        Their caller id counts as looked up (its contact, if any, is in the
+        restored callinfo), so the restart starts no second lookup, and the
+        call's end still reaches ``call_finished``. They are reconciled with
+        the PBX by the resync every link-up does (``on_link_state``).
+        """
+        for call in calls:
+            self._calls[call.handle] = call.callinfo.get("callerid")
+        self._reschedule()
+
+
+def _nothing() -> None:
+    pass
 
 
 def _is_phone_channel(channel: str, phone: str) -> bool:
@@ -425,6 +500,8 @@ def _telephony_error(failure: Failure, action: str) -> TelephonyError:
         return TelephonyError("LINEERR_DISCONNECTED", f"The PBX link went down before {action} completed.")
     if isinstance(err, ActionTimeout):
         return TelephonyError("LINEERR_OPERATIONFAILED", f"Asterisk did not answer {action} in time.")
+    if isinstance(err, InvalidActionHeader):
+        return TelephonyError("LINEERR_OPERATIONFAILED", f"Not sent to Asterisk: {err}")
     if isinstance(err, ActionFailed):
         text = err.message.get("Message") if hasattr(err.message, "get") else str(err.message)
         return TelephonyError("LINEERR_OPERATIONFAILED", f"Asterisk refused {action}: {text}")

@@ -15,13 +15,19 @@ With no AMI host anywhere the server runs on the embedded demo PBX
 the demo's two phones become ``line_1`` (bob) and ``line_2`` (bobbett), so
 ``twistd -n asttapi`` with no options works out of the box.
 
-Pure module: no reactor, no I/O beyond reading the one file.
+Secrets never appear in an error: a wrong ``ami.secret`` or ``users.*.token``
+is described by its type or length, never by its value. They may come from a
+file (``ami.secret_file``, ``users.NAME.token_file``) or, for the AMI secret,
+the environment (``ASTTAPI_AMI_SECRET``), so they do not show in ``ps``.
+
+Pure module: no reactor, no I/O beyond reading the file and the secret files
+it names.
 """
 
 from __future__ import annotations
 
 import math
-import re
+import os
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -29,6 +35,7 @@ from types import MappingProxyType
 from typing import Any
 
 from asttapi_server.errors import ConfigError
+from asttapi_server.names import line_name_problem
 
 __all__ = [
     "AMIConfig",
@@ -65,6 +72,21 @@ class ServerConfig:
     max_line_bytes: int = 65536
     send_buffer_bytes: int = 1 << 20
     replay_ring: int = 10000
+    # Connection and login limits (clients/limits.py, clients/auth.py; docs/security.md).
+    max_clients: int = 1000
+    max_clients_per_address: int = 50
+    login_timeout: float = 10.0
+    handshake_timeout: float = 10.0
+    line_timeout: float = 30.0
+    login_free_failures: int = 5
+    login_backoff: float = 1.0
+    login_backoff_max: float = 300.0
+    login_forget_after: float = 900.0
+    # Client limits (docs/security.md "Client floods"):
+    replay_ring_bytes: int = 16 << 20  # encoded bytes the replay ring may hold
+    max_lines_per_session: int = 100  # lines one connection may have open
+    request_rate: float = 50.0  # requests per second per connection, errors included
+    request_burst: int = 200  # requests a connection may send at once before the rate applies
 
 
 @dataclass(frozen=True)
@@ -87,6 +109,14 @@ class CallsConfig:
     hangup_grace: float = 5.0
     max_age: float = 14400.0
     linger: float = 30.0
+    #: Where live calls are kept across a restart (asttapi_server/store.py).
+    #: None: the default, ``asttapi-calls.json`` in the working directory
+    #: (none in demo mode, whose PBX restarts with the server); "": no store.
+    state_file: str | None = None
+    # PBX-side limits (issue 11; see docs/security.md).
+    max_calls: int = 10000
+    max_lines: int = 64
+    max_field_bytes: int = 256
 
 
 @dataclass(frozen=True)
@@ -127,6 +157,13 @@ OVERRIDE_FLAGS: Mapping[str, str] = MappingProxyType(
         "demo": "--demo",
     }
 )
+
+
+#: Shortest user token accepted; a short one is guessed long before backoff matters.
+MIN_TOKEN_LENGTH = 16
+
+#: Environment variable that gives the AMI secret (wins over the file's secret).
+AMI_SECRET_ENV = "ASTTAPI_AMI_SECRET"
 
 
 # ---------------------------------------------------------------- checking
@@ -232,6 +269,49 @@ class _Reader:
         return tuple(value)
 
 
+def _secret(r: "_Reader", data: Mapping[str, Any], prefix: str, key: str, file_key: str,
+            default: str | None, *, required: bool = False) -> str | None:
+    """A secret from ``key`` or from the file ``file_key`` names; never echoed in an error."""
+    dotted, dotted_file = f"{prefix}.{key}", f"{prefix}.{file_key}"
+    if key in data and file_key in data:
+        raise ConfigError(f"{r.source}: keys '{dotted}' and '{dotted_file}': expected one of them, not both")
+    if file_key in data:
+        path = r.string(data, prefix, file_key, None)
+        try:
+            with open(path, encoding="utf-8") as f:
+                value = f.read().strip()
+        except OSError as exc:
+            raise ConfigError(f"{r.source}: key '{dotted_file}': cannot read {path!r}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{r.source}: key '{dotted_file}': {path!r} is not UTF-8 text") from None
+        if not value:
+            raise ConfigError(f"{r.source}: key '{dotted_file}': {path!r} is empty")
+        return value
+    if key not in data:
+        if required:
+            raise ConfigError(
+                f"{r.source}: key '{dotted}': expected a non-empty string, but it is missing "
+                f"(or give '{file_key}', a file holding it)"
+            )
+        return default
+    value = data[key]
+    if not isinstance(value, str) or (required and not value):
+        kinds = {bool: "true or false", int: "an integer", float: "a number", list: "a list", dict: "a table"}
+        got = "an empty string" if value == "" else kinds.get(type(value), "something else")
+        raise r.fail(dotted, "a non-empty string (the value is not shown)", _Hidden(got))
+    return value
+
+
+class _Hidden:
+    """What an error says about a secret instead of its value."""
+
+    def __init__(self, description: str) -> None:
+        self.description = description
+
+    def __repr__(self) -> str:
+        return self.description
+
+
 def _show(value: Any) -> str:
     if isinstance(value, dict):
         return "a table"
@@ -239,13 +319,8 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-_LINE_NAME = re.compile(r"^[^\s\[\]&!~]+$")
-
-
-def _check_line_name(name: str) -> str | None:
-    if _LINE_NAME.match(name):
-        return None
-    return "a line name without spaces or any of [ ] & ! ~"
+# The one line-name rule lives in names.py (config, lineOpen and the hub share it).
+_check_line_name = line_name_problem
 
 
 class _NoReactor:
@@ -254,11 +329,11 @@ class _NoReactor:
 
 def _check_endpoint(description: str) -> str | None:
     """None if Twisted can parse the server endpoint string, else what was wrong."""
-    from twisted.internet.endpoints import serverFromString
+    from asttapi_server.clients.listen import server_endpoint
 
     example = "a Twisted server endpoint string such as 'tcp:5039:interface=127.0.0.1'"
     try:
-        serverFromString(_NoReactor(), description)
+        server_endpoint(_NoReactor(), description)
     except ImportError as exc:
         return f"{example} (it needs a missing module: {exc.name}; for ssl: install asttapi-server[tls])"
     except OSError as exc:
@@ -287,10 +362,18 @@ _AMI_KEYS = {k: None for k in (
     "host", "port", "username", "secret", "auth", "keepalive", "pong_timeout",
     "action_timeout", "originate_timeout",
 )}
+_AMI_KEYS["secret_file"] = None
 _SERVER_KEYS = {k: None for k in ("listen", "max_line_bytes", "send_buffer_bytes", "replay_ring")}
+_SERVER_KEYS.update(dict.fromkeys(("replay_ring_bytes", "max_lines_per_session", "request_rate", "request_burst")))
 _LINE_KEYS = {k: None for k in ("channel", "context", "callerid")}
 _USER_KEYS = {k: None for k in ("token", "lines")}
-_CALLS_KEYS = {k: None for k in ("hangup_grace", "max_age", "linger")}
+_USER_KEYS["token_file"] = None
+_SERVER_NET_KEYS = (
+    "max_clients", "max_clients_per_address", "login_timeout", "handshake_timeout", "line_timeout",
+    "login_free_failures", "login_backoff", "login_backoff_max", "login_forget_after",
+)
+_SERVER_KEYS.update(dict.fromkeys(_SERVER_NET_KEYS))
+_CALLS_KEYS = {k: None for k in ("hangup_grace", "max_age", "linger", "state_file", "max_calls", "max_lines", "max_field_bytes")}
 _TOP_KEYS = {k: None for k in ("ami", "server", "lines", "users", "calls", "plugins", "demo")}
 
 
@@ -313,7 +396,7 @@ def _ami(r: _Reader, d: Mapping[str, Any]) -> AMIConfig:
         host=host.strip() if host else None,
         port=r.integer(d, p, "port", dflt.port, 1, 65535),
         username=r.string(d, p, "username", dflt.username),
-        secret=r.string(d, p, "secret", dflt.secret, empty_ok=True),
+        secret=_secret(r, d, p, "secret", "secret_file", dflt.secret),
         auth=auth,
         keepalive=r.number(d, p, "keepalive", dflt.keepalive),
         pong_timeout=r.number(d, p, "pong_timeout", dflt.pong_timeout),
@@ -334,7 +417,35 @@ def _server(r: _Reader, d: Mapping[str, Any]) -> ServerConfig:
         max_line_bytes=r.integer(d, p, "max_line_bytes", dflt.max_line_bytes, 1024),
         send_buffer_bytes=r.integer(d, p, "send_buffer_bytes", dflt.send_buffer_bytes, 1024),
         replay_ring=r.integer(d, p, "replay_ring", dflt.replay_ring, 0),
+        **_server_limits(r, d),
+        **_client_limits(r, d, p, dflt),
     )
+
+
+def _server_limits(r: _Reader, d: Mapping[str, Any]) -> dict[str, Any]:
+    """The connection and login limits of [server] (see docs/security.md)."""
+    p, dflt = "server", ServerConfig()
+    out: dict[str, Any] = {}
+    for key in _SERVER_NET_KEYS:
+        default = getattr(dflt, key)
+        if isinstance(default, int):
+            out[key] = r.integer(d, p, key, default, 1)
+        else:
+            out[key] = r.number(d, p, key, default)
+    return out
+
+
+def _client_limits(r: _Reader, d: Mapping[str, Any], p: str, dflt: ServerConfig) -> dict[str, Any]:
+    """The [server] keys that bound what one client can cost (docs/security.md)."""
+    rate = d.get("request_rate", dflt.request_rate)
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not math.isfinite(rate) or rate <= 0:
+        raise r.fail(f"{p}.request_rate", "a number of requests per second > 0", rate)
+    return {
+        "replay_ring_bytes": r.integer(d, p, "replay_ring_bytes", dflt.replay_ring_bytes, 0),
+        "max_lines_per_session": r.integer(d, p, "max_lines_per_session", dflt.max_lines_per_session, 1),
+        "request_rate": float(rate),
+        "request_burst": r.integer(d, p, "request_burst", dflt.request_burst, 1),
+    }
 
 
 def _lines(r: _Reader, d: Mapping[str, Any]) -> dict[str, LineConfig]:
@@ -363,9 +474,16 @@ def _users(r: _Reader, d: Mapping[str, Any]) -> dict[str, UserConfig]:
         if not isinstance(table, dict):
             raise r.fail(p, f"a table [users.{name}] with at least 'token'", table)
         r.table(table, p, _USER_KEYS)
+        token = _secret(r, table, p, "token", "token_file", None, required=True)
+        if len(token) < MIN_TOKEN_LENGTH:
+            where = "token_file" if "token_file" in table else "token"
+            raise ConfigError(
+                f"{r.source}: key '{p}.{where}': expected a token of at least {MIN_TOKEN_LENGTH} characters "
+                f"(e.g. from `openssl rand -base64 24`), got one of {len(token)}"
+            )
         users[name] = UserConfig(
             name=name,
-            token=r.string(table, p, "token", None, required=True),
+            token=token,
             lines=r.strings(
                 table, p, "lines", ("*",),
                 what="a list of line names or glob patterns, e.g. [\"line_1\", \"sales_*\"]",
@@ -382,6 +500,10 @@ def _calls(r: _Reader, d: Mapping[str, Any]) -> CallsConfig:
         hangup_grace=r.number(d, p, "hangup_grace", dflt.hangup_grace, positive=False),
         max_age=r.number(d, p, "max_age", dflt.max_age),
         linger=r.number(d, p, "linger", dflt.linger, positive=False),
+        state_file=r.string(d, p, "state_file", dflt.state_file, empty_ok=True),
+        max_calls=r.integer(d, p, "max_calls", dflt.max_calls, 1),
+        max_lines=r.integer(d, p, "max_lines", dflt.max_lines, 1, 10000),
+        max_field_bytes=r.integer(d, p, "max_field_bytes", dflt.max_field_bytes, 32, 1 << 20),
     )
 
 
@@ -423,7 +545,9 @@ def _read_file(path: str) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML: the file is not UTF-8 text") from None
 
 
-def load_config(path: str | None, overrides: Mapping[str, Any] = _EMPTY) -> Config:
+def load_config(
+    path: str | None, overrides: Mapping[str, Any] = _EMPTY, environ: Mapping[str, str] | None = None
+) -> Config:
     """Read *path* (TOML; None for no file), apply *overrides*, check, return a Config.
 
     *overrides* maps dotted keys (``"ami.host"``, ``"ami.port"``,
@@ -431,9 +555,22 @@ def load_config(path: str | None, overrides: Mapping[str, Any] = _EMPTY) -> Conf
     ignored, every other value wins over the file. Values from the command
     line may be strings where the file needs a number (``"5038"``).
 
+    The AMI secret may come from ``$ASTTAPI_AMI_SECRET`` (*environ*, default
+    ``os.environ``): it wins over the file, the command line wins over it.
+
     Raises ConfigError with a one-line message on any problem.
     """
     data = _read_file(path) if path else {}
+    env_secret = (os.environ if environ is None else environ).get(AMI_SECRET_ENV)
+    ami_table = data.get("ami")
+    if isinstance(ami_table, dict):
+        if overrides.get("ami.secret") is not None:
+            ami_table.pop("secret_file", None)  # the command line wins over the file
+        elif env_secret:
+            ami_table.pop("secret_file", None)
+            ami_table["secret"] = env_secret
+    elif env_secret and ami_table is None and overrides.get("ami.secret") is None:
+        data["ami"] = {"secret": env_secret}
     source = path or "configuration"
     cli: set[str] = set()
     for dotted, value in overrides.items():

@@ -50,7 +50,10 @@ class TapiSyntaxError(AstTapiError):
 
     def __init__(self, message: str, raw: str) -> None:
         self.raw = raw
-        super().__init__(f"{message}: {raw!r}")
+        self.reason = message  # without the raw text, for log lines that quote it themselves
+        # The raw text comes from the PBX and may be huge: quote only its start.
+        shown = raw if len(raw) <= 200 else raw[:200] + f"...[{len(raw) - 200} more characters]"
+        super().__init__(f"{message}: {shown!r}")
 
 
 class TelephonyError(AstTapiError):

@@ -41,6 +41,13 @@ T = TypeVar("T")
 MAX_DIAL_LENGTH = 64
 _DIAL_SEPARATORS = re.compile(r"[ ().\-]")
 _DIALABLE = re.compile(r"\+?[0-9A-Za-z*#]+")
+#: Asterisk's special extensions (matched case-sensitively, as Asterisk
+#: does): the dialplan runs them for events, not for dialling: ``h`` hangup,
+#: ``i`` invalid, ``t``/``T`` timeouts, ``s`` start, ``o`` operator, ``a``
+#: voicemail's ``*``, ``e`` exception, ``fax`` fax detection, ``talk``
+#: BackgroundDetect. Dialling one would run that code on purpose (an ``h``
+#: extension's IDLE for another call). ``A``-``D`` stay dialable (DTMF).
+SPECIAL_EXTENSIONS = frozenset(("a", "e", "h", "i", "o", "s", "t", "T", "fax", "talk"))
 
 
 def dialable(text: str) -> str:
@@ -50,7 +57,8 @@ def dialable(text: str) -> str:
     is left must be digits, letters (SIP user names, DTMF A-D), ``*`` and
     ``#``, with an optional leading ``+``: nothing that could reach Asterisk
     as a header break (``\\r``, ``\\n``), a context (``@``), a channel
-    (``/``) or a dialplan pattern (``_``, ``[``).
+    (``/``) or a dialplan pattern (``_``, ``[``), and none of Asterisk's
+    special extensions (:data:`SPECIAL_EXTENSIONS`).
     """
     number = _DIAL_SEPARATORS.sub("", text)
     if not number:
@@ -62,6 +70,8 @@ def dialable(text: str) -> str:
             "number may hold only digits, letters, '*', '#' and a leading '+' "
             "(spaces, '(', ')', '.', '-' are ignored)"
         )
+    if number in SPECIAL_EXTENSIONS:
+        raise ValueError(f"{number!r} is an Asterisk special extension (h, i, s, t, ...), not a number")
     return number
 
 

@@ -12,19 +12,22 @@ from typing import Any
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ClientEndpoint, serverFromString
+from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .ami.client import AMIClient
 from .bridge import Bridge
 from .clients.auth import check_listen_security
 from .clients.hub import Hub
+from .clients.listen import server_endpoint
 from .clients.protocol import ClientFactory
 from .config import Config
 from .core.model import CallModel
 from .plugins import build_plugin_manager
+from .store import DEFAULT_STATE_FILE, CallStore
 
 log = Logger()
 
@@ -76,7 +79,12 @@ class ClientListener(Service):
 
     def startService(self) -> None:
         super().startService()
-        d = serverFromString(self.reactor, self.description).listen(self.factory)
+        try:
+            endpoint = server_endpoint(self.reactor, self.description)
+        except Exception as exc:  # a certificate that went away since the config check, ...
+            self._failed(Failure(exc))
+            return
+        d = endpoint.listen(self.factory)
         d.addCallbacks(self._listening, self._failed)
 
     def _listening(self, port: Any) -> None:
@@ -119,6 +127,7 @@ class AppService(MultiService):
         self.demo: Any = None
         self.model: CallModel | None = None
         self.client_factory: ClientFactory | None = None
+        self.store: CallStore | None = None
         self.listeners: list[ClientListener] = []
 
     def startService(self) -> None:
@@ -146,6 +155,39 @@ class AppService(MultiService):
         return d.addBoth(shutdown) if d is not None else shutdown(None)
 
 
+#: File descriptors kept beyond server.max_clients: AMI link, listeners, logs, plugins.
+FD_RESERVE = 64
+
+
+def ensure_file_descriptors(max_clients: int) -> int:
+    """Raise the soft open-files limit so max_clients fit; warn if the hard limit is lower.
+
+    Below the limit, a flood meets server.max_clients (told so, closed) and
+    never the kernel's EMFILE, so clients already connected keep working.
+    Returns the soft limit in force.
+    """
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return -1
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = max_clients + FD_RESERVE
+    if soft != resource.RLIM_INFINITY and soft < need:
+        target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    if soft != resource.RLIM_INFINITY and soft < need:
+        log.warn(
+            "server.max_clients = {max_clients} needs about {need} open files, but the limit is {soft} "
+            "(ulimit -n; LimitNOFILE= under systemd); lower max_clients or raise the limit",
+            max_clients=max_clients, need=need, soft=soft,
+        )
+    return soft
+
+
 def make_service(config: Config, reactor: Any = None, *, demo_options: dict | None = None) -> AppService:
     """Build every part of the server from ``config``; nothing runs until started.
 
@@ -157,6 +199,7 @@ def make_service(config: Config, reactor: Any = None, *, demo_options: dict | No
         reactor = _reactor
 
     check_listen_security(config.server.listen, config.users)
+    ensure_file_descriptors(config.server.max_clients)
 
     demo_mode = config.demo or not config.ami.host
     app = AppService(config, reactor)
@@ -201,8 +244,11 @@ def make_service(config: Config, reactor: Any = None, *, demo_options: dict | No
         hangup_grace=config.calls.hangup_grace,
         max_age=config.calls.max_age,
         linger=config.calls.linger,
+        max_calls=config.calls.max_calls,
+        max_lines=config.calls.max_lines,
+        max_field_bytes=config.calls.max_field_bytes,
     )
-    app.hub = Hub(ring_size=config.server.replay_ring)
+    app.hub = Hub.from_config(config)
     app.bridge = Bridge(
         config=config,
         ami=app.ami,
@@ -211,6 +257,13 @@ def make_service(config: Config, reactor: Any = None, *, demo_options: dict | No
         hub=app.hub,
         clock=reactor,
     )
+    state_file = state_file_path(config, demo_mode)
+    if state_file:
+        # Before the listeners and the AMI client: started first (the calls
+        # are back before anyone asks), stopped last (the final write).
+        app.store = CallStore(state_file, app.model, reactor, on_restored=app.bridge.adopt_restored)
+        app.store.setServiceParent(app)
+        app.bridge.on_change = app.store.changed
     app.client_factory = ClientFactory.from_config(config, app.hub, app.bridge, clock=reactor)
     for description in config.server.listen:
         listener = ClientListener(reactor, description, app.client_factory)
@@ -219,3 +272,15 @@ def make_service(config: Config, reactor: Any = None, *, demo_options: dict | No
     app.ami.setServiceParent(app)
     return app
 
+
+
+def state_file_path(config: Config, demo_mode: bool) -> str:
+    """Where the call store lives ("" for none): ``[calls] state_file``, else the default.
+
+    The demo PBX restarts with the server, so no call of its could survive;
+    demo mode keeps a store only when one is configured.
+    """
+    state_file = config.calls.state_file
+    if state_file is None:
+        return "" if demo_mode else DEFAULT_STATE_FILE
+    return state_file

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.application.service import IService
+from twisted.logger import Logger
 from twisted.python import usage
 
 from asttapi_server.config import Config, load_config
@@ -32,7 +33,8 @@ class Options(usage.Options):
         ["ami-host", None, None, "Asterisk host to connect to (no host: demo PBX)."],
         ["ami-port", None, None, "Asterisk Manager Interface port. [default: 5038]"],
         ["ami-username", None, None, "AMI username from manager.conf. [default: asttapi]"],
-        ["ami-secret", None, None, "AMI secret from manager.conf."],
+        ["ami-secret", None, None, "AMI secret from manager.conf. Shows in `ps`: prefer "
+         "[ami] secret_file or $ASTTAPI_AMI_SECRET."],
     ]
     optFlags = [
         ["demo", None, "Use the embedded demo PBX (a simulation) even if an AMI host is set."],
@@ -68,8 +70,17 @@ class Options(usage.Options):
             raise SystemExit(f"asttapi: {exc}") from None
 
 
+log = Logger()
+
+
 def makeService(options: Options) -> IService:
     from asttapi_server.service import make_service
 
     assert options.config is not None, "Options.parseOptions() was not called"
+    if options["ami-secret"] is not None:
+        # twistd buffers this until its log starts, so it lands in the log file too.
+        log.warn(
+            "--ami-secret is visible to every local user in `ps` and /proc; give the secret in "
+            "[ami] secret_file = \"/etc/asttapi/ami.secret\" (mode 0600) or in $ASTTAPI_AMI_SECRET instead"
+        )
     return make_service(options.config)

@@ -7,6 +7,12 @@ versions (:func:`asttapi_server.ami.normalise.user_event`), parses the text
 (:func:`asttapi_server.core.grammar.parse_tapievent`) and returns one
 ``TapiSignal``. It is registered always and ``trylast``, so a site plugin that
 maps the same events runs first and can override it by returning a list.
+
+The text may hold what an outside caller typed into a caller id (a dialplan
+that does not filter it; see docs/security.md), so a text that fails the
+grammar creates nothing and is reported in one throttled line per kind of
+problem, quoted with ``repr`` (no line breaks or control characters reach the
+log) and cut to its first characters.
 """
 
 from __future__ import annotations
@@ -36,25 +42,30 @@ def asttapi_ami_event_names():
 def asttapi_map_ami_event(message, app):
     # Imported here: the AMI normaliser is the one module of the mapping that
     # other parts of the server may import without wanting plugins.
+    from asttapi_server.ami.actions import scrub
     from asttapi_server.ami.normalise import caller_of, user_event
-    from asttapi_server.core.grammar import NEWCALL, TapiSignal, parse_tapievent
+    from asttapi_server.core.grammar import MAX_LINES, NEWCALL, TapiSignal, clip, parse_tapievent
 
     event = user_event(message)
     if event is None or event.name.upper() != USER_EVENT_NAME:
         return None
     if not event.body:
-        log.warn("TAPI UserEvent without TAPIEVENT text on channel {channel}; headers: {headers!r}",
-                 channel=event.channel, headers=_headers(message))
+        held = _malformed.allow("no text", time.monotonic())
+        if held is not None:
+            log.warn("TAPI UserEvent without TAPIEVENT text on channel {channel}; headers: {headers}"
+                     " ({held} more like it since the last report)",
+                     channel=event.channel, headers=clip(repr(scrub(_headers(message))), 400), held=held)
         return []
+    max_lines = getattr(getattr(getattr(app, "config", None), "calls", None), "max_lines", MAX_LINES)
     try:
-        command = parse_tapievent(event.body)
+        command = parse_tapievent(event.body, max_lines)
     except TapiSyntaxError as exc:
-        # One dialplan typo repeats on every call: report each verb once a minute.
+        # One dialplan typo repeats on every call: report each kind once a minute.
         held = _malformed.allow(_verb_of(event.body), time.monotonic())
         if held is not None:
             log.warn("Malformed TAPIEVENT {raw!r} on channel {channel} ignored: {error}"
                      " ({held} more like it since the last report)",
-                     raw=event.body, channel=event.channel, error=str(exc), held=held)
+                     raw=clip(event.body), channel=event.channel, error=exc.reason, held=held)
         return []
     if command.verb == NEWCALL:
         # The channel snapshot names the caller: LINE_NEWCALL carries it, so a
@@ -65,12 +76,19 @@ def asttapi_map_ami_event(message, app):
     return [TapiSignal(command=command, uniqueid=event.uniqueid, channel=event.channel)]
 
 
-def _headers(message) -> object:
+def _headers(message) -> list:
     items = getattr(message, "items", None)
-    return items() if callable(items) else message
+    return list(items()) if callable(items) else [("?", str(message))]
 
 
 def _verb_of(body: str) -> str:
-    """The verb of a TAPIEVENT text, past any ``[spec]`` (which names the call and varies)."""
+    """The verb of a TAPIEVENT text, past any ``[spec]``, if it is one the grammar knows.
+
+    A throttle key must not be the bad text itself (a PBX could vary it at
+    will): unknown verbs share one key.
+    """
+    from asttapi_server.core.grammar import VERBS
+
     words = body.rpartition("]")[2].split(None, 1)
-    return words[0] if words else ""
+    verb = words[0].upper() if words else ""
+    return verb if verb in VERBS else "unknown verb"

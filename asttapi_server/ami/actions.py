@@ -12,11 +12,18 @@ Every key and value is checked: a value holding ``\\r`` or ``\\n`` (say a
 headers or whole actions, so it raises :class:`~asttapi_server.errors.InvalidActionHeader`
 instead of being sent.  Several ``Variable`` headers are written one per line,
 never comma-joined (pitfall 10: Asterisk's 1024-byte line buffer).
+
+A ``Channel`` (or ``ExtraChannel``) starting with ``/`` is refused whatever
+its source: Asterisk reads ``/regex/`` there as every channel whose name
+matches, so ``Hangup Channel: /^/`` hangs up the whole PBX. Only a caller
+that means it (the lab's clean-up, a test) passes ``allow_regex=True``; the
+server never does.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple
 
@@ -33,10 +40,13 @@ __all__ = [
     "originate",
     "hangup",
     "redirect",
+    "blind_transfer",
     "coreshowchannels",
     "status",
     "command",
     "logoff",
+    "scrub",
+    "scrub_text",
 ]
 
 Headers = Sequence[tuple[str, str]]
@@ -54,7 +64,20 @@ def _check_value(key: str, value: str) -> None:
         )
 
 
-def encode(action: str, headers: Headers = (), action_id: str | None = None) -> bytes:
+#: Headers that name a channel: never a ``/regex/``.
+_CHANNEL_KEYS = frozenset(("channel", "extrachannel"))
+
+
+def _check_channel(key: str, value: str) -> None:
+    if key.lower() in _CHANNEL_KEYS and value.lstrip().startswith("/"):
+        raise InvalidActionHeader(
+            f"AMI header {key!r} refused: {value[:40]!r} would be a regex matching many channels"
+        )
+
+
+def encode(
+    action: str, headers: Headers = (), action_id: str | None = None, *, allow_regex: bool = False
+) -> bytes:
     """Wire bytes of one action.  Raises :class:`InvalidActionHeader`."""
     _check_value("Action", action)
     if not action.strip() or " " in action.strip():
@@ -67,6 +90,8 @@ def encode(action: str, headers: Headers = (), action_id: str | None = None) -> 
         value = str(value)
         _check_key(key)
         _check_value(key, value)
+        if not allow_regex:
+            _check_channel(key, value)
         if key.lower() == "actionid" and action_id is not None:
             raise InvalidActionHeader("ActionID is assigned by the client; do not pass it as a header")
         out.append(f"{key}: {value}\r\n")
@@ -78,15 +103,41 @@ class Action(NamedTuple):
     name: str
     headers: tuple[tuple[str, str], ...] = ()
 
-    def encode(self, action_id: str | None = None) -> bytes:
-        return encode(self.name, self.headers, action_id)
+    def encode(self, action_id: str | None = None, *, allow_regex: bool = False) -> bytes:
+        return encode(self.name, self.headers, action_id, allow_regex=allow_regex)
 
 
 def _action(name: str, *pairs: tuple[str, object | None]) -> Action:
     headers = tuple((k, str(v)) for k, v in pairs if v is not None)
     a = Action(name, headers)
-    a.encode()  # validate now, where the caller's bad value came from
+    # Validate now, where the caller's bad value came from (a regex channel
+    # is refused when the action is encoded for sending).
+    a.encode(allow_regex=True)
     return a
+
+
+#: Header names whose values are credentials (Login's ``Secret``, MD5 ``Key``).
+SECRET_HEADERS = frozenset(("secret", "key"))
+MASK = "********"
+_SECRET_TEXT = re.compile(r"(?i)\b(secret|key)(\s*[:=]\s*)([^\s,;|'\"\\]+)")
+
+
+def scrub(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``headers`` with every credential value masked: what a log line may show of a message.
+
+    A PBX (or a proxy) that echoes our Login back would otherwise put the
+    secret in the log the moment we print what it sent.
+    """
+    return [(k, MASK if str(k).strip().lower() in SECRET_HEADERS else v) for k, v in headers]
+
+
+def scrub_text(text: str, *secrets: str | None) -> str:
+    """``text`` with ``Secret: x`` / ``Key: x`` values and each of ``secrets`` masked."""
+    text = _SECRET_TEXT.sub(lambda m: m.group(1) + m.group(2) + MASK, text)
+    for secret in secrets:
+        if secret and len(secret) >= 3:
+            text = text.replace(secret, MASK)
+    return text
 
 
 def md5_key(challenge: str, secret: str) -> str:
@@ -188,6 +239,11 @@ def redirect(
         ("ExtraExten", extra_exten),
         ("ExtraPriority", extra_priority),
     )
+
+
+def blind_transfer(channel: str, context: str, exten: str) -> Action:
+    """``BlindTransfer`` (Asterisk 12+): moves ``channel``'s bridged peer, not ``channel``."""
+    return _action("BlindTransfer", ("Channel", channel), ("Context", context), ("Exten", exten))
 
 
 def coreshowchannels() -> Action:

@@ -23,6 +23,14 @@ A body that still holds ``|Key: value`` pieces (1.4 passed everything after the
 first ``|`` through verbatim) is split there, so ``TAPIEVENT: X|Uniqueid: Y``
 yields body ``X`` and uniqueid ``Y``.  Commas inside the body are never split:
 a caller name may hold one.
+
+Names the server may later act on are checked here, where they enter:
+:func:`channel_name` keeps a ``Channel`` only if it looks like one Asterisk
+makes (``Tech/resource``: ``PJSIP/bob-0000002a``, ``Local/100@inbound-00000000;2``),
+so a regex channel (``/^/``, "every channel" to the Hangup action) or a
+huge value never becomes the call's channel; :func:`uniqueid` keeps a
+``Uniqueid`` only if it matches :data:`asttapi_server.core.grammar.UNIQUEID`.
+A value that fails reads as absent.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from asttapi_server.ami.message import EVENT, Message
+from asttapi_server.core.grammar import UNIQUEID
 
 __all__ = [
     "UserEvent",
@@ -40,8 +49,15 @@ __all__ = [
     "OriginateResult",
     "originate_response",
     "channel_uniqueids",
+    "channel_name",
+    "uniqueid",
+    "CHANNEL",
     "caller_of",
 ]
+
+#: A channel name as Asterisk makes them: technology, ``/``, a resource of
+#: printable non-space characters; at most 256 characters in all.
+CHANNEL = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}/[^\x00-\x20\x7f]{1,223}")
 
 _TAPIEVENT = "TAPIEVENT"
 # "|Uniqueid: 123" pieces glued into a body by an old "|" dialplan.
@@ -91,6 +107,22 @@ def _none_if_unknown(value: str | None) -> str | None:
     return value.strip()
 
 
+def channel_name(value: str | None) -> str | None:
+    """``value`` stripped if it is a channel name Asterisk could have made, else ``None``."""
+    value = _none_if_unknown(value)
+    if value is None or not CHANNEL.fullmatch(value):
+        return None
+    return value
+
+
+def uniqueid(value: str | None) -> str | None:
+    """``value`` stripped if it is a well-formed Uniqueid, else ``None``."""
+    value = _none_if_unknown(value)
+    if value is None or not UNIQUEID.fullmatch(value):
+        return None
+    return value
+
+
 _UE_KEYS = ("UserEvent", _TAPIEVENT, "Uniqueid", "Channel", "Linkedid")
 _HANGUP_KEYS = ("Uniqueid", "Cause", "Channel")
 _new = object.__new__
@@ -136,9 +168,9 @@ def user_event(msg: Message) -> UserEvent | None:
             return _make_user_event(
                 raw_name.strip(),
                 body,
-                _none_if_unknown(uniqueid),
-                _none_if_unknown(channel),
-                _none_if_unknown(linkedid),
+                _uniqueid(uniqueid),
+                channel_name(channel),
+                _uniqueid(linkedid),
                 msg,
             )
         raw_name = raw_name or ""
@@ -166,9 +198,10 @@ def user_event(msg: Message) -> UserEvent | None:
     uniqueid = msg.get("Uniqueid") or extra.get("uniqueid")
     channel = msg.get("Channel") or extra.get("channel")
     linkedid = msg.get("Linkedid") or extra.get("linkedid")
-    return _make_user_event(
-        name, body, _none_if_unknown(uniqueid), _none_if_unknown(channel), _none_if_unknown(linkedid), msg
-    )
+    return _make_user_event(name, body, _uniqueid(uniqueid), channel_name(channel), _uniqueid(linkedid), msg)
+
+
+_uniqueid = uniqueid  # the module-level name, for functions whose locals shadow it
 
 
 _CALLER_KEYS = ("CallerIDNum", "CallerIDName", "Exten")
@@ -198,11 +231,11 @@ def hangup(msg: Message) -> tuple[str, int | None, str | None] | None:
     """``(uniqueid, cause, channel)`` for ``Event: Hangup``; else ``None``."""
     if msg.kind != EVENT or (msg.name != "Hangup" and msg.name.lower() != "hangup"):
         return None
-    uniqueid, cause, channel = msg.values(*_HANGUP_KEYS)
-    uniqueid = _none_if_unknown(uniqueid)
-    if uniqueid is None:
+    uid, cause, channel = msg.values(*_HANGUP_KEYS)
+    uid = _uniqueid(uid)
+    if uid is None:
         return None
-    return uniqueid, _int_or_none(cause), _none_if_unknown(channel)
+    return uid, _int_or_none(cause), channel_name(channel)
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,8 +256,8 @@ def originate_response(msg: Message) -> OriginateResult | None:
     return OriginateResult(
         action_id=msg.action_id,
         success=(msg.get("Response") or "").strip().lower() == "success",
-        uniqueid=_none_if_unknown(msg.get("Uniqueid")),
-        channel=_none_if_unknown(msg.get("Channel")),
+        uniqueid=_uniqueid(msg.get("Uniqueid")),
+        channel=channel_name(msg.get("Channel")),
         reason=_int_or_none(msg.get("Reason")),
         message=msg,
     )
@@ -235,7 +268,7 @@ def channel_uniqueids(messages: Iterable[Message]) -> set[str]:
     out: set[str] = set()
     for msg in messages:
         if msg.kind == EVENT and msg.name.lower() in ("coreshowchannel", "status"):
-            uid = _none_if_unknown(msg.get("Uniqueid"))
+            uid = _uniqueid(msg.get("Uniqueid"))
             if uid is not None:
                 out.add(uid)
     return out

@@ -62,6 +62,9 @@ _END_COMMAND = b"--END COMMAND--"
 _EVENT = b"Event: "
 _MAX_ERRORS = 100
 _MAX_NAMES = 4096
+# Longer first lines are not cached: both caches stay under 4096 x 64 bytes of
+# keys whatever a PBX sends (real event names are under 40 characters).
+_MAX_NAME_BYTES = 64
 _ACTIONID = re.compile(rb"^actionid:([^\n]*)", re.IGNORECASE | re.MULTILINE)
 _DROP = False  # cache value of a name that is not wanted
 
@@ -223,7 +226,7 @@ class AMIParser:
 
     def _name(self, nb: bytes) -> str:
         name = _decode(nb).strip()
-        if len(self._names) < _MAX_NAMES:
+        if len(self._names) < _MAX_NAMES and len(nb) <= _MAX_NAME_BYTES:
             self._names[nb] = name
         return name
 
@@ -231,7 +234,7 @@ class AMIParser:
         """The name if an event whose first line holds ``nb`` is kept, else _DROP."""
         name = self._name(nb)
         result: str | bool = name if wanted_name(name) in self._keep else _DROP  # type: ignore[operator]
-        if len(self._kept) < _MAX_NAMES:
+        if len(self._kept) < _MAX_NAMES and len(nb) <= _MAX_NAME_BYTES:
             self._kept[nb] = result
         return result
 

@@ -32,6 +32,8 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+import re
+
 from asttapi_server.ami import actions
 from asttapi_server.ami.message import EVENT, RESPONSE, Message
 from asttapi_server.ami.parser import AMIParser
@@ -42,10 +44,15 @@ from asttapi_server.errors import (
     AuthenticationFailed,
     LinkDown,
 )
+from asttapi_server.throttle import LogThrottle
 
 __all__ = ["AMIProtocol"]
 
 LOGIN, LIVE, CLOSING, CLOSED = "login", "live", "closing", "closed"
+
+# The kind of a parser problem: its text before any quoted bytes, numbers
+# folded, so "block without any header" is one problem however it varies.
+_PROBLEM_KIND = re.compile(r"\d+")
 
 
 class _Pending:
@@ -115,6 +122,10 @@ class AMIProtocol(Protocol):
         self.keepalive = 0.0
         self.pong_timeout = 0.0
         self.peer = "?"
+        # Every log line about what the PBX sent goes through this (item 8 of
+        # issue 11: a garbage flood wrote 224 MB of log in 45 s).
+        self._log_throttle = LogThrottle()
+        self._secrets: tuple[str, ...] = ()  # masked in every line quoting the PBX
 
     def set_event_filter(self, names: Iterable[str] | None) -> None:
         """Observers get only events with these names (any case); ``None``: all.
@@ -131,7 +142,8 @@ class AMIProtocol(Protocol):
 
     def _delivered(self, name: str) -> bool:
         deliver = name.lower() in self._wanted  # type: ignore[operator]
-        if len(self._deliver) < 4096:
+        # Bounded in bytes too: a hostile PBX may send ever-new, huge names.
+        if len(self._deliver) < 4096 and len(name) <= 64:
             self._deliver[name] = deliver
         return deliver
 
@@ -171,7 +183,8 @@ class AMIProtocol(Protocol):
                 self._response(msg)
                 collecting = self._collecting
             else:
-                self.log.debug("AMI {kind} message ignored: {name}", kind=kind, name=msg.name)
+                self._input_problem("ignored " + kind, "AMI {kind} message from {peer} ignored: {name}",
+                                    level="debug", kind=kind, name=repr(msg.name[:80]))
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         was = self.state
@@ -186,7 +199,20 @@ class AMIProtocol(Protocol):
             self.on_lost(self, reason)
 
     def _parse_error(self, text: str) -> None:
-        self.log.warn("AMI stream from {peer}: {problem}", peer=self.peer, problem=text)
+        kind = _PROBLEM_KIND.sub("N", text.split(":", 1)[0])[:80]
+        self._input_problem(kind, "AMI stream from {peer}: {problem}", problem=text)
+
+    def _input_problem(self, problem: str, fmt: str, /, level: str = "warn", **fields: Any) -> None:
+        """Log something odd the PBX sent: throttled per kind of ``problem``, credentials masked."""
+        held = self._log_throttle.allow(problem, self.clock.seconds())
+        if held is None:
+            return
+        for key, value in fields.items():
+            if isinstance(value, str):
+                fields[key] = actions.scrub_text(value, *self._secrets)
+        if held:
+            fmt += " ({held} more like it since the last report)"
+        getattr(self.log, level)(fmt, peer=self.peer, held=held, **fields)
 
     # -- actions -------------------------------------------------------------
 
@@ -253,10 +279,12 @@ class AMIProtocol(Protocol):
         action_id = msg.action_id
         pending = self._pending.get(action_id) if action_id is not None else None
         if pending is None:
-            self.log.debug("AMI response for no pending action (ActionID {aid!r}): {name}", aid=action_id, name=msg.name)
+            self._input_problem("stray response", "AMI response from {peer} for no pending action (ActionID {aid}): {name}",
+                                level="debug", aid=repr((action_id or "")[:80]), name=repr(msg.name[:80]))
             return
         if pending.events is not None:
-            self.log.warn("AMI second response for {aid}; ignored", aid=action_id)
+            self._input_problem("second response", "AMI second response from {peer} for {aid}; ignored",
+                                aid=repr(action_id[:80]))
             return
         if msg.name.strip().lower() == "error":
             self._finish(action_id)
@@ -301,9 +329,12 @@ class AMIProtocol(Protocol):
         if self.state != LOGIN:
             return fail(LinkDown(f"AMI link to {self.peer} is {self.state}; cannot log in"))
 
+        self._secrets = (secret,)
+
         def refused(failure: Failure) -> Failure:
             if failure.check(ActionFailed):
-                text = failure.value.message.get("Message") or "refused"
+                # The PBX's words, quoted: masked, since a broken one may echo our Login.
+                text = repr(actions.scrub_text((failure.value.message.get("Message") or "refused")[:200], *self._secrets))
                 return Failure(
                     AuthenticationFailed(
                         f"Asterisk at {self.peer} refused the AMI login as {username!r}: {text} "
@@ -320,6 +351,7 @@ class AMIProtocol(Protocol):
                 if not challenge:
                     raise AuthenticationFailed(f"Asterisk at {self.peer} sent no MD5 challenge")
                 key = actions.md5_key(challenge, secret)
+                self._secrets = (secret, key)
                 return self._send(*actions.login_md5(username, key, events), timeout)
 
             d.addCallback(answer)
@@ -381,11 +413,11 @@ class AMIProtocol(Protocol):
         if self.state not in (LIVE, LOGIN):
             return
         self.log.warn(
-            "Asterisk at {peer} is shutting down (Shutdown: {how}, Restart: {restart}); "
+            "Asterisk at {peer} is shutting down (Shutdown: {how!r}, Restart: {restart!r}); "
             "expecting the link to close, will reconnect",
             peer=self.peer,
-            how=msg.get("Shutdown"),
-            restart=msg.get("Restart"),
+            how=(msg.get("Shutdown") or "")[:80],
+            restart=(msg.get("Restart") or "")[:80],
         )
         self.state = CLOSING
         if self._keepalive_call is not None and self._keepalive_call.active():

@@ -5,18 +5,28 @@ glob patterns). Tokens are compared in constant time and never logged or put
 in an exception. With no users configured nobody logs in, every line may be
 opened, and :func:`check_listen_security` refuses any listen endpoint that is
 not loopback-only.
+
+Failed logins are limited per source address and per user
+(:class:`LoginGuard`, pure: the caller passes ``now``): after a few free
+failures every further attempt must wait twice as long as the last, up to a
+cap, and is refused without looking at the token until then. The log gets at
+most one line per address per minute about them (:class:`LoginGate`).
 """
 
 from __future__ import annotations
 
 import hmac
 import ipaddress
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
 
+from twisted.logger import Logger
+
 from asttapi_server.errors import ConfigError
+from asttapi_server.throttle import LogThrottle
 
 
 @dataclass(frozen=True)
@@ -63,7 +73,9 @@ class Authenticator:
         comparison, so timing does not reveal which names exist.
         """
         entry = self._users.get(username)
-        given = token.encode("utf-8")
+        # surrogatepass: a lone surrogate ("\\ud800") is a wrong token, not a crash;
+        # configured tokens come from TOML, which cannot hold one, so it never matches.
+        given = token.encode("utf-8", "surrogatepass")
         if entry is None:
             hmac.compare_digest(given, b"\0" * max(len(given), 1))
             return None
@@ -71,6 +83,187 @@ class Authenticator:
         if hmac.compare_digest(given, expected):
             return user
         return None
+
+    def knows(self, username: str) -> bool:
+        """True if ``username`` is configured (only those get a per-user failure count)."""
+        return username in self._users
+
+
+# -- failed logins ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoginLimits:
+    """How failed logins are slowed down (``[server]`` ``login_*`` keys)."""
+
+    #: Failures (per address, and per user) before any waiting is imposed.
+    free_failures: int = 5
+    #: Seconds to wait after the first failure past the free ones; doubles each time.
+    backoff: float = 1.0
+    #: The longest wait, in seconds.
+    backoff_max: float = 300.0
+    #: Seconds without a failure after which an address or user starts afresh.
+    forget_after: float = 900.0
+    #: Addresses and users remembered at most (oldest forgotten first).
+    max_tracked: int = 100_000
+
+
+def address_key(host: str) -> str:
+    """The bucket a source address counts in: the host, or its /64 for IPv6.
+
+    One IPv6 customer usually holds a whole /64, so counting single addresses
+    would let them rotate through 2**64 fresh budgets.
+    """
+    try:
+        ip = ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
+    except ValueError:
+        return host  # a unix socket ("unix") or something odd: one bucket
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
+class LoginGuard:
+    """Counts failed logins per address and per known user; says how long to wait.
+
+    Pure bookkeeping: every method takes ``now``. Unknown user names are
+    counted only against their address, so inventing names costs no memory
+    and cannot lock anyone out.
+    """
+
+    def __init__(self, limits: LoginLimits = LoginLimits()) -> None:
+        self.limits = limits
+        # key -> [failures, time of the last failure, blocked until]; insertion
+        # order is recency (re-inserted on every failure), so eviction is O(1).
+        self._records: dict[tuple[str, str], list[float]] = {}
+
+    def _keys(self, address: str, user: str | None) -> list[tuple[str, str]]:
+        keys = [("addr", address)]
+        if user is not None:
+            keys.append(("user", user))
+        return keys
+
+    def retry_after(self, address: str, user: str | None, now: float) -> float | None:
+        """Seconds until an attempt from ``address`` as ``user`` is looked at, or None (now)."""
+        wait = 0.0
+        for key in self._keys(address, user):
+            rec = self._records.get(key)
+            if rec is not None:
+                wait = max(wait, rec[2] - now)
+        return wait if wait > 0 else None
+
+    def failed(self, address: str, user: str | None, now: float) -> float | None:
+        """Record a failure; the wait it imposes from now on, or None."""
+        limits = self.limits
+        longest: float | None = None
+        for key in self._keys(address, user):
+            rec = self._records.pop(key, None)
+            if rec is None or now - rec[1] >= limits.forget_after:
+                rec = [0, now, now]
+            rec[0] += 1
+            rec[1] = now
+            past = rec[0] - limits.free_failures
+            if past >= 0:
+                delay = min(limits.backoff_max, limits.backoff * 2.0 ** min(past, 64))
+                rec[2] = now + delay
+                longest = max(longest or 0.0, delay)
+            self._records[key] = rec
+        while len(self._records) > limits.max_tracked:
+            del self._records[next(iter(self._records))]
+        return longest
+
+    def failures(self, address: str, user: str | None = None) -> int:
+        """Failures counted for the address (or, given, the user): for logs and tests."""
+        rec = self._records.get(("user", user) if user is not None else ("addr", address))
+        return int(rec[0]) if rec else 0
+
+    def succeeded(self, address: str, user: str) -> None:
+        """A right token: the user's slate is clean (the address keeps its count)."""
+        self._records.pop(("user", user), None)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+
+def shown(text: str, limit: int = 64) -> str:
+    """A client string as it may appear in a log line: ASCII-escaped, quoted, cut."""
+    cut = text[:limit]
+    return ascii(cut) + ("..." if len(text) > limit else "")
+
+
+class LoginGate:
+    """Authenticator + LoginGuard + a throttled log: what a ``login`` request meets.
+
+    ``attempt`` answers ``(user, None)`` on success, ``(None, None)`` for a
+    wrong user or token and ``(None, seconds)`` when the address or user must
+    wait; while waiting the token is not looked at. Logs at most one line per
+    address per ``log_interval`` seconds, with the count held back; never the
+    token.
+    """
+
+    log = Logger()
+
+    def __init__(self, authenticator: "Authenticator", clock: Any, limits: LoginLimits = LoginLimits(),
+                 log_interval: float = 60.0) -> None:
+        self.auth = authenticator
+        self.clock = clock
+        self.guard = LoginGuard(limits)
+        self.throttle = LogThrottle(interval=log_interval, max_keys=4096)
+        # Many addresses (a botnet) each get their line a minute; past
+        # max_lines_per_interval lines in one interval the rest are only counted.
+        self.log_interval = log_interval
+        self.max_lines_per_interval = 60
+        self._window_start = float("-inf")
+        self._window_lines = 0
+        self._window_held = 0
+
+    def attempt(self, username: str, token: str, host: str) -> tuple[User | None, float | None]:
+        now = self.clock.seconds()
+        address = address_key(host)
+        known = username if self.auth.knows(username) else None
+        wait = self.guard.retry_after(address, known, now)
+        if wait is not None:
+            self._log(address, username, now, refused=True, wait=wait)
+            return None, math.ceil(wait)
+        user = self.auth.authenticate(username, token)
+        if user is not None:
+            self.guard.succeeded(address, username)
+            return user, None
+        wait = self.guard.failed(address, known, now)
+        self._log(address, username, now, refused=False, wait=wait)
+        return None, None
+
+    def _log(self, address: str, username: str, now: float, *, refused: bool, wait: float | None) -> None:
+        held = self.throttle.allow(address, now)
+        if held is None:
+            return
+        if now - self._window_start >= self.log_interval:
+            if self._window_held:
+                self.log.warn("{held} more failed-login lines held back in the last {interval:g} s "
+                              "(failures from too many addresses)", held=self._window_held,
+                              interval=self.log_interval)
+            self._window_start, self._window_lines, self._window_held = now, 0, 0
+        if self._window_lines >= self.max_lines_per_interval:
+            self._window_held += 1
+            return
+        self._window_lines += 1
+        if refused:
+            what = f"login refused without checking (too many failures; {math.ceil(wait or 0)} s to wait)"
+        else:
+            what = "login failed: unknown user or wrong token"
+            if wait is not None:
+                what += f"; further attempts wait {math.ceil(wait)} s"
+        self.log.warn(
+            "{what}, user {user} from {address} ({failures} failures counted; "
+            "{held} such lines held back since the last)",
+            what=what,
+            user=shown(username),
+            address=address,
+            failures=self.guard.failures(address),
+            held=held,
+        )
 
 
 # -- listen endpoints -----------------------------------------------------------

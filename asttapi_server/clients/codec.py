@@ -9,12 +9,13 @@ of one line. Nothing here imports a reactor or reads the clock.
 from __future__ import annotations
 
 import json
-import re
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from asttapi_server.core.events import TapiEvent
+from asttapi_server.names import MAX_LINE_NAME_LENGTH, line_name_problem
 from asttapi_server.numbers import MAX_DIAL_LENGTH, dialable
 
 PROTOCOL_VERSION = 1
@@ -29,13 +30,12 @@ INTERNAL_ERROR = -32603
 TELEPHONY_ERROR = -32000  # error.data.lineerr holds the LINEERR_* name
 AUTH_ERROR = -32001  # login required, login failed, already logged in
 CONNECTION_CLOSING = -32002  # last message before the server hangs up
+RATE_LIMITED = -32003  # more requests per second than server.request_rate allows
 
 #: Longest number accepted by lineMakeCall / lineBlindTransfer, separators removed.
 MAX_NUMBER_LENGTH = MAX_DIAL_LENGTH
-#: Longest line name accepted anywhere.
-MAX_LINE_NAME_LENGTH = 128
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# MAX_LINE_NAME_LENGTH (imported above) stays importable from here; the
+# line-name rule itself lives in asttapi_server.names.
 
 _dumps = json.JSONEncoder(
     ensure_ascii=False, separators=(",", ":"), default=str, allow_nan=False
@@ -91,7 +91,13 @@ def decode_line(line: bytes) -> Request | Reject | None:
         obj = _decoder.decode(text)
     except (ValueError, RecursionError) as e:
         return Reject(PARSE_ERROR, f"Parse error: {_short(str(e))}")
-    return decode_message(obj)
+    msg = decode_message(obj)
+    # A lone surrogate can only come from a \\u escape ("\\ud800"): the text
+    # itself was valid UTF-8. Such a string cannot be written back (in an
+    # error message, a log line, a line name), so refuse the whole request.
+    if "\\u" in text and isinstance(msg, Request) and _lone_surrogate((msg.method, msg.params)):
+        return Reject(INVALID_REQUEST, _SURROGATE, msg.id)
+    return msg
 
 
 def decode_message(obj: Any) -> Request | Reject:
@@ -107,6 +113,11 @@ def decode_message(obj: Any) -> Request | Reject:
     rid = obj.get("id")
     if has_id and (isinstance(rid, bool) or not isinstance(rid, (str, int, float, type(None)))):
         return Reject(INVALID_REQUEST, "Invalid request: id must be a string, a number or null")
+    if isinstance(rid, float) and not math.isfinite(rid):
+        # 1e999 parses as infinity, which JSON cannot write back.
+        return Reject(INVALID_REQUEST, "Invalid request: id must be a finite number")
+    if isinstance(rid, str) and _lone_surrogate(rid):
+        return Reject(INVALID_REQUEST, _SURROGATE)
     if obj.get("jsonrpc") != "2.0":
         return Reject(INVALID_REQUEST, 'Invalid request: "jsonrpc" must be "2.0"', rid)
     method = obj.get("method")
@@ -127,14 +138,34 @@ def decode_message(obj: Any) -> Request | Reject:
     return Request(method, params, rid, notification=not has_id)
 
 
+_SURROGATE = "Invalid request: a string holds a lone UTF-16 surrogate (such as \\ud800); send valid Unicode"
+
+
+def _lone_surrogate(obj: Any) -> bool:
+    """Whether any string in ``obj`` (keys included) holds a lone surrogate."""
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return False
+
+
 # -- parameters ---------------------------------------------------------------
 
 
 def _line(value: Any) -> str:
-    if not isinstance(value, str) or not value or len(value) > MAX_LINE_NAME_LENGTH:
-        raise ParamsError(f"line must be a non-empty string of at most {MAX_LINE_NAME_LENGTH} characters")
-    if _CONTROL.search(value):
-        raise ParamsError("line must not contain control characters")
+    problem = line_name_problem(value)
+    if problem:
+        raise ParamsError(f"line must be {problem}")
     return value
 
 
@@ -222,7 +253,7 @@ def check_params(method: str, params: Mapping[str, Any]) -> dict[str, Any]:
     spec = PARAMS[method]
     unknown = [k for k in params if k not in spec]
     if unknown:
-        raise ParamsError(f"unknown parameter(s) for {method}: {', '.join(sorted(unknown))}")
+        raise ParamsError(f"unknown parameter(s) for {method}: {', '.join(sorted(map(repr, unknown)))}")
     out: dict[str, Any] = {}
     for name, (required, checker) in spec.items():
         if name in params:
@@ -236,8 +267,8 @@ def check_params(method: str, params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def encode(obj: Mapping[str, Any]) -> bytes:
-    """One JSON line."""
-    return _dumps(obj).encode("utf-8") + b"\n"
+    """One JSON line. Never fails on a lone surrogate: it becomes the JSON escape ``\\udXXX``."""
+    return _dumps(obj).encode("utf-8", "backslashreplace") + b"\n"
 
 
 def encode_result(rid: Any, result: Any) -> bytes:
@@ -288,6 +319,25 @@ def event_params(event: TapiEvent, seq: int, line: str | None = None) -> dict[st
 def encode_event(event: TapiEvent, seq: int, line: str | None = None) -> bytes:
     """The notification line for ``event`` numbered ``seq``."""
     return encode_notification(event.msg, event_params(event, seq, line))
+
+
+_PLACEHOLDER = "\x00line\x00"
+_PLACEHOLDER_JSON = encode({"": _PLACEHOLDER})[4:-2]  # b'"\\u0000line\\u0000"'
+
+
+def encode_event_template(event: TapiEvent, seq: int) -> Callable[[str], bytes]:
+    """``line -> bytes`` for a line-less event sent to many lines (LINE_LINEDEVSTATE).
+
+    Encodes the event once and splices each line's name in: the link going
+    down must not cost one full JSON encoding per open line.
+    """
+    whole = encode_event(event, seq, _PLACEHOLDER)
+    head, tail = whole.split(_PLACEHOLDER_JSON, 1)
+
+    def for_line(line: str) -> bytes:
+        return head + _dumps(line).encode("utf-8", "backslashreplace") + tail
+
+    return for_line
 
 
 def _short(text: str, limit: int = 200) -> str:

@@ -6,19 +6,38 @@ to every subscriber of the event's line. A LINE_NEWCALL whose ``owner`` is a
 session's ``sid`` is not sent to that session (it originated the call and
 already holds the handle). A line-less event (``line=None``: the PBX link's
 LINE_LINEDEVSTATE) goes to every open line, once per line.
+
+Bounds (issue 11): the ring holds at most ``ring_size`` events and
+``ring_bytes`` encoded bytes (a 1 MB caller name must not pin gigabytes);
+it is indexed per line, so a ``lineOpen`` with ``seq`` reads only that line's
+entries; a line's record is dropped as soon as it has neither subscribers
+nor events in the ring, so a million distinct line names cost nothing once
+they are gone. Delivery never stops at one failing client or line.
 """
 
 from __future__ import annotations
 
 import secrets
+import time
 from collections import deque
-from collections.abc import Hashable
-from typing import Protocol
+from collections.abc import Callable, Hashable
+from typing import Any, Protocol
 
 from twisted.logger import Logger
 
-from asttapi_server.clients.codec import encode_event, encode_notification, event_params
+from asttapi_server.clients.codec import encode_event, encode_event_template
 from asttapi_server.core.events import TapiEvent
+from asttapi_server.names import log_text
+from asttapi_server.throttle import LogThrottle
+
+#: Default of ``server.replay_ring_bytes``.
+RING_BYTES = 16 << 20
+#: Most events one resume replays; past it a rebuild from ``calls`` is cheaper for
+#: both sides, and a client re-resuming a busy line cannot make the server
+#: write the ring over and over (docs/security.md "Client floods").
+MAX_REPLAY = 1000
+#: What one ring entry costs besides its encoded bytes (tuples, deque slots), roughly.
+_ENTRY_OVERHEAD = 120
 
 
 class Subscriber(Protocol):
@@ -30,6 +49,23 @@ class Subscriber(Protocol):
         """Queue one encoded line for the client; must not raise."""
 
 
+class _Line:
+    """One line's subscribers and its slice of the replay ring (oldest first).
+
+    ``ring`` holds ``(seq, data, owner)``: ``owner`` is the sid of a
+    LINE_NEWCALL's originator (not replayed to it), else None. For the
+    line-less record ``data`` is the event's ``line -> bytes`` template.
+    ``evicted`` is the highest seq of this line no longer in the ring.
+    """
+
+    __slots__ = ("subs", "ring", "evicted")
+
+    def __init__(self, evicted: int) -> None:
+        self.subs: dict[Hashable, Subscriber] = {}
+        self.ring: deque[tuple[int, Any, Hashable | None]] = deque()
+        self.evicted = evicted
+
+
 class Hub:
     """Assigns seq, keeps a bounded replay ring, delivers to sessions.
 
@@ -39,17 +75,36 @@ class Hub:
 
     log = Logger()
 
-    def __init__(self, ring_size: int = 10000, *, epoch: str | None = None) -> None:
-        if ring_size < 0:
-            raise ValueError("ring_size must not be negative")
+    def __init__(
+        self,
+        ring_size: int = 10000,
+        *,
+        epoch: str | None = None,
+        ring_bytes: int = RING_BYTES,
+        now: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if ring_size < 0 or ring_bytes < 0:
+            raise ValueError("ring_size and ring_bytes must not be negative")
         self.epoch = epoch if epoch is not None else secrets.token_hex(8)
         self.seq = 0
-        self._ring: deque[tuple[int, str | None, TapiEvent, bytes | None]] = deque(maxlen=ring_size)
         self._ring_size = ring_size
-        # highest seq evicted from the ring, per line (None: line-less events)
-        self._evicted: dict[str | None, int] = {}
-        self._lines: dict[str, dict[Hashable, Subscriber]] = {}
+        self._ring_bytes = ring_bytes
+        # Eviction order over all lines: (seq, line, cost).
+        self._ring: deque[tuple[int, str | None, int]] = deque()
+        self._bytes = 0
+        self._lines: dict[str, _Line] = {}
+        self._all = _Line(0)  # line-less events; never dropped
+        # Highest seq a dropped line record had lost: a record made afresh
+        # starts from it, so a resume never claims events it no longer has.
+        self._forgotten = 0
         self._next_sid = 0
+        self._now = now
+        self._throttle = LogThrottle()
+
+    @classmethod
+    def from_config(cls, config: Any, **kw: Any) -> "Hub":
+        """From ``config.Config``: ``server.replay_ring`` and ``server.replay_ring_bytes``."""
+        return cls(config.server.replay_ring, ring_bytes=config.server.replay_ring_bytes, **kw)
 
     # -- sessions --------------------------------------------------------
 
@@ -60,49 +115,100 @@ class Hub:
 
     def subscribe(self, subscriber: Subscriber, line: str) -> None:
         """Deliver ``line``'s events to ``subscriber`` (idempotent)."""
-        self._lines.setdefault(line, {})[subscriber.sid] = subscriber
+        rec = self._lines.get(line)
+        if rec is None:
+            rec = self._lines[line] = _Line(self._forgotten)
+        rec.subs[subscriber.sid] = subscriber
 
     def unsubscribe(self, subscriber: Subscriber, line: str) -> None:
-        subs = self._lines.get(line)
-        if subs is not None:
-            subs.pop(subscriber.sid, None)
-            if not subs:
-                del self._lines[line]
+        rec = self._lines.get(line)
+        if rec is not None:
+            rec.subs.pop(subscriber.sid, None)
+            if not rec.subs and not rec.ring:
+                self._drop(line, rec)
 
     def subscribers(self, line: str) -> int:
         """How many sessions have ``line`` open."""
-        return len(self._lines.get(line, ()))
+        rec = self._lines.get(line)
+        return len(rec.subs) if rec is not None else 0
 
     @property
     def open_lines(self) -> int:
+        """Lines at least one session has open."""
+        return sum(1 for rec in self._lines.values() if rec.subs)
+
+    @property
+    def tracked_lines(self) -> int:
+        """Line records held: lines open or with events in the ring (bounded by both)."""
         return len(self._lines)
+
+    @property
+    def ring_bytes(self) -> int:
+        """What the ring's entries cost now, by the measure ``ring_bytes`` bounds."""
+        return self._bytes
+
+    @property
+    def ring_events(self) -> int:
+        return len(self._ring)
 
     # -- events ----------------------------------------------------------
 
     def publish(self, event: TapiEvent) -> int:
-        """Number, remember and deliver ``event``; returns its seq."""
+        """Number, remember and deliver ``event``; returns its seq. Never raises."""
         self.seq += 1
         seq = self.seq
         line = event.line
-        data = encode_event(event, seq) if line is not None else None
-        self._remember(seq, line, event, data)
-        if line is not None:
-            subs = self._lines.get(line)
-            if subs:
-                skip = event.owner if event.msg == "LINE_NEWCALL" else None
-                for sid, sub in tuple(subs.items()):
-                    if skip is not None and sid == skip:
-                        continue
-                    self._send(sub, data)  # type: ignore[arg-type]
-        else:
-            for name, subs in tuple(self._lines.items()):
-                line_data = encode_event(event, seq, name)
-                for sub in tuple(subs.values()):
-                    self._send(sub, line_data)
+        try:
+            if line is not None:
+                self._publish_line(event, line, seq)
+            else:
+                self._publish_all(event, seq)
+        except Exception:
+            self._failed(("publish", event.msg), "publishing {msg} (seq {seq}) failed", msg=event.msg, seq=seq)
         return seq
 
+    def _publish_line(self, event: TapiEvent, line: str, seq: int) -> None:
+        data = encode_event(event, seq)
+        owner = event.owner if event.msg == "LINE_NEWCALL" else None
+        rec = self._lines.get(line)
+        if self._keeps(len(data)):
+            if rec is None:
+                rec = self._lines[line] = _Line(self._forgotten)
+            self._remember(rec, line, seq, data, owner, len(data))
+        elif rec is not None:
+            rec.evicted = seq
+        else:
+            self._forgotten = seq
+        if rec is not None and rec.subs:
+            for sid, sub in tuple(rec.subs.items()):
+                if owner is not None and sid == owner:
+                    continue
+                self._send(sub, data, line)
+        self._trim()
+
+    def _publish_all(self, event: TapiEvent, seq: int) -> None:
+        template = encode_event_template(event, seq)
+        cost = len(template(""))
+        if self._keeps(cost):
+            self._remember(self._all, None, seq, template, None, cost)
+        else:
+            self._all.evicted = seq
+        for name, rec in tuple(self._lines.items()):
+            if not rec.subs:
+                continue
+            try:
+                data = template(name)
+            except Exception:
+                self._failed(("encode", type(name)), "encoding {msg} for line {line} failed",
+                             msg=event.msg, line=log_text(name))
+                continue
+            for sub in tuple(rec.subs.values()):
+                self._send(sub, data, name)
+        self._trim()
+
     def missed(
-        self, line: str, since: int, epoch: str | None = None, *, sid: Hashable | None = None
+        self, line: str, since: int, epoch: str | None = None, *, sid: Hashable | None = None,
+        limit: int = MAX_REPLAY,
     ) -> list[bytes] | None:
         """The encoded events of ``line`` with seq > ``since``, oldest first.
 
@@ -111,48 +217,90 @@ class Hub:
         ``sid`` is left out, as in :meth:`publish`.
         ``None`` means the ring no longer holds all of them (or ``since``
         comes from another server run): the client must rebuild its state
-        from the line's current calls instead.
+        from the line's current calls instead; so does a replay of more
+        than ``limit`` events. Costs at most what it returns, never the size
+        of the ring.
         """
         if epoch is not None and epoch != self.epoch:
             return None
         if since > self.seq:
             return None
-        lost = max(self._evicted.get(line, 0), self._evicted.get(None, 0))
-        if lost > since:
+        rec = self._lines.get(line)
+        lost = rec.evicted if rec is not None else self._forgotten
+        if max(lost, self._all.evicted) > since:
             return None
-        out: list[bytes] = []
-        for seq, ev_line, event, data in reversed(self._ring):
+        own: list[tuple[int, bytes]] = []
+        if rec is not None:
+            for seq, data, owner in reversed(rec.ring):
+                if seq <= since:
+                    break
+                if sid is not None and owner == sid:
+                    continue
+                if len(own) == limit:
+                    return None
+                own.append((seq, _replayed(data)))
+        shared: list[tuple[int, bytes]] = []
+        for seq, template, _owner in reversed(self._all.ring):
             if seq <= since:
                 break
-            if ev_line == line:
-                if sid is not None and event.msg == "LINE_NEWCALL" and event.owner == sid:
-                    continue
-                out.append(_replayed(event, seq, line))
-            elif ev_line is None:
-                out.append(_replayed(event, seq, line))
-        out.reverse()
-        return out
+            if len(own) + len(shared) == limit:
+                return None
+            shared.append((seq, _replayed(template(line))))
+        if shared:
+            own.extend(shared)
+            own.sort(key=lambda item: item[0])
+        else:
+            own.reverse()
+        return [data for _seq, data in own]
 
     # -- internals -------------------------------------------------------
 
-    def _remember(self, seq: int, line: str | None, event: TapiEvent, data: bytes | None) -> None:
-        if self._ring_size == 0:
-            self._evicted[line] = seq
-            return
-        if len(self._ring) == self._ring_size:
-            old_seq, old_line, _, _ = self._ring[0]
-            self._evicted[old_line] = old_seq
-        self._ring.append((seq, line, event, data))
+    def _keeps(self, cost: int) -> bool:
+        return self._ring_size > 0 and cost + _ENTRY_OVERHEAD <= self._ring_bytes
 
-    def _send(self, sub: Subscriber, data: bytes) -> None:
+    def _remember(self, rec: _Line, line: str | None, seq: int, data: Any, owner: Hashable | None, size: int) -> None:
+        cost = size + _ENTRY_OVERHEAD
+        rec.ring.append((seq, data, owner))
+        self._ring.append((seq, line, cost))
+        self._bytes += cost
+
+    def _trim(self) -> None:
+        """Evict the oldest entries until the ring fits both bounds."""
+        ring = self._ring
+        while ring and (len(ring) > self._ring_size or self._bytes > self._ring_bytes):
+            seq, line, cost = ring.popleft()
+            self._bytes -= cost
+            rec = self._all if line is None else self._lines[line]
+            rec.ring.popleft()
+            rec.evicted = seq
+            if line is not None and not rec.subs and not rec.ring:
+                self._drop(line, rec)
+
+    def _drop(self, line: str, rec: _Line) -> None:
+        del self._lines[line]
+        if rec.evicted > self._forgotten:
+            self._forgotten = rec.evicted
+
+    def _send(self, sub: Subscriber, data: bytes, line: str) -> None:
         try:
             sub.send(data)
         except Exception:
-            self.log.failure("delivering an event to session {sid} failed", sid=sub.sid)
+            self._failed(("send", type(sub)), "delivering an event on line {line} to session {sid} failed",
+                         line=log_text(line), sid=log_text(sub.sid))
+
+    def _failed(self, key: Hashable, text: str, **fields: Any) -> None:
+        held = self._throttle.allow(key, self._now())
+        if held is None:
+            return
+        if held:
+            text += " ({held} more like it since the last report)"
+        self.log.failure(text, held=held, **fields)
 
 
-def _replayed(event: TapiEvent, seq: int, line: str) -> bytes:
-    """The event as first sent, plus ``"replayed": true`` (encoded anew: replays are rare)."""
-    params = event_params(event, seq, line)
-    params["replayed"] = True
-    return encode_notification(event.msg, params)
+def _replayed(data: bytes) -> bytes:
+    """The event line as first sent, plus ``"replayed": true`` at the end of its params.
+
+    Every event line ends ``...}}\n`` (params, then the notification), so the
+    flag is spliced in without decoding or keeping the event.
+    """
+    return data[:-3] + b',"replayed":true}}\n'

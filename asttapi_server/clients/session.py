@@ -21,6 +21,8 @@ from asttapi_server.clients.auth import ANONYMOUS, Authenticator, User
 from asttapi_server.clients.codec import ParamsError, Request
 from asttapi_server.clients.hub import Hub
 from asttapi_server.errors import ActionFailed, ActionTimeout, LinkDown, TelephonyError
+from asttapi_server.names import log_text
+from asttapi_server.throttle import LogThrottle
 
 
 class CallModelView(Protocol):
@@ -47,6 +49,9 @@ CLIENT_ERRORS = frozenset(
     {codec.PARSE_ERROR, codec.INVALID_REQUEST, codec.METHOD_NOT_FOUND, codec.INVALID_PARAMS, codec.AUTH_ERROR}
 )
 
+#: Default of ``server.max_lines_per_session``.
+MAX_LINES_PER_SESSION = 100
+
 _LINK_DOWN = (
     "the link to the PBX is down; try again after LINE_LINEDEVSTATE reports LINEDEVSTATE_INSERVICE"
 )
@@ -68,6 +73,10 @@ class Session:
         close: Callable[[int, str], None] = lambda code, message: None,
         peer: str = "?",
         max_login_failures: int = 3,
+        login: Callable[[str, str], tuple[User | None, float | None]] | None = None,
+        max_lines: int = MAX_LINES_PER_SESSION,
+        now: Callable[[], float] = lambda: 0.0,
+        refusals: LogThrottle | None = None,
     ) -> None:
         self.hub = hub
         self.telephony = telephony
@@ -82,6 +91,14 @@ class Session:
         self.closed = False
         self._login_failures = 0
         self._max_login_failures = max_login_failures
+        # (username, token) -> (user, seconds to wait): the factory's LoginGate,
+        # which limits and logs failures per address and user.
+        self._login = login or (lambda username, token: (authenticator.authenticate(username, token), None))
+        self.max_lines = max_lines
+        self._now = now
+        # Shared by the factory's sessions: refused call control is logged
+        # once a minute per user and kind, however hard a client tries.
+        self._refusals = refusals if refusals is not None else LogThrottle()
 
     @property
     def username(self) -> str:
@@ -154,8 +171,14 @@ class Session:
             handler(request, **params)
         except TelephonyError as e:
             self._telephony_error(request, e.lineerr, str(e))
-        except Exception:
-            self.log.failure("{method} from {user} at {peer} failed", method=method, user=self.username, peer=self.peer)
+        except Exception as e:
+            # A server bug a client can trigger at will: one traceback a minute per kind.
+            held = self._refusals.allow(("internal", method, type(e)), self._now())
+            if held is not None:
+                self.log.failure(
+                    "{method} from {user} at {peer} failed ({held} more like it since the last report)",
+                    method=method, user=log_text(self.username), peer=log_text(self.peer), held=held,
+                )
             self.error(request, codec.INTERNAL_ERROR, "Internal error; the server log has the details")
 
     def _async(self, request: Request, what: str, fn: Callable[..., Any], *args: Any, **kw: Any) -> None:
@@ -182,7 +205,9 @@ class Session:
                 request, "LINEERR_OPERATIONFAILED", f"{what}: Asterisk refused it" + (f": {text}" if text else "")
             )
         else:
-            self.log.failure("{what} for {user} at {peer} failed", f, what=what, user=self.username, peer=self.peer)
+            self.log.failure(
+                "{what} for {user} at {peer} failed", f, what=what, user=log_text(self.username), peer=log_text(self.peer)
+            )
             self._telephony_error(
                 request, "LINEERR_OPERATIONFAILED", f"{what} failed; the server log has the details"
             )
@@ -194,25 +219,84 @@ class Session:
             raise TelephonyError("LINEERR_INVALLINEHANDLE", f"line {line!r} is not open; call lineOpen first")
         return line
 
-    def _visible_call(self, handle: int) -> tuple[Any, str]:
-        """The call and the first open line it is on, or INVALCALLHANDLE."""
+    # Rights follow the call (docs/security.md, "Colleagues and rights"):
+    # * a line may ACT on a call (drop, transfer, redirect) while it holds
+    #   it: tracking it and neither DISCONNECTED nor IDLE (Call.holding_lines);
+    # * a line may READ a call while it tracks it (not IDLE), as lineGetCalls
+    #   lists it; once the whole call has ended, every line that had it may
+    #   read the final record until it is freed (calls.linger);
+    # * what is read shows only this session's own open lines of the call.
+    # Each check walks the call's few lines, never all the session's lines.
+
+    def _readable_call(self, handle: int) -> tuple[Any, str]:
+        """The call and the open line through which this session sees it, or INVALCALLHANDLE."""
         call = self.telephony.model.get(handle)
         if call is not None:
-            # seen_lines, not calls_on_line: after IDLE the record lingers
-            # for a late lineGetCallInfo, and the lines that saw it may read it.
-            seen = call.seen_lines
-            for line in sorted(self.lines):
-                if line in seen:
+            lines = self.lines
+            for line in call.holding_lines:
+                if line in lines:
                     return call, line
+            for line in call.lines:
+                if line in lines:
+                    return call, line
+            if call.ended is not None:
+                for line in call.seen_lines:
+                    if line in lines:
+                        return call, line
         raise TelephonyError("LINEERR_INVALCALLHANDLE", f"there is no call {handle} on the lines you have open")
+
+    def _held_call(self, request: Request, handle: int) -> tuple[Any, str]:
+        """The call and an open line that holds it now, or a refusal (logged)."""
+        try:
+            call, line = self._readable_call(handle)
+        except TelephonyError as e:
+            self._refused(request, handle, None, e.lineerr)
+            raise
+        if line in call.holding_lines:
+            return call, line
+        state = (self.telephony.model.snapshot(call, line)["state"] or "?").removeprefix("LINECALLSTATE_")
+        if call.holding_lines:
+            lineerr = "LINEERR_NOTOWNER"
+            message = (
+                f"call {handle} has left line {line!r} (it is {state} there) and is held by another line;"
+                " only a line that holds a call may act on it"
+            )
+        else:
+            lineerr = "LINEERR_INVALCALLSTATE"
+            message = f"call {handle} is {state} on line {line!r}; there is nothing left to act on"
+        self._refused(request, handle, line, lineerr)
+        raise TelephonyError(lineerr, message)
+
+    def _refused(self, request: Request, handle: int, line: str | None, lineerr: str) -> None:
+        held = self._refusals.allow(("refused", self.username, request.method, lineerr), self._now())
+        if held is None:
+            return
+        self.log.warn(
+            "refused {method} of call {handle} for {user} at {peer} on line {line}: {lineerr}{more}",
+            method=request.method,
+            handle=handle,
+            user=log_text(self.username),
+            peer=log_text(self.peer),
+            line=log_text(line) if line is not None else "(none of its lines)",
+            lineerr=lineerr,
+            more=f" ({held} more like it since the last report)" if held else "",
+        )
+
+    def _snapshot(self, call: Any, line: str) -> dict:
+        """The model's snapshot, its ``lines`` cut to what this session has open."""
+        snap = self.telephony.model.snapshot(call, line)
+        lines = snap.get("lines")
+        if lines:
+            mine = self.lines
+            snap["lines"] = [name for name in lines if name == line or name in mine]
+        return snap
 
     def _link(self) -> None:
         if not self.telephony.link_up:
             raise TelephonyError("LINEERR_DISCONNECTED", _LINK_DOWN)
 
     def _calls(self, line: str) -> list[dict]:
-        model = self.telephony.model
-        return [model.snapshot(call, line) for call in model.calls_on_line(line)]
+        return [self._snapshot(call, line) for call in self.telephony.model.calls_on_line(line)]
 
     # -- methods -------------------------------------------------------------
 
@@ -226,28 +310,34 @@ class Session:
         if self.user is not None:
             self.error(request, codec.AUTH_ERROR, f"Already logged in as {self.username!r}")
             return
-        user = self.auth.authenticate(username, token)
+        user, wait = self._login(username, token)
         if user is None:
             self._login_failures += 1
-            self.log.warn(
-                "login failed for user {user!r} from {peer} ({n} of {max})",
-                user=username[:64],
-                peer=self.peer,
-                n=self._login_failures,
-                max=self._max_login_failures,
-            )
-            self.error(request, codec.AUTH_ERROR, "Login failed: unknown user or wrong token")
+            if wait is not None:  # the token was not even looked at
+                self.error(
+                    request, codec.AUTH_ERROR,
+                    f"Too many failed logins from your address or for this user; try again in {wait:g} seconds",
+                    {"retry_after": wait},
+                )
+            else:
+                self.error(request, codec.AUTH_ERROR, "Login failed: unknown user or wrong token")
             if self._login_failures >= self._max_login_failures:
                 self._close(codec.AUTH_ERROR, "Too many failed logins; closing the connection")
             return
         self.user = user
-        self.log.info("{peer} logged in as {user}", peer=self.peer, user=user.name)
+        self.log.info("{peer} logged in as {user}", peer=log_text(self.peer), user=log_text(user.name))
         self._result(request, {"user": user.name, "lines": list(user.lines)})
 
     def do_lineOpen(self, request: Request, line: str, seq: int | None = None, epoch: str | None = None) -> None:
         assert self.user is not None
         if not self.user.may_open(line):
             raise TelephonyError("LINEERR_NOTOWNER", f"user {self.username!r} may not open line {line!r}")
+        if line not in self.lines and len(self.lines) >= self.max_lines:
+            raise TelephonyError(
+                "LINEERR_RESOURCEUNAVAIL",
+                f"this connection has {len(self.lines)} lines open, the most server.max_lines_per_session"
+                " allows; close one first",
+            )
         result: dict[str, Any] = {"calls": self._calls(line), "seq": self.hub.seq, "epoch": self.hub.epoch,
                                   "devstate": self._devstate()}
         missed: list[bytes] = []
@@ -303,13 +393,16 @@ class Session:
         self._result(request, {"calls": self._calls(line)})
 
     def do_lineGetCallInfo(self, request: Request, call: int) -> None:
-        found, line = self._visible_call(call)
-        self._result(request, self.telephony.model.snapshot(found, line))
+        found, line = self._readable_call(call)
+        self._result(request, self._snapshot(found, line))
 
     def do_lineMakeCall(self, request: Request, line: str, number: str) -> None:
         self._open_line(line)
         self._link()
-        self.log.info("{user} at {peer}: lineMakeCall {line} {number}", user=self.username, peer=self.peer, line=line, number=number)
+        self.log.info(
+            "{user} at {peer}: lineMakeCall {line} {number}",
+            user=log_text(self.username), peer=log_text(self.peer), line=log_text(line), number=log_text(number),
+        )
 
         def answer(handle: int) -> dict:
             return {"call": handle}
@@ -319,12 +412,12 @@ class Session:
         self._async(request, "lineMakeCall", lambda: d)
 
     def do_lineDrop(self, request: Request, call: int) -> None:
-        self._visible_call(call)
+        self._held_call(request, call)
         self._link()
         self._async(request, "lineDrop", lambda: maybeDeferred(self.telephony.drop, call).addCallback(lambda _: {}))
 
     def do_lineBlindTransfer(self, request: Request, call: int, number: str) -> None:
-        self._visible_call(call)
+        self._held_call(request, call)
         self._link()
         self._async(
             request,
@@ -336,7 +429,7 @@ class Session:
         # TAPI's lineRedirect deflects an offered call; Asterisk's Redirect of
         # the caller's channel does exactly that, the same action as a blind
         # transfer. The bridge may refuse with LINEERR_INVALCALLSTATE.
-        self._visible_call(call)
+        self._held_call(request, call)
         self._link()
         self._async(
             request,

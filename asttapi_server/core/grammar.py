@@ -24,6 +24,17 @@ A SET value keeps its inner spaces and may be empty (``SET CALLERID`` when
 ``${CALLERID(num)}`` was empty). Anything else raises
 :class:`~asttapi_server.errors.TapiSyntaxError` carrying the raw text.
 
+Strict where the text names things the server acts on, because an outside
+caller can reach this text: a dialplan that puts an unfiltered caller id into
+``UserEvent(...)`` lets a comma in it start a new ``TAPIEVENT:`` argument, and
+Asterisk 22 keeps the last one. So a ``~id`` must look like an Asterisk
+Uniqueid or ChannelId (:data:`UNIQUEID`: ``1795674354.1``,
+``pbx1-1795674354.1``, ``asttapi-1a2b3c4d-7``, a UUID), never ``/^/`` (a regex
+channel to Asterisk); a line name must look like one (:data:`LINE_NAME`:
+``line_1``, ``sip/bob``, ``Local/bob@phones;1``), and one text may name at most
+``max_lines`` lines (default :data:`MAX_LINES`), so one event never fans out
+into thousands.
+
 The grammar is pure and never logs; :func:`try_parse` is the convenience for
 callers (the TAPI UserEvent mapping) that want "log it and drop it".
 """
@@ -36,6 +47,7 @@ from functools import lru_cache
 
 from twisted.logger import Logger
 
+from .. import names
 from ..errors import TapiSyntaxError
 from . import constants as C
 
@@ -63,8 +75,19 @@ SET_FIELDS: dict[str, str] = {
 _CALLSTATES = frozenset(C.LINECALLSTATE) | {C.LINECALLSTATE_HANGUP}
 
 _PREFIX = re.compile(r"^\s*(?:TAPI\s*\|\s*)?TAPIEVENT\b\s*:?", re.IGNORECASE)
-# A spec item may hold anything but whitespace and the grammar's own marks.
-_ITEM = re.compile(r"[^\s\[\]&!~]+")
+
+#: What a ``~id`` may be: an Asterisk Uniqueid (``[systemname-]epoch.seq``) or a
+#: ChannelId an Originate gave (ours: ``asttapi-<boot>-<n>``; ARI: a UUID).
+#: ASCII letters, digits, ``. _ -``, starting with a letter or digit, at most
+#: 150 characters (Asterisk's AST_MAX_UNIQUEID).
+UNIQUEID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,149}")
+#: What a line name may be: the one rule, kept in :mod:`asttapi_server.names`.
+LINE_NAME = names.LINE_NAME
+#: Lines one TAPIEVENT may name (spec items and LINE_NEWCALL's list together).
+MAX_LINES = 64
+#: Texts at most this long are cached; longer ones (a huge SET value) are
+#: parsed every time, so the cache holds at most ~8192 x 512 characters.
+CACHE_MAX_CHARS = 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,15 +117,18 @@ class TapiSignal:
     exten: str | None = None
 
 
-def parse_tapievent(text: str) -> TapiCommand:
+def parse_tapievent(text: str, max_lines: int = MAX_LINES) -> TapiCommand:
     """Parse one TAPIEVENT text; raise TapiSyntaxError if it is not one.
 
-    Results are cached (the texts a dialplan sends repeat endlessly and
-    TapiCommand is immutable), so the same text parses once.
+    Short results are cached (the texts a dialplan sends repeat endlessly and
+    TapiCommand is immutable), so the same text parses once; the cache is
+    bounded in bytes as well as entries (:data:`CACHE_MAX_CHARS`).
     """
     if not isinstance(text, str):
         raise TapiSyntaxError("TAPIEVENT text is not a string", repr(text))
-    return _parse(text)
+    if len(text) <= CACHE_MAX_CHARS:
+        return _parse_cached(text, max_lines)
+    return _parse(text, max_lines)
 
 
 def try_parse(text: str) -> TapiCommand | None:
@@ -110,12 +136,35 @@ def try_parse(text: str) -> TapiCommand | None:
     try:
         return parse_tapievent(text)
     except TapiSyntaxError as e:
-        log.warn("ignoring malformed TAPIEVENT {raw!r}: {why}", raw=e.raw, why=str(e))
+        log.warn("ignoring malformed TAPIEVENT {raw!r}: {why}", raw=clip(e.raw), why=e.reason)
         return None
 
 
+def _check_id(name: str, raw: str) -> str:
+    if not UNIQUEID.fullmatch(name):
+        raise TapiSyntaxError(f"bad ~uniqueid {clip(name)!r} (expected an Asterisk Uniqueid like 1795674354.1)", raw)
+    return name
+
+
+def _check_line(name: str, raw: str) -> str:
+    if not LINE_NAME.fullmatch(name):
+        raise TapiSyntaxError(f"bad line name {clip(name)!r}", raw)
+    return name
+
+
+def clip(text: str, limit: int = 120) -> str:
+    """``text`` cut to ``limit`` characters with a marker: what log lines quote of PBX data."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}...[{len(text) - limit} more characters]"
+
+
 @lru_cache(maxsize=8192)
-def _parse(raw: str) -> TapiCommand:
+def _parse_cached(raw: str, max_lines: int) -> TapiCommand:
+    return _parse(raw, max_lines)
+
+
+def _parse(raw: str, max_lines: int) -> TapiCommand:
     text = raw
     m = _PREFIX.match(text)
     if m is not None:
@@ -132,6 +181,8 @@ def _parse(raw: str) -> TapiCommand:
         text = text[close + 1 :].strip()
         if "[" in spec:
             raise TapiSyntaxError("nested '[' in TAPIEVENT spec", raw)
+        if spec.count("&") > 2 * max_lines:
+            raise TapiSyntaxError(f"TAPIEVENT spec names more than {max_lines} lines", raw)
         for item in spec.split("&"):
             item = item.strip()
             if not item:
@@ -141,8 +192,12 @@ def _parse(raw: str) -> TapiCommand:
                 name = item[1:].strip()
             else:
                 name = item
-            if not _ITEM.fullmatch(name):
-                raise TapiSyntaxError(f"bad spec item {item!r}", raw)
+            if not name:
+                raise TapiSyntaxError(f"bad spec item {clip(item)!r}", raw)
+            if mark == "~":
+                _check_id(name, raw)
+            else:
+                _check_line(name, raw)
             if mark == "~":
                 if call_id is not None and call_id != name:
                     raise TapiSyntaxError("two different ~uniqueids in one spec", raw)
@@ -152,6 +207,8 @@ def _parse(raw: str) -> TapiCommand:
                     excluded.append(name)
             elif name not in lines:
                 lines.append(name)
+    if len(lines) + len(excluded) > max_lines:
+        raise TapiSyntaxError(f"TAPIEVENT spec names more than {max_lines} lines", raw)
     if not text:
         raise TapiSyntaxError("no verb in TAPIEVENT", raw)
     parts = text.split(None, 1)
@@ -160,10 +217,12 @@ def _parse(raw: str) -> TapiCommand:
     if verb == SET:
         args = _set_args(rest, raw)
     elif verb == NEWCALL:
+        # Count before splitting: 20,000 names must cost no more than 64 do.
+        if rest.count(" ") + rest.count("\t") >= max_lines and len(rest.split(None, max_lines)) > max_lines:
+            raise TapiSyntaxError(f"LINE_NEWCALL names more than {max_lines} lines", raw)
         names = rest.split()
         for name in names:
-            if not _ITEM.fullmatch(name):
-                raise TapiSyntaxError(f"bad line name {name!r}", raw)
+            _check_line(name, raw)
         if not names:
             names = list(lines)  # "[line_1] LINE_NEWCALL" names the line in the spec
         if not names:

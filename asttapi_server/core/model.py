@@ -44,6 +44,18 @@ Diagnostics
 Anomalies (events for unknown calls, impossible transitions, synthetic
 IDLEs) are logged through ``twisted.logger`` (which needs no reactor) and
 counted in :attr:`CallModel.stats`; they never raise.
+
+Bounds (PBX data must not grow memory without limit)
+----------------------------------------------------
+* ``max_field_bytes``: a SET value (caller id number or name, ...) is cut to
+  this many UTF-8 bytes, ending in :data:`TRUNCATED`; every event and the
+  replay ring carry the callinfo, so one 1 MB caller name would otherwise be
+  copied thousands of times.
+* ``max_calls``: calls tracked at once (live and lingering). A new call when
+  full first frees the oldest: a lingering one at once, a live one (a call
+  whose IDLE never came) through the safety net, DISCONNECTED + IDLE, with
+  one throttled log line for all of them.
+* ``max_lines``: lines one call may have; a LINE_NEWCALL beyond it is ignored.
 """
 
 from __future__ import annotations
@@ -51,7 +63,7 @@ from __future__ import annotations
 import heapq
 import os
 import re
-from collections.abc import Collection, Hashable
+from collections.abc import Collection, Hashable, Iterable
 from types import MappingProxyType
 from typing import Any
 
@@ -71,6 +83,11 @@ _CALLSTATE = "LINE_CALLSTATE"
 _CALLINFO = "LINE_CALLINFO"
 _LINEDEVSTATE = "LINE_LINEDEVSTATE"
 _OTHER = "LINECALLINFOSTATE_OTHER"
+
+#: Ends a SET value cut to ``max_field_bytes``.
+TRUNCATED = "…[truncated]"
+DEFAULT_MAX_FIELD_BYTES = 256
+DEFAULT_MAX_CALLS = 10000
 
 
 class Call:
@@ -146,6 +163,16 @@ class Call:
         """Every line that ever tracked the call, IDLE ones included (who may still read it)."""
         return tuple(self.states)
 
+    @property
+    def holding_lines(self) -> tuple[str, ...]:
+        """The lines that hold the call now: tracking it, neither DISCONNECTED nor IDLE.
+
+        Only these may act on it (lineDrop, lineBlindTransfer, lineRedirect):
+        in a ring group the lines that did not answer are DISCONNECTED while
+        the call goes on elsewhere, and must not hang it up.
+        """
+        return tuple(line for line, state in self.states.items() if state != IDLE and state != DISCONNECTED)
+
     def state(self, line: str) -> str | None:
         """The TAPI state this line sees, or None if the line never tracked the call."""
         state = self.states.get(line)
@@ -188,22 +215,23 @@ def split_callerid(value: str) -> tuple[str | None, str | None]:
 _DIALLED = re.compile(r"\+?[0-9*#]+")
 
 
-def _identify(call: Call, signal: G.TapiSignal) -> None:
+def _identify(call: Call, signal: G.TapiSignal, bounded: Any = str) -> None:
     """Fill what the call's own channel tells at LINE_NEWCALL into callinfo still unknown.
 
     CallerIDNum/CallerIDName are the calling party (TAPI's callerid: the
     caller of an inbound call, the line's own phone on an outbound one), the
     channel's Exten the number it dialled (calledid). The dialplan's SET
-    verbs still override all three later.
+    verbs still override all three later. The caller chose these values:
+    ``bounded`` cuts them as it cuts SET values (``max_field_bytes``).
     """
     info = call.callinfo
     if signal.callerid and info["callerid"] is None:
-        call._set_info("callerid", signal.callerid)
+        call._set_info("callerid", bounded(signal.callerid))
     if signal.calleridname and info["calleridname"] is None:
-        call._set_info("calleridname", signal.calleridname)
+        call._set_info("calleridname", bounded(signal.calleridname))
     exten = signal.exten
     if exten and info["calledid"] is None and _DIALLED.fullmatch(exten):
-        call._set_info("calledid", exten)
+        call._set_info("calledid", bounded(exten))
 
 
 _RESOLVED: dict[tuple[str, ...], tuple[str, str | None]] = {}
@@ -237,10 +265,19 @@ class CallModel:
         max_age: float = 14400.0,
         linger: float = 30.0,
         boot_id: str | None = None,
+        max_calls: int = DEFAULT_MAX_CALLS,
+        max_lines: int = G.MAX_LINES,
+        max_field_bytes: int = DEFAULT_MAX_FIELD_BYTES,
     ) -> None:
         self.hangup_grace = hangup_grace
         self.max_age = max_age
         self.linger = linger
+        self.max_calls = max_calls
+        self.max_lines = max_lines
+        self.max_field_bytes = max_field_bytes
+        # Events of calls ended to make room (max_calls); handed out by the
+        # next apply() or by take_events() after make_call().
+        self._evicted: list[TapiEvent] = []
         #: Makes ChannelIds unique across restarts; random unless given (tests).
         self.boot_id = boot_id if boot_id is not None else os.urandom(4).hex()
         self._next_handle = 1
@@ -264,6 +301,9 @@ class CallModel:
                 "line_not_tracking",
                 "synthetic_idle",
                 "freed",
+                "evicted",
+                "truncated",
+                "too_many_lines",
             ),
             0,
         )
@@ -304,6 +344,17 @@ class CallModel:
 
     def apply(self, signal: G.TapiSignal, now: float) -> list[TapiEvent]:
         """Apply one TAPIEVENT; return the TAPI events it causes."""
+        events = self._apply(signal, now)
+        if self._evicted:
+            events = self.take_events() + events
+        return events
+
+    def take_events(self) -> list[TapiEvent]:
+        """Events of calls ended to make room for a new one (see ``max_calls``), once."""
+        events, self._evicted = self._evicted, []
+        return events
+
+    def _apply(self, signal: G.TapiSignal, now: float) -> list[TapiEvent]:
         cmd = signal.command
         verb = cmd.verb
         self._now = now
@@ -325,7 +376,7 @@ class CallModel:
             else:
                 self.stats["unknown_call"] += 1
                 self._warn(("unknown_call", verb, cmd.args[:1]),
-                           "TAPIEVENT for unknown call {uniqueid}, ignored: {raw!r}", uniqueid=uid, raw=cmd.raw)
+                           "TAPIEVENT for unknown call {uniqueid}, ignored: {raw!r}", uniqueid=uid, raw=G.clip(cmd.raw))
             return []
         call.updated = now
         if verb == _CALLSTATE:
@@ -334,6 +385,7 @@ class CallModel:
             return self._callinfo(call, cmd)
         if verb == G.SET:
             field, value = cmd.args
+            value = self._bounded(value)
             key = G.SET_FIELDS[field]
             if key in _ID_NAME and "<" in value:
                 # Asterisk's ${CALLERID} (the manual's 1.2 dialplan) is
@@ -354,6 +406,18 @@ class CallModel:
         self.stats["events"] += len(events)
         return events
 
+    def _bounded(self, value: str) -> str:
+        """``value`` cut to ``max_field_bytes`` UTF-8 bytes (marker included), on a character boundary."""
+        limit = self.max_field_bytes
+        if len(value) * 4 <= limit:
+            return value  # cannot be too long: the common case, no encoding
+        data = value.encode("utf-8", "surrogatepass")
+        if len(data) <= limit:
+            return value
+        self.stats["truncated"] += 1
+        keep = max(0, limit - len(TRUNCATED.encode("utf-8")))
+        return data[:keep].decode("utf-8", "ignore") + TRUNCATED
+
     def _newcall(self, call: Call | None, uid: str, cmd: G.TapiCommand,
                  channel: str | None, now: float, own: G.TapiSignal | None = None) -> list[TapiEvent]:
         if call is None or call.ended is not None:
@@ -362,7 +426,7 @@ class CallModel:
         if call.channel is None:
             call.channel = channel
         if own is not None:
-            _identify(call, own)
+            _identify(call, own, self._bounded)
         events = []
         states = call.states
         for line in cmd.args:
@@ -371,6 +435,11 @@ class CallModel:
                 # Absorbed: a client made this call and already holds the handle.
                 call.owner_announced = True
                 owner = call.owner
+            elif old is None and len(states) >= self.max_lines:
+                self.stats["too_many_lines"] += 1
+                self._warn(("too_many_lines",), "call {handle} already has {n} lines ([calls] max_lines);"
+                           " LINE_NEWCALL {line} ignored", handle=call.handle, n=len(states), line=G.clip(line))
+                continue
             elif old is None or old == IDLE:
                 self._track(call, line)
                 owner = None
@@ -407,7 +476,7 @@ class CallModel:
                 self._warn(
                     ("impossible", old, state),
                     "impossible call state change {old} -> {new} for call {handle} on {line}, ignored: {raw!r}",
-                    old=old, new=state, handle=handle, line=line, raw=cmd.raw,
+                    old=old, new=state, handle=handle, line=line, raw=G.clip(cmd.raw),
                 )
                 continue
             states[line] = state
@@ -450,9 +519,9 @@ class CallModel:
                 state = states.get(line)
                 if state is None:
                     self.stats["line_not_tracking"] += 1
-                    self._warn(("line_not_tracking", line, cmd.verb, cmd.args[:1]),
+                    self._warn(("line_not_tracking", cmd.verb, cmd.args[:1]),
                                "line {line} does not track call {handle}: {raw!r}",
-                               line=line, handle=call.handle, raw=cmd.raw, level="info")
+                               line=G.clip(line), handle=call.handle, raw=G.clip(cmd.raw), level="info")
                 elif not (tracking_only and state == IDLE):
                     lines.append(line)
         else:
@@ -468,7 +537,7 @@ class CallModel:
             ("untied", cmd.verb),
             "TAPIEVENT without ~uniqueid from a channel without Uniqueid cannot be tied to a call,"
             " ignored: {raw!r}",
-            raw=cmd.raw,
+            raw=G.clip(cmd.raw),
         )
 
     def _warn(self, key: Any, text: str, *, level: str = "warn", **fields: Any) -> None:
@@ -619,6 +688,8 @@ class CallModel:
     # -- internals -------------------------------------------------------------
 
     def _create(self, uid: str, now: float) -> Call:
+        if len(self._by_handle) >= self.max_calls:
+            self._make_room(now)
         handle = self._next_handle
         self._next_handle = handle + 1
         call = Call(handle, uid, now)
@@ -627,6 +698,24 @@ class CallModel:
         self.stats["calls"] += 1
         self._schedule(call)
         return call
+
+    def _make_room(self, now: float) -> None:
+        """Free the oldest calls until one more fits under ``max_calls``."""
+        self._now = now
+        by_handle = self._by_handle
+        ended = 0
+        while by_handle and len(by_handle) >= self.max_calls:
+            oldest = next(iter(by_handle.values()))
+            if oldest.ended is None:
+                self._evicted += self._teardown(oldest, now, UNKNOWN_MODE, "max_calls", quiet=True)
+                ended += 1
+            if oldest.handle in by_handle:
+                self._free(oldest)
+        self.stats["evicted"] += ended
+        if ended:
+            self._warn(("max_calls",), "{max_calls} calls tracked ([calls] max_calls): ended the oldest"
+                       " live call(s) to make room; Asterisk never sent their IDLE or Hangup",
+                       max_calls=self.max_calls)
 
     def _track(self, call: Call, line: str) -> None:
         call.states[line] = NEW
@@ -649,11 +738,15 @@ class CallModel:
                 return True
         return False
 
-    def _teardown(self, call: Call, now: float, mode: str, why: str) -> list[TapiEvent]:
+    def _teardown(self, call: Call, now: float, mode: str, why: str, *, quiet: bool = False) -> list[TapiEvent]:
         """Synthetic DISCONNECTED (unless already) then IDLE on every tracking line; end the call."""
         self.stats["synthetic_idle"] += 1
-        log.info("call {handle} ({uniqueid}) ended by the server: {why}; sending IDLE",
-                 handle=call.handle, uniqueid=call.uniqueid, why=why)
+        if not quiet:
+            # Throttled per reason: a PBX that never sends IDLE would otherwise
+            # write one line per call when a thousand calls expire together.
+            self._now = now
+            self._warn(("teardown", why), "call {handle} ({uniqueid}) ended by the server: {why}; sending IDLE",
+                       handle=call.handle, uniqueid=call.uniqueid, why=why, level="info")
         events = []
         view = call.view()
         states = call.states
@@ -712,3 +805,203 @@ class CallModel:
                 (d, h) for d, h in heap if (c := by_handle.get(h)) is not None and c.deadline == d
             ]
             heapq.heapify(self._heap)
+
+    # -- surviving a restart (the file lives in asttapi_server/store.py) ----------
+
+    #: What :meth:`save_state` writes and :meth:`restore_state` accepts; a
+    #: store with another format or version is not ours to guess at.
+    STATE_FORMAT = "asttapi-calls"
+    STATE_VERSION = 1
+    #: Handles skipped after a restart. The store is written in batches, so a
+    #: call created in the last moments before a crash may hold a handle the
+    #: store never saw; a client may still hold it. Skipping ahead means such a
+    #: stale handle can never name a different call (it answers INVALCALLHANDLE).
+    RESTART_HANDLE_GAP = 10_000
+
+    def live_calls(self) -> list[Call]:
+        """The calls not yet ended, oldest first (what :meth:`save_state` keeps)."""
+        return [call for call in self._by_handle.values() if call.ended is None]
+
+    @staticmethod
+    def save_call(call: Call) -> dict[str, Any]:
+        """One call as :meth:`save_state` records it (fresh containers, JSON-able)."""
+        return {
+            "handle": call.handle,
+            "uniqueid": call.uniqueid,
+            "uniqueids": list(call.uniqueids),
+            "channel": call.channel,
+            "channel_id": call.channel_id,
+            "owner_line": call.owner_line,
+            "owner_announced": call.owner_announced,
+            "states": dict(call.states),
+            "modes": dict(call.modes) if call.modes else None,
+            "callinfo": dict(call.callinfo),
+            "ci_version": call.ci_version,
+            "ci_sent": {line: list(sent) for line, sent in call.ci_sent.items()} if call.ci_sent else None,
+            "created": call.created,
+            "updated": call.updated,
+            "hangup_at": call.hangup_at,
+            "hangup_cause": call.hangup_cause,
+        }
+
+    @staticmethod
+    def save_key(call: Call) -> tuple:
+        """A value equal at two moments exactly when :meth:`save_call` gives equal records.
+
+        Cheap to build and made of plain values only (no dict, so the garbage
+        collector never walks it): the store keeps one per live call to skip
+        encoding calls that did not change. callinfo is covered by
+        ``ci_version``, which every change of callinfo bumps (``_set_info``).
+        """
+        return (
+            call.uniqueid, tuple(call.uniqueids), call.channel, call.channel_id, call.owner_line,
+            call.owner_announced, tuple(call.states.items()), tuple(call.modes.items()) if call.modes else None,
+            call.ci_version, tuple(call.ci_sent.items()) if call.ci_sent else None,
+            call.created, call.updated, call.hangup_at, call.hangup_cause,
+        )
+
+    def save_state(self, calls: Iterable[Call] | None = None) -> dict[str, Any]:
+        """Everything needed to rebuild the live calls after a restart, as JSON-able data.
+
+        Only calls not yet ended are kept (an ended one would only answer a
+        late lineGetCallInfo), so the size is bounded by the live calls.
+        Sessions do not survive a restart, so ``owner`` is left out. No time
+        of saving either: unchanged calls give identical data, which the
+        store uses to skip a write. ``calls``: only these (the store passes
+        ``()`` for the header alone and records calls in slices itself).
+        """
+        chosen = self.live_calls() if calls is None else calls
+        return {
+            "format": self.STATE_FORMAT,
+            "version": self.STATE_VERSION,
+            "next_handle": self._next_handle,
+            "calls": [self.save_call(call) for call in chosen if call.ended is None],
+        }
+
+    def restore_state(self, data: Any, now: float, *, limit: int | None = None) -> list[Call]:
+        """Rebuild the calls of :meth:`save_state` into this (fresh) model; return them.
+
+        All or nothing: the data is checked completely first, and anything
+        malformed raises ``ValueError`` with a one-line reason, leaving the
+        model as it was. Restored calls are live again with their handles,
+        lines, states and callinfo; the caller must reconcile them with the
+        PBX (:meth:`resync` after CoreShowChannels, as after any reconnect).
+        A call whose hangup was seen keeps its grace deadline, counted from
+        then. At most ``limit`` calls are restored (the most recent ones).
+        ``now`` is unused today but keeps the pure-function contract.
+        """
+        del now
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        if data.get("format") != self.STATE_FORMAT:
+            raise ValueError(f"not an asttapi call store (format {_short(data.get('format'))})")
+        if data.get("version") != self.STATE_VERSION:
+            raise ValueError(
+                f"store version {_short(data.get('version'))}, this server reads version {self.STATE_VERSION}"
+            )
+        next_handle = _field(data, "next_handle", int)
+        entries = _field(data, "calls", list)
+        calls = [_restored_call(i, entry) for i, entry in enumerate(entries)]
+        calls.sort(key=lambda c: c.handle)
+        if limit is not None and len(calls) > limit:
+            calls = calls[len(calls) - limit:] if limit > 0 else []
+        restored = []
+        for call in calls:
+            if call.handle in self._by_handle or any(uid in self._by_uid for uid in call.uniqueids):
+                continue  # the model was not fresh: what it knows wins
+            self._by_handle[call.handle] = call
+            for uid in call.uniqueids:
+                self._by_uid[uid] = call
+            for line, state in call.states.items():
+                if state != IDLE:
+                    self._by_line.setdefault(line, {})[call.handle] = call
+            self._schedule(call)
+            restored.append(call)
+        top = max((c.handle for c in calls), default=0)
+        self._next_handle = max(self._next_handle, next_handle, top + 1) + self.RESTART_HANDLE_GAP
+        self.stats["restored"] = self.stats.get("restored", 0) + len(restored)
+        return restored
+
+
+def _short(value: Any) -> str:
+    """A value from a store for an error message: its repr, cut short (the file may be anything)."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _field(entry: dict, key: str, kind: Any, *, optional: bool = False) -> Any:
+    value = entry.get(key)
+    if value is None and optional:
+        return None
+    # bool is an int in Python; a handle or a time is never true/false.
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise ValueError(f"{key} is {_short(value)}")
+    return value
+
+
+def _text(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= 1024
+
+
+def _channel_name(value: Any) -> bool:
+    """Fit to go into an AMI action (lineDrop hangs up ``channel or uniqueid``): printable,
+    one line, and not ``/regex/``, which Asterisk reads as "every channel matching"."""
+    return _text(value) and value.isprintable() and not value.startswith("/")
+
+
+def _restored_call(index: int, entry: Any) -> Call:
+    """One stored call -> a live :class:`Call`, or ValueError naming what is wrong."""
+    try:
+        if not isinstance(entry, dict):
+            raise ValueError("not an object")
+        handle = _field(entry, "handle", int)
+        if handle <= 0:
+            raise ValueError(f"handle is {handle}")
+        uniqueid = _field(entry, "uniqueid", str)
+        uniqueids = _field(entry, "uniqueids", list)
+        if not uniqueids or not all(_channel_name(u) for u in uniqueids) or uniqueid not in uniqueids:
+            raise ValueError("uniqueids do not name the call")
+        states = _field(entry, "states", dict)
+        if not states or not all(_text(line) and s in TRANSITIONS for line, s in states.items()):
+            raise ValueError("states are not line -> call state")
+        if all(s == IDLE for s in states.values()):
+            raise ValueError("no line tracks the call")
+        modes = _field(entry, "modes", dict, optional=True)
+        if modes is not None and not all(line in states and (m is None or _text(m)) for line, m in modes.items()):
+            raise ValueError("modes are not line -> mode")
+        callinfo = _field(entry, "callinfo", dict)
+        if not all(isinstance(k, str) for k in callinfo):
+            raise ValueError("callinfo keys are not strings")
+        ci_version = _field(entry, "ci_version", int)
+        ci_sent = _field(entry, "ci_sent", dict, optional=True) or {}
+        if not all(line in states and isinstance(v, list) and len(v) == 2 and _text(v[0])
+                   and isinstance(v[1], int) for line, v in ci_sent.items()):
+            raise ValueError("ci_sent is not line -> [infostate, version]")
+        channel = _field(entry, "channel", str, optional=True)
+        channel_id = _field(entry, "channel_id", str, optional=True)
+        if not all(name is None or _channel_name(name) for name in (channel, channel_id)):
+            raise ValueError("channel is not a channel name")
+        owner_line = _field(entry, "owner_line", str, optional=True)
+        owner_announced = _field(entry, "owner_announced", bool)
+        created = _field(entry, "created", (int, float))
+        updated = _field(entry, "updated", (int, float))
+        hangup_at = _field(entry, "hangup_at", (int, float), optional=True)
+        hangup_cause = _field(entry, "hangup_cause", int, optional=True)
+    except ValueError as e:
+        raise ValueError(f"call #{index}: {e}") from None
+    call = Call(handle, uniqueid, float(created))
+    call.uniqueids = list(uniqueids)
+    call.channel = channel
+    call.channel_id = channel_id
+    call.owner_line = owner_line
+    call.owner_announced = owner_announced
+    call.states = dict(states)
+    call.modes = dict(modes) if modes else None
+    call.callinfo = dict(callinfo)
+    call.callinfo["uniqueid"] = uniqueid
+    call.ci_version = ci_version
+    call.ci_sent = {line: (v[0], v[1]) for line, v in ci_sent.items()} or None
+    call.updated = float(updated)
+    call.hangup_at = None if hangup_at is None else float(hangup_at)
+    call.hangup_cause = hangup_cause
+    return call

@@ -73,6 +73,41 @@ CALLERS: Sequence[tuple[str, str | None]] = (
 )
 
 _NINE_NXX = re.compile(r"^9[2-9]\d{6}$")
+
+#: The README dialplan's FILTER() sets for the caller id (why: README, "Always
+#: filter a caller id"): what ``SET CALLERID``/``SET CALLERIDNAME`` may carry.
+CALLERID_NUM_FILTER = "0-9+*#"
+CALLERID_NAME_FILTER = "A-Za-z0-9 .'\\-\\x80-\\xff"
+
+
+def dialplan_filter(allowed: str, text: str) -> str:
+    """Asterisk's ``${FILTER(allowed,text)}`` (func_strings.c): ranges ``a-z``,
+    ``\\xHH`` and ``\\-`` escapes, applied to the UTF-8 bytes of ``text``."""
+    spec = allowed.encode("latin-1")
+    keep: set[int] = set()
+    i, chars = 0, []
+    while i < len(spec):  # decode escapes, remembering which '-' are ranges
+        c = spec[i]
+        if c == 0x5C and spec[i + 1:i + 2] == b"x":
+            chars.append((int(spec[i + 2:i + 4], 16), False))
+            i += 4
+        elif c == 0x5C and i + 1 < len(spec):
+            chars.append((spec[i + 1], False))
+            i += 2
+        else:
+            chars.append((c, c == 0x2D))
+            i += 1
+    j = 0
+    while j < len(chars):
+        c, _ = chars[j]
+        if j + 2 < len(chars) and chars[j + 1][1]:
+            keep.update(range(c, chars[j + 2][0] + 1))
+            j += 3
+        else:
+            keep.add(c)
+            j += 1
+    data = text.encode("utf-8")
+    return bytes(b for b in data if b in keep).decode("utf-8", "ignore")
 BUSY_NUMBER = "5550000"
 
 
@@ -286,9 +321,10 @@ class InboundRingGroup(Flow):
         for line in lines:
             self.tapi(trunk, f"LINE_NEWCALL {line}")
         self.tapi(trunk, "LINE_CALLSTATE LINECALLSTATE_OFFERING")
-        self.tapi(trunk, f"SET CALLERID {num}")
+        # The README's dialplan filters the caller id before UserEvent() sees it.
+        self.tapi(trunk, f"SET CALLERID {dialplan_filter(CALLERID_NUM_FILTER, num)}")
         if name:
-            self.tapi(trunk, f"SET CALLERIDNAME {name}")
+            self.tapi(trunk, f"SET CALLERIDNAME {dialplan_filter(CALLERID_NAME_FILTER, name)}")
         self.tapi(trunk, "LINE_CALLINFO LINECALLINFOSTATE_CALLERID")
         dialstring = "&".join(phone for phone, _ in self.group)
         self.app(trunk, "Dial", f"{dialstring},20,U(tapi^{uid})")

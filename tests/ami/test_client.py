@@ -7,7 +7,7 @@ from twisted.internet.error import ConnectionLost
 from twisted.logger import capturedLogs, formatEvent
 
 from asttapi_server.ami import actions
-from asttapi_server.errors import ActionFailed, ActionTimeout, AuthenticationFailed, LinkDown
+from asttapi_server.errors import ActionFailed, ActionTimeout, AuthenticationFailed, InvalidActionHeader, LinkDown
 
 from .fakes import FakeAsterisk, replay
 from .helpers import load
@@ -201,9 +201,19 @@ def test_event_list_status_with_actionid_last_14(pbx):
     assert events == []
 
 
-def test_event_list_hangup_regex_empty_12(pbx):
+def test_a_regex_channel_is_never_written(pbx):
+    """Issue 11: ``Hangup Channel: /^/`` is every channel on the PBX; the client refuses it unsent."""
     client, session, _, _ = live(pbx)
-    d = client.send_action(*actions.hangup("/^Local/nomatch.*$/"))
+    for action in (actions.hangup("/^/"), actions.redirect(" /.*/", "x", "1")):
+        failure = failure_of(client.send_action(*action))
+        assert failure.check(InvalidActionHeader)
+    assert session.actions() == []
+
+
+def test_event_list_hangup_empty_12(pbx):
+    # The capture hung up a non-matching regex; the reply's shape is what is tested here.
+    client, session, _, _ = live(pbx)
+    d = client.send_action(*actions.hangup("Local/nomatch@phones-00000099;1"))
     (a,) = session.actions()
     session.send(replay("12_hangup_action.driver.raw", {"hangup-3": a.action_id}, 4, 6))
     got = result_of(d)

@@ -354,3 +354,15 @@ def test_handmade_any_chunking_gives_the_same_messages(sizes):
     assert len(expected) == 5
     _, got = feed_chunks(CHUNK_SOURCE, sizes)
     assert signature(got) == expected
+
+
+def test_name_caches_are_bounded_in_bytes_as_well_as_count():
+    # A hostile PBX sending ever-new long event names (hand-made) cannot grow
+    # the parser's per-name caches past 4096 short keys.
+    p = AMIParser()
+    p.set_event_filter({"Hangup"})
+    for i in range(5000):
+        p.feed(b"Event: X%06d%s\r\nA: 1\r\n\r\n" % (i, b"y" * (200 if i % 2 else 10)))
+    for cache in (p._names, p._kept):
+        assert len(cache) <= 4096
+        assert all(len(k) <= 64 for k in cache)

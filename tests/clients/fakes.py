@@ -24,14 +24,30 @@ CALLINFO = {
 
 @dataclass
 class FakeCall:
+    """``lines`` track the call (not IDLE); ``state`` is theirs unless ``states`` says otherwise;
+    ``left`` are lines that went IDLE on it; ``ended`` is set once the whole call is over."""
+
     handle: int
     lines: tuple[str, ...]
     state: str = "LINECALLSTATE_OFFERING"
     callinfo: dict[str, Any] = field(default_factory=lambda: dict(CALLINFO))
+    states: dict[str, str] = field(default_factory=dict)
+    left: tuple[str, ...] = ()
+    ended: float | None = None
+
+    def state_on(self, line: str) -> str | None:
+        if line in self.left:
+            return "LINECALLSTATE_IDLE"
+        return self.states.get(line, self.state) if line in self.lines else None
 
     @property
     def seen_lines(self) -> tuple[str, ...]:
-        return self.lines
+        return self.lines + self.left
+
+    @property
+    def holding_lines(self) -> tuple[str, ...]:
+        gone = ("LINECALLSTATE_DISCONNECTED", "LINECALLSTATE_IDLE")
+        return tuple(line for line in self.lines if self.state_on(line) not in gone)
 
 
 class FakeModel:
@@ -52,7 +68,13 @@ class FakeModel:
         return [c for c in self.calls.values() if line in c.lines]
 
     def snapshot(self, call: FakeCall, line: str) -> dict:
-        return {"call": call.handle, "line": line, "state": call.state, "callinfo": dict(call.callinfo)}
+        return {
+            "call": call.handle,
+            "line": line,
+            "state": call.state_on(line),
+            "callinfo": dict(call.callinfo),
+            "lines": list(call.lines),
+        }
 
 
 class FakeTelephony:

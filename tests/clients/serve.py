@@ -11,10 +11,11 @@ import json
 import os
 import sys
 
-from twisted.internet import defer, endpoints, reactor, task
+from twisted.internet import defer, reactor, task
 
 from asttapi_server.clients.auth import Authenticator
 from asttapi_server.clients.hub import Hub
+from asttapi_server.clients.listen import server_endpoint
 from asttapi_server.clients.protocol import ClientFactory
 
 from .fakes import FakeTelephony, event, inbound_call
@@ -70,9 +71,9 @@ def main() -> None:
     factory = ClientFactory(hub, tel, Authenticator(users), send_buffer_bytes=int(os.environ.get("SEND_BUFFER", 1 << 20)))
 
     def listening(port):
-        print(f"PORT {port.getHost().port}", flush=True)
+        print(f"PORT {getattr(port.getHost(), 'port', 0)}", flush=True)
 
-    d = endpoints.serverFromString(reactor, endpoint).listen(factory)
+    d = server_endpoint(reactor, endpoint).listen(factory)  # the server's own safe defaults
     d.addCallbacks(listening, lambda f: (print(f"FAILED {f.getErrorMessage()}", flush=True), reactor.stop()))
     reactor.run()
 

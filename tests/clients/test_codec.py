@@ -63,7 +63,7 @@ def test_check_params():
         codec.check_params("lineOpen", {"line": "a", "sequence": 3})
     with pytest.raises(ParamsError, match="needs the parameter 'number'"):
         codec.check_params("lineMakeCall", {"line": "a"})
-    with pytest.raises(ParamsError, match="control"):
+    with pytest.raises(ParamsError, match="a line name without spaces"):
         codec.check_params("lineOpen", {"line": "a\nb"})
     with pytest.raises(ParamsError):
         codec.check_params("lineOpen", {"line": "a", "seq": -1})

@@ -14,6 +14,8 @@ import pytest
 from asttapi_server import cli
 from asttapi_server.client import Client, RemoteError
 
+from .fakes import inbound_call
+
 USERS = {"alice": {"token": "tok-a", "lines": ["line_*"]}, "bob": {"token": "tok-b", "lines": ["sip/bob"]}}
 
 pytestmark = pytest.mark.slow
@@ -121,8 +123,13 @@ def test_tls_endpoint_with_a_throwaway_certificate(start_server, tmp_path):
         except (ConnectionError, socket.timeout):
             pass
     out = io.StringIO()
+    # Each lineOpen of line_1 plays a whole call (6 events, 20 ms apart); the
+    # watcher may open it while the first client's call still plays. Six
+    # events always hold a NEWCALL: the rest of that call, then the start of
+    # the watcher's own.
+    calls = len(inbound_call("line_1", 7))
     args = ["--port", str(srv.port), "--tls", "--cafile", str(cert), "--user", "alice", "--token", "tok-a",
-            "watch", "line_1", "--count", "2"]
+            "watch", "line_1", "--count", str(calls)]
     assert cli.main(args, out) == 0
     assert "NEWCALL" in out.getvalue()
 

@@ -487,16 +487,19 @@ def test_factory_builds_its_authenticator_from_config_users():
     from types import SimpleNamespace
 
     from asttapi_server.clients.hub import Hub
+    from asttapi_server.config import ServerConfig
     from asttapi_server.clients.protocol import ClientFactory
 
     from .fakes import FakeTelephony
 
     config = SimpleNamespace(
         users={"alice": SimpleNamespace(token="t", lines=("line_1",))},
-        server=SimpleNamespace(max_line_bytes=1234, send_buffer_bytes=5678),
+        server=ServerConfig(max_line_bytes=1234, send_buffer_bytes=5678, max_lines_per_session=7,
+                            request_rate=9.5, request_burst=11),
     )
     f = ClientFactory.from_config(config, Hub(), FakeTelephony(), clock=object())
     assert f.authenticator.login_required and f.max_line_bytes == 1234 and f.send_buffer_bytes == 5678
+    assert (f.max_lines_per_session, f.request_rate, f.request_burst) == (7, 9.5, 11)
     f2 = ClientFactory(hub=Hub(), telephony=FakeTelephony(), users=config.users, clock=object())
     assert f2.authenticator.authenticate("alice", "t").may_open("line_1")
     assert not ClientFactory(Hub(), FakeTelephony(), clock=object()).authenticator.login_required

@@ -153,3 +153,48 @@ def test_never_anything_but_syntax_error(text):
 def test_roundtrip_generated(prefix, uid, line, state):
     cmd = parse_tapievent(f"{prefix}[~{uid}&!{line}] LINE_CALLSTATE {state}")
     assert (cmd.call_id, cmd.excluded, cmd.args) == (uid, (line,), (state,))
+
+
+# -- issue 11: what an outside caller can reach through an unfiltered caller id
+
+
+@pytest.mark.parametrize("uid", ["1795674354.1", "pbx1-1795674354.1", "asttapi-1a2b3c4d-7",
+                                 "6f1c2a1e-7d3b-4c9a-9f0e-2b8d1c3a4e5f", "9" * 150])
+def test_spec_ids_that_asterisk_makes_are_accepted(uid):
+    assert parse_tapievent(f"[~{uid}] LINE_CALLSTATE LINECALLSTATE_IDLE").call_id == uid
+
+
+@pytest.mark.parametrize("uid", ["/^/", "/.*/", "-1.2", ".5", "9" * 151, "1.1;x", "a b", "1.1\u00e9", "x\x00"])
+def test_spec_ids_that_are_no_uniqueid_are_refused(uid):
+    with pytest.raises(TapiSyntaxError, match="uniqueid|spec"):
+        parse_tapievent(f"[~{uid}] LINE_CALLSTATE LINECALLSTATE_IDLE")
+
+
+@pytest.mark.parametrize("line", ["/^/", "/x", "-x", "x" * 81, ";x", "@x"])
+def test_line_names_that_are_none_are_refused_everywhere(line):
+    for text in (f"LINE_NEWCALL {line}", f"[{line}] LINE_NEWCALL", f"[~1.1&!{line}] LINE_CALLSTATE IDLE"):
+        with pytest.raises(TapiSyntaxError):
+            parse_tapievent(text)
+
+
+def test_lines_per_event_are_capped():
+    names = [f"l{i}" for i in range(65)]
+    assert len(parse_tapievent("LINE_NEWCALL " + " ".join(names[:64])).args) == 64
+    with pytest.raises(TapiSyntaxError, match="more than 64 lines"):
+        parse_tapievent("LINE_NEWCALL " + " ".join(names))
+    with pytest.raises(TapiSyntaxError, match="more than 64 lines"):
+        parse_tapievent("[" + "&".join(names) + "] LINE_CALLSTATE IDLE")
+    with pytest.raises(TapiSyntaxError, match="more than 3 lines"):
+        parse_tapievent("LINE_NEWCALL a b c d", max_lines=3)
+
+
+def test_long_texts_are_not_cached_and_errors_quote_only_their_start():
+    from asttapi_server.core import grammar
+
+    before = grammar._parse_cached.cache_info().currsize
+    long = "SET CALLERIDNAME " + "x" * 100_000
+    assert parse_tapievent(long).args[1] == "x" * 100_000
+    assert grammar._parse_cached.cache_info().currsize == before
+    with pytest.raises(TapiSyntaxError) as info:
+        parse_tapievent("LINE_BOGUS " + "y" * 100_000)
+    assert len(str(info.value)) < 400 and info.value.raw.endswith("y" * 10)

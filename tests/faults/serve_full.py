@@ -30,9 +30,22 @@ def rss_kib() -> int:
     return 0
 
 
+def when_in_service(app, then) -> None:
+    """Call ``then(client port)`` once the AMI link is in service and the first listener is bound."""
+    def ready() -> None:
+        if app.bridge.link_up and app.listeners[0].port is not None:
+            loop.stop()
+            then(app.listeners[0].port.getHost().port)
+
+    loop = task.LoopingCall(ready)
+    loop.start(0.01)
+
+
 def main() -> None:
     globalLogBeginner.beginLoggingTo([lambda event: None], redirectStandardIO=False)
-    config = load_config(None, {"server.listen": ["tcp:0:interface=127.0.0.1:backlog=2048"]})
+    # A thousand clients, all from 127.0.0.1: lift the per-address limit (docs/security.md).
+    config = load_config(None, {"server.listen": ["tcp:0:interface=127.0.0.1:backlog=2048"],
+                                "server.max_clients_per_address": 2000, "server.max_clients": 2000})
     app = make_service(config, reactor, demo_options={"timing": Timing.fast(), "autoplay": False})
     app.startService()
 
@@ -57,15 +70,12 @@ def main() -> None:
             if reactor.running:
                 reactor.stop()
 
-    def ready() -> None:
-        if app.bridge.link_up and app.listeners[0].port is not None:
-            loop.stop()
-            stdio.StandardIO(Control())
-            sys.stdout.write(f"PORT {app.listeners[0].port.getHost().port}\n")
-            sys.stdout.flush()
+    def ready(port: int) -> None:
+        stdio.StandardIO(Control())
+        sys.stdout.write(f"PORT {port}\n")
+        sys.stdout.flush()
 
-    loop = task.LoopingCall(ready)
-    loop.start(0.01)
+    when_in_service(app, ready)
     reactor.run()
 
 

@@ -29,6 +29,17 @@ USER_EVENT = (
 )
 
 
+def coreshowchannels_answer(aid: str, channels: tuple[tuple[str, str], ...]) -> bytes:
+    """Asterisk's answer to CoreShowChannels (layout of capture 11): channels are (name, uniqueid)."""
+    out = f"Response: Success\r\nActionID: {aid}\r\nEventList: start\r\nMessage: Channels will follow\r\n\r\n"
+    for channel, uid in channels:
+        out += (f"Event: CoreShowChannel\r\nActionID: {aid}\r\nChannel: {channel}\r\nChannelState: 6\r\n"
+                f"ChannelStateDesc: Up\r\nUniqueid: {uid}\r\nLinkedid: {uid}\r\n\r\n")
+    out += (f"Event: CoreShowChannelsComplete\r\nActionID: {aid}\r\nEventList: Complete\r\n"
+            f"ListItems: {len(channels)}\r\n\r\n")
+    return out.encode()
+
+
 class System:
     def __init__(self, *, send_buffer_bytes: int = 1 << 20, **ami_kw: Any) -> None:
         config = load_config(None, {})
@@ -68,14 +79,7 @@ class System:
         assert self.session is not None
         (action,) = self.session.actions()
         assert action.name == "CoreShowChannels", action.name
-        aid = action.action_id
-        out = f"Response: Success\r\nActionID: {aid}\r\nEventList: start\r\nMessage: Channels will follow\r\n\r\n"
-        for channel, uid in channels:
-            out += (f"Event: CoreShowChannel\r\nActionID: {aid}\r\nChannel: {channel}\r\nChannelState: 6\r\n"
-                    f"ChannelStateDesc: Up\r\nUniqueid: {uid}\r\nLinkedid: {uid}\r\n\r\n")
-        out += (f"Event: CoreShowChannelsComplete\r\nActionID: {aid}\r\nEventList: Complete\r\n"
-                f"ListItems: {len(channels)}\r\n\r\n")
-        self.session.send(out.encode())
+        self.session.send(coreshowchannels_answer(action.action_id, channels))
 
     def tapi(self, text: str, uid: str, channel: str = "PJSIP/trunk-00000001") -> None:
         assert self.session is not None

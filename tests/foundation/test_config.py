@@ -34,11 +34,11 @@ callerid = "\\"Bob\\" <201>"
 channel = "PJSIP/bobbett"
 
 [users.alice]
-token = "tok-alice"
+token = "tok-alice-0123456789"
 lines = ["line_1", "sip/*"]
 
 [users.bob]
-token = "tok-bob"
+token = "tok-bob-0123456789ab"
 
 [calls]
 hangup_grace = 2
@@ -164,8 +164,8 @@ def test_listen_may_be_a_single_string(tmp_path):
         ('[lines]\nline_1 = "PJSIP/bob"\n', "lines.line_1", "expected a table [lines.line_1]"),
         ('[lines."bad name"]\nchannel = "x"\n', "lines.bad name", "expected a line name without spaces"),
         ('[users.a]\nlines = ["*"]\n', "users.a.token", "expected a non-empty string, but it is missing"),
-        ('[users.a]\ntoken = "t"\nlines = "line_1"\n', "users.a.lines", "expected a list of line names or glob patterns"),
-        ('[lines.l1]\nchannel = "x"\n[users.a]\ntoken = "t"\nlines = ["l2"]\n', "users.a.lines", "got 'l2'"),
+        ('[users.a]\ntoken = "t-0123456789abcdef"\nlines = "line_1"\n', "users.a.lines", "expected a list of line names or glob patterns"),
+        ('[lines.l1]\nchannel = "x"\n[users.a]\ntoken = "t-0123456789abcdef"\nlines = ["l2"]\n', "users.a.lines", "got 'l2'"),
         ("[calls]\nhangup_grace = -1\n", "calls.hangup_grace", "expected a number of seconds >= 0, got -1"),
         ('[plugins]\nenabled = "crm_sql"\n', "plugins.enabled", "expected a list of plugin names"),
         ("[plugins]\nlookup_timeout = 0\n", "plugins.lookup_timeout", "expected a number of seconds > 0"),
@@ -185,7 +185,7 @@ def test_wrong_value_gives_one_line_with_file_key_and_expectation(tmp_path, text
         ("[ami]\nhots = 'pbx'\n", "ami.hots"),
         ("[server]\nport = 1\n", "server.port"),
         ("[lines.l1]\nchannel = 'x'\nchanel = 'y'\n", "lines.l1.chanel"),
-        ("[users.u]\ntoken = 't'\npassword = 'p'\n", "users.u.password"),
+        ("[users.u]\ntoken = 't-0123456789abcdef'\npassword = 'p'\n", "users.u.password"),
         ("[calls]\ngrace = 1\n", "calls.grace"),
         ("[amii]\nhost = 'x'\n", "amii"),
         ("verbose = true\n", "verbose"),
@@ -220,3 +220,18 @@ def test_bad_override_names_the_flag(tmp_path):
     assert str(info.value) == "command line: --ami-port: expected an integer 1-65535, got 'fifty'"
     with pytest.raises(ConfigError, match=r"^command line: --listen: expected a Twisted server endpoint"):
         load_config(None, {"server.listen": ["tcp:nope"]})
+
+
+def test_calls_state_file(tmp_path):
+    from asttapi_server.service import state_file_path
+
+    default = load_config(None, {"ami.host": "pbx"})
+    assert default.calls.state_file is None and state_file_path(default, False) == "asttapi-calls.json"
+    assert state_file_path(load_config(None), True) == ""  # demo mode: no store unless configured
+    path = tmp_path / "a.toml"
+    path.write_text('[calls]\nstate_file = "/var/lib/asttapi/calls.json"\n')
+    assert state_file_path(load_config(str(path)), True) == "/var/lib/asttapi/calls.json"
+    path.write_text('[ami]\nhost = "pbx"\n[calls]\nstate_file = ""\n')
+    assert state_file_path(load_config(str(path)), False) == ""  # off
+    _, message = error_of(tmp_path, "[calls]\nstate_file = 1\n")
+    assert message.endswith("key 'calls.state_file': expected a non-empty string, got 1")

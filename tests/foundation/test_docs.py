@@ -22,7 +22,8 @@ def test_example_config_mentions_every_key():
     for key in ("host", "port", "username", "secret", "auth", "keepalive", "pong_timeout",
                 "action_timeout", "originate_timeout", "listen", "max_line_bytes",
                 "send_buffer_bytes", "replay_ring", "channel", "context", "callerid", "token",
-                "lines", "hangup_grace", "max_age", "linger", "enabled", "lookup_timeout", "demo"):
+                "lines", "hangup_grace", "max_age", "linger", "state_file", "max_calls", "max_lines", "max_field_bytes",
+                "enabled", "lookup_timeout", "demo"):
         assert re.search(rf"^#? ?{key} = ", text, re.M), key
 
 

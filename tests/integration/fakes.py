@@ -77,7 +77,8 @@ def base_config(**calls: Any) -> Config:
 
 def _calls_defaults(config: Config) -> dict:
     c = config.calls
-    return {"hangup_grace": c.hangup_grace, "max_age": c.max_age, "linger": c.linger}
+    return {"hangup_grace": c.hangup_grace, "max_age": c.max_age, "linger": c.linger,
+            "max_calls": c.max_calls, "max_lines": c.max_lines, "max_field_bytes": c.max_field_bytes}
 
 
 def _replace(obj, **changes):
@@ -94,10 +95,14 @@ def make_bridge(*, plugins=None, link_up: bool = True, **calls: Any):
     ami = FakeAMI()
     hub = RecordingHub()
     model = CallModel(
-        hangup_grace=config.calls.hangup_grace, max_age=config.calls.max_age, linger=config.calls.linger
+        hangup_grace=config.calls.hangup_grace, max_age=config.calls.max_age, linger=config.calls.linger,
+        max_calls=config.calls.max_calls, max_lines=config.calls.max_lines,
+        max_field_bytes=config.calls.max_field_bytes,
     )
     host = plugins if plugins is not None else build_plugin_manager(config.plugins, config=config, clock=clock)
     bridge = Bridge(config=config, ami=ami, model=model, plugins=host, hub=hub, clock=clock)
+    if getattr(host, "app", True) is None:
+        host.app = bridge  # as startup() does in the service (app.config is what plugins read)
     if link_up:
         ami.link(True)
         _headers, d = ami.pop("CoreShowChannels")

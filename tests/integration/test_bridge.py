@@ -67,6 +67,27 @@ def test_link_loss_and_return_tell_every_line_and_resync_ends_dead_calls():
     assert live.ended is None
 
 
+def test_a_call_whose_events_named_no_channel_is_dropped_on_the_channel_the_resync_lists():
+    # Asterisk 1.4-11 UserEvents carry no Channel header, and a call restored
+    # after a restart saw no Newchannel: the resync's channel list names it.
+    bridge, hub, clock, ami = make_bridge()
+    ami.event(Event="UserEvent", Uniqueid="100.7", UserEvent="TAPI", TAPIEVENT="LINE_NEWCALL line_1")
+    call = bridge.model.by_uniqueid("100.7")
+    assert isinstance(failure_of(bridge.drop(call.handle)), TelephonyError)
+    assert all(action != "Hangup" for action, _h, _d in ami.actions)
+    ami.link(False)
+    ami.link(True)
+    _headers, d = ami.pop("CoreShowChannels")
+    d.callback([
+        Message.from_items([("Response", "Success"), ("EventList", "start")]),
+        Message.from_items([("Event", "CoreShowChannel"), ("Channel", "SIP/100-00000001"), ("Uniqueid", "100.7")]),
+        Message.from_items([("Event", "CoreShowChannelsComplete"), ("ListItems", "1")]),
+    ])
+    bridge.drop(call.handle)
+    headers, _action = ami.pop("Hangup")
+    assert dict(headers)["Channel"] == "SIP/100-00000001"
+
+
 def test_link_dropping_again_during_resync_is_not_reported_in_service():
     bridge, hub, clock, ami = make_bridge()
     ami.link(False)

@@ -109,3 +109,19 @@ def test_any_text_gives_a_key_or_none(text):
 @given(st.from_regex(r"7946 0[0-9]{3}", fullmatch=True))
 def test_international_and_national_forms_agree(tail):
     assert number_key("020 " + tail, "GB") == number_key("+44 20 " + tail, "GB") == number_key("0044 20 " + tail, "GB")
+
+
+@pytest.mark.parametrize("number", ["h", "i", "t", "T", "s", "o", "a", "e", "fax", "talk", " h "])
+def test_asterisk_special_extensions_are_not_dialable(number):
+    """Issue 11 item 10: dialling ``h`` runs the hangup extension's code on purpose."""
+    from asttapi_server.numbers import dialable
+
+    with pytest.raises(ValueError, match="special extension"):
+        dialable(number)
+
+
+@pytest.mark.parametrize("number", ["hh", "sales", "bob", "201", "b", "A", "D", "S", "H", "*97"])
+def test_names_and_dtmf_that_are_not_special_stay_dialable(number):
+    from asttapi_server.numbers import dialable
+
+    assert dialable(number) == number

@@ -1,0 +1,1 @@
+"""Issue 11 (Trust): the network, logins, tokens and secrets."""

@@ -1,0 +1,107 @@
+"""Item 10 of issue 11 (config side): secrets stay out of errors, logs and ``ps``; tokens are long."""
+
+from __future__ import annotations
+
+import pytest
+
+from asttapi_server.config import MIN_TOKEN_LENGTH, load_config
+from asttapi_server.errors import ConfigError
+
+GOOD = "0123456789abcdef-good"
+
+
+def _error(tmp_path, text: str, **kw) -> str:
+    path = tmp_path / "asttapi.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_config(str(path), **kw)
+    message = str(e.value)
+    assert "\n" not in message
+    return message
+
+
+@pytest.mark.parametrize(
+    "text, value, key",
+    [
+        ("[ami]\nsecret = 987654321987\n", "987654321987", "ami.secret"),
+        ("[ami]\nsecret = ['hunter2-hunter2']\n", "hunter2", "ami.secret"),
+        ("[users.crm]\ntoken = 123456789012345678901\n", "123456789012345678901", "users.crm.token"),
+        ("[users.crm]\ntoken = ['tok-tok-tok-tok-tok']\n", "tok-tok", "users.crm.token"),
+        ("[users.crm]\ntoken = 'short-s3cr'\n", "short-s3cr", "users.crm.token"),
+    ],
+)
+def test_config_errors_never_echo_a_secret(tmp_path, text, value, key):
+    # The issue: "config errors echo a mistyped secret or token value".
+    message = _error(tmp_path, text)
+    assert f"key '{key}'" in message and value not in message, message
+
+
+def test_short_token_is_refused_with_one_line(tmp_path):
+    message = _error(tmp_path, "[users.crm]\ntoken = 'x'\n")
+    assert message.endswith(
+        f"key 'users.crm.token': expected a token of at least {MIN_TOKEN_LENGTH} characters "
+        "(e.g. from `openssl rand -base64 24`), got one of 1"
+    )
+
+
+def test_secret_file_and_token_file(tmp_path):
+    (tmp_path / "ami.secret").write_text("from-the-file\n")
+    (tmp_path / "crm.token").write_text(GOOD + "\r\n")
+    path = tmp_path / "a.toml"
+    path.write_text(f"[ami]\nsecret_file = '{tmp_path}/ami.secret'\n"
+                    f"[users.crm]\ntoken_file = '{tmp_path}/crm.token'\n")
+    cfg = load_config(str(path), environ={})
+    assert cfg.ami.secret == "from-the-file" and cfg.users["crm"].token == GOOD
+    assert "from-the-file" not in repr(cfg) and GOOD not in repr(cfg)
+
+
+def test_environment_wins_over_the_file_and_the_command_line_over_both(tmp_path):
+    (tmp_path / "ami.secret").write_text("from-the-file")
+    path = tmp_path / "a.toml"
+    path.write_text(f"[ami]\nsecret_file = '{tmp_path}/ami.secret'\n")
+    env = {"ASTTAPI_AMI_SECRET": "from-the-env"}
+    assert load_config(str(path), environ=env).ami.secret == "from-the-env"
+    assert load_config(None, environ=env).ami.secret == "from-the-env"
+    assert load_config(str(path), {"ami.secret": "from-cli"}, environ=env).ami.secret == "from-cli"
+    assert load_config(str(path), environ={}).ami.secret == "from-the-file"
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("[ami]\nsecret = 'a'\nsecret_file = '/x'\n", "keys 'ami.secret' and 'ami.secret_file': expected one of them, not both"),
+        ("[ami]\nsecret_file = '/nonexistent/ami.secret'\n",
+         "key 'ami.secret_file': cannot read '/nonexistent/ami.secret': No such file or directory"),
+        ("[users.u]\ntoken_file = '/nonexistent/t'\n", "key 'users.u.token_file': cannot read '/nonexistent/t'"),
+        ("[users.u]\nlines = ['*']\n", "key 'users.u.token': expected a non-empty string, but it is missing "
+                                        "(or give 'token_file', a file holding it)"),
+    ],
+)
+def test_secret_file_errors(tmp_path, text, expected):
+    assert expected in _error(tmp_path, text, environ={})
+
+
+def test_empty_secret_file_is_an_error(tmp_path):
+    (tmp_path / "empty").write_text("\n")
+    assert "is empty" in _error(tmp_path, f"[users.u]\ntoken_file = '{tmp_path}/empty'\n")
+
+
+def test_ami_secret_flag_still_works_but_warns_that_ps_shows_it():
+    from twisted.logger import formatEvent
+
+    from asttapi_server import tap
+
+    from .helpers import capture_log
+
+    opts = tap.Options()
+    opts.parseOptions(["--ami-secret", "s3cr3t-on-the-command-line"])
+    assert opts.config.ami.secret == "s3cr3t-on-the-command-line"
+    seen, stop = capture_log()
+    try:
+        tap.makeService(opts)
+    finally:
+        stop()
+    text = "\n".join(formatEvent(e) for e in seen)
+    assert "--ami-secret is visible to every local user in `ps`" in text
+    assert "secret_file" in text and "ASTTAPI_AMI_SECRET" in text
+    assert "s3cr3t-on-the-command-line" not in text
