@@ -134,7 +134,12 @@ EVENT_NAMES: Final = (
     "BlindTransfer",
     "AttendedTransfer",
     "Hangup",
+    "Shutdown",
 )
+
+#: A leg not heard of for this long is dropped (its Hangup was lost); the model's max_age default.
+MAX_AGE: Final = 14400.0
+_SWEEP_EVERY = 60.0
 
 # -- facts -------------------------------------------------------------------
 
@@ -279,6 +284,7 @@ class Leg:
     channel: str
     lines: tuple[str, ...]
     created: float
+    updated: float = 0.0
     state: str = UNSEEN
     own: tuple[str | None, str | None] = (None, None)  # the device's number and name (Newchannel)
     exten: str | None = None  # what the phone dialled (Newchannel Exten)
@@ -298,7 +304,9 @@ class DeviceLines:
     model, in order.
     """
 
-    def __init__(self, devices: Mapping[str, Iterable[str]]) -> None:
+    def __init__(self, devices: Mapping[str, Iterable[str]], *, max_age: float = MAX_AGE) -> None:
+        self.max_age = max_age
+        self._swept = 0.0
         self.devices: dict[str, tuple[str, ...]] = {}
         for device, lines in devices.items():
             key = normalise_device(device)
@@ -322,9 +330,17 @@ class DeviceLines:
         handler = _HANDLERS.get(name.lower())
         if handler is None or not self.devices:
             return []
+        if now - self._swept >= _SWEEP_EVERY:
+            self._sweep(now)
         out: list[G.TapiSignal] = []
         handler(self, get, now, out)
         return out
+
+    def _sweep(self, now: float) -> None:
+        """Drop legs silent for ``max_age``: the model has long ended their calls (its own max_age)."""
+        self._swept = now
+        for leg in [leg for leg in self.legs.values() if now - leg.updated >= self.max_age]:
+            self._forget(leg)
 
     def reset(self) -> None:
         """The AMI link went down: forget every channel (the model's resync ends the calls)."""
@@ -503,6 +519,10 @@ class DeviceLines:
             self._apply(leg, TRANSFERRED, None, out)
             self._forget(leg)
 
+    def _shutdown(self, get: Fields, now: float, out: list) -> None:
+        """Asterisk is stopping: its channels die with it (their Hangups came first, if at all)."""
+        self.reset()
+
     def _hangup(self, get: Fields, now: float, out: list) -> None:
         leg = self._leg(get, "Channel", now)
         if leg is None:
@@ -531,6 +551,8 @@ class DeviceLines:
         if leg is None and create:
             leg = self.legs[uid] = Leg(uid, channel, lines, now)
             self._by_channel[channel] = uid
+        if leg is not None:
+            leg.updated = now
         return leg
 
     def _forget(self, leg: Leg) -> None:
@@ -640,4 +662,5 @@ _HANDLERS: dict[str, Callable[[DeviceLines, Fields, float, list], None]] = {
     "blindtransfer": DeviceLines._blind_transfer,
     "attendedtransfer": DeviceLines._attended_transfer,
     "hangup": DeviceLines._hangup,
+    "shutdown": DeviceLines._shutdown,
 }

@@ -406,3 +406,27 @@ def test_reset_forgets_every_channel():
     assert lines.legs
     lines.reset()
     assert lines.legs == {}
+
+
+def test_shutdown_forgets_every_channel():
+    """The s11 capture's last event: Asterisk restarts, no channel survives it."""
+    msgs = messages(NATIVE / "s11_pbx_restart_during_call.raw")
+    hangups = [i for i, m in enumerate(msgs) if m.name == "Hangup" and "PJSIP" in (m.get("Channel") or "")]
+    # without the Hangup of bob's channel (lost with the link), the Shutdown still clears it
+    lines, _, _, _ = play(msgs[: hangups[0]])
+    assert lines.legs
+    shutdown = next(m for m in msgs if m.name == "Shutdown")
+    assert lines.feed("Shutdown", shutdown.get, 1.0) == []
+    assert lines.legs == {}
+
+
+def test_a_leg_whose_hangup_was_lost_is_dropped_after_max_age():
+    lines = D.DeviceLines(LAB, max_age=100.0)
+    up = ev("Newstate", Channel="PJSIP/201-00000008", Uniqueid="9.8", ChannelState="6")
+    lines.feed("Newstate", up.get, 1000.0)
+    assert lines.legs
+    other = ev("Newstate", Channel="PJSIP/trunk-00000001", Uniqueid="9.1", ChannelState="6")
+    lines.feed("Newstate", other.get, 1090.0)  # swept: 90 s old, kept
+    assert lines.legs
+    lines.feed("Newstate", other.get, 1150.0)  # swept again: 150 s old
+    assert lines.legs == {}
