@@ -17,10 +17,8 @@ def _texts(events: list[dict]) -> str:
     return "\n".join(formatEvent(e) + repr(e) for e in events)
 
 
-@pytest.mark.parametrize("token", ["\ud800", "\udfff\ud800", "x" * 4096, "", "\x00", "\u2028"])
+@pytest.mark.parametrize("token", ["x" * 4096, "", "\x00", "\u2028"])
 def test_odd_token_is_an_auth_error_and_a_counted_failure_without_a_traceback(token):
-    # The issue: token "\ud800" answered -32603 with a 680-byte critical traceback,
-    # counted neither as a failed login nor as a client error.
     seen, stop = capture_log()
     try:
         h = NetHarness(USERS)
@@ -38,14 +36,30 @@ def test_odd_token_is_an_auth_error_and_a_counted_failure_without_a_traceback(to
     assert not [e for e in seen if e.get("log_failure") is not None or e.get("log_level") == LogLevel.critical]
 
 
-def test_odd_username_is_a_failure_too():
-    h = NetHarness(USERS)
-    c = h.open()
-    c.read()
-    c.send_raw(b'{"jsonrpc":"2.0","id":1,"method":"login","params":{"username":"\\ud800","token":"x"}}\n')
-    (r,) = c.read()
-    assert r["error"]["code"] == codec.AUTH_ERROR
-    assert h.factory.login_gate.guard.failures("127.0.0.1") == 1
+@pytest.mark.parametrize("field", ["username", "token"])
+@pytest.mark.parametrize("value", ["\\ud800", "\\udfff\\ud800"])
+def test_a_lone_surrogate_in_a_login_is_a_counted_client_error_without_a_traceback(field, value):
+    # The issue: token "\ud800" answered -32603 with a 680-byte critical traceback,
+    # counted neither as a failed login nor as a client error. The decoder now
+    # refuses any lone surrogate before a method sees it (-32600, one rule for
+    # every request): no token is checked, and the error counts towards the
+    # connection's error limit.
+    seen, stop = capture_log()
+    try:
+        h = NetHarness(USERS)
+        c = h.open()
+        c.read()
+        params = {"username": "alice", "token": "x"}
+        body = json.dumps(params).replace(f'"{params[field]}"', f'"{value}"')
+        c.send_raw(b'{"jsonrpc":"2.0","id":1,"method":"login","params":' + body.encode() + b"}\n")
+        (r,) = c.read()
+    finally:
+        stop()
+    assert r["error"]["code"] == codec.INVALID_REQUEST, r
+    assert "surrogate" in r["error"]["message"]
+    assert c.proto._errors, "counted as a client error"
+    assert h.factory.login_gate.guard.failures("127.0.0.1") == 0
+    assert not [e for e in seen if e.get("log_failure") is not None or e.get("log_level") == LogLevel.critical]
 
 
 def test_backoff_per_address_doubles_up_to_the_cap_and_says_when_to_retry():
@@ -137,7 +151,7 @@ def test_failed_logins_log_one_escaped_line_per_address_per_minute_without_the_t
         for i in range(100):
             c = h.open("192.0.2.20")
             c.read()
-            h.login(c, "alice\u2028INFO forged line", "secret-guess-\ud800")
+            h.login(c, "alice\u2028INFO forged line", "secret-guess-\u2028")
             c.proto.connectionLost(None)
         h.clock.advance(60)
         c = h.open("192.0.2.20")
