@@ -430,3 +430,43 @@ def test_a_leg_whose_hangup_was_lost_is_dropped_after_max_age():
     assert lines.legs
     lines.feed("Newstate", other.get, 1150.0)  # swept again: 150 s old
     assert lines.legs == {}
+
+
+# -- docs/device-lines.md ----------------------------------------------------------------
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "device-lines.md"
+
+
+def _short(e) -> str:
+    if e.msg == NEWCALL:
+        return "NEWCALL"
+    text = e.param.replace("LINECALLSTATE_", "").replace("LINECALLINFOSTATE_", "info:")
+    return text + (f"({e.mode.split('_', 1)[1]})" if e.mode else "")
+
+
+def test_the_docs_sequences_are_what_the_code_gives():
+    import re
+
+    block = re.search(r"## On the real captures.*?```text\n(.*?)```", DOC.read_text(), re.S).group(1)
+    produced = []
+    for path in sorted(NATIVE.glob("s*.raw")):
+        _, _, _, events = play(messages(path))
+        calls: dict = {}
+        for e in events:
+            calls.setdefault((e.line, e.call), []).append(_short(e))
+        produced += [f"{path.stem[:3]} {line:8} {' '.join(items)}" for (line, _), items in calls.items()]
+    assert block.splitlines() == produced
+
+
+def test_the_docs_config_loads(tmp_path):
+    import re
+
+    from asttapi_server.channel_events import devices_of
+    from asttapi_server.config import load_config
+
+    snippet = re.search(r"```toml\n(.*?)```", DOC.read_text(), re.S).group(1)
+    path = tmp_path / "asttapi.toml"
+    path.write_text(snippet)
+    cfg = load_config(str(path))
+    assert devices_of(cfg) == {"PJSIP/201": ["bob"], "PJSIP/203": ["alice"]}
+    assert cfg.lines["bob"].channel == "PJSIP/201"
