@@ -56,3 +56,15 @@ def test_devices_of_groups_the_lines_of_each_device(tmp_path):
     cfg = load(tmp_path, '[lines.bob]\ndevice = "PJSIP/201"\n[lines.desk]\ndevice = "PJSIP/201"\n'
                          '[lines.line_1]\nchannel = "Local/x@y"\n')
     assert devices_of(cfg) == {"PJSIP/201": ["bob", "desk"]}
+
+
+def test_readme_and_example_show_device_lines(tmp_path):
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    assert re.search(r"^# device = ", (root / "asttapi.example.toml").read_text(), re.M)
+    readme = (root / "README.md").read_text()
+    snippet = re.search(r"### No dialplan change at all.*?```toml\n(.*?)```", readme, re.S).group(1)
+    cfg = load(tmp_path, snippet)
+    assert devices_of(cfg) == {"PJSIP/201": ["bob"]}
