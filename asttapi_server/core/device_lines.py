@@ -373,10 +373,7 @@ class DeviceLines:
             self._to(leg, OFFERING, None, out)
         elif state in _DIALLING_STATES:
             leg.exten = _known(get("Exten"))
-            self._announce(leg, None, None, _number(leg.exten), out)
-            self._set(leg, "callerid", leg.own[0], out)
-            self._set(leg, "calleridname", leg.own[1], out)
-            self._set(leg, "origin", "LINECALLORIGIN_OUTBOUND", out)
+            self._placed(leg, _number(leg.exten), out)
             self._to(leg, DIALING, None, out)
         else:
             self._forget(leg)
@@ -393,10 +390,7 @@ class DeviceLines:
         if fact is None or leg.state != UNSEEN:
             return  # Down: Asterisk made it to call the device (a Dial or an Originate)
         leg.exten = _known(get("Exten"))
-        self._announce(leg, None, None, _number(leg.exten), out)
-        self._set(leg, "callerid", leg.own[0], out)
-        self._set(leg, "calleridname", leg.own[1], out)
-        self._set(leg, "origin", "LINECALLORIGIN_OUTBOUND", out)
+        self._placed(leg, _number(leg.exten), out)
         self._apply(leg, fact, None, out)
 
     def _newstate(self, get: Fields, now: float, out: list) -> None:
@@ -415,11 +409,6 @@ class DeviceLines:
                 self._connected_info(leg, out)
             self._apply(leg, ANSWERED, None, out)
 
-    def _connected_line(self, get: Fields, now: float, out: list) -> None:
-        leg = self._leg(get, "Channel", now)
-        if leg is not None:
-            self._note_connected(leg, get, "", out)
-
     def _dial_begin(self, get: Fields, now: float, out: list) -> None:
         caller = self._leg(get, "Channel", now)
         callee = self._leg(get, "DestChannel", now, create=True)
@@ -429,10 +418,7 @@ class DeviceLines:
                 source = get("Channel")
                 if _known(source) is None:
                     # An Originate rings the device (click-to-dial): the user's own call.
-                    self._announce(callee, None, None, None, out)
-                    self._set(callee, "callerid", callee.own[0], out)
-                    self._set(callee, "calleridname", callee.own[1], out)
-                    self._set(callee, "origin", "LINECALLORIGIN_OUTBOUND", out)
+                    self._placed(callee, None, out)
                     self._apply(callee, ORIGINATED, None, out)
                 else:
                     num = _known(get("CallerIDNum")) or callee.connected[0]
@@ -488,7 +474,7 @@ class DeviceLines:
             self._apply(leg, BRIDGED, None, out)
 
     def _channel_event(self, get: Fields, now: float, out: list) -> None:
-        """BridgeLeave, NewCallerid: nothing but the ConnectedLine every channel event carries."""
+        """NewConnectedLine, BridgeLeave, NewCallerid: the ConnectedLine every channel event carries."""
         leg = self._leg(get, "Channel", now)
         if leg is not None:
             self._note_connected(leg, get, "", out)
@@ -589,6 +575,14 @@ class DeviceLines:
             if value is not None:
                 leg.info[key] = value
 
+    def _placed(self, leg: Leg, dialled: str | None, out: list) -> None:
+        """LINE_NEWCALL for a call the user places: no callerid in it (their own number is no
+        customer to look up); callerid, name and origin OUTBOUND follow as silent SETs."""
+        self._announce(leg, None, None, dialled, out)
+        self._set(leg, "callerid", leg.own[0], out)
+        self._set(leg, "calleridname", leg.own[1], out)
+        self._set(leg, "origin", "LINECALLORIGIN_OUTBOUND", out)
+
     def _set(self, leg: Leg, key: str, value: str | None, out: list) -> None:
         """SET a callinfo field if it changed; LINE_CALLINFO too once clients have seen a state."""
         if value is None or leg.info.get(key) == value:
@@ -625,13 +619,16 @@ def disconnect_mode(leg: Leg, cause: int | None) -> str:
     """LINEDISCONNECTMODE_* for a device channel that hung up in ``leg.state``.
 
     A call that rang and was never answered here says why from the Dial's
-    status (rejected, not answered, the caller gave up), cause 26 taking
-    precedence (a ring group answered elsewhere); every other call uses the
+    status (rejected, not answered, the caller gave up; BUSY before it
+    ever rang is BUSY, not a rejection), cause 26 taking precedence (a ring
+    group answered elsewhere); every other call uses the
     Q.850 cause (:func:`~.causes.mode_for_cause`: 16 -> NORMAL).
     """
     if leg.state == OFFERING:
         if cause == _ANSWERED_ELSEWHERE:
             return _PICKUP
+        if leg.dial_status == "BUSY" and not leg.ringing:
+            return "LINEDISCONNECTMODE_BUSY"  # refused before it rang (busy, do-not-disturb)
         mode = UNANSWERED_MODE.get(leg.dial_status or "")
         if mode is not None:
             return mode
@@ -651,7 +648,7 @@ _HANDLERS: dict[str, Callable[[DeviceLines, Fields, float, list], None]] = {
     "newchannel": DeviceLines._newchannel,
     "newstate": DeviceLines._newstate,
     "newcallerid": DeviceLines._channel_event,
-    "newconnectedline": DeviceLines._connected_line,
+    "newconnectedline": DeviceLines._channel_event,
     "dialbegin": DeviceLines._dial_begin,
     "dialstate": DeviceLines._dial_state,
     "dialend": DeviceLines._dial_end,

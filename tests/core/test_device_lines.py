@@ -470,3 +470,10 @@ def test_the_docs_config_loads(tmp_path):
     cfg = load_config(str(path))
     assert devices_of(cfg) == {"PJSIP/201": ["bob"], "PJSIP/203": ["alice"]}
     assert cfg.lines["bob"].channel == "PJSIP/201"
+
+
+def test_handmade_busy_before_ringing_is_busy_not_a_rejection():
+    msgs = [ev("DialBegin", **CALLER, **BOB), ev("DialEnd", **CALLER, **BOB, DialStatus="BUSY"),
+            ev("Hangup", Channel="PJSIP/201-00000002", Uniqueid="9.2", Cause="17")]
+    _, _, _, events = play(msgs)
+    assert seq(events, "bob") == [[NEWCALL, OFFERING, f"{DISCONNECTED} LINEDISCONNECTMODE_BUSY", IDLE]]
