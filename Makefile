@@ -4,6 +4,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# setuptools' "Editable installation" notice (a folder named like a package,
+# here twisted/, may shadow it) warns of what the .pth line below does on
+# purpose; filtering it keeps the install quiet.
+QUIET  := PYTHONWARNINGS="ignore:Editable installation"
 
 .PHONY: run test bench clean venv
 
@@ -17,7 +21,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(QUIET) $(BIN)/python -m pip install --quiet -e '.[test]'
 	@$(BIN)/python -c "import os, site; open(os.path.join(site.getsitepackages()[0], 'asttapi-checkout.pth'), 'w').write(os.getcwd() + '\\n')"
 	touch $(STAMP)
 

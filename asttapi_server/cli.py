@@ -7,6 +7,11 @@
 Connection options: ``--host``, ``--port``, ``--tls`` (``--cafile``,
 ``--insecure``), ``--user`` and ``--token`` (or the environment variables
 ASTTAPI_USER and ASTTAPI_TOKEN, which keep the token out of ``ps``).
+
+Exit status: 0 done; 1 the server refused the request; 2 no server (or a
+login is needed); 3 the server runs but has no link to the PBX, so what it
+would say about calls is not true (``calls``, ``dial``). Errors are one line
+in plain words, never the protocol's TAPI names alone.
 """
 
 from __future__ import annotations
@@ -32,10 +37,35 @@ def _short(name: Any) -> str:
     return text
 
 
+_DEVSTATE_WORDS = {"LINEDEVSTATE_OUTOFSERVICE": " (the PBX is not connected)",
+                   "LINEDEVSTATE_INSERVICE": " (the PBX is connected)"}
+
+#: Exit status when the server has no PBX link (see the module docstring).
+PBX_DOWN = 3
+PBX_DOWN_TEXT = "the PBX is not connected (asttapi-server has no link to Asterisk)"
+
+
+class PBXDown(ClientError):
+    """The server answered, but it has no PBX link."""
+
+
 def _party(number: Any, name: Any) -> str:
     if not number and not name:
         return "?"
     return f"{number or ''}{f' ({name})' if name else ''}".strip()
+
+
+def _call_parties(ci: dict) -> list[str]:
+    """``["from A to B", "connected C"]``, leaving out who is not known (yet)."""
+    ends = []
+    if ci.get("callerid") or ci.get("calleridname"):
+        ends.append(f"from {_party(ci.get('callerid'), ci.get('calleridname'))}")
+    if ci.get("calledid") or ci.get("calledidname"):
+        ends.append(f"to {_party(ci.get('calledid'), ci.get('calledidname'))}")
+    parts = [" ".join(ends)] if ends else []
+    if ci.get("connectedid") or ci.get("connectedidname"):
+        parts.append(f"connected {_party(ci.get('connectedid'), ci.get('connectedidname'))}")
+    return parts
 
 
 def format_event(ev: dict) -> str:
@@ -51,27 +81,30 @@ def format_event(ev: dict) -> str:
     elif "infostate" in p:
         detail = _short(p["infostate"])
     elif "devstate" in p:
-        detail = _short(p["devstate"])
+        detail = _short(p["devstate"]) + _DEVSTATE_WORDS.get(p["devstate"], "")
     if p.get("mode"):
         detail += f" ({_short(p['mode'])})"
     ci = p.get("callinfo") or {}
     if method in ("LINE_NEWCALL", "LINE_CALLINFO") or detail.startswith("OFFERING"):
-        parts = [f"from {_party(ci.get('callerid'), ci.get('calleridname'))} "
-                 f"to {_party(ci.get('calledid'), ci.get('calledidname'))}"]
-        if ci.get("connectedid") or ci.get("connectedidname"):
-            parts.append(f"connected {_party(ci.get('connectedid'), ci.get('connectedidname'))}")
-        if ci.get("origin"):
+        parts = _call_parties(ci)
+        if ci.get("origin") and ci["origin"] != "LINECALLORIGIN_UNKNOWN":
             parts.append(_short(ci["origin"]).lower())
         if ci.get("contact"):
             contact = ci["contact"]
             parts.append(f"contact {contact.get('name', contact) if isinstance(contact, dict) else contact}")
-        detail = (detail + "  " if detail else "") + ", ".join(parts)
+        if parts:
+            detail = (detail + "  " if detail else "") + ", ".join(parts)
     flags = " (synthetic)" if p.get("synthetic") else ""
+    if p.get("replayed"):
+        flags += " (replayed)"
     return f"{stamp}  {p.get('line', '?')}  {call:>6}  {what:<12} {detail}{flags}  [seq {p.get('seq', '?')}]"
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="asttapi", description="Talk to an asttapi-server from the terminal.")
+    ap = argparse.ArgumentParser(
+        prog="asttapi", description="Talk to an asttapi-server from the terminal.",
+        epilog="Exit status: 0 done; 1 the server refused the request; 2 no server, or a login is needed; "
+               "3 the server has no link to the PBX (calls, dial).")
     ap.add_argument("--host", default="127.0.0.1", help="server address (default 127.0.0.1)")
     ap.add_argument("--port", type=int, default=5039, help="server port (default 5039)")
     ap.add_argument("--user", default=os.environ.get("ASTTAPI_USER"), help="user name (or $ASTTAPI_USER)")
@@ -96,8 +129,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _connect(args: argparse.Namespace) -> Client:
-    client = Client(args.host, args.port, tls=args.tls, cafile=args.cafile, verify=not args.insecure,
-                    timeout=args.timeout)
+    try:
+        client = Client(args.host, args.port, tls=args.tls, cafile=args.cafile, verify=not args.insecure,
+                        timeout=args.timeout)
+    except ConnectionRefusedError:
+        raise ClientError(f"no asttapi-server at {args.host}:{args.port} (connection refused; is it running?)") \
+            from None
     token = args.token if args.token is not None else os.environ.get("ASTTAPI_TOKEN")
     if client.hello.get("login_required"):
         if not args.user or token is None:
@@ -130,7 +167,9 @@ def _watch(args: argparse.Namespace, out: TextIO) -> int:
                         _print_calls(r["calls"], out)
                 else:
                     r = client.line_open(line)
-                    print(f"-- watching {line} ({len(r['calls'])} calls now)", file=out)
+                    down = "; " + PBX_DOWN_TEXT + ": events follow when it is back" \
+                        if client.pbx_connected is False else ""
+                    print(f"-- watching {line} ({len(r['calls'])} calls now{down})", file=out)
                     _print_calls(r["calls"], out)
                 resume = {"seq": max(resume.get("seq", 0), r["seq"]), "epoch": r["epoch"]}
             out.flush()
@@ -154,15 +193,21 @@ def _watch(args: argparse.Namespace, out: TextIO) -> int:
 def _print_calls(calls: list[dict], out: TextIO) -> None:
     for call in calls:
         ci = call.get("callinfo") or {}
-        print(f"   #{call.get('call')}  {_short(call.get('state', '?'))}  "
-              f"from {_party(ci.get('callerid'), ci.get('calleridname'))} "
-              f"to {_party(ci.get('calledid'), ci.get('calledidname'))}", file=out)
+        parties = ", ".join(_call_parties(ci)) or "number not known yet"
+        print(f"   #{call.get('call')}  {_short(call.get('state', '?'))}  {parties}", file=out)
 
 
 def _dial(args: argparse.Namespace, out: TextIO) -> int:
     with _connect(args) as client:
         client.line_open(args.line)
-        handle = client.make_call(args.line, args.number)
+        if client.pbx_connected is False:
+            raise PBXDown(f"{PBX_DOWN_TEXT}; no call placed, try again when it is back")
+        try:
+            handle = client.make_call(args.line, args.number)
+        except RemoteError as e:
+            if e.lineerr == "LINEERR_DISCONNECTED":  # the link went down meanwhile
+                raise PBXDown(f"{PBX_DOWN_TEXT}; no call placed, try again when it is back") from None
+            raise
         print(f"call #{handle} placed on {args.line} to {args.number}", file=out)
         out.flush()
         if not args.follow:
@@ -181,6 +226,12 @@ def _dial(args: argparse.Namespace, out: TextIO) -> int:
 def _calls(args: argparse.Namespace, out: TextIO) -> int:
     with _connect(args) as client:
         calls = client.line_open(args.line)["calls"]
+        if client.pbx_connected is False:
+            # "no calls" would be a guess: the server cannot see the PBX.
+            known = f"; as last seen before the link went down: {len(calls)} call(s)" if calls else ""
+            print(f"asttapi: {PBX_DOWN_TEXT}, so {args.line}'s calls are unknown{known}", file=sys.stderr)
+            _print_calls(calls, out)
+            return PBX_DOWN
         if not calls:
             print(f"no calls on {args.line}", file=out)
         _print_calls(calls, out)
@@ -197,6 +248,9 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
         if args.command == "dial":
             return _dial(args, out)
         return _calls(args, out)
+    except PBXDown as e:
+        print(f"asttapi: {e}", file=sys.stderr)
+        return PBX_DOWN
     except RemoteError as e:
         print(f"asttapi: {e}", file=sys.stderr)
         return 1

@@ -11,7 +11,9 @@ Plain sockets, no reactor, so scripts and the ``asttapi`` command can use it::
             print(ev)
 
 Notifications that arrive while waiting for a response are kept, in order,
-for :meth:`Client.next_event`. See ``docs/protocol.md`` for every method.
+for :meth:`Client.next_event`. ``Client.pbx_connected`` says whether the
+server has its PBX link (False: its calls are not the PBX's, requests that
+need the PBX fail). See ``docs/protocol.md`` for every method.
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from typing import Any
+
+
+#: LINEDEVSTATE values that say whether the server's PBX link is up.
+_DEVSTATE_LINK = {"LINEDEVSTATE_INSERVICE": True, "LINEDEVSTATE_OUTOFSERVICE": False}
 
 
 class ClientError(Exception):
@@ -81,6 +87,9 @@ class Client:
         if hello.get("method") != "hello":
             raise ClientError(f"expected hello from the server, got {hello!r}")
         self.hello: dict = hello["params"]
+        #: Whether the server has its link to the PBX: hello's ``pbx``, then
+        #: every LINE_LINEDEVSTATE IN/OUTOFSERVICE; None if the server does not say.
+        self.pbx_connected: bool | None = {"up": True, "down": False}.get(self.hello.get("pbx"))
 
     # -- plumbing -------------------------------------------------------------
 
@@ -120,9 +129,14 @@ class Client:
             self._buf += data
 
     def _note(self, msg: dict) -> None:
-        seq = msg.get("params", {}).get("seq") if isinstance(msg.get("params"), dict) else None
+        params = msg.get("params") if isinstance(msg.get("params"), dict) else {}
+        seq = params.get("seq")
         if isinstance(seq, int):
             self.last_seq = seq if self.last_seq is None else max(self.last_seq, seq)
+        if msg.get("method") == "LINE_LINEDEVSTATE" and not params.get("replayed"):
+            up = _DEVSTATE_LINK.get(params.get("devstate"))
+            if up is not None:
+                self.pbx_connected = up
 
     def call(self, method: str, **params: Any) -> Any:
         """Send a request and wait for its response; raises :class:`RemoteError`."""
@@ -183,7 +197,11 @@ class Client:
             params["seq"] = seq
             if epoch is not None:
                 params["epoch"] = epoch
-        return self.call("lineOpen", **params)
+        result = self.call("lineOpen", **params)
+        up = _DEVSTATE_LINK.get(result.get("devstate")) if isinstance(result, dict) else None
+        if up is not None:
+            self.pbx_connected = up
+        return result
 
     def line_close(self, line: str) -> None:
         self.call("lineClose", line=line)

@@ -45,6 +45,10 @@ class AuthenticationFailed(AMIError):
     """Asterisk refused our login: check username and secret in manager.conf."""
 
 
+class NotAsteriskManager(AMIError):
+    """The peer did not greet us as an Asterisk manager: wrong host or port."""
+
+
 class TapiSyntaxError(AstTapiError):
     """A TAPIEVENT text from the dialplan does not follow the grammar."""
 

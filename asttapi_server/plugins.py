@@ -162,6 +162,33 @@ class Settings:
                 raise ValueError(f"setting {key!r}: file {str(path)!r} does not exist")
         return paths
 
+    def demo_data(self, table: str, *, configured: bool, needs: str) -> bool:
+        """Read ``demo``: may the plugin use its bundled, invented demo data?
+
+        The rule for every plugin that ships sample data: it needs a real
+        source (``needs``, e.g. "database") or ``demo = true``; on the demo
+        PBX (``config.demo``: no ``[ami] host``) it may without asking. So a
+        config copied for a real PBX never pops invented contacts silently:
+        it stops start-up with one line instead. ``configured``: a real
+        source was given; then the answer is False. Call it last, before
+        :meth:`done`.
+        """
+        value = self._left.pop("demo", None)
+        if value is not None and not isinstance(value, bool):
+            raise ValueError(f"setting 'demo': expected true or false, got {value!r}")
+        if configured:
+            if value:
+                raise ValueError(f"setting 'demo': true would ignore the {needs} given; remove one of them")
+            return False
+        if value or (value is None and getattr(self._config, "demo", False)):
+            return True
+        self.done()  # a misspelt source ("cvs") is the better message
+        raise ValueError(
+            f"no data to read: set {needs} in [{table}], or demo = true for the bundled "
+            "invented demo contacts (used unasked only on the demo PBX); or remove the plugin "
+            "from [plugins] enabled"
+        )
+
     def done(self) -> None:
         if self._left:
             raise ValueError(f"unknown setting(s): {', '.join(sorted(self._left))}")

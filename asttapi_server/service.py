@@ -13,6 +13,7 @@ from typing import Any
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -33,6 +34,39 @@ log = Logger()
 
 #: Bundled plugins a first run on the demo PBX enables (their defaults are sample data).
 DEMO_PLUGINS = ("crm_sql", "outlook_contacts")
+
+
+class StartupError(SystemExit, Exception):
+    """Start-up cannot go on (a client port cannot be bound, a plugin failed to
+    start); ``str()`` is the one line to show.
+
+    Both bases on purpose. twistd's daemon runner catches ``Exception`` from
+    ``startService``, sends its text to the waiting parent (which exits 1)
+    and removes the pidfile; in the foreground (``twistd -n``) it reaches the
+    top level, where Python prints a ``SystemExit``'s message as one line,
+    no traceback, and exits 1. (twistd has redirected stderr to its log by
+    then, so in both cases the line is in the log too.)
+    """
+
+    # twistd's daemon parent shows the first 100 bytes of
+    # "module.Class: message"; the short form leaves them to the message.
+    __module__ = "builtins"
+
+
+def _failed_now(d: Deferred, later: Any) -> Any:
+    """The Failure ``d`` holds already (then consumed), or None; a later failure goes to ``later``."""
+    sync = True
+    now: list[Any] = []
+
+    def errback(failure: Any) -> None:
+        if sync:
+            now.append(failure)
+        else:
+            later(failure)
+
+    d.addErrback(errback)
+    sync = False
+    return now[0] if now else None
 
 
 @implementer(IStreamClientEndpoint)
@@ -57,7 +91,8 @@ class ClientListener(Service):
 
     Unlike ``StreamServerEndpointService`` it keeps the listening port public
     (``whenListening``), so tests and embedding code can use ``tcp:0``, and a
-    port that cannot be bound stops the server with one clear line.
+    port that cannot be bound stops start-up with one clear line
+    (:class:`StartupError`): a server that cannot serve must not run.
     """
 
     def __init__(self, reactor: Any, description: str, factory: Any) -> None:
@@ -82,10 +117,14 @@ class ClientListener(Service):
         try:
             endpoint = server_endpoint(self.reactor, self.description)
         except Exception as exc:  # a certificate that went away since the config check, ...
-            self._failed(Failure(exc))
-            return
+            raise StartupError(f"asttapi: cannot listen on {self.description}: {exc}") from None
         d = endpoint.listen(self.factory)
-        d.addCallbacks(self._listening, self._failed)
+        d.addCallback(self._listening)
+        failure = _failed_now(d, later=self._failed)
+        if failure is not None:
+            # tcp:, ssl: and unix: endpoints fail here, synchronously: stop
+            # start-up itself, so twistd exits non-zero (daemon or not).
+            raise StartupError(self._cannot_listen(failure))
 
     def _listening(self, port: Any) -> None:
         self.port = port
@@ -96,12 +135,21 @@ class ClientListener(Service):
         for d in waiting:
             d.callback(port)
 
-    def _failed(self, failure: Any) -> None:
-        log.critical("Cannot listen for clients on {description}: {error}; stopping",
-                     description=self.description, error=failure.getErrorMessage())
+    def _cannot_listen(self, failure: Any) -> str:
+        """The one line saying why; fails whoever waits in ``whenListening``."""
+        error = failure.value
+        why = failure.getErrorMessage()
+        if isinstance(error, CannotListenError) and isinstance(error.socketError, OSError):
+            why = error.socketError.strerror or str(error.socketError)  # "Address already in use"
         waiting, self._waiting = self._waiting, []
         for d in waiting:
             d.errback(failure)
+        return f"asttapi: cannot listen on {self.description}: {why}"
+
+    def _failed(self, failure: Any) -> None:
+        # Endpoints that bind later (none of Twisted's own): the reactor runs
+        # already, so all we can do is say so and stop it.
+        log.critical("{text}; stopping", text=self._cannot_listen(failure))
         if getattr(self.reactor, "running", False):
             self.reactor.stop()
 
@@ -131,12 +179,11 @@ class AppService(MultiService):
         self.listeners: list[ClientListener] = []
 
     def startService(self) -> None:
-        if self.demo is not None:
-            log.warn(
-                "DEMO MODE: no Asterisk configured; calls come from the embedded SIMULATED PBX, not a real phone system"
-            )
+        # (The demo PBX says once, loudly, that it is a simulation.)
         d = self.plugins.startup(self.config, self)
-        d.addErrback(self._plugin_startup_failed)
+        failure = _failed_now(d, later=self._plugin_startup_failed)
+        if failure is not None:
+            raise StartupError(f"asttapi: {failure.getErrorMessage()}")
         super().startService()
 
     def _plugin_startup_failed(self, failure: Any) -> None:

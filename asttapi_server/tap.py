@@ -5,7 +5,10 @@ still parsing its command line, so a bad file stops start-up before anything
 runs, with one line on stderr and exit status 1 (``SystemExit`` with a
 message): no usage dump, no traceback. Flags win over the file.
 :func:`makeService` hands the :class:`~asttapi_server.config.Config` to
-:func:`asttapi_server.service.make_service`.
+:func:`asttapi_server.service.make_service`; what that refuses (a non-loopback
+``listen`` without ``[users]``, a plugin's bad settings) ends the same way,
+and a client port that cannot be bound ends start-up with one line too
+(:class:`asttapi_server.service.StartupError`), daemon or not.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from asttapi_server.config import Config, load_config
-from asttapi_server.errors import ConfigError
+from asttapi_server.errors import AstTapiError, ConfigError
 
 
 class Options(usage.Options):
@@ -83,4 +86,10 @@ def makeService(options: Options) -> IService:
             "--ami-secret is visible to every local user in `ps` and /proc; give the secret in "
             "[ami] secret_file = \"/etc/asttapi/ami.secret\" (mode 0600) or in $ASTTAPI_AMI_SECRET instead"
         )
-    return make_service(options.config)
+    try:
+        return make_service(options.config)
+    except AstTapiError as exc:
+        # A refusal found while building (listen on 0.0.0.0 without [users],
+        # a plugin that will not configure): one line, exit 1, before twistd
+        # daemonizes or writes a pidfile.
+        raise SystemExit(f"asttapi: {exc}") from None

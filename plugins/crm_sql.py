@@ -2,7 +2,8 @@
 
 Settings (``[plugins.crm_sql]``, all optional)::
 
-    database = "crm.sqlite"     # SQLite file, opened read-only; omitted: the bundled demo CRM
+    database = "crm.sqlite"     # SQLite file, opened read-only
+    demo = true                 # instead: the bundled demo CRM (invented contacts)
     driver = "sqlite3"          # any DB-API module; with another driver use `connect`
     connect = { host = "db", dbname = "crm", user = "tapi" }   # keyword args of driver.connect()
     query = "SELECT id, first_name, last_name, company, phone, mobile FROM contacts"
@@ -10,6 +11,11 @@ Settings (``[plugins.crm_sql]``, all optional)::
     lookup_query = ""           # per-lookup mode instead of the index, see below
     link = "https://crm.example/contacts/{id}"   # a column-name template
     region = "GB"               # for national numbers without country code
+
+With neither ``database`` nor ``connect`` the plugin runs on the bundled demo
+CRM (``demo_crm.sql``, invented contacts), but only on the demo PBX or with
+``demo = true``; on a real PBX it stops start-up with one line saying what to
+set (``Settings.demo_data``).
 
 Strategy: the plugin runs ``query`` at start-up and indexes every number it
 returns by its E.164 key (:mod:`asttapi_server.numbers`), then answers each
@@ -80,20 +86,22 @@ def configure(settings: Mapping[str, Any], config: Any) -> "CrmPlugin":
     refresh = s.number("refresh", DEFAULT_REFRESH)
     link = s.str("link")
     region = check_region(s.str("region", DEFAULT_REGION))
+    configured = database is not None or bool(connect_kwargs) or driver != "sqlite3"
+    demo = s.demo_data("plugins.crm_sql", configured=configured,
+                       needs="database (an SQLite file) or driver and connect")
     s.done()
 
-    if driver == "sqlite3" and not connect_kwargs:
-        if database is None:
-            connect = _demo_connection()
-            link = link or DEMO_LINK
-            refresh = 0.0
-            log.info("crm_sql uses the bundled demo CRM ({script})", script=str(DEMO_SCRIPT))
-        else:
-            path = resolve_path(database, config)
-            if not path.is_file():
-                raise ValueError(f"setting 'database': SQLite file {str(path)!r} does not exist")
-            uri = path.resolve().as_uri() + "?mode=ro"
-            connect = lambda: sqlite3.connect(uri, uri=True, check_same_thread=False)  # noqa: E731
+    if demo:
+        connect = _demo_connection()
+        link = link or DEMO_LINK
+        refresh = 0.0
+        log.info("crm_sql uses the bundled demo CRM, invented contacts ({script})", script=str(DEMO_SCRIPT))
+    elif driver == "sqlite3" and not connect_kwargs:
+        path = resolve_path(database, config)
+        if not path.is_file():
+            raise ValueError(f"setting 'database': SQLite file {str(path)!r} does not exist")
+        uri = path.resolve().as_uri() + "?mode=ro"
+        connect = lambda: sqlite3.connect(uri, uri=True, check_same_thread=False)  # noqa: E731
     else:
         try:
             module = importlib.import_module(driver)

@@ -7,7 +7,9 @@ Settings (``[plugins.outlook_contacts]``; at least one file)::
     region = "GB"                   # for national numbers without country code
 
 Paths are relative to the config file. With neither ``csv`` nor ``vcf`` the
-bundled demo files (``demo_contacts.csv``, ``demo_contacts.vcf``) are used.
+bundled demo files (``demo_contacts.csv``, ``demo_contacts.vcf``, invented
+contacts) are used, but only on the demo PBX or with ``demo = true``; on a
+real PBX start-up stops with one line saying what to set.
 
 CSV: Outlook's own column names (``First Name``, ``Middle Name``, ``Last Name``,
 ``Company``, ``Business Phone``, ``Business Phone 2``, ``Home Phone``,
@@ -57,10 +59,13 @@ def configure(settings: Mapping[str, Any], config: Any) -> "OutlookContacts":
     csv_files = s.paths("csv")
     vcf_files = s.paths("vcf")
     region = check_region(s.str("region", DEFAULT_REGION))
+    demo = s.demo_data("plugins.outlook_contacts", configured=bool(csv_files or vcf_files),
+                       needs="csv or vcf (contact files)")
     s.done()
-    if not csv_files and not vcf_files:
+    if demo:
         csv_files, vcf_files = [DEMO_CSV], [DEMO_VCF]
-        log.info("outlook_contacts uses the bundled demo contacts ({csv}, {vcf})", csv=str(DEMO_CSV), vcf=str(DEMO_VCF))
+        log.info("outlook_contacts uses the bundled demo contacts, invented ({csv}, {vcf})",
+                 csv=str(DEMO_CSV), vcf=str(DEMO_VCF))
     return OutlookContacts(csv_files=csv_files, vcf_files=vcf_files, region=region)
 
 

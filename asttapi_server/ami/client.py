@@ -16,6 +16,16 @@ jitter) and try again; the failure count resets after a successful login, so a
 wrong secret backs off while a restart of Asterisk reconnects within a second
 or two.
 
+A peer that is not Asterisk
+---------------------------
+Asterisk greets every connection with ``Asterisk Call Manager/<version>``
+at once.  If the first line says anything else, or nothing comes within
+``GREETING_TIMEOUT`` seconds, the protocol fails the login with
+:class:`~asttapi_server.errors.NotAsteriskManager` and the log gets one line
+(``AMI: pbx:80 is not an Asterisk manager (it said: 'HTTP/1.1 400 Bad
+Request'); check [ami] host and port``) instead of 30 s of silence and a
+login timeout; the retries back off as for any failed attempt.
+
 Actions before login
 --------------------
 No action is queued: while the link is not logged in :meth:`AMIClient.send_action`
@@ -40,7 +50,7 @@ from twisted.python.failure import Failure
 
 from asttapi_server.ami.message import Message
 from asttapi_server.ami.protocol import AMIProtocol
-from asttapi_server.errors import AuthenticationFailed, LinkDown
+from asttapi_server.errors import AuthenticationFailed, LinkDown, NotAsteriskManager
 
 __all__ = ["AMIClient", "DEFAULT_EVENTS", "default_retry_policy"]
 
@@ -64,6 +74,10 @@ def _describe(endpoint: Any) -> str:
 
 
 class _Factory(Factory):
+    # One per connection attempt: Twisted's "Starting factory <... at 0x...>"
+    # and "Stopping factory" lines would come with every reconnect.
+    noisy = False
+
     def __init__(self, client: AMIClient) -> None:
         self.client = client
 
@@ -269,7 +283,10 @@ class AMIClient(Service):
 
     def _login_failed(self, failure: Failure, proto: AMIProtocol) -> None:
         self._login_proto = None
-        if failure.check(AuthenticationFailed):
+        if failure.check(NotAsteriskManager):
+            # Wrong host or port: say so in one line, then keep retrying.
+            self.log.error("AMI: {why}; check [ami] host and port", why=failure.getErrorMessage())
+        elif failure.check(AuthenticationFailed):
             # Loud on purpose, every time (pitfall 16): the admin must see it.
             self.log.error(
                 "AMI LOGIN REFUSED for user {username} at {where}: {why}",

@@ -43,6 +43,7 @@ from asttapi_server.errors import (
     AMIError,
     AuthenticationFailed,
     LinkDown,
+    NotAsteriskManager,
 )
 from asttapi_server.throttle import LogThrottle
 
@@ -53,6 +54,30 @@ LOGIN, LIVE, CLOSING, CLOSED = "login", "live", "closing", "closed"
 # The kind of a parser problem: its text before any quoted bytes, numbers
 # folded, so "block without any header" is one problem however it varies.
 _PROBLEM_KIND = re.compile(r"\d+")
+
+
+#: Seconds a peer has to send its ``Asterisk Call Manager/...`` banner, which
+#: Asterisk writes the moment it accepts; silence means a wrong host or port.
+GREETING_TIMEOUT = 5.0
+#: Bytes of a peer's first line we read (and show) before judging it.
+_GREETING_BYTES = 200
+_SHOWN_BYTES = 60
+
+
+def greeting_problem(first: bytes) -> str | None:
+    """Why the peer's first line is not an AMI greeting (None: it is one).
+
+    Asterisk greets with ``Asterisk Call Manager/<version>`` (proxies with
+    ``Asterisk Call Manager Proxy/<version>``) before anything else; a web
+    server, an SSH daemon or a database answers with something else, or
+    waits. The text shows what the peer said, escaped and truncated."""
+    line = first.lstrip(b"\r\n").split(b"\n", 1)[0].rstrip(b"\r")
+    if b"call manager" in line.lower():
+        return None
+    shown = repr(line[:_SHOWN_BYTES])[1:]
+    if len(line) > _SHOWN_BYTES:
+        shown += "..."
+    return f"it said: {shown}"
 
 
 class _Pending:
@@ -98,6 +123,7 @@ class AMIProtocol(Protocol):
         max_message_bytes: int = 1 << 20,
         shutdown_grace: float = 10.0,
         event_filter: Iterable[str] | None = None,
+        greeting_timeout: float = GREETING_TIMEOUT,
     ) -> None:
         self.clock = clock
         self.prefix = prefix
@@ -122,6 +148,9 @@ class AMIProtocol(Protocol):
         self.keepalive = 0.0
         self.pong_timeout = 0.0
         self.peer = "?"
+        self.greeting_timeout = greeting_timeout
+        self._greeting: bytes | None = b""  # None once the banner is seen
+        self._greeting_call: IDelayedCall | None = None
         # Every log line about what the PBX sent goes through this (item 8 of
         # issue 11: a garbage flood wrote 224 MB of log in 45 s).
         self._log_throttle = LogThrottle()
@@ -155,8 +184,14 @@ class AMIProtocol(Protocol):
             self.peer = f"{peer.host}:{peer.port}"
         except Exception:
             self.peer = "?"
+        if self.greeting_timeout > 0:
+            self._greeting_call = self.clock.callLater(self.greeting_timeout, self._no_greeting)
 
     def dataReceived(self, data: bytes) -> None:
+        if self._greeting is not None:
+            data = self._check_greeting(data)
+            if not data:
+                return
         collecting = self._collecting
         observers = self.observers
         wanted = self._wanted
@@ -183,10 +218,15 @@ class AMIProtocol(Protocol):
                 self._response(msg)
                 collecting = self._collecting
             else:
+                # (kind OTHER has no name: show the block's head instead)
                 self._input_problem("ignored " + kind, "AMI {kind} message from {peer} ignored: {name}",
-                                    level="debug", kind=kind, name=repr(msg.name[:80]))
+                                    level="debug", kind=kind,
+                                    name=repr(msg.name[:80]) if msg.name else repr(msg.raw[:_SHOWN_BYTES])[1:])
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        if self._greeting:  # it said something, then hung up: judge what it said
+            self._not_asterisk(greeting_problem(self._greeting) or "it hung up after its banner")
+        self._cancel_greeting_timer()
         was = self.state
         self.state = CLOSED
         for call in (self._keepalive_call, self._shutdown_call):
@@ -197,6 +237,54 @@ class AMIProtocol(Protocol):
         self._fail_all(LinkDown(f"AMI link to {self.peer} lost ({why})"))
         if was != CLOSED and self.on_lost is not None:
             self.on_lost(self, reason)
+
+    # -- the greeting ------------------------------------------------------
+
+    def _check_greeting(self, data: bytes) -> bytes:
+        """Hold bytes until the first line is in; b"" while waiting or refused."""
+        buf = self._greeting + data  # type: ignore[operator]
+        if b"\n" not in buf.lstrip(b"\r\n") and len(buf) < _GREETING_BYTES:
+            self._greeting = buf
+            return b""
+        problem = greeting_problem(buf)
+        if problem is not None:
+            self._greeting = b""
+            self._not_asterisk(problem)
+            return b""
+        self._greeting = None
+        self._cancel_greeting_timer()
+        return buf
+
+    def _no_greeting(self) -> None:
+        self._greeting_call = None
+        held = self._greeting
+        if held is None or self.state != LOGIN:
+            return
+        if not held:
+            self._not_asterisk(f"it sent nothing in {self.greeting_timeout:g} s")
+            return
+        problem = greeting_problem(held)
+        if problem is not None:
+            self._not_asterisk(problem)
+        else:  # a slow "Asterisk Call Manager/..." still on its way: it is one
+            self._greeting = None
+            self.dataReceived(held)
+
+    def _not_asterisk(self, problem: str) -> None:
+        """Fail the login with one clear reason and hang up (the client retries)."""
+        self._greeting = None
+        self._cancel_greeting_timer()
+        if self.state == CLOSED:
+            return
+        self.state = CLOSING
+        problem = actions.scrub_text(problem, *self._secrets)  # an echo of a plain Login
+        self._fail_all(NotAsteriskManager(f"{self.peer} is not an Asterisk manager ({problem})"))
+        self.transport.abortConnection()
+
+    def _cancel_greeting_timer(self) -> None:
+        if self._greeting_call is not None and self._greeting_call.active():
+            self._greeting_call.cancel()
+        self._greeting_call = None
 
     def _parse_error(self, text: str) -> None:
         kind = _PROBLEM_KIND.sub("N", text.split(":", 1)[0])[:80]

@@ -132,8 +132,6 @@ class DemoEngine:
         if self.running:
             return
         self.running = True
-        log.warn("DEMO PBX: this is a SIMULATION, not a real Asterisk. Calls are invented; "
-                 "point ami.host at a real PBX for production.")
         self._loop_call = self.clock.callLater(self.timing.first_call, self._loop_next)
 
     def stop(self) -> None:

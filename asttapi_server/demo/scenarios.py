@@ -470,6 +470,10 @@ class OutboundCall(Flow):
         near.context, near.exten, near.priority = self.context, self.number, 1
         self.tapi_started = True
         self.tapi(near, f"LINE_NEWCALL {self.line}")
+        # What was dialled, and which way: a client shows "to 95551234, outbound".
+        self.tapi(near, "SET CALLORIGIN LINECALLORIGIN_OUTBOUND")
+        self.tapi(near, f"SET CALLEDID {self.number}")
+        self.tapi(near, "LINE_CALLINFO LINECALLINFOSTATE_CALLEDID")
         self.tapi(near, "LINE_CALLSTATE LINECALLSTATE_DIALTONE")
         self.tapi(near, "LINE_CALLSTATE LINECALLSTATE_DIALING")
         self.tapi(near, "LINE_CALLSTATE LINECALLSTATE_PROCEEDING")
@@ -493,9 +497,9 @@ class OutboundCall(Flow):
                 self.hang(p_far, 17, request=None)
             self.hang(p_near, 0, request=None)
             self.emit(ami.varset(near, "DIALSTATUS", "BUSY"))
-            near.priority = 6
-            self.app(near, "GotoIf", '0?busy')
             near.priority = 9
+            self.app(near, "GotoIf", '0?busy')
+            near.priority = 12
             self.tapi(near, "LINE_CALLSTATE LINECALLSTATE_BUSY")
             self.app(near, "Hangup", "")
             yield 0.0

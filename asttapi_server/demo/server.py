@@ -293,6 +293,7 @@ class DemoAMIFactory(Factory):
     """Builds :class:`AMIServerProtocol` sessions sharing one :class:`DemoEngine`."""
 
     protocol = AMIServerProtocol  # type: ignore[assignment]
+    noisy = False  # no "Starting factory <... at 0x...>" lines
 
     def __init__(self, engine: DemoEngine, username: str = "asttapi", secret: str = "") -> None:
         self.engine = engine
@@ -329,9 +330,6 @@ class DemoPBX(Service):
         if self.port is None:
             self.port = self.reactor.listenTCP(self.port_number, self.factory,
                                                interface=self.interface)
-            host = self.port.getHost()
-            log.warn("DEMO PBX listening on {host}:{port}: a SIMULATED Asterisk, not a real PBX",
-                     host=host.host, port=host.port)
         return self.port
 
     def listening_port(self) -> int:
@@ -340,12 +338,11 @@ class DemoPBX(Service):
 
     def startService(self) -> None:
         super().startService()
-        self.listen()
-        for line in (
-            "*** DEMO MODE: the PBX is a SIMULATION (asttapi_server.demo), not a real Asterisk ***",
-            "*** Calls, callers and numbers are invented; set ami.host to use a real PBX ***",
-        ):
-            log.warn(line)
+        host = self.listen().getHost()
+        # The one banner per start (every call's own log line says "simulation" too).
+        log.warn("DEMO MODE: calls come from the embedded SIMULATED PBX on {host}:{port}, not a real "
+                 "Asterisk; callers and numbers are invented ([ami] host, without demo = true, selects your PBX)",
+                 host=host.host, port=host.port)
         if self.autoplay:
             self.engine.start()
         else:

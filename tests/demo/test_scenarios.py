@@ -71,15 +71,18 @@ def test_outbound_9nxxxxxx():
     flow, msgs = play("outbound")
     uid = flow.dialplan.uniqueid
     events = tapievents(msgs)
-    assert events[:4] == [
+    assert events[:7] == [
         (uid, "LINE_NEWCALL line_1"),
+        (uid, "SET CALLORIGIN LINECALLORIGIN_OUTBOUND"),
+        (uid, "SET CALLEDID 95551234"),
+        (uid, "LINE_CALLINFO LINECALLINFOSTATE_CALLEDID"),
         (uid, "LINE_CALLSTATE LINECALLSTATE_DIALTONE"),
         (uid, "LINE_CALLSTATE LINECALLSTATE_DIALING"),
         (uid, "LINE_CALLSTATE LINECALLSTATE_PROCEEDING"),
     ]
-    assert events[4][1] == f"[~{uid}] LINE_CALLSTATE LINECALLSTATE_CONNECTED"
-    assert events[5] == (uid, "LINE_CALLSTATE LINECALLSTATE_IDLE")
-    assert len(events) == 6
+    assert events[7][1] == f"[~{uid}] LINE_CALLSTATE LINECALLSTATE_CONNECTED"
+    assert events[8] == (uid, "LINE_CALLSTATE LINECALLSTATE_IDLE")
+    assert len(events) == 9
     newcall = next(m for m in msgs if get(m, "TAPIEVENT") == "LINE_NEWCALL line_1")
     assert (get(newcall, "Context"), get(newcall, "Exten")) == ("trunklocal", "95551234")
     assert not [m for m in msgs if get(m, "Event") == "OriginateResponse"]
@@ -90,6 +93,9 @@ def test_busy():
     uid = flow.dialplan.uniqueid
     assert tapievents(msgs) == [
         (uid, "LINE_NEWCALL line_1"),
+        (uid, "SET CALLORIGIN LINECALLORIGIN_OUTBOUND"),
+        (uid, f"SET CALLEDID {flow.number}"),
+        (uid, "LINE_CALLINFO LINECALLINFOSTATE_CALLEDID"),
         (uid, "LINE_CALLSTATE LINECALLSTATE_DIALTONE"),
         (uid, "LINE_CALLSTATE LINECALLSTATE_DIALING"),
         (uid, "LINE_CALLSTATE LINECALLSTATE_PROCEEDING"),

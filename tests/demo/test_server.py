@@ -189,8 +189,11 @@ def test_originate_async_honours_channel_id_and_plays_the_outbound_flow():
             get(resp, "Uniqueid")) == ("orig-1", "Success", "4", "tapi-7")
     assert get(resp, "Channel").endswith(";1")
     events = [(u, t) for u, t in ((get(m, "Uniqueid"), get(m, "TAPIEVENT")) for m in msgs) if t]
-    assert events[:4] == [
+    assert events[:7] == [
         ("tapi-7", "LINE_NEWCALL line_1"),
+        ("tapi-7", "SET CALLORIGIN LINECALLORIGIN_OUTBOUND"),
+        ("tapi-7", "SET CALLEDID 95551234"),
+        ("tapi-7", "LINE_CALLINFO LINECALLINFOSTATE_CALLEDID"),
         ("tapi-7", "LINE_CALLSTATE LINECALLSTATE_DIALTONE"),
         ("tapi-7", "LINE_CALLSTATE LINECALLSTATE_DIALING"),
         ("tapi-7", "LINE_CALLSTATE LINECALLSTATE_PROCEEDING"),
@@ -387,4 +390,5 @@ def test_originate_as_the_bridge_sends_it_uses_tapi_line():
     texts = [(get(m, "Uniqueid"), get(m, "TAPIEVENT")) for m in s.take() if get(m, "TAPIEVENT")]
     assert texts[0] == ("asttapi-1-5", "LINE_NEWCALL line_2")
     assert texts[-1] == ("asttapi-1-5", "LINE_CALLSTATE LINECALLSTATE_IDLE")
-    assert len(texts) == 6  # NEWCALL, DIALTONE, DIALING, PROCEEDING, CONNECTED, IDLE
+    assert len(texts) == 9  # NEWCALL, 2 SETs, CALLINFO, DIALTONE, DIALING, PROCEEDING, CONNECTED, IDLE
+    assert ("asttapi-1-5", "SET CALLEDID +49301234567") in texts

@@ -30,7 +30,7 @@ ROWS = [
 
 
 def test_demo_crm_has_the_demo_caller():
-    plugin = crm_sql.configure({}, None)
+    plugin = crm_sql.configure({"demo": True}, None)
     contact = plugin.find("0301234567")
     assert contact == {"name": "Ext Caller", "company": "Contoso Ltd", "source": "crm", "number": "030 1234567",
                        "id": 1001, "link": "https://crm.example/contacts/1001"}
@@ -111,8 +111,8 @@ def test_database_is_opened_read_only(tmp_path):
 
 @pytest.mark.parametrize("settings, message", [
     ({"database": "/nonexistent/crm.sqlite"}, "does not exist"),
-    ({"query": "SELECT nonsense FROM nowhere"}, "no such table"),
-    ({"query": "SELECT id, company FROM contacts"}, "no number column"),
+    ({"demo": True, "query": "SELECT nonsense FROM nowhere"}, "no such table"),
+    ({"demo": True, "query": "SELECT id, company FROM contacts"}, "no number column"),
     ({"driver": "no_such_dbapi_driver"}, "cannot import DB-API module"),
     ({"refresh": "often"}, "setting 'refresh'"),
     ({"qeury": "x"}, "unknown setting"),

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from twisted.internet.defer import maybeDeferred
 
+from asttapi_server.config import Config
 from asttapi_server.errors import PluginError
 from asttapi_server.plugins import ENTRY_POINT_GROUP, build_plugin_manager, bundled_plugin_dir
 
@@ -109,7 +110,7 @@ def test_installed_entry_points_are_read_from_the_group(monkeypatch, tmp_path):
 def test_bundled_plugins_are_found_in_the_checkout_by_default():
     assert bundled_plugin_dir() is not None and (bundled_plugin_dir() / "crm_sql.py").is_file()
     host = build_plugin_manager(FakePluginsConfig(("crm_sql", "outlook_contacts")), entry_points=[],
-                                run_in_thread=maybeDeferred)
+                                config=Config(demo=True), run_in_thread=maybeDeferred)
     assert host.names == ["crm_sql", "outlook_contacts", "tapi_userevent"]
     assert answer(host, "0301234567")["name"] == "Ext Caller"
 

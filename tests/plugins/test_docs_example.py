@@ -8,6 +8,7 @@ from pathlib import Path
 
 from twisted.internet.defer import maybeDeferred
 
+from asttapi_server.config import Config
 from asttapi_server.core.events import TapiEvent
 from asttapi_server.plugins import build_plugin_manager, bundled_plugin_dir
 
@@ -26,8 +27,9 @@ def test_the_documented_example_plugin(tmp_path):
     (tmp_path / "vip.py").write_text(example("vip.py"), encoding="utf-8")
     section = tomllib.loads(example("vip.toml"))["plugins"]
     config = FakePluginsConfig(tuple(section["enabled"]), {k: v for k, v in section.items() if k != "enabled"})
+    # On the demo PBX (Config(demo=True)) crm_sql without settings reads the demo CRM.
     host = build_plugin_manager(config, entry_points=[], search_paths=[tmp_path, bundled_plugin_dir()],
-                                run_in_thread=maybeDeferred)
+                                config=Config(demo=True), run_in_thread=maybeDeferred)
     assert host.names == ["vip", "crm_sql", "tapi_userevent"]
 
     found = []

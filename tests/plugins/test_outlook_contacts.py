@@ -15,7 +15,7 @@ HEADER = ('"First Name","Middle Name","Last Name","Company","Business Phone","Bu
 
 
 def test_demo_files_have_the_demo_callers_written_differently():
-    plugin = outlook.configure({}, None)
+    plugin = outlook.configure({"demo": True}, None)
     assert plugin.find("02079460958")["name"] == "Jane Doe"       # CSV: +44 20 7946 0958
     assert plugin.find("+442079460959")["name"] == "Sam Smith"    # vCard: 020 7946 0959
 
