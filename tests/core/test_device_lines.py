@@ -477,3 +477,11 @@ def test_handmade_busy_before_ringing_is_busy_not_a_rejection():
             ev("Hangup", Channel="PJSIP/201-00000002", Uniqueid="9.2", Cause="17")]
     _, _, _, events = play(msgs)
     assert seq(events, "bob") == [[NEWCALL, OFFERING, f"{DISCONNECTED} LINEDISCONNECTMODE_BUSY", IDLE]]
+
+
+def test_the_benchmark_runs():
+    """Smoke test only (no timing asserted): bench/device_lines.py replays the captures and leaks nothing."""
+    from bench import device_lines as bench
+
+    figures = bench.run(rounds=2)
+    assert figures["events"] > 0 and figures["signals"] > 0
