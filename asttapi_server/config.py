@@ -97,6 +97,9 @@ class LineConfig:
     channel: str
     context: str = "default"
     callerid: str | None = None
+    # A device line (issue 15): its calls come from the channel events of this
+    # device ("PJSIP/201"), not from the dialplan's TAPI UserEvents.
+    device: str | None = None
 
 
 @dataclass(frozen=True)
@@ -387,6 +390,7 @@ _SERVER_KEYS.update(dict.fromkeys(("replay_ring_bytes", "max_lines_per_session",
 _LINE_KEYS = {k: None for k in ("channel", "context", "callerid")}
 _USER_KEYS = {k: None for k in ("token", "lines")}
 _USER_KEYS["token_file"] = None
+_LINE_KEYS["device"] = None
 _SERVER_NET_KEYS = (
     "max_clients", "max_clients_per_address", "login_timeout", "handshake_timeout", "line_timeout",
     "login_free_failures", "login_backoff", "login_backoff_max", "login_forget_after",
@@ -477,13 +481,38 @@ def _lines(r: _Reader, d: Mapping[str, Any]) -> dict[str, LineConfig]:
         if not isinstance(table, dict):
             raise r.fail(p, f"a table [lines.{name}] with at least 'channel'", table)
         r.table(table, p, _LINE_KEYS)
+        device = _line_device(r, table, p)
         lines[name] = LineConfig(
             name=name,
-            channel=r.string(table, p, "channel", None, required=True),
+            channel=r.string(table, p, "channel", device, required=device is None),
             context=r.string(table, p, "context", "default"),
             callerid=r.string(table, p, "callerid", None),
+            device=device,
         )
     return lines
+
+
+def _line_device(r: _Reader, table: Mapping[str, Any], p: str) -> str | None:
+    """``device`` of a line: one phone endpoint (``PJSIP/201``), the channel its click-to-dial rings too.
+
+    One line, one source: a device line is fed by the device's channel
+    events, so its ``channel`` (if given) must be that same device.
+    """
+    from asttapi_server.core.device_lines import normalise_device
+
+    device = r.string(table, p, "device", None)
+    if device is None:
+        return None
+    key = normalise_device(device)
+    if key is None:
+        raise r.fail(f"{p}.device", "a device as Tech/resource, e.g. \"PJSIP/201\" or \"SIP/bob\"", device)
+    channel = table.get("channel")
+    if isinstance(channel, str) and normalise_device(channel) != key:
+        raise ConfigError(
+            f"{r.source}: key '{p}.channel': a device line rings its own device; expected "
+            f"{device!r} or no 'channel', got {channel!r}"
+        )
+    return device.strip()
 
 
 def _users(r: _Reader, d: Mapping[str, Any]) -> dict[str, UserConfig]:
