@@ -272,7 +272,9 @@ class Bridge:
         if call is not None and call.channel:
             for line in call.seen_lines:
                 conf = self.config.lines.get(line)
-                if conf is not None and conf.channel and _is_phone_channel(call.channel, conf.channel):
+                # (a device line's calls are all on its phone's channels, inbound ones too)
+                if conf is not None and conf.channel and not conf.device and _is_phone_channel(
+                        call.channel, conf.channel):
                     return False
         return True
 

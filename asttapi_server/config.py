@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ __all__ = [
     "UserConfig",
     "CallsConfig",
     "PluginsConfig",
+    "WebConfig",
     "Config",
     "load_config",
     "DEMO_LINES",
@@ -95,6 +97,9 @@ class LineConfig:
     channel: str
     context: str = "default"
     callerid: str | None = None
+    # A device line (issue 15): its calls come from the channel events of this
+    # device ("PJSIP/201"), not from the dialplan's TAPI UserEvents.
+    device: str | None = None
 
 
 @dataclass(frozen=True)
@@ -127,6 +132,21 @@ class PluginsConfig:
 
 
 @dataclass(frozen=True)
+class WebConfig:
+    """``[web]``: the browser page and JSON-RPC over WebSocket (see asttapi_server.web)."""
+
+    listen: tuple[str, ...] = ()  # empty: no web listener
+    allowed_origins: tuple[str, ...] = ()  # origins besides the page's own that may open /ws
+    frame_ancestors: tuple[str, ...] = ()  # origins that may frame the page (CSP frame-ancestors)
+    # True when listen is the demo's default, not asked for: a port that is taken only warns.
+    default_listen: bool = False
+
+
+#: The web listener of a demo run whose config does not set ``web.listen``.
+DEMO_WEB_LISTEN = "tcp:8080:interface=127.0.0.1"
+
+
+@dataclass(frozen=True)
 class Config:
     ami: AMIConfig = field(default_factory=AMIConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -134,6 +154,7 @@ class Config:
     users: Mapping[str, UserConfig] = field(default_factory=lambda: _EMPTY)
     calls: CallsConfig = field(default_factory=CallsConfig)
     plugins: PluginsConfig = field(default_factory=PluginsConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     demo: bool = False
     source: str | None = None
 
@@ -154,6 +175,7 @@ OVERRIDE_FLAGS: Mapping[str, str] = MappingProxyType(
         "ami.username": "--ami-username",
         "ami.secret": "--ami-secret",
         "server.listen": "--listen",
+        "web.listen": "--web-listen",
         "demo": "--demo",
     }
 )
@@ -368,13 +390,14 @@ _SERVER_KEYS.update(dict.fromkeys(("replay_ring_bytes", "max_lines_per_session",
 _LINE_KEYS = {k: None for k in ("channel", "context", "callerid")}
 _USER_KEYS = {k: None for k in ("token", "lines")}
 _USER_KEYS["token_file"] = None
+_LINE_KEYS["device"] = None
 _SERVER_NET_KEYS = (
     "max_clients", "max_clients_per_address", "login_timeout", "handshake_timeout", "line_timeout",
     "login_free_failures", "login_backoff", "login_backoff_max", "login_forget_after",
 )
 _SERVER_KEYS.update(dict.fromkeys(_SERVER_NET_KEYS))
 _CALLS_KEYS = {k: None for k in ("hangup_grace", "max_age", "linger", "state_file", "max_calls", "max_lines", "max_field_bytes")}
-_TOP_KEYS = {k: None for k in ("ami", "server", "lines", "users", "calls", "plugins", "demo")}
+_TOP_KEYS = {k: None for k in ("ami", "server", "lines", "users", "calls", "plugins", "demo", "web")}
 
 
 def _section(r: _Reader, data: Mapping[str, Any], name: str) -> Mapping[str, Any]:
@@ -458,13 +481,38 @@ def _lines(r: _Reader, d: Mapping[str, Any]) -> dict[str, LineConfig]:
         if not isinstance(table, dict):
             raise r.fail(p, f"a table [lines.{name}] with at least 'channel'", table)
         r.table(table, p, _LINE_KEYS)
+        device = _line_device(r, table, p)
         lines[name] = LineConfig(
             name=name,
-            channel=r.string(table, p, "channel", None, required=True),
+            channel=r.string(table, p, "channel", device, required=device is None),
             context=r.string(table, p, "context", "default"),
             callerid=r.string(table, p, "callerid", None),
+            device=device,
         )
     return lines
+
+
+def _line_device(r: _Reader, table: Mapping[str, Any], p: str) -> str | None:
+    """``device`` of a line: one phone endpoint (``PJSIP/201``), the channel its click-to-dial rings too.
+
+    One line, one source: a device line is fed by the device's channel
+    events, so its ``channel`` (if given) must be that same device.
+    """
+    from asttapi_server.core.device_lines import normalise_device
+
+    device = r.string(table, p, "device", None)
+    if device is None:
+        return None
+    key = normalise_device(device)
+    if key is None:
+        raise r.fail(f"{p}.device", "a device as Tech/resource, e.g. \"PJSIP/201\" or \"SIP/bob\"", device)
+    channel = table.get("channel")
+    if isinstance(channel, str) and normalise_device(channel) != key:
+        raise ConfigError(
+            f"{r.source}: key '{p}.channel': a device line rings its own device; expected "
+            f"{device!r} or no 'channel', got {channel!r}"
+        )
+    return device.strip()
 
 
 def _users(r: _Reader, d: Mapping[str, Any]) -> dict[str, UserConfig]:
@@ -525,6 +573,36 @@ def _plugins(r: _Reader, d: Mapping[str, Any]) -> PluginsConfig:
                           what="a list of plugin names, e.g. [\"crm_sql\"]"),
         settings=MappingProxyType(settings),
         lookup_timeout=r.number(d, p, "lookup_timeout", dflt.lookup_timeout),
+    )
+
+
+_WEB_KEYS = {k: None for k in ("listen", "allowed_origins", "frame_ancestors")}
+_ORIGIN = re.compile(r"^https?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?$")
+
+
+def _check_origin(origin: str) -> str | None:
+    if _ORIGIN.match(origin):
+        return None
+    return "an origin such as 'https://crm.example.com' or 'http://localhost:3000' (scheme, host, optional port; no path)"
+
+
+def _web(r: _Reader, d: Mapping[str, Any], demo: bool) -> WebConfig:
+    p = "web"
+    r.table(d, p, _WEB_KEYS)
+    default = "listen" not in d and demo
+    listen = r.strings(
+        d, p, "listen", (DEMO_WEB_LISTEN,) if default else (), check=_check_endpoint, allow_single=True,
+        what="an endpoint string or a list of them (an empty list turns the web listener off)",
+    )
+    origins = r.strings(d, p, "allowed_origins", (), check=_check_origin,
+                        what="a list of origins, e.g. [\"https://crm.example.com\"]")
+    ancestors = r.strings(d, p, "frame_ancestors", (), check=_check_origin,
+                          what="a list of origins that may show the page in a frame, e.g. [\"https://crm.example.com\"]")
+    return WebConfig(
+        listen=listen,
+        allowed_origins=tuple(o.lower() for o in origins),
+        frame_ancestors=tuple(o.lower() for o in ancestors),
+        default_listen=default,
     )
 
 
@@ -591,6 +669,7 @@ def load_config(
     calls = _calls(r, _section(r, data, "calls"))
     plugins = _plugins(r, _section(r, data, "plugins"))
     demo = r.boolean(data, "", "demo", False) or ami.host is None
+    web = _web(r, _section(r, data, "web"), demo)
 
     for user in users.values():
         for pattern in user.lines:
@@ -609,6 +688,7 @@ def load_config(
         users=MappingProxyType(users),
         calls=calls,
         plugins=plugins,
+        web=web,
         demo=demo,
         source=path,
     )

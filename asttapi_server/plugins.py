@@ -61,6 +61,10 @@ ENTRY_POINT_GROUP = "asttapi_server.plugins"
 BUNDLED_PACKAGE = "asttapi_plugins"
 #: Plugins that are always registered, whatever ``enabled`` says.
 BUILTIN_PLUGINS = {"tapi_userevent": "asttapi_server.tapi_userevent"}
+#: A built-in module may define ``builtin_plugin(config)``: what it returns is
+#: registered instead of the module, and nothing when it returns None (the
+#: device-line mapping, registered only when some line has a ``device``).
+BUILTIN_PLUGINS["channel_events"] = "asttapi_server.channel_events"
 
 DEFAULT_LOOKUP_TIMEOUT = 2.0
 SHUTDOWN_TIMEOUT = 5.0
@@ -226,7 +230,11 @@ def build_plugin_manager(
     host = PluginHost(lookup_timeout=timeout, clock=clock, run_in_thread=run_in_thread)
     if builtins:
         for name, module in BUILTIN_PLUGINS.items():
-            host.register(importlib.import_module(module), name)
+            builtin = importlib.import_module(module)
+            make = getattr(builtin, "builtin_plugin", None)
+            builtin = make(config) if make is not None else builtin
+            if builtin is not None:
+                host.register(builtin, name)
     for name in settings_by_name:
         if name not in enabled and name not in BUILTIN_PLUGINS:
             log.warn("Settings for plugin {plugin} ignored: it is not in [plugins] enabled", plugin=name)

@@ -177,6 +177,7 @@ class AppService(MultiService):
         self.client_factory: ClientFactory | None = None
         self.store: CallStore | None = None
         self.listeners: list[ClientListener] = []
+        self.web_listeners: list[ClientListener] = []  # the browser page and /ws (asttapi_server.web)
 
     def startService(self) -> None:
         # (The demo PBX says once, loudly, that it is a simulation.)
@@ -246,6 +247,7 @@ def make_service(config: Config, reactor: Any = None, *, demo_options: dict | No
         reactor = _reactor
 
     check_listen_security(config.server.listen, config.users)
+    check_listen_security(config.web.listen, config.users, key="web.listen")
     ensure_file_descriptors(config.server.max_clients)
 
     demo_mode = config.demo or not config.ami.host
@@ -316,6 +318,10 @@ def make_service(config: Config, reactor: Any = None, *, demo_options: dict | No
         listener = ClientListener(reactor, description, app.client_factory)
         listener.setServiceParent(app)
         app.listeners.append(listener)
+    if config.web.listen:
+        from .web import add_web_listeners
+
+        add_web_listeners(app, config, reactor)
     app.ami.setServiceParent(app)
     return app
 

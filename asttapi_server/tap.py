@@ -46,12 +46,18 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
+        self["web-listen"] = []
         self.config: Config | None = None
 
     def opt_listen(self, endpoint: str) -> None:
         """Client endpoint, a Twisted server endpoint string; may be repeated.
         [default: tcp:5039:interface=127.0.0.1]"""
         self["listen"].append(endpoint)
+
+    def opt_web_listen(self, endpoint: str) -> None:
+        """Browser page and WebSocket endpoint (ssl: for https/wss); may be repeated.
+        [default in demo mode: tcp:8080:interface=127.0.0.1]"""
+        self["web-listen"].append(endpoint)
 
     def overrides(self) -> dict[str, Any]:
         """The dotted config keys the flags set (flags not given are left out)."""
@@ -61,6 +67,7 @@ class Options(usage.Options):
             "ami.username": self["ami-username"],
             "ami.secret": self["ami-secret"],
             "server.listen": list(self["listen"]) or None,
+            "web.listen": list(self["web-listen"]) or None,
             "demo": True if self["demo"] else None,
         }
         return {k: v for k, v in out.items() if v is not None}

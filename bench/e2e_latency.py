@@ -26,6 +26,14 @@ run fails loudly otherwise. The server reports its RSS.
 
     .venv/bin/python bench/e2e_latency.py                       # 10, 100, 1000 clients
     .venv/bin/python bench/e2e_latency.py --clients 1000 --rate 100 --duration 10
+    .venv/bin/python bench/e2e_latency.py --transport both --clients 10 1000   # TCP, then WebSocket
+
+``--transport websocket`` connects the clients to the web listener's ``/ws``
+instead, each a browser-like RFC 6455 client (autobahn's client protocol,
+driven by this loop's sockets: handshake with an ``Origin``, masked frames
+out, one JSON-RPC message per text frame in, UTF-8 checked); the latency is
+then to the moment the frame is read. ``both`` runs TCP and then WebSocket
+for each client count, each on a fresh server with the same calls.
 
 ``run()`` returns one dict of figures per client count.
 """
@@ -154,7 +162,7 @@ def _rss_kib() -> dict[str, int]:
     return out
 
 
-def serve(ami_port: int) -> None:
+def serve(ami_port: int, transport: str = "tcp") -> None:
     sys.path.insert(0, str(ROOT))
     from twisted.internet import reactor, stdio, task
     from twisted.logger import globalLogBeginner
@@ -175,6 +183,7 @@ def serve(ami_port: int) -> None:
         "server.listen": ["tcp:0:interface=127.0.0.1:backlog=1024"],
         # every benchmark client comes from 127.0.0.1 (docs/security.md, "The network")
         "server.max_clients": 100_000, "server.max_clients_per_address": 100_000,
+        "web.listen": ["tcp:0:interface=127.0.0.1:backlog=1024"] if transport == "websocket" else [],
     })
     app = make_service(config, reactor)
     app.startService()
@@ -194,12 +203,14 @@ def serve(ami_port: int) -> None:
                 app.stopService()
                 reactor.stop()
 
+    listeners = app.web_listeners if transport == "websocket" else app.listeners
+
     def ready() -> None:
-        if app.bridge.link_up and app.listeners[0].port is not None:
+        if app.bridge.link_up and listeners[0].port is not None:
             loop.stop()
             baseline.update(_rss_kib())
             stdio.StandardIO(Control())
-            sys.stdout.write(f"PORT {app.listeners[0].port.getHost().port}\n")
+            sys.stdout.write(f"PORT {listeners[0].port.getHost().port}\n")
             sys.stdout.flush()
 
     loop = task.LoopingCall(ready)
@@ -226,11 +237,77 @@ class Client:
         self.sock.send(json.dumps(req).encode() + b"\n")
 
 
+class WSClient(Client):
+    """A browser-like WebSocket client: autobahn's client protocol on this loop's socket."""
+
+    __slots__ = ("proto", "now", "sink")
+
+    def __init__(self, port: int, line: str, sink: Any) -> None:
+        from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+        from twisted.internet.address import IPv4Address
+
+        client = self
+
+        class Proto(WebSocketClientProtocol):
+            def onOpen(self) -> None:
+                req = {"jsonrpc": "2.0", "id": 1, "method": "lineOpen", "params": {"line": line}}
+                self.sendMessage(json.dumps(req).encode())
+
+            def onMessage(self, payload: bytes, isBinary: bool) -> None:
+                client.sink(client, payload, client.now)
+
+        class SocketTransport:  # what the protocol writes to: this process's plain socket
+            def write(self, data: bytes) -> None:
+                client.sock.setblocking(True)
+                client.sock.sendall(data)
+                client.sock.setblocking(False)
+
+            def writeSequence(self, seq: list[bytes]) -> None:
+                self.write(b"".join(seq))
+
+            def getPeer(self) -> Any:
+                return IPv4Address("TCP", "127.0.0.1", port)
+
+            getHost = getPeer
+
+            def loseConnection(self) -> None:
+                pass
+
+            abortConnection = loseConnection
+
+            def registerProducer(self, producer: Any, streaming: bool) -> None:
+                pass
+
+            def unregisterProducer(self) -> None:
+                pass
+
+            def setTcpNoDelay(self, enabled: bool) -> None:
+                pass
+
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.setblocking(False)
+        self.line = line
+        self.buf = b""
+        self.got = {}
+        self.bad = []
+        self.open = False
+        self.now = 0
+        self.sink = sink
+        factory = WebSocketClientFactory(f"ws://127.0.0.1:{port}/ws", origin=f"http://127.0.0.1:{port}")
+        factory.setProtocolOptions(openHandshakeTimeout=0, closeHandshakeTimeout=0, autoPingInterval=0,
+                                   serverConnectionDropTimeout=0)
+        factory.protocol = Proto
+        self.proto = factory.buildProtocol(None)
+        self.proto.makeConnection(SocketTransport())
+
+
 class Bench:
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, transport: str = "tcp") -> None:
         self.ami = ScriptedAsterisk()
+        self.transport = transport
         env = dict(os.environ, PYTHONPATH=str(ROOT))
-        self.proc = subprocess.Popen([sys.executable, __file__, "--serve", str(self.ami.port)],
+        self.proc = subprocess.Popen([sys.executable, __file__, "--serve", str(self.ami.port), "--transport", transport],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd=ROOT)
         self.sel = selectors.DefaultSelector()
         self.sel.register(self.proc.stdout, selectors.EVENT_READ, "ctl")
@@ -245,7 +322,7 @@ class Bench:
         self.port = int(self.ctl.pop().split()[1])
         self.clients: list[Client] = []
         for i in range(n):
-            c = Client(self.port, f"line_{i}")
+            c = WSClient(self.port, f"line_{i}", self.message) if transport == "websocket" else Client(self.port, f"line_{i}")
             self.clients.append(c)
             self.sel.register(c.sock, selectors.EVENT_READ, c)
             if i % 50 == 49:
@@ -289,29 +366,37 @@ class Bench:
             c.bad.append("connection closed")
             self.sel.unregister(c.sock)
             return
+        if isinstance(c, WSClient):
+            c.now = now
+            c.proto.dataReceived(data)  # calls self.message for each whole frame
+            return
         *lines, c.buf = (c.buf + data).split(b"\n")
         for ln in lines:
-            msg = json.loads(ln)
-            method = msg.get("method")
-            if method is None:
-                if msg.get("id") == 1 and "result" in msg:
-                    c.open = True
-                else:
-                    c.bad.append(f"unexpected {msg}")
-                continue
-            if method == "hello":
-                continue
-            p = msg["params"]
-            if p.get("line") != c.line:
-                c.bad.append(f"event of {p.get('line')} on {c.line}")
-                continue
-            key = (p["callinfo"]["uniqueid"], method if method == "LINE_NEWCALL" else p.get("state") or p.get("infostate"))
-            c.got[key] = c.got.get(key, 0) + 1
-            t = self.sent.get(key)
-            if t is None:
-                c.bad.append(f"event nobody sent: {key}")
+            self.message(c, ln, now)
+
+    def message(self, c: Client, data: bytes, now: int) -> None:
+        """One JSON-RPC message (a line, or a WebSocket frame) read at ``now``."""
+        msg = json.loads(data)
+        method = msg.get("method")
+        if method is None:
+            if msg.get("id") == 1 and "result" in msg:
+                c.open = True
             else:
-                self.latencies.append(now - t)
+                c.bad.append(f"unexpected {msg}")
+            return
+        if method == "hello":
+            return
+        p = msg["params"]
+        if p.get("line") != c.line:
+            c.bad.append(f"event of {p.get('line')} on {c.line}")
+            return
+        key = (p["callinfo"]["uniqueid"], method if method == "LINE_NEWCALL" else p.get("state") or p.get("infostate"))
+        c.got[key] = c.got.get(key, 0) + 1
+        t = self.sent.get(key)
+        if t is None:
+            c.bad.append(f"event nobody sent: {key}")
+        else:
+            self.latencies.append(now - t)
 
     def play(self, n: int, cps: float, duration: float) -> int:
         """Write calls at ``cps`` for ``duration`` s; returns the number of calls."""
@@ -362,8 +447,8 @@ def _pct(values: list[int], p: float) -> float:
     return s[min(len(s) - 1, int(p / 100 * len(s)))] / 1e6
 
 
-def run_one(n: int, cps: float = 100.0, duration: float = 10.0) -> dict:
-    b = Bench(n)
+def run_one(n: int, cps: float = 100.0, duration: float = 10.0, transport: str = "tcp") -> dict:
+    b = Bench(n, transport)
     try:
         connected = b.stat()
         t0 = time.monotonic()
@@ -385,6 +470,7 @@ def run_one(n: int, cps: float = 100.0, duration: float = 10.0) -> dict:
             raise AssertionError(f"delivery broken: {bad[:5]} {wrong[:5]}")
         lat = b.latencies
         return {
+            "transport": transport,
             "clients": n,
             "calls_per_s": cps,
             "calls": calls,
@@ -415,21 +501,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clients", type=int, nargs="+", default=[10, 100, 1000])
     ap.add_argument("--rate", type=float, default=100.0, help="calls per second")
     ap.add_argument("--duration", type=float, default=10.0, help="seconds of calls per client count")
+    ap.add_argument("--transport", choices=["tcp", "websocket", "both"], default="tcp",
+                    help="JSON lines over TCP, JSON-RPC over WebSocket (/ws), or both, one after the other")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     if args.serve:
-        serve(args.serve)
+        serve(args.serve, args.transport)
         return 0
+    transports = ["tcp", "websocket"] if args.transport == "both" else [args.transport]
     for n in args.clients:
-        row = run_one(n, args.rate, args.duration)
-        if args.json:
-            print(json.dumps(row), flush=True)
-        else:
-            print(f"{row['clients']:>5} clients  {row['calls_per_s']:g} calls/s ({row['ami_events_per_call']} AMI "
-                  f"events/call): {row['client_events']} client events, p50 {row['p50_ms']:.3f} ms  "
-                  f"p99 {row['p99_ms']:.3f} ms  max {row['max_ms']:.2f} ms | server RSS idle "
-                  f"{row['server_rss_mib_idle']} MiB, connected {row['server_rss_mib_connected']} MiB, "
-                  f"peak {row['server_rss_mib_peak']} MiB", flush=True)
+        for transport in transports:
+            row = run_one(n, args.rate, args.duration, transport)
+            if args.json:
+                print(json.dumps(row), flush=True)
+            else:
+                print(f"{row['transport']:>9} {row['clients']:>5} clients  {row['calls_per_s']:g} calls/s "
+                      f"({row['ami_events_per_call']} AMI events/call): {row['client_events']} client events, p50 {row['p50_ms']:.3f} ms  "
+                      f"p99 {row['p99_ms']:.3f} ms  max {row['max_ms']:.2f} ms | server RSS idle "
+                      f"{row['server_rss_mib_idle']} MiB, connected {row['server_rss_mib_connected']} MiB, "
+                      f"peak {row['server_rss_mib_peak']} MiB", flush=True)
     return 0
 
 

@@ -319,18 +319,19 @@ def is_loopback_endpoint(description: str) -> bool:
         return False
 
 
-def check_listen_security(endpoints: Iterable[str], users: Mapping[str, Any]) -> None:
+def check_listen_security(endpoints: Iterable[str], users: Mapping[str, Any], key: str = "server.listen") -> None:
     """Refuse to serve clients without login anywhere but loopback.
 
     The service calls this at start-up with ``config.server.listen`` and
-    ``config.users``; raises :class:`ConfigError` naming the endpoint.
+    ``config.users`` (and with ``web.listen``, ``key`` naming it); raises
+    :class:`ConfigError` naming the endpoint.
     """
     if users:
         return
     for endpoint in endpoints:
         if not is_loopback_endpoint(endpoint):
             raise ConfigError(
-                f"server.listen: {endpoint!r} accepts connections from other machines, "
+                f"{key}: {endpoint!r} accepts connections from other machines, "
                 "but no [users.NAME] are configured, so anyone could watch and place calls; "
                 "add users with tokens, or listen on interface=127.0.0.1 only"
             )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from asttapi_server.core.events import TapiEvent
@@ -51,12 +51,17 @@ _decoder = json.JSONDecoder(parse_constant=_no_constants)
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """A well-formed call. ``notification`` is true when it had no ``id``."""
+    """A well-formed call. ``notification`` is true when it had no ``id``.
+
+    ``reply``, when set, takes the encoded answer instead of the connection
+    (a request of a :class:`Batch` answers into the batch's array).
+    """
 
     method: str
     params: Mapping[str, Any]
     id: str | int | float | None
     notification: bool = False
+    reply: Callable[[bytes], None] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,11 +76,23 @@ class Reject:
     id: str | int | float | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """A JSON-RPC batch (an array of requests): each item is answered as if
+    it came alone, and the answers go back together in one array."""
+
+    items: tuple[Request | Reject, ...]
+
+
+#: Most requests one batch may hold (each still counts against every limit).
+MAX_BATCH = 1000
+
+
 class ParamsError(ValueError):
     """The params of a request do not match the method (answer -32602)."""
 
 
-def decode_line(line: bytes) -> Request | Reject | None:
+def decode_line(line: bytes) -> Request | Reject | Batch | None:
     """Read one line (without its ``\\n``; a trailing ``\\r`` is allowed).
 
     Returns ``None`` for a blank line, which is ignored so that a person
@@ -91,22 +108,41 @@ def decode_line(line: bytes) -> Request | Reject | None:
         obj = _decoder.decode(text)
     except (ValueError, RecursionError) as e:
         return Reject(PARSE_ERROR, f"Parse error: {_short(str(e))}")
-    msg = decode_message(obj)
+    if isinstance(obj, list):
+        batch = decode_batch(obj)
+        if isinstance(batch, Batch) and "\\u" in text:
+            batch = Batch(tuple(_no_lone_surrogate(m) for m in batch.items))
+        return batch
     # A lone surrogate can only come from a \\u escape ("\\ud800"): the text
     # itself was valid UTF-8. Such a string cannot be written back (in an
     # error message, a log line, a line name), so refuse the whole request.
-    if "\\u" in text and isinstance(msg, Request) and _lone_surrogate((msg.method, msg.params)):
+    msg = decode_message(obj)
+    return _no_lone_surrogate(msg) if "\\u" in text else msg
+
+
+def _no_lone_surrogate(msg: Request | Reject) -> Request | Reject:
+    """A request with a lone surrogate anywhere becomes its -32600 Reject."""
+    if isinstance(msg, Request) and _lone_surrogate((msg.method, msg.params)):
         return Reject(INVALID_REQUEST, _SURROGATE, msg.id)
     return msg
 
 
+def decode_batch(items: list) -> Batch | Reject:
+    """A JSON array: a :class:`Batch` of its checked items (JSON-RPC 2.0, section 6).
+
+    An empty array is one Invalid Request (not an empty array back), as the
+    spec says; an item that is not a request object is an Invalid Request
+    in its place.
+    """
+    if not items:
+        return Reject(INVALID_REQUEST, "Invalid request: an empty batch (an array needs at least one request)")
+    if len(items) > MAX_BATCH:
+        return Reject(INVALID_REQUEST, f"Invalid request: a batch of {len(items)} requests; at most {MAX_BATCH}")
+    return Batch(tuple(decode_message(item) for item in items))
+
+
 def decode_message(obj: Any) -> Request | Reject:
     """Check one decoded JSON value against JSON-RPC 2.0's request shape."""
-    if isinstance(obj, list):
-        return Reject(
-            INVALID_REQUEST,
-            "Invalid request: batch arrays are not supported; send one request per line",
-        )
     if not isinstance(obj, dict):
         return Reject(INVALID_REQUEST, "Invalid request: expected a JSON object")
     has_id = "id" in obj
@@ -273,6 +309,11 @@ def encode(obj: Mapping[str, Any]) -> bytes:
 
 def encode_result(rid: Any, result: Any) -> bytes:
     return encode({"jsonrpc": "2.0", "id": rid, "result": result})
+
+
+def encode_batch(answers: list[bytes]) -> bytes:
+    """One line holding the array of a batch's answers (each an encoded line)."""
+    return b"[" + b",".join(a.rstrip(b"\n") for a in answers) + b"]\n"
 
 
 def encode_error(rid: Any, code: int, message: str, data: Mapping[str, Any] | None = None) -> bytes:

@@ -27,7 +27,7 @@ from zope.interface import implementer
 
 from asttapi_server.clients import codec
 from asttapi_server.clients.auth import Authenticator, LoginGate, LoginLimits, address_key
-from asttapi_server.clients.codec import Reject
+from asttapi_server.clients.codec import Batch, Reject
 from asttapi_server.clients.hub import Hub
 from asttapi_server.clients.limits import ConnectionLimits, ConnectionPolicy
 from asttapi_server.clients.ratelimit import TokenBucket
@@ -176,12 +176,17 @@ class ClientProtocol(Protocol):
             self._client_error()
             self.send(codec.encode_error(msg.id, msg.code, msg.message))
             return
+        if isinstance(msg, Batch):
+            self.session.handle_batch(msg)
+            return
         self.session.handle(msg)
 
-    def _within_rate(self, msg: codec.Request | Reject) -> bool:
+    def _within_rate(self, msg: codec.Request | Reject | Batch) -> bool:
         """Spend a token of ``server.request_rate``; over it, answer -32003 instead.
 
-        Errors cost the reactor as much as answers, so every line counts.
+        Errors cost the reactor as much as answers, so every line counts; a
+        batch costs a token per request in it, and is refused whole (one
+        -32003, ``id`` null) when the tokens left do not cover it.
         After a refusal the connection is not read until the next token is
         due, so a flood waits in the client's socket instead of costing the
         reactor a refusal per line. A client that keeps sending regardless
@@ -193,7 +198,8 @@ class ClientProtocol(Protocol):
         bucket = self._bucket
         if bucket is None:
             bucket = self._bucket = TokenBucket(f.request_rate, f.request_burst, now)
-        if bucket.take(now):
+        cost = len(msg.items) if isinstance(msg, Batch) else 1
+        if all(bucket.take(now) for _ in range(cost)):
             return True
         limited = self._limited
         limited.append(now)
@@ -205,9 +211,11 @@ class ClientProtocol(Protocol):
         self._pause_reading(bucket.wait(now))
         if isinstance(msg, codec.Request) and msg.notification:
             return False
+        if isinstance(msg, Batch) and all(isinstance(m, codec.Request) and m.notification for m in msg.items):
+            return False  # notifications only: no answer, as for one
         self.send(
             codec.encode_error(
-                msg.id,
+                None if isinstance(msg, Batch) else msg.id,
                 codec.RATE_LIMITED,
                 f"Too many requests: at most {f.request_rate:g} per second (bursts of {f.request_burst:g});"
                 " slow down and retry",
@@ -460,6 +468,29 @@ class ClientProtocol(Protocol):
 
     def stopProducing(self) -> None:
         self.closing = True
+
+    # -- for transports that frame messages themselves (asttapi_server.web.ws) --
+
+    def message_begun(self) -> None:
+        """A message has begun arriving: it must be whole within server.line_timeout, as a line."""
+        if not self.closing and self._partial_since is None:
+            self._partial_begun()
+
+    def message_received(self, message: bytes) -> None:
+        """One whole message (a WebSocket text frame): handled as one line."""
+        self._partial_since = None
+        if self.closing:
+            return
+        limit = self.factory.max_line_bytes
+        if len(message) > limit:
+            self._line_too_long(limit)
+            return
+        self._line(message)
+
+    def message_too_long(self) -> None:
+        """A message is announced longer than ``max_line_bytes``: the same goodbye as a long line."""
+        if not self.closing:
+            self._line_too_long(self.factory.max_line_bytes)
 
 
 class ClientFactory(ServerFactory):

@@ -9,6 +9,7 @@ an answer that arrives after the connection closed is dropped.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
+from dataclasses import replace
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -18,7 +19,7 @@ from twisted.python.failure import Failure
 from asttapi_server import __version__
 from asttapi_server.clients import codec
 from asttapi_server.clients.auth import ANONYMOUS, Authenticator, User
-from asttapi_server.clients.codec import ParamsError, Request
+from asttapi_server.clients.codec import Batch, ParamsError, Reject, Request
 from asttapi_server.clients.hub import Hub
 from asttapi_server.errors import ActionFailed, ActionTimeout, LinkDown, TelephonyError
 from asttapi_server.names import log_text
@@ -55,6 +56,39 @@ MAX_LINES_PER_SESSION = 100
 _LINK_DOWN = (
     "the link to the PBX is down; try again after LINE_LINEDEVSTATE reports LINEDEVSTATE_INSERVICE"
 )
+
+
+class _BatchAnswers:
+    """Collects the answers of one batch; sends them as one array when all are in."""
+
+    def __init__(self, session: "Session") -> None:
+        self._session = session
+        self._answers: list[bytes | None] = []
+        self._missing = 0
+        self._sealed = False
+
+    def slot(self) -> Callable[[bytes], None]:
+        index = len(self._answers)
+        self._answers.append(None)
+        self._missing += 1
+
+        def put(data: bytes) -> None:
+            if self._answers[index] is None:
+                self._answers[index] = data
+                self._missing -= 1
+                self._flush()
+
+        return put
+
+    def sealed(self) -> None:
+        """Every item has been handed over; answers still due arrive later."""
+        self._sealed = True
+        self._flush()
+
+    def _flush(self) -> None:
+        if self._sealed and self._missing == 0 and self._answers and not self._session.closed:
+            answers, self._answers = self._answers, []
+            self._session.send(codec.encode_batch(answers))  # type: ignore[arg-type]
 
 
 class Session:
@@ -134,16 +168,43 @@ class Session:
             self._client_error()
         if self.closed or (request is not None and request.notification):
             return
-        self.send(codec.encode_error(rid, code, message, data))
+        encoded = codec.encode_error(rid, code, message, data)
+        if request is not None and request.reply is not None:
+            request.reply(encoded)
+        else:
+            self.send(encoded)
 
     def _result(self, request: Request, result: Any) -> None:
         if not self.closed and not request.notification:
-            self.send(codec.encode_result(request.id, result))
+            data = codec.encode_result(request.id, result)
+            (request.reply or self.send)(data)
 
     def _telephony_error(self, request: Request, lineerr: str, message: str) -> None:
         self.error(request, codec.TELEPHONY_ERROR, message, {"lineerr": lineerr})
 
     # -- dispatch ---------------------------------------------------------
+
+    def handle_batch(self, batch: Batch) -> None:
+        """Answer a JSON-RPC batch: each item through :meth:`handle`, as if it came alone.
+
+        Every item counts against the limits like a request of its own; the
+        answers (none for notifications) go back as one array once the last
+        of them is in, in the order of the requests. Events a request causes
+        (a lineOpen's announcements and replay) are sent as they happen, so
+        they may come before that array.
+        """
+        answers = _BatchAnswers(self)
+        for item in batch.items:
+            if self.closed:
+                break
+            if isinstance(item, Reject):
+                self._client_error()
+                answers.slot()(codec.encode_error(item.id, item.code, item.message))
+            elif item.notification:
+                self.handle(item)
+            else:
+                self.handle(replace(item, reply=answers.slot()))
+        answers.sealed()
 
     def handle(self, request: Request) -> None:
         """Answer one request (now, or when the PBX answers)."""

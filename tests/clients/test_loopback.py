@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import datetime
 import errno
 import io
-import ipaddress
 import socket
 import time
 
@@ -13,6 +11,8 @@ import pytest
 
 from asttapi_server import cli
 from asttapi_server.client import Client, RemoteError
+
+from tests.security.tlsutil import make_cert
 
 from .fakes import inbound_call
 
@@ -76,40 +76,8 @@ def test_cli_reports_errors_and_missing_login(start_server, capsys):
     assert cli.main(["--port", str(srv.port), "--user", "alice", "--token", "bad", "calls", "line_1"], io.StringIO()) == 1
 
 
-def _make_cert(tmp_path):
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    key_path, cert_path = tmp_path / "key.pem", tmp_path / "cert.pem"
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return key_path, cert_path
-
-
 def test_tls_endpoint_with_a_throwaway_certificate(start_server, tmp_path):
-    key, cert = _make_cert(tmp_path)
+    key, cert = make_cert(tmp_path, ec=True)
     srv = start_server(f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}", users=USERS)
     with Client("127.0.0.1", srv.port, tls=True, cafile=str(cert)) as c:
         c.login("alice", "tok-a")

@@ -1,6 +1,7 @@
 """A throwaway self-signed certificate for loopback TLS tests (made here; nothing downloaded).
 
-RSA, unlike test_loopback's EC one: the static-RSA and ECDHE-RSA suites the tests try need an RSA key.
+RSA by default: the static-RSA and ECDHE-RSA suites the security tests try
+need an RSA key; ``ec=True`` for a smaller, faster one.
 """
 
 from __future__ import annotations
@@ -10,13 +11,20 @@ import ipaddress
 from pathlib import Path
 
 
-def make_cert(directory: Path) -> tuple[Path, Path]:
+def make_cert(directory: Path, *, ec: bool = False) -> tuple[Path, Path]:
+    """``(key.pem, cert.pem)`` in ``directory``: valid for 127.0.0.1 and localhost
+    for a day, usable as its own CA file."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
     from cryptography.x509.oid import NameOID
 
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    if ec:
+        from cryptography.hazmat.primitives.asymmetric import ec as curves
+
+        key = curves.generate_private_key(curves.SECP256R1())
+    else:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
     now = datetime.datetime.now(datetime.timezone.utc)
     cert = (
@@ -27,7 +35,11 @@ def make_cert(directory: Path) -> tuple[Path, Path]:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(days=1))
         .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
     key_path, cert_path = directory / "key.pem", directory / "cert.pem"

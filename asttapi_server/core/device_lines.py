@@ -1,0 +1,663 @@
+"""Device lines: TAPI signals from Asterisk's own channel events, no dialplan edits.
+
+Why this file, and why here: a *device line* (``[lines.bob] device =
+"PJSIP/201"``) is a line whose calls come from the events Asterisk sends
+anyway (Newchannel, Newstate, DialBegin, ...) instead of the dialplan's
+``UserEvent(TAPI,...)``. This module is the whole of that mapping, pure like
+the rest of :mod:`asttapi_server.core`: AMI event fields and ``now`` in,
+:class:`~asttapi_server.core.grammar.TapiSignal` out, exactly the signals a
+TAPI dialplan would send, so the call model (:mod:`.model`) and its
+transition table (:mod:`.transitions`) treat both kinds of line alike. The
+plugin that feeds it from the AMI link is :mod:`asttapi_server.channel_events`.
+
+One call per device channel
+---------------------------
+Every channel of a device is its own call on the device's line(s), named by
+that channel's ``Uniqueid`` (TAPI gives each line its own call handle, so a
+ring group gives each ringing line its own call). Hence:
+
+* a Hangup of the channel always ends the line's call (DISCONNECTED with the
+  mode that fits, then IDLE), and the model's hangup safety net watches the
+  very channel the call is about;
+* lineDrop / lineBlindTransfer act on the device's own channel;
+* click-to-dial: Asterisk gives the channel the ``ChannelId`` of the
+  Originate as its Uniqueid, so the model absorbs the call into the handle
+  the client already holds (no LINE_NEWCALL for the dialling client).
+
+Which channels belong to a device (:func:`device_of`)
+-----------------------------------------------------
+A channel name is ``Tech/resource-SUFFIX`` where SUFFIX is Asterisk's
+sequence number in hex (Local channels add ``;1``/``;2``). The part before
+the last ``-`` is the device. The technology compares case-insensitively
+(``SIP``/``sip``), the resource exactly (Asterisk endpoint names are
+case-sensitive). Of a Local pair only ``;1`` is the device (the half a
+``Dial(Local/...)`` or an Originate creates, facing the caller); ``;2`` runs
+the dialplan and is ignored. Every other channel (other devices, trunks,
+queue and conference channels, other Local pairs) never creates a call: it
+only ever appears as the *other party* of a device channel.
+
+The per-leg state machine
+-------------------------
+:data:`TABLE` says, for each fact Asterisk reports about a device channel,
+which TAPI state the leg moves to from which state; anything not listed
+changes nothing (no event), so late and repeated events are harmless. Every
+move in the table is one the model's :data:`~.transitions.TRANSITIONS`
+allows (a test checks it). The facts and where they come from:
+
+==============  ==========================================================
+INCOMING        DialBegin with the device as DestChannel and a calling
+                Channel: someone calls the device -> OFFERING
+ORIGINATED      DialBegin with the device as DestChannel and no Channel
+                (an AMI Originate, click-to-dial) -> tracked, no state yet
+OFFHOOK         Newchannel in state OffHook (overlap dialling) -> DIALTONE
+DIALLED         Newchannel in state Dialing/Ring (a SIP phone's INVITE
+                carries the whole number) -> DIALING
+ANSWERED        Newstate Up of the device channel: it answered -> CONNECTED
+                (an originated leg: the user picked up, the PBX is about
+                to dial -> DIALTONE)
+PROCEEDING      DialBegin with the device as Channel: the PBX dials out
+RINGBACK        DialState RINGING with the device as Channel
+FAR_ANSWERED    DialEnd ANSWER with the device as Channel -> CONNECTED
+FAR_BUSY        DialEnd BUSY with the device as Channel -> BUSY
+FAR_FAILED      DialEnd NOANSWER/CONGESTION/CHANUNAVAIL/CANCEL as Channel
+                -> DISCONNECTED (mode from the DialStatus)
+BRIDGED         BridgeEnter of the device channel -> CONNECTED
+HOLD / UNHOLD   Hold / Unhold of the device channel (its user pressed hold)
+TRANSFERRED     BlindTransfer (Transferer) or AttendedTransfer (either
+                transferer) with Result Success -> IDLE at once
+HANGUP          Hangup -> DISCONNECTED (see :func:`disconnect_mode`), IDLE
+==============  ==========================================================
+
+Newstate Ringing of a device channel before its DialBegin (Asterisk sends
+them in either order) only marks the leg; the DialBegin announces it.
+
+Call info
+---------
+* incoming: callerid/name = the calling Channel's CallerIDNum/Name (else
+  the device channel's ConnectedLine), calledid = the number the caller
+  dialled (the calling channel's Exten when it is a number); origin INTERNAL
+  when the calling channel is a configured device, else EXTERNAL.
+* placed from the phone / click-to-dial: callerid/name = the device
+  channel's own CallerIDNum/Name as Newchannel showed it, calledid = its
+  Exten; origin OUTBOUND, INTERNAL once DialBegin shows the far end is a
+  configured device.
+* connectedid/name: the device channel's ConnectedLine once the call is
+  connected (for a call placed, the dialled party's CallerIDNum when
+  Asterisk knows no connected line), updated by NewConnectedLine and by the
+  ConnectedLine every channel event carries (a transfer changes it).
+
+The first signals of a call are LINE_NEWCALL (carrying callerid and the
+dialled number, so the screen pop needs nothing else; none for calls the
+phone places: there the callerid is the user's own number), the SETs (silent)
+and the first LINE_CALLSTATE, which carries the complete call info. A change
+after that is a SET followed by LINE_CALLINFO with the matching infostate.
+
+What this cannot know is listed in ``docs/device-lines.md``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+from . import grammar as G
+from .causes import mode_for_cause
+from .constants import (
+    BUSY,
+    CONNECTED,
+    DIALING,
+    DIALTONE,
+    DISCONNECTED,
+    IDLE,
+    OFFERING,
+    ONHOLD,
+    PROCEEDING,
+    RINGBACK,
+)
+from .transitions import NEW
+
+#: The AMI events the mapping reads (the plugin declares these).
+EVENT_NAMES: Final = (
+    "Newchannel",
+    "Newstate",
+    "NewCallerid",
+    "NewConnectedLine",
+    "DialBegin",
+    "DialState",
+    "DialEnd",
+    "BridgeEnter",
+    "BridgeLeave",
+    "Hold",
+    "Unhold",
+    "BlindTransfer",
+    "AttendedTransfer",
+    "Hangup",
+    "Shutdown",
+)
+
+#: A leg not heard of for this long is dropped (its Hangup was lost); the model's max_age default.
+MAX_AGE: Final = 14400.0
+_SWEEP_EVERY = 60.0
+
+# -- facts -------------------------------------------------------------------
+
+INCOMING: Final = "incoming"
+ORIGINATED: Final = "originated"
+OFFHOOK: Final = "offhook"
+DIALLED: Final = "dialled"
+ANSWERED: Final = "answered"
+PROCEEDS: Final = "proceeding"
+RINGS_BACK: Final = "ringback"
+FAR_ANSWERED: Final = "far_answered"
+FAR_BUSY: Final = "far_busy"
+FAR_FAILED: Final = "far_failed"
+BRIDGED: Final = "bridged"
+HOLD: Final = "hold"
+UNHOLD: Final = "unhold"
+TRANSFERRED: Final = "transferred"
+HANGUP: Final = "hangup"
+
+#: Not announced yet (no LINE_NEWCALL sent for the leg).
+UNSEEN: Final = "UNSEEN"
+
+_DIALLING = (DIALTONE, DIALING, PROCEEDING, RINGBACK)
+_LIVE = (NEW, OFFERING, *_DIALLING, CONNECTED, ONHOLD)
+
+#: fact -> {state the leg is in: state it moves to}. Not listed: nothing happens.
+TABLE: Mapping[str, Mapping[str, str]] = {
+    INCOMING: {UNSEEN: OFFERING},
+    ORIGINATED: {UNSEEN: NEW},
+    OFFHOOK: {UNSEEN: DIALTONE},
+    DIALLED: {UNSEEN: DIALING, DIALTONE: DIALING},
+    ANSWERED: {
+        UNSEEN: CONNECTED,  # a device channel that answered without a Dial we saw
+        NEW: DIALTONE,  # click-to-dial: the user picked up; the PBX dials next
+        OFFERING: CONNECTED,
+        DIALING: CONNECTED,  # a phone calling an application that answers (voicemail)
+        PROCEEDING: CONNECTED,
+        RINGBACK: CONNECTED,
+    },
+    PROCEEDS: {NEW: PROCEEDING, DIALTONE: PROCEEDING, DIALING: PROCEEDING},
+    RINGS_BACK: {DIALTONE: RINGBACK, DIALING: RINGBACK, PROCEEDING: RINGBACK},
+    FAR_ANSWERED: {s: CONNECTED for s in _DIALLING},
+    FAR_BUSY: {s: BUSY for s in _DIALLING},
+    FAR_FAILED: {s: DISCONNECTED for s in _DIALLING},
+    BRIDGED: {s: CONNECTED for s in (NEW, OFFERING, *_DIALLING)},
+    HOLD: {CONNECTED: ONHOLD},
+    UNHOLD: {ONHOLD: CONNECTED},
+    TRANSFERRED: {s: IDLE for s in (*_LIVE, BUSY, DISCONNECTED)},
+    HANGUP: {s: DISCONNECTED for s in _LIVE},  # then IDLE; BUSY and DISCONNECTED go straight to IDLE
+}
+
+#: DialEnd DialStatus of a call the phone placed -> LINEDISCONNECTMODE_* (BUSY is a state).
+FAR_FAILED_MODE: Mapping[str, str] = {
+    "NOANSWER": "LINEDISCONNECTMODE_NOANSWER",
+    "CONGESTION": "LINEDISCONNECTMODE_CONGESTION",
+    "CHANUNAVAIL": "LINEDISCONNECTMODE_UNAVAIL",
+    "CANCEL": "LINEDISCONNECTMODE_NORMAL",  # the user hung up while it rang
+    "DONTCALL": "LINEDISCONNECTMODE_REJECT",
+    "TORTURE": "LINEDISCONNECTMODE_REJECT",
+    "INVALIDARGS": "LINEDISCONNECTMODE_BADADDRESS",
+}
+
+#: DialEnd DialStatus of a call that rang at the device and was not answered there.
+UNANSWERED_MODE: Mapping[str, str] = {
+    "BUSY": "LINEDISCONNECTMODE_REJECT",  # the user rejected it (SIP 486 from a ringing phone)
+    "NOANSWER": "LINEDISCONNECTMODE_NOANSWER",  # rang until the Dial timeout
+    "CANCEL": "LINEDISCONNECTMODE_CANCELLED",  # the caller gave up (cause 26 says: answered elsewhere)
+    "CONGESTION": "LINEDISCONNECTMODE_CONGESTION",
+    "CHANUNAVAIL": "LINEDISCONNECTMODE_UNAVAIL",
+}
+
+_ANSWERED_ELSEWHERE = 26
+_PICKUP = "LINEDISCONNECTMODE_PICKUP"
+
+_STATE_UP = "6"
+_STATE_RINGING = "5"
+#: Newchannel ChannelState of a phone starting a call -> the fact.
+_DIALLING_STATES = {"2": OFFHOOK, "3": DIALLED, "4": DIALLED, "8": DIALLED}
+
+_HEX = re.compile(r"[0-9A-Fa-f]+")
+_NUMBER = re.compile(r"\+?[0-9*#]+")
+_UNKNOWN = ("", "<unknown>", "<Unknown>", "unknown")
+
+_INFOSTATE = {
+    "callerid": "LINECALLINFOSTATE_CALLERID",
+    "calleridname": "LINECALLINFOSTATE_CALLERID",
+    "calledid": "LINECALLINFOSTATE_CALLEDID",
+    "connectedid": "LINECALLINFOSTATE_CONNECTEDID",
+    "connectedidname": "LINECALLINFOSTATE_CONNECTEDID",
+    "origin": "LINECALLINFOSTATE_ORIGIN",
+}
+_SET_FIELD = {key: field for field, key in G.SET_FIELDS.items()}
+
+Fields = Callable[[str], "str | None"]
+
+
+def device_of(channel: str | None) -> str | None:
+    """The device a channel name belongs to, normalised (``"pjsip/201"``), or None.
+
+    ``PJSIP/201-0000002a`` -> ``pjsip/201``; ``Local/201@phones-0000000a;1``
+    -> ``local/201@phones``; ``;2`` halves, names without a hex sequence
+    suffix and ``<ZOMBIE>`` names -> None. See the module docstring.
+    """
+    if not channel:
+        return None
+    base, sep, suffix = channel.rpartition("-")
+    if not sep or not base:
+        return None
+    suffix, semi, half = suffix.partition(";")
+    if semi and half != "1":
+        return None
+    if not _HEX.fullmatch(suffix):
+        return None
+    return normalise_device(base)
+
+
+def normalise_device(device: str) -> str | None:
+    """``"PJSIP/201"`` -> ``"pjsip/201"`` (technology lower-cased, resource kept); None if not Tech/resource."""
+    tech, slash, resource = device.strip().partition("/")
+    if not slash or not tech or not resource or any(c.isspace() for c in device.strip()):
+        return None
+    return f"{tech.lower()}/{resource}"
+
+
+def _known(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = value.strip()
+    return None if value in _UNKNOWN else value
+
+
+def _number(value: str | None) -> str | None:
+    value = _known(value)
+    return value if value is not None and _NUMBER.fullmatch(value) else None
+
+
+@dataclass(slots=True)
+class Leg:
+    """One channel of a configured device, as the mapping tracks it."""
+
+    uniqueid: str
+    channel: str
+    lines: tuple[str, ...]
+    created: float
+    updated: float = 0.0
+    state: str = UNSEEN
+    own: tuple[str | None, str | None] = (None, None)  # the device's number and name (Newchannel)
+    exten: str | None = None  # what the phone dialled (Newchannel Exten)
+    ringing: bool = False
+    dial_status: str | None = None  # DialEnd status of the Dial that rang this channel
+    connected: tuple[str | None, str | None] = (None, None)  # the channel's ConnectedLine
+    far: tuple[str | None, str | None] = (None, None)  # the dialled party (DialBegin Dest)
+    info: dict[str, str | None] = field(default_factory=dict)  # what we told the model
+
+
+class DeviceLines:
+    """Per-channel state for the channels of configured devices; see the module docstring.
+
+    ``devices`` maps a device (``"PJSIP/201"``, any case for the technology)
+    to the line names it feeds. :meth:`feed` takes one AMI event (its
+    ``Event`` name and a header getter) and returns the signals for the
+    model, in order.
+    """
+
+    def __init__(self, devices: Mapping[str, Iterable[str]], *, max_age: float = MAX_AGE) -> None:
+        self.max_age = max_age
+        self._swept = 0.0
+        self.devices: dict[str, tuple[str, ...]] = {}
+        for device, lines in devices.items():
+            key = normalise_device(device)
+            if key is None:
+                raise ValueError(f"not a device (Tech/resource, e.g. PJSIP/201): {device!r}")
+            self.devices[key] = tuple(dict.fromkeys((*self.devices.get(key, ()), *lines)))
+        self.legs: dict[str, Leg] = {}  # Uniqueid -> leg
+        self._by_channel: dict[str, str] = {}  # channel name -> Uniqueid
+
+    # -- reading -----------------------------------------------------------
+
+    def lines_of(self, channel: str | None) -> tuple[str, ...]:
+        """The lines a channel feeds (empty for every channel that is no configured device's)."""
+        device = device_of(channel)
+        return self.devices.get(device, ()) if device is not None else ()
+
+    # -- facts in ------------------------------------------------------------
+
+    def feed(self, name: str, get: Fields, now: float) -> list[G.TapiSignal]:
+        """One AMI event (``get(header)`` reads its headers) -> the TAPI signals it causes."""
+        handler = _HANDLERS.get(name.lower())
+        if handler is None or not self.devices:
+            return []
+        if now - self._swept >= _SWEEP_EVERY:
+            self._sweep(now)
+        out: list[G.TapiSignal] = []
+        handler(self, get, now, out)
+        return out
+
+    def _sweep(self, now: float) -> None:
+        """Drop legs silent for ``max_age``: the model has long ended their calls (its own max_age)."""
+        self._swept = now
+        for leg in [leg for leg in self.legs.values() if now - leg.updated >= self.max_age]:
+            self._forget(leg)
+
+    def reset(self) -> None:
+        """The AMI link went down: forget every channel (the model's resync ends the calls)."""
+        self.legs.clear()
+        self._by_channel.clear()
+
+    def adopt(self, get: Fields, now: float) -> list[G.TapiSignal]:
+        """A ``CoreShowChannel`` item after (re)connecting: take up a live device channel we never saw start.
+
+        What Asterisk lists is all there is to know: an Up channel becomes a
+        CONNECTED call (connected = its ConnectedLine), a Ringing one an
+        OFFERING call (caller = its ConnectedLine), a channel that is
+        dialling a DIALING call. Its direction is not listed, so origin stays
+        UNKNOWN for calls that were already up.
+        """
+        leg = self._leg(get, "Channel", now, create=True)
+        if leg is None or leg.state != UNSEEN:
+            return []
+        out: list[G.TapiSignal] = []
+        state = (get("ChannelState") or "").strip()
+        leg.own = (_known(get("CallerIDNum")), _known(get("CallerIDName")))
+        leg.connected = (_known(get("ConnectedLineNum")), _known(get("ConnectedLineName")))
+        if state == _STATE_UP:
+            self._announce(leg, None, None, None, out)
+            self._connected_info(leg, out)
+            self._to(leg, CONNECTED, None, out)
+        elif state == _STATE_RINGING:
+            num, name = leg.connected
+            self._announce(leg, num, name, None, out)
+            self._to(leg, OFFERING, None, out)
+        elif state in _DIALLING_STATES:
+            leg.exten = _known(get("Exten"))
+            self._placed(leg, _number(leg.exten), out)
+            self._to(leg, DIALING, None, out)
+        else:
+            self._forget(leg)
+        return out
+
+    # -- the handlers (one per event) -------------------------------------------
+
+    def _newchannel(self, get: Fields, now: float, out: list) -> None:
+        leg = self._leg(get, "Channel", now, create=True)
+        if leg is None:
+            return
+        leg.own = (_known(get("CallerIDNum")), _known(get("CallerIDName")))
+        fact = _DIALLING_STATES.get((get("ChannelState") or "").strip())
+        if fact is None or leg.state != UNSEEN:
+            return  # Down: Asterisk made it to call the device (a Dial or an Originate)
+        leg.exten = _known(get("Exten"))
+        self._placed(leg, _number(leg.exten), out)
+        self._apply(leg, fact, None, out)
+
+    def _newstate(self, get: Fields, now: float, out: list) -> None:
+        # create: a channel first seen here started before we connected (or its Newchannel was lost)
+        leg = self._leg(get, "Channel", now, create=True)
+        if leg is None:
+            return
+        self._note_connected(leg, get, "", out)
+        state = (get("ChannelState") or "").strip()
+        if state == _STATE_RINGING:
+            leg.ringing = True
+        elif state == _STATE_UP:
+            if leg.state == UNSEEN:
+                self._announce(leg, None, None, None, out)
+            if leg.state in (OFFERING, UNSEEN):
+                self._connected_info(leg, out)
+            self._apply(leg, ANSWERED, None, out)
+
+    def _dial_begin(self, get: Fields, now: float, out: list) -> None:
+        caller = self._leg(get, "Channel", now)
+        callee = self._leg(get, "DestChannel", now, create=True)
+        if callee is not None:
+            self._note_connected(callee, get, "Dest", out)
+            if callee.state == UNSEEN:
+                source = get("Channel")
+                if _known(source) is None:
+                    # An Originate rings the device (click-to-dial): the user's own call.
+                    self._placed(callee, None, out)
+                    self._apply(callee, ORIGINATED, None, out)
+                else:
+                    num = _known(get("CallerIDNum")) or callee.connected[0]
+                    name = _known(get("CallerIDName")) or callee.connected[1]
+                    dialled = _number(get("Exten")) or _number(get("DestExten"))
+                    self._announce(callee, num, name, dialled, out)
+                    internal = bool(self.lines_of(source))
+                    self._set(callee, "origin",
+                              "LINECALLORIGIN_INTERNAL" if internal else "LINECALLORIGIN_EXTERNAL", out)
+                    self._apply(callee, INCOMING, None, out)
+        if caller is not None:
+            self._note_connected(caller, get, "", out)
+            caller.far = (_known(get("DestCallerIDNum")), _known(get("DestCallerIDName")))
+            if caller.state == UNSEEN:
+                return
+            dialled = _number(get("Exten"))
+            if dialled is not None:
+                self._set(caller, "calledid", dialled, out)
+            if self.lines_of(get("DestChannel")):
+                self._set(caller, "origin", "LINECALLORIGIN_INTERNAL", out)
+            self._apply(caller, PROCEEDS, None, out)
+
+    def _dial_state(self, get: Fields, now: float, out: list) -> None:
+        caller = self._leg(get, "Channel", now)
+        if caller is not None and (get("DialStatus") or "").strip().upper() in ("RINGING", "PROGRESS"):
+            self._note_connected(caller, get, "", out)
+            self._apply(caller, RINGS_BACK, None, out)
+
+    def _dial_end(self, get: Fields, now: float, out: list) -> None:
+        status = (get("DialStatus") or "").strip().upper()
+        callee = self._leg(get, "DestChannel", now)
+        if callee is not None:
+            callee.dial_status = status
+        caller = self._leg(get, "Channel", now)
+        if caller is None:
+            return
+        self._note_connected(caller, get, "", out)
+        if status == "ANSWER":
+            self._connected_info(caller, out)
+            self._apply(caller, FAR_ANSWERED, None, out)
+        elif status == "BUSY":
+            busy = "LINEBUSYMODE_STATION" if self.lines_of(get("DestChannel")) else "LINEBUSYMODE_UNKNOWN"
+            self._apply(caller, FAR_BUSY, busy, out)
+        elif status in FAR_FAILED_MODE:
+            self._apply(caller, FAR_FAILED, FAR_FAILED_MODE[status], out)
+
+    def _bridge_enter(self, get: Fields, now: float, out: list) -> None:
+        leg = self._leg(get, "Channel", now)
+        if leg is not None and leg.state != UNSEEN:
+            self._note_connected(leg, get, "", out)
+            if leg.state != CONNECTED and leg.state in TABLE[BRIDGED]:
+                self._connected_info(leg, out)
+            self._apply(leg, BRIDGED, None, out)
+
+    def _channel_event(self, get: Fields, now: float, out: list) -> None:
+        """NewConnectedLine, BridgeLeave, NewCallerid: the ConnectedLine every channel event carries."""
+        leg = self._leg(get, "Channel", now)
+        if leg is not None:
+            self._note_connected(leg, get, "", out)
+
+    def _hold(self, get: Fields, now: float, out: list) -> None:
+        leg = self._leg(get, "Channel", now)
+        if leg is not None:
+            self._apply(leg, HOLD, None, out)
+
+    def _unhold(self, get: Fields, now: float, out: list) -> None:
+        leg = self._leg(get, "Channel", now)
+        if leg is not None:
+            self._apply(leg, UNHOLD, None, out)
+
+    def _blind_transfer(self, get: Fields, now: float, out: list) -> None:
+        if (get("Result") or "").strip().lower() != "success":
+            return
+        self._transferred(self._leg(get, "TransfererChannel", now), out)
+
+    def _attended_transfer(self, get: Fields, now: float, out: list) -> None:
+        if (get("Result") or "").strip().lower() != "success":
+            return
+        self._transferred(self._leg(get, "OrigTransfererChannel", now), out)
+        self._transferred(self._leg(get, "SecondTransfererChannel", now), out)
+
+    def _transferred(self, leg: Leg | None, out: list) -> None:
+        if leg is not None and leg.state != UNSEEN:
+            self._apply(leg, TRANSFERRED, None, out)
+            self._forget(leg)
+
+    def _shutdown(self, get: Fields, now: float, out: list) -> None:
+        """Asterisk is stopping: its channels die with it (their Hangups came first, if at all)."""
+        self.reset()
+
+    def _hangup(self, get: Fields, now: float, out: list) -> None:
+        leg = self._leg(get, "Channel", now)
+        if leg is None:
+            return
+        if leg.state != UNSEEN and leg.state != IDLE:
+            cause = _int(get("Cause"))
+            self._apply(leg, HANGUP, disconnect_mode(leg, cause), out)
+            self._to(leg, IDLE, None, out)
+        self._forget(leg)
+
+    # -- helpers ---------------------------------------------------------------
+
+    def _leg(self, get: Fields, prefix: str, now: float, *, create: bool = False) -> Leg | None:
+        """The leg of the channel named in header ``prefix`` (``Channel``, ``DestChannel``, ...)."""
+        channel = get(prefix)
+        if not channel:
+            return None
+        lines = self.lines_of(channel)
+        if not lines:
+            return None
+        base = prefix[: -len("Channel")]
+        uid = _known(get(base + "Uniqueid")) or self._by_channel.get(channel)
+        if uid is None:
+            return None
+        leg = self.legs.get(uid)
+        if leg is None and create:
+            leg = self.legs[uid] = Leg(uid, channel, lines, now)
+            self._by_channel[channel] = uid
+        if leg is not None:
+            leg.updated = now
+        return leg
+
+    def _forget(self, leg: Leg) -> None:
+        self.legs.pop(leg.uniqueid, None)
+        if self._by_channel.get(leg.channel) == leg.uniqueid:
+            del self._by_channel[leg.channel]
+
+    def _note_connected(self, leg: Leg, get: Fields, base: str, out: list) -> None:
+        """Every channel event carries the channel's ConnectedLine: follow it once the call is connected."""
+        num, name = _known(get(base + "ConnectedLineNum")), _known(get(base + "ConnectedLineName"))
+        if num is None and name is None:
+            return
+        leg.connected = (num, name)
+        if leg.state in (CONNECTED, ONHOLD):
+            self._connected_info(leg, out)
+
+    def _connected_info(self, leg: Leg, out: list) -> None:
+        num, name = leg.connected
+        if num is None and leg.far[0] is not None:
+            num, name = leg.far  # a call placed: the dialled party, as the Dial named it
+        if num is None:
+            num = leg.info.get("calledid")
+        self._set(leg, "connectedid", num, out)
+        self._set(leg, "connectedidname", name, out)
+
+    def _announce(self, leg: Leg, callerid: str | None, name: str | None, dialled: str | None,
+                  out: list) -> None:
+        """LINE_NEWCALL for the leg on each of its lines."""
+        text = f"[~{leg.uniqueid}] LINE_NEWCALL {' '.join(leg.lines)}"
+        cmd = G.TapiCommand(leg.uniqueid, (), (), G.NEWCALL, leg.lines, text)
+        out.append(G.TapiSignal(cmd, leg.uniqueid, leg.channel, callerid, name, dialled))
+        # The leg stays UNSEEN: the fact that follows (INCOMING, DIALLED, ...) moves it.
+        for key, value in (("callerid", callerid), ("calleridname", name), ("calledid", dialled)):
+            if value is not None:
+                leg.info[key] = value
+
+    def _placed(self, leg: Leg, dialled: str | None, out: list) -> None:
+        """LINE_NEWCALL for a call the user places: no callerid in it (their own number is no
+        customer to look up); callerid, name and origin OUTBOUND follow as silent SETs."""
+        self._announce(leg, None, None, dialled, out)
+        self._set(leg, "callerid", leg.own[0], out)
+        self._set(leg, "calleridname", leg.own[1], out)
+        self._set(leg, "origin", "LINECALLORIGIN_OUTBOUND", out)
+
+    def _set(self, leg: Leg, key: str, value: str | None, out: list) -> None:
+        """SET a callinfo field if it changed; LINE_CALLINFO too once clients have seen a state."""
+        if value is None or leg.info.get(key) == value:
+            return
+        leg.info[key] = value
+        fld = _SET_FIELD[key]
+        out.append(self._signal(leg, G.SET, (fld, value), f"SET {fld} {value}"))
+        if leg.state not in (UNSEEN, NEW):
+            info = _INFOSTATE[key]
+            last = out[-2] if len(out) > 1 else None
+            if last is not None and last.command.verb == G.CALLINFO and last.command.args == (info,):
+                out.pop(-2)  # number and name: one LINE_CALLINFO after both
+            out.append(self._signal(leg, G.CALLINFO, (info,), f"LINE_CALLINFO {info}"))
+
+    def _apply(self, leg: Leg, fact: str, mode: str | None, out: list) -> None:
+        new = TABLE[fact].get(leg.state)
+        if new is not None:
+            self._to(leg, new, mode, out)
+
+    def _to(self, leg: Leg, state: str, mode: str | None, out: list) -> None:
+        leg.state = state
+        if state == NEW:
+            return
+        args = (state,) if mode is None else (state, mode)
+        out.append(self._signal(leg, G.CALLSTATE, args, "LINE_CALLSTATE " + " ".join(args)))
+
+    def _signal(self, leg: Leg, verb: str, args: tuple[str, ...], text: str) -> G.TapiSignal:
+        lines = leg.lines
+        raw = f"[~{leg.uniqueid}&{'&'.join(lines)}] {text}"
+        return G.TapiSignal(G.TapiCommand(leg.uniqueid, lines, (), verb, args, raw), leg.uniqueid, leg.channel)
+
+
+def disconnect_mode(leg: Leg, cause: int | None) -> str:
+    """LINEDISCONNECTMODE_* for a device channel that hung up in ``leg.state``.
+
+    A call that rang and was never answered here says why from the Dial's
+    status (rejected, not answered, the caller gave up; BUSY before it
+    ever rang is BUSY, not a rejection), cause 26 taking precedence (a ring
+    group answered elsewhere); every other call uses the
+    Q.850 cause (:func:`~.causes.mode_for_cause`: 16 -> NORMAL).
+    """
+    if leg.state == OFFERING:
+        if cause == _ANSWERED_ELSEWHERE:
+            return _PICKUP
+        if leg.dial_status == "BUSY" and not leg.ringing:
+            return "LINEDISCONNECTMODE_BUSY"  # refused before it rang (busy, do-not-disturb)
+        mode = UNANSWERED_MODE.get(leg.dial_status or "")
+        if mode is not None:
+            return mode
+    if leg.state == NEW and leg.dial_status == "NOANSWER":
+        return "LINEDISCONNECTMODE_NOANSWER"
+    return mode_for_cause(cause)
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int((value or "").strip())
+    except ValueError:
+        return None
+
+
+_HANDLERS: dict[str, Callable[[DeviceLines, Fields, float, list], None]] = {
+    "newchannel": DeviceLines._newchannel,
+    "newstate": DeviceLines._newstate,
+    "newcallerid": DeviceLines._channel_event,
+    "newconnectedline": DeviceLines._channel_event,
+    "dialbegin": DeviceLines._dial_begin,
+    "dialstate": DeviceLines._dial_state,
+    "dialend": DeviceLines._dial_end,
+    "bridgeenter": DeviceLines._bridge_enter,
+    "bridgeleave": DeviceLines._channel_event,
+    "hold": DeviceLines._hold,
+    "unhold": DeviceLines._unhold,
+    "blindtransfer": DeviceLines._blind_transfer,
+    "attendedtransfer": DeviceLines._attended_transfer,
+    "hangup": DeviceLines._hangup,
+    "shutdown": DeviceLines._shutdown,
+}

@@ -1,0 +1,135 @@
+"""The web listener's HTTP side: the page, its static files, ``/ws``, security headers.
+
+Every response carries the same headers (:func:`security_headers`): a strict
+Content-Security-Policy (only this server's own scripts, styles, images and
+WebSocket; no inline script; no ``eval``), ``nosniff``, no referrer, and no
+framing unless ``web.frame_ancestors`` names the CRM origins that may show
+the page in a frame. Static files come from one package directory, with no
+directory listing; a path that tries to leave it (``..``, an encoded ``/``)
+is a 404. Requests are logged at debug level by path only: a query string
+(where a careless integration might put a token) never reaches the log.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from twisted.logger import Logger
+from twisted.web import pages, resource, server, static
+
+#: Where the page lives (written as plain files: no build step, nothing fetched at run time).
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+_SANE_HOST = re.compile(rb"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?$")
+
+
+def security_headers(host: bytes | None, secure: bool, frame_ancestors: Iterable[str] = ()) -> dict[bytes, bytes]:
+    """The headers every response of the web listener carries.
+
+    ``host`` is the request's ``Host`` header; when it is a plain host[:port]
+    the WebSocket URL of that host is named in ``connect-src`` (older
+    browsers do not count ``ws:`` as ``'self'``).
+    """
+    connect = ["'self'"]
+    if host and _SANE_HOST.match(host):
+        connect.append(("wss://" if secure else "ws://") + host.decode("ascii"))
+    ancestors = " ".join(frame_ancestors) or "'none'"
+    csp = "; ".join(
+        (
+            "default-src 'self'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "img-src 'self' data:",
+            "connect-src " + " ".join(connect),
+            "object-src 'none'",
+            "base-uri 'none'",
+            "form-action 'self'",
+            "frame-ancestors " + ancestors,
+        )
+    )
+    headers = {
+        b"content-security-policy": csp.encode("ascii"),
+        b"x-content-type-options": b"nosniff",
+        b"referrer-policy": b"no-referrer",
+        b"cross-origin-opener-policy": b"same-origin",
+        b"cross-origin-resource-policy": b"same-origin",
+        b"permissions-policy": b"camera=(), microphone=(), geolocation=()",
+        b"cache-control": b"no-cache",
+        b"server": b"asttapi-server",
+    }
+    if not frame_ancestors:
+        headers[b"x-frame-options"] = b"DENY"  # for browsers without CSP frame-ancestors
+    return headers
+
+
+class StaticFiles(static.File):
+    """Files of one directory tree; a directory is a 404, never a listing."""
+
+    indexNames: list[str] = []
+
+    def directoryListing(self) -> Any:
+        return pages.notFound("No Such Resource", "No such file.")
+
+    def render(self, request: Any) -> bytes:
+        if self.isdir():  # not even the redirect to a trailing slash: a directory is not a page
+            return self.directoryListing().render(request)
+        return super().render(request)
+
+    def getChild(self, path: bytes, request: Any) -> Any:
+        if path.startswith(b"."):  # no dotfiles (an editor's swap file, .git)
+            return self.directoryListing()
+        return super().getChild(path, request)
+
+
+class WebRoot(resource.Resource):
+    """``/`` the page, ``/ws`` the WebSocket, ``/static/<file>`` or ``/<file>`` a static file."""
+
+    def __init__(self, websocket: resource.Resource, *, static_dir: Path = STATIC_DIR,
+                 frame_ancestors: Iterable[str] = ()) -> None:
+        super().__init__()
+        self.websocket = websocket
+        self.files = StaticFiles(str(static_dir))
+        self.frame_ancestors = tuple(frame_ancestors)
+
+    def getChildWithDefault(self, path: bytes, request: Any) -> Any:
+        for name, value in security_headers(
+            request.getHeader(b"host"), request.isSecure(), self.frame_ancestors
+        ).items():
+            request.setHeader(name, value)
+        if path == b"ws" and not request.postpath:
+            return self.websocket
+        if path == b"" and not request.postpath:
+            index = self.files.getChild(b"index.html", request)
+            if isinstance(index, static.File) and index.isfile():
+                return index
+            return pages.notFound("No Page", "The page is not installed (asttapi_server/web/static/index.html is missing).")
+        if path == b"static":
+            return self.files
+        return self.files.getChild(path, request)
+
+
+class WebSite(server.Site):
+    """A ``Site`` that logs path and status only, at debug level."""
+
+    _log = Logger()
+
+    def log(self, request: Any) -> None:
+        self._log.debug(
+            "{peer} {method} {path} {code}",
+            peer=getattr(request.getClientAddress(), "host", "?"),
+            method=request.method.decode("ascii", "replace"),
+            path=request.path.decode("utf-8", "replace")[:200],
+            code=request.code,
+        )
+
+
+def make_site(websocket: resource.Resource, *, static_dir: Path = STATIC_DIR,
+              frame_ancestors: Iterable[str] = ()) -> WebSite:
+    """The site a web listener serves."""
+    site = WebSite(WebRoot(websocket, static_dir=static_dir, frame_ancestors=frame_ancestors))
+    site.displayTracebacks = False
+    site.noisy = False  # the listener logs the one line that matters (the URL)
+    return site

@@ -1,0 +1,112 @@
+"""Fixtures for the real-browser tests: a server process (harness.py) and a headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from . import chromium
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Server:
+    """The harness process: the server on the demo PBX, a relay to cut, a command pipe."""
+
+    def __init__(self, users: bool, log_path: Path, first_run: bool = False) -> None:
+        args = [sys.executable, "-m", "tests.browser.harness"] + (["--users"] if users else [])
+        args += ["--first-run"] if first_run else []
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
+        self.proc = subprocess.Popen(
+            args, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log
+        )
+        self._lock = threading.Lock()
+        ready = self._read()
+        if "ready" not in ready:
+            raise RuntimeError(f"harness did not start: {ready}; log in {log_path}")
+        self.url = ready["ready"]["url"]
+        self.tcp_port = ready["ready"]["tcp"]
+        self.logged_urls = ready["ready"]["logged_urls"]
+
+    def _read(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait(5)
+            raise RuntimeError(f"harness exited ({self.proc.returncode}); log in {self.log_path}:\n"
+                               + self.log_path.read_text()[-3000:])
+        return json.loads(line)
+
+    def command(self, cmd: str, **kw):
+        with self._lock:
+            self.proc.stdin.write(json.dumps({"cmd": cmd, **kw}).encode() + b"\n")
+            self.proc.stdin.flush()
+            answer = self._read()
+        if "error" in answer:
+            raise AssertionError(f"harness command {cmd} failed: {answer['error']}")
+        return answer["ok"]
+
+    def play(self, kind: str = "inbound", **kwargs) -> None:
+        self.command("play", kind=kind, kwargs=kwargs)
+
+    def actions(self, name: str | None = None) -> list[dict]:
+        return self.command("actions", name=name)
+
+    def stop(self) -> None:
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(10)
+        except Exception:
+            self.proc.kill()
+            self.proc.wait(5)
+        self._log.close()
+
+
+@pytest.fixture
+def shots() -> Path:
+    path = chromium.screenshot_dir()
+    print(f"\nbrowser screenshots and server logs: {path}")
+    return path
+
+
+def _server(request, shots: Path, users: bool, first_run: bool = False) -> Server:
+    server = Server(users, shots / f"{request.node.name}.server.log", first_run)
+    request.addfinalizer(server.stop)
+    return server
+
+
+@pytest.fixture
+def server(request, shots):
+    """A server that needs no login (loopback only, as the demo)."""
+    return _server(request, shots, users=False)
+
+
+@pytest.fixture
+def first_run_server(request, shots):
+    """``make run`` with no config: the demo plays calls by itself, the log names the URL."""
+    return _server(request, shots, users=False, first_run=True)
+
+
+@pytest.fixture
+def login_server(request, shots):
+    """A server with one user: ``desk`` / ``desk-secret-token``, lines line_1 and line_2."""
+    return _server(request, shots, users=True)
+
+
+@pytest.fixture
+def browser(request):
+    driver = chromium.start(1280, 900)
+    request.addfinalizer(driver.quit)
+    return driver
+
+
+@pytest.fixture
+def phone(request):
+    driver = chromium.start(360, 740)
+    request.addfinalizer(driver.quit)
+    return driver

@@ -1,0 +1,487 @@
+"""Device lines on the real captures: tests/data/ami-native (Asterisk 22, real SIP phones, no UserEvent).
+
+Each capture is played through the real AMI parser, the device mapping
+(:mod:`asttapi_server.core.device_lines`) and the real call model; per line
+we check the whole TAPI sequence the model emits and the call info, against
+what the scenario's timeline (the ``.txt`` beside the capture) says the
+phones did. 201 = bob, 202 = bobbett, 203 = alice, as in the lab.
+
+The hand-written events at the end (marked so) cover what no capture holds:
+a caller who gives up, a busy far end, Local devices, a resync.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from asttapi_server.ami.message import Message
+from asttapi_server.ami.parser import AMIParser
+from asttapi_server.core import CallModel, parse_tapievent
+from asttapi_server.core import device_lines as D
+from asttapi_server.core.transitions import NEW, TRANSITIONS
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+NATIVE = DATA / "ami-native"
+LAB = {"PJSIP/201": ["bob"], "PJSIP/202": ["bobbett"], "PJSIP/203": ["alice"]}
+
+NEWCALL, CALLINFO = "LINE_NEWCALL", "LINE_CALLINFO"
+OFFERING, CONNECTED, IDLE = "LINECALLSTATE_OFFERING", "LINECALLSTATE_CONNECTED", "LINECALLSTATE_IDLE"
+DISCONNECTED, ONHOLD, BUSY = "LINECALLSTATE_DISCONNECTED", "LINECALLSTATE_ONHOLD", "LINECALLSTATE_BUSY"
+DIALTONE, DIALING = "LINECALLSTATE_DIALTONE", "LINECALLSTATE_DIALING"
+PROCEEDING, RINGBACK = "LINECALLSTATE_PROCEEDING", "LINECALLSTATE_RINGBACK"
+CONNID, ORIGIN, CALLEDID = ("LINECALLINFOSTATE_CONNECTEDID", "LINECALLINFOSTATE_ORIGIN",
+                            "LINECALLINFOSTATE_CALLEDID")
+NORMAL = "LINEDISCONNECTMODE_NORMAL"
+EXTERNAL, INTERNAL, OUTBOUND = "LINECALLORIGIN_EXTERNAL", "LINECALLORIGIN_INTERNAL", "LINECALLORIGIN_OUTBOUND"
+
+
+def messages(path: Path) -> list[Message]:
+    return [m for m in AMIParser().feed(path.read_bytes()) if m.kind == "event"]
+
+
+def play(messages, devices=LAB, model=None):
+    """Signals and model events of a message list, in order."""
+    lines = D.DeviceLines(devices)
+    model = model if model is not None else CallModel(boot_id="test")
+    signals, events = [], []
+    for n, msg in enumerate(messages):
+        for signal in lines.feed(msg.name, msg.get, float(n)):
+            signals.append(signal)
+            events.extend(model.apply(signal, float(n)))
+    return lines, model, signals, events
+
+
+def seq(events, line):
+    """One line's sequence: each event as 'MSG' / 'STATE' / 'STATE MODE' / 'INFOSTATE', per call."""
+    out: dict[int, list[str]] = {}
+    for e in events:
+        if e.line != line:
+            continue
+        item = e.msg if e.msg == NEWCALL else (f"{e.param} {e.mode}" if e.mode else e.param)
+        out.setdefault(e.call, []).append(item)
+    return list(out.values())
+
+
+def last(events, line, call_index=0):
+    """The call info of a line's call after its last event."""
+    calls = []
+    for e in events:
+        if e.line == line and e.call not in calls:
+            calls.append(e.call)
+    handle = calls[call_index]
+    return [e for e in events if e.line == line and e.call == handle][-1].callinfo
+
+
+def at(events, line, param):
+    return next(e for e in events if e.line == line and e.param == param).callinfo
+
+
+def clean(lines, model):
+    """Nothing left behind: no leg tracked, no live call, nothing the model refused."""
+    assert lines.legs == {}
+    assert [c for c in model._by_handle.values() if c.ended is None] == []
+    assert model.stats["impossible"] == 0 and model.stats["unknown_call"] == 0
+    assert model.stats["synthetic_idle"] == 0
+
+
+def run(name, devices=LAB):
+    lines, model, signals, events = play(messages(NATIVE / f"{name}.raw"), devices)
+    clean(lines, model)
+    return signals, events
+
+
+# -- the captures ------------------------------------------------------------
+
+
+def test_s01_ring_group_answered_by_bob_answered_elsewhere_for_bobbett():
+    _, events = run("s01_inbound_ringgroup_answered")
+    assert seq(events, "bob") == [[NEWCALL, OFFERING, CONNID, CONNECTED, f"{DISCONNECTED} {NORMAL}", IDLE]]
+    assert seq(events, "bobbett") == [[NEWCALL, OFFERING, f"{DISCONNECTED} LINEDISCONNECTMODE_PICKUP", IDLE]]
+    assert seq(events, "alice") == []
+    for line in ("bob", "bobbett"):
+        newcall = at(events, line, None)  # LINE_NEWCALL already names the caller: the screen pop
+        assert (newcall["callerid"], newcall["calleridname"], newcall["calledid"]) == (
+            "0301234567", "Ext Caller", "100")
+        offering = at(events, line, OFFERING)
+        assert offering["origin"] == EXTERNAL and offering["connectedid"] is None
+    bob = last(events, "bob")
+    assert (bob["connectedid"], bob["connectedidname"]) == ("0301234567", "Ext Caller")
+    # each line its own call handle, as TAPI gives each line device its own hCall
+    assert len({e.call for e in events}) == 2
+
+
+def test_s03_bob_rejects_the_ringing_call():
+    _, events = run("s03_inbound_101_rejected")
+    assert seq(events, "bob") == [[NEWCALL, OFFERING, f"{DISCONNECTED} LINEDISCONNECTMODE_REJECT", IDLE]]
+    assert last(events, "bob")["calledid"] == "101"
+
+
+def test_s04_internal_call_both_ends():
+    _, events = run("s04_internal_201_to_203")
+    assert seq(events, "bob") == [[NEWCALL, DIALING, ORIGIN, PROCEEDING, RINGBACK, CONNID, CONNECTED,
+                                   f"{DISCONNECTED} {NORMAL}", IDLE]]
+    assert seq(events, "alice") == [[NEWCALL, OFFERING, CONNID, CONNECTED, f"{DISCONNECTED} {NORMAL}", IDLE]]
+    # a call the phone places: LINE_NEWCALL has no callerid (no contact lookup of the user's own number)
+    assert at(events, "bob", None)["callerid"] is None
+    assert at(events, "bob", DIALING)["origin"] == OUTBOUND  # before the PBX showed who is dialled
+    bob, alice = last(events, "bob"), last(events, "alice")
+    assert (bob["callerid"], bob["calleridname"], bob["calledid"]) == ("201", "bob", "203")
+    assert (bob["connectedid"], bob["connectedidname"], bob["origin"]) == ("203", "alice", INTERNAL)
+    assert (alice["callerid"], alice["calleridname"], alice["calledid"]) == ("201", "bob", "203")
+    assert (alice["connectedid"], alice["connectedidname"], alice["origin"]) == ("201", "bob", INTERNAL)
+
+
+def test_s05_outbound_call_answered():
+    _, events = run("s05_outbound_answered")
+    assert seq(events, "bob") == [[NEWCALL, DIALING, PROCEEDING, CONNID, CONNECTED,
+                                   f"{DISCONNECTED} {NORMAL}", IDLE]]
+    bob = last(events, "bob")
+    assert (bob["callerid"], bob["calledid"], bob["origin"]) == ("201", "95551234", OUTBOUND)
+    # Asterisk knows no connected line for [pstn]: the dialled party as the Dial named it
+    assert bob["connectedid"] == "95551234"
+
+
+def test_s07_click_to_dial_rings_the_phone_then_dials():
+    _, events = run("s07_click_to_dial")
+    assert seq(events, "bob") == [[NEWCALL, DIALTONE, CALLEDID, PROCEEDING, CONNID, CONNECTED,
+                                   f"{DISCONNECTED} {NORMAL}", IDLE]]
+    bob = last(events, "bob")
+    # the Originate's display CallerID ("95551234") is not taken for the user's own number
+    assert (bob["callerid"], bob["calleridname"]) == ("201", "bob")
+    assert (bob["calledid"], bob["origin"], bob["uniqueid"]) == ("95551234", OUTBOUND, "c2d-1e8b533511d1")
+
+
+def test_s07_click_to_dial_made_by_a_client_is_absorbed_into_its_handle():
+    """lineMakeCall pre-creates the call with the ChannelId the Originate carries: no second call."""
+    model = CallModel(boot_id="test")
+    call = model.make_call("bob", "95551234", owner="crm", now=0.0)
+    msgs = messages(NATIVE / "s07_click_to_dial.raw")
+    # as the bridge would have sent it: our ChannelId instead of the lab's
+    raw = (NATIVE / "s07_click_to_dial.raw").read_bytes().replace(b"c2d-1e8b533511d1", call.channel_id.encode())
+    msgs = [m for m in AMIParser().feed(raw) if m.kind == "event"]
+    lines, model, _, events = play(msgs, model=model)
+    clean(lines, model)
+    assert {e.call for e in events} == {call.handle}
+    newcall = [e for e in events if e.msg == NEWCALL]
+    assert len(newcall) == 1 and newcall[0].owner == "crm"  # the hub hides it from the dialling client
+    assert [e.param for e in events if e.msg == "LINE_CALLSTATE"] == [
+        DIALTONE, PROCEEDING, CONNECTED, DISCONNECTED, IDLE]
+
+
+def test_s08_blind_transfer_by_ami_bob_goes_idle_alice_gets_the_caller():
+    _, events = run("s08_blind_transfer_ami")
+    assert seq(events, "bob") == [[NEWCALL, OFFERING, CONNID, CONNECTED, IDLE]]
+    assert seq(events, "alice") == [[NEWCALL, OFFERING, CONNID, CONNECTED, f"{DISCONNECTED} {NORMAL}", IDLE]]
+    alice = last(events, "alice")
+    assert (alice["callerid"], alice["calleridname"], alice["calledid"]) == ("0301234567", "Ext Caller", "203")
+    assert (alice["connectedid"], alice["origin"]) == ("0301234567", EXTERNAL)
+
+
+def test_s09_attended_transfer_from_the_phone():
+    _, events = run("s09_attended_transfer_phone")
+    first, consultation = seq(events, "bob")
+    # Asterisk sends Unhold for the held call while it carries out the REFER: it shows as CONNECTED
+    assert first == [NEWCALL, OFFERING, CONNID, CONNECTED, ONHOLD, CONNECTED, IDLE]
+    assert consultation == [NEWCALL, DIALING, ORIGIN, PROCEEDING, RINGBACK, CONNID, CONNECTED, IDLE]
+    assert seq(events, "alice") == [[NEWCALL, OFFERING, CONNID, CONNECTED, CONNID,
+                                     f"{DISCONNECTED} {NORMAL}", IDLE]]
+    alice = last(events, "alice")
+    # the line that took the call now talks to the original caller
+    assert (alice["connectedid"], alice["connectedidname"]) == ("0301234567", "Ext Caller")
+    assert (alice["callerid"], alice["origin"]) == ("201", INTERNAL)
+
+
+def test_s10_hold_and_resume():
+    _, events = run("s10_hold_unhold")
+    assert seq(events, "bob") == [[NEWCALL, OFFERING, CONNID, CONNECTED, ONHOLD, CONNECTED,
+                                   f"{DISCONNECTED} {NORMAL}", IDLE]]
+
+
+def test_s11_pbx_restart_hangs_the_call_up_first_and_the_reconnect_brings_nothing():
+    _, events = run("s11_pbx_restart_during_call")
+    assert seq(events, "bob") == [[NEWCALL, OFFERING, CONNID, CONNECTED, f"{DISCONNECTED} {NORMAL}", IDLE]]
+    _, events = run("s11_pbx_restart_during_call_reconnect")
+    assert events == []
+
+
+ALL = sorted(p.stem for p in NATIVE.glob("*.raw"))
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_signal_is_what_the_dialplan_would_send(name):
+    """Each signal's raw text parses (real grammar) into exactly its command: the dialplan's own language."""
+    signals, _ = run(name)
+    for signal in signals:
+        assert parse_tapievent(signal.command.raw) == signal.command
+        assert signal.command.call_id == signal.uniqueid
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_only_configured_devices_get_calls(name):
+    """With only bob configured, bob's calls are the same and nobody else gets any.
+
+    Only the origin may differ: a call to 203 is INTERNAL only when 203 is a configured device.
+    """
+    _, everyone = run(name)
+    lines, model, _, only_bob = play(messages(NATIVE / f"{name}.raw"), {"PJSIP/201": ["bob"]})
+    clean(lines, model)
+    assert {e.line for e in only_bob} <= {"bob"}
+    def states(events):
+        return [[item for item in call if item != ORIGIN] for call in seq(events, "bob")]
+
+    assert states(only_bob) == states(everyone)
+
+
+def test_tapi_userevent_captures_give_nothing_without_device_lines():
+    captures = sorted((DATA / "ami").glob("*.raw"))
+    assert len(captures) > 10
+    lines = D.DeviceLines({})
+    for path in captures:
+        for msg in messages(path):
+            assert lines.feed(msg.name, msg.get, 0.0) == []
+
+
+def test_tapi_userevent_captures_give_nothing_for_devices_they_do_not_use():
+    """The TAPI lab's calls run on Local/bob@phones etc.; PJSIP devices there get no call from them."""
+    lines = D.DeviceLines(LAB)
+    for path in sorted((DATA / "ami").glob("*.raw")):
+        for msg in messages(path):
+            assert lines.feed(msg.name, msg.get, 0.0) == []
+
+
+# -- the table -----------------------------------------------------------------
+
+
+def test_every_move_in_the_table_is_allowed_by_the_model():
+    for fact, moves in D.TABLE.items():
+        for old, new in moves.items():
+            source = NEW if old == D.UNSEEN else old
+            assert new == NEW or new in TRANSITIONS[source], (fact, old, new)
+    # a hangup's DISCONNECTED (and a BUSY) always ends with IDLE
+    assert IDLE in TRANSITIONS[DISCONNECTED] and IDLE in TRANSITIONS[BUSY]
+
+
+@pytest.mark.parametrize(
+    "channel, device",
+    [
+        ("PJSIP/201-0000002a", "pjsip/201"),
+        ("SIP/Bob-desk-0000002a", "sip/Bob-desk"),  # a '-' in the resource: only the last one counts
+        ("DAHDI/1-1", "dahdi/1"),
+        ("IAX2/alice-1234", "iax2/alice"),
+        ("Local/201@phones-0000000a;1", "local/201@phones"),
+        ("Local/201@phones-0000000a;2", None),  # the dialplan half of a Local pair
+        ("PJSIP/201", None),  # a device, not a channel
+        ("PJSIP/201-0000002a<ZOMBIE>", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_device_of(channel, device):
+    assert D.device_of(channel) == device
+
+
+def test_device_names_compare_technology_case_insensitively_resource_exactly():
+    lines = D.DeviceLines({"pjsip/201": ["bob"], "SIP/Bob": ["old"]})
+    assert lines.lines_of("PJSIP/201-00000001") == ("bob",)
+    assert lines.lines_of("sip/Bob-00000001") == ("old",)
+    assert lines.lines_of("SIP/bob-00000001") == ()
+    with pytest.raises(ValueError, match="Tech/resource"):
+        D.DeviceLines({"201": ["bob"]})
+
+
+# -- hand-written events (edge cases no capture holds) -----------------------------------
+
+
+def ev(name, **headers):
+    """A hand-written AMI event; ``Dest_`` stands for the ``Dest`` prefix."""
+    items = [("Event", name)] + [(k.replace("Dest_", "Dest"), v) for k, v in headers.items()]
+    return Message.from_items(items)
+
+
+CALLER = dict(Channel="PJSIP/trunk-00000001", Uniqueid="9.1", CallerIDNum="0301234567",
+              CallerIDName="Ext Caller", Exten="100")
+BOB = dict(Dest_Channel="PJSIP/201-00000002", Dest_Uniqueid="9.2", Dest_CallerIDNum="201",
+           Dest_ConnectedLineNum="0301234567")
+
+
+def test_handmade_caller_gives_up_while_it_rings():
+    msgs = [
+        ev("Newchannel", Channel="PJSIP/201-00000002", Uniqueid="9.2", ChannelState="0", CallerIDNum="201"),
+        ev("DialBegin", **CALLER, **BOB),
+        ev("Newstate", Channel="PJSIP/201-00000002", Uniqueid="9.2", ChannelState="5"),
+        ev("DialEnd", **CALLER, **BOB, DialStatus="CANCEL"),
+        ev("Hangup", Channel="PJSIP/201-00000002", Uniqueid="9.2", Cause="16"),
+    ]
+    lines, model, _, events = play(msgs)
+    clean(lines, model)
+    assert seq(events, "bob") == [[NEWCALL, OFFERING, f"{DISCONNECTED} LINEDISCONNECTMODE_CANCELLED", IDLE]]
+
+
+def test_handmade_ring_group_timeout():
+    msgs = [ev("DialBegin", **CALLER, **BOB), ev("DialEnd", **CALLER, **BOB, DialStatus="NOANSWER"),
+            ev("Hangup", Channel="PJSIP/201-00000002", Uniqueid="9.2", Cause="16")]
+    _, _, _, events = play(msgs)
+    assert seq(events, "bob") == [[NEWCALL, OFFERING, f"{DISCONNECTED} LINEDISCONNECTMODE_NOANSWER", IDLE]]
+
+
+PHONE = dict(Channel="PJSIP/201-00000003", Uniqueid="9.3", CallerIDNum="201", CallerIDName="bob",
+             Exten="95550000")
+FAR = dict(Dest_Channel="Local/5550000@pstn-00000004;1", Dest_Uniqueid="9.4", Dest_CallerIDNum="95550000")
+
+
+def test_handmade_outbound_busy():
+    msgs = [ev("Newchannel", **PHONE, ChannelState="4"), ev("DialBegin", **PHONE, **FAR),
+            ev("DialEnd", **PHONE, **FAR, DialStatus="BUSY"),
+            ev("Hangup", **PHONE, Cause="17")]
+    lines, model, _, events = play(msgs)
+    clean(lines, model)
+    assert seq(events, "bob") == [[NEWCALL, DIALING, PROCEEDING, f"{BUSY} LINEBUSYMODE_UNKNOWN", IDLE]]
+    assert last(events, "bob")["calledid"] == "95550000"
+
+
+def test_handmade_outbound_not_answered():
+    msgs = [ev("Newchannel", **PHONE, ChannelState="4"), ev("DialBegin", **PHONE, **FAR),
+            ev("DialState", **PHONE, **FAR, DialStatus="RINGING"),
+            ev("DialEnd", **PHONE, **FAR, DialStatus="NOANSWER"), ev("Hangup", **PHONE, Cause="16")]
+    _, _, _, events = play(msgs)
+    assert seq(events, "bob") == [[NEWCALL, DIALING, PROCEEDING, RINGBACK,
+                                   f"{DISCONNECTED} LINEDISCONNECTMODE_NOANSWER", IDLE]]
+
+
+def test_handmade_local_device_only_its_first_half():
+    """A Local device (Dial(Local/bob@phones)): the ;1 half is the line's, the ;2 half runs the dialplan."""
+    local = dict(Dest_Channel="Local/bob@phones-00000005;1", Dest_Uniqueid="9.5")
+    msgs = [ev("DialBegin", **CALLER, **local),
+            ev("Newchannel", Channel="Local/bob@phones-00000005;2", Uniqueid="9.6", ChannelState="4",
+               CallerIDNum="0301234567", Exten="bob"),
+            ev("DialBegin", Channel="Local/bob@phones-00000005;2", Uniqueid="9.6",
+               Dest_Channel="PJSIP/201-00000007", Dest_Uniqueid="9.7"),
+            ev("Hangup", Channel="Local/bob@phones-00000005;2", Uniqueid="9.6", Cause="16"),
+            ev("Hangup", Channel="Local/bob@phones-00000005;1", Uniqueid="9.5", Cause="16")]
+    lines, model, _, events = play(msgs, {"Local/bob@phones": ["bob"]})
+    clean(lines, model)
+    # no DialEnd before the hangup: the Q.850 cause is all there is
+    assert seq(events, "bob") == [[NEWCALL, OFFERING, f"{DISCONNECTED} {NORMAL}", IDLE]]
+    assert {e.call for e in events} == {model.by_uniqueid("9.5").handle}
+
+
+def test_handmade_a_hangup_always_ends_the_call_whatever_came_before():
+    msgs = [ev("Newstate", Channel="PJSIP/201-00000008", Uniqueid="9.8", ChannelState="6",
+               ConnectedLineNum="0301234567"),
+            ev("Hold", Channel="PJSIP/201-00000008", Uniqueid="9.8"),
+            ev("Hangup", Channel="PJSIP/201-00000008", Uniqueid="9.8", Cause="0")]
+    lines, model, _, events = play(msgs)
+    clean(lines, model)
+    # a channel that answered without a Dial we saw (connected mid-call, Page, ...): CONNECTED at once
+    assert seq(events, "bob") == [[NEWCALL, CONNECTED, ONHOLD, f"{DISCONNECTED} LINEDISCONNECTMODE_UNKNOWN",
+                                   IDLE]]
+
+
+def test_handmade_resync_adopts_live_device_channels_only():
+    lines = D.DeviceLines(LAB)
+    model = CallModel(boot_id="test")
+    listed = [
+        ev("CoreShowChannel", Channel="PJSIP/201-00000009", Uniqueid="9.9", ChannelState="6",
+           CallerIDNum="201", ConnectedLineNum="0301234567", ConnectedLineName="Ext Caller"),
+        ev("CoreShowChannel", Channel="PJSIP/202-0000000a", Uniqueid="9.10", ChannelState="5",
+           ConnectedLineNum="0301234567"),
+        ev("CoreShowChannel", Channel="Local/100@plain-inbound-0000000b;2", Uniqueid="9.11", ChannelState="6"),
+        ev("CoreShowChannel", Channel="PJSIP/trunk-0000000c", Uniqueid="9.12", ChannelState="6"),
+    ]
+    events = [e for m in listed for s in lines.adopt(m.get, 0.0) for e in model.apply(s, 0.0)]
+    assert seq(events, "bob") == [[NEWCALL, CONNECTED]]
+    assert last(events, "bob")["connectedid"] == "0301234567"
+    assert seq(events, "bobbett") == [[NEWCALL, OFFERING]]
+    assert last(events, "bobbett")["callerid"] == "0301234567"
+    assert lines.adopt(listed[0].get, 1.0) == []  # listed twice: adopted once
+    hangup = ev("Hangup", Channel="PJSIP/201-00000009", Uniqueid="9.9", Cause="16")
+    events = [e for s in lines.feed("Hangup", hangup.get, 2.0) for e in model.apply(s, 2.0)]
+    assert seq(events, "bob") == [[f"{DISCONNECTED} {NORMAL}", IDLE]]
+
+
+def test_reset_forgets_every_channel():
+    lines, _, _, _ = play(messages(NATIVE / "s10_hold_unhold.raw")[:40])
+    assert lines.legs
+    lines.reset()
+    assert lines.legs == {}
+
+
+def test_shutdown_forgets_every_channel():
+    """The s11 capture's last event: Asterisk restarts, no channel survives it."""
+    msgs = messages(NATIVE / "s11_pbx_restart_during_call.raw")
+    hangups = [i for i, m in enumerate(msgs) if m.name == "Hangup" and "PJSIP" in (m.get("Channel") or "")]
+    # without the Hangup of bob's channel (lost with the link), the Shutdown still clears it
+    lines, _, _, _ = play(msgs[: hangups[0]])
+    assert lines.legs
+    shutdown = next(m for m in msgs if m.name == "Shutdown")
+    assert lines.feed("Shutdown", shutdown.get, 1.0) == []
+    assert lines.legs == {}
+
+
+def test_a_leg_whose_hangup_was_lost_is_dropped_after_max_age():
+    lines = D.DeviceLines(LAB, max_age=100.0)
+    up = ev("Newstate", Channel="PJSIP/201-00000008", Uniqueid="9.8", ChannelState="6")
+    lines.feed("Newstate", up.get, 1000.0)
+    assert lines.legs
+    other = ev("Newstate", Channel="PJSIP/trunk-00000001", Uniqueid="9.1", ChannelState="6")
+    lines.feed("Newstate", other.get, 1090.0)  # swept: 90 s old, kept
+    assert lines.legs
+    lines.feed("Newstate", other.get, 1150.0)  # swept again: 150 s old
+    assert lines.legs == {}
+
+
+# -- docs/device-lines.md ----------------------------------------------------------------
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "device-lines.md"
+
+
+def _short(e) -> str:
+    if e.msg == NEWCALL:
+        return "NEWCALL"
+    text = e.param.replace("LINECALLSTATE_", "").replace("LINECALLINFOSTATE_", "info:")
+    return text + (f"({e.mode.split('_', 1)[1]})" if e.mode else "")
+
+
+def test_the_docs_sequences_are_what_the_code_gives():
+    import re
+
+    block = re.search(r"## On the real captures.*?```text\n(.*?)```", DOC.read_text(), re.S).group(1)
+    produced = []
+    for path in sorted(NATIVE.glob("s*.raw")):
+        _, _, _, events = play(messages(path))
+        calls: dict = {}
+        for e in events:
+            calls.setdefault((e.line, e.call), []).append(_short(e))
+        produced += [f"{path.stem[:3]} {line:8} {' '.join(items)}" for (line, _), items in calls.items()]
+    assert block.splitlines() == produced
+
+
+def test_the_docs_config_loads(tmp_path):
+    import re
+
+    from asttapi_server.channel_events import devices_of
+    from asttapi_server.config import load_config
+
+    snippet = re.search(r"```toml\n(.*?)```", DOC.read_text(), re.S).group(1)
+    path = tmp_path / "asttapi.toml"
+    path.write_text(snippet)
+    cfg = load_config(str(path))
+    assert devices_of(cfg) == {"PJSIP/201": ["bob"], "PJSIP/203": ["alice"]}
+    assert cfg.lines["bob"].channel == "PJSIP/201"
+
+
+def test_handmade_busy_before_ringing_is_busy_not_a_rejection():
+    msgs = [ev("DialBegin", **CALLER, **BOB), ev("DialEnd", **CALLER, **BOB, DialStatus="BUSY"),
+            ev("Hangup", Channel="PJSIP/201-00000002", Uniqueid="9.2", Cause="17")]
+    _, _, _, events = play(msgs)
+    assert seq(events, "bob") == [[NEWCALL, OFFERING, f"{DISCONNECTED} LINEDISCONNECTMODE_BUSY", IDLE]]
+
+
+def test_the_benchmark_runs():
+    """Smoke test only (no timing asserted): bench/device_lines.py replays the captures and leaks nothing."""
+    from bench import device_lines as bench
+
+    figures = bench.run(rounds=2)
+    assert figures["events"] > 0 and figures["signals"] > 0
