@@ -44,6 +44,7 @@ from twisted.logger import Logger
 from asttapi_server.clients import codec
 from asttapi_server.clients.protocol import ClientFactory, ClientProtocol
 from asttapi_server.throttle import LogThrottle
+from asttapi_server.names import log_text
 
 #: RFC 6455 close codes we send.
 CLOSE_POLICY = 1008  # the server hangs up after a JSON-RPC error (error flood, failed logins, ...)
@@ -232,8 +233,13 @@ class WebSocketClient(WebSocketServerProtocol):
             self._held.append((payload, isBinary))
             return
         if isBinary:
-            _log.warn("closing WebSocket client {peer} ({user}): it sent a binary frame",
-                          peer=connection.peer, user=connection.session.username if connection.session else "?")
+            # Throttled per address: a stranger can be closed and reconnect at once.
+            connection.factory.log_limited(
+                "binary-frame", connection.address,
+                "closing WebSocket client {peer} ({user}): it sent a binary frame",
+                peer=log_text(connection.peer),
+                user=log_text(connection.session.username if connection.session else "?"),
+            )
             self._close_code = CLOSE_UNSUPPORTED
             connection.close_with_error(
                 codec.CONNECTION_CLOSING,

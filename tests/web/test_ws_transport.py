@@ -85,6 +85,19 @@ def test_a_binary_frame_closes_with_1003_and_a_reason(logged):
     assert any("binary frame" in line for line in logged())
 
 
+def test_binary_frames_from_one_address_log_one_line_a_minute(logged):
+    # A stranger that sends a binary frame, is closed and reconnects at once
+    # must not write one log line per connection (issue 11: every log line
+    # about input is throttled).
+    h = WSHarness()
+    for _ in range(30):
+        c = h.connect()
+        c.send_raw(b"x", binary=True)
+        assert close_of(c)[1] == 1003
+        c.drop()
+    assert len([line for line in logged() if "binary frame" in line]) == 1
+
+
 def test_invalid_utf8_in_a_text_frame_closes_with_1007():
     h = WSHarness()
     c = h.connect()
