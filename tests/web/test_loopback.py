@@ -298,11 +298,11 @@ class SiteTests(TestCase):
         from twisted.internet.endpoints import SSL4ClientEndpoint, serverFromString
         from twisted.internet.ssl import Certificate, optionsForClientTLS
 
-        from tests.clients.test_loopback import _make_cert
+        from tests.security.tlsutil import make_cert
 
         top = Path(tempfile.mkdtemp())
         self.addCleanup(shutil.rmtree, top)
-        key, cert = _make_cert(top)
+        key, cert = make_cert(top)
         listening = yield serverFromString(
             reactor, f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}").listen(self.site)
         self.addCleanup(listening.stopListening)
