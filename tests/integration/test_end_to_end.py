@@ -75,7 +75,9 @@ class EndToEnd(TestCase):
 
     @defer.inlineCallbacks
     def start(self, *, autoplay: bool):
-        config = load_config(None, {"server.listen": ["tcp:0:interface=127.0.0.1"]})
+        # A generous lookup timeout: the sample CRM answers in microseconds,
+        # but a loaded CI machine can hold its thread up for seconds.
+        config = load_config(None, {"server.listen": ["tcp:0:interface=127.0.0.1"], "plugins.lookup_timeout": 20.0})
         self.app = make_service(config, reactor, demo_options={"timing": Timing.fast(), "autoplay": autoplay})
         self.app.startService()
         self.addCleanup(self.app.stopService)
@@ -102,7 +104,10 @@ class EndToEnd(TestCase):
         client = yield self.connect()
         response = yield client.call("lineOpen", line="line_1")
         self.assertEqual(response["result"]["calls"], [])
-        self.app.demo.play("inbound", caller=("0301234567", "Ext Caller"), ring=0.2)
+        # A long talk: the contact lookup runs in a thread, which a loaded
+        # machine may hold up for seconds, and a lookup that ends after the
+        # call is announced to nobody. The test ends the call itself.
+        self.app.demo.play("inbound", caller=("0301234567", "Ext Caller"), ring=0.2, talk=600.0)
         newcall = yield client.wait_for(is_event("LINE_NEWCALL", line="line_1"))
         offering = yield client.wait_for(is_event("LINE_CALLSTATE", state="LINECALLSTATE_OFFERING"))
         self.assertEqual(offering["params"]["call"], newcall["params"]["call"])
@@ -111,8 +116,10 @@ class EndToEnd(TestCase):
         yield client.wait_for(is_event("LINE_CALLSTATE", state="LINECALLSTATE_CONNECTED"))
         # The sample CRM knows this caller: the contact arrives as LINE_CALLINFO.
         contact = yield client.wait_for(lambda m: m.get("method") == "LINE_CALLINFO"
-                                        and "contact" in m["params"]["callinfo"])
+                                        and "contact" in m["params"]["callinfo"], timeout=25.0)
         self.assertEqual(contact["params"]["callinfo"]["contact"]["source"], "crm")
+        dropped = yield client.call("lineDrop", call=newcall["params"]["call"])
+        self.assertIn("result", dropped)
         yield client.wait_for(is_event("LINE_CALLSTATE", state="LINECALLSTATE_IDLE"))
         seqs = [m["params"]["seq"] for m in client.events()]
         self.assertEqual(seqs, sorted(seqs))
