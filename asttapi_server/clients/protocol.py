@@ -475,6 +475,7 @@ class ClientFactory(ServerFactory):
     """
 
     protocol = ClientProtocol
+    noisy = False  # no "Starting factory <... at 0x...>" in an admin's log ("Clients may connect on" says it)
 
     def __init__(
         self,
