@@ -509,6 +509,7 @@ class ClientFactory(ServerFactory):
     """
 
     protocol = ClientProtocol
+    noisy = False  # no "Starting factory <... at 0x...>" in an admin's log ("Clients may connect on" says it)
 
     def __init__(
         self,

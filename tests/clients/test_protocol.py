@@ -512,6 +512,26 @@ def test_factory_builds_its_authenticator_from_config_users():
     assert not ClientFactory(Hub(), FakeTelephony(), clock=object()).authenticator.login_required
 
 
+def test_listening_factory_logs_no_starting_factory_line():
+    """An admin's log says "Clients may connect on ..."; Twisted's "Starting factory <... at 0x...>" is noise."""
+    from twisted.logger import formatEvent
+
+    from asttapi_server.clients.hub import Hub
+    from asttapi_server.clients.protocol import ClientFactory
+
+    from .fakes import FakeTelephony
+
+    seen: list[dict] = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        f = ClientFactory(Hub(), FakeTelephony(), clock=object())
+        f.doStart()
+        f.doStop()
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+    assert not [formatEvent(e) for e in seen if "factory" in formatEvent(e).lower()]
+
+
 def test_line_open_announces_existing_calls_as_tapi_does():
     """A client opening a line mid-call gets LINE_NEWCALL + LINE_CALLSTATE for it, marked existing."""
     h = Harness()

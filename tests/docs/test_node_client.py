@@ -1,7 +1,8 @@
 """The Node.js client in docs/protocol.md, run as written against the server and the demo PBX.
 
 It is what a CRM developer copies first; this proves it connects, logs in,
-opens a line and pops a call with its caller at LINE_NEWCALL and its contact.
+opens a line and pops a call with its caller at OFFERING (not bob's own
+outbound call) and its contact.
 Skipped where no ``node`` is installed.
 """
 
@@ -96,6 +97,10 @@ class NodeClient(TestCase):
         self.addCleanup(stop)
         yield self.wait_for(out, r"server \S+, PBX up")
         yield self.wait_for(out, r"line_1 open: LINEDEVSTATE_INSERVICE, 0 call\(s\) now")
+        # bob dialling out on line_1's phone is no screen pop (his own number would pop)
+        app.demo.play("outbound")
+        yield self.wait_for(out, r"end \d+")
+        self.assertEqual([line for line in out.lines if line.startswith("pop")], [])
         app.demo.play("inbound", caller=("0301234567", "Ext Caller"), ring=0.2)
         pop = yield self.wait_for(out, r"pop \d+: .*")
         self.assertRegex(pop, r"^pop \d+: 0301234567 Ext Caller$")

@@ -105,6 +105,10 @@ def test_port_in_use_stops_the_daemon(tmp_path, taken_port):
     assert proc.returncode == 1
     # twistd's own two-line report from the daemon's parent; our line in it:
     assert f"StartupError: asttapi: cannot listen on tcp:{taken_port}:interface=127.0.0.1" in proc.stderr
+    # ... as the README quotes it.
+    report = "An error has occurred: b'StartupError: asttapi: cannot listen on "
+    assert report in proc.stderr
+    assert report in " ".join((ROOT / "README.md").read_text().split())
     assert not pidfile.exists()
     for _ in range(50):  # the daemon child is exiting: give it up to 5 s
         if not _processes_mentioning(str(pidfile)):
