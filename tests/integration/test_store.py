@@ -15,8 +15,8 @@ import tempfile
 
 import pytest
 from twisted.internet import reactor
-from twisted.internet.defer import ensureDeferred
-from twisted.internet.task import Clock, deferLater
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.task import Clock
 from twisted.logger import LogLevel, capturedLogs
 from twisted.trial.unittest import TestCase
 
@@ -207,15 +207,34 @@ class RealReactor(TestCase):
         path = os.path.join(directory, "calls.json")
         store = CallStore(path, model_with_a_call(), reactor)
         self.assertTrue(store.thread)
+        # Wait for the write itself, not a fixed polling budget (2 s of
+        # polling failed on a loaded machine): the batch delay plus a thread
+        # pool turn have no upper bound there.
+        import threading
+
+        from asttapi_server import store as store_module
+
+        threads, written = [], Deferred()
+        real_write, real_written = store_module.write_atomically, store._written
+
+        def write_atomically(*args):
+            threads.append(threading.current_thread())
+            return real_write(*args)
+
+        def _written(result, data):
+            real_written(result, data)
+            if not written.called:
+                written.callback(None)
+
+        self.patch(store_module, "write_atomically", write_atomically)
+        store._written = _written
         store.startService()
         store.changed()
 
         async def wait():
-            for _ in range(200):
-                if store.writes:
-                    break
-                await deferLater(reactor, 0.01, lambda: None)
+            await written
             self.assertEqual(store.writes, 1)
+            self.assertNotIn(threading.main_thread(), threads)
             self.assertEqual(len(read_store(path)["calls"]), 1)
             await store.stopService()
 
