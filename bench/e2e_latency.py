@@ -182,7 +182,7 @@ def serve(ami_port: int, transport: str = "tcp") -> None:
         "ami.host": "127.0.0.1", "ami.port": ami_port, "ami.auth": "plain", "ami.secret": "bench",
         "server.listen": ["tcp:0:interface=127.0.0.1:backlog=1024"],
         # every benchmark client comes from 127.0.0.1 (docs/security.md, "The network")
-        "server.max_clients": 100_000, "server.max_clients_per_address": 100_000,
+        "server.max_clients": 5_000, "server.max_clients_per_address": 5_000,
         "web.listen": ["tcp:0:interface=127.0.0.1:backlog=1024"] if transport == "websocket" else [],
     })
     app = make_service(config, reactor)
