@@ -129,8 +129,11 @@ class ClientListener(Service):
     def _listening(self, port: Any) -> None:
         self.port = port
         host = port.getHost()
-        log.info("Clients may connect on {description} ({host}:{port})",
-                 description=self.description, host=getattr(host, "host", "?"), port=getattr(host, "port", "?"))
+        # A TCP/SSL port has host and port; a unix socket only its path.
+        where = f"{host.host}:{host.port}" if hasattr(host, "port") else getattr(host, "name", host)
+        if isinstance(where, bytes):
+            where = where.decode("utf-8", "replace")
+        log.info("Clients may connect on {description} ({where})", description=self.description, where=where)
         waiting, self._waiting = self._waiting, []
         for d in waiting:
             d.callback(port)

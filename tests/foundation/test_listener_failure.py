@@ -55,3 +55,31 @@ def test_a_late_failure_stops_the_running_reactor(monkeypatch):
     assert [formatEvent(e) for e in logs] == [
         "asttapi: cannot listen on systemd:domain=INET:index=0: Address already in use; stopping"
     ]
+
+
+class _Port:
+    def __init__(self, address) -> None:
+        self.address = address
+
+    def getHost(self):
+        return self.address
+
+
+@pytest.mark.parametrize(
+    "description, address, shown",
+    [
+        ("tcp:5039:interface=127.0.0.1", "tcp", "127.0.0.1:5039"),
+        ("unix:/run/asttapi/clients.sock", "unix", "/run/asttapi/clients.sock"),
+    ],
+)
+def test_the_listening_line_names_the_address_of_any_kind_of_port(monkeypatch, description, address, shown):
+    # A unix socket has no host or port: the line showed "(?:?)" (QA of issue 11).
+    from twisted.internet.address import IPv4Address, UNIXAddress
+    from twisted.internet.defer import succeed
+
+    addr = IPv4Address("TCP", "127.0.0.1", 5039) if address == "tcp" else UNIXAddress(b"/run/asttapi/clients.sock")
+    monkeypatch.setattr(service, "server_endpoint", lambda reactor, d: Endpoint(succeed(_Port(addr))))
+    listener = ClientListener(MemoryReactorClock(), description, factory=None)
+    with capturedLogs() as logs:
+        listener.startService()
+    assert [formatEvent(e) for e in logs] == [f"Clients may connect on {description} ({shown})"]
