@@ -218,6 +218,16 @@ def serve(ami_port: int, transport: str = "tcp") -> None:
     reactor.run()
 
 
+def stop_server(proc: subprocess.Popen) -> None:
+    """Ask the server child started with ``--serve`` to stop; kill it if it does not."""
+    try:
+        proc.stdin.write(b"quit\n")
+        proc.stdin.flush()
+        proc.wait(15)
+    except (OSError, subprocess.TimeoutExpired):
+        proc.kill()
+
+
 # -- clients and the driving loop (this process) --------------------------------------
 
 
@@ -426,12 +436,7 @@ class Bench:
         return calls
 
     def close(self) -> None:
-        try:
-            self.proc.stdin.write(b"quit\n")
-            self.proc.stdin.flush()
-            self.proc.wait(15)
-        except (OSError, subprocess.TimeoutExpired):
-            self.proc.kill()
+        stop_server(self.proc)
         for c in self.clients:
             c.sock.close()
         if self.ami.conn is not None:

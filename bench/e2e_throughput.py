@@ -47,7 +47,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.ami_ingest import capture_events  # noqa: E402
-from bench.e2e_latency import CAPTURE_ID, ScriptedAsterisk  # noqa: E402
+from bench.e2e_latency import CAPTURE_ID, ScriptedAsterisk, stop_server  # noqa: E402
 
 LINES = 64
 TAPI_EVENTS_PER_CALL = 5
@@ -196,12 +196,7 @@ class Server:
         return elapsed, _cpu_seconds(self.proc.pid) - cpu0, got
 
     def close(self) -> None:
-        try:
-            self.proc.stdin.write(b"quit\n")
-            self.proc.stdin.flush()
-            self.proc.wait(15)
-        except (OSError, subprocess.TimeoutExpired):
-            self.proc.kill()
+        stop_server(self.proc)
         self.client.close()
         if self.ami.conn is not None:
             self.ami.conn.close()

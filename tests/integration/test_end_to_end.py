@@ -17,9 +17,10 @@ from twisted.trial.unittest import TestCase
 from asttapi_server.config import load_config
 from asttapi_server.demo.scenarios import Timing
 from asttapi_server.service import make_service
+from tests.watching import Watching
 
 
-class JsonClient(LineOnlyReceiver):
+class JsonClient(Watching, LineOnlyReceiver):
     delimiter = b"\n"
     MAX_LENGTH = 1 << 20
 
@@ -31,14 +32,9 @@ class JsonClient(LineOnlyReceiver):
 
     def lineReceived(self, line: bytes) -> None:
         msg = json.loads(line)
-        self.messages.append(msg)
         if "id" in msg and msg["id"] in self._pending:
             self._pending.pop(msg["id"]).callback(msg)
-        for watcher in list(self._watchers):
-            predicate, d = watcher
-            if predicate(msg):
-                self._watchers.remove(watcher)
-                d.callback(msg)
+        self.received(msg)
 
     def call(self, method: str, **params) -> defer.Deferred:
         self._next += 1
@@ -46,14 +42,6 @@ class JsonClient(LineOnlyReceiver):
         self._pending[self._next] = d
         self.sendLine(json.dumps({"jsonrpc": "2.0", "id": self._next, "method": method, "params": params}).encode())
         return d
-
-    def wait_for(self, predicate, timeout: float = 10.0) -> defer.Deferred:
-        for msg in self.messages:
-            if predicate(msg):
-                return defer.succeed(msg)
-        d: defer.Deferred = defer.Deferred()
-        self._watchers.append((predicate, d))
-        return d.addTimeout(timeout, reactor)
 
     def events(self, method: str | None = None) -> list[dict]:
         return [m for m in self.messages if "method" in m and m["method"] != "hello"

@@ -34,11 +34,12 @@ from asttapi_server.service import make_service
 from asttapi_server.web.resource import make_site
 from asttapi_server.web.ws import WebSocketEndpoint, WebSocketFactory
 from tests.clients.fakes import FakeTelephony, event
+from tests.watching import Watching
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class WSClient(WebSocketClientProtocol):
+class WSClient(Watching, WebSocketClientProtocol):
     """Collects JSON messages; ``call`` and ``wait_for`` as the TCP end-to-end client has them."""
 
     def __init__(self) -> None:
@@ -53,13 +54,7 @@ class WSClient(WebSocketClientProtocol):
         self.opened.callback(self)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        msg = json.loads(payload)
-        self.messages.append(msg)
-        for watcher in list(self._watchers):
-            predicate, d = watcher
-            if predicate(msg):
-                self._watchers.remove(watcher)
-                d.callback(msg)
+        self.received(json.loads(payload))
 
     def onClose(self, wasClean, code, reason) -> None:
         if not self.opened.called:
@@ -72,14 +67,6 @@ class WSClient(WebSocketClientProtocol):
         d = self.wait_for(lambda m: isinstance(m, dict) and m.get("id") == rid and "method" not in m)
         self.sendMessage(json.dumps({"jsonrpc": "2.0", "id": rid, "method": method, "params": params}).encode())
         return d
-
-    def wait_for(self, predicate, timeout: float = 10.0) -> defer.Deferred:
-        for msg in self.messages:
-            if predicate(msg):
-                return defer.succeed(msg)
-        d: defer.Deferred = defer.Deferred()
-        self._watchers.append((predicate, d))
-        return d.addTimeout(timeout, reactor)
 
 
 @defer.inlineCallbacks
