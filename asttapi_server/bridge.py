@@ -37,7 +37,7 @@ from .config import Config
 from .core.events import TapiEvent
 from .core.model import CallModel
 from .errors import ActionFailed, ActionTimeout, InvalidActionHeader, LinkDown, TelephonyError
-from .numbers import dialable
+from .core.dialstring import dialable
 from .throttle import LogThrottle
 
 log = Logger()

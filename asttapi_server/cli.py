@@ -23,7 +23,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from asttapi_server.client import Client, ClientError, ConnectionClosed, RemoteError
+from asttapi_server.rpc_client import Client, ClientError, ConnectionClosed, RemoteError
 
 _PREFIXES = ("LINECALLSTATE_", "LINECALLINFOSTATE_", "LINEDEVSTATE_", "LINEDISCONNECTMODE_",
              "LINECONNECTEDMODE_", "LINEOFFERINGMODE_", "LINECALLORIGIN_")

@@ -10,7 +10,7 @@ parameters, marked with :data:`hookimpl`::
         ...
 
 The server never calls these through pluggy's own ``hook.xxx()``: each
-implementation is called on its own by :class:`asttapi_server.plugins.PluginHost`,
+implementation is called on its own by :class:`asttapi_server.plugin_host.PluginHost`,
 so a plugin that raises is logged with its name and skipped, and the others
 still run. Hook wrappers are not supported. ``app`` is the running bridge
 (``asttapi_server.bridge.Bridge``), ``None`` in unit tests.
@@ -108,7 +108,7 @@ def asttapi_lookup_contact(number, callinfo, app):
 
     Blocking work (SQL, files) must not run on the reactor thread: either
     return a Deferred, or decorate the implementation with
-    :func:`asttapi_server.plugins.blocking` and the server calls it in its
+    :func:`asttapi_server.plugin_host.blocking` and the server calls it in its
     plugin thread pool.
 
     :param number: the number as the PBX gave it, e.g. ``"02079460958"``;

@@ -19,7 +19,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .ami.client import AMIClient
+from .ami.link import AMILink
 from .bridge import Bridge
 from .clients.auth import check_listen_security
 from .clients.hub import Hub
@@ -27,7 +27,7 @@ from .clients.listen import server_endpoint
 from .clients.protocol import ClientFactory
 from .config import Config
 from .core.model import CallModel
-from .plugins import build_plugin_manager
+from .plugin_host import build_plugin_manager
 from .store import DEFAULT_STATE_FILE, CallStore
 
 log = Logger()
@@ -174,7 +174,7 @@ class AppService(MultiService):
         self.plugins: Any = None
         self.bridge: Bridge | None = None
         self.hub: Hub | None = None
-        self.ami: AMIClient | None = None
+        self.ami: AMILink | None = None
         self.demo: Any = None
         self.model: CallModel | None = None
         self.client_factory: ClientFactory | None = None
@@ -282,7 +282,7 @@ def make_service(config: Config, reactor: Any = None, *, demo_options: dict | No
     else:
         endpoint = TCP4ClientEndpoint(reactor, ami_conf.host, ami_conf.port, timeout=10)
 
-    app.ami = AMIClient(
+    app.ami = AMILink(
         endpoint,
         ami_conf.username,
         ami_conf.secret,

@@ -39,7 +39,7 @@ def _ami(quick: bool) -> tuple[Any, list[Row]]:
 
     f = ami_ingest.run(events=50_000 if quick else 200_000, repeats=1 if quick else 3)
     rows = [
-        ("AMI ingest, AMIClient over loopback", f"{f['client_events_per_s']:,} events/s",
+        ("AMI ingest, AMILink over loopback", f"{f['client_events_per_s']:,} events/s",
          f"{f['events']:,} events, {f['noise_per_user_event']} noise per UserEvent; "
          "target >= 100,000"),
         ("AMI ingest, minimal splitter (same run)", f"{f['splitter_events_per_s']:,} events/s", "bare blank-line splitter"),

@@ -1,4 +1,4 @@
-"""AMI ingest benchmark: real AMIClient path vs. a bare blank-line splitter.
+"""AMI ingest benchmark: real AMILink path vs. a bare blank-line splitter.
 
 The stream is built from real capture layouts: the events of
 ``tests/data/ami/05_inbound_call.monitor.raw`` (one inbound call on Asterisk
@@ -13,7 +13,7 @@ stream with ``sendall``.  The measured side runs in a child process with its
 own reactor (so the sender never competes with it for the GIL), and reads the
 stream once per repeat with each of:
 
-(a) the server path: ``AMIClient`` over TCP (MD5 login, parser, protocol) with
+(a) the server path: ``AMILink`` over TCP (MD5 login, parser, protocol) with
     the event filter set exactly as ``bridge`` sets it
     (``set_event_filter(plugins.wanted_event_names() | {"Hangup",
     "OriginateResponse"})``, here :data:`WANTED`), and an event observer doing
@@ -177,7 +177,7 @@ def _client_main(port: int, total: int, repeats: int) -> None:
     from twisted.internet.endpoints import TCP4ClientEndpoint
     from twisted.internet.protocol import Factory, Protocol
 
-    from asttapi_server.ami.client import AMIClient
+    from asttapi_server.ami.link import AMILink
     from asttapi_server.ami.normalise import hangup, user_event
 
     baseline = _peak_kib()
@@ -269,7 +269,7 @@ def _client_main(port: int, total: int, repeats: int) -> None:
             if up and not state["t0"]:
                 state["t0"] = time.perf_counter()
 
-        client = AMIClient(
+        client = AMILink(
             TCP4ClientEndpoint(reactor, "127.0.0.1", port),
             "bench",
             "bench-secret",
@@ -419,7 +419,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     ok_ratio = figures["ratio"] >= 0.3
     print(f"AMI ingest, {figures['events']:,} events ({figures['stream_bytes'] / 1e6:.1f} MB, "
           f"{figures['noise_per_user_event']} noise events per TAPI UserEvent), best of {figures['repeats']}:")
-    print(f"  server path: AMIClient, filter {'/'.join(figures['wanted'])},")
+    print(f"  server path: AMILink, filter {'/'.join(figures['wanted'])},")
     print(f"    {figures['delivered_filtered']:,} delivered, every UserEvent/Hangup fully decoded: "
           f"{figures['client_events_per_s']:>10,} events/s  ({figures['client_mb_per_s']} MB/s)")
     print(f"  bare blank-line splitter:                                        "
@@ -429,7 +429,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     print(f"  splitter that also hands each message to a no-op method (LineOnlyReceiver's shape):"
           f" {figures['delivering_splitter_events_per_s']:>10,} events/s (server path ratio "
           f"{figures['ratio_vs_delivering_splitter']:.3f}; the target is judged on the bare splitter above)")
-    print(f"  for comparison, AMIClient without a filter (every event a Message):"
+    print(f"  for comparison, AMILink without a filter (every event a Message):"
           f" {figures['unfiltered_events_per_s']:>10,} events/s (ratio {figures['unfiltered_ratio']:.3f})")
     print(f"  peak RSS of the measured process: {figures['peak_rss_kib'] / 1024:.1f} MiB "
           f"(+{figures['peak_growth_kib'] / 1024:.1f} MiB over the baseline after imports)")

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from asttapi_server.plugins import _load, bundled_plugin_dir  # noqa: E402
+from asttapi_server.plugin_host import _load, bundled_plugin_dir  # noqa: E402
 
 STYLES = ("+44 20 {a} {b}", "020 {a} {b}", "(020) {a}-{b}", "0044 20 {a} {b}", "+44 (0)20 {a} {b}", "020{a}{b}")
 

@@ -84,7 +84,7 @@ def _server():
     from asttapi_server.clients.hub import Hub
     from asttapi_server.config import load_config
     from asttapi_server.core.model import CallModel
-    from asttapi_server.plugins import build_plugin_manager
+    from asttapi_server.plugin_host import build_plugin_manager
 
     config = load_config(None, {})
     clock = Clock()

@@ -63,7 +63,7 @@ from asttapi_server.numbers import (
     number_forms,
     number_key,
 )
-from asttapi_server.plugins import Settings, blocking, resolve_path
+from asttapi_server.plugin_host import Settings, blocking, resolve_path
 
 log = Logger(namespace="asttapi_plugins.crm_sql")
 

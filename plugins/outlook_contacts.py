@@ -42,7 +42,7 @@ from twisted.logger import Logger
 
 from asttapi_server.hookspecs import hookimpl
 from asttapi_server.numbers import DEFAULT_REGION, NumberIndex, check_region
-from asttapi_server.plugins import Settings, blocking
+from asttapi_server.plugin_host import Settings, blocking
 
 log = Logger(namespace="asttapi_plugins.outlook_contacts")
 

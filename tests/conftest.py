@@ -29,7 +29,7 @@ settings.load_profile(
 def _fresh_tapievent_log_throttle(monkeypatch):
     """Each test sees its own first report of a malformed TAPIEVENT (the
     plugin's throttle lives as long as the process, as in the server)."""
-    from asttapi_server import tapi_userevent
+    from asttapi_server.mappings import tapi_userevent
     from asttapi_server.throttle import LogThrottle
 
     monkeypatch.setattr(tapi_userevent, "_malformed", LogThrottle())

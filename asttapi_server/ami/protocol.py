@@ -1,7 +1,7 @@
 """One AMI connection: login, ActionID correlation, event lists, keepalive.
 
 Adapter ring: feeds bytes to :class:`~asttapi_server.ami.parser.AMIParser` and
-hands messages on.  Reconnecting is :mod:`asttapi_server.ami.client`'s job; a
+hands messages on.  Reconnecting is :mod:`asttapi_server.ami.link`'s job; a
 protocol lives exactly as long as its TCP connection.
 
 Session states (one table, as in magic-wormhole's machines)::
@@ -316,7 +316,7 @@ class AMIProtocol(Protocol):
         timeout: float | None = 30.0,
         on_action_id: Callable[[str], None] | None = None,
     ) -> Deferred:
-        """Send one action once logged in; see ``AMIClient.send_action``."""
+        """Send one action once logged in; see ``AMILink.send_action``."""
         if self.state != LIVE:
             return fail(LinkDown(f"AMI link to {self.peer} is not logged in; {action} not sent"))
         return self._send(action, headers, timeout, on_action_id)

@@ -16,7 +16,7 @@ from typing import Any
 
 from asttapi_server.core.events import TapiEvent
 from asttapi_server.names import MAX_LINE_NAME_LENGTH, line_name_problem
-from asttapi_server.numbers import MAX_DIAL_LENGTH, dialable
+from asttapi_server.core.dialstring import MAX_DIAL_LENGTH, dialable
 
 PROTOCOL_VERSION = 1
 
@@ -233,7 +233,7 @@ def _text(name: str, limit: int) -> Callable[[Any], str]:
 
 
 def normalise_number(text: str) -> str:
-    """The dialable form of ``text`` (see :func:`asttapi_server.numbers.dialable`), or ParamsError."""
+    """The dialable form of ``text`` (see :func:`asttapi_server.core.dialstring.dialable`), or ParamsError."""
     try:
         return dialable(text)
     except ValueError as e:

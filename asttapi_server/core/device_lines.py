@@ -8,7 +8,7 @@ the rest of :mod:`asttapi_server.core`: AMI event fields and ``now`` in,
 :class:`~asttapi_server.core.grammar.TapiSignal` out, exactly the signals a
 TAPI dialplan would send, so the call model (:mod:`.model`) and its
 transition table (:mod:`.transitions`) treat both kinds of line alike. The
-plugin that feeds it from the AMI link is :mod:`asttapi_server.channel_events`.
+plugin that feeds it from the AMI link is :mod:`asttapi_server.mappings.channel_events`.
 
 One call per device channel
 ---------------------------

@@ -12,7 +12,7 @@ from twisted.internet.error import ConnectionDone, ConnectionLost, ConnectionRef
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
-from asttapi_server.ami.client import AMIClient
+from asttapi_server.ami.link import AMILink
 from asttapi_server.ami.message import Message
 from asttapi_server.ami.parser import AMIParser
 
@@ -72,10 +72,10 @@ class FakeAsterisk:
         self.endpoint = TCP4ClientEndpoint(self.reactor, "pbx.example", 5038)
         self._used = 0
 
-    def client(self, **kw) -> AMIClient:
+    def client(self, **kw) -> AMILink:
         kw.setdefault("clock", self.reactor)
         kw.setdefault("retry_policy", lambda n: min(2.0**n, 30.0))
-        return AMIClient(self.endpoint, kw.pop("username", "asttapi"), kw.pop("secret", "asttapi-secret"), **kw)
+        return AMILink(self.endpoint, kw.pop("username", "asttapi"), kw.pop("secret", "asttapi-secret"), **kw)
 
     def pending_connects(self) -> int:
         return len(self.reactor.tcpClients) - self._used

@@ -1,5 +1,5 @@
 """Smoke test: the ingest benchmark runs end to end over real loopback TCP
-(MD5 login of the real AMIClient against the bench's fake Asterisk) and every
+(MD5 login of the real AMILink against the bench's fake Asterisk) and every
 event and UserEvent arrives."""
 
 from __future__ import annotations

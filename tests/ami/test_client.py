@@ -1,4 +1,4 @@
-"""AMIClient + AMIProtocol against a scripted Asterisk; all timing on a Clock."""
+"""AMILink + AMIProtocol against a scripted Asterisk; all timing on a Clock."""
 
 from __future__ import annotations
 
@@ -379,7 +379,7 @@ def test_backoff_grows_and_is_capped_with_jitter():
 
 
 def test_default_retry_policy_is_capped():
-    from asttapi_server.ami.client import default_retry_policy
+    from asttapi_server.ami.link import default_retry_policy
 
     policy = default_retry_policy()
     assert 1.0 <= policy(1) < 2.0

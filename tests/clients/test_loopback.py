@@ -10,7 +10,7 @@ import time
 import pytest
 
 from asttapi_server import cli
-from asttapi_server.client import Client, RemoteError
+from asttapi_server.rpc_client import Client, RemoteError
 
 from tests.security.tlsutil import make_cert
 

@@ -461,7 +461,7 @@ def test_the_docs_sequences_are_what_the_code_gives():
 def test_the_docs_config_loads(tmp_path):
     import re
 
-    from asttapi_server.channel_events import devices_of
+    from asttapi_server.mappings.channel_events import devices_of
     from asttapi_server.config import load_config
 
     snippet = re.search(r"```toml\n(.*?)```", DOC.read_text(), re.S).group(1)

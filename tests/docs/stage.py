@@ -3,7 +3,7 @@
 The PBX is either the embedded demo (connected to the real AMI client through
 twisted.test.iosim) or a real capture from tests/data/ami whose events are
 sent as Asterisk sent them. Between them runs everything the server runs:
-AMIClient, the TAPI UserEvent mapping, Bridge, CallModel, the plugin host with
+AMILink, the TAPI UserEvent mapping, Bridge, CallModel, the plugin host with
 the bundled crm_sql on its demo CRM, Hub and ClientFactory. Blocking contact
 lookups are queued and run when the script says (:meth:`Stage.lookups`), so a
 transcript shows them where a real CRM's answer would arrive.
@@ -20,7 +20,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock
 from twisted.test.iosim import FakeTransport, connect
 
-from asttapi_server.ami.client import AMIClient
+from asttapi_server.ami.link import AMILink
 from asttapi_server.ami.parser import AMIParser
 from asttapi_server.bridge import Bridge
 from asttapi_server.clients.hub import Hub
@@ -30,7 +30,7 @@ from asttapi_server.core.model import CallModel
 from asttapi_server.demo.engine import DemoEngine
 from asttapi_server.demo.scenarios import Timing
 from asttapi_server.demo.server import DemoAMIFactory
-from asttapi_server.plugins import build_plugin_manager
+from asttapi_server.plugin_host import build_plugin_manager
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 EPOCH = "5f0c1e9a2b7d4c11"
@@ -89,7 +89,7 @@ class Stage:
         self._jobs: list[tuple[Any, Deferred]] = []
         from twisted.internet.endpoints import TCP4ClientEndpoint
 
-        self.ami = AMIClient(TCP4ClientEndpoint(self.clock, "pbx", 5038), "asttapi", "asttapi-secret",
+        self.ami = AMILink(TCP4ClientEndpoint(self.clock, "pbx", 5038), "asttapi", "asttapi-secret",
                              clock=self.clock, keepalive=0)
         self.model = CallModel(hangup_grace=5.0, max_age=14400.0, linger=30.0, boot_id="c0ffee00")
         self.plugins = build_plugin_manager(self.config.plugins, config=self.config, clock=self.clock,

@@ -1,6 +1,6 @@
 """The whole server wired on fakes: scripted Asterisk bytes in, client JSON lines out.
 
-Real ``AMIClient`` + ``AMIProtocol`` (over ``tests.ami.fakes.FakeAsterisk``,
+Real ``AMILink`` + ``AMIProtocol`` (over ``tests.ami.fakes.FakeAsterisk``,
 a MemoryReactorClock), the real ``Bridge``, ``CallModel``, plugin host with
 the built-in TAPI UserEvent mapping, ``Hub`` and ``ClientFactory``; clients
 are ``tests.clients.harness.Conn`` over StringTransport. Deterministic: all
@@ -17,7 +17,7 @@ from asttapi_server.clients.hub import Hub
 from asttapi_server.clients.protocol import ClientFactory
 from asttapi_server.config import LineConfig, load_config
 from asttapi_server.core.model import CallModel
-from asttapi_server.plugins import build_plugin_manager
+from asttapi_server.plugin_host import build_plugin_manager
 from tests.ami.fakes import FakeAsterisk, Session
 from tests.clients.harness import Conn
 

@@ -1,6 +1,6 @@
 """Issue 11 at the system level: the outside caller's comma and a hostile PBX, as a CRM client sees it.
 
-AMI bytes into the real AMIClient -> Bridge -> CallModel -> Hub -> client
+AMI bytes into the real AMILink -> Bridge -> CallModel -> Hub -> client
 sessions; the client's JSON requests out to the bytes the PBX receives.
 """
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from asttapi_server.channel_events import devices_of
+from asttapi_server.mappings.channel_events import devices_of
 from asttapi_server.config import LineConfig, load_config
 from asttapi_server.errors import ConfigError
 

@@ -11,11 +11,11 @@ from asttapi_server.ami.message import Message
 from asttapi_server.bridge import Bridge
 from asttapi_server.config import CallsConfig, Config, LineConfig, load_config
 from asttapi_server.core.model import CallModel
-from asttapi_server.plugins import build_plugin_manager
+from asttapi_server.plugin_host import build_plugin_manager
 
 
 class FakeAMI:
-    """Stands in for AMIClient: records actions; the test answers them."""
+    """Stands in for AMILink: records actions; the test answers them."""
 
     def __init__(self) -> None:
         self.event_observers: list = []

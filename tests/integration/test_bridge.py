@@ -257,7 +257,7 @@ class _Host:
 
 
 def test_contact_arrives_later_as_callinfo_without_delaying_call_events():
-    from asttapi_server.plugins import build_plugin_manager
+    from asttapi_server.plugin_host import build_plugin_manager
 
     from .fakes import base_config
 
@@ -284,7 +284,7 @@ def test_contact_arrives_later_as_callinfo_without_delaying_call_events():
 
 def test_a_raising_mapping_plugin_never_stops_the_flow():
     from asttapi_server.hookspecs import hookimpl
-    from asttapi_server.plugins import build_plugin_manager
+    from asttapi_server.plugin_host import build_plugin_manager
 
     from .fakes import base_config
 
@@ -349,7 +349,7 @@ def test_phone_channel_match_is_by_name_prefix_not_substring():
 
 def test_call_finished_once_per_call_even_when_lines_go_idle_together():
     """The safety net ends a ring-group call on both lines in one batch."""
-    from asttapi_server.plugins import build_plugin_manager
+    from asttapi_server.plugin_host import build_plugin_manager
 
     from .fakes import base_config
 
@@ -367,7 +367,7 @@ def test_call_finished_once_per_call_even_when_lines_go_idle_together():
 
 def test_bookkeeping_follows_the_model_even_when_a_plugin_drops_the_idle():
     from asttapi_server.hookspecs import hookimpl
-    from asttapi_server.plugins import build_plugin_manager
+    from asttapi_server.plugin_host import build_plugin_manager
 
     from .fakes import base_config
 

@@ -18,7 +18,7 @@ from asttapi_server.bridge import Bridge
 from asttapi_server.config import load_config
 from asttapi_server.core.model import CallModel
 from asttapi_server.hookspecs import hookimpl
-from asttapi_server.plugins import PluginHost, build_plugin_manager
+from asttapi_server.plugin_host import PluginHost, build_plugin_manager
 
 from .fakes import FakeAMI, RecordingHub
 

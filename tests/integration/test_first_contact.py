@@ -16,7 +16,7 @@ from .test_capture_pipeline import DATA, per_line, replay
 
 
 def _host():
-    from asttapi_server.plugins import build_plugin_manager
+    from asttapi_server.plugin_host import build_plugin_manager
 
     return _Host(build_plugin_manager(base_config().plugins, config=base_config()))
 
@@ -124,7 +124,7 @@ def test_every_finished_lookup_is_signalled_even_when_contact_stays_null():
 
 def test_a_lookup_timeout_through_the_real_plugin_host_is_signalled():
     from asttapi_server.hookspecs import hookimpl
-    from asttapi_server.plugins import build_plugin_manager
+    from asttapi_server.plugin_host import build_plugin_manager
 
     class Slow:
         @hookimpl
@@ -183,7 +183,7 @@ def test_answering_line_goes_connected_then_idle():
 
 def test_a_raising_lookup_plugin_is_signalled_as_no_contact():
     from asttapi_server.hookspecs import hookimpl
-    from asttapi_server.plugins import build_plugin_manager
+    from asttapi_server.plugin_host import build_plugin_manager
 
     class Broken:
         @hookimpl

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from asttapi_server.plugins import _load, bundled_plugin_dir
+from asttapi_server.plugin_host import _load, bundled_plugin_dir
 
 
 def bundled(name: str):

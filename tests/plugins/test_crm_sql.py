@@ -129,6 +129,6 @@ def test_other_dbapi_driver_via_connect_kwargs(tmp_path):
 
 
 def test_hook_is_blocking_so_it_runs_in_a_thread():
-    from asttapi_server.plugins import _BLOCKING_ATTR
+    from asttapi_server.plugin_host import _BLOCKING_ATTR
 
     assert getattr(crm_sql.CrmPlugin.asttapi_lookup_contact, _BLOCKING_ATTR)

@@ -12,7 +12,7 @@ from twisted.internet.defer import maybeDeferred
 
 from asttapi_server.config import Config
 from asttapi_server.errors import PluginError
-from asttapi_server.plugins import build_plugin_manager, bundled_plugin_dir
+from asttapi_server.plugin_host import build_plugin_manager, bundled_plugin_dir
 
 from .conftest import FakePluginsConfig
 

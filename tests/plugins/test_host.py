@@ -11,7 +11,7 @@ from twisted.internet.task import Clock
 from asttapi_server.core.events import TapiEvent
 from asttapi_server.errors import PluginError
 from asttapi_server.hookspecs import hookimpl
-from asttapi_server.plugins import MAX_OVERDUE_PER_PLUGIN, PluginHost, blocking
+from asttapi_server.plugin_host import MAX_OVERDUE_PER_PLUGIN, PluginHost, blocking
 
 EVENT = TapiEvent(msg="LINE_CALLSTATE", line="line_1", call=1, param="LINECALLSTATE_OFFERING",
                   callinfo={"callerid": "02079460958"})

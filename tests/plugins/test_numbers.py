@@ -114,7 +114,7 @@ def test_international_and_national_forms_agree(tail):
 @pytest.mark.parametrize("number", ["h", "i", "t", "T", "s", "o", "a", "e", "fax", "talk", " h "])
 def test_asterisk_special_extensions_are_not_dialable(number):
     """Issue 11 item 10: dialling ``h`` runs the hangup extension's code on purpose."""
-    from asttapi_server.numbers import dialable
+    from asttapi_server.core.dialstring import dialable
 
     with pytest.raises(ValueError, match="special extension"):
         dialable(number)
@@ -122,6 +122,6 @@ def test_asterisk_special_extensions_are_not_dialable(number):
 
 @pytest.mark.parametrize("number", ["hh", "sales", "bob", "201", "b", "A", "D", "S", "H", "*97"])
 def test_names_and_dtmf_that_are_not_special_stay_dialable(number):
-    from asttapi_server.numbers import dialable
+    from asttapi_server.core.dialstring import dialable
 
     assert dialable(number) == number

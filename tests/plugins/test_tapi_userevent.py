@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from twisted.internet.defer import maybeDeferred
 
-from asttapi_server import tapi_userevent
+from asttapi_server.mappings import tapi_userevent
 from asttapi_server.hookspecs import hookimpl
-from asttapi_server.plugins import PluginHost
+from asttapi_server.plugin_host import PluginHost
 
 from .conftest import FakePluginsConfig
 
@@ -23,7 +23,7 @@ def messages(path: Path):
 
 
 def host():
-    from asttapi_server.plugins import build_plugin_manager
+    from asttapi_server.plugin_host import build_plugin_manager
 
     return build_plugin_manager(FakePluginsConfig(), entry_points=[], search_paths=[],
                                 run_in_thread=maybeDeferred)

@@ -2,7 +2,7 @@
 
 Plain sockets, no reactor, so scripts and the ``asttapi`` command can use it::
 
-    from asttapi_server.client import Client
+    from asttapi_server.rpc_client import Client
 
     with Client("127.0.0.1", 5039) as c:
         c.login("alice", token)            # only if c.hello["login_required"]

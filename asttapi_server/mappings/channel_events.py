@@ -1,6 +1,6 @@
 """The bundled mapping of Asterisk's own channel events to TAPI signals, for device lines.
 
-The twin of :mod:`asttapi_server.tapi_userevent`: that plugin reads the
+The twin of :mod:`asttapi_server.mappings.tapi_userevent`: that plugin reads the
 dialplan's ``UserEvent(TAPI,...)``, this one reads Newchannel, Newstate,
 DialBegin, ... for the lines configured with ``device = "PJSIP/201"``. The
 mapping itself, pure and tested on real captures, is

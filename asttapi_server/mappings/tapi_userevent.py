@@ -25,7 +25,7 @@ from asttapi_server.errors import TapiSyntaxError
 from asttapi_server.hookspecs import hookimpl
 from asttapi_server.throttle import LogThrottle
 
-log = Logger(namespace="asttapi_server.tapi_userevent")
+log = Logger(namespace="asttapi_server.mappings.tapi_userevent")
 _malformed = LogThrottle()
 
 #: ``Event:`` names carrying TAPI user events (1.4+ and 1.2's concatenated form).

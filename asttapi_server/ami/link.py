@@ -1,6 +1,6 @@
 """The AMI link as a service: connect, log in, keep alive, reconnect forever.
 
-Adapter ring.  ``bridge`` uses only :class:`AMIClient`; it never sees a protocol.
+Adapter ring.  ``bridge`` uses only :class:`AMILink`; it never sees a protocol.
 
 Reconnect loop
 --------------
@@ -28,7 +28,7 @@ login timeout; the retries back off as for any failed attempt.
 
 Actions before login
 --------------------
-No action is queued: while the link is not logged in :meth:`AMIClient.send_action`
+No action is queued: while the link is not logged in :meth:`AMILink.send_action`
 fails at once with :class:`~asttapi_server.errors.LinkDown`, so a client gets a
 LINEERR straight away instead of a call placed minutes later when nobody waits
 for it any more.  The protocol enforces the same rule on its own (pitfall 3).
@@ -52,7 +52,7 @@ from asttapi_server.ami.message import Message
 from asttapi_server.ami.protocol import AMIProtocol
 from asttapi_server.errors import AuthenticationFailed, LinkDown, NotAsteriskManager
 
-__all__ = ["AMIClient", "DEFAULT_EVENTS", "default_retry_policy"]
+__all__ = ["AMILink", "DEFAULT_EVENTS", "default_retry_policy"]
 
 #: Event classes we need: UserEvent (user), Hangup/OriginateResponse (call),
 #: Shutdown/FullyBooted (system).  "on" would add dialplan (Newexten, VarSet),
@@ -78,14 +78,14 @@ class _Factory(Factory):
     # and "Stopping factory" lines would come with every reconnect.
     noisy = False
 
-    def __init__(self, client: AMIClient) -> None:
+    def __init__(self, client: AMILink) -> None:
         self.client = client
 
     def buildProtocol(self, addr: Any) -> AMIProtocol:
         return self.client._build_protocol()
 
 
-class AMIClient(Service):
+class AMILink(Service):
     """The PBX link.  Observers registered here survive every reconnect."""
 
     log = Logger()
@@ -132,7 +132,7 @@ class AMIClient(Service):
         self._event_filter: frozenset[str] | None = None
 
     def __repr__(self) -> str:  # never shows the secret
-        return f"<AMIClient {self.username}@{self.where} connected={self.connected}>"
+        return f"<AMILink {self.username}@{self.where} connected={self.connected}>"
 
     # -- public API ----------------------------------------------------------
 

@@ -8,7 +8,7 @@ a slow CRM only ever costs the screen pop, never the call events.
 
 Discovery, for each name in ``[plugins] enabled``, first match wins:
 
-1. an entry point of that name in the group ``asttapi_server.plugins``
+1. an entry point of that name in the group ``asttapi_server.plugin_host``
    (installed packages; the bundled plugins are declared there too);
 2. the bundled package ``asttapi_plugins.NAME`` when installed;
 3. ``NAME.py`` (or ``NAME/__init__.py``) in the search paths, by default the
@@ -55,16 +55,16 @@ __all__ = [
     "resolve_path",
 ]
 
-log = Logger(namespace="asttapi_server.plugins")
+log = Logger(namespace="asttapi_server.plugin_host")
 
-ENTRY_POINT_GROUP = "asttapi_server.plugins"
+ENTRY_POINT_GROUP = "asttapi_server.plugin_host"
 BUNDLED_PACKAGE = "asttapi_plugins"
 #: Plugins that are always registered, whatever ``enabled`` says.
-BUILTIN_PLUGINS = {"tapi_userevent": "asttapi_server.tapi_userevent"}
+BUILTIN_PLUGINS = {"tapi_userevent": "asttapi_server.mappings.tapi_userevent"}
 #: A built-in module may define ``builtin_plugin(config)``: what it returns is
 #: registered instead of the module, and nothing when it returns None (the
 #: device-line mapping, registered only when some line has a ``device``).
-BUILTIN_PLUGINS["channel_events"] = "asttapi_server.channel_events"
+BUILTIN_PLUGINS["channel_events"] = "asttapi_server.mappings.channel_events"
 
 DEFAULT_LOOKUP_TIMEOUT = 2.0
 SHUTDOWN_TIMEOUT = 5.0
@@ -211,7 +211,7 @@ def build_plugin_manager(
     :param config: the whole ``Config`` handed to each plugin's ``configure``.
     :param search_paths: folders searched for ``NAME.py``; default: the bundled folder.
     :param entry_points: the entry points to search (default: those installed
-        in the group ``asttapi_server.plugins``); for tests.
+        in the group ``asttapi_server.plugin_host``); for tests.
     :param clock: ``IReactorTime`` for lookup timeouts (default: the reactor).
     :param run_in_thread: how blocking lookups run (default: a thread pool of
         the host's own); for tests.
