@@ -43,3 +43,14 @@ def test_readme_quick_start_is_the_two_make_commands():
     assert [line.split("#")[0].strip() for line in block.strip().splitlines()] == ["make run", "make test"]
     ci = (ROOT / ".ci" / "run").read_text()
     assert re.search(r"^make test$", ci, re.M)
+
+
+def test_every_module_docs_architecture_names_exists():
+    """The map of where each concept lives must not send a newcomer to a file that is gone."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    section = text.split("## Where each concept lives", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"`([\w/]+\.py)`", section)) | set(re.findall(r"`(\w+/)`", section))
+    assert len(named) > 20
+    for path in named:
+        candidates = [ROOT / "asttapi_server" / path, ROOT / path]
+        assert any(c.exists() for c in candidates), path
