@@ -8,7 +8,7 @@ a slow CRM only ever costs the screen pop, never the call events.
 
 Discovery, for each name in ``[plugins] enabled``, first match wins:
 
-1. an entry point of that name in the group ``asttapi_server.plugin_host``
+1. an entry point of that name in the group ``asttapi_server.plugins``
    (installed packages; the bundled plugins are declared there too);
 2. the bundled package ``asttapi_plugins.NAME`` when installed;
 3. ``NAME.py`` (or ``NAME/__init__.py``) in the search paths, by default the
@@ -57,7 +57,7 @@ __all__ = [
 
 log = Logger(namespace="asttapi_server.plugin_host")
 
-ENTRY_POINT_GROUP = "asttapi_server.plugin_host"
+ENTRY_POINT_GROUP = "asttapi_server.plugins"
 BUNDLED_PACKAGE = "asttapi_plugins"
 #: Plugins that are always registered, whatever ``enabled`` says.
 BUILTIN_PLUGINS = {"tapi_userevent": "asttapi_server.mappings.tapi_userevent"}
@@ -211,7 +211,7 @@ def build_plugin_manager(
     :param config: the whole ``Config`` handed to each plugin's ``configure``.
     :param search_paths: folders searched for ``NAME.py``; default: the bundled folder.
     :param entry_points: the entry points to search (default: those installed
-        in the group ``asttapi_server.plugin_host``); for tests.
+        in the group ``asttapi_server.plugins``); for tests.
     :param clock: ``IReactorTime`` for lookup timeouts (default: the reactor).
     :param run_in_thread: how blocking lookups run (default: a thread pool of
         the host's own); for tests.

@@ -129,7 +129,7 @@ def test_a_plugin_that_fails_to_start_stops_start_up_in_one_line(tmp_path):
     dist = tmp_path / "boom_plugin-1.0.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: boom-plugin\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text("[asttapi_server.plugin_host]\nboom = boom_plugin\n")
+    (dist / "entry_points.txt").write_text("[asttapi_server.plugins]\nboom = boom_plugin\n")
     config = tmp_path / "asttapi.toml"
     config.write_text('[plugins]\nenabled = ["boom"]\n')
     proc = twistd("-n", "--pidfile", str(tmp_path / "twistd.pid"), "asttapi", "--config", str(config),

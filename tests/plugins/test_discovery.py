@@ -196,3 +196,17 @@ def test_enabled_order_is_lookup_priority(tmp_path, enabled):
     host = build(enabled, search_paths=[tmp_path])
     assert host.names[:2] == list(enabled)
     assert answer(host)["name"] == f"{enabled[0]} 201"
+
+
+def test_entry_point_group_is_the_documented_public_name():
+    """Third-party packages declare ``[project.entry-points."asttapi_server.plugins"]``
+    (docs/plugins.md): a module rename must never move the group under them."""
+    import tomllib
+    from pathlib import Path
+
+    from asttapi_server.plugin_host import ENTRY_POINT_GROUP
+
+    root = Path(__file__).resolve().parents[2]
+    assert ENTRY_POINT_GROUP == "asttapi_server.plugins"
+    assert ENTRY_POINT_GROUP in tomllib.loads((root / "pyproject.toml").read_text())["project"]["entry-points"]
+    assert f'[project.entry-points."{ENTRY_POINT_GROUP}"]' in (root / "docs" / "plugins.md").read_text()
