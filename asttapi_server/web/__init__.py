@@ -5,6 +5,8 @@ URL layout of a web listener (one layout, whatever the endpoint):
 * ``/`` -> ``static/index.html`` (the page);
 * ``/static/<file>`` or ``/<file>`` -> a file under ``asttapi_server/web/static/``
   (subdirectories too; no directory listings, no dotfiles, nothing outside it);
+* ``/healthz``, ``/readyz``, ``/metrics`` -> :mod:`asttapi_server.web.ops`
+  (unless ``[metrics] web = false``);
 * ``/ws`` -> the WebSocket: JSON-RPC 2.0, one message per text frame, the very
   protocol of the TCP lines (docs/protocol.md). A browser's ``Origin`` must be
   the page's own origin or one of ``web.allowed_origins``; login happens over
@@ -98,7 +100,12 @@ def add_web_listeners(app: AppService, config: Any, reactor: Any) -> list[WebLis
 
     web = config.web
     factory = WebSocketFactory(app.client_factory, allowed_origins=web.allowed_origins)
-    site = make_site(WebSocketEndpoint(factory), frame_ancestors=web.frame_ancestors)
+    ops = None
+    if config.metrics.web:
+        from .ops import ops_children
+
+        ops = ops_children(app, app.metrics)
+    site = make_site(WebSocketEndpoint(factory), frame_ancestors=web.frame_ancestors, ops=ops)
     listeners = []
     for description in web.listen:
         listener = WebListener(reactor, description, site, required=not web.default_listen,
