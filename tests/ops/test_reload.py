@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+
 from twisted.internet import defer, reactor
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
@@ -26,9 +30,15 @@ def config_text(users: dict[str, list[str]]) -> str:
 class ReloadTests(TestCase):
     timeout = 60
 
+    def config_path(self) -> str:
+        # not trial's mktemp(): that leaves a directory in the working directory
+        folder = tempfile.mkdtemp(prefix="asttapi-reload-")
+        self.addCleanup(shutil.rmtree, folder, True)
+        return os.path.join(folder, "asttapi.toml")
+
     @defer.inlineCallbacks
     def test_rights_follow_the_file_and_nobody_else_notices(self):
-        path = self.mktemp()
+        path = self.config_path()
         with open(path, "w") as f:
             f.write(config_text({"alice": ["line_1"], "bob": ["line_1", "line_2"], "carol": ["*"]}))
         app = make_service(load_config(path), reactor, demo_options={"timing": Timing.fast(), "autoplay": False})
@@ -99,7 +109,7 @@ class ReloadTests(TestCase):
 
     @defer.inlineCallbacks
     def test_a_removed_user_is_closed_with_an_auth_error(self):
-        path = self.mktemp()
+        path = self.config_path()
         with open(path, "w") as f:
             f.write(config_text({"alice": ["line_1"], "bob": ["line_1"]}))
         app = make_service(load_config(path), reactor, demo_options={"timing": Timing.fast(), "autoplay": False})
