@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from typing import Any, TextIO
@@ -125,7 +126,26 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--follow", action="store_true", help="print the call's progress until it ends")
     c = sub.add_parser("calls", help="list a line's current calls")
     c.add_argument("line", metavar="LINE")
+    r = sub.add_parser("reload", help="make the server re-read its configuration file (sends it SIGHUP)")
+    r.add_argument("--pidfile", default="twistd.pid",
+                   help="the server's pidfile (twistd's --pidfile; default twistd.pid)")
     return ap
+
+
+def _reload(args: argparse.Namespace, out: TextIO) -> int:
+    """SIGHUP to the pid in ``--pidfile``; the server logs whether it took the new file."""
+    try:
+        with open(args.pidfile, encoding="ascii") as f:
+            pid = int(f.read().strip())
+    except FileNotFoundError:
+        raise ClientError(f"no pidfile {args.pidfile!r} (give the server's --pidfile, or use "
+                          "`systemctl reload asttapi` under systemd)") from None
+    except ValueError:
+        raise ClientError(f"{args.pidfile!r} does not hold a process id") from None
+    os.kill(pid, signal.SIGHUP)
+    print(f"asked process {pid} to reload its configuration; its log says whether the new file was taken",
+          file=out)
+    return 0
 
 
 def _connect(args: argparse.Namespace) -> Client:
@@ -247,6 +267,8 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
             return _watch(args, out)
         if args.command == "dial":
             return _dial(args, out)
+        if args.command == "reload":
+            return _reload(args, out)
         return _calls(args, out)
     except PBXDown as e:
         print(f"asttapi: {e}", file=sys.stderr)

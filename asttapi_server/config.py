@@ -46,6 +46,7 @@ __all__ = [
     "CallsConfig",
     "PluginsConfig",
     "WebConfig",
+    "MetricsConfig",
     "Config",
     "load_config",
     "DEMO_LINES",
@@ -142,6 +143,15 @@ class WebConfig:
     default_listen: bool = False
 
 
+@dataclass(frozen=True)
+class MetricsConfig:
+    """``[metrics]``: /metrics, /healthz and /readyz (see asttapi_server.web.ops, docs/operations.md)."""
+
+    enabled: bool = True  # false: nothing is counted and /metrics answers 404
+    web: bool = True  # also serve the three paths on every web.listen
+    listen: tuple[str, ...] = ()  # endpoints of their own that serve only those paths
+
+
 #: The web listener of a demo run whose config does not set ``web.listen``.
 DEMO_WEB_LISTEN = "tcp:8080:interface=127.0.0.1"
 
@@ -155,6 +165,7 @@ class Config:
     calls: CallsConfig = field(default_factory=CallsConfig)
     plugins: PluginsConfig = field(default_factory=PluginsConfig)
     web: WebConfig = field(default_factory=WebConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     demo: bool = False
     source: str | None = None
 
@@ -397,7 +408,7 @@ _SERVER_NET_KEYS = (
 )
 _SERVER_KEYS.update(dict.fromkeys(_SERVER_NET_KEYS))
 _CALLS_KEYS = {k: None for k in ("hangup_grace", "max_age", "linger", "state_file", "max_calls", "max_lines", "max_field_bytes")}
-_TOP_KEYS = {k: None for k in ("ami", "server", "lines", "users", "calls", "plugins", "demo", "web")}
+_TOP_KEYS = {k: None for k in ("ami", "server", "lines", "users", "calls", "plugins", "demo", "web", "metrics")}
 
 
 def _section(r: _Reader, data: Mapping[str, Any], name: str) -> Mapping[str, Any]:
@@ -606,6 +617,20 @@ def _web(r: _Reader, d: Mapping[str, Any], demo: bool) -> WebConfig:
     )
 
 
+_METRICS_KEYS = {k: None for k in ("enabled", "web", "listen")}
+
+
+def _metrics(r: _Reader, d: Mapping[str, Any]) -> MetricsConfig:
+    p = "metrics"
+    r.table(d, p, _METRICS_KEYS)
+    return MetricsConfig(
+        enabled=r.boolean(d, p, "enabled", True),
+        web=r.boolean(d, p, "web", True),
+        listen=r.strings(d, p, "listen", (), check=_check_endpoint, allow_single=True,
+                         what="an endpoint string or a list of them"),
+    )
+
+
 # ---------------------------------------------------------------- entry point
 
 
@@ -670,6 +695,7 @@ def load_config(
     plugins = _plugins(r, _section(r, data, "plugins"))
     demo = r.boolean(data, "", "demo", False) or ami.host is None
     web = _web(r, _section(r, data, "web"), demo)
+    metrics = _metrics(r, _section(r, data, "metrics"))
 
     for user in users.values():
         for pattern in user.lines:
@@ -689,6 +715,7 @@ def load_config(
         calls=calls,
         plugins=plugins,
         web=web,
+        metrics=metrics,
         demo=demo,
         source=path,
     )

@@ -340,6 +340,9 @@ class PluginHost:
         self._error_log = LogThrottle(ERROR_LOG_INTERVAL)
         self._routes: dict[str, list[Any]] = {}
         self._wanted: frozenset[str] = frozenset()
+        #: ``fn(plugin, result, seconds)`` for each plugin's part of a contact
+        #: lookup; result is "hit", "miss", "error" or "timeout" (asttapi_server.metrics).
+        self.lookup_observer: Callable[[str, str, float], None] | None = None
 
     # -- registration --------------------------------------------------
 
@@ -412,6 +415,20 @@ class PluginHost:
                 routes.setdefault(event_name, []).append(impl)
         self._routes = routes
         self._wanted = frozenset(routes)
+
+    def take_plugins_of(self, other: "PluginHost") -> "PluginHost":
+        """Serve ``other``'s plugins from now on (a configuration reload); returns a host
+        holding the previous ones, for the caller to ``shutdown()``.
+
+        In place, so whoever holds this host (the bridge) calls the new
+        plugins without being told. The thread pool stays with this host.
+        """
+        old = PluginHost(lookup_timeout=self.lookup_timeout, clock=self._clock, run_in_thread=self._run_in_thread)
+        old.pm, old._routes, old._wanted, old.app = self.pm, self._routes, self._wanted, self.app
+        self.pm, self._routes, self._wanted = other.pm, other._routes, other._wanted
+        self.lookup_timeout = other.lookup_timeout
+        self._overdue = {}
+        return old
 
     # -- life cycle ----------------------------------------------------
 
@@ -611,8 +628,19 @@ class _ContactLookup:
         self.cancelled = [False]  # shared with queued thread jobs
         self.result: Deferred = Deferred(lambda d: self._finish(None))
         self.timer: Any = None
+        self.started = 0.0
+
+    def _observe(self, index: int, result: str) -> None:
+        observer = self.host.lookup_observer
+        if observer is not None:
+            try:
+                observer(self.impls[index].plugin_name, result, self.host._get_clock().seconds() - self.started)
+            except Exception:
+                log.failure("contact lookup observer failed")
 
     def start(self) -> Deferred:
+        if self.host.lookup_observer is not None:
+            self.started = self.host._get_clock().seconds()
         for index, impl in enumerate(self.impls):
             try:
                 if getattr(impl.function, _BLOCKING_ATTR, False):
@@ -624,12 +652,15 @@ class _ContactLookup:
                     value = impl.function(*[self.kwargs[a] for a in impl.argnames])
             except Exception:
                 self.host._failed(impl.plugin_name, "asttapi_lookup_contact")
-                value = None
+                self._observe(index, "error")
+                self.answers[index] = None
+                continue
             if isinstance(value, Deferred):
                 self.pending[index] = value
                 value.addBoth(self._arrived, index)
             else:
-                self.answers[index] = self._check(impl.plugin_name, value)
+                self.answers[index] = answer = self._check(impl.plugin_name, value)
+                self._observe(index, "miss" if answer is None else "hit")
         if self._decide():
             return self.result
         self.timer = self.host._get_clock().callLater(self.host.lookup_timeout, self._expire)
@@ -639,12 +670,20 @@ class _ContactLookup:
         self.pending.pop(index, None)
         name = self.impls[index].plugin_name
         if isinstance(outcome, Failure):
-            if not (self.result.called and outcome.check(CancelledError)):
-                self.host._failed(name, "asttapi_lookup_contact", outcome)
-            outcome = None
+            if self.result.called and outcome.check(CancelledError):
+                return None  # not needed any more: counted as a timeout, or an earlier plugin answered
+            self.host._failed(name, "asttapi_lookup_contact", outcome)
+            self._observe(index, "error")
+            if self.result.called:
+                return None
+            self.answers[index] = None
+            self._decide()
+            return None
+        answer = self._check(name, outcome)
+        self._observe(index, "miss" if answer is None else "hit")
         if self.result.called:
             return None
-        self.answers[index] = self._check(name, outcome)
+        self.answers[index] = answer
         self._decide()
         return None
 
@@ -681,6 +720,7 @@ class _ContactLookup:
         log.warn("Contact lookup timed out after {timeout}s waiting for {plugins}",
                  timeout=self.host.lookup_timeout, plugins=", ".join(slow))
         for index in self.pending:
+            self._observe(index, "timeout")
             if index in self.overdue_marks:
                 self.overdue_marks[index]()
         answer = next((a for a in self.answers if a is not _PENDING and a is not None), None)

@@ -11,7 +11,7 @@ import dataclasses
 from typing import Any
 
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IStreamClientEndpoint
@@ -24,10 +24,13 @@ from .bridge import Bridge
 from .clients.auth import check_listen_security
 from .clients.hub import Hub
 from .clients.listen import server_endpoint
+from .clients import codec
 from .clients.protocol import ClientFactory
-from .config import Config
+from .config import Config, load_config
+from .errors import AstTapiError
 from .core.model import CallModel
 from .plugin_host import build_plugin_manager
+from .sdnotify import Notifier
 from .store import DEFAULT_STATE_FILE, CallStore
 
 log = Logger()
@@ -188,6 +191,16 @@ class AppService(MultiService):
         self.store: CallStore | None = None
         self.listeners: list[ClientListener] = []
         self.web_listeners: list[ClientListener] = []  # the browser page and /ws (asttapi_server.web)
+        self.ops_listeners: list[ClientListener] = []  # [metrics] listen: /metrics, /healthz, /readyz only
+        self.metrics: Any = None  # asttapi_server.metrics.Metrics, unless [metrics] enabled = false
+        self.notifier = Notifier()
+        #: Reads the configuration again (the file and the command line it came from); set by tap.py.
+        self.config_loader: Any = None
+        self.demo_mode = False
+        self._reloading: Deferred | None = None
+        #: Reload on SIGHUP (tap.py sets it: only a real twistd process owns its signals).
+        self.reload_on_sighup = False
+        self._previous_sighup: Any = None
 
     def startService(self) -> None:
         # (The demo PBX says once, loudly, that it is a simulation.)
@@ -196,6 +209,29 @@ class AppService(MultiService):
         if failure is not None:
             raise StartupError(f"asttapi: {failure.getErrorMessage()}")
         super().startService()
+        if self.ami is not None:
+            self.ami.add_link_observer(self._link_status)
+        if self.reload_on_sighup:
+            import signal
+
+            self._previous_sighup = signal.signal(signal.SIGHUP, self._sighup)
+        waits = [listener.whenListening() for listener in self.listeners + self.web_listeners + self.ops_listeners]
+        DeferredList(waits, consumeErrors=True).addCallback(self._serving)
+
+    def _serving(self, _results: Any) -> None:
+        """Every listener is up (or, for the demo's optional page, has said why not): tell systemd."""
+        if self.running:
+            self.notifier.ready("serving clients; PBX link " + ("up" if self.ami is not None and self.ami.connected
+                                                                 else "connecting"))
+
+    def _sighup(self, signum: int, frame: Any) -> None:
+        # In a signal handler: only hand the work to the reactor's thread.
+        self.reactor.callFromThread(reload_from_file, self)
+
+    def _link_status(self, up: bool) -> None:
+        where = self.ami.where if self.ami is not None else "?"
+        self.notifier.status(f"serving clients; PBX link up ({where})" if up
+                             else f"serving clients; PBX link DOWN ({where}): lines out of service")
 
     def _plugin_startup_failed(self, failure: Any) -> None:
         log.failure("A plugin failed to start; stopping the server", failure)
@@ -203,6 +239,12 @@ class AppService(MultiService):
             self.reactor.stop()
 
     def stopService(self) -> Any:
+        self.notifier.stopping()
+        if self._previous_sighup is not None:
+            import signal
+
+            signal.signal(signal.SIGHUP, self._previous_sighup)
+            self._previous_sighup = None
         d = super().stopService()
         if self.bridge is not None:
             self.bridge.stop()
@@ -260,15 +302,11 @@ def make_service(config: Config, reactor: Any = None, *, demo_options: dict | No
     check_listen_security(config.web.listen, config.users, key="web.listen")
     ensure_file_descriptors(config.server.max_clients)
 
+    check_listen_security(config.metrics.listen, config.users, key="metrics.listen")
     demo_mode = config.demo or not config.ami.host
     app = AppService(config, reactor)
-    plugins_conf = config.plugins
-    if demo_mode and config.source is None and not plugins_conf.enabled:
-        # A newcomer's first run: pop the demo callers from the bundled sample
-        # CRM and Outlook contacts, which know them.
-        plugins_conf = dataclasses.replace(plugins_conf, enabled=DEMO_PLUGINS)
-        log.info("Demo mode: enabling the bundled plugins {names} with their sample data", names=DEMO_PLUGINS)
-    app.plugins = build_plugin_manager(plugins_conf, config=config, clock=reactor)
+    app.demo_mode = demo_mode
+    app.plugins = build_plugin_manager(plugins_config(config, demo_mode), config=config, clock=reactor)
 
     ami_conf = config.ami
     if demo_mode:
@@ -324,6 +362,17 @@ def make_service(config: Config, reactor: Any = None, *, demo_options: dict | No
         app.store.setServiceParent(app)
         app.bridge.on_change = app.store.changed
     app.client_factory = ClientFactory.from_config(config, app.hub, app.bridge, clock=reactor)
+    if config.metrics.enabled:
+        from .metrics import Metrics
+
+        app.metrics = Metrics()
+        app.metrics.attach(app)
+    for description in config.metrics.listen:
+        from .web.ops import make_ops_site
+
+        listener = ClientListener(reactor, description, make_ops_site(app, app.metrics))
+        listener.setServiceParent(app)
+        app.ops_listeners.append(listener)
     for description in config.server.listen:
         listener = ClientListener(reactor, description, app.client_factory)
         listener.setServiceParent(app)
@@ -337,6 +386,18 @@ def make_service(config: Config, reactor: Any = None, *, demo_options: dict | No
 
 
 
+def plugins_config(config: Config, demo_mode: bool, *, quiet: bool = False) -> Any:
+    """``[plugins]``, or on a newcomer's first demo run (no file, none enabled) the bundled
+    sample CRM and Outlook contacts, which know the demo callers."""
+    plugins_conf = config.plugins
+    if demo_mode and config.source is None and not plugins_conf.enabled:
+        plugins_conf = dataclasses.replace(plugins_conf, enabled=DEMO_PLUGINS)
+        if not quiet:
+            log.info("Demo mode: enabling the bundled plugins {names} with their sample data",
+                     names=DEMO_PLUGINS)
+    return plugins_conf
+
+
 def state_file_path(config: Config, demo_mode: bool) -> str:
     """Where the call store lives ("" for none): ``[calls] state_file``, else the default.
 
@@ -347,3 +408,180 @@ def state_file_path(config: Config, demo_mode: bool) -> str:
     if state_file is None:
         return "" if demo_mode else DEFAULT_STATE_FILE
     return state_file
+
+
+# -- reload (SIGHUP) ------------------------------------------------------------
+
+#: Sections a reload cannot apply to a running server (listeners, bounds of live state).
+RESTART_ONLY = ("server", "web", "calls", "metrics", "demo")
+
+
+class ReloadRefused(AstTapiError):
+    """The new configuration cannot be applied; the running one stays."""
+
+
+def reload_from_file(app: AppService) -> Deferred:
+    """SIGHUP: read the configuration again the way it was read at start, then :func:`reload`.
+
+    Never fails: a refusal is one log line (and counted); the running
+    configuration stays.
+    """
+    if app.config_loader is None:
+        log.warn("Reload ignored: this server was not started from a configuration file")
+        return succeed(False)
+    try:
+        new_config = app.config_loader()
+    except AstTapiError as exc:
+        return succeed(_refused(app, str(exc)))
+    return reload(app, new_config)
+
+
+def reload(app: AppService, new: Config) -> Deferred:
+    """Apply ``new`` to the running server without dropping anyone; fires with True, or False if refused.
+
+    What changes at once: users and tokens (sessions of a removed user, or
+    of a changed token, are closed with an AUTH error; the others stay),
+    line rights (a line a user may no longer open is closed for its
+    sessions with ``LINE_CLOSE``), ``[lines]`` (through
+    :func:`give_bridge_config`), ``[plugins]`` (the new ones start, then the
+    old ones stop) and ``[ami]`` (the link reconnects, only when it changed).
+    ``[server]``, ``[web]``, ``[calls]``, ``[metrics]`` and ``demo`` need a
+    restart: a change there is named in the log and left for the next start.
+    Anything refused (a listener the new users would leave unsafe, a plugin
+    that fails to configure or start) changes nothing.
+    """
+    if app._reloading is not None:
+        return succeed(_refused(app, "a reload is already in progress"))
+    old = app.config
+    try:
+        check_listen_security(old.server.listen, new.users)
+        check_listen_security(old.web.listen, new.users, key="web.listen")
+        check_listen_security(old.metrics.listen, new.users, key="metrics.listen")
+        if (new.demo or not new.ami.host) != app.demo_mode:
+            raise ReloadRefused("switching between the demo PBX and a real one needs a restart")
+        new_plugins = None
+        new_conf = plugins_config(new, app.demo_mode, quiet=True)
+        if new_conf != plugins_config(old, app.demo_mode, quiet=True):
+            new_plugins = build_plugin_manager(new_conf, config=new, clock=app.reactor)
+            if new_plugins.wanted_event_names() != app.plugins.wanted_event_names():
+                raise ReloadRefused("the new [plugins] want other AMI events, which needs a restart")
+    except AstTapiError as exc:
+        return succeed(_refused(app, str(exc)))
+    app.notifier.reloading()
+    started = new_plugins.startup(new, app) if new_plugins is not None else succeed(None)
+    app._reloading = done = Deferred()
+
+    def apply(_: Any) -> bool:
+        app._reloading = None
+        if new_plugins is not None:
+            app.plugins.take_plugins_of(new_plugins).shutdown()
+        summary = _apply(app, old, new)
+        if new_plugins is not None:
+            summary.append("plugins reloaded: " + ", ".join(app.plugins.names))
+        if app.metrics is not None:
+            app.metrics.on_reload(True)
+        later = [name for name in RESTART_ONLY if getattr(old, name) != getattr(new, name)]
+        log.info("Configuration reloaded from {source}: {summary}{later}",
+                 source=new.source or "the command line", summary="; ".join(summary) or "nothing changed",
+                 later=(f"; changes to [{'], ['.join(later)}] take effect at the next restart" if later else ""))
+        app.notifier.ready("serving clients; configuration reloaded")
+        return True
+
+    def failed(failure: Failure) -> bool:
+        app._reloading = None
+        if new_plugins is not None:
+            new_plugins.shutdown()
+        app.notifier.ready("serving clients; configuration reload refused")
+        return _refused(app, failure.getErrorMessage())
+
+    started.addCallbacks(apply, failed).chainDeferred(done)
+    return done
+
+
+def _refused(app: AppService, why: str) -> bool:
+    log.error("Reload refused, the running configuration stays: {why}", why=why)
+    if app.metrics is not None:
+        app.metrics.on_reload(False)
+    return False
+
+
+def give_bridge_config(app: AppService, config: Config) -> None:
+    """The one seam through which a reload hands the bridge its new lines (and settings).
+
+    Today the bridge reads ``config.lines`` on every request, so assigning
+    is enough; the redesigned core gets its own seam here.
+    """
+    app.config = config
+    if app.bridge is not None:
+        app.bridge.config = config
+
+
+def _apply(app: AppService, old: Config, new: Config) -> list[str]:
+    """Users, rights, lines and the AMI link; returns what changed, for the log line."""
+    summary: list[str] = []
+    added = sorted(set(new.users) - set(old.users))
+    removed = sorted(set(old.users) - set(new.users))
+    retokened = sorted(n for n in set(old.users) & set(new.users) if old.users[n].token != new.users[n].token)
+    if added:
+        summary.append("users added: " + ", ".join(added))
+    if removed:
+        summary.append("users removed: " + ", ".join(removed))
+    if retokened:
+        summary.append("tokens changed: " + ", ".join(retokened))
+    factory = app.client_factory
+    if factory is not None:
+        factory.authenticator.replace(new.users)
+        summary.extend(_recheck_sessions(factory, set(removed) | set(retokened)))
+    lines_added = sorted(set(new.lines) - set(old.lines))
+    lines_removed = sorted(set(old.lines) - set(new.lines))
+    lines_changed = sorted(n for n in set(old.lines) & set(new.lines) if old.lines[n] != new.lines[n])
+    for what, names in (("lines added", lines_added), ("lines removed", lines_removed),
+                        ("lines changed", lines_changed)):
+        if names:
+            summary.append(f"{what}: " + ", ".join(names))
+    give_bridge_config(app, new)
+    if not app.demo_mode and new.ami != old.ami and app.ami is not None:
+        a = new.ami
+        app.ami.reconfigure(
+            TCP4ClientEndpoint(app.reactor, a.host, a.port, timeout=10), a.username, a.secret, auth=a.auth,
+            keepalive=a.keepalive, pong_timeout=a.pong_timeout, action_timeout=a.action_timeout,
+        )
+        summary.append(f"AMI link reconnecting to {app.ami.where}")
+    return summary
+
+
+def _recheck_sessions(factory: ClientFactory, revoked: set[str]) -> list[str]:
+    """Every connected session against the new users: close the revoked, cut the lines no longer allowed."""
+    auth = factory.authenticator
+    closed: list[str] = []
+    cut: list[str] = []
+    for conn in tuple(factory.connections):
+        session = conn.session
+        if session is None or conn.closing or session.user is None:
+            continue
+        user = session.user
+        if user.name is None:  # anonymous: no [users] before
+            if auth.login_required:
+                factory.cut_off("reload")
+                conn.close_with_error(codec.AUTH_ERROR, "This server now requires a login; reconnect and log in")
+                closed.append("(anonymous)")
+            continue
+        now = auth.user(user.name)
+        if user.name in revoked or now is None:
+            why = "was removed from" if now is None else "has a new token in"
+            factory.cut_off("reload")
+            conn.close_with_error(codec.AUTH_ERROR, f"User {user.name!r} {why} the configuration; log in again")
+            closed.append(user.name)
+            continue
+        session.user = now
+        for line in sorted(session.lines):
+            if not now.may_open(line):
+                session.revoke_line(line, "LINEERR_NOTOWNER",
+                                    f"user {user.name!r} may no longer open line {line!r} (configuration reloaded)")
+                cut.append(f"{line} for {user.name}")
+    out = []
+    if closed:
+        out.append("sessions closed: " + ", ".join(closed))
+    if cut:
+        out.append("lines closed: " + ", ".join(cut))
+    return out

@@ -94,9 +94,15 @@ def makeService(options: Options) -> IService:
             "[ami] secret_file = \"/etc/asttapi/ami.secret\" (mode 0600) or in $ASTTAPI_AMI_SECRET instead"
         )
     try:
-        return make_service(options.config)
+        app = make_service(options.config)
     except AstTapiError as exc:
         # A refusal found while building (listen on 0.0.0.0 without [users],
         # a plugin that will not configure): one line, exit 1, before twistd
         # daemonizes or writes a pidfile.
         raise SystemExit(f"asttapi: {exc}") from None
+    # SIGHUP (`kill -HUP`, `systemctl reload`, `asttapi reload`) reads the file
+    # again with the same command-line flags on top (docs/operations.md).
+    path, overrides = options["config"], options.overrides()
+    app.config_loader = lambda: load_config(path, overrides)
+    app.reload_on_sighup = True
+    return app

@@ -184,6 +184,8 @@ def serve(ami_port: int, transport: str = "tcp") -> None:
         # every benchmark client comes from 127.0.0.1 (docs/security.md, "The network")
         "server.max_clients": 5_000, "server.max_clients_per_address": 5_000,
         "web.listen": ["tcp:0:interface=127.0.0.1:backlog=1024"] if transport == "websocket" else [],
+        # bench/e2e_throughput.py --metrics-compare runs one server each way
+        "metrics.enabled": os.environ.get("ASTTAPI_BENCH_METRICS", "1") != "0",
     })
     app = make_service(config, reactor)
     app.startService()

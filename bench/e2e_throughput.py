@@ -133,11 +133,12 @@ def _naive_once(stream: bytes, total: int) -> float:
 class Server:
     """The real server in a child, its scripted Asterisk and one all-lines client."""
 
-    def __init__(self) -> None:
+    def __init__(self, metrics: bool = True) -> None:
         self.ami = ScriptedAsterisk()
         self.proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "e2e_latency.py"), "--serve", str(self.ami.port)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=ROOT,
-                                     env=dict(os.environ, PYTHONPATH=str(ROOT)))
+                                     env=dict(os.environ, PYTHONPATH=str(ROOT),
+                                              ASTTAPI_BENCH_METRICS="1" if metrics else "0"))
         self.ami.listener.settimeout(30)
         conn = self.ami.accept()
         sel = selectors.DefaultSelector()
@@ -236,6 +237,32 @@ def run(events: int = 200_000, repeats: int = 3) -> dict[str, Any]:
     }
 
 
+def run_metrics_compare(events: int = 200_000, repeats: int = 5) -> dict[str, Any]:
+    """The whole server with ``[metrics] enabled`` on and off, two children, passes interleaved
+    (on, off, off, on, ...) so load drift on a shared machine hits both alike; best of each."""
+    servers = {True: Server(metrics=True), False: Server(metrics=False)}
+    runs: dict[bool, list[float]] = {True: [], False: []}
+    try:
+        for r in range(repeats):
+            stream, total, calls = build_stream(events, BASE + 10_000_000 * r)
+            for on in ((True, False) if r % 2 == 0 else (False, True)):
+                runs[on].append(servers[on].run_once(stream, calls)[0])
+    finally:
+        for server in servers.values():
+            server.close()
+    on_rate, off_rate = total / min(runs[True]), total / min(runs[False])
+    return {
+        "benchmark": "e2e_throughput_metrics",
+        "ami_events": total,
+        "metrics_on_events_per_s": round(on_rate),
+        "metrics_off_events_per_s": round(off_rate),
+        "on_over_off": round(on_rate / off_rate, 3),
+        "runs_on_s": [round(x, 3) for x in runs[True]],
+        "runs_off_s": [round(x, 3) for x in runs[False]],
+        "target": ">= 0.95",
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--events", type=int, default=200_000)
@@ -243,9 +270,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--consume", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--total", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--metrics-compare", action="store_true",
+                    help="whole server with [metrics] on vs off (two children, interleaved passes)")
     args = ap.parse_args(argv)
     if args.consume:
         consume(args.consume, args.total)
+        return 0
+    if args.metrics_compare:
+        f = run_metrics_compare(args.events, args.repeats)
+        if args.json:
+            print(json.dumps(f))
+            return 0
+        print(f"End-to-end throughput with and without metrics, {f['ami_events']:,} AMI events, best of "
+              f"{len(f['runs_on_s'])}:")
+        print(f"  metrics on : {f['metrics_on_events_per_s']:>10,} AMI events/s   runs (s) {f['runs_on_s']}")
+        print(f"  metrics off: {f['metrics_off_events_per_s']:>10,} AMI events/s   runs (s) {f['runs_off_s']}")
+        print(f"  on / off: {f['on_over_off']:.3f}   (target >= 0.95)")
         return 0
     f = run(args.events, args.repeats)
     if args.json:

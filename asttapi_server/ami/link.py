@@ -124,6 +124,7 @@ class AMILink(Service):
         self._login_proto: AMIProtocol | None = None  # connected, logging in
         self._event_observers: list[Callable[[Message], None]] = []
         self._link_observers: list[Callable[[bool], None]] = []
+        self._action_observers: list[Callable[[str, float, str | None], None]] = []
         self._failures = 0
         self._connections = 0
         self._attempt: Deferred | None = None
@@ -199,6 +200,44 @@ class AMILink(Service):
     def remove_link_observer(self, fn: Callable[[bool], None]) -> None:
         self._link_observers.remove(fn)
 
+    def add_action_observer(self, fn: Callable[[str, float, str | None], None]) -> None:
+        """``fn(action, seconds, failure)`` after every action of later connections
+        (keepalive Ping and Login included); ``failure`` is None, "error",
+        "timeout" or "link_down"."""
+        self._action_observers.append(fn)
+
+    def _action_done(self, action: str, seconds: float, failure: str | None) -> None:
+        for fn in self._action_observers:
+            fn(action, seconds, failure)
+
+    def reconfigure(self, endpoint: IStreamClientEndpoint, username: str, secret: str, *, auth: str = "md5",
+                    keepalive: float = 20.0, pong_timeout: float = 10.0, action_timeout: float = 30.0) -> Deferred:
+        """New [ami] settings: drop the current connection and connect again with them.
+
+        Observers (and so the bridge) stay; they see the link go down and up
+        as for any reconnect. Fires once the old connection is closed and the
+        new attempt has begun.
+        """
+        if auth not in ("md5", "plain"):
+            raise ValueError(f"auth must be 'md5' or 'plain', not {auth!r}")
+        running = self.running
+        d = self.stopService() if running else succeed(None)
+
+        def again(_: Any) -> None:
+            self.endpoint = endpoint
+            self.username = username
+            self._secret = secret
+            self.auth = auth
+            self.keepalive = keepalive
+            self.pong_timeout = pong_timeout
+            self.action_timeout = action_timeout
+            self.where = _describe(endpoint)
+            self._failures = 0
+            if running:
+                self.startService()
+
+        return d.addCallback(again)
+
     # -- service -------------------------------------------------------------
 
     def startService(self) -> None:
@@ -234,6 +273,7 @@ class AMILink(Service):
             max_message_bytes=self.max_message_bytes,
             shutdown_grace=self.pong_timeout,
             event_filter=self._event_filter,
+            on_action=self._action_done if self._action_observers else None,
         )
 
     def _connect(self) -> None:

@@ -124,8 +124,11 @@ class AMIProtocol(Protocol):
         shutdown_grace: float = 10.0,
         event_filter: Iterable[str] | None = None,
         greeting_timeout: float = GREETING_TIMEOUT,
+        on_action: Callable[[str, float, str | None], None] | None = None,
     ) -> None:
         self.clock = clock
+        #: Told of every action's end: (action, seconds, None or "error"/"timeout"/"link_down").
+        self.on_action = on_action
         self.prefix = prefix
         # The client's own list object: observers added later are seen here too.
         self.observers = observers
@@ -340,8 +343,20 @@ class AMIProtocol(Protocol):
         if timeout is not None and timeout > 0:
             timer = self.clock.callLater(timeout, self._timed_out, action_id)
         self._pending[action_id] = _Pending(action, d, timer, timeout)
+        if self.on_action is not None:
+            d.addBoth(self._action_done, action, self.clock.seconds())
         self.transport.write(data)
         return d
+
+    def _action_done(self, result: Any, action: str, started: float) -> Any:
+        failure = None
+        if isinstance(result, Failure):
+            failure = "timeout" if result.check(ActionTimeout) else "link_down" if result.check(LinkDown) else "error"
+        try:
+            self.on_action(action, self.clock.seconds() - started, failure)  # type: ignore[misc]
+        except Exception:
+            self.log.failure("AMI action observer failed")
+        return result
 
     def _finish(self, action_id: str) -> _Pending | None:
         pending = self._pending.pop(action_id, None)

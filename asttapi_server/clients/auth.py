@@ -57,10 +57,21 @@ class Authenticator:
 
     def __init__(self, users: Mapping[str, Any]) -> None:
         self._users: dict[str, tuple[bytes, User]] = {}
+        self.replace(users)
+
+    def replace(self, users: Mapping[str, Any]) -> None:
+        """Take a new set of users (a configuration reload); sessions keep their own ``User`` until re-checked."""
+        new: dict[str, tuple[bytes, User]] = {}
         for name, cfg in users.items():
             token = cfg["token"] if isinstance(cfg, Mapping) else cfg.token
             lines = cfg.get("lines", ("*",)) if isinstance(cfg, Mapping) else cfg.lines
-            self._users[name] = (token.encode("utf-8"), User(name, tuple(lines)))
+            new[name] = (token.encode("utf-8"), User(name, tuple(lines)))
+        self._users = new
+
+    def user(self, username: str) -> User | None:
+        """The configured user of that name (no token check), or None."""
+        entry = self._users.get(username)
+        return entry[1] if entry is not None else None
 
     @property
     def login_required(self) -> bool:

@@ -100,6 +100,8 @@ class Hub:
         self._next_sid = 0
         self._now = now
         self._throttle = LogThrottle()
+        #: Called with every event once delivered (asttapi_server.metrics); must not raise.
+        self.on_publish: Callable[[TapiEvent], None] | None = None
 
     @classmethod
     def from_config(cls, config: Any, **kw: Any) -> "Hub":
@@ -165,6 +167,11 @@ class Hub:
                 self._publish_all(event, seq)
         except Exception:
             self._failed(("publish", event.msg), "publishing {msg} (seq {seq}) failed", msg=event.msg, seq=seq)
+        if self.on_publish is not None:
+            try:
+                self.on_publish(event)
+            except Exception:
+                self._failed(("observer", event.msg), "the publish observer failed on {msg}", msg=event.msg)
         return seq
 
     def _publish_line(self, event: TapiEvent, line: str, seq: int) -> None:

@@ -78,7 +78,7 @@ class ClientProtocol(Protocol):
             f.authenticator,
             send=self.send,
             client_error=self._client_error,
-            close=self.close_with_error,
+            close=self._closed_by_session,
             peer=self.peer,
             login=lambda username, token: f.login_gate.attempt(username, token, host),
             max_lines=f.max_lines_per_session,
@@ -259,6 +259,7 @@ class ClientProtocol(Protocol):
             window=f.error_window,
         )
         self._buffer = b""
+        f.cut_off("rate_limit")
         self.close_with_error(
             codec.CONNECTION_CLOSING,
             f"More than {f.request_burst} requests over the rate limit in {f.error_window:g} seconds;"
@@ -273,6 +274,8 @@ class ClientProtocol(Protocol):
             user=log_text(self.session.username if self.session else "?"),
             limit=limit,
         )
+        if not self.closing:
+            self.factory.cut_off("oversize")
         self.close_with_error(
             codec.CONNECTION_CLOSING, f"Line longer than {limit} bytes; closing the connection"
         )
@@ -294,6 +297,7 @@ class ClientProtocol(Protocol):
                 n=f.error_limit,
                 window=f.error_window,
             )
+            f.cut_off("errors")
             self.close_with_error(
                 codec.CONNECTION_CLOSING,
                 f"More than {f.error_limit} errors in {f.error_window:g} seconds; closing the connection",
@@ -311,6 +315,7 @@ class ClientProtocol(Protocol):
             return True
         f.log_limited("refused", self.address, "refused a connection from {address}: {reason}",
                       address=self.address, reason=refusal)
+        f.cut_off("refused")
         self.closing = True
         self.transport.write(codec.encode_error(None, codec.CONNECTION_CLOSING, f"Connection refused: {refusal}; try again later"))
         self.transport.loseConnection()
@@ -352,6 +357,7 @@ class ClientProtocol(Protocol):
         f.log_limited("handshake", self.address,
                       "closing {peer}: no TLS handshake within {timeout} s (server.handshake_timeout)",
                       peer=self.peer, timeout=f.limits.handshake_timeout)
+        f.cut_off("handshake_timeout")
         self.closing = True
         self.transport.abortConnection()  # nothing can be said to it in the clear
 
@@ -362,6 +368,7 @@ class ClientProtocol(Protocol):
         f.log_limited("login", self.address,
                       "closing {peer}: no login within {timeout} s (server.login_timeout)",
                       peer=self.peer, timeout=f.limits.login_timeout)
+        f.cut_off("login_timeout")
         self.close_with_error(
             codec.AUTH_ERROR, f"No login within {f.limits.login_timeout:g} seconds; closing the connection"
         )
@@ -389,6 +396,7 @@ class ClientProtocol(Protocol):
                       peer=self.peer, user=self.session.username if self.session else "?",
                       timeout=f.limits.line_timeout)
         self._buffer = b""
+        f.cut_off("line_timeout")
         self.close_with_error(
             codec.CONNECTION_CLOSING,
             f"A request line did not end within {f.limits.line_timeout:g} seconds; closing the connection",
@@ -418,6 +426,7 @@ class ClientProtocol(Protocol):
             queued=self.queued,
             limit=self.factory.send_buffer_bytes,
         )
+        self.factory.cut_off("slow_reader")
         self.closing = True
         self._stop_timers()
         if self.session is not None:
@@ -426,6 +435,11 @@ class ClientProtocol(Protocol):
         self.queued = 0
         self.transport.unregisterProducer()
         self.transport.abortConnection()
+
+    def _closed_by_session(self, code: int, message: str) -> None:
+        if not self.closing:
+            self.factory.cut_off("login_failures" if code == codec.AUTH_ERROR else "session")
+        self.close_with_error(code, message)
 
     def close_with_error(self, code: int, message: str) -> None:
         """Send a last error (id null), then hang up once it is written.
@@ -551,6 +565,12 @@ class ClientFactory(ServerFactory):
         self.policy = ConnectionPolicy(self.limits)
         self.login_gate = LoginGate(self.authenticator, clock, login_limits or LoginLimits())
         self._log_throttle = LogThrottle()
+        #: Connections closed by the server, by reason (asttapi_server.metrics; docs/operations.md).
+        self.cut_offs: dict[str, int] = {}
+
+    def cut_off(self, reason: str) -> None:
+        """Count one connection the server closes (or turns away) for ``reason``."""
+        self.cut_offs[reason] = self.cut_offs.get(reason, 0) + 1
 
     def log_limited(self, kind: str, where: str, fmt: str, **kw: Any) -> None:
         """One log line per kind of trouble per address per minute, with the count held back."""

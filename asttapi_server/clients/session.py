@@ -449,6 +449,21 @@ class Session:
         self.hub.unsubscribe(self, line)
         self._result(request, {})
 
+    def revoke_line(self, line: str, lineerr: str, message: str) -> None:
+        """The server closes an open line for this session (its right to it was withdrawn).
+
+        The client gets the ``LINE_CLOSE`` notification (TAPI's message of
+        that name) with the LINEERR and a sentence; no more events of the
+        line follow. Other lines and the connection stay.
+        """
+        if line not in self.lines:
+            return
+        self.lines.discard(line)
+        self.hub.unsubscribe(self, line)
+        if not self.closed:
+            self.send(codec.encode_notification(
+                "LINE_CLOSE", {"line": line, "lineerr": lineerr, "message": message}))
+
     def do_lineGetCalls(self, request: Request, line: str) -> None:
         self._open_line(line)
         self._result(request, {"calls": self._calls(line)})

@@ -5,6 +5,8 @@ URL layout of a web listener (one layout, whatever the endpoint):
 * ``/`` -> ``static/index.html`` (the page);
 * ``/static/<file>`` or ``/<file>`` -> a file under ``asttapi_server/web/static/``
   (subdirectories too; no directory listings, no dotfiles, nothing outside it);
+* ``/healthz``, ``/readyz``, ``/metrics`` -> :mod:`asttapi_server.web.ops`
+  (unless ``[metrics] web = false``);
 * ``/ws`` -> the WebSocket: JSON-RPC 2.0, one message per text frame, the very
   protocol of the TCP lines (docs/protocol.md). A browser's ``Origin`` must be
   the page's own origin or one of ``web.allowed_origins``; login happens over
@@ -31,7 +33,7 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from asttapi_server.service import AppService, ClientListener
+from asttapi_server.service import AppService, ClientListener, StartupError
 
 log = Logger()
 
@@ -66,6 +68,15 @@ class WebListener(ClientListener):
         # sent to the server): the demo's, so a first run pops a call at once.
         self.lines = lines
 
+    def startService(self) -> None:
+        try:
+            super().startService()
+        except StartupError as exc:
+            # tcp: endpoints fail at once, before _failed could say "only warn"
+            if self.required:
+                raise
+            log.warn("No web page: {error}; set [web] listen to another port", error=str(exc).removeprefix("asttapi: "))
+
     def _listening(self, port: Any) -> None:
         self.port = port
         url = page_url(self.description, port)
@@ -98,7 +109,12 @@ def add_web_listeners(app: AppService, config: Any, reactor: Any) -> list[WebLis
 
     web = config.web
     factory = WebSocketFactory(app.client_factory, allowed_origins=web.allowed_origins)
-    site = make_site(WebSocketEndpoint(factory), frame_ancestors=web.frame_ancestors)
+    ops = None
+    if config.metrics.web:
+        from .ops import ops_children
+
+        ops = ops_children(app, app.metrics)
+    site = make_site(WebSocketEndpoint(factory), frame_ancestors=web.frame_ancestors, ops=ops)
     listeners = []
     for description in web.listen:
         listener = WebListener(reactor, description, site, required=not web.default_listen,

@@ -13,7 +13,7 @@ is a 404. Requests are logged at debug level by path only: a query string
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -88,9 +88,11 @@ class WebRoot(resource.Resource):
     """``/`` the page, ``/ws`` the WebSocket, ``/static/<file>`` or ``/<file>`` a static file."""
 
     def __init__(self, websocket: resource.Resource, *, static_dir: Path = STATIC_DIR,
-                 frame_ancestors: Iterable[str] = ()) -> None:
+                 frame_ancestors: Iterable[str] = (), ops: Mapping[bytes, resource.Resource] | None = None) -> None:
         super().__init__()
         self.websocket = websocket
+        #: /healthz, /readyz, /metrics (asttapi_server.web.ops), when served here.
+        self.ops = dict(ops or {})
         self.files = StaticFiles(str(static_dir))
         self.frame_ancestors = tuple(frame_ancestors)
 
@@ -101,6 +103,8 @@ class WebRoot(resource.Resource):
             request.setHeader(name, value)
         if path == b"ws" and not request.postpath:
             return self.websocket
+        if path in self.ops and not request.postpath:
+            return self.ops[path]
         if path == b"" and not request.postpath:
             index = self.files.getChild(b"index.html", request)
             if isinstance(index, static.File) and index.isfile():
@@ -127,9 +131,9 @@ class WebSite(server.Site):
 
 
 def make_site(websocket: resource.Resource, *, static_dir: Path = STATIC_DIR,
-              frame_ancestors: Iterable[str] = ()) -> WebSite:
+              frame_ancestors: Iterable[str] = (), ops: Mapping[bytes, resource.Resource] | None = None) -> WebSite:
     """The site a web listener serves."""
-    site = WebSite(WebRoot(websocket, static_dir=static_dir, frame_ancestors=frame_ancestors))
+    site = WebSite(WebRoot(websocket, static_dir=static_dir, frame_ancestors=frame_ancestors, ops=ops))
     site.displayTracebacks = False
     site.noisy = False  # the listener logs the one line that matters (the URL)
     return site

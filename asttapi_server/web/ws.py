@@ -241,6 +241,7 @@ class WebSocketClient(WebSocketServerProtocol):
                 user=log_text(connection.session.username if connection.session else "?"),
             )
             self._close_code = CLOSE_UNSUPPORTED
+            connection.factory.cut_off("binary_frame")
             connection.close_with_error(
                 codec.CONNECTION_CLOSING,
                 "Binary frames are not accepted: send each JSON-RPC message as a text frame",
@@ -285,9 +286,7 @@ class WebSocketFactory(WebSocketServerFactory):
         super().__init__(server="asttapi-server")
         self.clients = clients
         self.allowed = {k for k in map(origin_key, allowed_origins) if k is not None}
-        self.login_required = (
-            clients.authenticator.login_required if login_required is None else login_required
-        )
+        self._login_required = login_required
         self._throttle = LogThrottle()
         options: dict[str, Any] = {
             "allowedOrigins": ["*"],  # we check Origin ourselves, against the Host the page came from
@@ -303,6 +302,13 @@ class WebSocketFactory(WebSocketServerFactory):
         if not handshake_timeouts:  # tests on a Clock: autobahn's timers run on the global reactor
             options.update(openHandshakeTimeout=0, closeHandshakeTimeout=0)
         self.setProtocolOptions(**options)
+
+    @property
+    def login_required(self) -> bool:
+        """Asked each time: a configuration reload may add or remove ``[users]``."""
+        if self._login_required is not None:
+            return self._login_required
+        return self.clients.authenticator.login_required
 
     def refusal(self, origin: str | None, host: str, secure: bool) -> str | None:
         """Why a handshake is refused, or None to accept it."""

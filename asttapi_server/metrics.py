@@ -1,0 +1,352 @@
+"""Prometheus metrics: what the admin looks at when screen pops stop.
+
+Composition ring. The server's parts only report facts through seams they
+already have (AMI link observers, the hub's publish observer, the plugin
+host's lookup observer, the client factory's cut-off counts); this module
+counts them in plain ``int`` s and turns them into the exposition format
+only when ``/metrics`` is scraped (:class:`ServerCollector`, a custom
+collector on a :class:`~prometheus_client.CollectorRegistry` of our own:
+never the global one, so tests and several servers in one process do not
+collide). Gauges (link up, calls in progress, clients by transport) are read
+at scrape time. So the hot path pays a dict increment per event, not
+prometheus_client's lock per ``inc()``.
+
+Every metric, with its labels, is listed in :data:`METRICS` and in
+docs/operations.md (a test keeps both the same).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from twisted.internet.interfaces import ISSLTransport
+from twisted.logger import Logger
+
+from asttapi_server.core.events import TapiEvent
+
+__all__ = ["METRICS", "Metrics", "CONTENT_TYPE_LATEST"]
+
+log = Logger()
+
+#: name -> (type, labels, help). The exposition adds ``_total`` to counters.
+METRICS: Mapping[str, tuple[str, tuple[str, ...], str]] = {
+    "asttapi_ami_link_up": ("gauge", (), "1 while logged in to the Asterisk manager, else 0."),
+    "asttapi_pbx_in_service": (
+        "gauge", (), "1 once logged in and resynchronised (lines are in service), else 0; what /readyz reports."),
+    "asttapi_ami_reconnects": ("counter", (), "Logins to the Asterisk manager after the first one."),
+    "asttapi_ami_events": ("counter", ("event",), "AMI events read, by the event names the server uses."),
+    "asttapi_ami_action_seconds": (
+        "histogram", ("action",), "Round-trip time of AMI actions (keepalive Ping included), by action."),
+    "asttapi_ami_action_failures": (
+        "counter", ("action", "reason"), "AMI actions that failed, by action and reason (error, timeout, link_down)."),
+    "asttapi_tapi_events": ("counter", ("msg",), "TAPI events sent to clients (numbered by the hub), by message."),
+    "asttapi_calls_in_progress": ("gauge", (), "Calls announced to clients and not yet ended."),
+    "asttapi_calls_finished": (
+        "counter", ("outcome",), "Calls ended, by outcome (answered, missed, busy, failed)."),
+    "asttapi_safety_net_endings": (
+        "counter", ("reason",),
+        "Calls the server ended itself because Asterisk never said so (hangup_grace, resync, max_age, max_calls, other)."),
+    "asttapi_clients_connected": ("gauge", ("transport",), "Client connections, by transport (tcp, tls, unix, ws, wss)."),
+    "asttapi_lines_open": ("gauge", (), "Lines at least one client has open."),
+    "asttapi_clients_cut_off": (
+        "counter", ("reason",), "Client connections the server closed, by reason (see docs/operations.md)."),
+    "asttapi_contact_lookups": (
+        "counter", ("plugin", "result"), "Contact lookups per plugin, by result (hit, miss, error, timeout)."),
+    "asttapi_contact_lookup_seconds": ("histogram", ("plugin",), "Time a plugin took to answer a contact lookup."),
+    "asttapi_config_reloads": ("counter", ("result",), "Configuration reloads (SIGHUP), by result (ok, refused)."),
+}
+
+ACTION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+LOOKUP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
+
+_CALLSTATE = "LINE_CALLSTATE"
+_DEVSTATE = "LINE_LINEDEVSTATE"
+_NEWCALL = "LINE_NEWCALL"
+_IDLE = "LINECALLSTATE_IDLE"
+_INSERVICE = "LINEDEVSTATE_INSERVICE"
+# Per-call flags, kept only while a call is in progress.
+_ANSWERED, _BUSY, _FAILED = 1, 2, 4
+_FLAG_OF_STATE = {"LINECALLSTATE_CONNECTED": _ANSWERED, "LINECALLSTATE_BUSY": _BUSY}
+_FLAG_OF_MODE = {
+    "LINEDISCONNECTMODE_BUSY": _BUSY,
+    **dict.fromkeys(
+        (
+            "LINEDISCONNECTMODE_BADADDRESS", "LINEDISCONNECTMODE_UNREACHABLE", "LINEDISCONNECTMODE_UNAVAIL",
+            "LINEDISCONNECTMODE_REJECT", "LINEDISCONNECTMODE_NUMBERCHANGED", "LINEDISCONNECTMODE_OUTOFORDER",
+            "LINEDISCONNECTMODE_CONGESTION", "LINEDISCONNECTMODE_TEMPFAILURE", "LINEDISCONNECTMODE_QOSUNAVAIL",
+            "LINEDISCONNECTMODE_BLOCKED",
+        ),
+        _FAILED,
+    ),
+}
+
+
+def outcome(flags: int) -> str:
+    """answered > busy > failed > missed: what a call's states and disconnect modes add up to."""
+    if flags & _ANSWERED:
+        return "answered"
+    if flags & _BUSY:
+        return "busy"
+    if flags & _FAILED:
+        return "failed"
+    return "missed"
+
+
+class _Histogram:
+    """Bucket counts and a sum in plain numbers (one per label value)."""
+
+    __slots__ = ("bounds", "counts", "total", "n")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * len(bounds)
+        self.total = 0.0
+        self.n = 0
+
+    def observe(self, value: float) -> None:
+        self.n += 1
+        self.total += value
+        for i, bound in enumerate(self.bounds):
+            if value <= bound:
+                self.counts[i] += 1
+                break
+
+    def buckets(self) -> list[tuple[str, int]]:
+        out, running = [], 0
+        for bound, count in zip(self.bounds, self.counts):
+            running += count
+            out.append((_float(bound), running))
+        out.append(("+Inf", self.n))
+        return out
+
+
+def _float(value: float) -> str:
+    return repr(float(value))
+
+
+class Metrics:
+    """The counts of one server. :meth:`attach` connects it to a built ``AppService``."""
+
+    def __init__(self) -> None:
+        self.ami_events: dict[str, int] = {}
+        self.tapi_events: dict[str, int] = {}
+        self.reconnects = 0
+        self._logins = 0
+        self.actions: dict[str, _Histogram] = {}
+        self.action_failures: dict[tuple[str, str], int] = {}
+        self.calls_finished: dict[str, int] = dict.fromkeys(("answered", "missed", "busy", "failed"), 0)
+        self.safety_net: dict[str, int] = dict.fromkeys(("hangup_grace", "resync", "max_age"), 0)
+        self.lookups: dict[tuple[str, str], int] = {}
+        self.lookup_seconds: dict[str, _Histogram] = {}
+        self.reloads: dict[str, int] = {"ok": 0, "refused": 0}
+        self._live: dict[int, int] = {}  # call handle -> flags, while in progress
+        self._resyncing = False  # logged in, INSERVICE not yet published
+        self.app: Any = None
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(ServerCollector(self))
+
+    # -- wiring ---------------------------------------------------------------
+
+    def attach(self, app: Any) -> None:
+        """Observe ``app``'s AMI link, hub, plugin host and client factory (composition only)."""
+        self.app = app
+        if app.ami is not None:
+            app.ami.add_event_observer(self.on_ami_event)
+            app.ami.add_link_observer(self.on_link)
+            app.ami.add_action_observer(self.on_action)
+        if app.hub is not None:
+            app.hub.on_publish = self.on_publish
+        if app.plugins is not None:
+            app.plugins.lookup_observer = self.on_lookup
+
+    def exposition(self) -> bytes:
+        """The text format of every metric, read now."""
+        return generate_latest(self.registry)
+
+    # -- observers (the hot path: plain dict arithmetic) ----------------------
+
+    def on_ami_event(self, message: Any) -> None:
+        name = message.name
+        counts = self.ami_events
+        counts[name] = counts.get(name, 0) + 1
+
+    def on_link(self, up: bool) -> None:
+        if up:
+            self._logins += 1
+            if self._logins > 1:
+                self.reconnects += 1
+            self._resyncing = True
+        else:
+            self._resyncing = False
+
+    def on_action(self, action: str, seconds: float, failure: str | None) -> None:
+        """One AMI action answered (``failure`` None) or failed (error, timeout, link_down)."""
+        if failure is None:
+            hist = self.actions.get(action)
+            if hist is None:
+                hist = self.actions[action] = _Histogram(ACTION_BUCKETS)
+            hist.observe(seconds)
+        else:
+            key = (action, failure)
+            self.action_failures[key] = self.action_failures.get(key, 0) + 1
+
+    def on_publish(self, event: TapiEvent) -> None:
+        """Every TAPI event the hub numbers, as clients get it."""
+        msg = event.msg
+        counts = self.tapi_events
+        counts[msg] = counts.get(msg, 0) + 1
+        if msg == _CALLSTATE:
+            handle = event.call
+            flags = self._live.get(handle)
+            if flags is None:
+                return  # not announced with LINE_NEWCALL (or already counted)
+            param = event.param
+            flags |= _FLAG_OF_STATE.get(param, 0) | _FLAG_OF_MODE.get(event.mode, 0)
+            self._live[handle] = flags
+            if param == _IDLE:
+                self._maybe_finished(event, flags)
+        elif msg == _NEWCALL:
+            if event.call not in self._live:
+                self._live[event.call] = 0
+        elif msg == _DEVSTATE and event.param == _INSERVICE:
+            self._resyncing = False
+
+    def _maybe_finished(self, event: TapiEvent, flags: int) -> None:
+        model = getattr(self.app, "model", None)
+        call = model.get(event.call) if model is not None else None
+        if call is not None and call.ended is None:
+            return  # another line still has it
+        del self._live[event.call]
+        self.calls_finished[outcome(flags)] += 1
+        if event.synthetic:
+            reason = self._safety_net_reason(call, model)
+            self.safety_net[reason] = self.safety_net.get(reason, 0) + 1
+
+    def _safety_net_reason(self, call: Any, model: Any) -> str:
+        # The model's teardown knows its "why" but does not put it on the
+        # event; until it does (a seam for the core), tell it from the call.
+        if self._resyncing:
+            return "resync"
+        if call is None:
+            return "other"  # already freed (calls.linger = 0): nothing left to tell by
+        if call.hangup_at is not None:
+            return "hangup_grace"
+        max_age = getattr(model, "max_age", None)
+        if max_age is not None and call.ended is not None and call.ended - call.created >= max_age:
+            return "max_age"
+        return "max_calls"
+
+    def on_lookup(self, plugin: str, result: str, seconds: float) -> None:
+        """One plugin's part of a contact lookup: hit, miss, error or timeout."""
+        key = (plugin, result)
+        self.lookups[key] = self.lookups.get(key, 0) + 1
+        if result != "timeout":
+            hist = self.lookup_seconds.get(plugin)
+            if hist is None:
+                hist = self.lookup_seconds[plugin] = _Histogram(LOOKUP_BUCKETS)
+            hist.observe(seconds)
+
+    def on_reload(self, ok: bool) -> None:
+        self.reloads["ok" if ok else "refused"] += 1
+
+    # -- read at scrape time -----------------------------------------------------
+
+    def prune(self) -> None:
+        """Forget calls the model has freed without their IDLE reaching clients (a plugin dropped it)."""
+        model = getattr(self.app, "model", None)
+        if model is None:
+            return
+        for handle in [h for h in self._live if model.get(h) is None]:
+            del self._live[handle]
+
+    def clients_by_transport(self) -> dict[str, int]:
+        counts = dict.fromkeys(("tcp", "tls", "unix", "ws", "wss"), 0)
+        factory = getattr(self.app, "client_factory", None)
+        for conn in tuple(getattr(factory, "connections", ())):
+            kind = transport_kind(conn.transport)
+            counts[kind] = counts.get(kind, 0) + 1
+        return counts
+
+    def cut_offs(self) -> dict[str, int]:
+        factory = getattr(self.app, "client_factory", None)
+        return dict(getattr(factory, "cut_offs", {}))
+
+
+def transport_kind(transport: Any) -> str:
+    """tcp, tls, unix, ws or wss: how a client connection reached us."""
+    ws = getattr(transport, "_ws", None)  # asttapi_server.web.ws._MessageTransport
+    if ws is not None:
+        return "wss" if ISSLTransport.providedBy(getattr(ws, "transport", None)) else "ws"
+    if ISSLTransport.providedBy(transport):
+        return "tls"
+    peer = transport.getPeer() if hasattr(transport, "getPeer") else None
+    if type(peer).__name__ == "UNIXAddress":
+        return "unix"
+    return "tcp"
+
+
+class ServerCollector:
+    """prometheus_client collector that reads a :class:`Metrics` at scrape time."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.m = metrics
+
+    def describe(self) -> Iterable[Any]:
+        return []
+
+    def collect(self) -> Iterable[Any]:
+        m = self.m
+        app = m.app
+        ami = getattr(app, "ami", None)
+        bridge = getattr(app, "bridge", None)
+        hub = getattr(app, "hub", None)
+        yield _gauge("asttapi_ami_link_up", 1 if ami is not None and ami.connected else 0)
+        yield _gauge("asttapi_pbx_in_service", 1 if ami is not None and ami.connected and bridge is not None
+                     and bridge.link_up else 0)
+        yield _counter("asttapi_ami_reconnects", {(): m.reconnects})
+        yield _counter("asttapi_ami_events", {(k,): v for k, v in sorted(m.ami_events.items())})
+        yield _histogram("asttapi_ami_action_seconds", m.actions)
+        yield _counter("asttapi_ami_action_failures", dict(sorted(m.action_failures.items())))
+        yield _counter("asttapi_tapi_events", {(k,): v for k, v in sorted(m.tapi_events.items())})
+        m.prune()
+        yield _gauge("asttapi_calls_in_progress", len(m._live))
+        yield _counter("asttapi_calls_finished", {(k,): v for k, v in m.calls_finished.items()})
+        yield _counter("asttapi_safety_net_endings", {(k,): v for k, v in m.safety_net.items()})
+        yield _gauge("asttapi_clients_connected", {(k,): v for k, v in m.clients_by_transport().items()})
+        yield _gauge("asttapi_lines_open", hub.open_lines if hub is not None else 0)
+        yield _counter("asttapi_clients_cut_off", {(k,): v for k, v in sorted(m.cut_offs().items())})
+        yield _counter("asttapi_contact_lookups", dict(sorted(m.lookups.items())))
+        yield _histogram("asttapi_contact_lookup_seconds", m.lookup_seconds)
+        yield _counter("asttapi_config_reloads", {(k,): v for k, v in m.reloads.items()})
+
+
+def _family(name: str, cls: Callable[..., Any]) -> Any:
+    kind, labels, text = METRICS[name]
+    return cls(name, text, labels=labels)
+
+
+def _gauge(name: str, values: Any) -> GaugeMetricFamily:
+    family = _family(name, GaugeMetricFamily)
+    if not isinstance(values, dict):
+        values = {(): values}
+    for labels, value in values.items():
+        family.add_metric(list(labels), value)
+    return family
+
+
+def _counter(name: str, values: Mapping[tuple[str, ...], int]) -> CounterMetricFamily:
+    family = _family(name, CounterMetricFamily)
+    for labels, value in values.items():
+        family.add_metric(list(labels), value)
+    return family
+
+
+def _histogram(name: str, by_label: Mapping[str, _Histogram]) -> HistogramMetricFamily:
+    family = _family(name, HistogramMetricFamily)
+    for label, hist in sorted(by_label.items()):
+        family.add_metric([label], hist.buckets(), hist.total)
+    return family

@@ -1,0 +1,186 @@
+"""/metrics, /healthz, /readyz on a whole server (demo PBX, loopback), and the documented metric list."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet import defer, reactor
+from twisted.logger import globalLogPublisher
+from twisted.trial.unittest import TestCase
+
+from asttapi_server.config import load_config
+from asttapi_server.demo.scenarios import Timing
+from asttapi_server.metrics import METRICS, Metrics
+from asttapi_server.service import make_service
+from tests.ops.loopback import http_get, line_client, until
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def samples(text: str) -> dict[tuple[str, tuple], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def total(parsed: dict, name: str, **labels) -> float:
+    return sum(v for (n, lab), v in parsed.items()
+               if n == name and all(dict(lab).get(k) == val for k, val in labels.items()))
+
+
+class WholeServerTests(TestCase):
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def start(self, **extra):
+        overrides = {"server.listen": ["tcp:0:interface=127.0.0.1"], "web.listen": ["tcp:0:interface=127.0.0.1"]}
+        overrides.update(extra)
+        app = make_service(load_config(None, overrides), reactor,
+                           demo_options={"timing": Timing.fast(), "autoplay": False})
+        app.startService()
+        self.addCleanup(app.stopService)
+        self.tcp = (yield app.listeners[0].whenListening()).getHost().port
+        self.web = (yield app.web_listeners[0].whenListening()).getHost().port
+        return app
+
+    @defer.inlineCallbacks
+    def scrape(self):
+        status, headers, body = yield http_get(self.web, "/metrics")
+        self.assertEqual(status, 200)
+        self.assertTrue(headers["content-type"].startswith("text/plain; version="), headers)
+        return body.decode()
+
+    @defer.inlineCallbacks
+    def test_metrics_count_what_a_client_saw(self):
+        app = yield self.start()
+        yield until(lambda: app.bridge.link_up)
+        client = yield line_client(self.tcp, case=self)
+        for line in ("line_1", "line_2"):
+            yield client.call("lineOpen", line=line)
+        app.demo.play("inbound", caller=("0301234567", "Ext Caller"), ring=0.2)
+        yield client.wait_for(lambda m: m.get("method") == "LINE_CALLINFO" and "contact" in m["params"]["callinfo"])
+        yield client.wait_for(lambda m: m.get("params", {}).get("state") == "LINECALLSTATE_IDLE")
+        yield until(lambda: not app.metrics._live)
+        text = yield self.scrape()
+        parsed = samples(text)
+        self.assertEqual(total(parsed, "asttapi_ami_link_up"), 1)
+        self.assertEqual(total(parsed, "asttapi_pbx_in_service"), 1)
+        self.assertEqual(total(parsed, "asttapi_calls_in_progress"), 0)
+        self.assertEqual(total(parsed, "asttapi_calls_finished_total"), 1)
+        self.assertEqual(total(parsed, "asttapi_calls_finished_total", outcome="answered"), 1)
+        self.assertEqual(total(parsed, "asttapi_clients_connected", transport="tcp"), 1)
+        self.assertEqual(total(parsed, "asttapi_lines_open"), 2)
+        # every call event the hub numbered is one the client (both lines open) got
+        for msg in ("LINE_NEWCALL", "LINE_CALLSTATE", "LINE_CALLINFO"):
+            seen = sum(1 for m in client.messages if m.get("method") == msg and not m["params"].get("existing"))
+            self.assertEqual(total(parsed, "asttapi_tapi_events_total", msg=msg), seen, msg)
+            self.assertGreater(seen, 0)
+        self.assertGreater(total(parsed, "asttapi_ami_events_total", event="UserEvent"), 0)
+        self.assertGreaterEqual(total(parsed, "asttapi_ami_action_seconds_count", action="CoreShowChannels"), 1)
+        self.assertEqual(total(parsed, "asttapi_contact_lookups_total", plugin="crm_sql", result="hit"), 1)
+        self.assertEqual(total(parsed, "asttapi_contact_lookup_seconds_count", plugin="crm_sql"), 1)
+        self.assertEqual(total(parsed, "asttapi_safety_net_endings_total"), 0)
+        # every family is documented in METRICS, and every METRICS entry is exposed
+        names = {f.name for f in text_string_to_metric_families(text)}
+        self.assertEqual(names, set(METRICS))
+        promtool = shutil.which("promtool")
+        if promtool:
+            run = subprocess.run([promtool, "check", "metrics"], input=text.encode(), capture_output=True)
+            self.assertEqual(run.returncode, 0, run.stdout + run.stderr)
+
+    @defer.inlineCallbacks
+    def test_readyz_flips_with_the_pbx_link_and_healthz_stays(self):
+        app = yield self.start()
+        yield until(lambda: app.bridge.link_up)
+        status, _, body = yield http_get(self.web, "/readyz")
+        self.assertEqual((status, body), (200, b"ready\n"))
+        # the PBX vanishes: not ready at once, with one line saying why
+        yield app.demo.stopService()
+        yield until(lambda: not app.ami.connected)
+        status, headers, body = yield http_get(self.web, "/readyz")
+        self.assertEqual(status, 503)
+        self.assertRegex(body.decode(), r"^not logged in to the PBX: the AMI link to .* is down\n$")
+        self.assertIn("content-security-policy", headers)
+        status, _, body = yield http_get(self.web, "/healthz")
+        self.assertEqual((status, body), (200, b"ok\n"))
+        parsed = samples((yield self.scrape()))
+        self.assertEqual(total(parsed, "asttapi_ami_link_up"), 0)
+        # it comes back: ready again once resynchronised, and the reconnect is counted
+        app.ami.retry_policy = lambda n: 0.05
+        app.demo.startService()
+        yield until(lambda: app.bridge.link_up, timeout=20)
+        status, _, body = yield http_get(self.web, "/readyz")
+        self.assertEqual((status, body), (200, b"ready\n"))
+        parsed = samples((yield self.scrape()))
+        self.assertEqual(total(parsed, "asttapi_ami_reconnects_total"), 1)
+
+    @defer.inlineCallbacks
+    def test_no_login_needed_but_a_foreign_host_is_refused_without_users(self):
+        yield self.start()
+        status, _, body = yield http_get(self.web, "/metrics", host="evil.example")
+        self.assertEqual(status, 403)
+        self.assertIn(b"not a loopback name", body)
+        status, _, _ = yield http_get(self.web, "/healthz", host="localhost")
+        self.assertEqual(status, 200)
+
+    @defer.inlineCallbacks
+    def test_a_metrics_listener_of_its_own_serves_only_the_three_paths(self):
+        app = yield self.start(**{"metrics.listen": ["tcp:0:interface=127.0.0.1"]})
+        port = (yield app.ops_listeners[0].whenListening()).getHost().port
+        status, _, body = yield http_get(port, "/metrics")
+        self.assertEqual(status, 200)
+        self.assertIn(b"asttapi_ami_link_up", body)
+        status, _, _ = yield http_get(port, "/")
+        self.assertEqual(status, 404)
+        status, _, _ = yield http_get(port, "/ws")
+        self.assertEqual(status, 404)
+
+
+def test_a_safety_net_ending_is_counted_by_reason():
+    """Hangup grace: the model's synthetic IDLE after a Hangup, as the hub publishes it."""
+    from asttapi_server.core.events import TapiEvent
+
+    class Call:
+        ended, created, hangup_at = 10.0, 0.0, 5.0
+
+    class Model:
+        max_age = 14400.0
+
+        def get(self, handle):
+            return Call()
+
+    class App:
+        model = Model()
+
+    m = Metrics()
+    m.app = App()
+    m.on_publish(TapiEvent("LINE_NEWCALL", "l", 1))
+    m.on_publish(TapiEvent("LINE_CALLSTATE", "l", 1, "LINECALLSTATE_OFFERING"))
+    m.on_publish(TapiEvent("LINE_CALLSTATE", "l", 1, "LINECALLSTATE_DISCONNECTED", "LINEDISCONNECTMODE_BUSY",
+                           synthetic=True))
+    m.on_publish(TapiEvent("LINE_CALLSTATE", "l", 1, "LINECALLSTATE_IDLE", synthetic=True))
+    assert m.calls_finished["busy"] == 1
+    assert m.safety_net == {"hangup_grace": 1, "resync": 0, "max_age": 0}
+    # during a resync (logged in, INSERVICE not yet sent) the same ending counts as resync
+    m.on_link(True)
+    m.on_publish(TapiEvent("LINE_NEWCALL", "l", 2))
+    m.on_publish(TapiEvent("LINE_CALLSTATE", "l", 2, "LINECALLSTATE_IDLE", synthetic=True))
+    m.on_publish(TapiEvent("LINE_LINEDEVSTATE", None, None, "LINEDEVSTATE_INSERVICE"))
+    assert m.safety_net["resync"] == 1
+    assert m.calls_finished["missed"] == 1
+
+
+def test_docs_list_every_metric_with_its_labels():
+    doc = (ROOT / "docs" / "operations.md").read_text()
+    rows = dict(re.findall(r"^\| `(asttapi_[a-z_]+)` \| [a-z]+ \|([^|]*)\|", doc, re.M))
+    assert set(rows) == set(METRICS), set(rows) ^ set(METRICS)
+    for name, (kind, labels, _help) in METRICS.items():
+        documented = tuple(re.findall(r"`([a-z_]+)`", rows[name]))
+        assert documented == labels, (name, documented, labels)

@@ -1,0 +1,129 @@
+"""Reload with connected clients over loopback: a right added, a right removed, a new user, a bad file."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+from twisted.internet import defer, reactor
+from twisted.logger import formatEvent, globalLogPublisher
+from twisted.trial.unittest import TestCase
+
+from asttapi_server.config import load_config
+from asttapi_server.demo.scenarios import Timing
+from asttapi_server.service import make_service, reload_from_file
+from tests.ops.loopback import line_client, until
+
+TOKENS = {name: f"{name}-token-0123456789" for name in ("alice", "bob", "carol", "dave")}
+
+
+def config_text(users: dict[str, list[str]]) -> str:
+    out = ['demo = true', '[server]', 'listen = ["tcp:0:interface=127.0.0.1"]',
+           '[lines.line_1]', 'channel = "Local/bob@phones"', 'context = "trunklocal"',
+           '[lines.line_2]', 'channel = "Local/bobbett@phones"', 'context = "trunklocal"', '[web]', 'listen = []']
+    for name, lines in users.items():
+        out += [f"[users.{name}]", f'token = "{TOKENS[name]}"', "lines = [" + ", ".join(f'"{x}"' for x in lines) + "]"]
+    return "\n".join(out) + "\n"
+
+
+class ReloadTests(TestCase):
+    timeout = 60
+
+    def config_path(self) -> str:
+        # not trial's mktemp(): that leaves a directory in the working directory
+        folder = tempfile.mkdtemp(prefix="asttapi-reload-")
+        self.addCleanup(shutil.rmtree, folder, True)
+        return os.path.join(folder, "asttapi.toml")
+
+    @defer.inlineCallbacks
+    def test_rights_follow_the_file_and_nobody_else_notices(self):
+        path = self.config_path()
+        with open(path, "w") as f:
+            f.write(config_text({"alice": ["line_1"], "bob": ["line_1", "line_2"], "carol": ["*"]}))
+        app = make_service(load_config(path), reactor, demo_options={"timing": Timing.fast(), "autoplay": False})
+        app.config_loader = lambda: load_config(path)
+        app.startService()
+        self.addCleanup(app.stopService)
+        port = (yield app.listeners[0].whenListening()).getHost().port
+        yield until(lambda: app.bridge.link_up)
+        log: list[str] = []
+        observer = lambda e: log.append(formatEvent(e))  # noqa: E731
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+
+        alice = yield line_client(port, "alice", TOKENS["alice"], case=self)
+        bob = yield line_client(port, "bob", TOKENS["bob"], case=self)
+        carol = yield line_client(port, "carol", TOKENS["carol"], case=self)
+        yield alice.call("lineOpen", line="line_1")
+        for line in ("line_1", "line_2"):
+            yield bob.call("lineOpen", line=line)
+            yield carol.call("lineOpen", line=line)
+        refused = yield alice.call("lineOpen", line="line_2")
+        self.assertIn("error", refused)
+        app.demo.play("inbound", caller=("0301234567", "Ext Caller"), ring=0.1)
+        yield carol.wait_for(lambda m: m.get("params", {}).get("state") == "LINECALLSTATE_IDLE")
+
+        # the new file: alice gains line_2, bob loses it, dave is new
+        with open(path, "w") as f:
+            f.write(config_text({"alice": ["line_1", "line_2"], "bob": ["line_1"], "carol": ["*"],
+                                 "dave": ["line_1"]}))
+        ok = yield reload_from_file(app)
+        self.assertTrue(ok)
+        closed = yield bob.wait_for(lambda m: m.get("method") == "LINE_CLOSE")
+        self.assertEqual(closed["params"]["line"], "line_2")
+        self.assertEqual(closed["params"]["lineerr"], "LINEERR_NOTOWNER")
+        self.assertIn("may no longer open line 'line_2'", closed["params"]["message"])
+        opened = yield alice.call("lineOpen", line="line_2")
+        self.assertIn("result", opened)
+        dave = yield line_client(port, "dave", TOKENS["dave"], case=self)
+        self.assertIn("result", (yield dave.call("lineOpen", line="line_1")))
+        self.assertTrue(any("Configuration reloaded from" in line and "users added: dave" in line
+                            and "lines closed: line_2 for bob" in line for line in log), log)
+
+        # a broken file: one line, nothing changes
+        with open(path, "w") as f:
+            f.write("[users.eve\ntoken = 1\n")
+        log.clear()
+        ok = yield reload_from_file(app)
+        self.assertFalse(ok)
+        refusals = [line for line in log if "Reload refused" in line]
+        self.assertEqual(len(refusals), 1, log)
+        self.assertIn("not valid TOML", refusals[0])
+        dave2 = yield line_client(port, "dave", TOKENS["dave"], case=self)  # still the good configuration
+        self.assertIn("result", (yield dave2.call("ping")))
+
+        # everyone still connected; the next call reaches them all, carol's seq has no gap
+        app.demo.play("inbound", caller=("0307654321", "Other Caller"), ring=0.1)
+        for client in (alice, bob, carol, dave):
+            yield client.wait_for(lambda m: m.get("params", {}).get("state") == "LINECALLSTATE_IDLE"
+                                  and m["params"].get("callinfo", {}).get("callerid") == "0307654321")
+            self.assertFalse(client.lost.called)
+        seqs = carol.seqs()
+        self.assertEqual(seqs, list(range(seqs[0], seqs[0] + len(seqs))))
+        # bob hears nothing more of line_2
+        after = bob.messages[bob.messages.index(closed) + 1:]
+        self.assertFalse([m for m in after if m.get("params", {}).get("line") == "line_2"])
+        parsed = app.metrics.reloads
+        self.assertEqual(parsed, {"ok": 1, "refused": 1})
+
+    @defer.inlineCallbacks
+    def test_a_removed_user_is_closed_with_an_auth_error(self):
+        path = self.config_path()
+        with open(path, "w") as f:
+            f.write(config_text({"alice": ["line_1"], "bob": ["line_1"]}))
+        app = make_service(load_config(path), reactor, demo_options={"timing": Timing.fast(), "autoplay": False})
+        app.config_loader = lambda: load_config(path)
+        app.startService()
+        self.addCleanup(app.stopService)
+        port = (yield app.listeners[0].whenListening()).getHost().port
+        alice = yield line_client(port, "alice", TOKENS["alice"], case=self)
+        bob = yield line_client(port, "bob", TOKENS["bob"], case=self)
+        with open(path, "w") as f:
+            f.write(config_text({"alice": ["line_1"]}))
+        self.assertTrue((yield reload_from_file(app)))
+        goodbye = yield bob.wait_for(lambda m: "error" in m and m.get("id") is None)
+        self.assertIn("'bob' was removed from the configuration", goodbye["error"]["message"])
+        yield bob.lost
+        self.assertIn("result", (yield alice.call("ping")))
+        self.assertEqual(app.client_factory.cut_offs.get("reload"), 1)
