@@ -33,7 +33,7 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from asttapi_server.service import AppService, ClientListener, StartupError
+from asttapi_server.service import AppService, ClientListener
 
 log = Logger()
 
@@ -67,15 +67,6 @@ class WebListener(ClientListener):
         # Lines the logged URL pre-selects (#lines=..., read by the page, never
         # sent to the server): the demo's, so a first run pops a call at once.
         self.lines = lines
-
-    def startService(self) -> None:
-        try:
-            super().startService()
-        except StartupError as exc:
-            # tcp: endpoints fail at once, before _failed could say "only warn"
-            if self.required:
-                raise
-            log.warn("No web page: {error}; set [web] listen to another port", error=str(exc).removeprefix("asttapi: "))
 
     def _listening(self, port: Any) -> None:
         self.port = port
