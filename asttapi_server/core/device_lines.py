@@ -99,7 +99,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 from . import grammar as G
@@ -379,6 +379,51 @@ class DeviceLines:
             self._forget(leg)
         return out
 
+    # -- one line, one source ----------------------------------------------------
+
+    @property
+    def line_names(self) -> frozenset[str]:
+        """Every line a configured device feeds."""
+        return frozenset(line for lines in self.devices.values() for line in lines)
+
+    def guard(self, signal: G.TapiSignal) -> tuple[G.TapiSignal | None, tuple[str, ...]]:
+        """A signal from another source (a dialplan's TAPI UserEvent) with the device lines taken out.
+
+        One line, one source: a device line's calls come from its device's
+        channel events only, or two pictures of one call would fight over
+        its state. So a UserEvent may not name a device line (``LINE_NEWCALL
+        bob``, ``[~ID&bob] ...``, ``[bob] LINE_LINEDEVSTATE``), and one that
+        names no line may not drive a call the device mapping owns (its
+        ``~id`` or Uniqueid is a device channel's: it would reach every line
+        of that call). Returns the signal to apply (None: nothing is left)
+        and the device lines it named or reached, for the adapter to log.
+        """
+        cmd = signal.command
+        own = self.line_names
+        if cmd.verb == G.NEWCALL:
+            kept = tuple(line for line in cmd.args if line not in own)
+            refused = tuple(line for line in cmd.args if line in own)
+            if not refused:
+                return signal, ()
+            if not kept:
+                return None, refused
+            raw = f"LINE_NEWCALL {' '.join(kept)}" if cmd.call_id is None else (
+                f"[~{cmd.call_id}] LINE_NEWCALL {' '.join(kept)}")
+            return _replace(signal, cmd, args=kept, raw=raw), refused
+        if cmd.lines:
+            kept = tuple(line for line in cmd.lines if line not in own)
+            refused = tuple(line for line in cmd.lines if line in own)
+            if not refused:
+                return signal, ()
+            if not kept:
+                return None, refused
+            return _replace(signal, cmd, lines=kept, raw=_spec_text(cmd, kept)), refused
+        uid = cmd.call_id or signal.uniqueid
+        leg = self.legs.get(uid) if uid is not None else None
+        if leg is not None:
+            return None, leg.lines
+        return signal, ()
+
     # -- the handlers (one per event) -------------------------------------------
 
     def _newchannel(self, get: Fields, now: float, out: list) -> None:
@@ -635,6 +680,16 @@ def disconnect_mode(leg: Leg, cause: int | None) -> str:
     if leg.state == NEW and leg.dial_status == "NOANSWER":
         return "LINEDISCONNECTMODE_NOANSWER"
     return mode_for_cause(cause)
+
+
+def _replace(signal: G.TapiSignal, cmd: G.TapiCommand, **changes: object) -> G.TapiSignal:
+    return replace(signal, command=replace(cmd, **changes))
+
+
+def _spec_text(cmd: G.TapiCommand, lines: tuple[str, ...]) -> str:
+    """The TAPIEVENT text of ``cmd`` naming only ``lines`` (what the grammar parses back into it)."""
+    spec = "&".join([*([f"~{cmd.call_id}"] if cmd.call_id else []), *lines, *(f"!{x}" for x in cmd.excluded)])
+    return f"[{spec}] {' '.join((cmd.verb, *cmd.args))}"
 
 
 def _int(value: str | None) -> int | None:

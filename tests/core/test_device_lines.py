@@ -485,3 +485,67 @@ def test_the_benchmark_runs():
 
     figures = bench.run(rounds=2)
     assert figures["events"] > 0 and figures["signals"] > 0
+
+
+# -- one line, one source: the guard against TAPI UserEvents naming device lines ------------
+
+
+def _signal(text, uniqueid="7.1", channel="Local/100@inbound-00000001;2"):
+    from asttapi_server.core.grammar import TapiSignal
+
+    return TapiSignal(parse_tapievent(text), uniqueid, channel)
+
+
+@pytest.mark.parametrize(
+    "text, kept, refused",
+    [
+        ("LINE_NEWCALL bob", None, ("bob",)),
+        ("LINE_NEWCALL line_1 bob", "LINE_NEWCALL line_1", ("bob",)),
+        ("[~7.1] LINE_NEWCALL bob line_1", "[~7.1] LINE_NEWCALL line_1", ("bob",)),
+        ("[~7.1&bob] LINE_CALLSTATE LINECALLSTATE_CONNECTED", None, ("bob",)),
+        ("[~7.1&bob&line_1&!line_2] LINE_CALLSTATE LINECALLSTATE_CONNECTED",
+         "[~7.1&line_1&!line_2] LINE_CALLSTATE LINECALLSTATE_CONNECTED", ("bob",)),
+        ("[bob] LINE_LINEDEVSTATE LINEDEVSTATE_OUTOFSERVICE", None, ("bob",)),
+        ("[~7.1&bob] SET CALLERID 0301234567", None, ("bob",)),
+        # naming no device line: untouched
+        ("LINE_NEWCALL line_1", "LINE_NEWCALL line_1", ()),
+        ("[~7.1&!bob] LINE_CALLSTATE LINECALLSTATE_HANGUP", "[~7.1&!bob] LINE_CALLSTATE LINECALLSTATE_HANGUP", ()),
+        ("LINE_CALLSTATE LINECALLSTATE_IDLE", "LINE_CALLSTATE LINECALLSTATE_IDLE", ()),
+    ],
+)
+def test_guard_takes_device_lines_out_of_a_user_event(text, kept, refused):
+    lines = D.DeviceLines(LAB)
+    guarded, named = lines.guard(_signal(text))
+    assert named == refused
+    if kept is None:
+        assert guarded is None
+    else:
+        # what is left is exactly what the grammar makes of the rewritten text
+        assert guarded.command == parse_tapievent(kept)
+
+
+def test_guard_refuses_a_user_event_about_a_device_channels_call():
+    """No line named, but the ~id (or the Uniqueid of the channel that ran it) is a device channel's."""
+    lines = D.DeviceLines(LAB)
+    msgs = messages(NATIVE / "s10_hold_unhold.raw")
+    answered = next(i for i, m in enumerate(msgs) if m.name == "BridgeEnter")
+    for n, msg in enumerate(msgs[:answered + 1]):
+        lines.feed(msg.name, msg.get, float(n))
+    (uid,) = lines.legs
+    for text, uniqueid in ((f"[~{uid}] LINE_CALLSTATE LINECALLSTATE_IDLE", "1.1"),
+                           ("LINE_CALLSTATE LINECALLSTATE_ONHOLD", uid)):
+        assert lines.guard(_signal(text, uniqueid=uniqueid)) == (None, ("bob",))
+    other = _signal("LINE_CALLSTATE LINECALLSTATE_IDLE", uniqueid="1.1")
+    assert lines.guard(other) == (other, ())
+
+
+def test_guard_changes_nothing_without_device_lines():
+    lines = D.DeviceLines({})
+    seen = 0
+    for path in sorted((DATA / "ami").glob("0[5-7]_*.monitor.raw")):
+        for msg in messages(path):
+            if msg.name == "UserEvent" and msg.get("TAPIEVENT"):
+                signal = _signal(msg.get("TAPIEVENT"), msg.get("Uniqueid"))
+                assert lines.guard(signal) == (signal, ())
+                seen += 1
+    assert seen > 10

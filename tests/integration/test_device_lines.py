@@ -157,3 +157,59 @@ def test_without_device_lines_the_mapping_is_not_registered(tmp_path):
                                 run_in_thread=maybeDeferred)
     assert "tapi_userevent" in host.names and "channel_events" not in host.names
     assert host.wanted_event_names() == {"UserEvent", "UserEventTAPI"}
+
+
+def _user_event(text: str, uniqueid: str = "1795691999.1") -> Message:
+    """A hand-made TAPI UserEvent as Asterisk 22 lays it out (the capture 05 shape)."""
+    return Message.from_items([
+        ("Event", "UserEvent"), ("Privilege", "user,all"), ("Channel", "Local/100@inbound-00000001;2"),
+        ("ChannelState", "4"), ("CallerIDNum", "0301234567"), ("CallerIDName", "Ext Caller"),
+        ("Exten", "100"), ("Uniqueid", uniqueid), ("Linkedid", uniqueid), ("UserEvent", "TAPI"),
+        ("TAPIEVENT", text)])
+
+
+def test_a_user_event_naming_a_device_line_is_refused_and_logged_once(tmp_path):
+    """One line, one source, through the real plugin host: bob is a device line, line_1 a dialplan one."""
+    from twisted.logger import capturedLogs, formatEvent
+
+    path = tmp_path / "asttapi.toml"
+    path.write_text(CONFIG + '\n[lines.line_1]\nchannel = "Local/bob@phones"\n')
+    config = load_config(str(path))
+    host = build_plugin_manager(config.plugins, config=config, entry_points=[], search_paths=[],
+                                run_in_thread=maybeDeferred)
+    bridge, hub, clock, _ = device_bridge(tmp_path, plugins=host)
+    bridge.config = config
+    with capturedLogs() as logged:
+        for n in range(3):
+            uid = f"1795691999.{n}"
+            bridge.on_ami_event(_user_event("LINE_NEWCALL line_1 bob", uid))
+            bridge.on_ami_event(_user_event(f"[~{uid}&bob] LINE_CALLSTATE LINECALLSTATE_OFFERING", uid))
+    assert {e.line for e in hub.events} == {"line_1"}
+    assert [e.msg for e in hub.events] == ["LINE_NEWCALL"] * 3
+    warnings = [formatEvent(e) for e in logged if "device line" in formatEvent(e)]
+    # one line per kind (verb) a minute, not one per event
+    assert len(warnings) == 2 and all("bob" in w for w in warnings)
+
+
+def test_the_user_event_mapping_still_works_beside_device_lines(tmp_path):
+    """The TAPI UserEvent capture gives what it gives today when device lines are configured too."""
+    path = tmp_path / "asttapi.toml"
+    path.write_text(CONFIG + '\n[lines.line_1]\nchannel = "Local/bob@phones"\n'
+                    '\n[lines.line_2]\nchannel = "Local/bobbett@phones"\n')
+    config = load_config(str(path))
+    host = build_plugin_manager(config.plugins, config=config, entry_points=[], search_paths=[],
+                                run_in_thread=maybeDeferred)
+    # the device mapping sees a UserEvent before the UserEvent mapping does
+    assert [impl.plugin_name for impl in host._routes["UserEvent"]] == ["channel_events", "tapi_userevent"]
+    bridge, hub, clock, _ = device_bridge(tmp_path, plugins=host)
+    capture = NATIVE.parent / "ami" / "05_inbound_call.monitor.raw"
+    replay(capture.read_bytes(), bridge, clock)
+    with_devices = per_line(hub.events)
+
+    plain = load_config(None, {"lines": {"line_1": {"channel": "Local/bob@phones"},
+                                         "line_2": {"channel": "Local/bobbett@phones"}}})
+    host = build_plugin_manager(plain.plugins, config=plain, entry_points=[], search_paths=[],
+                                run_in_thread=maybeDeferred)
+    bridge, hub, clock, _ = device_bridge(tmp_path, plugins=host)
+    replay(capture.read_bytes(), bridge, clock)
+    assert with_devices == per_line(hub.events) and with_devices["line_1"][0] == "LINE_NEWCALL"
