@@ -347,36 +347,88 @@ class DeviceLines:
         self.legs.clear()
         self._by_channel.clear()
 
-    def adopt(self, get: Fields, now: float) -> list[G.TapiSignal]:
-        """A ``CoreShowChannel`` item after (re)connecting: take up a live device channel we never saw start.
+    def resync(self, entries: Iterable[Fields], now: float, *, since: float | None = None) -> list[G.TapiSignal]:
+        """After a (re)connect: the ``CoreShowChannel`` list items (header getters) -> signals.
 
-        What Asterisk lists is all there is to know: an Up channel becomes a
-        CONNECTED call (connected = its ConnectedLine), a Ringing one an
-        OFFERING call (caller = its ConnectedLine), a channel that is
-        dialling a DIALING call. Its direction is not listed, so origin stays
-        UNKNOWN for calls that were already up.
+        The seam the bridge's resync calls with the items of its
+        CoreShowChannels answer, before the model's own resync (so a device
+        call whose channel is gone ends with its proper events, not the
+        model's synthetic ones):
+
+        * a listed device channel we never saw start (the server connected
+          mid-call, or it started while the link was down) becomes a call:
+          :meth:`adopt`;
+        * a listed one we track but which moved on while we were away (it
+          was ringing, now it is Up) catches up: CONNECTED;
+        * a tracked device channel that is not listed is gone (its Hangup
+          was lost with the link): DISCONNECTED (mode UNKNOWN: the cause
+          was lost too), IDLE. Channels heard of at or after ``since`` (the
+          moment the link came back: events that arrived while the list
+          was being gathered) are kept.
+        """
+        out: list[G.TapiSignal] = []
+        listed: set[str] = set()
+        for get in entries:
+            uid = _known(get("Uniqueid"))
+            if uid is None or not self.lines_of(get("Channel")):
+                continue
+            listed.add(uid)
+            leg = self.legs.get(uid)
+            if leg is None:
+                out += self.adopt(get, now)
+                continue
+            leg.updated = now
+            if (get("ChannelState") or "").strip() == _STATE_UP and leg.state in (OFFERING, *_DIALLING):
+                leg.connected = (_known(get("ConnectedLineNum")), _known(get("ConnectedLineName")))
+                self._connected_info(leg, out)
+                self._to(leg, CONNECTED, None, out)
+        for leg in [leg for uid, leg in self.legs.items() if uid not in listed]:
+            if since is not None and leg.updated >= since:
+                continue
+            if leg.state not in (UNSEEN, IDLE):
+                self._apply(leg, HANGUP, "LINEDISCONNECTMODE_UNKNOWN", out)
+                self._to(leg, IDLE, None, out)
+            self._forget(leg)
+        return out
+
+    def adopt(self, get: Fields, now: float) -> list[G.TapiSignal]:
+        """One ``CoreShowChannel`` item: take up a live device channel we never saw start.
+
+        What Asterisk lists is all there is to know. The state: Up ->
+        CONNECTED (connected = its ConnectedLine), Ringing -> OFFERING
+        (caller = its ConnectedLine), Ring/Dialing/OffHook -> DIALING. The
+        direction, from the application the channel runs: ``Dial`` means the
+        phone placed the call (callerid = the phone's own, calledid = its
+        Exten, origin OUTBOUND); ``AppDial`` means a Dial rang it (caller =
+        its ConnectedLine); anything else leaves origin UNKNOWN.
         """
         leg = self._leg(get, "Channel", now, create=True)
         if leg is None or leg.state != UNSEEN:
             return []
         out: list[G.TapiSignal] = []
         state = (get("ChannelState") or "").strip()
+        app = (get("Application") or "").strip().lower()
         leg.own = (_known(get("CallerIDNum")), _known(get("CallerIDName")))
         leg.connected = (_known(get("ConnectedLineNum")), _known(get("ConnectedLineName")))
-        if state == _STATE_UP:
+        placed = app == "dial" or (state in _DIALLING_STATES and not app.startswith("appdial"))
+        if state not in (_STATE_UP, _STATE_RINGING) and state not in _DIALLING_STATES:
+            self._forget(leg)
+            return out
+        if placed:
+            leg.exten = _known(get("Exten"))
+            self._placed(leg, _number(leg.exten), out)
+        elif app.startswith("appdial") or state == _STATE_RINGING:
+            num, name = leg.connected
+            self._announce(leg, num, name, None, out)
+        else:
             self._announce(leg, None, None, None, out)
+        if state == _STATE_UP:
             self._connected_info(leg, out)
             self._to(leg, CONNECTED, None, out)
         elif state == _STATE_RINGING:
-            num, name = leg.connected
-            self._announce(leg, num, name, None, out)
             self._to(leg, OFFERING, None, out)
-        elif state in _DIALLING_STATES:
-            leg.exten = _known(get("Exten"))
-            self._placed(leg, _number(leg.exten), out)
-            self._to(leg, DIALING, None, out)
         else:
-            self._forget(leg)
+            self._to(leg, DIALING, None, out)
         return out
 
     # -- one line, one source ----------------------------------------------------

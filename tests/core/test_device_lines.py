@@ -549,3 +549,89 @@ def test_guard_changes_nothing_without_device_lines():
                 assert lines.guard(signal) == (signal, ())
                 seen += 1
     assert seen > 10
+
+
+# -- resync after a (re)connect: the real s11 restart ---------------------------------------
+
+
+def _listed(msgs, upto):
+    """A CoreShowChannels list (hand-made, labelled: Asterisk was not asked for one in the lab) of
+    the channels alive after ``msgs[:upto]``: each channel's last real snapshot, with the
+    application it last ran, as CoreShowChannel items carry them."""
+    alive: dict[str, list] = {}
+    apps: dict[str, str] = {}
+    for msg in msgs[:upto]:
+        channel = msg.get("Channel")
+        if not channel or msg.get("Uniqueid") is None:
+            continue
+        if msg.name == "Hangup":
+            alive.pop(channel, None)
+            continue
+        if msg.name == "Newexten":
+            apps[channel] = msg.get("Application")
+        keys = ("Channel", "ChannelState", "ChannelStateDesc", "CallerIDNum", "CallerIDName",
+                "ConnectedLineNum", "ConnectedLineName", "Context", "Exten", "Priority", "Uniqueid", "Linkedid")
+        alive[channel] = [(k, msg.get(k) or "") for k in keys]
+    return [Message.from_items([("Event", "CoreShowChannel"), *items, ("Application", apps.get(ch, ""))])
+            for ch, items in alive.items()]
+
+
+def test_s11_server_connects_mid_call_and_adopts_it_from_the_channel_list():
+    msgs = messages(NATIVE / "s11_pbx_restart_during_call.raw")
+    bridged = next(i for i, m in enumerate(msgs) if m.name == "BridgeEnter") + 2
+    listed = _listed(msgs, bridged)
+    assert len(listed) == 3  # Local ;1 and ;2 of the caller, bob's phone
+    lines, model = D.DeviceLines(LAB), CallModel(boot_id="test")
+    events = [e for s in lines.resync([m.get for m in listed], 0.0) for e in model.apply(s, 0.0)]
+    assert seq(events, "bob") == [[NEWCALL, CONNECTED]]
+    bob = last(events, "bob")
+    # AppDial: a Dial rang it, so the caller is its connected line
+    assert (bob["callerid"], bob["calleridname"]) == ("0301234567", "Ext Caller")
+    assert (bob["connectedid"], bob["connectedidname"]) == ("0301234567", "Ext Caller")
+    assert lines.resync([m.get for m in listed], 1.0) == []  # listed again: nothing new
+    rest = []
+    for n, msg in enumerate(msgs[bridged:]):
+        rest += [e for s in lines.feed(msg.name, msg.get, 2.0 + n) for e in model.apply(s, 2.0 + n)]
+    assert seq(rest, "bob") == [[f"{DISCONNECTED} {NORMAL}", IDLE]]
+    clean(lines, model)
+
+
+def test_s11_link_lost_mid_call_and_the_reconnect_lists_no_channel_ends_the_call():
+    """The Hangups are lost with the link; after the restart (the real reconnect capture) no channel exists."""
+    msgs = messages(NATIVE / "s11_pbx_restart_during_call.raw")
+    first_hangup = next(i for i, m in enumerate(msgs) if m.name in ("SoftHangupRequest", "Hangup"))
+    lines, model, _, events = play(msgs[:first_hangup])
+    assert seq(events, "bob") == [[NEWCALL, OFFERING, CONNID, CONNECTED]]
+    reconnect = messages(NATIVE / "s11_pbx_restart_during_call_reconnect.raw")
+    later = [e for m in reconnect for s in lines.feed(m.name, m.get, 500.0) for e in model.apply(s, 500.0)]
+    assert later == []  # the new Asterisk says nothing about the old call...
+    listed = [m for m in reconnect if m.name == "CoreShowChannel"]  # ...and lists no channel
+    ended = [e for s in lines.resync([m.get for m in listed], 501.0, since=500.0) for e in model.apply(s, 501.0)]
+    assert seq(ended, "bob") == [[f"{DISCONNECTED} LINEDISCONNECTMODE_UNKNOWN", IDLE]]
+    clean(lines, model)
+
+
+def test_resync_catches_up_a_call_answered_while_away_and_keeps_channels_heard_since():
+    msgs = messages(NATIVE / "s01_inbound_ringgroup_answered.raw")
+    ringing = next(i for i, m in enumerate(msgs) if m.name == "Newstate" and m.get("ChannelState") == "6")
+    lines, model, _, _ = play(msgs[:ringing])
+    assert {leg.state for leg in lines.legs.values()} == {OFFERING}
+    listed = _listed(msgs, next(i for i, m in enumerate(msgs) if m.name == "BridgeEnter") + 2)
+    # bob answered while we were away; bobbett's leg is gone but was heard of after the link came back
+    events = [e for s in lines.resync([m.get for m in listed], 1000.0, since=0.0)
+              for e in model.apply(s, 1000.0)]
+    assert seq(events, "bob") == [[CONNID, CONNECTED]]
+    assert seq(events, "bobbett") == []
+    events = [e for s in lines.resync([m.get for m in listed], 1001.0) for e in model.apply(s, 1001.0)]
+    assert seq(events, "bobbett") == [[f"{DISCONNECTED} LINEDISCONNECTMODE_UNKNOWN", IDLE]]
+
+
+def test_adopt_a_call_the_phone_placed_from_its_application():
+    item = ev("CoreShowChannel", Channel="PJSIP/201-00000020", Uniqueid="9.20", ChannelState="6",
+              CallerIDNum="201", CallerIDName="bob", ConnectedLineNum="203", ConnectedLineName="alice",
+              Exten="203", Application="Dial")
+    lines, model = D.DeviceLines(LAB), CallModel(boot_id="test")
+    events = [e for s in lines.resync([item.get], 0.0) for e in model.apply(s, 0.0)]
+    assert seq(events, "bob") == [[NEWCALL, CONNECTED]]
+    bob = last(events, "bob")
+    assert (bob["callerid"], bob["calledid"], bob["connectedid"], bob["origin"]) == ("201", "203", "203", OUTBOUND)
