@@ -99,3 +99,17 @@ def builtin_plugin(config: Any) -> ChannelEvents | None:
     """What the plugin host registers: the mapping for the configured device lines, or None."""
     devices = devices_of(config)
     return ChannelEvents(devices) if devices else None
+
+
+def resync(plugins: Any, messages: list, now: float, *, since: float | None = None) -> list:
+    """The device lines' signals for a resync's CoreShowChannels answer (``[]`` without device lines).
+
+    What the bridge calls, before the model's own resync, with every message
+    of the answer; see :meth:`DeviceLines.resync <asttapi_server.core.device_lines.DeviceLines.resync>`.
+    """
+    pm = getattr(plugins, "pm", None)
+    plugin = pm.get_plugin("channel_events") if pm is not None else None
+    if not isinstance(plugin, ChannelEvents):
+        return []
+    items = [m.get for m in messages if m.kind == "event" and m.name.lower() == "coreshowchannel"]
+    return plugin.lines.resync(items, now, since=since)
