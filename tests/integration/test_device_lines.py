@@ -213,3 +213,40 @@ def test_the_user_event_mapping_still_works_beside_device_lines(tmp_path):
     bridge, hub, clock, _ = device_bridge(tmp_path, plugins=host)
     replay(capture.read_bytes(), bridge, clock)
     assert with_devices == per_line(hub.events) and with_devices["line_1"][0] == "LINE_NEWCALL"
+
+
+def test_a_reconnect_adopts_a_live_device_call_and_ends_one_that_is_gone(tmp_path):
+    """Through the real bridge: the link drops mid-call (s11, Hangups lost), comes back, the list is empty."""
+    bridge, hub, clock, ami = device_bridge(tmp_path)
+    msgs = [m for m in AMIParser().feed((NATIVE / "s11_pbx_restart_during_call.raw").read_bytes())
+            if m.kind == "event"]
+    cut = next(i for i, m in enumerate(msgs) if m.name in ("SoftHangupRequest", "Hangup"))
+    for message in msgs[:cut]:
+        bridge.on_ami_event(message)
+    ami.link(False)
+    clock.advance(5)  # Asterisk restarts
+    ami.link(True)
+    hub.events.clear()
+    _headers, d = ami.pop("CoreShowChannels")
+    d.callback([Message.from_items([("Response", "Success"), ("EventList", "start")]),
+                Message.from_items([("Event", "CoreShowChannelsComplete"), ("EventList", "Complete"),
+                                    ("ListItems", "0")])])
+    bob = [e for e in hub.events if e.line == "bob"]
+    assert [(e.param, e.mode) for e in bob] == [("LINECALLSTATE_DISCONNECTED", "LINEDISCONNECTMODE_UNKNOWN"),
+                                                ("LINECALLSTATE_IDLE", None)]
+    assert not any(e.synthetic for e in bob)  # the device mapping's own end, not the safety net's
+
+    # and the server (re)connecting mid-call adopts what the list shows
+    ami.link(False)
+    ami.link(True)
+    hub.events.clear()
+    item = Message.from_items([
+        ("Event", "CoreShowChannel"), ("Channel", "PJSIP/201-00000011"), ("ChannelState", "6"),
+        ("ChannelStateDesc", "Up"), ("CallerIDNum", "201"), ("CallerIDName", "bob"),
+        ("ConnectedLineNum", "0301234567"), ("ConnectedLineName", "Ext Caller"), ("Context", "plain-phones"),
+        ("Exten", ""), ("Priority", "1"), ("Uniqueid", "1795692100.50"), ("Linkedid", "1795692100.48"),
+        ("Application", "AppDial"), ("ApplicationData", "(Outgoing Line)")])
+    _headers, d = ami.pop("CoreShowChannels")
+    d.callback([Message.from_items([("Response", "Success"), ("EventList", "start")]), item])
+    assert [e.param or e.msg for e in hub.events if e.line == "bob"] == ["LINE_NEWCALL", "LINECALLSTATE_CONNECTED"]
+    assert bridge.model.by_uniqueid("1795692100.50").callinfo["connectedid"] == "0301234567"
