@@ -343,7 +343,7 @@ class DeviceLines:
             self._forget(leg)
 
     def reset(self) -> None:
-        """The AMI link went down: forget every channel (the model's resync ends the calls)."""
+        """Forget every channel (Asterisk shut down). A dropped link keeps them: :meth:`resync` ends the gone ones."""
         self.legs.clear()
         self._by_channel.clear()
 
