@@ -635,3 +635,68 @@ def test_adopt_a_call_the_phone_placed_from_its_application():
     assert seq(events, "bob") == [[NEWCALL, CONNECTED]]
     bob = last(events, "bob")
     assert (bob["callerid"], bob["calledid"], bob["connectedid"], bob["origin"]) == ("201", "203", "203", OUTBOUND)
+
+
+# -- hand-made adversarial events (labelled: shapes of the real captures, values invented) ------
+
+
+def test_handmade_a_local_channel_named_like_the_device_is_not_the_device():
+    """Local/201@plain-phones;1/;2 is a Local pair whose resource happens to be 201: not PJSIP/201."""
+    local = [dict(Channel=f"Local/201@plain-phones-00000030;{half}", Uniqueid=f"9.3{half}", ChannelState="4",
+                  CallerIDNum="0301234567", Exten="201") for half in (1, 2)]
+    msgs = [ev("Newchannel", **local[0]), ev("Newchannel", **local[1]),
+            ev("DialBegin", **CALLER, Dest_Channel=local[0]["Channel"], Dest_Uniqueid="9.31"),
+            ev("Newstate", **{**local[0], "ChannelState": "6"}),
+            ev("BridgeEnter", **local[1]), ev("Hold", **local[0]),
+            ev("Hangup", **local[0], Cause="16"), ev("Hangup", **local[1], Cause="16")]
+    lines, model, signals, events = play(msgs)
+    assert signals == [] and events == [] and lines.legs == {}
+
+
+def test_handmade_a_queue_call_offers_on_the_member_device_only():
+    """app_queue rings member Local/201@from-queue: its ;1/;2 create nothing, the PJSIP/201 leg is bob's."""
+    queue = dict(Channel="PJSIP/trunk-00000040", Uniqueid="9.40", CallerIDNum="0301234567",
+                 CallerIDName="Ext Caller", Exten="500")
+    member1 = dict(Channel="Local/201@from-queue-00000041;1", Uniqueid="9.41")
+    member2 = dict(Channel="Local/201@from-queue-00000041;2", Uniqueid="9.42", CallerIDNum="0301234567",
+                   CallerIDName="Ext Caller", Exten="201")
+    phone = dict(Dest_Channel="PJSIP/201-00000043", Dest_Uniqueid="9.43", Dest_ConnectedLineNum="0301234567")
+    msgs = [ev("Newchannel", **member1, ChannelState="0"), ev("Newchannel", **member2, ChannelState="4"),
+            ev("DialBegin", **queue, Dest_Channel=member1["Channel"], Dest_Uniqueid="9.41"),
+            ev("Newchannel", Channel="PJSIP/201-00000043", Uniqueid="9.43", ChannelState="0", CallerIDNum="201"),
+            ev("DialBegin", **member2, **phone),
+            ev("Newstate", Channel="PJSIP/201-00000043", Uniqueid="9.43", ChannelState="6",
+               ConnectedLineNum="0301234567", ConnectedLineName="Ext Caller"),
+            ev("DialEnd", **member2, **phone, DialStatus="ANSWER"),
+            ev("Newstate", **member1, ChannelState="6"),
+            ev("DialEnd", **queue, Dest_Channel=member1["Channel"], Dest_Uniqueid="9.41", DialStatus="ANSWER"),
+            ev("Hangup", Channel="PJSIP/201-00000043", Uniqueid="9.43", Cause="16"),
+            ev("Hangup", **member2, Cause="16"), ev("Hangup", **member1, Cause="16")]
+    lines, model, _, events = play(msgs)
+    clean(lines, model)
+    assert seq(events, "bob") == [[NEWCALL, OFFERING, CONNID, CONNECTED, f"{DISCONNECTED} {NORMAL}", IDLE]]
+    bob = last(events, "bob")
+    assert (bob["callerid"], bob["calleridname"], bob["calledid"]) == ("0301234567", "Ext Caller", "201")
+    assert {e.call for e in events} == {model.by_uniqueid("9.43").handle}
+
+
+def test_handmade_a_conference_join_is_the_phones_call_and_nobody_elses():
+    """bob dials 800 -> ConfBridge; alice joins the same conference: each line sees only its own channel."""
+    def joiner(n, number):
+        return dict(Channel=f"PJSIP/{number}-0000005{n}", Uniqueid=f"9.5{n}", CallerIDNum=number, Exten="800")
+    bob, alice = joiner(0, "201"), joiner(1, "203")
+    announcer = dict(Channel="CBAnn/800-00000052;1", Uniqueid="9.52")
+    msgs = []
+    for who in (bob, alice):
+        msgs += [ev("Newchannel", **who, ChannelState="4"), ev("Newstate", **{**who, "ChannelState": "6"}),
+                 ev("ConfbridgeJoin", **who, Conference="800"), ev("BridgeEnter", **who, BridgeType="conference")]
+    msgs += [ev("Newchannel", **announcer, ChannelState="6"), ev("BridgeEnter", **announcer),
+             ev("Hangup", **bob, Cause="16"), ev("Hangup", **announcer, Cause="16"),
+             ev("Hangup", **alice, Cause="16")]
+    lines, model, _, events = play(msgs)
+    clean(lines, model)
+    # the conference answers the phone: an application that answers, so CONNECTED from DIALING
+    for line in ("bob", "alice"):
+        assert seq(events, line) == [[NEWCALL, DIALING, CONNECTED, f"{DISCONNECTED} {NORMAL}", IDLE]]
+        assert last(events, line)["calledid"] == "800"
+    assert seq(events, "bobbett") == []
