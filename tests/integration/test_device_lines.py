@@ -152,7 +152,7 @@ def test_click_to_dial_on_a_device_line(tmp_path):
 
 
 def test_without_device_lines_the_mapping_is_not_registered(tmp_path):
-    config = load_config(None, {})
+    config = load_config(None, {"lines": {"line_1": {"channel": "Local/bob@phones"}}})
     host = build_plugin_manager(config.plugins, config=config, entry_points=[], search_paths=[],
                                 run_in_thread=maybeDeferred)
     assert "tapi_userevent" in host.names and "channel_events" not in host.names
