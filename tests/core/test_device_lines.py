@@ -306,6 +306,35 @@ BOB = dict(Dest_Channel="PJSIP/201-00000002", Dest_Uniqueid="9.2", Dest_CallerID
            Dest_ConnectedLineNum="0301234567")
 
 
+HANDMADE = DATA / "ami-native-handmade"
+
+
+def test_handmade_capture_ring_group_caller_gives_up_every_ringing_line_is_cancelled():
+    """h01 (HAND-MADE from s01): both phones ring, the caller hangs up before anyone answers."""
+    lines, model, _, events = play(messages(HANDMADE / "h01_ringgroup_caller_gives_up.raw"))
+    clean(lines, model)
+    for line in ("bob", "bobbett"):
+        assert seq(events, line) == [[NEWCALL, OFFERING, f"{DISCONNECTED} LINEDISCONNECTMODE_CANCELLED", IDLE]]
+        info = last(events, line)
+        assert (info["callerid"], info["calleridname"], info["calledid"], info["origin"]) == (
+            "0301234567", "Ext Caller", "100", EXTERNAL)
+        assert info["connectedid"] is None  # never connected
+    assert seq(events, "alice") == []
+    assert len({e.call for e in events}) == 2
+
+
+def test_handmade_capture_outbound_busy():
+    """h02 (HAND-MADE from s05 + capture 07's Busy): bob dials 95550000, the far end is busy."""
+    lines, model, _, events = play(messages(HANDMADE / "h02_outbound_busy.raw"))
+    clean(lines, model)
+    assert seq(events, "bob") == [[NEWCALL, DIALING, PROCEEDING, f"{BUSY} LINEBUSYMODE_UNKNOWN", IDLE]]
+    info = last(events, "bob")
+    assert (info["callerid"], info["calleridname"], info["calledid"], info["origin"]) == (
+        "201", "bob", "95550000", OUTBOUND)
+    assert info["connectedid"] is None
+    assert at(events, "bob", None)["callerid"] is None  # no lookup of the user's own number
+
+
 def test_handmade_caller_gives_up_while_it_rings():
     msgs = [
         ev("Newchannel", Channel="PJSIP/201-00000002", Uniqueid="9.2", ChannelState="0", CallerIDNum="201"),

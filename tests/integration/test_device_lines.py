@@ -250,3 +250,42 @@ def test_a_reconnect_adopts_a_live_device_call_and_ends_one_that_is_gone(tmp_pat
     d.callback([Message.from_items([("Response", "Success"), ("EventList", "start")]), item])
     assert [e.param or e.msg for e in hub.events if e.line == "bob"] == ["LINE_NEWCALL", "LINECALLSTATE_CONNECTED"]
     assert bridge.model.by_uniqueid("1795692100.50").callinfo["connectedid"] == "0301234567"
+
+
+def test_a_clients_blind_transfer_on_a_device_line_replays_s08(tmp_path):
+    """lineBlindTransfer of bob's answered call (s08): BlindTransfer on bob's own channel, then the
+    rest of the capture: bob's line goes IDLE, alice's line gets the caller as its connected party."""
+    bridge, hub, clock, ami = device_bridge(tmp_path)
+    messages = [m for m in AMIParser().feed((NATIVE / "s08_blind_transfer_ami.raw").read_bytes())
+                if m.kind == "event"]
+    cut = next(i for i, m in enumerate(messages) if m.name == "BlindTransfer")
+    for message in messages[:cut]:
+        bridge.on_ami_event(message)
+        clock.advance(0.001)
+    [bob_call] = {e.call for e in hub.events if e.line == "bob"}
+    assert [e.param for e in hub.events if e.call == bob_call][-1] == "LINECALLSTATE_CONNECTED"
+
+    d = bridge.blind_transfer(bob_call, "203")
+    headers, action = ami.pop("BlindTransfer")
+    # the phone's own channel: Asterisk sends its bridged peer (the caller) to 203 (what the lab's CTI sent)
+    assert dict(headers) == {"Channel": "PJSIP/201-0000000a", "Context": "plain-phones", "Exten": "203"}
+    action.callback(Message.from_items([("Response", "Success"), ("Message", "Transfer succeeded")]))
+    assert d.called
+
+    for message in messages[cut:]:
+        bridge.on_ami_event(message)
+        clock.advance(0.001)
+    lines = per_line(hub.events)
+    assert lines["bob"] == ["LINE_NEWCALL", "LINECALLSTATE_OFFERING", "LINECALLINFOSTATE_CONNECTEDID",
+                            "LINECALLSTATE_CONNECTED", "LINECALLSTATE_IDLE"]
+    assert lines["alice"] == ["LINE_NEWCALL", "LINECALLSTATE_OFFERING", "LINECALLINFOSTATE_CONNECTEDID",
+                              "LINECALLSTATE_CONNECTED", "LINECALLSTATE_DISCONNECTED", "LINECALLSTATE_IDLE"]
+    alice = [e for e in hub.events if e.line == "alice"]
+    info = alice[-1].callinfo
+    assert (info["callerid"], info["calleridname"], info["connectedid"], info["connectedidname"]) == (
+        "0301234567", "Ext Caller", "0301234567", "Ext Caller")
+    assert info["calledid"] == "203" and info["origin"] == "LINECALLORIGIN_EXTERNAL"
+    assert [e.mode for e in alice if e.param == "LINECALLSTATE_DISCONNECTED"] == ["LINEDISCONNECTMODE_NORMAL"]
+    assert not any(e.synthetic for e in hub.events)
+    clock.advance(120)
+    assert bridge.model.tracked == 0
