@@ -87,6 +87,7 @@ class Bridge:
         # OriginateResponse finds its call on every Asterisk version.
         self._originates: dict[str, str] = {}
         self._resync_generation = 0
+        self._link_up_at: float | None = None
         #: Called after anything that may have changed a call (the call store's ``changed``).
         self.on_change: Callable[[], None] = _nothing
         # Uniqueid -> Channel from Newchannel: the channel names Asterisk
@@ -185,6 +186,7 @@ class Bridge:
             return
         self._resync_generation += 1
         generation = self._resync_generation
+        self._link_up_at = self.clock.seconds()
         d = self.ami.send_action("CoreShowChannels")
         d.addCallback(self._resynced, generation)
         d.addErrback(self._resync_failed, generation)
@@ -196,7 +198,14 @@ class Bridge:
         for message in messages:
             if message.kind == "event" and message.name.lower() in ("coreshowchannel", "status"):
                 self._on_newchannel(message)
-        events = self.model.resync(live, self.clock.seconds())
+        now = self.clock.seconds()
+        # Device lines first: their calls end (or are adopted) with their own events.
+        from .mappings import channel_events
+
+        events = []
+        for signal in channel_events.resync(self.plugins, messages, now, since=self._link_up_at):
+            events.extend(self.model.apply(signal, now))
+        events += self.model.resync(live, now)
         if events:
             log.info(
                 "Resync after (re)connect: {n} call(s) ended because their channels are gone",

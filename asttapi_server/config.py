@@ -170,11 +170,14 @@ class Config:
     source: str | None = None
 
 
-#: The demo PBX's two phones, used as lines when demo mode has no [lines].
+#: The demo PBX's phones, used as lines when demo mode has no [lines]: two fed by
+#: the dialplan's TAPI UserEvents, and alice's SIP phone, a device line fed by
+#: Asterisk's own channel events (docs/device-lines.md) on a plain dialplan.
 DEMO_LINES: Mapping[str, LineConfig] = MappingProxyType(
     {
         "line_1": LineConfig("line_1", "Local/bob@phones", "trunklocal"),
         "line_2": LineConfig("line_2", "Local/bobbett@phones", "trunklocal"),
+        "line_3": LineConfig("line_3", "PJSIP/203", "plain-phones", device="PJSIP/203"),
     }
 )
 

@@ -318,7 +318,8 @@ def make_service(config: Config, reactor: Any = None, *, demo_options: dict | No
             secret=ami_conf.secret,
             interface="127.0.0.1",
             port=0,
-            phones={line.channel: line.name for line in config.lines.values()},
+            phones={line.channel: line.name for line in config.lines.values() if not line.device},
+            devices={line.device: line.name for line in config.lines.values() if line.device},
             **(demo_options or {}),
         )
         demo.setServiceParent(app)

@@ -99,7 +99,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 from . import grammar as G
@@ -343,41 +343,138 @@ class DeviceLines:
             self._forget(leg)
 
     def reset(self) -> None:
-        """The AMI link went down: forget every channel (the model's resync ends the calls)."""
+        """Forget every channel (Asterisk shut down). A dropped link keeps them: :meth:`resync` ends the gone ones."""
         self.legs.clear()
         self._by_channel.clear()
 
-    def adopt(self, get: Fields, now: float) -> list[G.TapiSignal]:
-        """A ``CoreShowChannel`` item after (re)connecting: take up a live device channel we never saw start.
+    def resync(self, entries: Iterable[Fields], now: float, *, since: float | None = None) -> list[G.TapiSignal]:
+        """After a (re)connect: the ``CoreShowChannel`` list items (header getters) -> signals.
 
-        What Asterisk lists is all there is to know: an Up channel becomes a
-        CONNECTED call (connected = its ConnectedLine), a Ringing one an
-        OFFERING call (caller = its ConnectedLine), a channel that is
-        dialling a DIALING call. Its direction is not listed, so origin stays
-        UNKNOWN for calls that were already up.
+        The seam the bridge's resync calls with the items of its
+        CoreShowChannels answer, before the model's own resync (so a device
+        call whose channel is gone ends with its proper events, not the
+        model's synthetic ones):
+
+        * a listed device channel we never saw start (the server connected
+          mid-call, or it started while the link was down) becomes a call:
+          :meth:`adopt`;
+        * a listed one we track but which moved on while we were away (it
+          was ringing, now it is Up) catches up: CONNECTED;
+        * a tracked device channel that is not listed is gone (its Hangup
+          was lost with the link): DISCONNECTED (mode UNKNOWN: the cause
+          was lost too), IDLE. Channels heard of at or after ``since`` (the
+          moment the link came back: events that arrived while the list
+          was being gathered) are kept.
+        """
+        out: list[G.TapiSignal] = []
+        listed: set[str] = set()
+        for get in entries:
+            uid = _known(get("Uniqueid"))
+            if uid is None or not self.lines_of(get("Channel")):
+                continue
+            listed.add(uid)
+            leg = self.legs.get(uid)
+            if leg is None:
+                out += self.adopt(get, now)
+                continue
+            leg.updated = now
+            if (get("ChannelState") or "").strip() == _STATE_UP and leg.state in (OFFERING, *_DIALLING):
+                leg.connected = (_known(get("ConnectedLineNum")), _known(get("ConnectedLineName")))
+                self._connected_info(leg, out)
+                self._to(leg, CONNECTED, None, out)
+        for leg in [leg for uid, leg in self.legs.items() if uid not in listed]:
+            if since is not None and leg.updated >= since:
+                continue
+            if leg.state not in (UNSEEN, IDLE):
+                self._apply(leg, HANGUP, "LINEDISCONNECTMODE_UNKNOWN", out)
+                self._to(leg, IDLE, None, out)
+            self._forget(leg)
+        return out
+
+    def adopt(self, get: Fields, now: float) -> list[G.TapiSignal]:
+        """One ``CoreShowChannel`` item: take up a live device channel we never saw start.
+
+        What Asterisk lists is all there is to know. The state: Up ->
+        CONNECTED (connected = its ConnectedLine), Ringing -> OFFERING
+        (caller = its ConnectedLine), Ring/Dialing/OffHook -> DIALING. The
+        direction, from the application the channel runs: ``Dial`` means the
+        phone placed the call (callerid = the phone's own, calledid = its
+        Exten, origin OUTBOUND); ``AppDial`` means a Dial rang it (caller =
+        its ConnectedLine); anything else leaves origin UNKNOWN.
         """
         leg = self._leg(get, "Channel", now, create=True)
         if leg is None or leg.state != UNSEEN:
             return []
         out: list[G.TapiSignal] = []
         state = (get("ChannelState") or "").strip()
+        app = (get("Application") or "").strip().lower()
         leg.own = (_known(get("CallerIDNum")), _known(get("CallerIDName")))
         leg.connected = (_known(get("ConnectedLineNum")), _known(get("ConnectedLineName")))
-        if state == _STATE_UP:
+        placed = app == "dial" or (state in _DIALLING_STATES and not app.startswith("appdial"))
+        if state not in (_STATE_UP, _STATE_RINGING) and state not in _DIALLING_STATES:
+            self._forget(leg)
+            return out
+        if placed:
+            leg.exten = _known(get("Exten"))
+            self._placed(leg, _number(leg.exten), out)
+        elif app.startswith("appdial") or state == _STATE_RINGING:
+            num, name = leg.connected
+            self._announce(leg, num, name, None, out)
+        else:
             self._announce(leg, None, None, None, out)
+        if state == _STATE_UP:
             self._connected_info(leg, out)
             self._to(leg, CONNECTED, None, out)
         elif state == _STATE_RINGING:
-            num, name = leg.connected
-            self._announce(leg, num, name, None, out)
             self._to(leg, OFFERING, None, out)
-        elif state in _DIALLING_STATES:
-            leg.exten = _known(get("Exten"))
-            self._placed(leg, _number(leg.exten), out)
-            self._to(leg, DIALING, None, out)
         else:
-            self._forget(leg)
+            self._to(leg, DIALING, None, out)
         return out
+
+    # -- one line, one source ----------------------------------------------------
+
+    @property
+    def line_names(self) -> frozenset[str]:
+        """Every line a configured device feeds."""
+        return frozenset(line for lines in self.devices.values() for line in lines)
+
+    def guard(self, signal: G.TapiSignal) -> tuple[G.TapiSignal | None, tuple[str, ...]]:
+        """A signal from another source (a dialplan's TAPI UserEvent) with the device lines taken out.
+
+        One line, one source: a device line's calls come from its device's
+        channel events only, or two pictures of one call would fight over
+        its state. So a UserEvent may not name a device line (``LINE_NEWCALL
+        bob``, ``[~ID&bob] ...``, ``[bob] LINE_LINEDEVSTATE``), and one that
+        names no line may not drive a call the device mapping owns (its
+        ``~id`` or Uniqueid is a device channel's: it would reach every line
+        of that call). Returns the signal to apply (None: nothing is left)
+        and the device lines it named or reached, for the adapter to log.
+        """
+        cmd = signal.command
+        own = self.line_names
+        if cmd.verb == G.NEWCALL:
+            kept = tuple(line for line in cmd.args if line not in own)
+            refused = tuple(line for line in cmd.args if line in own)
+            if not refused:
+                return signal, ()
+            if not kept:
+                return None, refused
+            raw = f"LINE_NEWCALL {' '.join(kept)}" if cmd.call_id is None else (
+                f"[~{cmd.call_id}] LINE_NEWCALL {' '.join(kept)}")
+            return _replace(signal, cmd, args=kept, raw=raw), refused
+        if cmd.lines:
+            kept = tuple(line for line in cmd.lines if line not in own)
+            refused = tuple(line for line in cmd.lines if line in own)
+            if not refused:
+                return signal, ()
+            if not kept:
+                return None, refused
+            return _replace(signal, cmd, lines=kept, raw=_spec_text(cmd, kept)), refused
+        uid = cmd.call_id or signal.uniqueid
+        leg = self.legs.get(uid) if uid is not None else None
+        if leg is not None:
+            return None, leg.lines
+        return signal, ()
 
     # -- the handlers (one per event) -------------------------------------------
 
@@ -635,6 +732,16 @@ def disconnect_mode(leg: Leg, cause: int | None) -> str:
     if leg.state == NEW and leg.dial_status == "NOANSWER":
         return "LINEDISCONNECTMODE_NOANSWER"
     return mode_for_cause(cause)
+
+
+def _replace(signal: G.TapiSignal, cmd: G.TapiCommand, **changes: object) -> G.TapiSignal:
+    return replace(signal, command=replace(cmd, **changes))
+
+
+def _spec_text(cmd: G.TapiCommand, lines: tuple[str, ...]) -> str:
+    """The TAPIEVENT text of ``cmd`` naming only ``lines`` (what the grammar parses back into it)."""
+    spec = "&".join([*([f"~{cmd.call_id}"] if cmd.call_id else []), *lines, *(f"!{x}" for x in cmd.excluded)])
+    return f"[{spec}] {' '.join((cmd.verb, *cmd.args))}"
 
 
 def _int(value: str | None) -> int | None:

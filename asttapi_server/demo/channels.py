@@ -2,7 +2,9 @@
 
 Every builder returns an AMI message as ordered ``(key, value)`` pairs; the
 layouts (which keys, in which order) are copied from the real captures in
-``tests/data/ami/`` (``05_inbound_call.monitor.raw`` and friends), and a test
+``tests/data/ami/`` (``05_inbound_call.monitor.raw`` and friends: the TAPI
+dialplan) and ``tests/data/ami-native/`` (real SIP phones, a plain dialplan:
+the bridge, hold and transfer events of the device lines), and a test
 compares them key for key. :func:`encode` turns pairs into wire bytes.
 
 Pure: no reactor, no clock (callers pass times in).
@@ -148,6 +150,60 @@ def hangup(ch: Channel, cause: int) -> Pairs:
         "call,all",
         [*ch.snapshot(), ("Cause", str(cause)), ("Cause-txt", CAUSE_TXT.get(cause, "Unknown"))],
     )
+
+
+def bridge_snapshot(bridge_id: str, members: int) -> Pairs:
+    """The bridge headers of BridgeCreate/Enter/Leave/Destroy (a two-party ``basic`` bridge)."""
+    return [
+        ("BridgeUniqueid", bridge_id),
+        ("BridgeType", "basic"),
+        ("BridgeTechnology", "simple_bridge"),
+        ("BridgeCreator", UNKNOWN),
+        ("BridgeName", UNKNOWN),
+        ("BridgeNumChannels", str(members)),
+        ("BridgeVideoSourceMode", "none"),
+    ]
+
+
+def bridge_create(bridge_id: str) -> Pairs:
+    return _event("BridgeCreate", "call,all", bridge_snapshot(bridge_id, 0))
+
+
+def bridge_destroy(bridge_id: str) -> Pairs:
+    return _event("BridgeDestroy", "call,all", bridge_snapshot(bridge_id, 0))
+
+
+def bridge_enter(bridge_id: str, members: int, ch: Channel) -> Pairs:
+    """*members*: how many channels the bridge holds with *ch* in it."""
+    return _event("BridgeEnter", "call,all", [*bridge_snapshot(bridge_id, members), *ch.snapshot()])
+
+
+def bridge_leave(bridge_id: str, members: int, ch: Channel) -> Pairs:
+    """*members*: how many channels the bridge holds once *ch* has left."""
+    return _event("BridgeLeave", "call,all", [*bridge_snapshot(bridge_id, members), *ch.snapshot()])
+
+
+def hold(ch: Channel) -> Pairs:
+    """The phone put its call on hold (a SIP re-INVITE sendonly): ``Hold`` with the music class."""
+    return _event("Hold", "call,all", [*ch.snapshot(), ("MusicClass", "default")])
+
+
+def unhold(ch: Channel) -> Pairs:
+    return _event("Unhold", "call,all", ch.snapshot())
+
+
+def blind_transfer(transferer: Channel, transferee: Channel, bridge_id: str, context: str,
+                   exten: str) -> Pairs:
+    """``BlindTransfer`` as the AMI action of that name makes it (capture s08): Result first."""
+    return _event("BlindTransfer", "call,all", [
+        ("Result", "Success"),
+        *transferer.snapshot("Transferer"),
+        *transferee.snapshot("Transferee"),
+        *bridge_snapshot(bridge_id, 2),
+        ("IsExternal", "Yes"),
+        ("Context", context),
+        ("Extension", exten),
+    ])
 
 
 def device_state_change(device: str, state: str) -> Pairs:

@@ -19,6 +19,7 @@ from twisted.logger import Logger
 
 from asttapi_server.demo import channels as ami
 from asttapi_server.demo.channels import Channel, Pairs
+from asttapi_server.demo.devices import DeviceCall, DeviceInbound
 from asttapi_server.demo.scenarios import (
     CALLERS,
     Flow,
@@ -36,12 +37,24 @@ DEFAULT_PHONES: Mapping[str, str] = {
     "Local/bob@phones": "line_1",
     "Local/bobbett@phones": "line_2",
 }
+#: The demo's device lines: phones whose calls the server follows from Asterisk's own
+#: channel events (no UserEvent; see asttapi_server/demo/devices.py), device -> line.
+DEFAULT_DEVICES: Mapping[str, str] = {"PJSIP/203": "line_3"}
 #: Phones a ``Local/NAME@phones`` Originate may ring besides the configured ones.
 _LAB_PHONES = {"bob", "bobbett", "alice", "carol"}
 _TECHS = {"Local", "PJSIP", "IAX2", "DAHDI"}
 # Inbound calls every other turn: a newcomer watching a line sees a screen pop
 # within seconds, whenever they connect.
 _LOOP = ("inbound", "outbound", "inbound", "busy")
+# The device lines' own loop, beside it (another phone of the same PBX): every way
+# a device's call goes, with no UserEvent at all.
+_DEVICE_LOOP: tuple[tuple[str, dict[str, object]], ...] = (
+    ("device_inbound", {}),
+    ("device_outbound", {}),
+    ("device_inbound", {"hold": 2.0}),
+    ("device_busy", {}),
+    ("device_inbound", {"ending": "gives_up"}),
+)
 
 Listener = Callable[[str, bytes], None]  # (privilege, encoded event)
 
@@ -50,10 +63,16 @@ class DemoEngine:
     """Simulated channels and call flows on an injected clock."""
 
     def __init__(self, clock: IReactorTime, *, timing: Timing | None = None,
-                 phones: Mapping[str, str] | None = None) -> None:
+                 phones: Mapping[str, str] | None = None,
+                 devices: Mapping[str, str] | None = None) -> None:
+        """*phones*: the dialplan lines' phones, ``{channel: line}``; *devices*: the device
+        lines', ``{device: line}`` (default: the demo's own, when *phones* is not given either)."""
         self.clock = clock
         self.timing = timing or Timing()
         self.phones: dict[str, str] = dict(phones or DEFAULT_PHONES)  # channel -> line
+        if devices is None:
+            devices = DEFAULT_DEVICES if phones is None else {}
+        self.devices: dict[str, str] = dict(devices)  # device -> line
         self.channels: dict[str, Channel] = {}
         self._by_uid: dict[str, Channel] = {}
         self._owner: dict[str, Flow] = {}
@@ -64,7 +83,11 @@ class DemoEngine:
         self._calls: set[IDelayedCall] = set()
         self._loop_call: IDelayedCall | None = None
         self._loop_kinds = cycle(_LOOP)
+        self._device_call: IDelayedCall | None = None
+        self._device_kinds = cycle(_DEVICE_LOOP)
+        self._bridges = 0
         self._inbound_count = 0
+        self._device_inbound_count = 0
         self.running = False
         self.started_at = clock.seconds()
 
@@ -100,6 +123,20 @@ class DemoEngine:
         self._local += 1
         return f"{resource}-{n:08x}"
 
+    def new_bridge_id(self) -> str:
+        """A BridgeUniqueid (Asterisk's are UUIDs; these count)."""
+        self._bridges += 1
+        return f"00000000-0000-4000-8000-{self._bridges:012x}"
+
+    def device_for(self, channel: str) -> str | None:
+        """The configured demo device an Originate's ``Channel`` names (technology in any case)."""
+        tech, _, resource = channel.partition("/")
+        for device in self.devices:
+            d_tech, _, d_resource = device.partition("/")
+            if d_tech.lower() == tech.lower() and d_resource == resource:
+                return device
+        return None
+
     def register(self, ch: Channel, flow: Flow) -> None:
         self.channels[ch.name] = ch
         self._by_uid[ch.uniqueid] = ch
@@ -133,6 +170,8 @@ class DemoEngine:
             return
         self.running = True
         self._loop_call = self.clock.callLater(self.timing.first_call, self._loop_next)
+        if self.devices:  # the device line's first call rings while the dialplan line's does
+            self._device_call = self.clock.callLater(self.timing.first_call * 2, self._device_next)
 
     def stop(self) -> None:
         """Stop everything, silently; the clock is left with no calls of ours."""
@@ -140,6 +179,9 @@ class DemoEngine:
         if self._loop_call is not None and self._loop_call.active():
             self._loop_call.cancel()
         self._loop_call = None
+        if self._device_call is not None and self._device_call.active():
+            self._device_call.cancel()
+        self._device_call = None
         for call in list(self._calls):
             if call.active():
                 call.cancel()
@@ -159,15 +201,35 @@ class DemoEngine:
             self._loop_call = self.clock.callLater(self.timing.gap, self._loop_next)
         return flow
 
+    def _device_next(self) -> None:
+        self._device_call = None
+        if not self.running:
+            return
+        kind, kwargs = next(self._device_kinds)
+        flow = self.play(kind, **kwargs)
+        flow.done.addCallback(self._device_after)
+
+    def _device_after(self, flow: Flow) -> Flow:
+        if self.running and self._device_call is None:
+            self._device_call = self.clock.callLater(self.timing.gap * 2, self._device_next)
+        return flow
+
     def play(self, kind: str, **kwargs: object) -> Flow:
-        """Start one flow now: ``"inbound"``, ``"outbound"`` or ``"busy"``.
+        """Start one flow now: ``"inbound"``, ``"outbound"`` or ``"busy"`` (dialplan lines,
+        TAPI UserEvents), ``"device_inbound"``, ``"device_outbound"`` or ``"device_busy"``
+        (device lines, channel events only).
 
         Keyword arguments go to the flow's constructor (e.g. ``caller=("0301234567",
-        "Ext Caller")``, ``ring=1.0``, ``number="95551234"``). Returns the running
-        :class:`~asttapi_server.demo.scenarios.Flow`; its ``done`` Deferred fires
-        when the call is over.
+        "Ext Caller")``, ``ring=1.0``, ``number="95551234"``; for ``device_inbound``
+        ``ending="gives_up"`` or ``"reject"``, ``hold=2.0``; ``device="PJSIP/203"`` picks
+        the phone). Returns the running :class:`~asttapi_server.demo.scenarios.Flow`;
+        its ``done`` Deferred fires when the call is over.
         """
         phones = list(self.phones.items())
+        if kind.startswith("device_"):
+            flow = self._device_flow(kind, kwargs)
+            self.flows.append(flow)
+            return flow.start()
         if kind == "inbound":
             n = self._inbound_count
             self._inbound_count += 1
@@ -188,6 +250,21 @@ class DemoEngine:
             raise ValueError(f"unknown demo flow {kind!r} (inbound, outbound, busy)")
         self.flows.append(flow)
         return flow.start()
+
+    def _device_flow(self, kind: str, kwargs: dict[str, object]) -> Flow:
+        if not self.devices:
+            raise ValueError("the demo has no device lines (devices={...})")
+        device = str(kwargs.pop("device", next(iter(self.devices))))
+        line = self.devices[device]
+        if kind == "device_inbound":
+            n = self._device_inbound_count
+            self._device_inbound_count += 1
+            kwargs.setdefault("caller", CALLERS[(n + 1) % len(CALLERS)])
+            return DeviceInbound(self, device, line, **kwargs)  # type: ignore[arg-type]
+        if kind in ("device_outbound", "device_busy"):
+            kwargs.setdefault("number", "95550000" if kind == "device_busy" else "95551234")
+            return DeviceCall(self, device, line, **kwargs)  # type: ignore[arg-type]
+        raise ValueError(f"unknown demo flow {kind!r} (device_inbound, device_outbound, device_busy)")
 
     def flow_finished(self, flow: Flow) -> None:
         if flow in self.flows:
@@ -232,7 +309,12 @@ class DemoEngine:
             callerid=callerid,
         )
         flow: Flow
-        if not application and exten and re.fullmatch(r"\+?\d{3,}", exten):
+        device = self.device_for(channel)
+        if device is not None and not application and exten and re.fullmatch(r"\+?\d{3,}", exten):
+            # click-to-dial on a device line (s07): channel events only, no UserEvent
+            flow = DeviceCall(self, device, self.devices[device], exten,
+                              context=context or "default", **common)  # type: ignore[arg-type]
+        elif not application and exten and re.fullmatch(r"\+?\d{3,}", exten):
             line = vars_.get("TAPI_LINE") or self.line_for(channel)
             flow = OutboundCall(self, channel, line, exten, context=context or "default", **common)
         else:
@@ -325,7 +407,9 @@ class DemoEngine:
         if flow is not None:
             log.info("DEMO PBX (simulation): BlindTransfer of {channel}'s peer to {context},{exten}",
                      channel=ch.name, context=context, exten=exten)
-            self.later(0.0, flow.redirect, ch, context or ch.context, exten, 1)
+            # a device's call: the BlindTransfer event, its channel leaves (s08)
+            transfer = getattr(flow, "blind_transfer", flow.redirect)
+            self.later(0.0, transfer, ch, context or ch.context, exten, 1)
         return ami.response("Success", action_id, ("Message", "Transfer succeeded"))
 
     def core_show_channels(self, action_id: str | None) -> list[Pairs]:

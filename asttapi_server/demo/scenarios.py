@@ -219,12 +219,16 @@ class Flow:
         self.engine.emit(pairs)
 
     def new_channel(self, name: str, context: str, exten: str, state: int,
-                    uniqueid: str | None = None, linkedid: str | None = None) -> Channel:
+                    uniqueid: str | None = None, linkedid: str | None = None,
+                    callerid: tuple[str, str] | None = None) -> Channel:
+        """A channel is born: Newchannel (a SIP phone or trunk already knows its caller id)."""
         uid = uniqueid or self.engine.new_uniqueid()
         ch = Channel(
             name=name, uniqueid=uid, linkedid=linkedid or uid, context=context, exten=exten,
             state=state, created=self.engine.clock.seconds(),
         )
+        if callerid is not None:
+            ch.callerid_num, ch.callerid_name = callerid
         self.channels.append(ch)
         self.engine.register(ch, self)
         self.emit(ami.newchannel(ch))

@@ -16,7 +16,8 @@ the demo does not depend on the client-side parser it is used to test.
 Usage (this is what ``service.make_service`` does in demo mode)::
 
     pbx = DemoPBX(reactor, username=config.ami.username, secret=config.ami.secret,
-                  phones={line.channel: line.name for line in config.lines.values()})
+                  phones={line.channel: line.name for line in config.lines.values() if not line.device},
+                  devices={line.device: line.name for line in config.lines.values() if line.device})
     pbx.setServiceParent(top)           # startService() listens and starts the calls
     pbx.listening_port()                # the port number (binds now if not yet started)
     # or bind early: port = pbx.listen(); port.getHost().port
@@ -29,13 +30,16 @@ or, outside a service tree::
     yield pbx.stopService()
 
 ``DemoPBX(reactor=None, *, port=0, interface="127.0.0.1", username="asttapi",
-secret="", timing=Timing(), phones=None, autoplay=True)``:
+secret="", timing=Timing(), phones=None, devices=None, autoplay=True)``:
 
 * ``timing``: :class:`~asttapi_server.demo.scenarios.Timing` (first call after
   2 s, 6 s between calls); ``Timing.fast()`` plays a call in ~50 ms.
 * ``phones``: ``{channel: line}``, the ring group and the line each phone's
   calls are signalled on; default ``Local/bob@phones`` -> ``line_1``,
   ``Local/bobbett@phones`` -> ``line_2``.
+* ``devices``: ``{device: line}``, the device lines' phones, whose calls the
+  demo plays with channel events only (:mod:`asttapi_server.demo.devices`);
+  default ``PJSIP/203`` -> ``line_3`` when ``phones`` is not given either.
 * ``autoplay``: False plays nothing by itself; use :meth:`DemoPBX.play`.
 
 It logs, at start and with every call, that it is a SIMULATION.
@@ -312,7 +316,8 @@ class DemoPBX(Service):
 
     def __init__(self, reactor: Any = None, *, port: int = 0, interface: str = "127.0.0.1",
                  username: str = "asttapi", secret: str = "", timing: Timing | None = None,
-                 phones: Mapping[str, str] | None = None, autoplay: bool = True) -> None:
+                 phones: Mapping[str, str] | None = None, devices: Mapping[str, str] | None = None,
+                 autoplay: bool = True) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
 
@@ -321,7 +326,7 @@ class DemoPBX(Service):
         self.port_number = port
         self.interface = interface
         self.autoplay = autoplay
-        self.engine = DemoEngine(reactor, timing=timing, phones=phones)
+        self.engine = DemoEngine(reactor, timing=timing, phones=phones, devices=devices)
         self.factory = DemoAMIFactory(self.engine, username, secret)
         self.port: IListeningPort | None = None
 
@@ -362,7 +367,8 @@ class DemoPBX(Service):
         return DeferredList(waits) if waits else succeed(None)
 
     def play(self, kind: str, **kwargs: Any) -> Flow:
-        """Play one flow now (``"inbound"``, ``"outbound"``, ``"busy"``); see DemoEngine.play."""
+        """Play one flow now (``"inbound"``, ``"outbound"``, ``"busy"``, ``"device_inbound"``, ...);
+        see DemoEngine.play."""
         return self.engine.play(kind, **kwargs)
 
 

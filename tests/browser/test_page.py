@@ -86,7 +86,7 @@ def no_console_errors(driver, expected: str | None = None) -> None:
 
 def test_first_run_the_logged_url_pops_a_demo_call_within_15_s(first_run_server, browser, shots):
     [url] = first_run_server.logged_urls
-    assert url.endswith("/#lines=line_1,line_2"), url
+    assert url.endswith("/#lines=line_1,line_2,line_3"), url
     browser.get(url)
     wait(browser, lambda d: d.find_element(By.ID, "pop").is_displayed(), timeout=15, what="a demo call pops")
     pop = browser.find_element(By.ID, "pop").text

@@ -306,6 +306,35 @@ BOB = dict(Dest_Channel="PJSIP/201-00000002", Dest_Uniqueid="9.2", Dest_CallerID
            Dest_ConnectedLineNum="0301234567")
 
 
+HANDMADE = DATA / "ami-native-handmade"
+
+
+def test_handmade_capture_ring_group_caller_gives_up_every_ringing_line_is_cancelled():
+    """h01 (HAND-MADE from s01): both phones ring, the caller hangs up before anyone answers."""
+    lines, model, _, events = play(messages(HANDMADE / "h01_ringgroup_caller_gives_up.raw"))
+    clean(lines, model)
+    for line in ("bob", "bobbett"):
+        assert seq(events, line) == [[NEWCALL, OFFERING, f"{DISCONNECTED} LINEDISCONNECTMODE_CANCELLED", IDLE]]
+        info = last(events, line)
+        assert (info["callerid"], info["calleridname"], info["calledid"], info["origin"]) == (
+            "0301234567", "Ext Caller", "100", EXTERNAL)
+        assert info["connectedid"] is None  # never connected
+    assert seq(events, "alice") == []
+    assert len({e.call for e in events}) == 2
+
+
+def test_handmade_capture_outbound_busy():
+    """h02 (HAND-MADE from s05 + capture 07's Busy): bob dials 95550000, the far end is busy."""
+    lines, model, _, events = play(messages(HANDMADE / "h02_outbound_busy.raw"))
+    clean(lines, model)
+    assert seq(events, "bob") == [[NEWCALL, DIALING, PROCEEDING, f"{BUSY} LINEBUSYMODE_UNKNOWN", IDLE]]
+    info = last(events, "bob")
+    assert (info["callerid"], info["calleridname"], info["calledid"], info["origin"]) == (
+        "201", "bob", "95550000", OUTBOUND)
+    assert info["connectedid"] is None
+    assert at(events, "bob", None)["callerid"] is None  # no lookup of the user's own number
+
+
 def test_handmade_caller_gives_up_while_it_rings():
     msgs = [
         ev("Newchannel", Channel="PJSIP/201-00000002", Uniqueid="9.2", ChannelState="0", CallerIDNum="201"),
@@ -485,3 +514,218 @@ def test_the_benchmark_runs():
 
     figures = bench.run(rounds=2)
     assert figures["events"] > 0 and figures["signals"] > 0
+
+
+# -- one line, one source: the guard against TAPI UserEvents naming device lines ------------
+
+
+def _signal(text, uniqueid="7.1", channel="Local/100@inbound-00000001;2"):
+    from asttapi_server.core.grammar import TapiSignal
+
+    return TapiSignal(parse_tapievent(text), uniqueid, channel)
+
+
+@pytest.mark.parametrize(
+    "text, kept, refused",
+    [
+        ("LINE_NEWCALL bob", None, ("bob",)),
+        ("LINE_NEWCALL line_1 bob", "LINE_NEWCALL line_1", ("bob",)),
+        ("[~7.1] LINE_NEWCALL bob line_1", "[~7.1] LINE_NEWCALL line_1", ("bob",)),
+        ("[~7.1&bob] LINE_CALLSTATE LINECALLSTATE_CONNECTED", None, ("bob",)),
+        ("[~7.1&bob&line_1&!line_2] LINE_CALLSTATE LINECALLSTATE_CONNECTED",
+         "[~7.1&line_1&!line_2] LINE_CALLSTATE LINECALLSTATE_CONNECTED", ("bob",)),
+        ("[bob] LINE_LINEDEVSTATE LINEDEVSTATE_OUTOFSERVICE", None, ("bob",)),
+        ("[~7.1&bob] SET CALLERID 0301234567", None, ("bob",)),
+        # naming no device line: untouched
+        ("LINE_NEWCALL line_1", "LINE_NEWCALL line_1", ()),
+        ("[~7.1&!bob] LINE_CALLSTATE LINECALLSTATE_HANGUP", "[~7.1&!bob] LINE_CALLSTATE LINECALLSTATE_HANGUP", ()),
+        ("LINE_CALLSTATE LINECALLSTATE_IDLE", "LINE_CALLSTATE LINECALLSTATE_IDLE", ()),
+    ],
+)
+def test_guard_takes_device_lines_out_of_a_user_event(text, kept, refused):
+    lines = D.DeviceLines(LAB)
+    guarded, named = lines.guard(_signal(text))
+    assert named == refused
+    if kept is None:
+        assert guarded is None
+    else:
+        # what is left is exactly what the grammar makes of the rewritten text
+        assert guarded.command == parse_tapievent(kept)
+
+
+def test_guard_refuses_a_user_event_about_a_device_channels_call():
+    """No line named, but the ~id (or the Uniqueid of the channel that ran it) is a device channel's."""
+    lines = D.DeviceLines(LAB)
+    msgs = messages(NATIVE / "s10_hold_unhold.raw")
+    answered = next(i for i, m in enumerate(msgs) if m.name == "BridgeEnter")
+    for n, msg in enumerate(msgs[:answered + 1]):
+        lines.feed(msg.name, msg.get, float(n))
+    (uid,) = lines.legs
+    for text, uniqueid in ((f"[~{uid}] LINE_CALLSTATE LINECALLSTATE_IDLE", "1.1"),
+                           ("LINE_CALLSTATE LINECALLSTATE_ONHOLD", uid)):
+        assert lines.guard(_signal(text, uniqueid=uniqueid)) == (None, ("bob",))
+    other = _signal("LINE_CALLSTATE LINECALLSTATE_IDLE", uniqueid="1.1")
+    assert lines.guard(other) == (other, ())
+
+
+def test_guard_changes_nothing_without_device_lines():
+    lines = D.DeviceLines({})
+    seen = 0
+    for path in sorted((DATA / "ami").glob("0[5-7]_*.monitor.raw")):
+        for msg in messages(path):
+            if msg.name == "UserEvent" and msg.get("TAPIEVENT"):
+                signal = _signal(msg.get("TAPIEVENT"), msg.get("Uniqueid"))
+                assert lines.guard(signal) == (signal, ())
+                seen += 1
+    assert seen > 10
+
+
+# -- resync after a (re)connect: the real s11 restart ---------------------------------------
+
+
+def _listed(msgs, upto):
+    """A CoreShowChannels list (hand-made, labelled: Asterisk was not asked for one in the lab) of
+    the channels alive after ``msgs[:upto]``: each channel's last real snapshot, with the
+    application it last ran, as CoreShowChannel items carry them."""
+    alive: dict[str, list] = {}
+    apps: dict[str, str] = {}
+    for msg in msgs[:upto]:
+        channel = msg.get("Channel")
+        if not channel or msg.get("Uniqueid") is None:
+            continue
+        if msg.name == "Hangup":
+            alive.pop(channel, None)
+            continue
+        if msg.name == "Newexten":
+            apps[channel] = msg.get("Application")
+        keys = ("Channel", "ChannelState", "ChannelStateDesc", "CallerIDNum", "CallerIDName",
+                "ConnectedLineNum", "ConnectedLineName", "Context", "Exten", "Priority", "Uniqueid", "Linkedid")
+        alive[channel] = [(k, msg.get(k) or "") for k in keys]
+    return [Message.from_items([("Event", "CoreShowChannel"), *items, ("Application", apps.get(ch, ""))])
+            for ch, items in alive.items()]
+
+
+def test_s11_server_connects_mid_call_and_adopts_it_from_the_channel_list():
+    msgs = messages(NATIVE / "s11_pbx_restart_during_call.raw")
+    bridged = next(i for i, m in enumerate(msgs) if m.name == "BridgeEnter") + 2
+    listed = _listed(msgs, bridged)
+    assert len(listed) == 3  # Local ;1 and ;2 of the caller, bob's phone
+    lines, model = D.DeviceLines(LAB), CallModel(boot_id="test")
+    events = [e for s in lines.resync([m.get for m in listed], 0.0) for e in model.apply(s, 0.0)]
+    assert seq(events, "bob") == [[NEWCALL, CONNECTED]]
+    bob = last(events, "bob")
+    # AppDial: a Dial rang it, so the caller is its connected line
+    assert (bob["callerid"], bob["calleridname"]) == ("0301234567", "Ext Caller")
+    assert (bob["connectedid"], bob["connectedidname"]) == ("0301234567", "Ext Caller")
+    assert lines.resync([m.get for m in listed], 1.0) == []  # listed again: nothing new
+    rest = []
+    for n, msg in enumerate(msgs[bridged:]):
+        rest += [e for s in lines.feed(msg.name, msg.get, 2.0 + n) for e in model.apply(s, 2.0 + n)]
+    assert seq(rest, "bob") == [[f"{DISCONNECTED} {NORMAL}", IDLE]]
+    clean(lines, model)
+
+
+def test_s11_link_lost_mid_call_and_the_reconnect_lists_no_channel_ends_the_call():
+    """The Hangups are lost with the link; after the restart (the real reconnect capture) no channel exists."""
+    msgs = messages(NATIVE / "s11_pbx_restart_during_call.raw")
+    first_hangup = next(i for i, m in enumerate(msgs) if m.name in ("SoftHangupRequest", "Hangup"))
+    lines, model, _, events = play(msgs[:first_hangup])
+    assert seq(events, "bob") == [[NEWCALL, OFFERING, CONNID, CONNECTED]]
+    reconnect = messages(NATIVE / "s11_pbx_restart_during_call_reconnect.raw")
+    later = [e for m in reconnect for s in lines.feed(m.name, m.get, 500.0) for e in model.apply(s, 500.0)]
+    assert later == []  # the new Asterisk says nothing about the old call...
+    listed = [m for m in reconnect if m.name == "CoreShowChannel"]  # ...and lists no channel
+    ended = [e for s in lines.resync([m.get for m in listed], 501.0, since=500.0) for e in model.apply(s, 501.0)]
+    assert seq(ended, "bob") == [[f"{DISCONNECTED} LINEDISCONNECTMODE_UNKNOWN", IDLE]]
+    clean(lines, model)
+
+
+def test_resync_catches_up_a_call_answered_while_away_and_keeps_channels_heard_since():
+    msgs = messages(NATIVE / "s01_inbound_ringgroup_answered.raw")
+    ringing = next(i for i, m in enumerate(msgs) if m.name == "Newstate" and m.get("ChannelState") == "6")
+    lines, model, _, _ = play(msgs[:ringing])
+    assert {leg.state for leg in lines.legs.values()} == {OFFERING}
+    listed = _listed(msgs, next(i for i, m in enumerate(msgs) if m.name == "BridgeEnter") + 2)
+    # bob answered while we were away; bobbett's leg is gone but was heard of after the link came back
+    events = [e for s in lines.resync([m.get for m in listed], 1000.0, since=0.0)
+              for e in model.apply(s, 1000.0)]
+    assert seq(events, "bob") == [[CONNID, CONNECTED]]
+    assert seq(events, "bobbett") == []
+    events = [e for s in lines.resync([m.get for m in listed], 1001.0) for e in model.apply(s, 1001.0)]
+    assert seq(events, "bobbett") == [[f"{DISCONNECTED} LINEDISCONNECTMODE_UNKNOWN", IDLE]]
+
+
+def test_adopt_a_call_the_phone_placed_from_its_application():
+    item = ev("CoreShowChannel", Channel="PJSIP/201-00000020", Uniqueid="9.20", ChannelState="6",
+              CallerIDNum="201", CallerIDName="bob", ConnectedLineNum="203", ConnectedLineName="alice",
+              Exten="203", Application="Dial")
+    lines, model = D.DeviceLines(LAB), CallModel(boot_id="test")
+    events = [e for s in lines.resync([item.get], 0.0) for e in model.apply(s, 0.0)]
+    assert seq(events, "bob") == [[NEWCALL, CONNECTED]]
+    bob = last(events, "bob")
+    assert (bob["callerid"], bob["calledid"], bob["connectedid"], bob["origin"]) == ("201", "203", "203", OUTBOUND)
+
+
+# -- hand-made adversarial events (labelled: shapes of the real captures, values invented) ------
+
+
+def test_handmade_a_local_channel_named_like_the_device_is_not_the_device():
+    """Local/201@plain-phones;1/;2 is a Local pair whose resource happens to be 201: not PJSIP/201."""
+    local = [dict(Channel=f"Local/201@plain-phones-00000030;{half}", Uniqueid=f"9.3{half}", ChannelState="4",
+                  CallerIDNum="0301234567", Exten="201") for half in (1, 2)]
+    msgs = [ev("Newchannel", **local[0]), ev("Newchannel", **local[1]),
+            ev("DialBegin", **CALLER, Dest_Channel=local[0]["Channel"], Dest_Uniqueid="9.31"),
+            ev("Newstate", **{**local[0], "ChannelState": "6"}),
+            ev("BridgeEnter", **local[1]), ev("Hold", **local[0]),
+            ev("Hangup", **local[0], Cause="16"), ev("Hangup", **local[1], Cause="16")]
+    lines, model, signals, events = play(msgs)
+    assert signals == [] and events == [] and lines.legs == {}
+
+
+def test_handmade_a_queue_call_offers_on_the_member_device_only():
+    """app_queue rings member Local/201@from-queue: its ;1/;2 create nothing, the PJSIP/201 leg is bob's."""
+    queue = dict(Channel="PJSIP/trunk-00000040", Uniqueid="9.40", CallerIDNum="0301234567",
+                 CallerIDName="Ext Caller", Exten="500")
+    member1 = dict(Channel="Local/201@from-queue-00000041;1", Uniqueid="9.41")
+    member2 = dict(Channel="Local/201@from-queue-00000041;2", Uniqueid="9.42", CallerIDNum="0301234567",
+                   CallerIDName="Ext Caller", Exten="201")
+    phone = dict(Dest_Channel="PJSIP/201-00000043", Dest_Uniqueid="9.43", Dest_ConnectedLineNum="0301234567")
+    msgs = [ev("Newchannel", **member1, ChannelState="0"), ev("Newchannel", **member2, ChannelState="4"),
+            ev("DialBegin", **queue, Dest_Channel=member1["Channel"], Dest_Uniqueid="9.41"),
+            ev("Newchannel", Channel="PJSIP/201-00000043", Uniqueid="9.43", ChannelState="0", CallerIDNum="201"),
+            ev("DialBegin", **member2, **phone),
+            ev("Newstate", Channel="PJSIP/201-00000043", Uniqueid="9.43", ChannelState="6",
+               ConnectedLineNum="0301234567", ConnectedLineName="Ext Caller"),
+            ev("DialEnd", **member2, **phone, DialStatus="ANSWER"),
+            ev("Newstate", **member1, ChannelState="6"),
+            ev("DialEnd", **queue, Dest_Channel=member1["Channel"], Dest_Uniqueid="9.41", DialStatus="ANSWER"),
+            ev("Hangup", Channel="PJSIP/201-00000043", Uniqueid="9.43", Cause="16"),
+            ev("Hangup", **member2, Cause="16"), ev("Hangup", **member1, Cause="16")]
+    lines, model, _, events = play(msgs)
+    clean(lines, model)
+    assert seq(events, "bob") == [[NEWCALL, OFFERING, CONNID, CONNECTED, f"{DISCONNECTED} {NORMAL}", IDLE]]
+    bob = last(events, "bob")
+    assert (bob["callerid"], bob["calleridname"], bob["calledid"]) == ("0301234567", "Ext Caller", "201")
+    assert {e.call for e in events} == {model.by_uniqueid("9.43").handle}
+
+
+def test_handmade_a_conference_join_is_the_phones_call_and_nobody_elses():
+    """bob dials 800 -> ConfBridge; alice joins the same conference: each line sees only its own channel."""
+    def joiner(n, number):
+        return dict(Channel=f"PJSIP/{number}-0000005{n}", Uniqueid=f"9.5{n}", CallerIDNum=number, Exten="800")
+    bob, alice = joiner(0, "201"), joiner(1, "203")
+    announcer = dict(Channel="CBAnn/800-00000052;1", Uniqueid="9.52")
+    msgs = []
+    for who in (bob, alice):
+        msgs += [ev("Newchannel", **who, ChannelState="4"), ev("Newstate", **{**who, "ChannelState": "6"}),
+                 ev("ConfbridgeJoin", **who, Conference="800"), ev("BridgeEnter", **who, BridgeType="conference")]
+    msgs += [ev("Newchannel", **announcer, ChannelState="6"), ev("BridgeEnter", **announcer),
+             ev("Hangup", **bob, Cause="16"), ev("Hangup", **announcer, Cause="16"),
+             ev("Hangup", **alice, Cause="16")]
+    lines, model, _, events = play(msgs)
+    clean(lines, model)
+    # the conference answers the phone: an application that answers, so CONNECTED from DIALING
+    for line in ("bob", "alice"):
+        assert seq(events, line) == [[NEWCALL, DIALING, CONNECTED, f"{DISCONNECTED} {NORMAL}", IDLE]]
+        assert last(events, line)["calledid"] == "800"
+    assert seq(events, "bobbett") == []

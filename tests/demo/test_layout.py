@@ -1,4 +1,8 @@
-"""The demo's messages use exactly the header layouts of the real Asterisk 22 captures."""
+"""The demo's messages use exactly the header layouts of the real Asterisk 22 captures.
+
+The dialplan lines' flows against tests/data/ami (the TAPI dialplan), the
+device line's against tests/data/ami-native too (real SIP phones, no UserEvent).
+"""
 
 from __future__ import annotations
 
@@ -10,20 +14,22 @@ import pytest
 from .helpers import Session, action, get, make_pbx, parse_blocks, run_until_idle
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "ami"
+NATIVE = DATA.parent / "ami-native"
 CAPTURES = [
-    "01b_login_plain_events_on.raw",
-    "05_inbound_call.monitor.raw",
-    "06_outbound_9NXXXXXX.monitor.raw",
-    "07_outbound_busy.monitor.raw",
-    "10_originate_async.driver.raw",
-    "11_coreshowchannels.driver.raw",
+    DATA / "01b_login_plain_events_on.raw",
+    DATA / "05_inbound_call.monitor.raw",
+    DATA / "06_outbound_9NXXXXXX.monitor.raw",
+    DATA / "07_outbound_busy.monitor.raw",
+    DATA / "10_originate_async.driver.raw",
+    DATA / "11_coreshowchannels.driver.raw",
+    *sorted(NATIVE.glob("s*.raw")),
 ]
 
 
 def real_layouts():
     layouts = defaultdict(set)
     for name in CAPTURES:
-        for block in parse_blocks((DATA / name).read_bytes()):
+        for block in parse_blocks(name.read_bytes()):
             event = get(block, "Event")
             if event:
                 layouts[event].add(tuple(k for k, _ in block))
@@ -35,9 +41,19 @@ def demo_messages():
     s = Session(factory)
     s.login(events="on")
     msgs = s.take()
-    for kind in ("inbound", "outbound", "busy"):
-        engine.play(kind)
+    for kind, kwargs in (("inbound", {}), ("outbound", {}), ("busy", {}), ("device_inbound", {"hold": 1.0}),
+                         ("device_inbound", {"ending": "gives_up"}), ("device_inbound", {"ending": "reject"}),
+                         ("device_outbound", {}), ("device_busy", {})):
+        engine.play(kind, **kwargs)
         run_until_idle(clock)
+    # click-to-dial on the device line, then lineBlindTransfer of its answered call
+    s.send(action("Originate", ("ActionID", "d"), ("Channel", "PJSIP/203"), ("Context", "plain-phones"),
+                  ("Exten", "95551234"), ("Async", "true"), ("ChannelId", "c-2")))
+    for _ in range(12):
+        clock.advance(0.25)
+    s.send(action("BlindTransfer", ("ActionID", "t"), ("Channel", "c-2"), ("Context", "plain-phones"),
+                  ("Exten", "201")))
+    run_until_idle(clock)
     s.send(action("Originate", ("ActionID", "o"), ("Channel", "Local/bob@phones"),
                   ("Context", "trunklocal"), ("Exten", "95551234"), ("Async", "true"),
                   ("ChannelId", "c-1")))
@@ -66,7 +82,9 @@ def test_every_event_the_demo_sends_has_a_real_layout():
 
 
 @pytest.mark.parametrize("event", ["UserEvent", "Hangup", "Newchannel", "OriginateResponse",
-                                   "CoreShowChannel", "DialBegin", "VarSet", "Newexten"])
+                                   "CoreShowChannel", "DialBegin", "VarSet", "Newexten", "DialEnd",
+                                   "DialState", "NewConnectedLine", "BridgeCreate", "BridgeEnter",
+                                   "BridgeLeave", "BridgeDestroy", "Hold", "Unhold", "BlindTransfer"])
 def test_key_order_matches_the_capture(event):
     ours = {tuple(k for k, _ in m) for m in DEMO if get(m, "Event") == event}
     assert ours, f"the demo never sent {event}"

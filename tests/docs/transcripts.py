@@ -142,6 +142,25 @@ def lifecycles() -> list[str]:
     s.run(0.25)
     s.play_until_idle()
     out += _cycles(c, "lineMakeCall from line_1, answered (demo; this connection gets no LINE_NEWCALL):")
+    # line_3: alice's SIP phone, a device line (channel events, no UserEvent; docs/device-lines.md)
+    c.request(12, "lineOpen", line="line_3")
+    c.read()
+    c.mark = len(c.messages)
+    for kind, kwargs, label in (
+            ("device_inbound", {"caller": ("0301234567", "Ext Caller"), "hold": 2.0},
+             "inbound call to alice's phone, answered, held and resumed (demo, device line_3):"),
+            ("device_inbound", {"ending": "gives_up"}, "inbound call to alice's phone, the caller gives up (demo, device line_3):"),
+            ("device_outbound", {}, "outbound call dialled on alice's phone, answered (demo, device line_3):"),
+            ("device_busy", {}, "outbound call dialled on alice's phone, busy (demo, device line_3):")):
+        engine.play(kind, **kwargs)
+        s.run(0.25)
+        s.lookups()
+        s.play_until_idle()
+        out += _cycles(c, label, lines=("line_3",))
+    c.request(13, "lineMakeCall", line="line_3", number="95551234")
+    s.run(0.25)
+    s.play_until_idle()
+    out += _cycles(c, "lineMakeCall from line_3, answered (demo, device line; no LINE_NEWCALL here):", lines=("line_3",))
     for name, label in (("05_inbound_call.monitor.raw", "inbound call, bob answers (real Asterisk 22, capture 05):"),
                         ("06_outbound_9NXXXXXX.monitor.raw", "outbound call, answered (real Asterisk 22, capture 06):"),
                         ("07_outbound_busy.monitor.raw", "outbound call, busy (real Asterisk 22, capture 07):")):

@@ -27,7 +27,7 @@ def test_no_options_means_demo_on_loopback():
     cfg = parse([]).config
     assert cfg.demo is True
     assert cfg.server.listen == ("tcp:5039:interface=127.0.0.1",)
-    assert set(cfg.lines) == {"line_1", "line_2"}
+    assert set(cfg.lines) == {"line_1", "line_2", "line_3"}
 
 
 def test_flags_become_config(tmp_path):

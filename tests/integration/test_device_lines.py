@@ -152,8 +152,140 @@ def test_click_to_dial_on_a_device_line(tmp_path):
 
 
 def test_without_device_lines_the_mapping_is_not_registered(tmp_path):
-    config = load_config(None, {})
+    config = load_config(None, {"lines": {"line_1": {"channel": "Local/bob@phones"}}})
     host = build_plugin_manager(config.plugins, config=config, entry_points=[], search_paths=[],
                                 run_in_thread=maybeDeferred)
     assert "tapi_userevent" in host.names and "channel_events" not in host.names
     assert host.wanted_event_names() == {"UserEvent", "UserEventTAPI"}
+
+
+def _user_event(text: str, uniqueid: str = "1795691999.1") -> Message:
+    """A hand-made TAPI UserEvent as Asterisk 22 lays it out (the capture 05 shape)."""
+    return Message.from_items([
+        ("Event", "UserEvent"), ("Privilege", "user,all"), ("Channel", "Local/100@inbound-00000001;2"),
+        ("ChannelState", "4"), ("CallerIDNum", "0301234567"), ("CallerIDName", "Ext Caller"),
+        ("Exten", "100"), ("Uniqueid", uniqueid), ("Linkedid", uniqueid), ("UserEvent", "TAPI"),
+        ("TAPIEVENT", text)])
+
+
+def test_a_user_event_naming_a_device_line_is_refused_and_logged_once(tmp_path):
+    """One line, one source, through the real plugin host: bob is a device line, line_1 a dialplan one."""
+    from twisted.logger import capturedLogs, formatEvent
+
+    path = tmp_path / "asttapi.toml"
+    path.write_text(CONFIG + '\n[lines.line_1]\nchannel = "Local/bob@phones"\n')
+    config = load_config(str(path))
+    host = build_plugin_manager(config.plugins, config=config, entry_points=[], search_paths=[],
+                                run_in_thread=maybeDeferred)
+    bridge, hub, clock, _ = device_bridge(tmp_path, plugins=host)
+    bridge.config = config
+    with capturedLogs() as logged:
+        for n in range(3):
+            uid = f"1795691999.{n}"
+            bridge.on_ami_event(_user_event("LINE_NEWCALL line_1 bob", uid))
+            bridge.on_ami_event(_user_event(f"[~{uid}&bob] LINE_CALLSTATE LINECALLSTATE_OFFERING", uid))
+    assert {e.line for e in hub.events} == {"line_1"}
+    assert [e.msg for e in hub.events] == ["LINE_NEWCALL"] * 3
+    warnings = [formatEvent(e) for e in logged if "device line" in formatEvent(e)]
+    # one line per kind (verb) a minute, not one per event
+    assert len(warnings) == 2 and all("bob" in w for w in warnings)
+
+
+def test_the_user_event_mapping_still_works_beside_device_lines(tmp_path):
+    """The TAPI UserEvent capture gives what it gives today when device lines are configured too."""
+    path = tmp_path / "asttapi.toml"
+    path.write_text(CONFIG + '\n[lines.line_1]\nchannel = "Local/bob@phones"\n'
+                    '\n[lines.line_2]\nchannel = "Local/bobbett@phones"\n')
+    config = load_config(str(path))
+    host = build_plugin_manager(config.plugins, config=config, entry_points=[], search_paths=[],
+                                run_in_thread=maybeDeferred)
+    # the device mapping sees a UserEvent before the UserEvent mapping does
+    assert [impl.plugin_name for impl in host._routes["UserEvent"]] == ["channel_events", "tapi_userevent"]
+    bridge, hub, clock, _ = device_bridge(tmp_path, plugins=host)
+    capture = NATIVE.parent / "ami" / "05_inbound_call.monitor.raw"
+    replay(capture.read_bytes(), bridge, clock)
+    with_devices = per_line(hub.events)
+
+    plain = load_config(None, {"lines": {"line_1": {"channel": "Local/bob@phones"},
+                                         "line_2": {"channel": "Local/bobbett@phones"}}})
+    host = build_plugin_manager(plain.plugins, config=plain, entry_points=[], search_paths=[],
+                                run_in_thread=maybeDeferred)
+    bridge, hub, clock, _ = device_bridge(tmp_path, plugins=host)
+    replay(capture.read_bytes(), bridge, clock)
+    assert with_devices == per_line(hub.events) and with_devices["line_1"][0] == "LINE_NEWCALL"
+
+
+def test_a_reconnect_adopts_a_live_device_call_and_ends_one_that_is_gone(tmp_path):
+    """Through the real bridge: the link drops mid-call (s11, Hangups lost), comes back, the list is empty."""
+    bridge, hub, clock, ami = device_bridge(tmp_path)
+    msgs = [m for m in AMIParser().feed((NATIVE / "s11_pbx_restart_during_call.raw").read_bytes())
+            if m.kind == "event"]
+    cut = next(i for i, m in enumerate(msgs) if m.name in ("SoftHangupRequest", "Hangup"))
+    for message in msgs[:cut]:
+        bridge.on_ami_event(message)
+    ami.link(False)
+    clock.advance(5)  # Asterisk restarts
+    ami.link(True)
+    hub.events.clear()
+    _headers, d = ami.pop("CoreShowChannels")
+    d.callback([Message.from_items([("Response", "Success"), ("EventList", "start")]),
+                Message.from_items([("Event", "CoreShowChannelsComplete"), ("EventList", "Complete"),
+                                    ("ListItems", "0")])])
+    bob = [e for e in hub.events if e.line == "bob"]
+    assert [(e.param, e.mode) for e in bob] == [("LINECALLSTATE_DISCONNECTED", "LINEDISCONNECTMODE_UNKNOWN"),
+                                                ("LINECALLSTATE_IDLE", None)]
+    assert not any(e.synthetic for e in bob)  # the device mapping's own end, not the safety net's
+
+    # and the server (re)connecting mid-call adopts what the list shows
+    ami.link(False)
+    ami.link(True)
+    hub.events.clear()
+    item = Message.from_items([
+        ("Event", "CoreShowChannel"), ("Channel", "PJSIP/201-00000011"), ("ChannelState", "6"),
+        ("ChannelStateDesc", "Up"), ("CallerIDNum", "201"), ("CallerIDName", "bob"),
+        ("ConnectedLineNum", "0301234567"), ("ConnectedLineName", "Ext Caller"), ("Context", "plain-phones"),
+        ("Exten", ""), ("Priority", "1"), ("Uniqueid", "1795692100.50"), ("Linkedid", "1795692100.48"),
+        ("Application", "AppDial"), ("ApplicationData", "(Outgoing Line)")])
+    _headers, d = ami.pop("CoreShowChannels")
+    d.callback([Message.from_items([("Response", "Success"), ("EventList", "start")]), item])
+    assert [e.param or e.msg for e in hub.events if e.line == "bob"] == ["LINE_NEWCALL", "LINECALLSTATE_CONNECTED"]
+    assert bridge.model.by_uniqueid("1795692100.50").callinfo["connectedid"] == "0301234567"
+
+
+def test_a_clients_blind_transfer_on_a_device_line_replays_s08(tmp_path):
+    """lineBlindTransfer of bob's answered call (s08): BlindTransfer on bob's own channel, then the
+    rest of the capture: bob's line goes IDLE, alice's line gets the caller as its connected party."""
+    bridge, hub, clock, ami = device_bridge(tmp_path)
+    messages = [m for m in AMIParser().feed((NATIVE / "s08_blind_transfer_ami.raw").read_bytes())
+                if m.kind == "event"]
+    cut = next(i for i, m in enumerate(messages) if m.name == "BlindTransfer")
+    for message in messages[:cut]:
+        bridge.on_ami_event(message)
+        clock.advance(0.001)
+    [bob_call] = {e.call for e in hub.events if e.line == "bob"}
+    assert [e.param for e in hub.events if e.call == bob_call][-1] == "LINECALLSTATE_CONNECTED"
+
+    d = bridge.blind_transfer(bob_call, "203")
+    headers, action = ami.pop("BlindTransfer")
+    # the phone's own channel: Asterisk sends its bridged peer (the caller) to 203 (what the lab's CTI sent)
+    assert dict(headers) == {"Channel": "PJSIP/201-0000000a", "Context": "plain-phones", "Exten": "203"}
+    action.callback(Message.from_items([("Response", "Success"), ("Message", "Transfer succeeded")]))
+    assert d.called
+
+    for message in messages[cut:]:
+        bridge.on_ami_event(message)
+        clock.advance(0.001)
+    lines = per_line(hub.events)
+    assert lines["bob"] == ["LINE_NEWCALL", "LINECALLSTATE_OFFERING", "LINECALLINFOSTATE_CONNECTEDID",
+                            "LINECALLSTATE_CONNECTED", "LINECALLSTATE_IDLE"]
+    assert lines["alice"] == ["LINE_NEWCALL", "LINECALLSTATE_OFFERING", "LINECALLINFOSTATE_CONNECTEDID",
+                              "LINECALLSTATE_CONNECTED", "LINECALLSTATE_DISCONNECTED", "LINECALLSTATE_IDLE"]
+    alice = [e for e in hub.events if e.line == "alice"]
+    info = alice[-1].callinfo
+    assert (info["callerid"], info["calleridname"], info["connectedid"], info["connectedidname"]) == (
+        "0301234567", "Ext Caller", "0301234567", "Ext Caller")
+    assert info["calledid"] == "203" and info["origin"] == "LINECALLORIGIN_EXTERNAL"
+    assert [e.mode for e in alice if e.param == "LINECALLSTATE_DISCONNECTED"] == ["LINEDISCONNECTMODE_NORMAL"]
+    assert not any(e.synthetic for e in hub.events)
+    clock.advance(120)
+    assert bridge.model.tracked == 0

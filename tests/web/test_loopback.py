@@ -364,7 +364,7 @@ class ServiceTests(TestCase):
         port = yield app.web_listeners[0].whenListening()
         web_port = port.getHost().port
         (line,) = [formatEvent(e) for e in seen if "in a browser" in formatEvent(e)]
-        self.assertIn(f"open http://127.0.0.1:{web_port}/#lines=line_1,line_2 in a browser", line)
+        self.assertIn(f"open http://127.0.0.1:{web_port}/#lines=line_1,line_2,line_3 in a browser", line)
         for _ in range(200):
             if app.bridge.link_up:
                 break
