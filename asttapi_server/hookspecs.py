@@ -13,7 +13,8 @@ The server never calls these through pluggy's own ``hook.xxx()``: each
 implementation is called on its own by :class:`asttapi_server.plugin_host.PluginHost`,
 so a plugin that raises is logged with its name and skipped, and the others
 still run. Hook wrappers are not supported. ``app`` is the running bridge
-(``asttapi_server.bridge.Bridge``), ``None`` in unit tests.
+(``asttapi_server.bridge.Bridge``: ``app.config``, ``app.clock``, ``app.model``),
+``None`` in unit tests.
 
 See ``docs/plugins.md`` for how to write, install and configure a plugin.
 """
@@ -143,7 +144,13 @@ def asttapi_client_event(event, app):
 def asttapi_call_finished(call, app):
     """Observe a call that is over (for call logging, CRM notes, statistics).
 
-    Called on the reactor thread once per call, when the call model frees it.
+    Called on the reactor thread exactly once per call, when the call ends:
+    its last line went IDLE, whether the dialplan said so or the server's
+    safety net ended it (hangup grace, ``max_age``, ``max_calls``, the resync
+    after a reconnect, a failed Originate). It comes right after that IDLE
+    was sent to the clients, whatever ``[calls] linger`` is (the call stays
+    readable by clients for ``linger`` seconds afterwards, but this hook does
+    not wait for that). ``call.ended`` is set and ``call.lines`` is empty.
     Every implementation is called; an exception is logged and ignored.
 
     :param call: the ``asttapi_server.core.model.Call`` (read it, do not change it).

@@ -8,6 +8,7 @@ collaborators as arguments, so tests can build the same graph around a
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
 from twisted.application.service import MultiService, Service
@@ -26,6 +27,7 @@ from .clients.hub import Hub
 from .clients.listen import server_endpoint
 from .clients.protocol import ClientFactory
 from .config import Config
+from .core.control import CORE_EVENTS, CallControl
 from .core.model import CallModel
 from .plugin_host import build_plugin_manager
 from .store import DEFAULT_STATE_FILE, CallStore
@@ -292,23 +294,9 @@ def make_service(config: Config, reactor: Any = None, *, demo_options: dict | No
         pong_timeout=ami_conf.pong_timeout,
         action_timeout=ami_conf.action_timeout,
     )
-    app.model = CallModel(
-        hangup_grace=config.calls.hangup_grace,
-        max_age=config.calls.max_age,
-        linger=config.calls.linger,
-        max_calls=config.calls.max_calls,
-        max_lines=config.calls.max_lines,
-        max_field_bytes=config.calls.max_field_bytes,
-    )
+    app.model = build_model(config)
     app.hub = Hub.from_config(config)
-    app.bridge = Bridge(
-        config=config,
-        ami=app.ami,
-        model=app.model,
-        plugins=app.plugins,
-        hub=app.hub,
-        clock=reactor,
-    )
+    app.bridge = build_bridge(config, app.ami, app.model, app.plugins, app.hub, reactor)
     state_file = state_file_path(config, demo_mode)
     if state_file:
         # Before the listeners and the AMI client: started first (the calls
@@ -328,6 +316,39 @@ def make_service(config: Config, reactor: Any = None, *, demo_options: dict | No
     app.ami.setServiceParent(app)
     return app
 
+
+def build_model(config: Config, *, boot_id: str | None = None) -> CallModel:
+    """The call model with the ``[calls]`` limits; ``boot_id`` random unless given (tests)."""
+    return CallModel(
+        hangup_grace=config.calls.hangup_grace,
+        max_age=config.calls.max_age,
+        linger=config.calls.linger,
+        # Makes our Originate ChannelIds unique across restarts.
+        boot_id=boot_id if boot_id is not None else os.urandom(4).hex(),
+        max_calls=config.calls.max_calls,
+        max_lines=config.calls.max_lines,
+        max_field_bytes=config.calls.max_field_bytes,
+    )
+
+
+def wanted_events(plugins: Any) -> frozenset[str]:
+    """The AMI events worth decoding: the core's own and those some plugin maps.
+
+    Declared once, here, and applied once, where the bytes are framed (the
+    link's parser drops every other ``Event:`` block undecoded, comparing
+    names by ``ami.parser.wanted_name``: case-insensitively).
+    """
+    return frozenset(CORE_EVENTS) | frozenset(plugins.wanted_event_names())
+
+
+def build_bridge(config: Config, link: Any, model: CallModel, plugins: Any, hub: Any, clock: Any) -> Bridge:
+    """The core (``CallControl`` around ``model``) and its Twisted adapter, attached to ``link``."""
+    control = CallControl(model, config.lines, originate_timeout=config.ami.originate_timeout)
+    bridge = Bridge(control=control, config=config, ami=link, plugins=plugins, hub=hub, clock=clock)
+    link.set_event_filter(wanted_events(plugins))
+    link.add_event_observer(bridge.on_ami_event)
+    link.add_link_observer(bridge.on_link_state)
+    return bridge
 
 
 def state_file_path(config: Config, demo_mode: bool) -> str:

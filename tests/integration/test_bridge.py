@@ -338,7 +338,7 @@ def test_transfer_of_a_call_from_the_users_phone_moves_the_far_party_with_blindt
 
 
 def test_phone_channel_match_is_by_name_prefix_not_substring():
-    from asttapi_server.bridge import _is_phone_channel
+    from asttapi_server.core.control import is_phone_channel as _is_phone_channel
 
     assert _is_phone_channel("PJSIP/bob-0000002a", "PJSIP/bob")
     assert _is_phone_channel("SIP/bob-0a1b2c3d", "sip/bob")
@@ -372,9 +372,15 @@ def test_bookkeeping_follows_the_model_even_when_a_plugin_drops_the_idle():
     from .fakes import base_config
 
     class DropIdle:
+        finished: list = []
+
         @hookimpl
         def asttapi_client_event(self, event, app):
             return False if event.param == "LINECALLSTATE_IDLE" else None
+
+        @hookimpl
+        def asttapi_call_finished(self, call, app):
+            self.finished.append(call.handle)
 
     config = base_config()
     host = build_plugin_manager(config.plugins, config=config)
@@ -384,4 +390,23 @@ def test_bookkeeping_follows_the_model_even_when_a_plugin_drops_the_idle():
                  "LINE_CALLSTATE LINECALLSTATE_IDLE"):
         user_event(ami, text, "800.1")
     assert "LINECALLSTATE_IDLE" not in [e.param for e in hub.events]
-    assert bridge._calls == {}
+    # The call still ended and was reported finished: the model's events count, not what clients saw.
+    call = bridge.model.by_uniqueid("800.1")
+    assert call is not None and call.ended is not None
+    assert DropIdle.finished == [call.handle]
+
+
+def test_a_repeated_dialplan_mistake_is_logged_once_a_minute_but_counted_every_time():
+    from twisted.logger import LogLevel, capturedLogs
+
+    bridge, hub, clock, ami = make_bridge()
+    with capturedLogs() as logs:
+        for i in range(500):  # every call of a busy hour hits the same typo'd ~uniqueid
+            user_event(ami, "[~no.such.call] LINE_CALLSTATE LINECALLSTATE_CONNECTED", f"{i}.1")
+            clock.advance(0.1)
+        clock.advance(11)
+        user_event(ami, "[~no.such.call] LINE_CALLSTATE LINECALLSTATE_CONNECTED", "x.1")
+    warnings = [e for e in logs if e.get("log_level") == LogLevel.warn]
+    assert len(warnings) == 2
+    assert warnings[1]["held"] == 499
+    assert bridge.model.stats["unknown_call"] == 501
