@@ -97,6 +97,10 @@ class ClientListener(Service):
     (:class:`StartupError`): a server that cannot serve must not run.
     """
 
+    #: False for a listener nobody asked for (the demo's web page): a port
+    #: that is taken is then a warning, and the server runs on without it.
+    required = True
+
     def __init__(self, reactor: Any, description: str, factory: Any) -> None:
         self.reactor = reactor
         self.description = description
@@ -124,6 +128,9 @@ class ClientListener(Service):
         d.addCallback(self._listening)
         failure = _failed_now(d, later=self._failed)
         if failure is not None:
+            if not self.required:
+                self._failed(failure)  # says so; the server runs on without this listener
+                return
             # tcp:, ssl: and unix: endpoints fail here, synchronously: stop
             # start-up itself, so twistd exits non-zero (daemon or not).
             raise StartupError(self._cannot_listen(failure))

@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     globalLogBeginner.beginLoggingTo([observe], redirectStandardIO=False)
 
     # All soak clients come from 127.0.0.1: lift the per-address limit (docs/security.md).
-    config = load_config(None, {"server.listen": ["tcp:0:interface=127.0.0.1:backlog=1024"],
+    config = load_config(None, {"server.listen": ["tcp:0:interface=127.0.0.1:backlog=1024"], "web.listen": [],
                                 "server.max_clients": 5_000, "server.max_clients_per_address": 5_000})
     timing = Timing(first_call=0.0, gap=1.0, scale=args.scale, auth_fail_delay=0.0)
     app = make_service(config, reactor, demo_options={"timing": timing, "autoplay": False})

@@ -102,3 +102,37 @@ def test_page_url_names_what_to_open():
     assert page_url("tcp:8080:interface=127.0.0.1", Port(IPv4Address("TCP", "127.0.0.1", 8080))) == "http://127.0.0.1:8080/"
     assert page_url("ssl:8443:privateKey=k", Port(IPv6Address("TCP", "::1", 8443))) == "https://[::1]:8443/"
     assert page_url("unix:/run/w.sock", Port(UNIXAddress(b"/run/w.sock"))).endswith("UNIX socket /run/w.sock")
+
+
+def test_the_demo_page_port_taken_at_start_up_only_warns():
+    """A first run on a machine where 8080 is taken (another web server) still
+    starts: the bind fails synchronously in startService, and the page that
+    nobody asked for is skipped with a warning instead of stopping start-up."""
+    import socket
+
+    from twisted.internet import reactor
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    from asttapi_server.web import WebListener
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    port = taken.getsockname()[1]
+    seen: list = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        description = f"tcp:{port}:interface=127.0.0.1"
+        optional = WebListener(reactor, description, object(), required=False)
+        waiting = optional.whenListening()
+        optional.startService()  # no StartupError
+        failures: list = []
+        waiting.addErrback(failures.append)
+        assert len(failures) == 1 and optional.port is None
+        required = WebListener(reactor, description, object(), required=True)
+        with pytest.raises(SystemExit, match="cannot listen on"):
+            required.startService()
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+        taken.close()
+    assert any(f"No web page: cannot listen on {description}" in formatEvent(e) for e in seen)
