@@ -86,7 +86,10 @@ def asttapi_map_ami_event(message, app):
     :param message: the ``asttapi_server.ami.message.Message``.
     :param app: the bridge.
     :returns: ``list[TapiSignal]`` or ``None``. Not a Deferred: event order
-        matters, so mapping is synchronous and must be fast.
+        matters, so mapping is synchronous and must be fast. The list may
+        also hold :class:`asttapi_server.core.effects.Diagnostic` values
+        (say, "malformed event"): the server logs them, each ``key`` at most
+        once a minute, so a plugin needs no logger or throttle of its own.
     """
 
 

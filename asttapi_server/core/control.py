@@ -42,7 +42,7 @@ from ..ami import actions, normalise
 from ..errors import InvalidActionHeader, TelephonyError, lineerr_of
 from .constants import IDLE
 from .dialstring import dialable
-from .effects import ContactWanted, Effects
+from .effects import ContactWanted, Diagnostic, Effects
 from .events import TapiEvent
 from .model import Call, CallModel
 
@@ -176,11 +176,19 @@ class CallControl:
         return None if handler is None else handler(message, now)
 
     def signals(self, signals: Iterable[Any], now: float) -> Effects:
-        """TAPI signals from the mapping plugins, applied in order."""
+        """TAPI signals from the mapping plugins, applied in order.
+
+        A :class:`~.effects.Diagnostic` among them (a mapping's report of a
+        malformed event) is passed on as one.
+        """
         fx: Effects | None = None
         apply = self.model.apply
         for signal in signals:
-            out = apply(signal, now)
+            if type(signal) is Diagnostic:
+                out = Effects()
+                out.diagnostics = [signal]
+            else:
+                out = apply(signal, now)
             fx = out if fx is None else fx.merge(out)
         if fx is None:
             return Effects()
