@@ -40,6 +40,7 @@ from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from asttapi_server import hookspecs
+from asttapi_server.ami.parser import ByName, wanted_name
 from asttapi_server.errors import PluginError
 from asttapi_server.throttle import LogThrottle
 from asttapi_server.hookspecs import hookimpl
@@ -338,7 +339,7 @@ class PluginHost:
         self._pool: Any = None
         self._overdue: dict[str, int] = {}
         self._error_log = LogThrottle(ERROR_LOG_INTERVAL)
-        self._routes: dict[str, list[Any]] = {}
+        self._routes: ByName[list[Any]] = ByName({})
         self._wanted: frozenset[str] = frozenset()
 
     # -- registration --------------------------------------------------
@@ -402,6 +403,7 @@ class PluginHost:
                 continue
             names_by_plugin[impl.plugin_name] = {str(n) for n in names}
         routes: dict[str, list[Any]] = {}
+        declared: set[str] = set()
         for impl in self._impls("asttapi_map_ami_event"):
             wanted = names_by_plugin.get(impl.plugin_name)
             if not wanted:
@@ -409,9 +411,11 @@ class PluginHost:
                          "in asttapi_ami_event_names; it will never be called", plugin=impl.plugin_name)
                 continue
             for event_name in wanted:
-                routes.setdefault(event_name, []).append(impl)
-        self._routes = routes
-        self._wanted = frozenset(routes)
+                # One case rule for event names (ami.parser.wanted_name), as where the bytes are framed.
+                routes.setdefault(wanted_name(event_name), []).append(impl)
+                declared.add(event_name)
+        self._routes = ByName(routes)
+        self._wanted = frozenset(declared)
 
     # -- life cycle ----------------------------------------------------
 

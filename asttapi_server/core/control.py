@@ -39,6 +39,7 @@ from collections.abc import Hashable, Iterable, Mapping
 from typing import Any
 
 from ..ami import actions, normalise
+from ..ami.parser import ByName
 from ..errors import InvalidActionHeader, TelephonyError, lineerr_of
 from .constants import IDLE
 from .dialstring import dialable
@@ -95,11 +96,12 @@ class CallControl:
         # Uniqueid -> Channel from Newchannel (and the resync's list): the
         # channel names Asterisk reported, for calls whose own events named none.
         self._seen_channels: dict[str, str] = {}
-        self._handlers = {
+        # By event name under the one case rule (ami.parser.wanted_name).
+        self._handlers = ByName({
             "Hangup": self._hangup,
             "Newchannel": self._newchannel,
             "OriginateResponse": self._originate_response,
-        }
+        })
 
     # -- configuration -------------------------------------------------------
 
@@ -171,7 +173,7 @@ class CallControl:
     # -- facts from the PBX ------------------------------------------------------
 
     def ami_event(self, message: Any, now: float) -> Effects | None:
-        """One of :data:`CORE_EVENTS` (exact ``Event:`` name); ``None`` for any other event."""
+        """One of :data:`CORE_EVENTS` (any case); ``None`` for any other event."""
         handler = self._handlers.get(message.name)
         return None if handler is None else handler(message, now)
 

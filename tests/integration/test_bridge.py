@@ -410,3 +410,20 @@ def test_a_repeated_dialplan_mistake_is_logged_once_a_minute_but_counted_every_t
     assert len(warnings) == 2
     assert warnings[1]["held"] == 499
     assert bridge.model.stats["unknown_call"] == 501
+
+
+def test_one_declared_set_of_wanted_events_is_applied_where_the_bytes_are_framed():
+    from asttapi_server.core.control import CORE_EVENTS
+
+    bridge, hub, clock, ami = make_bridge()
+    assert ami.event_filter == {n.lower() for n in CORE_EVENTS} | {"userevent", "usereventtapi"}
+
+
+def test_event_names_in_another_case_are_routed_by_the_same_rule_as_the_filter():
+    bridge, hub, clock, ami = make_bridge(hangup_grace=0.0)
+    ami.event(Event="USEREVENT", Channel="PJSIP/trunk-1", Uniqueid="910.1", UserEvent="TAPI",
+              TAPIEVENT="LINE_NEWCALL line_1")
+    assert [e.msg for e in hub.events] == ["LINE_NEWCALL"]
+    ami.event(Event="hangup", Uniqueid="910.1", Cause="17", Channel="PJSIP/trunk-1")
+    assert [(e.param, e.mode) for e in hub.events[1:]] == [
+        ("LINECALLSTATE_DISCONNECTED", "LINEDISCONNECTMODE_BUSY"), ("LINECALLSTATE_IDLE", None)]
