@@ -340,6 +340,7 @@ class PluginHost:
         self._overdue: dict[str, int] = {}
         self._error_log = LogThrottle(ERROR_LOG_INTERVAL)
         self._routes: ByName[list[Any]] = ByName({})
+        self._impl_cache: dict[str, list[Any]] = {}
         self._wanted: frozenset[str] = frozenset()
 
     # -- registration --------------------------------------------------
@@ -350,6 +351,7 @@ class PluginHost:
         Pluggy's order: a plugin registered later is called earlier (unless
         ``tryfirst``/``trylast`` say otherwise).
         """
+        self._impl_cache.clear()
         try:
             self.pm.register(plugin, name=name)
         except ValueError as exc:  # name or object already registered
@@ -360,6 +362,7 @@ class PluginHost:
             for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
                 if impl.plugin_name == name and (impl.hookwrapper or impl.wrapper):
                     self.pm.unregister(name=name)
+                    self._impl_cache.clear()
                     raise PluginError(f"plugin {name!r}: hook wrappers are not supported ({hook_name})")
         self._route()
 
@@ -380,8 +383,13 @@ class PluginHost:
         return [n for n in dir(hookspecs) if n.startswith("asttapi_")]
 
     def _impls(self, hook_name: str) -> list[Any]:
-        # pluggy keeps implementations in reverse call order.
-        return list(reversed(getattr(self.pm.hook, hook_name).get_hookimpls()))
+        """The hook's implementations in call order, built once per registration
+        (client_event runs per TAPI event: no list rebuilt, none when no plugin has it)."""
+        impls = self._impl_cache.get(hook_name)
+        if impls is None:
+            # pluggy keeps implementations in reverse call order.
+            impls = self._impl_cache[hook_name] = list(reversed(getattr(self.pm.hook, hook_name).get_hookimpls()))
+        return impls
 
     def _call(self, impl: Any, hook_name: str, kwargs: Mapping[str, Any]) -> tuple[bool, Any]:
         """Call one implementation; (True, result), or (False, None) after logging its exception."""
@@ -473,8 +481,11 @@ class PluginHost:
 
     def client_event(self, event: Any) -> Any:
         """``event`` after every plugin enriched it, or ``None`` if a plugin dropped it."""
+        impls = self._impls("asttapi_client_event")
+        if not impls:
+            return event
         kwargs = {"event": event, "app": self.app}
-        for impl in self._impls("asttapi_client_event"):
+        for impl in impls:
             ok, result = self._call(impl, "asttapi_client_event", kwargs)
             if not ok or result is None:
                 continue
