@@ -427,3 +427,20 @@ def test_event_names_in_another_case_are_routed_by_the_same_rule_as_the_filter()
     ami.event(Event="hangup", Uniqueid="910.1", Cause="17", Channel="PJSIP/trunk-1")
     assert [(e.param, e.mode) for e in hub.events[1:]] == [
         ("LINECALLSTATE_DISCONNECTED", "LINEDISCONNECTMODE_BUSY"), ("LINECALLSTATE_IDLE", None)]
+
+
+def test_the_timer_is_only_reconsidered_when_a_deadline_moved():
+    bridge, hub, clock, ami = make_bridge()
+    asked = []
+    real = bridge.control.next_deadline
+    bridge.control.next_deadline = lambda: asked.append(1) or real()
+    user_event(ami, "LINE_NEWCALL line_1", "920.1")  # a new call: its max_age deadline
+    assert len(asked) == 1
+    for state in ("OFFERING", "ACCEPTED", "CONNECTED", "ONHOLD", "CONNECTED"):
+        user_event(ami, f"LINE_CALLSTATE LINECALLSTATE_{state}", "920.1")
+    user_event(ami, "SET CALLERID 0301234567", "920.1")
+    assert len(asked) == 1  # per-event work without a deadline change asks nothing
+    user_event(ami, "LINE_CALLSTATE LINECALLSTATE_IDLE", "920.1")  # ended: the linger deadline
+    assert len(asked) == 2
+    clock.advance(bridge.model.linger + 1)
+    assert bridge.model.tracked == 0 and clock.getDelayedCalls() == []

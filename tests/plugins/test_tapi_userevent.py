@@ -95,3 +95,4 @@ def test_a_site_plugin_overrides_the_builtin_mapping():
     msg = make_message(["Event: UserEvent", "Uniqueid: 1.1", "UserEvent: TAPI",
                         "TAPIEVENT: LINE_CALLSTATE LINECALLSTATE_OFFERING"])
     assert h.map_ami_event(msg) == ["site signal"]
+
