@@ -80,3 +80,33 @@ class InvalidActionHeader(AMIError, ValueError):
     """An AMI action header would break the wire format (a line break in a
     value, a colon in a name): refused before anything is sent, so a client
     cannot smuggle headers or whole actions into the PBX link."""
+
+
+def lineerr_of(error: BaseException, action: str) -> TelephonyError | None:
+    """What a client is told when the AMI ``action`` it caused failed with ``error``.
+
+    The one mapping of AMI failures to LINEERR_* (the core's request answers
+    and the client session both use it). ``None`` for an error nobody
+    expected: the caller logs it and answers a generic LINEERR_OPERATIONFAILED.
+    """
+    if isinstance(error, TelephonyError):
+        return error
+    if isinstance(error, LinkDown):
+        return TelephonyError(
+            "LINEERR_DISCONNECTED",
+            f"The PBX link went down before {action} completed; try again after LINE_LINEDEVSTATE"
+            " reports LINEDEVSTATE_INSERVICE.",
+        )
+    if isinstance(error, ActionTimeout):
+        return TelephonyError(
+            "LINEERR_OPERATIONFAILED",
+            f"Asterisk did not answer {action} in time; the request may or may not have been carried out.",
+        )
+    if isinstance(error, InvalidActionHeader):
+        return TelephonyError("LINEERR_OPERATIONFAILED", f"Not sent to Asterisk: {error}")
+    if isinstance(error, ActionFailed):
+        message = error.message
+        text = message.get("Message") if hasattr(message, "get") else str(message)
+        return TelephonyError(
+            "LINEERR_OPERATIONFAILED", f"Asterisk refused {action}" + (f": {text}" if text else "") + ".")
+    return None

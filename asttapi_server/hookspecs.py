@@ -13,7 +13,8 @@ The server never calls these through pluggy's own ``hook.xxx()``: each
 implementation is called on its own by :class:`asttapi_server.plugin_host.PluginHost`,
 so a plugin that raises is logged with its name and skipped, and the others
 still run. Hook wrappers are not supported. ``app`` is the running bridge
-(``asttapi_server.bridge.Bridge``), ``None`` in unit tests.
+(``asttapi_server.bridge.Bridge``: ``app.config``, ``app.clock``, ``app.model``),
+``None`` in unit tests.
 
 See ``docs/plugins.md`` for how to write, install and configure a plugin.
 """
@@ -62,9 +63,12 @@ def asttapi_ami_event_names():
 
     Called once, at load time. Every implementation is called; the server
     routes an AMI event to a plugin's ``asttapi_map_ami_event`` only if the
-    event's ``Event:`` name (exact, as Asterisk sends it, e.g. ``"UserEvent"``,
-    ``"Newchannel"``) is among the names that plugin returned. The bridge skips
-    every other event without decoding it, which keeps AMI floods cheap.
+    event's ``Event:`` name (e.g. ``"UserEvent"``, ``"Newchannel"``; compared
+    case-insensitively, the one rule of ``asttapi_server.ami.parser.wanted_name``)
+    is among the names that plugin returned. These names and the core's own
+    (``core.control.CORE_EVENTS``) are the one set of wanted events
+    (``service.wanted_events``): the link's parser drops every other event
+    without decoding it, which keeps AMI floods cheap.
 
     :returns: an iterable of event names, or ``None`` for none. Not a Deferred.
     """
@@ -85,7 +89,35 @@ def asttapi_map_ami_event(message, app):
     :param message: the ``asttapi_server.ami.message.Message``.
     :param app: the bridge.
     :returns: ``list[TapiSignal]`` or ``None``. Not a Deferred: event order
-        matters, so mapping is synchronous and must be fast.
+        matters, so mapping is synchronous and must be fast. The list may
+        also hold :class:`asttapi_server.core.effects.Diagnostic` values
+        (say, "malformed event"): the server logs them, each ``key`` at most
+        once a minute, so a plugin needs no logger or throttle of its own.
+    """
+
+
+@hookspec
+def asttapi_map_channel_list(messages, since, app):
+    """Turn the channel list Asterisk gave after a (re)connect into TAPI signals.
+
+    Called on the reactor thread once per login, with the answer to the
+    resync's ``CoreShowChannels``, before the core ends the calls whose
+    channels are gone. A mapping that tracks calls from channel events (the
+    built-in device-line mapping does) adopts here the channels it never saw
+    start (the server connected mid-call, the link was down) and ends its own
+    calls whose channels vanished meanwhile, with its own events rather than
+    the core's synthetic ones. Every implementation is called, in hook order;
+    the signals are applied in that order.
+
+    :param messages: the ``Message`` list of the answer (the response first,
+        then one ``CoreShowChannel`` event per channel, then the
+        ``CoreShowChannelsComplete``).
+    :param since: the time (``app.clock.seconds()``) of the login this list
+        answers: a channel the plugin heard from after it is alive even if
+        the list, taken a moment earlier, misses it.
+    :param app: the bridge.
+    :returns: ``list[TapiSignal]`` (may hold ``Diagnostic`` values, as for
+        :func:`asttapi_map_ami_event`) or ``None``. Not a Deferred.
     """
 
 
@@ -143,7 +175,13 @@ def asttapi_client_event(event, app):
 def asttapi_call_finished(call, app):
     """Observe a call that is over (for call logging, CRM notes, statistics).
 
-    Called on the reactor thread once per call, when the call model frees it.
+    Called on the reactor thread exactly once per call, when the call ends:
+    its last line went IDLE, whether the dialplan said so or the server's
+    safety net ended it (hangup grace, ``max_age``, ``max_calls``, the resync
+    after a reconnect, a failed Originate). It comes right after that IDLE
+    was sent to the clients, whatever ``[calls] linger`` is (the call stays
+    readable by clients for ``linger`` seconds afterwards, but this hook does
+    not wait for that). ``call.ended`` is set and ``call.lines`` is empty.
     Every implementation is called; an exception is logged and ignored.
 
     :param call: the ``asttapi_server.core.model.Call`` (read it, do not change it).

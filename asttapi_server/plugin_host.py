@@ -40,6 +40,7 @@ from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from asttapi_server import hookspecs
+from asttapi_server.ami.parser import ByName, wanted_name
 from asttapi_server.errors import PluginError
 from asttapi_server.throttle import LogThrottle
 from asttapi_server.hookspecs import hookimpl
@@ -338,7 +339,8 @@ class PluginHost:
         self._pool: Any = None
         self._overdue: dict[str, int] = {}
         self._error_log = LogThrottle(ERROR_LOG_INTERVAL)
-        self._routes: dict[str, list[Any]] = {}
+        self._routes: ByName[list[Any]] = ByName({})
+        self._impl_cache: dict[str, list[Any]] = {}
         self._wanted: frozenset[str] = frozenset()
         #: ``fn(plugin, result, seconds)`` for each plugin's part of a contact
         #: lookup; result is "hit", "miss", "error" or "timeout" (asttapi_server.metrics).
@@ -352,6 +354,7 @@ class PluginHost:
         Pluggy's order: a plugin registered later is called earlier (unless
         ``tryfirst``/``trylast`` say otherwise).
         """
+        self._impl_cache.clear()
         try:
             self.pm.register(plugin, name=name)
         except ValueError as exc:  # name or object already registered
@@ -362,6 +365,7 @@ class PluginHost:
             for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
                 if impl.plugin_name == name and (impl.hookwrapper or impl.wrapper):
                     self.pm.unregister(name=name)
+                    self._impl_cache.clear()
                     raise PluginError(f"plugin {name!r}: hook wrappers are not supported ({hook_name})")
         self._route()
 
@@ -382,8 +386,13 @@ class PluginHost:
         return [n for n in dir(hookspecs) if n.startswith("asttapi_")]
 
     def _impls(self, hook_name: str) -> list[Any]:
-        # pluggy keeps implementations in reverse call order.
-        return list(reversed(getattr(self.pm.hook, hook_name).get_hookimpls()))
+        """The hook's implementations in call order, built once per registration
+        (client_event runs per TAPI event: no list rebuilt, none when no plugin has it)."""
+        impls = self._impl_cache.get(hook_name)
+        if impls is None:
+            # pluggy keeps implementations in reverse call order.
+            impls = self._impl_cache[hook_name] = list(reversed(getattr(self.pm.hook, hook_name).get_hookimpls()))
+        return impls
 
     def _call(self, impl: Any, hook_name: str, kwargs: Mapping[str, Any]) -> tuple[bool, Any]:
         """Call one implementation; (True, result), or (False, None) after logging its exception."""
@@ -405,6 +414,7 @@ class PluginHost:
                 continue
             names_by_plugin[impl.plugin_name] = {str(n) for n in names}
         routes: dict[str, list[Any]] = {}
+        declared: set[str] = set()
         for impl in self._impls("asttapi_map_ami_event"):
             wanted = names_by_plugin.get(impl.plugin_name)
             if not wanted:
@@ -412,9 +422,11 @@ class PluginHost:
                          "in asttapi_ami_event_names; it will never be called", plugin=impl.plugin_name)
                 continue
             for event_name in wanted:
-                routes.setdefault(event_name, []).append(impl)
-        self._routes = routes
-        self._wanted = frozenset(routes)
+                # One case rule for event names (ami.parser.wanted_name), as where the bytes are framed.
+                routes.setdefault(wanted_name(event_name), []).append(impl)
+                declared.add(event_name)
+        self._routes = ByName(routes)
+        self._wanted = frozenset(declared)
 
     def take_plugins_of(self, other: "PluginHost") -> "PluginHost":
         """Serve ``other``'s plugins from now on (a configuration reload); returns a host
@@ -425,7 +437,9 @@ class PluginHost:
         """
         old = PluginHost(lookup_timeout=self.lookup_timeout, clock=self._clock, run_in_thread=self._run_in_thread)
         old.pm, old._routes, old._wanted, old.app = self.pm, self._routes, self._wanted, self.app
+        old._impl_cache = self._impl_cache
         self.pm, self._routes, self._wanted = other.pm, other._routes, other._wanted
+        self._impl_cache = other._impl_cache
         self.lookup_timeout = other.lookup_timeout
         self._overdue = {}
         return old
@@ -484,10 +498,28 @@ class PluginHost:
                       plugin=impl.plugin_name, value=result)
         return []
 
+    def map_channel_list(self, messages: list, since: float | None) -> list:
+        """Every plugin's TAPI signals for a resync's channel list, in hook order (see the hookspec)."""
+        signals: list = []
+        kwargs = {"messages": messages, "since": since, "app": self.app}
+        for impl in self._impls("asttapi_map_channel_list"):
+            ok, result = self._call(impl, "asttapi_map_channel_list", kwargs)
+            if not ok or result is None:
+                continue
+            if isinstance(result, (list, tuple)):
+                signals.extend(result)
+            else:
+                log.error("Plugin {plugin}: asttapi_map_channel_list returned {value!r}, not a list; ignored",
+                          plugin=impl.plugin_name, value=result)
+        return signals
+
     def client_event(self, event: Any) -> Any:
         """``event`` after every plugin enriched it, or ``None`` if a plugin dropped it."""
+        impls = self._impls("asttapi_client_event")
+        if not impls:
+            return event
         kwargs = {"event": event, "app": self.app}
-        for impl in self._impls("asttapi_client_event"):
+        for impl in impls:
             ok, result = self._call(impl, "asttapi_client_event", kwargs)
             if not ok or result is None:
                 continue

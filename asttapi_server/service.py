@@ -8,6 +8,7 @@ collaborators as arguments, so tests can build the same graph around a
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
 from twisted.application.service import MultiService, Service
@@ -27,8 +28,10 @@ from .clients.listen import server_endpoint
 from .clients import codec
 from .clients.protocol import ClientFactory
 from .config import Config, load_config
+from .core.control import CORE_EVENTS, CallControl
 from .errors import AstTapiError
 from .core.model import CallModel
+from .mappings import channel_events
 from .plugin_host import build_plugin_manager
 from .sdnotify import Notifier
 from .store import DEFAULT_STATE_FILE, CallStore
@@ -338,23 +341,9 @@ def make_service(config: Config, reactor: Any = None, *, demo_options: dict | No
         pong_timeout=ami_conf.pong_timeout,
         action_timeout=ami_conf.action_timeout,
     )
-    app.model = CallModel(
-        hangup_grace=config.calls.hangup_grace,
-        max_age=config.calls.max_age,
-        linger=config.calls.linger,
-        max_calls=config.calls.max_calls,
-        max_lines=config.calls.max_lines,
-        max_field_bytes=config.calls.max_field_bytes,
-    )
+    app.model = build_model(config)
     app.hub = Hub.from_config(config)
-    app.bridge = Bridge(
-        config=config,
-        ami=app.ami,
-        model=app.model,
-        plugins=app.plugins,
-        hub=app.hub,
-        clock=reactor,
-    )
+    app.bridge = build_bridge(config, app.ami, app.model, app.plugins, app.hub, reactor)
     state_file = state_file_path(config, demo_mode)
     if state_file:
         # Before the listeners and the AMI client: started first (the calls
@@ -385,6 +374,39 @@ def make_service(config: Config, reactor: Any = None, *, demo_options: dict | No
     app.ami.setServiceParent(app)
     return app
 
+
+def build_model(config: Config, *, boot_id: str | None = None) -> CallModel:
+    """The call model with the ``[calls]`` limits; ``boot_id`` random unless given (tests)."""
+    return CallModel(
+        hangup_grace=config.calls.hangup_grace,
+        max_age=config.calls.max_age,
+        linger=config.calls.linger,
+        # Makes our Originate ChannelIds unique across restarts.
+        boot_id=boot_id if boot_id is not None else os.urandom(4).hex(),
+        max_calls=config.calls.max_calls,
+        max_lines=config.calls.max_lines,
+        max_field_bytes=config.calls.max_field_bytes,
+    )
+
+
+def wanted_events(plugins: Any) -> frozenset[str]:
+    """The AMI events worth decoding: the core's own and those some plugin maps.
+
+    Declared once, here, and applied once, where the bytes are framed (the
+    link's parser drops every other ``Event:`` block undecoded, comparing
+    names by ``ami.parser.wanted_name``: case-insensitively).
+    """
+    return frozenset(CORE_EVENTS) | frozenset(plugins.wanted_event_names())
+
+
+def build_bridge(config: Config, link: Any, model: CallModel, plugins: Any, hub: Any, clock: Any) -> Bridge:
+    """The core (``CallControl`` around ``model``) and its Twisted adapter, attached to ``link``."""
+    control = CallControl(model, config.lines, originate_timeout=config.ami.originate_timeout)
+    bridge = Bridge(control=control, config=config, ami=link, plugins=plugins, hub=hub, clock=clock)
+    link.set_event_filter(wanted_events(plugins))
+    link.add_event_observer(bridge.on_ami_event)
+    link.add_link_observer(bridge.on_link_state)
+    return bridge
 
 
 def plugins_config(config: Config, demo_mode: bool, *, quiet: bool = False) -> Any:
@@ -462,10 +484,10 @@ def reload(app: AppService, new: Config) -> Deferred:
             raise ReloadRefused("switching between the demo PBX and a real one needs a restart")
         new_plugins = None
         new_conf = plugins_config(new, app.demo_mode, quiet=True)
-        if new_conf != plugins_config(old, app.demo_mode, quiet=True):
+        # Device lines come with their mapping plugin (plugin_host's built-ins).
+        if (new_conf != plugins_config(old, app.demo_mode, quiet=True)
+                or channel_events.devices_of(new) != channel_events.devices_of(old)):
             new_plugins = build_plugin_manager(new_conf, config=new, clock=app.reactor)
-            if new_plugins.wanted_event_names() != app.plugins.wanted_event_names():
-                raise ReloadRefused("the new [plugins] want other AMI events, which needs a restart")
     except AstTapiError as exc:
         return succeed(_refused(app, str(exc)))
     app.notifier.reloading()
@@ -475,7 +497,12 @@ def reload(app: AppService, new: Config) -> Deferred:
     def apply(_: Any) -> bool:
         app._reloading = None
         if new_plugins is not None:
+            _keep_device_calls(app.plugins, new_plugins)
             app.plugins.take_plugins_of(new_plugins).shutdown()
+            if app.bridge is not None:
+                app.bridge.plugins = app.plugins  # whether any plugin looks contacts up now
+            if app.ami is not None:
+                app.ami.set_event_filter(wanted_events(app.plugins))
         summary = _apply(app, old, new)
         if new_plugins is not None:
             summary.append("plugins reloaded: " + ", ".join(app.plugins.names))
@@ -506,15 +533,19 @@ def _refused(app: AppService, why: str) -> bool:
     return False
 
 
-def give_bridge_config(app: AppService, config: Config) -> None:
-    """The one seam through which a reload hands the bridge its new lines (and settings).
+def _keep_device_calls(running: Any, new: Any) -> None:
+    """A reload's new device-line mapping follows the calls the running one follows."""
+    before = running.pm.get_plugin("channel_events")
+    after = new.pm.get_plugin("channel_events")
+    if isinstance(before, channel_events.ChannelEvents) and isinstance(after, channel_events.ChannelEvents):
+        after.lines.take_calls_of(before.lines)
 
-    Today the bridge reads ``config.lines`` on every request, so assigning
-    is enough; the redesigned core gets its own seam here.
-    """
+
+def give_bridge_config(app: AppService, config: Config) -> None:
+    """The one seam through which a reload hands the core its new lines (and settings)."""
     app.config = config
     if app.bridge is not None:
-        app.bridge.config = config
+        app.bridge.reconfigure(config)
 
 
 def _apply(app: AppService, old: Config, new: Config) -> list[str]:

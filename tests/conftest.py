@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 
-import pytest
 from hypothesis import HealthCheck, settings
 
 # CI (and anyone who sets ASTTAPI_HYPOTHESIS=ci) runs the same examples every
@@ -23,13 +22,3 @@ settings.register_profile("dev", deadline=None)
 settings.load_profile(
     os.environ.get("ASTTAPI_HYPOTHESIS") or ("ci" if os.environ.get("CI") else "dev")
 )
-
-
-@pytest.fixture(autouse=True)
-def _fresh_tapievent_log_throttle(monkeypatch):
-    """Each test sees its own first report of a malformed TAPIEVENT (the
-    plugin's throttle lives as long as the process, as in the server)."""
-    from asttapi_server.mappings import tapi_userevent
-    from asttapi_server.throttle import LogThrottle
-
-    monkeypatch.setattr(tapi_userevent, "_malformed", LogThrottle())

@@ -49,6 +49,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from asttapi_server.ami.message import Message
+from asttapi_server.ami.parser import wanted_name
 from asttapi_server.ami.protocol import AMIProtocol
 from asttapi_server.errors import AuthenticationFailed, LinkDown, NotAsteriskManager
 
@@ -178,7 +179,7 @@ class AMILink(Service):
         else:
             if isinstance(names, str):
                 raise TypeError("set_event_filter takes a collection of names, not one string")
-            self._event_filter = frozenset(str(n).strip().lower() for n in names)
+            self._event_filter = frozenset(wanted_name(str(n)) for n in names)
         for proto in (self.protocol, self._login_proto):
             if proto is not None:
                 proto.set_event_filter(self._event_filter)

@@ -36,7 +36,7 @@ import re
 
 from asttapi_server.ami import actions
 from asttapi_server.ami.message import EVENT, RESPONSE, Message
-from asttapi_server.ami.parser import AMIParser
+from asttapi_server.ami.parser import AMIParser, wanted_name
 from asttapi_server.errors import (
     ActionFailed,
     ActionTimeout,
@@ -168,12 +168,12 @@ class AMIProtocol(Protocol):
         if names is None:
             self._wanted = None
         else:
-            self._wanted = frozenset(str(n).strip().lower() for n in names)
+            self._wanted = frozenset(wanted_name(str(n)) for n in names)
         self._deliver: dict[str, bool] = {}  # event name as sent -> wanted?
         self.parser.set_event_filter(self._wanted)
 
     def _delivered(self, name: str) -> bool:
-        deliver = name.lower() in self._wanted  # type: ignore[operator]
+        deliver = wanted_name(name) in self._wanted  # type: ignore[operator]
         # Bounded in bytes too: a hostile PBX may send ever-new, huge names.
         if len(self._deliver) < 4096 and len(name) <= 64:
             self._deliver[name] = deliver

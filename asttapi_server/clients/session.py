@@ -21,7 +21,7 @@ from asttapi_server.clients import codec
 from asttapi_server.clients.auth import ANONYMOUS, Authenticator, User
 from asttapi_server.clients.codec import Batch, ParamsError, Reject, Request
 from asttapi_server.clients.hub import Hub
-from asttapi_server.errors import ActionFailed, ActionTimeout, LinkDown, TelephonyError
+from asttapi_server.errors import TelephonyError, lineerr_of
 from asttapi_server.names import log_text
 from asttapi_server.throttle import LogThrottle
 
@@ -249,29 +249,13 @@ class Session:
         d.addErrback(lambda f: self.log.failure("answering {what} failed", f, what=what))
 
     def _failed(self, request: Request, what: str, f: Failure) -> None:
-        e = f.value
-        if isinstance(e, TelephonyError):
-            self._telephony_error(request, e.lineerr, str(e))
-        elif isinstance(e, LinkDown):
-            self._telephony_error(request, "LINEERR_DISCONNECTED", _LINK_DOWN)
-        elif isinstance(e, ActionTimeout):
-            self._telephony_error(
-                request,
-                "LINEERR_OPERATIONFAILED",
-                f"{what}: Asterisk did not answer in time; the request may or may not have been carried out",
-            )
-        elif isinstance(e, ActionFailed):
-            text = e.message.get("Message") if hasattr(e.message, "get") else None
-            self._telephony_error(
-                request, "LINEERR_OPERATIONFAILED", f"{what}: Asterisk refused it" + (f": {text}" if text else "")
-            )
-        else:
+        mapped = lineerr_of(f.value, what)  # the one AMI error -> LINEERR mapping
+        if mapped is None:
             self.log.failure(
                 "{what} for {user} at {peer} failed", f, what=what, user=log_text(self.username), peer=log_text(self.peer)
             )
-            self._telephony_error(
-                request, "LINEERR_OPERATIONFAILED", f"{what} failed; the server log has the details"
-            )
+            mapped = TelephonyError("LINEERR_OPERATIONFAILED", f"{what} failed; the server log has the details")
+        self._telephony_error(request, mapped.lineerr, str(mapped))
 
     # -- checks ------------------------------------------------------------
 

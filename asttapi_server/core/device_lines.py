@@ -102,6 +102,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Final
 
+from ..ami.parser import ByName
 from . import grammar as G
 from .causes import mode_for_cause
 from .constants import (
@@ -316,6 +317,12 @@ class DeviceLines:
         self.legs: dict[str, Leg] = {}  # Uniqueid -> leg
         self._by_channel: dict[str, str] = {}  # channel name -> Uniqueid
 
+    def take_calls_of(self, other: "DeviceLines") -> None:
+        """Follow ``other``'s channels from now on (a reload built a new mapping:
+        the calls under way must not be forgotten)."""
+        self.legs.update(other.legs)
+        self._by_channel.update(other._by_channel)
+
     # -- reading -----------------------------------------------------------
 
     def lines_of(self, channel: str | None) -> tuple[str, ...]:
@@ -327,7 +334,7 @@ class DeviceLines:
 
     def feed(self, name: str, get: Fields, now: float) -> list[G.TapiSignal]:
         """One AMI event (``get(header)`` reads its headers) -> the TAPI signals it causes."""
-        handler = _HANDLERS.get(name.lower())
+        handler = _HANDLERS.get(name)
         if handler is None or not self.devices:
             return []
         if now - self._swept >= _SWEEP_EVERY:
@@ -751,7 +758,8 @@ def _int(value: str | None) -> int | None:
         return None
 
 
-_HANDLERS: dict[str, Callable[[DeviceLines, Fields, float, list], None]] = {
+# Names compared by the one case rule of the parser (ami.parser.wanted_name).
+_HANDLERS: ByName[Callable[[DeviceLines, Fields, float, list], None]] = ByName({
     "newchannel": DeviceLines._newchannel,
     "newstate": DeviceLines._newstate,
     "newcallerid": DeviceLines._channel_event,
@@ -767,4 +775,4 @@ _HANDLERS: dict[str, Callable[[DeviceLines, Fields, float, list], None]] = {
     "attendedtransfer": DeviceLines._attended_transfer,
     "hangup": DeviceLines._hangup,
     "shutdown": DeviceLines._shutdown,
-}
+})

@@ -35,8 +35,8 @@ channel to Asterisk); a line name must look like one (:data:`LINE_NAME`:
 ``max_lines`` lines (default :data:`MAX_LINES`), so one event never fans out
 into thousands.
 
-The grammar is pure and never logs; :func:`try_parse` is the convenience for
-callers (the TAPI UserEvent mapping) that want "log it and drop it".
+The grammar is pure and never logs: a malformed text raises, and the caller
+(the TAPI UserEvent mapping) reports it as a diagnostic value.
 """
 
 from __future__ import annotations
@@ -45,13 +45,9 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from twisted.logger import Logger
-
 from .. import names
 from ..errors import TapiSyntaxError
 from . import constants as C
-
-log = Logger(namespace="asttapi.core.grammar")
 
 NEWCALL = "LINE_NEWCALL"
 CALLSTATE = "LINE_CALLSTATE"
@@ -132,11 +128,10 @@ def parse_tapievent(text: str, max_lines: int = MAX_LINES) -> TapiCommand:
 
 
 def try_parse(text: str) -> TapiCommand | None:
-    """parse_tapievent, but a malformed text is logged (with its raw text) and gives None."""
+    """parse_tapievent, but a malformed text gives None (for callers that only want the good ones)."""
     try:
         return parse_tapievent(text)
-    except TapiSyntaxError as e:
-        log.warn("ignoring malformed TAPIEVENT {raw!r}: {why}", raw=clip(e.raw), why=e.reason)
+    except TapiSyntaxError:
         return None
 
 

@@ -39,11 +39,18 @@ and the LINE_NEWCALL event carries ``owner=<client>`` so the hub announces it
 only to the other clients; the owner just sees DIALTONE, DIALING, ... on the
 handle it already has.
 
-Diagnostics
------------
-Anomalies (events for unknown calls, impossible transitions, synthetic
-IDLEs) are logged through ``twisted.logger`` (which needs no reactor) and
-counted in :attr:`CallModel.stats`; they never raise.
+What a method returns
+---------------------
+Every method that changes calls returns an :class:`~asttapi_server.core.effects.Effects`:
+the TAPI events in order (it is a list of them), plus ``finished``, the
+calls that ended (each exactly once, after its IDLE events), ``diagnostics``
+(anomalies: events for unknown calls, impossible transitions, synthetic
+IDLEs; the adapter logs them, throttled per kind) and ``reschedule`` (the
+next deadline may have moved). Anomalies are also counted in
+:attr:`CallModel.stats`; they never raise. Calls ended to make room for one
+:meth:`CallModel.make_call` creates come out of :meth:`CallModel.take_events`
+(or, if nobody asks, with the next method's result): nothing is ever held
+back longer than that.
 
 Bounds (PBX data must not grow memory without limit)
 ----------------------------------------------------
@@ -61,22 +68,17 @@ Bounds (PBX data must not grow memory without limit)
 from __future__ import annotations
 
 import heapq
-import os
 import re
 from collections.abc import Collection, Hashable, Iterable
 from types import MappingProxyType
 from typing import Any
 
-from twisted.logger import Logger
-
-from ..throttle import LogThrottle
 from . import grammar as G
 from .causes import UNKNOWN_MODE, mode_for_cause, mode_for_originate_reason
 from .constants import DISCONNECTED, IDLE
+from .effects import Effects
 from .events import TapiEvent
 from .transitions import ALIASES, DEFAULT_DISCONNECT_MODE, NEW, TRANSITIONS, shown
-
-log = Logger(namespace="asttapi.core.model")
 
 _NEWCALL = "LINE_NEWCALL"
 _CALLSTATE = "LINE_CALLSTATE"
@@ -120,6 +122,7 @@ class Call:
         "hangup_at",
         "hangup_cause",
         "deadline",
+        "looked_up",
     )
 
     def __init__(self, handle: int, uniqueid: str, now: float) -> None:
@@ -152,6 +155,8 @@ class Call:
         self.hangup_at: float | None = None  # when AMI said its channel hung up
         self.hangup_cause: int | None = None
         self.deadline: float | None = None  # when tick() next needs to look at it
+        # The caller id a contact lookup was started for (written by core.control).
+        self.looked_up: str | None = None
 
     @property
     def lines(self) -> tuple[str, ...]:
@@ -264,7 +269,7 @@ class CallModel:
         hangup_grace: float = 5.0,
         max_age: float = 14400.0,
         linger: float = 30.0,
-        boot_id: str | None = None,
+        boot_id: str = "0",
         max_calls: int = DEFAULT_MAX_CALLS,
         max_lines: int = G.MAX_LINES,
         max_field_bytes: int = DEFAULT_MAX_FIELD_BYTES,
@@ -275,20 +280,19 @@ class CallModel:
         self.max_calls = max_calls
         self.max_lines = max_lines
         self.max_field_bytes = max_field_bytes
-        # Events of calls ended to make room (max_calls); handed out by the
-        # next apply() or by take_events() after make_call().
-        self._evicted: list[TapiEvent] = []
-        #: Makes ChannelIds unique across restarts; random unless given (tests).
-        self.boot_id = boot_id if boot_id is not None else os.urandom(4).hex()
+        # What inner steps caused beyond the events being built (calls ended
+        # to make room, calls finished, diagnostics): added to the result of
+        # the public method that caused them (see _done).
+        self._carry: Effects | None = None
+        #: Makes ChannelIds unique across restarts: the composition passes a
+        #: random one (the core draws no random numbers itself).
+        self.boot_id = boot_id
         self._next_handle = 1
         self._by_handle: dict[int, Call] = {}
         self._by_uid: dict[str, Call] = {}
         self._by_line: dict[str, dict[int, Call]] = {}
         self._heap: list[tuple[float, int]] = []
-        self._link_up: bool | None = None
-        # A dialplan mistake repeats on every call: log each kind once a minute.
-        self._throttle = LogThrottle()
-        self._now = 0.0
+        self._moved = False  # a deadline was pushed since the last result
         #: Counters of what happened, for tests, benchmarks and a status page.
         self.stats: dict[str, int] = dict.fromkeys(
             (
@@ -342,42 +346,57 @@ class CallModel:
 
     # -- the dialplan ------------------------------------------------------
 
-    def apply(self, signal: G.TapiSignal, now: float) -> list[TapiEvent]:
-        """Apply one TAPIEVENT; return the TAPI events it causes."""
+    def apply(self, signal: G.TapiSignal, now: float) -> Effects:
+        """Apply one TAPIEVENT; return the TAPI events it causes (and the calls it ended)."""
         events = self._apply(signal, now)
-        if self._evicted:
-            events = self.take_events() + events
+        if self._carry is not None or self._moved:
+            return self._done(events)
         return events
 
-    def take_events(self) -> list[TapiEvent]:
-        """Events of calls ended to make room for a new one (see ``max_calls``), once."""
-        events, self._evicted = self._evicted, []
+    def take_events(self) -> Effects:
+        """What happened beyond a method's own result: calls ended to make room
+        for the call :meth:`make_call` created (``max_calls``), once."""
+        return self._done(Effects())
+
+    def _done(self, events: Effects) -> Effects:
+        """``events`` with what inner steps carried (first: calls ended to make room came first)."""
+        carry, self._carry = self._carry, None
+        if carry is not None:
+            events = carry.merge(events)
+        if self._moved:
+            self._moved = False
+            events.reschedule = True
         return events
 
-    def _apply(self, signal: G.TapiSignal, now: float) -> list[TapiEvent]:
+    def _carried(self) -> Effects:
+        carry = self._carry
+        if carry is None:
+            carry = self._carry = Effects()
+        return carry
+
+    def _apply(self, signal: G.TapiSignal, now: float) -> Effects:
         cmd = signal.command
         verb = cmd.verb
-        self._now = now
         uid = cmd.call_id or signal.uniqueid
         call = self._by_uid.get(uid) if uid is not None else None
         if verb == _NEWCALL:
             if uid is None:
                 self._untied(cmd)
-                return []
+                return Effects()
             # The signal's Channel is the call's own only when the Uniqueid came from it too.
             own = cmd.call_id is None or cmd.call_id == signal.uniqueid
             return self._newcall(call, uid, cmd, signal.channel if own else None, now, signal if own else None)
         if call is None:
             if verb == _LINEDEVSTATE and cmd.lines and cmd.call_id is None:
                 # "[line_1] LINE_LINEDEVSTATE ..." is about the line, not a call.
-                return [TapiEvent(_LINEDEVSTATE, line, None, cmd.args[0]) for line in cmd.lines]
+                return Effects(TapiEvent(_LINEDEVSTATE, line, None, cmd.args[0]) for line in cmd.lines)
             if uid is None:
                 self._untied(cmd)
             else:
                 self.stats["unknown_call"] += 1
                 self._warn(("unknown_call", verb, cmd.args[:1]),
                            "TAPIEVENT for unknown call {uniqueid}, ignored: {raw!r}", uniqueid=uid, raw=G.clip(cmd.raw))
-            return []
+            return Effects()
         call.updated = now
         if verb == _CALLSTATE:
             return self._callstate(call, cmd, now)
@@ -395,14 +414,14 @@ class CallModel:
                     call._set_info(key, number)
                     if name:
                         call._set_info(_ID_NAME[key], name)
-                    return []
+                    return Effects()
             call._set_info(key, value)
-            return []
+            return Effects()
         # LINE_LINEDEVSTATE for the lines of a call
-        events = [
+        events = Effects(
             TapiEvent(_LINEDEVSTATE, line, None, cmd.args[0])
             for line in self._targets(call, cmd, tracking_only=True)
-        ]
+        )
         self.stats["events"] += len(events)
         return events
 
@@ -419,7 +438,7 @@ class CallModel:
         return data[:keep].decode("utf-8", "ignore") + TRUNCATED
 
     def _newcall(self, call: Call | None, uid: str, cmd: G.TapiCommand,
-                 channel: str | None, now: float, own: G.TapiSignal | None = None) -> list[TapiEvent]:
+                 channel: str | None, now: float, own: G.TapiSignal | None = None) -> Effects:
         if call is None or call.ended is not None:
             call = self._create(uid, now)
         call.updated = now
@@ -427,7 +446,7 @@ class CallModel:
             call.channel = channel
         if own is not None:
             _identify(call, own, self._bounded)
-        events = []
+        events = Effects()
         states = call.states
         for line in cmd.args:
             old = states.get(line)
@@ -450,7 +469,7 @@ class CallModel:
         self.stats["events"] += len(events)
         return events
 
-    def _callstate(self, call: Call, cmd: G.TapiCommand, now: float) -> list[TapiEvent]:
+    def _callstate(self, call: Call, cmd: G.TapiCommand, now: float) -> Effects:
         state, mode = _resolve(cmd.args)
         states = call.states
         if cmd.lines or cmd.excluded:
@@ -461,8 +480,8 @@ class CallModel:
             if call.ended is not None:
                 # e.g. the h extension's IDLE after the call already ended: said once is enough.
                 self.stats["duplicate"] += 1
-            return []
-        events = []
+            return Effects()
+        events = Effects()
         idled = False
         view = call.view()
         handle = call.handle
@@ -493,13 +512,13 @@ class CallModel:
             self._end(call, now)
         return events
 
-    def _callinfo(self, call: Call, cmd: G.TapiCommand) -> list[TapiEvent]:
+    def _callinfo(self, call: Call, cmd: G.TapiCommand) -> Effects:
         infostate = cmd.args[0]
         key = (infostate, call.ci_version)
         sent = call.ci_sent
         if sent is None:
             sent = call.ci_sent = {}
-        events = []
+        events = Effects()
         view = call.view()
         for line in self._targets(call, cmd, tracking_only=True):
             if sent.get(line) == key:
@@ -541,13 +560,8 @@ class CallModel:
         )
 
     def _warn(self, key: Any, text: str, *, level: str = "warn", **fields: Any) -> None:
-        """Log a dialplan problem, the same kind at most once a minute (``stats`` count them all)."""
-        held = self._throttle.allow(key, self._now)
-        if held is None:
-            return
-        if held:
-            text += " ({held} more like it since the last report)"
-        getattr(log, level)(text, held=held, **fields)
+        """Report a dialplan problem as a diagnostic (the adapter throttles per ``key``; ``stats`` count them all)."""
+        self._carried().diagnose(key, text, level, **fields)
 
     # -- lineMakeCall ------------------------------------------------------
 
@@ -572,24 +586,29 @@ class CallModel:
         success: bool,
         now: float,
         reason: int | None = None,
-    ) -> list[TapiEvent]:
+    ) -> Effects:
         """Asterisk's answer to our Originate (``reason``: OriginateResponse Reason)."""
+        return self._done(self._originate_response(channel_id, uniqueid, channel, success, now, reason))
+
+    def _originate_response(self, channel_id: str, uniqueid: str | None, channel: str | None,
+                            success: bool, now: float, reason: int | None) -> Effects:
         call = self._by_uid.get(channel_id)
         if call is None or call.channel_id != channel_id or call.ended is not None:
-            log.info("OriginateResponse for no pending call {channel_id}", channel_id=channel_id)
-            return []
+            self._warn(("originate_response", "no call"), "OriginateResponse for no pending call {channel_id}",
+                       channel_id=channel_id, level="info")
+            return Effects()
         call.updated = now
         if channel and call.channel is None:
             call.channel = channel
         if not success:
-            log.info("originate {channel_id} failed (reason {reason})", channel_id=channel_id, reason=reason)
             return self._teardown(call, now, mode_for_originate_reason(reason), "originate failed")
         if uniqueid and uniqueid != channel_id:
             other = self._by_uid.get(uniqueid)
             if other is not None and other is not call and other.ended is None:
                 # Asterisk < 12 only: LINE_NEWCALL beat the OriginateResponse,
                 # so the dialplan's call already exists under its own handle.
-                log.warn(
+                self._warn(
+                    ("originate_response", "superseded"),
                     "LINE_NEWCALL for {uniqueid} arrived before the OriginateResponse of call {handle};"
                     " that client now holds call {other} instead",
                     uniqueid=uniqueid, handle=call.handle, other=other.handle,
@@ -599,41 +618,33 @@ class CallModel:
             call.uniqueids.append(uniqueid)
             call.uniqueid = uniqueid
             call._set_info("uniqueid", uniqueid)
-        return []
+        return Effects()
 
     # -- AMI facts -----------------------------------------------------------
 
-    def channel_hangup(self, uniqueid: str, cause: int | None, now: float) -> list[TapiEvent]:
+    def channel_hangup(self, uniqueid: str, cause: int | None, now: float) -> Effects:
         """AMI ``Hangup`` of a channel; starts the grace period if it is one of our calls."""
         call = self._by_uid.get(uniqueid)
         if call is None or call.ended is not None:
-            return []
+            return Effects()
         if call.hangup_at is None:
             call.hangup_at = now
             call.hangup_cause = cause
             if self.hangup_grace <= 0:
-                return self._teardown(call, now, mode_for_cause(cause), "hangup")
+                return self._done(self._teardown(call, now, mode_for_cause(cause), "hangup"))
             self._schedule(call)
-        return []
+        return self._done(Effects())
 
-    def resync(self, live_uniqueids: Collection[str], now: float) -> list[TapiEvent]:
+    def resync(self, live_uniqueids: Collection[str], now: float) -> Effects:
         """After a reconnect: end every call none of whose channels is still live."""
         live = live_uniqueids if isinstance(live_uniqueids, (set, frozenset, dict)) else set(live_uniqueids)
-        events: list[TapiEvent] = []
+        events = Effects()
         for call in list(self._by_handle.values()):
             if call.ended is None and not any(uid in live for uid in call.uniqueids):
                 events += self._teardown(call, now, mode_for_cause(call.hangup_cause), "resync")
-        return events
+        return self._done(events)
 
-    def link_state(self, up: bool) -> list[TapiEvent]:
-        """The PBX link came up or went down: LINEDEVSTATE for every open line (line=None)."""
-        if self._link_up is up:
-            return []
-        self._link_up = up
-        param = "LINEDEVSTATE_INSERVICE" if up else "LINEDEVSTATE_OUTOFSERVICE"
-        return [TapiEvent(_LINEDEVSTATE, None, None, param)]
-
-    def annotate(self, handle: int, key: str, value: Any, now: float, *, always: bool = False) -> list[TapiEvent]:
+    def annotate(self, handle: int, key: str, value: Any, now: float, *, always: bool = False) -> Effects:
         """Plugin data into callinfo; LINE_CALLINFO LINECALLINFOSTATE_OTHER to each tracking line.
 
         ``always``: send it even when the value did not change (a finished
@@ -641,12 +652,12 @@ class CallModel:
         """
         call = self._by_handle.get(handle)
         if call is None or (not call._set_info(key, value) and not always):
-            return []
+            return Effects()
         call.updated = now
         if call.ended is not None:
-            return []
+            return Effects()
         view = call.view()
-        events = [TapiEvent(_CALLINFO, line, handle, _OTHER, None, view) for line in call.lines]
+        events = Effects(TapiEvent(_CALLINFO, line, handle, _OTHER, None, view) for line in call.lines)
         self.stats["events"] += len(events)
         return events
 
@@ -664,9 +675,9 @@ class CallModel:
             heapq.heappop(heap)  # stale: the call moved on or was freed
         return None
 
-    def tick(self, now: float) -> list[TapiEvent]:
+    def tick(self, now: float) -> Effects:
         """Run every timer due by ``now``: grace, max age, linger expiry."""
-        events: list[TapiEvent] = []
+        events = Effects()
         by_handle = self._by_handle
         # self._heap, not a local: _schedule may rebuild the list under us.
         while self._heap and self._heap[0][0] <= now:
@@ -683,6 +694,8 @@ class CallModel:
                 events += self._teardown(call, now, UNKNOWN_MODE, "max_age reached")
             else:  # pragma: no cover - deadlines are only ever set to one of the above
                 self._schedule(call)
+        events = self._done(events)
+        events.reschedule = True  # the timer that ran is gone: always ask again
         return events
 
     # -- internals -------------------------------------------------------------
@@ -701,13 +714,12 @@ class CallModel:
 
     def _make_room(self, now: float) -> None:
         """Free the oldest calls until one more fits under ``max_calls``."""
-        self._now = now
         by_handle = self._by_handle
         ended = 0
         while by_handle and len(by_handle) >= self.max_calls:
             oldest = next(iter(by_handle.values()))
             if oldest.ended is None:
-                self._evicted += self._teardown(oldest, now, UNKNOWN_MODE, "max_calls", quiet=True)
+                self._carried().extend(self._teardown(oldest, now, UNKNOWN_MODE, "max_calls", quiet=True))
                 ended += 1
             if oldest.handle in by_handle:
                 self._free(oldest)
@@ -738,16 +750,15 @@ class CallModel:
                 return True
         return False
 
-    def _teardown(self, call: Call, now: float, mode: str, why: str, *, quiet: bool = False) -> list[TapiEvent]:
+    def _teardown(self, call: Call, now: float, mode: str, why: str, *, quiet: bool = False) -> Effects:
         """Synthetic DISCONNECTED (unless already) then IDLE on every tracking line; end the call."""
         self.stats["synthetic_idle"] += 1
         if not quiet:
             # Throttled per reason: a PBX that never sends IDLE would otherwise
             # write one line per call when a thousand calls expire together.
-            self._now = now
             self._warn(("teardown", why), "call {handle} ({uniqueid}) ended by the server: {why}; sending IDLE",
                        handle=call.handle, uniqueid=call.uniqueid, why=why, level="info")
-        events = []
+        events = Effects()
         view = call.view()
         states = call.states
         for line, old in list(states.items()):
@@ -765,7 +776,11 @@ class CallModel:
         return events
 
     def _end(self, call: Call, now: float) -> None:
+        """The call is over: reported once as finished (whatever ``linger`` is), then kept ``linger`` s."""
+        if call.ended is not None:
+            return
         call.ended = now
+        self._carried().finish(call)
         if self.linger <= 0:
             self._free(call)
         else:
@@ -797,6 +812,7 @@ class CallModel:
         call.deadline = deadline
         heap = self._heap
         heapq.heappush(heap, (deadline, call.handle))
+        self._moved = True
         # Lazy deletion with a bound: when stale entries outnumber live ones,
         # rebuild (O(n), amortised O(1) per push), so memory stays flat.
         if len(heap) > 2 * len(self._by_handle) + 1024:

@@ -17,25 +17,24 @@ One line, one source: while device lines exist this plugin also takes the
 dialplan's TAPI UserEvents, maps them with the UserEvent mapping
 (:mod:`asttapi_server.mappings.tapi_userevent`) and passes each signal
 through :meth:`DeviceLines.guard <asttapi_server.core.device_lines.DeviceLines.guard>`:
-a UserEvent cannot drive a device line's calls. What it refuses is logged
-here, at most once a minute per kind, never in the pure core. (The UserEvent
+a UserEvent cannot drive a device line's calls. What it refuses comes back
+as a ``Diagnostic`` the server logs at most once a minute per kind. (The UserEvent
 mapping is ``trylast`` and this one is not, so this one sees a UserEvent
 first; a test pins that order.)
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-from twisted.logger import Logger
-
+from asttapi_server.ami.parser import ByName
 from asttapi_server.core.device_lines import EVENT_NAMES, DeviceLines
+from asttapi_server.core.effects import Diagnostic
 from asttapi_server.hookspecs import hookimpl
 from asttapi_server.mappings import tapi_userevent
-from asttapi_server.throttle import LogThrottle
 
-log = Logger(namespace="asttapi_server.mappings.channel_events")
+#: The dialplan's TAPI UserEvents, by the parser's one case rule.
+_USER_EVENTS: ByName[bool] = ByName(dict.fromkeys(tapi_userevent.EVENT_NAMES, True))
 
 
 class ChannelEvents:
@@ -43,7 +42,6 @@ class ChannelEvents:
 
     def __init__(self, devices: dict[str, list[str]]) -> None:
         self.lines = DeviceLines(devices)
-        self._refused_log = LogThrottle()
 
     @hookimpl(trylast=True)
     def asttapi_ami_event_names(self):
@@ -53,7 +51,7 @@ class ChannelEvents:
     # mapping; site plugins, registered after the built-ins, still come first.
     @hookimpl
     def asttapi_map_ami_event(self, message, app):
-        if message.name in tapi_userevent.EVENT_NAMES:
+        if message.name in _USER_EVENTS:
             return self._user_event(message, app)
         clock = getattr(app, "clock", None)
         now = clock.seconds() if clock is not None else 0.0
@@ -61,28 +59,37 @@ class ChannelEvents:
         # None, not []: an event about no device channel is not ours to claim.
         return signals or None
 
+    @hookimpl
+    def asttapi_map_channel_list(self, messages, since, app):
+        """Adopt the listed device channels never seen start; end ours that are gone."""
+        clock = getattr(app, "clock", None)
+        now = clock.seconds() if clock is not None else 0.0
+        items = [m.get for m in messages if m.kind == "event" and m.name.lower() == "coreshowchannel"]
+        return self.lines.resync(items, now, since=since)
+
     def _user_event(self, message, app):
         """The dialplan's TAPI UserEvent, minus what it says about device lines."""
         signals = tapi_userevent.asttapi_map_ami_event(message, app)
         if not signals:
             return signals
-        kept = []
+        kept: list = []
         for signal in signals:
+            if type(signal) is Diagnostic:  # the UserEvent mapping's report of a malformed event
+                kept.append(signal)
+                continue
             guarded, refused = self.lines.guard(signal)
             if guarded is not None:
                 kept.append(guarded)
             if refused:
-                self._refused(signal, refused)
+                # One dialplan line repeats on every call: the server logs
+                # each (line set, verb) at most once a minute.
+                kept.append(Diagnostic(
+                    ("device line named by a UserEvent", refused, signal.command.verb),
+                    "TAPI UserEvent {raw!r} names device line(s) {lines}: ignored for them (a device"
+                    " line's calls come from its phone's channel events only)",
+                    {"raw": signal.command.raw[:200], "lines": ", ".join(refused)},
+                ))
         return kept
-
-    def _refused(self, signal, refused: tuple[str, ...]) -> None:
-        # One dialplan line repeats on every call: once a minute per line set and verb.
-        key = (refused, signal.command.verb)
-        held = self._refused_log.allow(key, time.monotonic())
-        if held is not None:
-            log.warn("TAPI UserEvent {raw!r} names device line(s) {lines}: ignored for them (a device line's"
-                     " calls come from its phone's channel events only) ({held} more like it since the last report)",
-                     raw=signal.command.raw[:200], lines=", ".join(refused), held=held)
 
 
 def devices_of(config: Any) -> dict[str, list[str]]:
@@ -99,17 +106,3 @@ def builtin_plugin(config: Any) -> ChannelEvents | None:
     """What the plugin host registers: the mapping for the configured device lines, or None."""
     devices = devices_of(config)
     return ChannelEvents(devices) if devices else None
-
-
-def resync(plugins: Any, messages: list, now: float, *, since: float | None = None) -> list:
-    """The device lines' signals for a resync's CoreShowChannels answer (``[]`` without device lines).
-
-    What the bridge calls, before the model's own resync, with every message
-    of the answer; see :meth:`DeviceLines.resync <asttapi_server.core.device_lines.DeviceLines.resync>`.
-    """
-    pm = getattr(plugins, "pm", None)
-    plugin = pm.get_plugin("channel_events") if pm is not None else None
-    if not isinstance(plugin, ChannelEvents):
-        return []
-    items = [m.get for m in messages if m.kind == "event" and m.name.lower() == "coreshowchannel"]
-    return plugin.lines.resync(items, now, since=since)

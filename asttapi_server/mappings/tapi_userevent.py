@@ -10,23 +10,19 @@ maps the same events runs first and can override it by returning a list.
 
 The text may hold what an outside caller typed into a caller id (a dialplan
 that does not filter it; see docs/security.md), so a text that fails the
-grammar creates nothing and is reported in one throttled line per kind of
-problem, quoted with ``repr`` (no line breaks or control characters reach the
-log) and cut to its first characters.
+grammar creates nothing and is reported as a
+:class:`~asttapi_server.core.effects.Diagnostic` in the returned list, keyed
+by the kind of problem (never by the text), quoted with ``repr`` (no line
+breaks or control characters reach the log) and cut to its first characters.
+The server logs it, each kind at most once a minute: this module keeps no
+state, no clock and no logger.
 """
 
 from __future__ import annotations
 
-import time
-
-from twisted.logger import Logger
-
+from asttapi_server.core.effects import Diagnostic
 from asttapi_server.errors import TapiSyntaxError
 from asttapi_server.hookspecs import hookimpl
-from asttapi_server.throttle import LogThrottle
-
-log = Logger(namespace="asttapi_server.mappings.tapi_userevent")
-_malformed = LogThrottle()
 
 #: ``Event:`` names carrying TAPI user events (1.4+ and 1.2's concatenated form).
 EVENT_NAMES = ("UserEvent", "UserEventTAPI")
@@ -50,23 +46,17 @@ def asttapi_map_ami_event(message, app):
     if event is None or event.name.upper() != USER_EVENT_NAME:
         return None
     if not event.body:
-        held = _malformed.allow("no text", time.monotonic())
-        if held is not None:
-            log.warn("TAPI UserEvent without TAPIEVENT text on channel {channel}; headers: {headers}"
-                     " ({held} more like it since the last report)",
-                     channel=event.channel, headers=clip(repr(scrub(_headers(message))), 400), held=held)
-        return []
+        return [Diagnostic(("tapi_userevent", "no text"),
+                           "TAPI UserEvent without TAPIEVENT text on channel {channel}; headers: {headers}",
+                           {"channel": event.channel, "headers": clip(repr(scrub(_headers(message))), 400)})]
     max_lines = getattr(getattr(getattr(app, "config", None), "calls", None), "max_lines", MAX_LINES)
     try:
         command = parse_tapievent(event.body, max_lines)
     except TapiSyntaxError as exc:
-        # One dialplan typo repeats on every call: report each kind once a minute.
-        held = _malformed.allow(_verb_of(event.body), time.monotonic())
-        if held is not None:
-            log.warn("Malformed TAPIEVENT {raw!r} on channel {channel} ignored: {error}"
-                     " ({held} more like it since the last report)",
-                     raw=clip(event.body), channel=event.channel, error=exc.reason, held=held)
-        return []
+        # One dialplan typo repeats on every call: one key per kind, throttled by the server.
+        return [Diagnostic(("tapi_userevent", _verb_of(event.body)),
+                           "Malformed TAPIEVENT {raw!r} on channel {channel} ignored: {error}",
+                           {"raw": clip(event.body), "channel": event.channel, "error": exc.reason})]
     if command.verb == NEWCALL:
         # The channel snapshot names the caller: LINE_NEWCALL carries it, so a
         # screen pop needs no second event (read once per call, not per event).

@@ -125,7 +125,7 @@ def test_malformed_raises_with_raw_text(text):
     assert info.value.raw == text
 
 
-def test_try_parse_logs_and_returns_none():
+def test_try_parse_returns_none_for_a_malformed_text():
     assert try_parse("FLOOD 1") is None
     assert try_parse("LINE_NEWCALL line_1").verb == "LINE_NEWCALL"
 

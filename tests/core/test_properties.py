@@ -1,6 +1,7 @@
 """Property tests: random interleavings of dialplan signals, hangups, originates,
-resyncs and ticks never raise, obey the transition table per line, and never
-leave a call tracked after its IDLE + linger (nor a hung-up call past its grace)."""
+resyncs and ticks never raise, obey the transition table per line, never
+leave a call tracked after its IDLE + linger (nor a hung-up call past its grace),
+and report every call as finished exactly once, with ``linger = 0`` too."""
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -38,7 +39,6 @@ op = st.one_of(
     st.tuples(st.just("orig"), st.integers(0, 3), st.booleans(), st.sampled_from([None, "1.2", "1.3"])),
     st.tuples(st.just("resync"), st.frozensets(st.sampled_from(UIDS))),
     st.tuples(st.just("annotate"), st.integers(1, 6), st.integers(0, 2)),
-    st.tuples(st.just("link"), st.booleans()),
 )
 
 
@@ -47,8 +47,14 @@ class Checker:
 
     def __init__(self):
         self.state = {}  # (call, line) -> internal state
+        self.finished = {}  # handle -> times reported finished
+        self.born = set()  # handles of every call the model created
 
     def check(self, events, model):
+        for call in events.finished:
+            assert call.ended is not None and call.lines == ()
+            self.finished[call.handle] = self.finished.get(call.handle, 0) + 1
+            assert self.finished[call.handle] == 1, f"call {call.handle} finished twice"
         for e in events:
             assert e.msg in C.MESSAGES
             if e.msg == "LINE_LINEDEVSTATE":
@@ -56,6 +62,7 @@ class Checker:
                 continue
             assert isinstance(e.call, int) and e.call < model._next_handle
             key = (e.call, e.line)
+            self.born.add(e.call)
             if e.msg == "LINE_NEWCALL":
                 assert self.state.get(key, C.IDLE) in (C.IDLE, NEW) or e.owner is not None
                 self.state[key] = NEW
@@ -83,9 +90,9 @@ def no_overdue(m, now):
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.lists(op, max_size=60))
-def test_random_interleavings(ops):
-    m = CallModel(hangup_grace=GRACE, linger=LINGER, max_age=MAX_AGE, boot_id="p")
+@given(st.lists(op, max_size=60), st.sampled_from([0.0, LINGER]))
+def test_random_interleavings(ops, linger):
+    m = CallModel(hangup_grace=GRACE, linger=linger, max_age=MAX_AGE, boot_id="p")
     checker = Checker()
     made = []
     now = 0.0
@@ -103,7 +110,8 @@ def test_random_interleavings(ops):
             continue
         elif kind == "make":
             made.append(m.make_call(o[1], "200", o[2], now))
-            events = []
+            checker.born.add(made[-1].handle)
+            events = m.take_events()
         elif kind == "orig":
             if not made:
                 continue
@@ -111,10 +119,8 @@ def test_random_interleavings(ops):
             events = m.originate_response(call.channel_id, o[3], "SIP/x", o[2], now, reason=5)
         elif kind == "resync":
             events = m.resync(o[1], now)
-        elif kind == "annotate":
-            events = m.annotate(o[1], "contact", o[2], now)
         else:
-            events = m.link_state(o[1])
+            events = m.annotate(o[1], "contact", o[2], now)
         checker.check(events, m)
         for call in m._by_handle.values():
             assert (call.ended is None) == bool(call.lines)
@@ -130,6 +136,8 @@ def test_random_interleavings(ops):
     checker.check(m.tick(now + LINGER + 1), m)
     assert m.tracked == 0 and m.next_deadline() is None
     assert not m._by_uid and not m._by_line
+    # Every call the model ever made was reported finished, exactly once.
+    assert set(checker.finished) == checker.born
 
 
 @settings(max_examples=200, deadline=None)

@@ -162,13 +162,6 @@ def test_linger_zero_frees_at_idle():
     assert m.tracked == 0 and m.next_deadline() is None
 
 
-def test_link_state():
-    m = CallModel()
-    assert brief(m.link_state(False)) == [("LINE_LINEDEVSTATE", None, None, "LINEDEVSTATE_OUTOFSERVICE", None)]
-    assert m.link_state(False) == []
-    assert brief(m.link_state(True)) == [("LINE_LINEDEVSTATE", None, None, "LINEDEVSTATE_INSERVICE", None)]
-
-
 def test_annotate_sends_callinfo_other_to_tracking_lines():
     m = CallModel()
     live_call(m, line="line_1")

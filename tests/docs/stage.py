@@ -22,7 +22,7 @@ from twisted.test.iosim import FakeTransport, connect
 
 from asttapi_server.ami.link import AMILink
 from asttapi_server.ami.parser import AMIParser
-from asttapi_server.bridge import Bridge
+from asttapi_server.service import build_bridge
 from asttapi_server.clients.hub import Hub
 from asttapi_server.clients.protocol import ClientFactory
 from asttapi_server.config import load_config
@@ -95,8 +95,7 @@ class Stage:
         self.plugins = build_plugin_manager(self.config.plugins, config=self.config, clock=self.clock,
                                             run_in_thread=self._queue_job)
         self.hub = Hub(ring_size=1000, epoch=EPOCH)
-        self.bridge = Bridge(config=self.config, ami=self.ami, model=self.model, plugins=self.plugins,
-                             hub=self.hub, clock=self.clock)
+        self.bridge = build_bridge(self.config, self.ami, self.model, self.plugins, self.hub, self.clock)
         self.factory = ClientFactory(self.hub, self.bridge, users=USERS if users is None else users,
                                      clock=self.clock)
         self._port = 50000

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from asttapi_server.bridge import Bridge
+from asttapi_server.service import build_bridge
 from asttapi_server.clients.hub import Hub
 from asttapi_server.clients.protocol import ClientFactory
 from asttapi_server.config import LineConfig, load_config
@@ -53,8 +53,7 @@ class System:
         self.model = CallModel(hangup_grace=5.0, max_age=14400.0, linger=30.0)
         self.plugins = build_plugin_manager(self.config.plugins, config=self.config, clock=self.clock)
         self.hub = Hub(ring_size=1000, epoch="faults")
-        self.bridge = Bridge(config=self.config, ami=self.ami, model=self.model, plugins=self.plugins,
-                             hub=self.hub, clock=self.clock)
+        self.bridge = build_bridge(self.config, self.ami, self.model, self.plugins, self.hub, self.clock)
         self.factory = ClientFactory(self.hub, self.bridge, users={}, clock=self.clock,
                                      send_buffer_bytes=send_buffer_bytes)
         self.session: Session | None = None

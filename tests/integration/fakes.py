@@ -8,7 +8,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from asttapi_server.ami.message import Message
-from asttapi_server.bridge import Bridge
+from asttapi_server.service import build_bridge
 from asttapi_server.config import CallsConfig, Config, LineConfig, load_config
 from asttapi_server.core.model import CallModel
 from asttapi_server.plugin_host import build_plugin_manager
@@ -100,7 +100,7 @@ def make_bridge(*, plugins=None, link_up: bool = True, **calls: Any):
         max_field_bytes=config.calls.max_field_bytes,
     )
     host = plugins if plugins is not None else build_plugin_manager(config.plugins, config=config, clock=clock)
-    bridge = Bridge(config=config, ami=ami, model=model, plugins=host, hub=hub, clock=clock)
+    bridge = build_bridge(config, ami, model, host, hub, clock)
     if getattr(host, "app", True) is None:
         host.app = bridge  # as startup() does in the service (app.config is what plugins read)
     if link_up:

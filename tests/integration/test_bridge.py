@@ -338,7 +338,7 @@ def test_transfer_of_a_call_from_the_users_phone_moves_the_far_party_with_blindt
 
 
 def test_phone_channel_match_is_by_name_prefix_not_substring():
-    from asttapi_server.bridge import _is_phone_channel
+    from asttapi_server.core.control import is_phone_channel as _is_phone_channel
 
     assert _is_phone_channel("PJSIP/bob-0000002a", "PJSIP/bob")
     assert _is_phone_channel("SIP/bob-0a1b2c3d", "sip/bob")
@@ -372,9 +372,15 @@ def test_bookkeeping_follows_the_model_even_when_a_plugin_drops_the_idle():
     from .fakes import base_config
 
     class DropIdle:
+        finished: list = []
+
         @hookimpl
         def asttapi_client_event(self, event, app):
             return False if event.param == "LINECALLSTATE_IDLE" else None
+
+        @hookimpl
+        def asttapi_call_finished(self, call, app):
+            self.finished.append(call.handle)
 
     config = base_config()
     host = build_plugin_manager(config.plugins, config=config)
@@ -384,4 +390,57 @@ def test_bookkeeping_follows_the_model_even_when_a_plugin_drops_the_idle():
                  "LINE_CALLSTATE LINECALLSTATE_IDLE"):
         user_event(ami, text, "800.1")
     assert "LINECALLSTATE_IDLE" not in [e.param for e in hub.events]
-    assert bridge._calls == {}
+    # The call still ended and was reported finished: the model's events count, not what clients saw.
+    call = bridge.model.by_uniqueid("800.1")
+    assert call is not None and call.ended is not None
+    assert DropIdle.finished == [call.handle]
+
+
+def test_a_repeated_dialplan_mistake_is_logged_once_a_minute_but_counted_every_time():
+    from twisted.logger import LogLevel, capturedLogs
+
+    bridge, hub, clock, ami = make_bridge()
+    with capturedLogs() as logs:
+        for i in range(500):  # every call of a busy hour hits the same typo'd ~uniqueid
+            user_event(ami, "[~no.such.call] LINE_CALLSTATE LINECALLSTATE_CONNECTED", f"{i}.1")
+            clock.advance(0.1)
+        clock.advance(11)
+        user_event(ami, "[~no.such.call] LINE_CALLSTATE LINECALLSTATE_CONNECTED", "x.1")
+    warnings = [e for e in logs if e.get("log_level") == LogLevel.warn]
+    assert len(warnings) == 2
+    assert warnings[1]["held"] == 499
+    assert bridge.model.stats["unknown_call"] == 501
+
+
+def test_one_declared_set_of_wanted_events_is_applied_where_the_bytes_are_framed():
+    from asttapi_server.core.control import CORE_EVENTS
+
+    bridge, hub, clock, ami = make_bridge()
+    assert ami.event_filter == {n.lower() for n in CORE_EVENTS} | {"userevent", "usereventtapi"}
+
+
+def test_event_names_in_another_case_are_routed_by_the_same_rule_as_the_filter():
+    bridge, hub, clock, ami = make_bridge(hangup_grace=0.0)
+    ami.event(Event="USEREVENT", Channel="PJSIP/trunk-1", Uniqueid="910.1", UserEvent="TAPI",
+              TAPIEVENT="LINE_NEWCALL line_1")
+    assert [e.msg for e in hub.events] == ["LINE_NEWCALL"]
+    ami.event(Event="hangup", Uniqueid="910.1", Cause="17", Channel="PJSIP/trunk-1")
+    assert [(e.param, e.mode) for e in hub.events[1:]] == [
+        ("LINECALLSTATE_DISCONNECTED", "LINEDISCONNECTMODE_BUSY"), ("LINECALLSTATE_IDLE", None)]
+
+
+def test_the_timer_is_only_reconsidered_when_a_deadline_moved():
+    bridge, hub, clock, ami = make_bridge()
+    asked = []
+    real = bridge.control.next_deadline
+    bridge.control.next_deadline = lambda: asked.append(1) or real()
+    user_event(ami, "LINE_NEWCALL line_1", "920.1")  # a new call: its max_age deadline
+    assert len(asked) == 1
+    for state in ("OFFERING", "ACCEPTED", "CONNECTED", "ONHOLD", "CONNECTED"):
+        user_event(ami, f"LINE_CALLSTATE LINECALLSTATE_{state}", "920.1")
+    user_event(ami, "SET CALLERID 0301234567", "920.1")
+    assert len(asked) == 1  # per-event work without a deadline change asks nothing
+    user_event(ami, "LINE_CALLSTATE LINECALLSTATE_IDLE", "920.1")  # ended: the linger deadline
+    assert len(asked) == 2
+    clock.advance(bridge.model.linger + 1)
+    assert bridge.model.tracked == 0 and clock.getDelayedCalls() == []

@@ -14,7 +14,7 @@ from twisted.internet.task import Clock
 
 from asttapi_server.ami.message import Message
 from asttapi_server.ami.parser import AMIParser
-from asttapi_server.bridge import Bridge
+from asttapi_server.service import build_bridge
 from asttapi_server.config import load_config
 from asttapi_server.core.model import CallModel
 from asttapi_server.hookspecs import hookimpl
@@ -49,7 +49,7 @@ def device_bridge(tmp_path, *, plugins: PluginHost | None = None):
     model = CallModel(hangup_grace=config.calls.hangup_grace, linger=config.calls.linger)
     host = plugins or build_plugin_manager(config.plugins, config=config, clock=clock, entry_points=[],
                                            search_paths=[], run_in_thread=maybeDeferred)
-    bridge = Bridge(config=config, ami=ami, model=model, plugins=host, hub=hub, clock=clock)
+    bridge = build_bridge(config, ami, model, host, hub, clock)
     host.app = bridge
     ami.link(True)
     _headers, d = ami.pop("CoreShowChannels")
@@ -200,7 +200,7 @@ def test_the_user_event_mapping_still_works_beside_device_lines(tmp_path):
     host = build_plugin_manager(config.plugins, config=config, entry_points=[], search_paths=[],
                                 run_in_thread=maybeDeferred)
     # the device mapping sees a UserEvent before the UserEvent mapping does
-    assert [impl.plugin_name for impl in host._routes["UserEvent"]] == ["channel_events", "tapi_userevent"]
+    assert [impl.plugin_name for impl in host._routes.get("UserEvent")] == ["channel_events", "tapi_userevent"]
     bridge, hub, clock, _ = device_bridge(tmp_path, plugins=host)
     capture = NATIVE.parent / "ami" / "05_inbound_call.monitor.raw"
     replay(capture.read_bytes(), bridge, clock)

@@ -489,3 +489,33 @@ def test_a_plugin_raising_on_every_event_is_reported_once_a_minute(logged):
     host.client_event(EVENT)
     reports = plugin_logs(logged, "p1")
     assert len(reports) == 2 and reports[1]["suppressed"] == 99
+
+
+def test_hook_lists_are_built_once_per_registration_not_per_event():
+    from asttapi_server.core.events import TapiEvent
+    from asttapi_server.hookspecs import hookimpl as _hookimpl
+    from asttapi_server.plugin_host import build_plugin_manager
+
+    h = build_plugin_manager(None, entry_points=[], search_paths=[])
+    calls = []
+    real = h.pm.hook.asttapi_client_event
+
+    class Counting:
+        def get_hookimpls(self):
+            calls.append(1)
+            return real.get_hookimpls()
+
+    h.pm.hook.asttapi_client_event = Counting()
+    event = TapiEvent("LINE_CALLSTATE", "line_1", 1, "LINECALLSTATE_OFFERING")
+    for _ in range(100):
+        assert h.client_event(event) is event  # no plugin has the hook: the event itself
+    assert len(calls) <= 1
+    h.pm.hook.asttapi_client_event = real
+
+    class Enrich:
+        @_hookimpl
+        def asttapi_client_event(self, event, app):
+            return event.with_callinfo(crm="x")
+
+    h.register(Enrich(), "enrich")  # a new registration is seen at once
+    assert h.client_event(event).callinfo["crm"] == "x"

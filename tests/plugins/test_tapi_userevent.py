@@ -62,11 +62,16 @@ def make_message(body_lines):
     return AMIParser().feed(raw.encode())[0]
 
 
-def test_malformed_tapievent_is_logged_with_its_text_and_mapped_to_nothing(logged):
+def test_malformed_tapievent_is_reported_with_its_text_and_mapped_to_no_signal(logged):
+    from asttapi_server.core.effects import Diagnostic
+
     msg = make_message(["Event: UserEvent", "Channel: Local/100@inbound-00000000;2", "Uniqueid: 1.1",
                         "UserEvent: TAPI", "TAPIEVENT: LINE_BOGUS nonsense"])
-    assert host().map_ami_event(msg) == []
-    assert any(e.get("raw") == "LINE_BOGUS nonsense" for e in logged)
+    (report,) = host().map_ami_event(msg)
+    assert isinstance(report, Diagnostic) and report.fields["raw"] == "LINE_BOGUS nonsense"
+    # Keyed by the kind of problem, never by the PBX's text; the server logs it (throttled).
+    assert report.key == ("tapi_userevent", "unknown verb")
+    assert logged == []
 
 
 def test_other_user_events_are_left_to_other_plugins():
@@ -90,3 +95,4 @@ def test_a_site_plugin_overrides_the_builtin_mapping():
     msg = make_message(["Event: UserEvent", "Uniqueid: 1.1", "UserEvent: TAPI",
                         "TAPIEVENT: LINE_CALLSTATE LINECALLSTATE_OFFERING"])
     assert h.map_ami_event(msg) == ["site signal"]
+
