@@ -127,3 +127,87 @@ class ReloadTests(TestCase):
         yield bob.lost
         self.assertIn("result", (yield alice.call("ping")))
         self.assertEqual(app.client_factory.cut_offs.get("reload"), 1)
+
+
+class DeviceLineReloadTests(TestCase):
+    """A reload that adds or keeps device lines (in process, the demo PBX idle): the
+    wanted AMI events follow, the new mapping's calls go on, the old plugins are not called."""
+
+    timeout = 30
+
+    def start(self, text: str):
+        folder = tempfile.mkdtemp(prefix="asttapi-reload-")
+        self.addCleanup(shutil.rmtree, folder, True)
+        path = os.path.join(folder, "asttapi.toml")
+        with open(path, "w") as f:
+            f.write(text)
+        app = make_service(load_config(path), reactor, demo_options={"timing": Timing.fast(), "autoplay": False})
+        app.config_loader = lambda: load_config(path)
+        app.startService()
+        self.addCleanup(app.stopService)
+        return app, path
+
+    @defer.inlineCallbacks
+    def test_a_device_line_added_by_reload_gets_its_calls(self):
+        base = config_text({})
+        app, path = self.start(base)
+        self.assertNotIn("channel_events", app.plugins.names)
+        self.assertNotIn("dialbegin", app.ami._event_filter)
+        with open(path, "w") as f:
+            f.write(base + '[lines.alice]\ndevice = "PJSIP/203"\ncontext = "plain-phones"\n')
+        self.assertTrue((yield reload_from_file(app)))
+        self.assertIn("channel_events", app.plugins.names)
+        self.assertIn("dialbegin", app.ami._event_filter)  # declared again, where the bytes are framed
+        seen: list = []
+        publish = app.hub.publish
+        app.hub.publish = lambda event: (seen.append(event), publish(event))[1]
+        replay_file(app, "s04_internal_201_to_203.raw")
+        alice = [e.param or e.msg for e in seen if e.line == "alice"]
+        self.assertEqual(alice[0], "LINE_NEWCALL")
+        self.assertEqual(alice[-1], "LINECALLSTATE_IDLE")
+
+    @defer.inlineCallbacks
+    def test_a_plugin_change_keeps_the_device_calls_under_way(self):
+        base = config_text({}) + '[lines.bob]\ndevice = "PJSIP/201"\ncontext = "plain-phones"\n'
+        app, path = self.start(base)
+        seen: list = []
+        publish = app.hub.publish
+        app.hub.publish = lambda event: (seen.append(event), publish(event))[1]
+        messages = parsed("s10_hold_unhold.raw")
+        half = next(i for i, m in enumerate(messages) if m.name == "Hold")
+        for message in messages[:half]:
+            app.bridge.on_ami_event(message)
+        old = app.plugins.pm.get_plugin("channel_events")
+        self.assertTrue(old.lines.legs)
+        self.assertFalse(app.plugins.looks_up_contacts)
+        self.assertFalse(app.bridge.control.looks_up_contacts)
+        with open(path, "w") as f:  # another plugin set: a new plugin host is built
+            f.write(base + '[plugins]\nenabled = ["outlook_contacts"]\n[plugins.outlook_contacts]\ndemo = true\n')
+        self.assertTrue((yield reload_from_file(app)))
+        new = app.plugins.pm.get_plugin("channel_events")
+        self.assertIsNot(new, old)
+        # the new plugins' hooks are the ones called, and the core knows a plugin looks contacts up now
+        self.assertTrue(app.plugins.looks_up_contacts)
+        self.assertTrue(app.bridge.control.looks_up_contacts)
+        for message in messages[half:]:
+            app.bridge.on_ami_event(message)
+        bob = [e.param or e.msg for e in seen if e.line == "bob"]
+        self.assertIn("LINECALLSTATE_ONHOLD", bob)
+        self.assertEqual(bob.count("LINE_NEWCALL"), 1)
+        self.assertEqual(bob[-1], "LINECALLSTATE_IDLE")
+        handles = {e.call for e in seen if e.line == "bob" and e.call is not None}
+        self.assertEqual(len(handles), 1)  # one call, before and after the reload
+
+
+def parsed(name: str) -> list:
+    from pathlib import Path
+
+    from asttapi_server.ami.parser import AMIParser
+
+    raw = (Path(__file__).resolve().parent.parent / "data" / "ami-native" / name).read_bytes()
+    return [m for m in AMIParser().feed(raw) if m.kind == "event"]
+
+
+def replay_file(app, name: str) -> None:
+    for message in parsed(name):
+        app.bridge.on_ami_event(message)
