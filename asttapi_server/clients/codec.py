@@ -9,6 +9,7 @@ of one line. Nothing here imports a reactor or reads the clock.
 from __future__ import annotations
 
 import json
+from types import MappingProxyType
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -358,8 +359,45 @@ def event_params(event: TapiEvent, seq: int, line: str | None = None) -> dict[st
 
 
 def encode_event(event: TapiEvent, seq: int, line: str | None = None) -> bytes:
-    """The notification line for ``event`` numbered ``seq``."""
-    return encode_notification(event.msg, event_params(event, seq, line))
+    """The notification line for ``event`` numbered ``seq``.
+
+    The same bytes as ``encode_notification(event.msg, event_params(...))``
+    (a test holds that on every capture), but a call's callinfo is encoded
+    once per version: the model shares one snapshot among the events of a
+    version, so NEWCALL, OFFERING and the states after it reuse its JSON.
+    """
+    if event.call is None:
+        return encode_notification(event.msg, event_params(event, seq, line))
+    params: dict[str, Any] = {"line": line if line is not None else event.line, "call": event.call}
+    key = PARAM_KEY.get(event.msg)
+    if key is not None and event.param is not None:
+        params[key] = event.param
+    if event.mode is not None:
+        params["mode"] = event.mode
+    params["seq"] = seq
+    if event.synthetic:
+        params["synthetic"] = True
+    head = _dumps({"jsonrpc": "2.0", "method": event.msg, "params": params})
+    # head ends '...}}': open params again for callinfo, the last key.
+    return (head[:-2] + ',"callinfo":' + _callinfo_json(event.callinfo) + "}}").encode(
+        "utf-8", "backslashreplace") + b"\n"
+
+
+class _LastCallinfo:
+    """The JSON of the last callinfo snapshot encoded (one entry: a version's events come together)."""
+
+    snapshot: Any = None
+    text = ""
+
+
+def _callinfo_json(callinfo: Any) -> str:
+    if type(callinfo) is not MappingProxyType:  # not the model's frozen snapshot: may change in place
+        return _dumps(dict(callinfo))
+    last = _LastCallinfo
+    if callinfo is not last.snapshot:
+        last.text = _dumps(dict(callinfo))
+        last.snapshot = callinfo
+    return last.text
 
 
 _PLACEHOLDER = "\x00line\x00"
