@@ -78,7 +78,7 @@ from .causes import UNKNOWN_MODE, mode_for_cause, mode_for_originate_reason
 from .constants import DISCONNECTED, IDLE
 from .effects import Effects
 from .events import TapiEvent
-from .transitions import ALIASES, DEFAULT_DISCONNECT_MODE, NEW, TRANSITIONS, shown
+from .transitions import ALIASES, DEFAULT_DISCONNECT_MODE, DUPLICATE, IMPOSSIBLE, NEW, TRANSITIONS, shown, verdict
 
 _NEWCALL = "LINE_NEWCALL"
 _CALLSTATE = "LINE_CALLSTATE"
@@ -487,10 +487,11 @@ class CallModel:
         handle = call.handle
         for line in targets:
             old = states[line]
-            if old == state:
+            judged = verdict(old, state)
+            if judged == DUPLICATE:
                 self.stats["duplicate"] += 1
                 continue
-            if state not in TRANSITIONS[old]:
+            if judged == IMPOSSIBLE:
                 self.stats["impossible"] += 1
                 self._warn(
                     ("impossible", old, state),
