@@ -103,7 +103,6 @@ class Call:
 
     __slots__ = (
         "handle",
-        "uniqueid",
         "uniqueids",
         "channel",
         "channel_id",
@@ -127,8 +126,9 @@ class Call:
 
     def __init__(self, handle: int, uniqueid: str, now: float) -> None:
         self.handle = handle
-        self.uniqueid = uniqueid  # the Uniqueid Asterisk uses for it (callinfo["uniqueid"])
-        self.uniqueids = [uniqueid]  # every Uniqueid that names it (ChannelId + OriginateResponse's)
+        # Every Uniqueid that names it (ChannelId + OriginateResponse's), the
+        # one Asterisk uses for it now last (see ``uniqueid``).
+        self.uniqueids = [uniqueid]
         self.channel: str | None = None
         self.channel_id: str | None = None  # set for calls made with make_call
         self.owner: Hashable | None = None
@@ -157,6 +157,11 @@ class Call:
         self.deadline: float | None = None  # when tick() next needs to look at it
         # The caller id a contact lookup was started for (written by core.control).
         self.looked_up: str | None = None
+
+    @property
+    def uniqueid(self) -> str:
+        """The Uniqueid Asterisk uses for the call now (also ``callinfo["uniqueid"]``)."""
+        return self.uniqueids[-1]
 
     @property
     def lines(self) -> tuple[str, ...]:
@@ -617,7 +622,6 @@ class CallModel:
                 return self._teardown(call, now, UNKNOWN_MODE, "superseded")
             self._by_uid[uniqueid] = call
             call.uniqueids.append(uniqueid)
-            call.uniqueid = uniqueid
             call._set_info("uniqueid", uniqueid)
         return Effects()
 
@@ -1007,7 +1011,7 @@ def _restored_call(index: int, entry: Any) -> Call:
     except ValueError as e:
         raise ValueError(f"call #{index}: {e}") from None
     call = Call(handle, uniqueid, float(created))
-    call.uniqueids = list(uniqueids)
+    call.uniqueids = [uid for uid in uniqueids if uid != uniqueid] + [uniqueid]
     call.channel = channel
     call.channel_id = channel_id
     call.owner_line = owner_line
