@@ -165,6 +165,8 @@ UNSEEN: Final = "UNSEEN"
 
 _DIALLING = (DIALTONE, DIALING, PROCEEDING, RINGBACK)
 _LIVE = (NEW, OFFERING, *_DIALLING, CONNECTED, ONHOLD)
+#: States a leg can be in once announced: those a restored call is followed in (:meth:`DeviceLines.seed`).
+_FOLLOWED = frozenset((*_LIVE, BUSY, DISCONNECTED))
 
 #: fact -> {state the leg is in: state it moves to}. Not listed: nothing happens.
 TABLE: Mapping[str, Mapping[str, str]] = {
@@ -316,6 +318,36 @@ class DeviceLines:
             self.devices[key] = tuple(dict.fromkeys((*self.devices.get(key, ()), *lines)))
         self.legs: dict[str, Leg] = {}  # Uniqueid -> leg
         self._by_channel: dict[str, str] = {}  # channel name -> Uniqueid
+
+    def seed(self, uniqueid: str, channel: str | None, states: Mapping[str, str],
+             callinfo: Mapping[str, object], updated: float) -> bool:
+        """Follow a call the call store restored after a server restart, as if never interrupted.
+
+        Without this the mapping would start empty: the resync would adopt
+        the call's listed channel afresh (in the state the list shows, which
+        for a held call is plain Up: an invented CONNECTED) and the channel's
+        events before the list would be ignored. ``states`` and ``callinfo``
+        are the restored call's (line -> state, what clients were told);
+        ``updated`` when it last changed, before the restart, so the resync
+        never mistakes it for a channel heard from since the login. Only the
+        device lines of ``channel`` that still track the call take it up, in
+        the state they show; an offered call counts as ringing. What the
+        store does not keep (the Dial's status, the dialled party as the Dial
+        named it) is learnt again from the next events. Returns whether the
+        call was taken up (False: not a device channel's call, or known).
+        """
+        if uniqueid in self.legs or channel is None:
+            return False
+        lines = tuple(line for line in self.lines_of(channel) if states.get(line) not in (None, IDLE))
+        if not lines or states[lines[0]] not in _FOLLOWED:
+            return False
+        state = states[lines[0]]
+        leg = Leg(uniqueid, channel, lines, updated, updated, state, ringing=state == OFFERING)
+        leg.info = {key: value for key in _INFOSTATE if isinstance(value := callinfo.get(key), str)}
+        leg.connected = (leg.info.get("connectedid"), leg.info.get("connectedidname"))
+        self.legs[uniqueid] = leg
+        self._by_channel[channel] = uniqueid
+        return True
 
     def take_calls_of(self, other: "DeviceLines") -> None:
         """Follow ``other``'s channels from now on (a reload built a new mapping:
