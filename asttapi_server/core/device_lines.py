@@ -397,8 +397,8 @@ class DeviceLines:
         * a listed device channel we never saw start (the server connected
           mid-call, or it started while the link was down) becomes a call:
           :meth:`adopt`;
-        * a listed one we track but which moved on while we were away (it
-          was ringing, now it is Up) catches up: CONNECTED;
+        * a listed one we track but which moved on while we were away
+          catches up: CONNECTED (see :func:`_answered_meanwhile`);
         * a tracked device channel that is not listed is gone (its Hangup
           was lost with the link): DISCONNECTED (mode UNKNOWN: the cause
           was lost too), IDLE. Channels heard of at or after ``since`` (the
@@ -417,7 +417,7 @@ class DeviceLines:
                 out += self.adopt(get, now)
                 continue
             leg.updated = now
-            if (get("ChannelState") or "").strip() == _STATE_UP and leg.state in (OFFERING, *_DIALLING):
+            if _answered_meanwhile(leg.state, get):
                 leg.connected = (_known(get("ConnectedLineNum")), _known(get("ConnectedLineName")))
                 self._connected_info(leg, out)
                 self._to(leg, CONNECTED, None, out)
@@ -771,6 +771,21 @@ def disconnect_mode(leg: Leg, cause: int | None) -> str:
     if leg.state == NEW and leg.dial_status == "NOANSWER":
         return "LINEDISCONNECTMODE_NOANSWER"
     return mode_for_cause(cause)
+
+
+def _answered_meanwhile(state: str, get: Fields) -> bool:
+    """Does a listed channel show that a leg in ``state`` was answered while we were away?
+
+    Offered: its channel is Up (the phone answered). Dialling: its channel
+    is in a bridge (``BridgeId``), not merely Up: the phone's own channel is
+    Up from the moment the user picks up a click-to-dial, or a dialplan
+    answers early, while the far end still rings.
+    """
+    if (get("ChannelState") or "").strip() != _STATE_UP:
+        return False
+    if state == OFFERING:
+        return True
+    return state in _DIALLING and bool((get("BridgeId") or "").strip())
 
 
 def _replace(signal: G.TapiSignal, cmd: G.TapiCommand, **changes: object) -> G.TapiSignal:

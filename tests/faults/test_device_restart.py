@@ -65,10 +65,14 @@ def index(evs, name: str, **match: str) -> int:
 
 def channel_list(aid: str, evs) -> bytes:
     """The CoreShowChannels answer for the channels alive after ``evs``: each one's last snapshot,
-    its application (``AppDial`` for a channel a Dial rang, as Asterisk shows it, else its last Newexten's)."""
+    its application (``AppDial`` for a channel a Dial rang, as Asterisk shows it, else its last Newexten's)
+    and the bridge it is in."""
     alive: dict[str, dict[str, str]] = {}
     apps: dict[str, str] = {}
+    bridges: dict[str, str] = {}
     for _, h in evs:
+        if h["Event"] in ("BridgeEnter", "BridgeLeave") and h.get("Channel"):
+            bridges[h["Channel"]] = h.get("BridgeUniqueid", "") if h["Event"] == "BridgeEnter" else ""
         if h["Event"] == "DialBegin" and h.get("DestChannel"):
             apps[h["DestChannel"]] = "AppDial"
         channel = h.get("Channel")
@@ -84,7 +88,8 @@ def channel_list(aid: str, evs) -> bytes:
     for channel, snap in alive.items():
         out += f"Event: CoreShowChannel\r\nActionID: {aid}\r\n"
         out += "".join(f"{k}: {v}\r\n" for k, v in snap.items())
-        out += f"Application: {apps.get(channel, '')}\r\nApplicationData: \r\nDuration: 00:00:05\r\n\r\n"
+        out += f"Application: {apps.get(channel, '')}\r\nApplicationData: \r\nDuration: 00:00:05\r\n"
+        out += f"BridgeId: {bridges.get(channel, '')}\r\n\r\n"
     out += f"Event: CoreShowChannelsComplete\r\nActionID: {aid}\r\nEventList: Complete\r\nListItems: {len(alive)}\r\n\r\n"
     return out.encode()
 
