@@ -227,3 +227,15 @@ def test_a_restored_device_call_whose_channel_is_gone_ends_once(tmp_path):
     second.send(S10[UNHOLD:])
     assert notes(crm) == [] and [c.handle for c in finished] == [handle]
     assert second.app.model.stats["unknown_call"] == 0
+
+
+def test_plugins_get_the_bridge_and_its_clock_as_app(tmp_path):
+    """hookspecs promise ``app`` is the bridge (app.clock): the device mapping's time (legs heard from
+    since the login survive a resync) is the reactor's, not 0."""
+    server = DeviceServer(config_for(tmp_path, tmp_path / "calls.json"), START)
+    assert server.app.plugins.app is server.app.bridge
+    server.link_up_listing([])
+    server.clock.advance(2.0)
+    server.send(S10[:HOLD + 1])
+    (leg,) = server.app.plugins.pm.get_plugin("channel_events").lines.legs.values()
+    assert leg.updated == START + 2.0
