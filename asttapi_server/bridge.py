@@ -127,7 +127,10 @@ class Bridge:
         self.carry(self.control.link_established(now) if up else self.control.link_lost(now))
 
     def adopt_restored(self, calls: Iterable[Any]) -> None:
-        """Calls the call store put back into the model (see ``CallControl.adopt_restored``)."""
+        """Calls the call store put back into the model: the mapping plugins take them up
+        (``asttapi_calls_restored``), the core follows them (``CallControl.adopt_restored``)."""
+        calls = list(calls)
+        self.plugins.calls_restored(calls)
         self.carry(self.control.adopt_restored(calls))
 
     # -- effects out ---------------------------------------------------------

@@ -122,6 +122,30 @@ def asttapi_map_channel_list(messages, since, app):
 
 
 @hookspec
+def asttapi_calls_restored(calls, app):
+    """Take up the calls the call store put back after a server restart.
+
+    Called once, on the reactor thread, at start-up (after
+    :func:`asttapi_startup`, before the AMI link is up), with the live calls
+    restored from ``[calls] state_file``: same handles, lines, states and
+    call info as before the restart. A mapping that keeps its own picture
+    of calls (the built-in device-line mapping keeps one per device
+    channel) follows them from here, so the channel events after the
+    restart and the resync's channel list
+    (:func:`asttapi_map_channel_list`) continue these calls instead of
+    taking them up as new ones. Nothing is sent to clients: they already
+    have these calls. Every implementation is called; an exception is
+    logged and the others still run. Not called when nothing was restored.
+
+    :param calls: the restored ``asttapi_server.core.model.Call`` objects
+        (read them, do not change them): ``uniqueid``, ``channel``,
+        ``states`` (line -> state), ``callinfo``, ``updated``.
+    :param app: the bridge.
+    :returns: ``None``. Not a Deferred: the AMI link starts right after.
+    """
+
+
+@hookspec
 def asttapi_lookup_contact(number, callinfo, app):
     """Find the contact behind a phone number, for a screen pop.
 

@@ -513,6 +513,14 @@ class PluginHost:
                           plugin=impl.plugin_name, value=result)
         return signals
 
+    def calls_restored(self, calls: list) -> None:
+        """Hand the calls restored after a restart to every plugin (see the hookspec); errors are logged."""
+        if not calls:
+            return
+        kwargs = {"calls": calls, "app": self.app}
+        for impl in self._impls("asttapi_calls_restored"):
+            self._call(impl, "asttapi_calls_restored", kwargs)
+
     def client_event(self, event: Any) -> Any:
         """``event`` after every plugin enriched it, or ``None`` if a plugin dropped it."""
         impls = self._impls("asttapi_client_event")

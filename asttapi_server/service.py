@@ -207,7 +207,8 @@ class AppService(MultiService):
 
     def startService(self) -> None:
         # (The demo PBX says once, loudly, that it is a simulation.)
-        d = self.plugins.startup(self.config, self)
+        # Plugins get the bridge as ``app`` (hookspecs: app.config, app.clock, app.model).
+        d = self.plugins.startup(self.config, self.bridge if self.bridge is not None else self)
         failure = _failed_now(d, later=self._plugin_startup_failed)
         if failure is not None:
             raise StartupError(f"asttapi: {failure.getErrorMessage()}")
@@ -491,7 +492,8 @@ def reload(app: AppService, new: Config) -> Deferred:
     except AstTapiError as exc:
         return succeed(_refused(app, str(exc)))
     app.notifier.reloading()
-    started = new_plugins.startup(new, app) if new_plugins is not None else succeed(None)
+    plugin_app = app.bridge if app.bridge is not None else app
+    started = new_plugins.startup(new, plugin_app) if new_plugins is not None else succeed(None)
     app._reloading = done = Deferred()
 
     def apply(_: Any) -> bool:

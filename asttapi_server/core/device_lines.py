@@ -165,6 +165,8 @@ UNSEEN: Final = "UNSEEN"
 
 _DIALLING = (DIALTONE, DIALING, PROCEEDING, RINGBACK)
 _LIVE = (NEW, OFFERING, *_DIALLING, CONNECTED, ONHOLD)
+#: States a leg can be in once announced: those a restored call is followed in (:meth:`DeviceLines.seed`).
+_FOLLOWED = frozenset((*_LIVE, BUSY, DISCONNECTED))
 
 #: fact -> {state the leg is in: state it moves to}. Not listed: nothing happens.
 TABLE: Mapping[str, Mapping[str, str]] = {
@@ -317,6 +319,36 @@ class DeviceLines:
         self.legs: dict[str, Leg] = {}  # Uniqueid -> leg
         self._by_channel: dict[str, str] = {}  # channel name -> Uniqueid
 
+    def seed(self, uniqueid: str, channel: str | None, states: Mapping[str, str],
+             callinfo: Mapping[str, object], updated: float) -> bool:
+        """Follow a call the call store restored after a server restart, as if never interrupted.
+
+        Without this the mapping would start empty: the resync would adopt
+        the call's listed channel afresh (in the state the list shows, which
+        for a held call is plain Up: an invented CONNECTED) and the channel's
+        events before the list would be ignored. ``states`` and ``callinfo``
+        are the restored call's (line -> state, what clients were told);
+        ``updated`` when it last changed, before the restart, so the resync
+        never mistakes it for a channel heard from since the login. Only the
+        device lines of ``channel`` that still track the call take it up, in
+        the state they show; an offered call counts as ringing. What the
+        store does not keep (the Dial's status, the dialled party as the Dial
+        named it) is learnt again from the next events. Returns whether the
+        call was taken up (False: not a device channel's call, or known).
+        """
+        if uniqueid in self.legs or channel is None:
+            return False
+        lines = tuple(line for line in self.lines_of(channel) if states.get(line) not in (None, IDLE))
+        if not lines or states[lines[0]] not in _FOLLOWED:
+            return False
+        state = states[lines[0]]
+        leg = Leg(uniqueid, channel, lines, updated, updated, state, ringing=state == OFFERING)
+        leg.info = {key: value for key in _INFOSTATE if isinstance(value := callinfo.get(key), str)}
+        leg.connected = (leg.info.get("connectedid"), leg.info.get("connectedidname"))
+        self.legs[uniqueid] = leg
+        self._by_channel[channel] = uniqueid
+        return True
+
     def take_calls_of(self, other: "DeviceLines") -> None:
         """Follow ``other``'s channels from now on (a reload built a new mapping:
         the calls under way must not be forgotten)."""
@@ -365,8 +397,8 @@ class DeviceLines:
         * a listed device channel we never saw start (the server connected
           mid-call, or it started while the link was down) becomes a call:
           :meth:`adopt`;
-        * a listed one we track but which moved on while we were away (it
-          was ringing, now it is Up) catches up: CONNECTED;
+        * a listed one we track but which moved on while we were away
+          catches up: CONNECTED (see :func:`_answered_meanwhile`);
         * a tracked device channel that is not listed is gone (its Hangup
           was lost with the link): DISCONNECTED (mode UNKNOWN: the cause
           was lost too), IDLE. Channels heard of at or after ``since`` (the
@@ -385,7 +417,7 @@ class DeviceLines:
                 out += self.adopt(get, now)
                 continue
             leg.updated = now
-            if (get("ChannelState") or "").strip() == _STATE_UP and leg.state in (OFFERING, *_DIALLING):
+            if _answered_meanwhile(leg.state, get):
                 leg.connected = (_known(get("ConnectedLineNum")), _known(get("ConnectedLineName")))
                 self._connected_info(leg, out)
                 self._to(leg, CONNECTED, None, out)
@@ -739,6 +771,21 @@ def disconnect_mode(leg: Leg, cause: int | None) -> str:
     if leg.state == NEW and leg.dial_status == "NOANSWER":
         return "LINEDISCONNECTMODE_NOANSWER"
     return mode_for_cause(cause)
+
+
+def _answered_meanwhile(state: str, get: Fields) -> bool:
+    """Does a listed channel show that a leg in ``state`` was answered while we were away?
+
+    Offered: its channel is Up (the phone answered). Dialling: its channel
+    is in a bridge (``BridgeId``), not merely Up: the phone's own channel is
+    Up from the moment the user picks up a click-to-dial, or a dialplan
+    answers early, while the far end still rings.
+    """
+    if (get("ChannelState") or "").strip() != _STATE_UP:
+        return False
+    if state == OFFERING:
+        return True
+    return state in _DIALLING and bool((get("BridgeId") or "").strip())
 
 
 def _replace(signal: G.TapiSignal, cmd: G.TapiCommand, **changes: object) -> G.TapiSignal:

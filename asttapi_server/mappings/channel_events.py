@@ -67,6 +67,12 @@ class ChannelEvents:
         items = [m.get for m in messages if m.kind == "event" and m.name.lower() == "coreshowchannel"]
         return self.lines.resync(items, now, since=since)
 
+    @hookimpl
+    def asttapi_calls_restored(self, calls, app):
+        """Follow the device calls a restart restored (same handles): no second adoption at the resync."""
+        for call in calls:
+            self.lines.seed(call.uniqueid, call.channel, call.states, call.callinfo, call.updated)
+
     def _user_event(self, message, app):
         """The dialplan's TAPI UserEvent, minus what it says about device lines."""
         signals = tapi_userevent.asttapi_map_ami_event(message, app)

@@ -586,13 +586,16 @@ def test_guard_changes_nothing_without_device_lines():
 def _listed(msgs, upto):
     """A CoreShowChannels list (hand-made, labelled: Asterisk was not asked for one in the lab) of
     the channels alive after ``msgs[:upto]``: each channel's last real snapshot, with the
-    application it last ran, as CoreShowChannel items carry them."""
+    application it last ran and the bridge it is in, as CoreShowChannel items carry them."""
     alive: dict[str, list] = {}
     apps: dict[str, str] = {}
+    bridges: dict[str, str] = {}
     for msg in msgs[:upto]:
         channel = msg.get("Channel")
         if not channel or msg.get("Uniqueid") is None:
             continue
+        if msg.name in ("BridgeEnter", "BridgeLeave"):
+            bridges[channel] = msg.get("BridgeUniqueid") if msg.name == "BridgeEnter" else ""
         if msg.name == "Hangup":
             alive.pop(channel, None)
             continue
@@ -601,7 +604,8 @@ def _listed(msgs, upto):
         keys = ("Channel", "ChannelState", "ChannelStateDesc", "CallerIDNum", "CallerIDName",
                 "ConnectedLineNum", "ConnectedLineName", "Context", "Exten", "Priority", "Uniqueid", "Linkedid")
         alive[channel] = [(k, msg.get(k) or "") for k in keys]
-    return [Message.from_items([("Event", "CoreShowChannel"), *items, ("Application", apps.get(ch, ""))])
+    return [Message.from_items([("Event", "CoreShowChannel"), *items, ("Application", apps.get(ch, "")),
+                                ("BridgeId", bridges.get(ch, ""))])
             for ch, items in alive.items()]
 
 
@@ -729,3 +733,73 @@ def test_handmade_a_conference_join_is_the_phones_call_and_nobody_elses():
         assert seq(events, line) == [[NEWCALL, DIALING, CONNECTED, f"{DISCONNECTED} {NORMAL}", IDLE]]
         assert last(events, line)["calledid"] == "800"
     assert seq(events, "bobbett") == []
+
+
+# -- a server restart at any point of every capture ------------------------------------------
+
+
+def _restarted(msgs, cut):
+    """Play ``msgs[:cut]``, save the model (as the call store does, through JSON), then a fresh model
+    and mapping restore it (``DeviceLines.seed``), resync on the channel list of that moment, and
+    play the rest. Returns the model events of both runs, in order."""
+    import json
+
+    from asttapi_server.ami import normalise
+
+    _, model, _, before = play(msgs[:cut])
+    now = cut - 0.5
+    fresh, lines = CallModel(boot_id="restarted"), D.DeviceLines(LAB)
+    for call in fresh.restore_state(json.loads(json.dumps(model.save_state())), now):
+        lines.seed(call.uniqueid, call.channel, call.states, call.callinfo, call.updated)
+    listed = _listed(msgs, cut)
+    after = [e for s in lines.resync([m.get for m in listed], now, since=now) for e in fresh.apply(s, now)]
+    after += fresh.resync(normalise.channel_uniqueids(listed), now)
+    for n, msg in enumerate(msgs[cut:], start=cut):
+        after += [e for s in lines.feed(msg.name, msg.get, float(n)) for e in fresh.apply(s, float(n))]
+    return before + after, lines, fresh
+
+
+def _per_call(events):
+    """Each call's (line, Uniqueid) -> its client-visible events, handles left out (a restart keeps them;
+    calls born after it get new ones)."""
+    out: dict[tuple, list] = {}
+    for e in events:
+        if e.msg != "LINE_LINEDEVSTATE":
+            out.setdefault((e.line, e.callinfo.get("uniqueid")), []).append((e.msg, e.param, e.mode, e.synthetic))
+    return out
+
+
+def _windows(msgs):
+    """Cuts where a restart cannot be seamless (docs/device-lines.md, "A server restart"): after a
+    device channel was transferred away or a Dial it rang ended BUSY, up to its Hangup."""
+    starts: dict[str, int] = {}
+    out: set[int] = set()
+    for i, m in enumerate(msgs):
+        if m.get("Result") == "Success" and m.name in ("BlindTransfer", "AttendedTransfer"):
+            for key in ("TransfererChannel", "OrigTransfererChannel", "SecondTransfererChannel"):
+                if D.device_of(m.get(key)):
+                    starts.setdefault(m.get(key), i + 1)
+        if m.name == "DialEnd" and m.get("DialStatus") == "BUSY" and D.device_of(m.get("DestChannel")):
+            starts.setdefault(m.get("DestChannel"), i + 1)
+        if m.name == "Hangup" and m.get("Channel") in starts:
+            out.update(range(starts.pop(m.get("Channel")), i + 1))
+    return out
+
+
+@pytest.mark.parametrize("name", [p.stem for p in sorted(NATIVE.glob("s*.raw"))])
+def test_a_restart_at_any_point_changes_nothing_clients_see(name):
+    """Every cut of every capture: the restored calls carry on under their handles exactly as an
+    uninterrupted run (no second LINE_NEWCALL, no state read off the channel list, the same end),
+    but in the known windows."""
+    msgs = messages(NATIVE / f"{name}.raw")
+    _, _, _, whole = play(msgs)
+    want = _per_call(whole)
+    windows = _windows(msgs)
+    differ = []
+    for cut in range(len(msgs) + 1):
+        events, lines, model = _restarted(msgs, cut)
+        if _per_call(events) != want:
+            differ.append(cut)
+        elif cut not in windows:
+            clean(lines, model)
+    assert set(differ) <= windows, differ
