@@ -49,7 +49,7 @@ METRICS: Mapping[str, tuple[str, tuple[str, ...], str]] = {
         "counter", ("outcome",), "Calls ended, by outcome (answered, missed, busy, failed)."),
     "asttapi_safety_net_endings": (
         "counter", ("reason",),
-        "Calls the server ended itself because Asterisk never said so (hangup_grace, resync, max_age, max_calls, other)."),
+        "Calls the server ended itself (synthetic DISCONNECTED/IDLE), by reason (see docs/operations.md)."),
     "asttapi_clients_connected": ("gauge", ("transport",), "Client connections, by transport (tcp, tls, unix, ws, wss)."),
     "asttapi_lines_open": ("gauge", (), "Lines at least one client has open."),
     "asttapi_clients_cut_off": (
@@ -64,10 +64,8 @@ ACTION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 LOOKUP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
 
 _CALLSTATE = "LINE_CALLSTATE"
-_DEVSTATE = "LINE_LINEDEVSTATE"
 _NEWCALL = "LINE_NEWCALL"
 _IDLE = "LINECALLSTATE_IDLE"
-_INSERVICE = "LINEDEVSTATE_INSERVICE"
 # Per-call flags, kept only while a call is in progress.
 _ANSWERED, _BUSY, _FAILED = 1, 2, 4
 _FLAG_OF_STATE = {"LINECALLSTATE_CONNECTED": _ANSWERED, "LINECALLSTATE_BUSY": _BUSY}
@@ -139,12 +137,10 @@ class Metrics:
         self.actions: dict[str, _Histogram] = {}
         self.action_failures: dict[tuple[str, str], int] = {}
         self.calls_finished: dict[str, int] = dict.fromkeys(("answered", "missed", "busy", "failed"), 0)
-        self.safety_net: dict[str, int] = dict.fromkeys(("hangup_grace", "resync", "max_age"), 0)
         self.lookups: dict[tuple[str, str], int] = {}
         self.lookup_seconds: dict[str, _Histogram] = {}
         self.reloads: dict[str, int] = {"ok": 0, "refused": 0}
         self._live: dict[int, int] = {}  # call handle -> flags, while in progress
-        self._resyncing = False  # logged in, INSERVICE not yet published
         self.app: Any = None
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(ServerCollector(self))
@@ -179,9 +175,6 @@ class Metrics:
             self._logins += 1
             if self._logins > 1:
                 self.reconnects += 1
-            self._resyncing = True
-        else:
-            self._resyncing = False
 
     def on_action(self, action: str, seconds: float, failure: str | None) -> None:
         """One AMI action answered (``failure`` None) or failed (error, timeout, link_down)."""
@@ -212,8 +205,6 @@ class Metrics:
         elif msg == _NEWCALL:
             if event.call not in self._live:
                 self._live[event.call] = 0
-        elif msg == _DEVSTATE and event.param == _INSERVICE:
-            self._resyncing = False
 
     def _maybe_finished(self, event: TapiEvent, flags: int) -> None:
         model = getattr(self.app, "model", None)
@@ -222,23 +213,11 @@ class Metrics:
             return  # another line still has it
         del self._live[event.call]
         self.calls_finished[outcome(flags)] += 1
-        if event.synthetic:
-            reason = self._safety_net_reason(call, model)
-            self.safety_net[reason] = self.safety_net.get(reason, 0) + 1
 
-    def _safety_net_reason(self, call: Any, model: Any) -> str:
-        # The model's teardown knows its "why" but does not put it on the
-        # event; until it does (a seam for the core), tell it from the call.
-        if self._resyncing:
-            return "resync"
-        if call is None:
-            return "other"  # already freed (calls.linger = 0): nothing left to tell by
-        if call.hangup_at is not None:
-            return "hangup_grace"
-        max_age = getattr(model, "max_age", None)
-        if max_age is not None and call.ended is not None and call.ended - call.created >= max_age:
-            return "max_age"
-        return "max_calls"
+    def safety_net(self) -> dict[str, int]:
+        """Calls the core ended itself, by reason (its own count, read at scrape time)."""
+        model = getattr(self.app, "model", None)
+        return dict(model.endings) if model is not None else {}
 
     def on_lookup(self, plugin: str, result: str, seconds: float) -> None:
         """One plugin's part of a contact lookup: hit, miss, error or timeout."""
@@ -315,7 +294,7 @@ class ServerCollector:
         m.prune()
         yield _gauge("asttapi_calls_in_progress", len(m._live))
         yield _counter("asttapi_calls_finished", {(k,): v for k, v in m.calls_finished.items()})
-        yield _counter("asttapi_safety_net_endings", {(k,): v for k, v in m.safety_net.items()})
+        yield _counter("asttapi_safety_net_endings", {(k,): v for k, v in m.safety_net().items()})
         yield _gauge("asttapi_clients_connected", {(k,): v for k, v in m.clients_by_transport().items()})
         yield _gauge("asttapi_lines_open", hub.open_lines if hub is not None else 0)
         yield _counter("asttapi_clients_cut_off", {(k,): v for k, v in sorted(m.cut_offs().items())})

@@ -91,6 +91,18 @@ TRUNCATED = "…[truncated]"
 DEFAULT_MAX_FIELD_BYTES = 256
 DEFAULT_MAX_CALLS = 10000
 
+#: Why the model ended a call itself (synthetic DISCONNECTED/IDLE), as counted
+#: in ``CallModel.endings``, with the words the log uses.
+ENDINGS: dict[str, str] = {
+    "hangup": "its channel hung up (no hangup grace)",
+    "hangup_grace": "hangup grace expired",
+    "resync": "its channel was gone after a reconnect",
+    "max_age": "max_age reached",
+    "max_calls": "max_calls (evicted to make room)",
+    "originate_failed": "originate failed",
+    "superseded": "superseded by the dialplan's own call",
+}
+
 
 class Call:
     """One call as the model tracks it. Read it; only the model changes it.
@@ -316,6 +328,8 @@ class CallModel:
             ),
             0,
         )
+        #: Calls the model ended itself, by reason (:data:`ENDINGS`): the metrics read it.
+        self.endings: dict[str, int] = dict.fromkeys(ENDINGS, 0)
 
     # -- reading -----------------------------------------------------------
 
@@ -607,7 +621,7 @@ class CallModel:
         if channel and call.channel is None:
             call.channel = channel
         if not success:
-            return self._teardown(call, now, mode_for_originate_reason(reason), "originate failed")
+            return self._teardown(call, now, mode_for_originate_reason(reason), "originate_failed")
         if uniqueid and uniqueid != channel_id:
             other = self._by_uid.get(uniqueid)
             if other is not None and other is not call and other.ended is None:
@@ -694,9 +708,9 @@ class CallModel:
             if call.ended is not None:
                 self._free(call)
             elif call.hangup_at is not None and now >= call.hangup_at + self.hangup_grace:
-                events += self._teardown(call, now, mode_for_cause(call.hangup_cause), "hangup grace expired")
+                events += self._teardown(call, now, mode_for_cause(call.hangup_cause), "hangup_grace")
             elif now >= call.created + self.max_age:
-                events += self._teardown(call, now, UNKNOWN_MODE, "max_age reached")
+                events += self._teardown(call, now, UNKNOWN_MODE, "max_age")
             else:  # pragma: no cover - deadlines are only ever set to one of the above
                 self._schedule(call)
         events = self._done(events)
@@ -756,13 +770,17 @@ class CallModel:
         return False
 
     def _teardown(self, call: Call, now: float, mode: str, why: str, *, quiet: bool = False) -> Effects:
-        """Synthetic DISCONNECTED (unless already) then IDLE on every tracking line; end the call."""
+        """Synthetic DISCONNECTED (unless already) then IDLE on every tracking line; end the call.
+
+        ``why`` is one of :data:`ENDINGS` (counted in ``endings``).
+        """
         self.stats["synthetic_idle"] += 1
+        self.endings[why] += 1
         if not quiet:
             # Throttled per reason: a PBX that never sends IDLE would otherwise
             # write one line per call when a thousand calls expire together.
             self._warn(("teardown", why), "call {handle} ({uniqueid}) ended by the server: {why}; sending IDLE",
-                       handle=call.handle, uniqueid=call.uniqueid, why=why, level="info")
+                       handle=call.handle, uniqueid=call.uniqueid, why=ENDINGS[why], level="info")
         events = Effects()
         view = call.view()
         states = call.states

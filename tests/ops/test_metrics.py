@@ -144,37 +144,35 @@ class WholeServerTests(TestCase):
 
 
 def test_a_safety_net_ending_is_counted_by_reason():
-    """Hangup grace: the model's synthetic IDLE after a Hangup, as the hub publishes it."""
-    from asttapi_server.core.events import TapiEvent
+    """The core counts why it ended calls itself; /metrics reads that count, whatever linger is."""
+    from asttapi_server.core.grammar import parse_tapievent
+    from asttapi_server.core.model import ENDINGS, CallModel
+    from asttapi_server.core.grammar import TapiSignal
 
-    class Call:
-        ended, created, hangup_at = 10.0, 0.0, 5.0
+    def newcall(uid):
+        return TapiSignal(parse_tapievent(f"[~{uid}] LINE_NEWCALL l"), uid, None)
 
-    class Model:
-        max_age = 14400.0
-
-        def get(self, handle):
-            return Call()
+    model = CallModel(hangup_grace=2.0, max_age=100.0, linger=0.0)
 
     class App:
-        model = Model()
+        pass
 
+    app = App()
+    app.model = model
     m = Metrics()
-    m.app = App()
-    m.on_publish(TapiEvent("LINE_NEWCALL", "l", 1))
-    m.on_publish(TapiEvent("LINE_CALLSTATE", "l", 1, "LINECALLSTATE_OFFERING"))
-    m.on_publish(TapiEvent("LINE_CALLSTATE", "l", 1, "LINECALLSTATE_DISCONNECTED", "LINEDISCONNECTMODE_BUSY",
-                           synthetic=True))
-    m.on_publish(TapiEvent("LINE_CALLSTATE", "l", 1, "LINECALLSTATE_IDLE", synthetic=True))
-    assert m.calls_finished["busy"] == 1
-    assert m.safety_net == {"hangup_grace": 1, "resync": 0, "max_age": 0}
-    # during a resync (logged in, INSERVICE not yet sent) the same ending counts as resync
-    m.on_link(True)
-    m.on_publish(TapiEvent("LINE_NEWCALL", "l", 2))
-    m.on_publish(TapiEvent("LINE_CALLSTATE", "l", 2, "LINECALLSTATE_IDLE", synthetic=True))
-    m.on_publish(TapiEvent("LINE_LINEDEVSTATE", None, None, "LINEDEVSTATE_INSERVICE"))
-    assert m.safety_net["resync"] == 1
-    assert m.calls_finished["missed"] == 1
+    m.app = app
+    assert m.safety_net() == dict.fromkeys(ENDINGS, 0)
+    model.apply(newcall("1.1"), 0.0)
+    model.channel_hangup("1.1", 17, 1.0)
+    model.tick(4.0)  # grace over, no IDLE from the dialplan
+    model.apply(newcall("1.2"), 5.0)
+    model.tick(200.0)  # max age
+    model.apply(newcall("1.3"), 201.0)
+    model.resync(set(), 202.0)
+    assert model.tracked == 0  # linger 0: the calls are gone, their reasons are counted
+    counts = m.safety_net()
+    assert (counts["hangup_grace"], counts["max_age"], counts["resync"]) == (1, 1, 1)
+    assert sum(counts.values()) == 3
 
 
 def test_docs_list_every_metric_with_its_labels():
