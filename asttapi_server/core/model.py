@@ -94,13 +94,13 @@ DEFAULT_MAX_CALLS = 10000
 #: Why the model ended a call itself (synthetic DISCONNECTED/IDLE), as counted
 #: in ``CallModel.endings``, with the words the log uses.
 ENDINGS: dict[str, str] = {
-    "hangup": "its channel hung up (no hangup grace)",
+    "hangup": "hangup",  # the channel hung up, no hangup grace configured
     "hangup_grace": "hangup grace expired",
-    "resync": "its channel was gone after a reconnect",
+    "resync": "resync",  # the channel was gone after a reconnect
     "max_age": "max_age reached",
-    "max_calls": "max_calls (evicted to make room)",
+    "max_calls": "max_calls",  # evicted to make room
     "originate_failed": "originate failed",
-    "superseded": "superseded by the dialplan's own call",
+    "superseded": "superseded",  # the dialplan announced a click-to-dial's call first (pre-12)
 }
 
 
