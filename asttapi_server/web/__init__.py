@@ -31,7 +31,7 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from asttapi_server.service import AppService, ClientListener
+from asttapi_server.service import AppService, ClientListener, StartupError
 
 log = Logger()
 
@@ -77,18 +77,31 @@ class WebListener(ClientListener):
         for d in waiting:
             d.callback(port)
 
+    def startService(self) -> None:
+        try:
+            super().startService()
+        except StartupError as exc:
+            if self.required:
+                raise
+            # A port taken at bind time (a second demo, another program on
+            # 8080) costs the page only, as a later failure does.
+            _no_page(str(exc))
+
     def _failed(self, failure: Any) -> None:
         if self.required:
             log.critical("Cannot listen for the web page on {description} (web.listen): {error}; stopping",
                          description=self.description, error=failure.getErrorMessage())
         else:
-            log.warn("No web page: cannot listen on {description} ({error}); set [web] listen to another port",
-                     description=self.description, error=failure.getErrorMessage())
+            _no_page(f"cannot listen on {self.description}: {failure.getErrorMessage()}")
         waiting, self._waiting = self._waiting, []
         for d in waiting:
             d.errback(failure)
         if self.required and getattr(self.reactor, "running", False):
             self.reactor.stop()
+
+
+def _no_page(why: str) -> None:
+    log.warn("No web page: {why}; set [web] listen to another port", why=why.removeprefix("asttapi: "))
 
 
 def add_web_listeners(app: AppService, config: Any, reactor: Any) -> list[WebListener]:

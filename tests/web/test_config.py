@@ -102,3 +102,33 @@ def test_page_url_names_what_to_open():
     assert page_url("tcp:8080:interface=127.0.0.1", Port(IPv4Address("TCP", "127.0.0.1", 8080))) == "http://127.0.0.1:8080/"
     assert page_url("ssl:8443:privateKey=k", Port(IPv6Address("TCP", "::1", 8443))) == "https://[::1]:8443/"
     assert page_url("unix:/run/w.sock", Port(UNIXAddress(b"/run/w.sock"))).endswith("UNIX socket /run/w.sock")
+
+
+def test_a_taken_default_port_at_start_costs_only_the_page():
+    """The demo's unasked-for web listener on a port already bound (a second demo,
+    another program on 8080) warns; start-up goes on. An asked-for one stops it."""
+    import socket
+
+    from twisted.internet import reactor
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    from asttapi_server.service import StartupError
+    from asttapi_server.web import WebListener
+
+    seen: list = []
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        description = f"tcp:{taken.getsockname()[1]}:interface=127.0.0.1"
+        globalLogPublisher.addObserver(seen.append)
+        try:
+            default = WebListener(reactor, description, object(), required=False)
+            default.startService()  # no StartupError
+            assert default.port is None
+            default.stopService()
+            with pytest.raises(StartupError, match="cannot listen on .*: Address already in use"):
+                WebListener(reactor, description, object(), required=True).startService()
+        finally:
+            globalLogPublisher.removeObserver(seen.append)
+    lines = [formatEvent(e) for e in seen]
+    assert [line for line in lines if line.startswith("No web page")] == [
+        f"No web page: cannot listen on {description}: Address already in use; set [web] listen to another port"
+    ]
