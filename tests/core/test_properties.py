@@ -2,7 +2,7 @@
 resyncs and ticks never raise, obey the transition table per line, and never
 leave a call tracked after its IDLE + linger (nor a hung-up call past its grace)."""
 
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from asttapi_server.core import CallModel, TapiSignal, parse_tapievent
@@ -82,7 +82,6 @@ def no_overdue(m, now):
             assert now < call.created + MAX_AGE
 
 
-@settings(max_examples=400, deadline=None)
 @given(st.lists(op, max_size=60))
 def test_random_interleavings(ops):
     m = CallModel(hangup_grace=GRACE, linger=LINGER, max_age=MAX_AGE, boot_id="p")
@@ -132,7 +131,6 @@ def test_random_interleavings(ops):
     assert not m._by_uid and not m._by_line
 
 
-@settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(UIDS), st.sampled_from(LINES), st.sampled_from(STATES)), max_size=40))
 def test_every_call_that_went_idle_is_freed_after_linger(steps):
     m = CallModel(linger=LINGER, boot_id="p")
