@@ -27,12 +27,28 @@ class Server:
             args, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log
         )
         self._lock = threading.Lock()
-        ready = self._read()
-        if "ready" not in ready:
-            raise RuntimeError(f"harness did not start: {ready}; log in {log_path}")
-        self.url = ready["ready"]["url"]
-        self.tcp_port = ready["ready"]["tcp"]
-        self.logged_urls = ready["ready"]["logged_urls"]
+        self._ready: dict | None = None
+
+    def ready(self) -> dict:
+        """The harness's ready line, read at first use: the server starts while Chromium does."""
+        if self._ready is None:
+            ready = self._read()
+            if "ready" not in ready:
+                raise RuntimeError(f"harness did not start: {ready}; log in {self.log_path}")
+            self._ready = ready["ready"]
+        return self._ready
+
+    @property
+    def url(self) -> str:
+        return self.ready()["url"]
+
+    @property
+    def tcp_port(self) -> int:
+        return self.ready()["tcp"]
+
+    @property
+    def logged_urls(self) -> list[str]:
+        return self.ready()["logged_urls"]
 
     def _read(self) -> dict:
         line = self.proc.stdout.readline()
@@ -43,6 +59,7 @@ class Server:
         return json.loads(line)
 
     def command(self, cmd: str, **kw):
+        self.ready()
         with self._lock:
             self.proc.stdin.write(json.dumps({"cmd": cmd, **kw}).encode() + b"\n")
             self.proc.stdin.flush()
@@ -51,8 +68,8 @@ class Server:
             raise AssertionError(f"harness command {cmd} failed: {answer['error']}")
         return answer["ok"]
 
-    def play(self, kind: str = "inbound", **kwargs) -> None:
-        self.command("play", kind=kind, kwargs=kwargs)
+    def play(self, kind: str = "inbound", until_done: bool = False, **kwargs) -> None:
+        self.command("play", kind=kind, kwargs=kwargs, until_done=until_done)
 
     def actions(self, name: str | None = None) -> list[dict]:
         return self.command("actions", name=name)

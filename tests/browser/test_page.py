@@ -57,7 +57,9 @@ def page(driver, key: str):
 
 def open_page(driver, server, lines: str = "line_1") -> None:
     driver.get(server.url + (f"#lines={lines}" if lines else ""))
-    wait(driver, lambda d: page(d, "connected"), what="page connected")
+    # window.asttapiPage may not exist yet when get() returns: ask for it, not through it.
+    wait(driver, lambda d: d.execute_script("return !!(window.asttapiPage && window.asttapiPage.connected())"),
+         what="page connected")
 
 
 def line_state(driver, line: str) -> str:
@@ -360,8 +362,8 @@ def test_dropped_websocket_resumes_without_duplicate_cards_or_pops(server, brows
 
     server.command("net", up=False)                                     # the network goes
     wait(browser, lambda d: "Offline" in d.find_element(By.ID, "conn").text, what="page notices")
-    server.play("inbound", caller=["0301234567", "Ext Caller"], ring=0.2, talk=0.3)  # starts and ends meanwhile
-    time.sleep(3)
+    server.play("inbound", caller=["0301234567", "Ext Caller"], ring=0.2, talk=0.3,
+                until_done=True)                                        # starts and ends meanwhile
     shot(browser, shots, "offline-desktop")
     server.command("net", up=True)                                      # and comes back
 
