@@ -1,8 +1,9 @@
 """The screen-pop page in a real headless Chromium, against the whole server on the demo PBX.
 
-Each test starts the server (tests/browser/harness.py, a child process) and a
-fresh Chromium profile. Screenshots go to $ASTTAPI_SCREENSHOTS or
-$TMPDIR/asttapi-browser-screenshots (the path is printed; pytest -s shows it).
+Each test starts the server (tests/browser/harness.py, a child process) and
+borrows a headless Chromium, reset between tests (conftest.py). Screenshots
+go to $ASTTAPI_SCREENSHOTS or $TMPDIR/asttapi-browser-screenshots (the path
+is printed; pytest -s shows it).
 """
 
 from __future__ import annotations

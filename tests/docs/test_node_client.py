@@ -69,7 +69,7 @@ class NodeClient(TestCase):
     def test_the_documented_node_client_pops_a_call(self):
         if NODE is None:
             raise SkipTest("node is not installed")
-        config = load_config(None, {"server.listen": ["tcp:0:interface=127.0.0.1"],
+        config = load_config(None, {"server.listen": ["tcp:0:interface=127.0.0.1"], "web.listen": [],
                                     "users": {"crm": {"token": "t0ken-for-the-doc-test", "lines": ["line_*"]}}})
         app = make_service(config, reactor, demo_options={"timing": Timing.fast(), "autoplay": False})
         app.startService()

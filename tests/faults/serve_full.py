@@ -44,7 +44,7 @@ def when_in_service(app, then) -> None:
 def main() -> None:
     globalLogBeginner.beginLoggingTo([lambda event: None], redirectStandardIO=False)
     # A thousand clients, all from 127.0.0.1: lift the per-address limit (docs/security.md).
-    config = load_config(None, {"server.listen": ["tcp:0:interface=127.0.0.1:backlog=2048"],
+    config = load_config(None, {"server.listen": ["tcp:0:interface=127.0.0.1:backlog=2048"], "web.listen": [],
                                 "server.max_clients_per_address": 2000, "server.max_clients": 2000})
     app = make_service(config, reactor, demo_options={"timing": Timing.fast(), "autoplay": False})
     app.startService()

@@ -65,7 +65,8 @@ class EndToEnd(TestCase):
     def start(self, *, autoplay: bool):
         # A generous lookup timeout: the sample CRM answers in microseconds,
         # but a loaded CI machine can hold its thread up for seconds.
-        config = load_config(None, {"server.listen": ["tcp:0:interface=127.0.0.1"], "plugins.lookup_timeout": 20.0})
+        config = load_config(None, {"server.listen": ["tcp:0:interface=127.0.0.1"], "web.listen": [],
+                                    "plugins.lookup_timeout": 20.0})
         self.app = make_service(config, reactor, demo_options={"timing": Timing.fast(), "autoplay": autoplay})
         self.app.startService()
         self.addCleanup(self.app.stopService)
