@@ -53,14 +53,14 @@ def cards(driver) -> list:
 
 
 def page(driver, key: str):
-    return driver.execute_script(f"return window.asttapiPage.{key}();")
+    """``window.asttapiPage.KEY()``, or None while the page's script has not defined it yet
+    (``get()`` may return before it has: asking through it then raised instead of waiting)."""
+    return driver.execute_script(f"return window.asttapiPage ? window.asttapiPage.{key}() : null;")
 
 
 def open_page(driver, server, lines: str = "line_1") -> None:
     driver.get(server.url + (f"#lines={lines}" if lines else ""))
-    # window.asttapiPage may not exist yet when get() returns: ask for it, not through it.
-    wait(driver, lambda d: d.execute_script("return !!(window.asttapiPage && window.asttapiPage.connected())"),
-         what="page connected")
+    wait(driver, lambda d: page(d, "connected"), what="page connected")
 
 
 def line_state(driver, line: str) -> str:
