@@ -28,8 +28,11 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/twistd -n asttapi $(ARGS)
 
+# One pytest worker per core (pytest-xdist); PYTEST_WORKERS=0 runs in one process.
+PYTEST_WORKERS ?= auto
+
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -26,7 +26,6 @@ it names.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import tomllib
@@ -36,6 +35,7 @@ from types import MappingProxyType
 from typing import Any
 
 from asttapi_server.errors import ConfigError
+from asttapi_server import settings as setting
 from asttapi_server.names import line_name_problem
 
 __all__ = [
@@ -217,8 +217,7 @@ class _Reader:
             where = f"command line: {OVERRIDE_FLAGS.get(key, key)}"
         else:
             where = f"{self.source}: key '{key}'"
-        got = "" if value is ... else f", got {_show(value)}"
-        return ConfigError(f"{where}: expected {expected}{got}")
+        return ConfigError(f"{where}: {setting.Expected(expected, value)}")
 
     def table(self, data: Mapping[str, Any], prefix: str, known: Mapping[str, Any]) -> None:
         for key in data:
@@ -229,80 +228,39 @@ class _Reader:
                     f"{self.source}: unknown key '{dotted}' (expected one of: {names})"
                 )
 
-    # typed getters ------------------------------------------------------
+    # typed getters: the checks and their wording are asttapi_server.settings'
 
-    def string(self, data, prefix, key, default, *, required=False, empty_ok=False):
-        dotted = f"{prefix}.{key}"
-        if key not in data:
-            if required:
-                raise ConfigError(
-                    f"{self.source}: key '{dotted}': expected a non-empty string, but it is missing"
-                )
-            return default
-        value = data[key]
-        if not isinstance(value, str) or (not value and not empty_ok):
-            raise self.fail(dotted, "a non-empty string", value)
-        return value
-
-    def integer(self, data, prefix, key, default, lo, hi=None):
-        dotted = f"{prefix}.{key}"
-        if key not in data:
-            return default
-        value = data[key]
-        if isinstance(value, str) and dotted in self.cli:
-            try:
-                value = int(value.strip())
-            except ValueError:
-                pass
-        rng = f"{lo}-{hi}" if hi is not None else f">= {lo}"
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int)
-            or value < lo
-            or (hi is not None and value > hi)
-        ):
-            raise self.fail(dotted, f"an integer {rng}", data[key])
-        return value
-
-    def number(self, data, prefix, key, default, *, positive=True):
-        dotted = f"{prefix}.{key}"
-        if key not in data:
-            return default
-        value = data[key]
-        what = "a number of seconds > 0" if positive else "a number of seconds >= 0"
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise self.fail(dotted, what, value)
-        value = float(value)
-        if not math.isfinite(value) or value < 0 or (positive and value == 0):
-            raise self.fail(dotted, what, data[key])
-        return value
-
-    def boolean(self, data, prefix, key, default):
+    def get(self, data, prefix, key, default, kind, /, *args, **kwargs):
+        """``kind(data[key], ...)``, or ``default`` when the key is absent; a wrong value names its key."""
         dotted = f"{prefix}.{key}" if prefix else key
         if key not in data:
             return default
-        value = data[key]
-        if not isinstance(value, bool):
-            raise self.fail(dotted, "true or false", value)
-        return value
+        try:
+            return kind(data[key], *args, **kwargs)
+        except setting.Expected as exc:
+            raise self.fail(dotted, exc.what, exc.value) from None
+
+    def string(self, data, prefix, key, default, *, required=False, empty_ok=False):
+        if required and key not in data:
+            raise ConfigError(
+                f"{self.source}: key '{prefix}.{key}': expected a non-empty string, but it is missing"
+            )
+        return self.get(data, prefix, key, default, setting.string, empty_ok=empty_ok)
+
+    def integer(self, data, prefix, key, default, lo, hi=None):
+        text_ok = f"{prefix}.{key}" in self.cli
+        return self.get(data, prefix, key, default, setting.integer, lo, hi, text_ok=text_ok)
+
+    def number(self, data, prefix, key, default, *, positive=True):
+        return self.get(data, prefix, key, default, setting.number, positive=positive)
+
+    def boolean(self, data, prefix, key, default):
+        return self.get(data, prefix, key, default, setting.boolean)
 
     def strings(self, data, prefix, key, default, *, check: Callable[[str], str | None] | None = None,
                 what="a list of non-empty strings", allow_single=False, non_empty=False):
-        dotted = f"{prefix}.{key}"
-        if key not in data:
-            return default
-        value = data[key]
-        if allow_single and isinstance(value, str):
-            value = [value]
-        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            raise self.fail(dotted, what, data[key])
-        if non_empty and not value:
-            raise self.fail(dotted, what + " (at least one)", data[key])
-        for item in value:
-            problem = check(item) if check else None
-            if problem:
-                raise self.fail(dotted, problem, item)
-        return tuple(value)
+        return self.get(data, prefix, key, default, setting.strings, check=check, what=what,
+                         allow_single=allow_single, non_empty=non_empty)
 
 
 def _secret(r: "_Reader", data: Mapping[str, Any], prefix: str, key: str, file_key: str,
@@ -334,29 +292,8 @@ def _secret(r: "_Reader", data: Mapping[str, Any], prefix: str, key: str, file_k
     if not isinstance(value, str) or (required and not value):
         kinds = {bool: "true or false", int: "an integer", float: "a number", list: "a list", dict: "a table"}
         got = "an empty string" if value == "" else kinds.get(type(value), "something else")
-        raise r.fail(dotted, "a non-empty string (the value is not shown)", _Hidden(got))
+        raise r.fail(dotted, "a non-empty string (the value is not shown)", setting.Hidden(got))
     return value
-
-
-class _Hidden:
-    """What an error says about a secret instead of its value."""
-
-    def __init__(self, description: str) -> None:
-        self.description = description
-
-    def __repr__(self) -> str:
-        return self.description
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, dict):
-        return "a table"
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-# The one line-name rule lives in names.py (config, lineOpen and the hub share it).
-_check_line_name = line_name_problem
 
 
 class _NoReactor:
@@ -474,13 +411,11 @@ def _server_limits(r: _Reader, d: Mapping[str, Any]) -> dict[str, Any]:
 
 def _client_limits(r: _Reader, d: Mapping[str, Any], p: str, dflt: ServerConfig) -> dict[str, Any]:
     """The [server] keys that bound what one client can cost (docs/security.md)."""
-    rate = d.get("request_rate", dflt.request_rate)
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not math.isfinite(rate) or rate <= 0:
-        raise r.fail(f"{p}.request_rate", "a number of requests per second > 0", rate)
     return {
         "replay_ring_bytes": r.integer(d, p, "replay_ring_bytes", dflt.replay_ring_bytes, 0),
         "max_lines_per_session": r.integer(d, p, "max_lines_per_session", dflt.max_lines_per_session, 1),
-        "request_rate": float(rate),
+        "request_rate": r.get(d, p, "request_rate", dflt.request_rate, setting.number,
+                               what="a number of requests per second"),
         "request_burst": r.integer(d, p, "request_burst", dflt.request_burst, 1),
     }
 
@@ -489,7 +424,7 @@ def _lines(r: _Reader, d: Mapping[str, Any]) -> dict[str, LineConfig]:
     lines = {}
     for name, table in d.items():
         p = f"lines.{name}"
-        problem = _check_line_name(name)
+        problem = line_name_problem(name)
         if problem:
             raise ConfigError(f"{r.source}: key '{p}': expected {problem}")
         if not isinstance(table, dict):

@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from twisted.logger import ILogObserver, textFileLogObserver
 from twisted.python.logfile import LogFile
 
+from asttapi_server import settings as setting
+
 DEFAULT_PATH = "asttapi.log"
 DEFAULT_ROTATE_BYTES = 10 * 1024 * 1024
 DEFAULT_KEEP = 5
@@ -28,12 +30,9 @@ def _positive(environ: Mapping[str, str], name: str, default: int) -> int:
     if raw is None or raw == "":
         return default
     try:
-        value = int(raw)
-    except ValueError:
-        raise SystemExit(f"asttapi: ${name}: expected a whole number > 0, got {raw[:40]!r}") from None
-    if value <= 0:
-        raise SystemExit(f"asttapi: ${name}: expected a whole number > 0, got {value}")
-    return value
+        return setting.integer(raw, 1, text_ok=True)
+    except setting.Expected as exc:
+        raise SystemExit(f"asttapi: ${name}: {exc}") from None
 
 
 def observer(environ: Mapping[str, str] | None = None) -> ILogObserver:

@@ -41,6 +41,7 @@ from twisted.python.failure import Failure
 
 from asttapi_server import hookspecs
 from asttapi_server.ami.parser import ByName, wanted_name
+from asttapi_server import settings as setting
 from asttapi_server.errors import PluginError
 from asttapi_server.throttle import LogThrottle
 from asttapi_server.hookspecs import hookimpl
@@ -127,36 +128,36 @@ class Settings:
     Each getter removes the key it read; :meth:`done` then rejects what is
     left, so a misspelled key stops start-up instead of being ignored. Errors
     are ValueErrors whose text names the key; the host adds the plugin's name.
+    The checks and their wording are :mod:`asttapi_server.settings`', the
+    same as the configuration file's.
     """
 
     def __init__(self, settings: Mapping[str, Any], config: Any = None) -> None:
         self._left = dict(settings)
         self._config = config
 
-    def str(self, key: str, default: Any = None) -> Any:
+    def _take(self, key: str, default: Any, kind: Callable[..., Any], **kwargs: Any) -> Any:
+        """Pop ``key`` and check it with one of :mod:`asttapi_server.settings`' checks."""
         value = self._left.pop(key, default)
-        if value is not None and not isinstance(value, str):
-            raise ValueError(f"setting {key!r}: expected a string, got {value!r}")
-        return value
+        if value is None:
+            return None
+        try:
+            return kind(value, **kwargs)
+        except setting.Expected as exc:
+            raise ValueError(f"setting {key!r}: {exc}") from None
+
+    def str(self, key: str, default: Any = None) -> Any:
+        return self._take(key, default, setting.string, empty_ok=True)
 
     def number(self, key: str, default: float) -> float:
-        value = self._left.pop(key, default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise ValueError(f"setting {key!r}: expected a number >= 0, got {value!r}")
-        return float(value)
+        return self._take(key, default, setting.number, positive=False, what="a number")
 
     def table(self, key: str) -> dict[str, Any]:
-        value = self._left.pop(key, {})
-        if not isinstance(value, Mapping):
-            raise ValueError(f"setting {key!r}: expected a table, got {value!r}")
-        return dict(value)
+        return self._take(key, {}, setting.table)
 
     def paths(self, key: str) -> list[Path]:
         """A path or a list of paths, relative to the config file; each must exist."""
-        value = self._left.pop(key, [])
-        items = [value] if isinstance(value, str) else value
-        if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) for v in items):
-            raise ValueError(f"setting {key!r}: expected a path or a list of paths, got {value!r}")
+        items = self._take(key, [], setting.strings, allow_single=True, what="a path or a list of paths")
         paths = [resolve_path(v, self._config) for v in items]
         for path in paths:
             if not path.is_file():
@@ -174,9 +175,7 @@ class Settings:
         source was given; then the answer is False. Call it last, before
         :meth:`done`.
         """
-        value = self._left.pop("demo", None)
-        if value is not None and not isinstance(value, bool):
-            raise ValueError(f"setting 'demo': expected true or false, got {value!r}")
+        value = self._take("demo", None, setting.boolean)
         if configured:
             if value:
                 raise ValueError(f"setting 'demo': true would ignore the {needs} given; remove one of them")

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from asttapi_server.core.events import TapiEvent
-from asttapi_server.names import MAX_LINE_NAME_LENGTH, line_name_problem
+from asttapi_server.names import line_name_problem
 from asttapi_server.core.dialstring import MAX_DIAL_LENGTH, dialable
 
 PROTOCOL_VERSION = 1
@@ -35,8 +35,7 @@ RATE_LIMITED = -32003  # more requests per second than server.request_rate allow
 
 #: Longest number accepted by lineMakeCall / lineBlindTransfer, separators removed.
 MAX_NUMBER_LENGTH = MAX_DIAL_LENGTH
-# MAX_LINE_NAME_LENGTH (imported above) stays importable from here; the
-# line-name rule itself lives in asttapi_server.names.
+# The line-name rule lives in asttapi_server.names (config, lineOpen, grammar).
 
 _dumps = json.JSONEncoder(
     ensure_ascii=False, separators=(",", ":"), default=str, allow_nan=False

@@ -23,6 +23,7 @@ FILTERS = [
     set(),  # nothing wanted: only responses and ALWAYS_KEPT
 ]
 CAPTURES = [p.name for p in captures(".raw") + captures(".raw.gz")]
+CUT_BYTES = 1 << 20
 
 
 def restricted(messages, wanted, action_ids=()):
@@ -57,10 +58,15 @@ def test_capture_filtered_equals_unfiltered_restricted(name, wanted):
     whole = filtered_parser(wanted)
     assert signature(whole.feed(data)) == expected
     assert whole.errors == full.errors
+    # Read boundaries: three random cuttings of the first MiB (the 15 MB flood
+    # capture repeats one shape; its first MiB already holds ~800 boundaries
+    # a cutting, and cutting the rest took 3 s a filter for nothing new).
+    part = data[:CUT_BYTES]
+    expected = expected if part == data else signature(restricted(AMIParser().feed(part), wanted))
     rng = random.Random(name)
     for _ in range(3):
-        sizes = [rng.randint(1, 9000) for _ in range(len(data) // 4000 + 2)]
-        assert signature(feed(filtered_parser(wanted), data, sizes)) == expected
+        sizes = [rng.randint(1, 9000) for _ in range(len(part) // 4000 + 2)]
+        assert signature(feed(filtered_parser(wanted), part, sizes)) == expected
 
 
 @pytest.mark.parametrize("name", [n for n in CAPTURES if len(load(n)) < 60_000])

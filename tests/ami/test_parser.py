@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from asttapi_server.ami.message import Message
@@ -347,7 +347,6 @@ CHUNK_SOURCE = (
 )
 
 
-@settings(max_examples=200, deadline=None)
 @given(st.lists(st.integers(min_value=1, max_value=40), max_size=60))
 def test_handmade_any_chunking_gives_the_same_messages(sizes):
     expected = signature(parse_all(CHUNK_SOURCE)[1])

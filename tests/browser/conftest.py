@@ -27,12 +27,28 @@ class Server:
             args, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log
         )
         self._lock = threading.Lock()
-        ready = self._read()
-        if "ready" not in ready:
-            raise RuntimeError(f"harness did not start: {ready}; log in {log_path}")
-        self.url = ready["ready"]["url"]
-        self.tcp_port = ready["ready"]["tcp"]
-        self.logged_urls = ready["ready"]["logged_urls"]
+        self._ready: dict | None = None
+
+    def ready(self) -> dict:
+        """The harness's ready line, read at first use: the server starts while Chromium does."""
+        if self._ready is None:
+            ready = self._read()
+            if "ready" not in ready:
+                raise RuntimeError(f"harness did not start: {ready}; log in {self.log_path}")
+            self._ready = ready["ready"]
+        return self._ready
+
+    @property
+    def url(self) -> str:
+        return self.ready()["url"]
+
+    @property
+    def tcp_port(self) -> int:
+        return self.ready()["tcp"]
+
+    @property
+    def logged_urls(self) -> list[str]:
+        return self.ready()["logged_urls"]
 
     def _read(self) -> dict:
         line = self.proc.stdout.readline()
@@ -43,6 +59,7 @@ class Server:
         return json.loads(line)
 
     def command(self, cmd: str, **kw):
+        self.ready()
         with self._lock:
             self.proc.stdin.write(json.dumps({"cmd": cmd, **kw}).encode() + b"\n")
             self.proc.stdin.flush()
@@ -51,8 +68,8 @@ class Server:
             raise AssertionError(f"harness command {cmd} failed: {answer['error']}")
         return answer["ok"]
 
-    def play(self, kind: str = "inbound", **kwargs) -> None:
-        self.command("play", kind=kind, kwargs=kwargs)
+    def play(self, kind: str = "inbound", until_done: bool = False, **kwargs) -> None:
+        self.command("play", kind=kind, kwargs=kwargs, until_done=until_done)
 
     def actions(self, name: str | None = None) -> list[dict]:
         return self.command("actions", name=name)
@@ -74,9 +91,28 @@ def shots() -> Path:
     return path
 
 
+# A Chromium and a server take about a second each to go away; a test's
+# teardown hands that to a thread, so the next test starts meanwhile. The
+# session waits for all of them at its end.
+_closing: list[threading.Thread] = []
+
+
+def _close_later(close) -> None:
+    thread = threading.Thread(target=close, name="browser-test-teardown")
+    thread.start()
+    _closing.append(thread)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _closed_at_the_end():
+    yield
+    for thread in _closing:
+        thread.join(60)
+
+
 def _server(request, shots: Path, users: bool, first_run: bool = False) -> Server:
     server = Server(users, shots / f"{request.node.name}.server.log", first_run)
-    request.addfinalizer(server.stop)
+    request.addfinalizer(lambda: _close_later(server.stop))
     return server
 
 
@@ -98,15 +134,64 @@ def login_server(request, shots):
     return _server(request, shots, users=True)
 
 
+# One Chromium per window size in a pytest process, handed to one test after
+# another: starting one took a second or more per test. Each test's server
+# is a new origin; still, what a test leaves behind is removed before the
+# next gets the browser: its page (about:blank), the storage of the origin it
+# was on, scripts it injected over CDP, and console messages. A browser that
+# cannot be reset is quit, and the next test gets a fresh one.
+_idle: dict[tuple[int, int], object] = {}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _quit_idle_browsers():
+    yield
+    while _idle:
+        _close_later(_idle.popitem()[1].quit)
+
+
+def _lend(request, width: int, height: int):
+    driver = _idle.pop((width, height), None) or chromium.start(width, height)
+    driver.get_log("browser")  # nothing from before this test
+    cdp = type(driver).execute_cdp_cmd.__get__(driver)
+    scripts: list[str] = []
+
+    def execute_cdp_cmd(cmd: str, cmd_args: dict):
+        result = cdp(cmd, cmd_args)
+        if cmd == "Page.addScriptToEvaluateOnNewDocument":
+            scripts.append(result["identifier"])
+        return result
+
+    driver.execute_cdp_cmd = execute_cdp_cmd  # type: ignore[method-assign]
+
+    def give_back() -> None:
+        try:
+            del driver.execute_cdp_cmd
+            for identifier in scripts:
+                cdp("Page.removeScriptToEvaluateOnNewDocument", {"identifier": identifier})
+            origin = driver.execute_script("return location.origin")
+            if origin and origin.startswith("http"):
+                driver.execute_script("sessionStorage.clear()")  # the tab's own: CDP leaves it
+                cdp("Storage.clearDataForOrigin", {"origin": origin, "storageTypes": "all"})
+            driver.get("about:blank")
+            driver.get_log("browser")
+        except Exception:
+            _close_later(driver.quit)
+            return
+        if request.node.session.testsfailed:
+            _close_later(driver.quit)  # after a failure, nothing is trusted: a fresh browser
+            return
+        _idle[(width, height)] = driver
+
+    request.addfinalizer(give_back)
+    return driver
+
+
 @pytest.fixture
 def browser(request):
-    driver = chromium.start(1280, 900)
-    request.addfinalizer(driver.quit)
-    return driver
+    return _lend(request, 1280, 900)
 
 
 @pytest.fixture
 def phone(request):
-    driver = chromium.start(360, 740)
-    request.addfinalizer(driver.quit)
-    return driver
+    return _lend(request, 360, 740)

@@ -11,7 +11,8 @@ Protocol: one JSON object per line. The script first prints
 ``{"ready": {"url": ..., "tcp": port}}``; then for every command read on stdin
 it prints one answer ``{"ok": ...}`` or ``{"error": "..."}``. Commands:
 
-* ``{"cmd": "play", "kind": "inbound", "kwargs": {...}}``: a demo call now;
+* ``{"cmd": "play", "kind": "inbound", "kwargs": {...}}``: a demo call now
+  (``"until_done": true``: answered once the call has ended);
 * ``{"cmd": "actions", "name": "Originate"}``: the AMI actions the demo PBX got;
 * ``{"cmd": "pbx", "up": false}``: the demo PBX stops listening and drops the
   server's AMI link (``true``: it listens again, the server reconnects);
@@ -131,8 +132,14 @@ class Control(LineReceiver):
         kwargs = dict(msg.get("kwargs", {}))
         if "caller" in kwargs:
             kwargs["caller"] = tuple(kwargs["caller"])
-        self.app.demo.play(msg["kind"], **kwargs)
-        return True
+        flow = self.app.demo.play(msg["kind"], **kwargs)
+        if not msg.get("until_done"):
+            return True
+        # The answer comes once the call is over at the PBX, and the server
+        # has had a moment to read its last events off the AMI socket.
+        done = defer.Deferred()
+        flow.done.addCallback(lambda _: reactor.callLater(0.1, done.callback, True))
+        return done
 
     def do_actions(self, msg: dict):
         name = msg.get("name")

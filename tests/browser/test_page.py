@@ -1,8 +1,9 @@
 """The screen-pop page in a real headless Chromium, against the whole server on the demo PBX.
 
-Each test starts the server (tests/browser/harness.py, a child process) and a
-fresh Chromium profile. Screenshots go to $ASTTAPI_SCREENSHOTS or
-$TMPDIR/asttapi-browser-screenshots (the path is printed; pytest -s shows it).
+Each test starts the server (tests/browser/harness.py, a child process) and
+borrows a headless Chromium, reset between tests (conftest.py). Screenshots
+go to $ASTTAPI_SCREENSHOTS or $TMPDIR/asttapi-browser-screenshots (the path
+is printed; pytest -s shows it).
 """
 
 from __future__ import annotations
@@ -52,7 +53,9 @@ def cards(driver) -> list:
 
 
 def page(driver, key: str):
-    return driver.execute_script(f"return window.asttapiPage.{key}();")
+    """``window.asttapiPage.KEY()``, or None while the page's script has not defined it yet
+    (``get()`` may return before it has: asking through it then raised instead of waiting)."""
+    return driver.execute_script(f"return window.asttapiPage ? window.asttapiPage.{key}() : null;")
 
 
 def open_page(driver, server, lines: str = "line_1") -> None:
@@ -360,8 +363,8 @@ def test_dropped_websocket_resumes_without_duplicate_cards_or_pops(server, brows
 
     server.command("net", up=False)                                     # the network goes
     wait(browser, lambda d: "Offline" in d.find_element(By.ID, "conn").text, what="page notices")
-    server.play("inbound", caller=["0301234567", "Ext Caller"], ring=0.2, talk=0.3)  # starts and ends meanwhile
-    time.sleep(3)
+    server.play("inbound", caller=["0301234567", "Ext Caller"], ring=0.2, talk=0.3,
+                until_done=True)                                        # starts and ends meanwhile
     shot(browser, shots, "offline-desktop")
     server.command("net", up=True)                                      # and comes back
 

@@ -125,10 +125,10 @@ def test_watch_says_events_follow_when_the_pbx_is_back(serve, capsys):
 
 
 def test_no_server_is_one_plain_line(capsys):
-    sock = socket.create_server(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    rc, out, err = run(port, "calls", "line_1", capsys=capsys)
+    with socket.socket() as sock:  # bound, never listening: refused, and no other run can take it
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        rc, out, err = run(port, "calls", "line_1", capsys=capsys)
     assert rc == 2
     assert err == f"asttapi: no asttapi-server at 127.0.0.1:{port} (connection refused; is it running?)\n"
 

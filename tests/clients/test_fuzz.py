@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from asttapi_server.clients import codec
@@ -29,7 +29,6 @@ requests = st.fixed_dictionaries(
 lines = st.lists(st.binary(max_size=200) | requests, max_size=8)
 
 
-@settings(max_examples=300, deadline=None)
 @given(lines, st.booleans())
 def test_random_lines_never_break_the_connection(chunks, with_users):
     h = Harness(USERS if with_users else None, error_limit=10_000)
@@ -64,7 +63,6 @@ odd_requests = st.fixed_dictionaries(
 ).map(lambda d: json.dumps(d).replace("-Infinity", "-1e999").replace("Infinity", "1e999").encode())
 
 
-@settings(max_examples=300, deadline=None)
 @given(st.lists(odd_requests, min_size=1, max_size=6))
 def test_odd_unicode_and_numbers_get_clean_errors_never_a_traceback(chunks):
     from twisted.logger import globalLogPublisher

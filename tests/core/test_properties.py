@@ -3,7 +3,7 @@ resyncs and ticks never raise, obey the transition table per line, never
 leave a call tracked after its IDLE + linger (nor a hung-up call past its grace),
 and report every call as finished exactly once, with ``linger = 0`` too."""
 
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from asttapi_server.core import CallModel, TapiSignal, parse_tapievent
@@ -89,7 +89,6 @@ def no_overdue(m, now):
             assert now < call.created + MAX_AGE
 
 
-@settings(max_examples=400, deadline=None)
 @given(st.lists(op, max_size=60), st.sampled_from([0.0, LINGER]))
 def test_random_interleavings(ops, linger):
     m = CallModel(hangup_grace=GRACE, linger=linger, max_age=MAX_AGE, boot_id="p")
@@ -140,7 +139,6 @@ def test_random_interleavings(ops, linger):
     assert set(checker.finished) == checker.born
 
 
-@settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(UIDS), st.sampled_from(LINES), st.sampled_from(STATES)), max_size=40))
 def test_every_call_that_went_idle_is_freed_after_linger(steps):
     m = CallModel(linger=LINGER, boot_id="p")

@@ -2,7 +2,8 @@
 
 ``python -m tests.faults.serve_restart pbx`` runs the demo PBX alone (it must
 outlive the server) and prints ``AMI <port>``; stdin lines ``inbound TALK``
-play one inbound call that talks TALK seconds (ring 0.1 s), ``quit`` stops.
+play one inbound call that talks TALK seconds (ring 0.1 s), ``channels``
+answers ``CHANNELS <n>`` (the PBX's live channels), ``quit`` stops.
 
 ``python -m tests.faults.serve_restart server CONFIG`` runs the full server
 (``make_service``, as twistd does) and prints ``PORT <n>`` once the AMI link is
@@ -36,6 +37,9 @@ def pbx() -> None:
             cmd, *args = line.decode().split()
             if cmd == "inbound":
                 demo.play("inbound", ring=0.1, talk=float(args[0]))
+            elif cmd == "channels":
+                sys.stdout.write(f"CHANNELS {len(demo.engine.channels)}\n")
+                sys.stdout.flush()
             elif cmd == "quit":
                 reactor.stop()
 

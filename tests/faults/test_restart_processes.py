@@ -101,6 +101,18 @@ def wait_until_stored(state_file: Path, handle: int) -> None:
     raise AssertionError("the call never reached the store")
 
 
+def wait_until_pbx_idle(pbx: subprocess.Popen) -> None:
+    """Until the PBX has no live channel: the call it was playing hung up."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        pbx.stdin.write("channels\n")
+        pbx.stdin.flush()
+        if pbx.stdout.readline().split() == ["CHANNELS", "0"]:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the PBX's call never hung up")
+
+
 def test_kill_9_mid_call_then_the_crm_sees_and_drops_its_call(tmp_path):
     pbx, ami_port = spawn("pbx", tag="AMI")
     servers = []
@@ -150,7 +162,7 @@ def test_kill_9_mid_call_then_the_crm_sees_and_drops_its_call(tmp_path):
         server.send_signal(signal.SIGKILL)
         crm.close()
         finish(server)
-        time.sleep(2.0)  # the call hangs up on the PBX meanwhile
+        wait_until_pbx_idle(pbx)  # the call hangs up on the PBX meanwhile
 
         server, port = spawn("server", str(config), tag="PORT")
         servers.append(server)

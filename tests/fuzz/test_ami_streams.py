@@ -16,7 +16,7 @@ read boundaries and fed through the production path. Whatever comes in:
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from twisted.logger import globalLogPublisher
 
@@ -86,7 +86,6 @@ def chunks(data: bytes, sizes: list[int]):
         k += 1
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     names=st.lists(st.sampled_from(sorted(RAW)), min_size=1, max_size=3),
     ops=st.lists(mutation, max_size=12),

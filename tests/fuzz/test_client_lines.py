@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 from asttapi_server.clients import codec
@@ -57,7 +57,6 @@ def split(data: bytes, cuts: list[int]):
             last = p
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(step, max_size=40), st.lists(st.integers(0, 10**6), max_size=10), st.booleans())
 def test_garbage_then_a_valid_request(steps, cuts, with_users):
     h = Harness(USERS if with_users else None, max_line_bytes=LIMIT)

@@ -22,6 +22,10 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _open_files(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
 def test_out_of_file_descriptors_refuses_newcomers_without_spinning_and_keeps_clients():
     limit = 48
@@ -42,9 +46,12 @@ def test_out_of_file_descriptors_refuses_newcomers_without_spinning_and_keeps_cl
         assert json.loads(reader.readline())["method"] == "hello"
         for _ in range(limit + 40):  # far more than the process may open
             socks.append(socket.create_connection(("127.0.0.1", port), timeout=10))
-        time.sleep(1.0)  # let the server meet EMFILE
+        deadline = time.monotonic() + 10
+        while _open_files(proc.pid) < limit - 1 and time.monotonic() < deadline:
+            time.sleep(0.02)  # until the server meets EMFILE
+        assert _open_files(proc.pid) >= limit - 1, "the server never ran out of descriptors"
         cpu_before, wall_before = _cpu_seconds(proc.pid), time.monotonic()
-        time.sleep(2.0)
+        time.sleep(1.0)
         cpu = _cpu_seconds(proc.pid) - cpu_before
         wall = time.monotonic() - wall_before
         assert cpu < 0.5 * wall, f"server used {cpu:.2f} s of CPU in {wall:.2f} s: it spins"

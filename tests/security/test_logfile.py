@@ -23,5 +23,5 @@ def test_rotated_logs_are_bounded(tmp_path):
 
 @pytest.mark.parametrize("name, value", [("ASTTAPI_LOG_KEEP", "0"), ("ASTTAPI_LOG_ROTATE_BYTES", "lots")])
 def test_bad_settings_stop_with_one_line(tmp_path, name, value):
-    with pytest.raises(SystemExit, match=f"asttapi: \\${name}: expected a whole number > 0"):
+    with pytest.raises(SystemExit, match=f"asttapi: \\${name}: expected an integer >= 1, got '{value}'$"):
         observer({"ASTTAPI_LOGFILE": str(tmp_path / "a.log"), name: value})

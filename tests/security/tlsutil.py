@@ -7,8 +7,21 @@ need an RSA key; ``ec=True`` for a smaller, faster one.
 from __future__ import annotations
 
 import datetime
+import functools
 import ipaddress
 from pathlib import Path
+
+
+@functools.cache
+def _key(ec: bool):
+    """One key a process: a 2048-bit RSA key took up to 0.5 s a test, and no test needs its own."""
+    if ec:
+        from cryptography.hazmat.primitives.asymmetric import ec as curves
+
+        return curves.generate_private_key(curves.SECP256R1())
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
 def make_cert(directory: Path, *, ec: bool = False) -> tuple[Path, Path]:
@@ -16,15 +29,9 @@ def make_cert(directory: Path, *, ec: bool = False) -> tuple[Path, Path]:
     for a day, usable as its own CA file."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
     from cryptography.x509.oid import NameOID
 
-    if ec:
-        from cryptography.hazmat.primitives.asymmetric import ec as curves
-
-        key = curves.generate_private_key(curves.SECP256R1())
-    else:
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key = _key(ec)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
     now = datetime.datetime.now(datetime.timezone.utc)
     cert = (
