@@ -26,6 +26,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from twisted.internet.interfaces import ISSLTransport
 from twisted.logger import Logger
 
+from asttapi_server.core.constants import CALLSTATE, IDLE, NEWCALL
 from asttapi_server.core.events import TapiEvent
 
 __all__ = ["METRICS", "Metrics", "CONTENT_TYPE_LATEST"]
@@ -63,9 +64,6 @@ METRICS: Mapping[str, tuple[str, tuple[str, ...], str]] = {
 ACTION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 LOOKUP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
 
-_CALLSTATE = "LINE_CALLSTATE"
-_NEWCALL = "LINE_NEWCALL"
-_IDLE = "LINECALLSTATE_IDLE"
 # Per-call flags, kept only while a call is in progress.
 _ANSWERED, _BUSY, _FAILED = 1, 2, 4
 _FLAG_OF_STATE = {"LINECALLSTATE_CONNECTED": _ANSWERED, "LINECALLSTATE_BUSY": _BUSY}
@@ -192,7 +190,7 @@ class Metrics:
         msg = event.msg
         counts = self.tapi_events
         counts[msg] = counts.get(msg, 0) + 1
-        if msg == _CALLSTATE:
+        if msg == CALLSTATE:
             handle = event.call
             flags = self._live.get(handle)
             if flags is None:
@@ -200,9 +198,9 @@ class Metrics:
             param = event.param
             flags |= _FLAG_OF_STATE.get(param, 0) | _FLAG_OF_MODE.get(event.mode, 0)
             self._live[handle] = flags
-            if param == _IDLE:
+            if param == IDLE:
                 self._maybe_finished(event, flags)
-        elif msg == _NEWCALL:
+        elif msg == NEWCALL:
             if event.call not in self._live:
                 self._live[event.call] = 0
 

@@ -9,12 +9,13 @@ of one line. Nothing here imports a reactor or reads the clock.
 from __future__ import annotations
 
 import json
-from types import MappingProxyType
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
+from asttapi_server.core.constants import CALLINFO, CALLSTATE, DEVSTATE
 from asttapi_server.core.events import TapiEvent
 from asttapi_server.names import line_name_problem
 from asttapi_server.core.dialstring import MAX_DIAL_LENGTH, dialable
@@ -329,16 +330,16 @@ def encode_notification(method: str, params: Mapping[str, Any]) -> bytes:
 
 #: The params key that carries a TapiEvent's ``param``, per message.
 PARAM_KEY = {
-    "LINE_CALLSTATE": "state",
-    "LINE_CALLINFO": "infostate",
-    "LINE_LINEDEVSTATE": "devstate",
+    CALLSTATE: "state",
+    CALLINFO: "infostate",
+    DEVSTATE: "devstate",
 }
 
 
 def event_params(event: TapiEvent, seq: int, line: str | None = None) -> dict[str, Any]:
     """The ``params`` of the notification for ``event``.
 
-    ``line`` overrides ``event.line`` (for a line-less LINEDEVSTATE sent to
+    ``line`` overrides ``event.line`` (for a line-less LINE_LINEDEVSTATE sent to
     each open line).
     """
     params: dict[str, Any] = {"line": line if line is not None else event.line}

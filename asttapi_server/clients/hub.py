@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from twisted.logger import Logger
 
 from asttapi_server.clients.codec import encode_event, encode_event_template
+from asttapi_server.core.constants import NEWCALL
 from asttapi_server.core.events import TapiEvent
 from asttapi_server.names import log_text
 from asttapi_server.throttle import LogThrottle
@@ -176,7 +177,7 @@ class Hub:
 
     def _publish_line(self, event: TapiEvent, line: str, seq: int) -> None:
         data = encode_event(event, seq)
-        owner = event.owner if event.msg == "LINE_NEWCALL" else None
+        owner = event.owner if event.msg == NEWCALL else None
         rec = self._lines.get(line)
         if self._keeps(len(data)):
             if rec is None:

@@ -21,6 +21,7 @@ from asttapi_server.clients import codec
 from asttapi_server.clients.auth import ANONYMOUS, Authenticator, User
 from asttapi_server.clients.codec import Batch, ParamsError, Reject, Request
 from asttapi_server.clients.hub import Hub
+from asttapi_server.core.constants import CALLSTATE, INSERVICE, NEWCALL, OUTOFSERVICE
 from asttapi_server.errors import TelephonyError, lineerr_of
 from asttapi_server.names import log_text
 from asttapi_server.throttle import LogThrottle
@@ -412,7 +413,7 @@ class Session:
         told OUTOFSERVICE here hears INSERVICE when the link comes up; one
         told INSERVICE hears nothing until the link is lost.
         """
-        return "LINEDEVSTATE_INSERVICE" if self.telephony.link_up else "LINEDEVSTATE_OUTOFSERVICE"
+        return INSERVICE if self.telephony.link_up else OUTOFSERVICE
 
     def _announce(self, line: str, calls: list[dict], seq: int) -> None:
         for snap in calls:
@@ -420,12 +421,12 @@ class Session:
             base = {"line": line, "call": handle, "seq": seq, "existing": True, "callinfo": snap["callinfo"]}
             call = self.telephony.model.get(handle)
             if getattr(call, "owner", None) != self.sid:
-                self.send(codec.encode_notification("LINE_NEWCALL", base))
+                self.send(codec.encode_notification(NEWCALL, base))
             if snap.get("state"):
                 params = {**base, "state": snap["state"]}
                 if snap.get("mode"):
                     params["mode"] = snap["mode"]
-                self.send(codec.encode_notification("LINE_CALLSTATE", params))
+                self.send(codec.encode_notification(CALLSTATE, params))
 
     def do_lineClose(self, request: Request, line: str) -> None:
         self._open_line(line)

@@ -41,7 +41,7 @@ from typing import Any
 from ..ami import actions, normalise
 from ..ami.parser import ByName
 from ..errors import InvalidActionHeader, TelephonyError, lineerr_of
-from .constants import IDLE
+from .constants import CALLINFO_CALLERID, DEVSTATE, IDLE, INSERVICE, NEWCALL, OUTOFSERVICE
 from .dialstring import dialable
 from .effects import ContactWanted, Diagnostic, Effects
 from .events import TapiEvent
@@ -52,9 +52,6 @@ CORE_EVENTS = ("Hangup", "Newchannel", "OriginateResponse")
 #: Newchannel names remembered (Uniqueid -> Channel), oldest dropped first.
 SEEN_CHANNELS = 4096
 
-_NEWCALL = "LINE_NEWCALL"
-_CALLERID = "LINECALLINFOSTATE_CALLERID"
-_LINEDEVSTATE = "LINE_LINEDEVSTATE"
 
 # Link states: DOWN -> (logged in) RESYNCING -> (channel list in) UP -> DOWN ...
 DOWN, RESYNCING, UP = "down", "resyncing", "up"
@@ -144,8 +141,8 @@ class CallControl:
         if self._told is up:
             return Effects()
         self._told = up
-        param = "LINEDEVSTATE_INSERVICE" if up else "LINEDEVSTATE_OUTOFSERVICE"
-        return Effects((TapiEvent(_LINEDEVSTATE, None, None, param),))
+        param = INSERVICE if up else OUTOFSERVICE
+        return Effects((TapiEvent(DEVSTATE, None, None, param),))
 
     def is_resync(self, token: int) -> bool:
         """Is ``token`` the resync's ``CoreShowChannels``? (Its answer goes to the
@@ -266,7 +263,7 @@ class CallControl:
     def _follow(self, fx: Effects) -> None:
         """Start a lookup for each call that shows a caller number not looked up yet."""
         for event in fx:
-            if event.msg != _NEWCALL and event.param != _CALLERID:
+            if event.msg != NEWCALL and event.param != CALLINFO_CALLERID:
                 continue
             number = event.callinfo.get("callerid")
             if not number:

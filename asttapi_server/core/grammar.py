@@ -47,15 +47,12 @@ from functools import lru_cache
 
 from .. import names
 from ..errors import TapiSyntaxError
+from .constants import CALLINFO, CALLSTATE, DEVSTATE, NEWCALL
 from . import constants as C
 
-NEWCALL = "LINE_NEWCALL"
-CALLSTATE = "LINE_CALLSTATE"
-CALLINFO = "LINE_CALLINFO"
-LINEDEVSTATE = "LINE_LINEDEVSTATE"
 SET = "SET"
 
-VERBS = (NEWCALL, CALLSTATE, CALLINFO, LINEDEVSTATE, SET)
+VERBS = (NEWCALL, CALLSTATE, CALLINFO, DEVSTATE, SET)
 
 #: SET field -> callinfo key.
 SET_FIELDS: dict[str, str] = {
@@ -237,7 +234,7 @@ def _parse(raw: str, max_lines: int) -> TapiCommand:
             args = (state,)
     elif verb == CALLINFO:
         args = (_one(rest, "LINECALLINFOSTATE_", C.LINECALLINFOSTATE, raw),)
-    elif verb == LINEDEVSTATE:
+    elif verb == DEVSTATE:
         args = (_one(rest, "LINEDEVSTATE_", C.LINEDEVSTATE, raw),)
     else:
         raise TapiSyntaxError(f"unknown TAPIEVENT verb {parts[0]!r}", raw)

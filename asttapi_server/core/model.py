@@ -75,16 +75,11 @@ from typing import Any
 
 from . import grammar as G
 from .causes import UNKNOWN_MODE, mode_for_cause, mode_for_originate_reason
-from .constants import DISCONNECTED, IDLE
+from .constants import CALLINFO, CALLINFO_OTHER, CALLSTATE, DEVSTATE, DISCONNECTED, IDLE, NEWCALL
 from .effects import Effects
 from .events import TapiEvent
 from .transitions import ALIASES, DEFAULT_DISCONNECT_MODE, DUPLICATE, IMPOSSIBLE, NEW, TRANSITIONS, shown, verdict
 
-_NEWCALL = "LINE_NEWCALL"
-_CALLSTATE = "LINE_CALLSTATE"
-_CALLINFO = "LINE_CALLINFO"
-_LINEDEVSTATE = "LINE_LINEDEVSTATE"
-_OTHER = "LINECALLINFOSTATE_OTHER"
 
 #: Ends a SET value cut to ``max_field_bytes``.
 TRUNCATED = "…[truncated]"
@@ -398,7 +393,7 @@ class CallModel:
         verb = cmd.verb
         uid = cmd.call_id or signal.uniqueid
         call = self._by_uid.get(uid) if uid is not None else None
-        if verb == _NEWCALL:
+        if verb == NEWCALL:
             if uid is None:
                 self._untied(cmd)
                 return Effects()
@@ -406,9 +401,9 @@ class CallModel:
             own = cmd.call_id is None or cmd.call_id == signal.uniqueid
             return self._newcall(call, uid, cmd, signal.channel if own else None, now, signal if own else None)
         if call is None:
-            if verb == _LINEDEVSTATE and cmd.lines and cmd.call_id is None:
+            if verb == DEVSTATE and cmd.lines and cmd.call_id is None:
                 # "[line_1] LINE_LINEDEVSTATE ..." is about the line, not a call.
-                return Effects(TapiEvent(_LINEDEVSTATE, line, None, cmd.args[0]) for line in cmd.lines)
+                return Effects(TapiEvent(DEVSTATE, line, None, cmd.args[0]) for line in cmd.lines)
             if uid is None:
                 self._untied(cmd)
             else:
@@ -417,9 +412,9 @@ class CallModel:
                            "TAPIEVENT for unknown call {uniqueid}, ignored: {raw!r}", uniqueid=uid, raw=G.clip(cmd.raw))
             return Effects()
         call.updated = now
-        if verb == _CALLSTATE:
+        if verb == CALLSTATE:
             return self._callstate(call, cmd, now)
-        if verb == _CALLINFO:
+        if verb == CALLINFO:
             return self._callinfo(call, cmd)
         if verb == G.SET:
             field, value = cmd.args
@@ -438,7 +433,7 @@ class CallModel:
             return Effects()
         # LINE_LINEDEVSTATE for the lines of a call
         events = Effects(
-            TapiEvent(_LINEDEVSTATE, line, None, cmd.args[0])
+            TapiEvent(DEVSTATE, line, None, cmd.args[0])
             for line in self._targets(call, cmd, tracking_only=True)
         )
         self.stats["events"] += len(events)
@@ -484,7 +479,7 @@ class CallModel:
             else:
                 self.stats["duplicate"] += 1
                 continue
-            events.append(TapiEvent(_NEWCALL, line, call.handle, None, None, call.view(), False, owner))
+            events.append(TapiEvent(NEWCALL, line, call.handle, None, None, call.view(), False, owner))
         self.stats["events"] += len(events)
         return events
 
@@ -523,7 +518,7 @@ class CallModel:
                 if call.modes is None:
                     call.modes = {}
                 call.modes[line] = mode
-            events.append(TapiEvent(_CALLSTATE, line, handle, state, mode, view))
+            events.append(TapiEvent(CALLSTATE, line, handle, state, mode, view))
             if state == IDLE:
                 idled = True
                 self._untrack(call, line)
@@ -545,7 +540,7 @@ class CallModel:
                 self.stats["duplicate"] += 1
                 continue
             sent[line] = key
-            events.append(TapiEvent(_CALLINFO, line, call.handle, infostate, None, view))
+            events.append(TapiEvent(CALLINFO, line, call.handle, infostate, None, view))
         self.stats["events"] += len(events)
         return events
 
@@ -676,7 +671,7 @@ class CallModel:
         if call.ended is not None:
             return Effects()
         view = call.view()
-        events = Effects(TapiEvent(_CALLINFO, line, handle, _OTHER, None, view) for line in call.lines)
+        events = Effects(TapiEvent(CALLINFO, line, handle, CALLINFO_OTHER, None, view) for line in call.lines)
         self.stats["events"] += len(events)
         return events
 
@@ -788,8 +783,8 @@ class CallModel:
             if old == IDLE:
                 continue
             if old != DISCONNECTED:
-                events.append(TapiEvent(_CALLSTATE, line, call.handle, DISCONNECTED, mode, view, True))
-            events.append(TapiEvent(_CALLSTATE, line, call.handle, IDLE, None, view, True))
+                events.append(TapiEvent(CALLSTATE, line, call.handle, DISCONNECTED, mode, view, True))
+            events.append(TapiEvent(CALLSTATE, line, call.handle, IDLE, None, view, True))
             states[line] = IDLE
             if call.modes:
                 call.modes[line] = None
