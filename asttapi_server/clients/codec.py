@@ -342,6 +342,13 @@ def event_params(event: TapiEvent, seq: int, line: str | None = None) -> dict[st
     ``line`` overrides ``event.line`` (for a line-less LINE_LINEDEVSTATE sent to
     each open line).
     """
+    params = _params_but_callinfo(event, seq, line)
+    if event.call is not None:
+        params["callinfo"] = dict(event.callinfo)
+    return params
+
+
+def _params_but_callinfo(event: TapiEvent, seq: int, line: str | None) -> dict[str, Any]:
     params: dict[str, Any] = {"line": line if line is not None else event.line}
     if event.call is not None:
         params["call"] = event.call
@@ -353,8 +360,6 @@ def event_params(event: TapiEvent, seq: int, line: str | None = None) -> dict[st
     params["seq"] = seq
     if event.synthetic:
         params["synthetic"] = True
-    if event.call is not None:
-        params["callinfo"] = dict(event.callinfo)
     return params
 
 
@@ -366,17 +371,9 @@ def encode_event(event: TapiEvent, seq: int, line: str | None = None) -> bytes:
     once per version: the model shares one snapshot among the events of a
     version, so NEWCALL, OFFERING and the states after it reuse its JSON.
     """
+    params = _params_but_callinfo(event, seq, line)
     if event.call is None:
-        return encode_notification(event.msg, event_params(event, seq, line))
-    params: dict[str, Any] = {"line": line if line is not None else event.line, "call": event.call}
-    key = PARAM_KEY.get(event.msg)
-    if key is not None and event.param is not None:
-        params[key] = event.param
-    if event.mode is not None:
-        params["mode"] = event.mode
-    params["seq"] = seq
-    if event.synthetic:
-        params["synthetic"] = True
+        return encode_notification(event.msg, params)
     head = _dumps({"jsonrpc": "2.0", "method": event.msg, "params": params})
     # head ends '...}}': open params again for callinfo, the last key.
     return (head[:-2] + ',"callinfo":' + _callinfo_json(event.callinfo) + "}}").encode(
