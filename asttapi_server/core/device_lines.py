@@ -490,24 +490,20 @@ class DeviceLines:
         and the device lines it named or reached, for the adapter to log.
         """
         cmd = signal.command
-        own = self.line_names
-        if cmd.verb == G.NEWCALL:
-            kept = tuple(line for line in cmd.args if line not in own)
-            refused = tuple(line for line in cmd.args if line in own)
+        newcall = cmd.verb == G.NEWCALL
+        named = cmd.args if newcall else cmd.lines  # LINE_NEWCALL names its lines as arguments
+        if newcall or named:
+            own = self.line_names
+            kept = tuple(line for line in named if line not in own)
+            refused = tuple(line for line in named if line in own)
             if not refused:
                 return signal, ()
             if not kept:
                 return None, refused
-            raw = f"LINE_NEWCALL {' '.join(kept)}" if cmd.call_id is None else (
-                f"[~{cmd.call_id}] LINE_NEWCALL {' '.join(kept)}")
-            return _replace(signal, cmd, args=kept, raw=raw), refused
-        if cmd.lines:
-            kept = tuple(line for line in cmd.lines if line not in own)
-            refused = tuple(line for line in cmd.lines if line in own)
-            if not refused:
-                return signal, ()
-            if not kept:
-                return None, refused
+            if newcall:
+                raw = f"LINE_NEWCALL {' '.join(kept)}" if cmd.call_id is None else (
+                    f"[~{cmd.call_id}] LINE_NEWCALL {' '.join(kept)}")
+                return _replace(signal, cmd, args=kept, raw=raw), refused
             return _replace(signal, cmd, lines=kept, raw=_spec_text(cmd, kept)), refused
         uid = cmd.call_id or signal.uniqueid
         leg = self.legs.get(uid) if uid is not None else None
