@@ -69,7 +69,12 @@ def test_the_limit_is_checked_before_the_message_is_buffered():
     c.pump()
     assert c.proto.closing
     assert sum(len(x) for x in (server.frame_data or [])) == 0  # nothing kept of it
-    assert close_of(c)[1] == 1009
+    assert c.client.remoteCloseCode == 1009  # the server's close frame reached the client
+    # The client's close reply lands inside its own unfinished frame (see the
+    # line-timeout test below); either way the server lets go of the socket.
+    h.clock.advance(h.factory.close_timeout)
+    c.pump()
+    assert c.transport.disconnecting
 
 
 def test_a_binary_frame_closes_with_1003_and_a_reason(logged):
@@ -290,4 +295,11 @@ def test_a_message_that_never_ends_meets_the_line_timeout():
     h.clock.advance(timeout / 2 + 0.1)
     (msg,) = c.read()
     assert msg["error"]["code"] == codec.CONNECTION_CLOSING and "did not end" in msg["error"]["message"]
-    assert close_of(c)[1] == 1008
+    c.pump()
+    assert c.client.remoteCloseCode == 1008  # the server's close frame reached the client
+    # The client's close reply lands inside its own unfinished frame: whether the
+    # server reads it as one depends on the client's random frame mask (it did
+    # not, about 1 run in 150). Either way the server lets go of the socket.
+    h.clock.advance(h.factory.close_timeout)
+    c.pump()
+    assert c.transport.disconnecting and c.proto.closing
