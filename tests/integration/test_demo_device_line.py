@@ -9,14 +9,10 @@ from __future__ import annotations
 
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
-from asttapi_server.config import load_config
-from asttapi_server.demo.scenarios import Timing
-from asttapi_server.service import make_service
 
-from .test_end_to_end import JsonClient, is_event
+from .test_end_to_end import JsonClient, is_event, start_demo
 
 
 def states(client, handle=None, line="line_3") -> list[str]:
@@ -40,19 +36,8 @@ class DemoDeviceLine(TestCase):
 
     @defer.inlineCallbacks
     def setUp(self):
-        config = load_config(None, {"server.listen": ["tcp:0:interface=127.0.0.1"], "web.listen": [],
-                                    "plugins.lookup_timeout": 20.0})
-        assert config.lines["line_3"].device == "PJSIP/203"
-        self.app = make_service(config, reactor, demo_options={"timing": Timing.fast(), "autoplay": False})
-        self.app.startService()
-        self.addCleanup(self.app.stopService)
-        port = yield self.app.listeners[0].whenListening()
-        self.port = port.getHost().port
-        for _ in range(200):
-            if self.app.bridge.link_up:
-                break
-            yield deferLater(reactor, 0.02, lambda: None)
-        self.assertTrue(self.app.bridge.link_up, "AMI link to the demo PBX never came up")
+        yield start_demo(self, autoplay=False)
+        assert self.app.config.lines["line_3"].device == "PJSIP/203"
 
     @defer.inlineCallbacks
     def connect(self, line="line_3"):

@@ -58,26 +58,31 @@ def is_event(method: str, **params):
     return predicate
 
 
+@defer.inlineCallbacks
+def start_demo(case: TestCase, *, autoplay: bool):
+    """The whole server on the demo PBX over loopback, as ``case.app`` and ``case.port``,
+    once its AMI link is logged in and resynchronised."""
+    # A generous lookup timeout: the sample CRM answers in microseconds,
+    # but a loaded CI machine can hold its thread up for seconds.
+    config = load_config(None, {"server.listen": ["tcp:0:interface=127.0.0.1"], "web.listen": [],
+                                "plugins.lookup_timeout": 20.0})
+    case.app = make_service(config, reactor, demo_options={"timing": Timing.fast(), "autoplay": autoplay})
+    case.app.startService()
+    case.addCleanup(case.app.stopService)
+    port = yield case.app.listeners[0].whenListening()
+    case.port = port.getHost().port
+    for _ in range(200):
+        if case.app.bridge.link_up:
+            break
+        yield deferLater(reactor, 0.02, lambda: None)
+    case.assertTrue(case.app.bridge.link_up, "AMI link to the demo PBX never came up")
+
+
 class EndToEnd(TestCase):
     timeout = 30
 
-    @defer.inlineCallbacks
     def start(self, *, autoplay: bool):
-        # A generous lookup timeout: the sample CRM answers in microseconds,
-        # but a loaded CI machine can hold its thread up for seconds.
-        config = load_config(None, {"server.listen": ["tcp:0:interface=127.0.0.1"], "web.listen": [],
-                                    "plugins.lookup_timeout": 20.0})
-        self.app = make_service(config, reactor, demo_options={"timing": Timing.fast(), "autoplay": autoplay})
-        self.app.startService()
-        self.addCleanup(self.app.stopService)
-        port = yield self.app.listeners[0].whenListening()
-        self.port = port.getHost().port
-        # Wait for the AMI link to be logged in and resynchronised.
-        for _ in range(200):
-            if self.app.bridge.link_up:
-                break
-            yield deferLater(reactor, 0.02, lambda: None)
-        self.assertTrue(self.app.bridge.link_up, "AMI link to the demo PBX never came up")
+        return start_demo(self, autoplay=autoplay)
 
     @defer.inlineCallbacks
     def connect(self):
