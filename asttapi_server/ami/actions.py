@@ -35,6 +35,7 @@ from typing import NamedTuple
 from asttapi_server.errors import InvalidActionHeader
 
 __all__ = [
+    "NAMES",
     "Action",
     "encode",
     "md5_key",
@@ -55,6 +56,12 @@ __all__ = [
 ]
 
 Headers = Sequence[tuple[str, str]]
+
+#: The actions the builders below make (metrics count AMI round trips by these names).
+NAMES = (
+    "Login", "Challenge", "Ping", "Originate", "Hangup", "Redirect", "BlindTransfer", "CoreShowChannels",
+    "Status", "Command", "Logoff",
+)
 
 
 #: Control bytes (C0 and DEL): a line break ends a header, and Asterisk skips
