@@ -24,16 +24,13 @@ from twisted.logger import LogLevel, capturedLogs
 from asttapi_server.core import CallModel
 from asttapi_server.store import CallStore, read_store
 from tests.core.helpers import sig
-
-UID = "1795674354.1"
+from tests.integration.test_store import UID, model_with_a_call
 
 
 def state_bytes() -> bytes:
-    m = CallModel()
-    m.apply(sig("LINE_NEWCALL line_1", UID, "PJSIP/trunk-00000001"), 1.0)
+    """A store with two calls: test_store's answered call (a second line, a contact) and a lineMakeCall."""
+    m = model_with_a_call()
     m.apply(sig("LINE_NEWCALL line_2", UID), 1.0)
-    m.apply(sig("LINE_CALLSTATE LINECALLSTATE_CONNECTED", UID), 1.0)
-    m.apply(sig('SET CALLERIDNAME Müller, "Jörg"', UID), 1.0)
     m.annotate(1, "contact", {"name": "Jörg", "crm_id": 17}, 1.0)
     m.make_call("line_1", "95551234", owner=7, now=2.0)
     return json.dumps(m.save_state()).encode()

@@ -11,8 +11,6 @@ import itertools
 import re
 from pathlib import Path
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from asttapi_server.ami import actions
 from asttapi_server.config import load_config
 from asttapi_server.metrics import (
@@ -20,6 +18,7 @@ from asttapi_server.metrics import (
 )
 from asttapi_server.service import make_service
 from tests.ami.fakes import FakeAsterisk
+from tests.ops.test_metrics import samples
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,14 +33,6 @@ def case_variants(name: str, n: int) -> list[str]:
             if bit:
                 chars[i] = chars[i].upper()
         out.append("".join(chars))
-    return out
-
-
-def series(text: str) -> dict[tuple[str, tuple], float]:
-    out = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
     return out
 
 
@@ -73,7 +64,7 @@ def test_120000_case_variants_of_an_event_name_are_one_series_through_the_whole_
         text = app.metrics.exposition().decode()
     finally:
         app.stopService()
-    got = series(text)
+    got = samples(text)
     events = {labels: v for (name, labels), v in got.items() if name == "asttapi_ami_events_total"}
     assert events == {(("event", "OriginateResponse"),): 120_000}, events
     assert len(text) < 20_000, len(text)
