@@ -76,6 +76,12 @@ class PluginError(AstTapiError):
     """A plugin failed to load or configure; names the plugin."""
 
 
+class DirectoryError(AstTapiError):
+    """A contact directory (LDAP, CardDAV) could not be read: the server is
+    unreachable, refused our login, or answered something we cannot use.
+    ``str()`` is the one line the admin reads; it never holds a password."""
+
+
 class InvalidActionHeader(AMIError, ValueError):
     """An AMI action header would break the wire format (a line break in a
     value, a colon in a name): refused before anything is sent, so a client
