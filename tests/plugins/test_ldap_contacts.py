@@ -218,11 +218,14 @@ class TlsTests(LdapCase):
 
 
 class HostNameTests(TestCase):
+    @pytest.fixture(autouse=True)
+    def _folder(self, tmp_path):
+        self.tmp = tmp_path
+
     @defer.inlineCallbacks
     def test_a_certificate_for_another_host_is_refused(self):
         need_slapd()
-        folder = Path(self.mktemp())
-        folder.mkdir()
+        folder = self.tmp
         key, cert = make_cert(folder, names=("ldap.example.com",))
         slapd = Slapd(folder / "slapd", tls=(key, cert)).start()
         self.addCleanup(slapd.stop)
