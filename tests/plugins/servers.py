@@ -242,3 +242,105 @@ telephoneNumber: +49 30 9999999
                               input=ldif, capture_output=True, text=True)
         if done.returncode:
             raise RuntimeError(f"ldapmodify failed: {done.stderr[-2000:]}")
+
+
+# -- Radicale ----------------------------------------------------------------
+
+
+class Radicale:
+    """One Radicale (CardDAV) with htpasswd basic auth, a storage folder, and ``USER``'s address book ``contacts``."""
+
+    USER = "alice"
+    PASSWORD = "alice secret 1"
+    BOOK = "contacts"
+
+    def __init__(self, folder: Path, *, tls: tuple[Path, Path] | None = None) -> None:
+        need_radicale()
+        self.folder = folder
+        self.tls = tls  # (key.pem, cert.pem): https
+        self.process: subprocess.Popen | None = None
+        self.port = 0
+        (folder / "storage").mkdir(parents=True, exist_ok=True)
+        (folder / "users").write_text(f"{self.USER}:{self.PASSWORD}\n")
+
+    def _config(self) -> str:
+        f = self.folder
+        tls = f"ssl = True\ncertificate = {self.tls[1]}\nkey = {self.tls[0]}\n" if self.tls else ""
+        return f"""\
+[server]
+hosts = 127.0.0.1:{self.port}
+{tls}[auth]
+type = htpasswd
+htpasswd_filename = {f}/users
+htpasswd_encryption = plain
+delay = 0
+[storage]
+filesystem_folder = {f}/storage
+[rights]
+type = owner_only
+[web]
+type = none
+[logging]
+level = warning
+"""
+
+    @property
+    def base_url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    @property
+    def book_url(self) -> str:
+        return f"{self.base_url}/{self.USER}/{self.BOOK}/"
+
+    def start(self, port: int | None = None) -> "Radicale":
+        log = self.folder / "radicale.log"
+        for _attempt in range(5):
+            self.port = port or free_port()
+            config = self.folder / "config"
+            config.write_text(self._config())
+            with open(log, "ab") as out:
+                self.process = subprocess.Popen([RADICALE, "--config", str(config)], stdout=out, stderr=subprocess.STDOUT)
+            if _wait_listening(self.process, [self.port], log):
+                return self
+            self.process.wait()
+            if port:
+                break
+        raise RuntimeError(f"radicale did not start: {log.read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        _stop(self.process)
+        self.process = None
+
+    def http(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
+             password: str | None = None) -> tuple[int, bytes]:
+        """One request as ``USER`` (blocking: the tests' own setup, not the plugin)."""
+        import base64
+        import ssl
+        import urllib.error
+        import urllib.request
+
+        token = base64.b64encode(f"{self.USER}:{password or self.PASSWORD}".encode()).decode()
+        request = urllib.request.Request(f"{self.base_url}{path}", data=body, method=method,
+                                         headers={"Authorization": f"Basic {token}", **(headers or {})})
+        context = ssl.create_default_context(cafile=str(self.tls[1])) if self.tls else None
+        try:
+            with urllib.request.urlopen(request, timeout=30, context=context) as answer:
+                return answer.status, answer.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read()
+
+    def create_book(self, vcards: str) -> None:
+        """The address book, holding ``vcards`` (one PUT of the whole collection: Radicale stores each card)."""
+        code, body = self.http("PUT", f"/{self.USER}/{self.BOOK}/", vcards.encode(), {"Content-Type": "text/vcard"})
+        if code not in (201, 204):
+            raise RuntimeError(f"creating the address book: {code} {body[:500]!r}")
+
+    def put(self, name: str, vcard: str) -> None:
+        code, body = self.http("PUT", f"/{self.USER}/{self.BOOK}/{name}", vcard.encode(), {"Content-Type": "text/vcard"})
+        if code not in (201, 204):
+            raise RuntimeError(f"PUT {name}: {code} {body[:500]!r}")
+
+    def delete(self, name: str) -> None:
+        code, body = self.http("DELETE", f"/{self.USER}/{self.BOOK}/{name}")
+        if code not in (200, 204):
+            raise RuntimeError(f"DELETE {name}: {code} {body[:500]!r}")
