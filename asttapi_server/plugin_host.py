@@ -43,6 +43,7 @@ from asttapi_server import hookspecs
 from asttapi_server.ami.parser import ByName, wanted_name
 from asttapi_server import settings as setting
 from asttapi_server.config import read_secret_file
+from asttapi_server.directory import DirectoryIndex
 from asttapi_server.errors import PluginError
 from asttapi_server.throttle import LogThrottle
 from asttapi_server.hookspecs import hookimpl
@@ -581,6 +582,11 @@ class PluginHost:
             if ok and isinstance(result, Deferred):
                 name = impl.plugin_name
                 result.addErrback(lambda f, name=name: self._failed(name, "asttapi_call_finished", f))
+
+    def directories(self) -> dict[str, DirectoryIndex]:
+        """The plugins that keep a contact directory in memory (their ``directory``), by name: for /metrics."""
+        return {name: plugin.directory for name, plugin in self.pm.list_name_plugin()
+                if isinstance(getattr(plugin, "directory", None), DirectoryIndex)}
 
     @property
     def looks_up_contacts(self) -> bool:
