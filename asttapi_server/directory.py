@@ -31,7 +31,6 @@ knows the number, docs/plugins.md "Contacts from several sources").
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -44,7 +43,7 @@ from asttapi_server.errors import DirectoryError
 from asttapi_server.numbers import DEFAULT_REGION, NumberIndex, check_region
 from asttapi_server.throttle import LogThrottle
 
-__all__ = ["Contact", "DirectoryIndex", "DirectoryStats", "FAILURE_LOG_INTERVAL", "index_contacts"]
+__all__ = ["Contact", "DirectoryIndex", "DirectoryStats", "FAILURE_LOG_INTERVAL", "found_in", "index_contacts"]
 
 log = Logger(namespace="asttapi_server.directory")
 
@@ -61,8 +60,8 @@ Reader = Callable[[], Deferred]
 class Contact:
     """One person (or company) of a directory, as a screen pop shows them.
 
-    Slotted and shared by every number it has: at 100,000 entries the index
-    is the records plus one small tuple per number.
+    Slotted, and shared by every number it has: the index holds the record
+    itself for its first number and a small tuple for each other one.
     """
 
     name: str | None
@@ -78,14 +77,28 @@ class Contact:
         return found
 
 
-def index_contacts(contacts: Iterable[Contact], region: str = DEFAULT_REGION) -> NumberIndex[tuple[Contact, str]]:
-    """Every number of every contact, by its key (NumberIndex's rule when two share a number)."""
-    index: NumberIndex[tuple[Contact, str]] = NumberIndex(region)
-    intern = sys.intern
+def index_contacts(contacts: Iterable[Contact], region: str = DEFAULT_REGION) -> NumberIndex[Any]:
+    """Every number of every contact, by its key (NumberIndex's rule when two share a number).
+
+    An entry is the contact itself for its first number (most numbers are
+    someone's first), else ``(contact, the number as stored)``: a tuple fewer
+    each; :func:`found_in` reads either.
+    """
+    index: NumberIndex[Any] = NumberIndex(region)
     for contact in contacts:
-        for number in contact.numbers:
-            index.add(number, (contact, intern(number) if len(number) < 40 else number))
+        numbers = contact.numbers
+        if numbers:
+            index.add(numbers[0], contact)
+            for number in numbers[1:]:
+                index.add(number, (contact, number))
     return index
+
+
+def found_in(entry: Any) -> tuple[Contact, str]:
+    """(contact, the number as stored) of an index entry."""
+    if type(entry) is tuple:
+        return entry
+    return entry, entry.numbers[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +152,7 @@ class DirectoryIndex:
         self._blocking = blocking
         self._clock = clock
         self._run_in_thread = run_in_thread
-        self._index: NumberIndex[tuple[Contact, str]] = NumberIndex(self.region)
+        self._index: NumberIndex[Any] = NumberIndex(self.region)
         self._contacts = 0
         self._reads_ok = 0
         self._reads_failed = 0
@@ -184,10 +197,10 @@ class DirectoryIndex:
 
     def lookup(self, number: str) -> dict[str, Any] | None:
         """The contact for ``number`` as the PBX sent it, from memory; None when unknown (or not read yet)."""
-        found = self._index.lookup(number)
-        if found is None:
+        entry = self._index.lookup(number)
+        if entry is None:
             return None
-        contact, stored = found
+        contact, stored = found_in(entry)
         return contact.answer(stored, self.source)
 
     def stats(self) -> DirectoryStats:
@@ -219,7 +232,7 @@ class DirectoryIndex:
 
         return threads.deferToThreadPool(reactor, reactor.getThreadPool(), function)
 
-    def _build(self, contacts: Iterable[Contact] | None) -> tuple[int, NumberIndex[tuple[Contact, str]]] | None:
+    def _build(self, contacts: Iterable[Contact] | None) -> tuple[int, NumberIndex[Any]] | None:
         """The new index (off the reactor thread); None when nothing changed."""
         if contacts is None:
             return None

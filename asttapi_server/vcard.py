@@ -19,6 +19,7 @@ vobject cannot read costs only itself: :func:`read_vcards` says which.
 from __future__ import annotations
 
 import re
+import sys
 from typing import Any
 
 import vobject
@@ -71,7 +72,8 @@ def _contact(card: Any) -> Contact:
         number = _TEL_URI.sub("", _text(line.value))
         if number:
             numbers.append(number)
-    return Contact(name=name or None, company=company or None, numbers=tuple(dict.fromkeys(numbers)),
+    return Contact(name=name or None, company=sys.intern(company) if company else None,  # (many share one)
+                   numbers=tuple(dict.fromkeys(numbers)),
                    email=_text(_first(card, "email")) or None)
 
 

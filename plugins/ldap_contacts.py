@@ -42,6 +42,7 @@ from __future__ import annotations
 import ast
 import re
 import ssl
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,8 +175,9 @@ def contact_of(attributes: Mapping[str, Any], conf: LdapSettings) -> Contact | N
     ))
     if not numbers:
         return None
-    return Contact(name=_first(attributes, conf.name_attributes), company=_first(attributes, conf.company_attributes),
-                   numbers=numbers, email=_first(attributes, (EMAIL_ATTRIBUTE,)))
+    company = _first(attributes, conf.company_attributes)
+    return Contact(name=_first(attributes, conf.name_attributes), company=sys.intern(company) if company else None,
+                   numbers=numbers, email=_first(attributes, (EMAIL_ATTRIBUTE,)))  # (many share a company)
 
 
 def read_directory(conf: LdapSettings) -> list[Contact]:

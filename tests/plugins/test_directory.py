@@ -6,7 +6,7 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.logger import formatEvent
 
-from asttapi_server.directory import FAILURE_LOG_INTERVAL, Contact, DirectoryIndex, index_contacts
+from asttapi_server.directory import FAILURE_LOG_INTERVAL, Contact, DirectoryIndex, found_in, index_contacts
 from asttapi_server.errors import DirectoryError
 
 JANE = Contact("Jane Doe", "Northwind", ("+44 20 7946 0958", "07700 900123"), "jane@northwind.example")
@@ -150,4 +150,7 @@ def test_stop_cancels_the_read_under_way_quietly(logged):
 
 def test_a_number_two_contacts_share_pops_the_first():
     index = index_contacts([SAM, Contact("Other", None, ("+44 20 7946 0959",))], "GB")
-    assert index.lookup("02079460959")[0] is SAM
+    assert found_in(index.lookup("02079460959")) == (SAM, "020 7946 0959")
+    jane = index_contacts([JANE], "GB")
+    assert found_in(jane.lookup("07700900123")) == (JANE, "07700 900123")  # a second number: stored with it
+    assert found_in(jane.lookup("+442079460958")) == (JANE, "+44 20 7946 0958")
