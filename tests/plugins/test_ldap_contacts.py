@@ -179,6 +179,19 @@ class ReadTests(LdapCase):
         self.assertIsNone(plugin.asttapi_lookup_contact("0302000007"))
 
     @defer.inlineCallbacks
+    def test_a_server_that_never_answers_costs_the_timeout_not_a_hung_read(self):
+        from twisted.internet import reactor
+        from twisted.internet.protocol import Factory, Protocol
+
+        silent = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
+        self.addCleanup(silent.stopListening)
+        plugin = self.plugin(url=f"ldap://127.0.0.1:{silent.getHost().port}", timeout=1)
+        ok = yield plugin.asttapi_startup()
+        self.assertIs(ok, False)
+        (line,) = self.lines("ldap_contacts: cannot read")
+        self.assertIn(f"no answer from 127.0.0.1:{silent.getHost().port} within 1s (bind)", line)
+
+    @defer.inlineCallbacks
     def test_wrong_base_dn(self):
         plugin = self.plugin(base_dn="ou=nobody,dc=example,dc=org")
         ok = yield plugin.asttapi_startup()
