@@ -40,10 +40,11 @@ from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from asttapi_server.errors import DirectoryError
+from asttapi_server.hookspecs import hookimpl
 from asttapi_server.numbers import DEFAULT_REGION, NumberIndex, check_region
 from asttapi_server.throttle import LogThrottle
 
-__all__ = ["Contact", "DirectoryIndex", "DirectoryStats", "FAILURE_LOG_INTERVAL", "found_in", "index_contacts"]
+__all__ = ["Contact", "DirectoryIndex", "DirectoryPlugin", "DirectoryStats", "FAILURE_LOG_INTERVAL", "found_in", "index_contacts"]
 
 log = Logger(namespace="asttapi_server.directory")
 
@@ -302,3 +303,31 @@ class DirectoryIndex:
             self._next = self._get_clock().callLater(self.refresh_interval, self.refresh)
         for waiter in waiters:
             waiter.callback(ok)
+
+
+class DirectoryPlugin:
+    """The hooks of a plugin that answers from its :class:`DirectoryIndex` (``self.directory``).
+
+    ``asttapi_startup`` returns the first read's Deferred, which never fails:
+    start-up does not wait for it (lookups miss meanwhile), and a reload
+    swaps plugins once it fired, so the new index is there. Override
+    :meth:`close` to release more on shutdown.
+    """
+
+    directory: DirectoryIndex
+
+    @hookimpl
+    def asttapi_startup(self) -> Deferred:
+        return self.directory.start()
+
+    @hookimpl
+    def asttapi_shutdown(self) -> Deferred | None:
+        self.directory.stop()
+        return self.close()
+
+    @hookimpl
+    def asttapi_lookup_contact(self, number: str) -> dict[str, Any] | None:
+        return self.directory.lookup(number)
+
+    def close(self) -> Deferred | None:
+        return None

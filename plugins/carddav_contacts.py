@@ -45,9 +45,8 @@ from asttapi_server.carddav import (
     propfind_members,
     sync_collection,
 )
-from asttapi_server.directory import Contact, DirectoryIndex, ThreadRunner
+from asttapi_server.directory import Contact, DirectoryIndex, DirectoryPlugin, ThreadRunner
 from asttapi_server.errors import DirectoryError, HttpError
-from asttapi_server.hookspecs import hookimpl
 from asttapi_server.http_client import HttpClient, HttpResponse, basic_auth, check_url
 from asttapi_server.numbers import DEFAULT_REGION, check_region
 from asttapi_server.plugin_host import Settings
@@ -276,7 +275,7 @@ def _card(member: Member) -> tuple[Card | None, str | None]:
         return Card(member.href, member.etag, None), str(exc)
 
 
-class CardDavContacts:
+class CardDavContacts(DirectoryPlugin):
     """The configured plugin: the address book's index, and its hooks."""
 
     def __init__(self, url: str, client: HttpClient, *, username: str | None = None, refresh: float = 300.0,
@@ -287,17 +286,5 @@ class CardDavContacts:
         self.directory = DirectoryIndex(NAME, self.sync.sync, where=url, refresh=refresh, region=region,
                                         source=SOURCE, clock=clock, run_in_thread=run_in_thread)
 
-    @hookimpl
-    def asttapi_startup(self):
-        # Fires when the first sync ended, never fails: a reload swaps plugins
-        # once the new index is there; start-up itself does not wait.
-        return self.directory.start()
-
-    @hookimpl
-    def asttapi_shutdown(self):
-        self.directory.stop()
+    def close(self) -> Deferred:
         return self.client.close()
-
-    @hookimpl
-    def asttapi_lookup_contact(self, number):
-        return self.directory.lookup(number)

@@ -53,9 +53,8 @@ import ldap3
 from ldap3.core import exceptions as ldap_errors
 from ldap3.operation.search import parse_filter
 
-from asttapi_server.directory import Contact, DirectoryIndex, ThreadRunner
+from asttapi_server.directory import Contact, DirectoryIndex, DirectoryPlugin, ThreadRunner
 from asttapi_server.errors import DirectoryError
-from asttapi_server.hookspecs import hookimpl
 from asttapi_server.numbers import DEFAULT_REGION, check_region
 from asttapi_server.plugin_host import Settings
 
@@ -292,7 +291,7 @@ def _reason(exc: BaseException) -> str:
 # -- the plugin --------------------------------------------------------------
 
 
-class LdapContacts:
+class LdapContacts(DirectoryPlugin):
     """The configured plugin: the directory's index, and its hooks."""
 
     def __init__(self, conf: LdapSettings, *, refresh: float = 300.0, region: str = DEFAULT_REGION,
@@ -301,17 +300,3 @@ class LdapContacts:
         self.directory = DirectoryIndex(NAME, lambda: read_directory(conf), blocking=True, where=conf.where,
                                         refresh=refresh, region=region, source=SOURCE, clock=clock,
                                         run_in_thread=run_in_thread)
-
-    @hookimpl
-    def asttapi_startup(self):
-        # Fires when the first read ended, never fails: a reload swaps plugins
-        # once the new index is there; start-up itself does not wait.
-        return self.directory.start()
-
-    @hookimpl
-    def asttapi_shutdown(self):
-        self.directory.stop()
-
-    @hookimpl
-    def asttapi_lookup_contact(self, number):
-        return self.directory.lookup(number)
