@@ -296,7 +296,9 @@ class DirectoryIndex:
         return f"{age:.0f}s" if age < 120 else f"{age / 60:.0f} min"
 
     def _read_ended(self, ok: Any) -> None:
-        ok = ok is True  # (a Failure here would be our bug; the loop goes on all the same)
+        if isinstance(ok, Failure):  # a bug of ours above; the loop goes on all the same
+            log.failure("{plugin}: reading {where} went wrong", ok, plugin=self.name, where=self.where)
+        ok = ok is True
         self._reading = None
         waiters, self._waiters = self._waiters, []
         if self._running:

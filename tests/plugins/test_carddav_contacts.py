@@ -108,7 +108,7 @@ def radicale_book(tmp_path_factory):
     server = Radicale(tmp_path_factory.mktemp("radicale")).start()
     server.create_book("".join(vcard(i) for i in range(CARDS)))
     yield server
-    server.stop()
+    server.close()
 
 
 class CardDavCase(TestCase):
@@ -264,7 +264,7 @@ class ServerGoneTests(TestCase):
     def _fixtures(self, tmp_path):
         self.tmp = tmp_path
         self.radicale = Radicale(tmp_path / "radicale").start()
-        self.addCleanup(lambda: self.radicale.stop())
+        self.addCleanup(lambda: self.radicale.close())
         self.radicale.create_book("".join(vcard(i) for i in range(10)))
         self.logged: list[dict] = []
         globalLogPublisher.addObserver(self.logged.append)
@@ -302,7 +302,7 @@ class TlsTests(TestCase):
         key, cert = make_cert(tmp_path)
         self.cert = cert
         self.radicale = Radicale(tmp_path / "radicale", tls=(key, cert)).start()
-        self.addCleanup(lambda: self.radicale.stop())
+        self.addCleanup(lambda: self.radicale.close())
         self.radicale.create_book(vcard(1))
         (tmp_path / "pw").write_text(Radicale.PASSWORD)
         self.logged: list[dict] = []

@@ -60,7 +60,7 @@ def sources(tmp_path_factory):
     }
     yield settings
     slapd.stop()
-    radicale.stop()
+    radicale.close()
 
 
 class PrecedenceTests(TestCase):

@@ -254,6 +254,30 @@ class HostNameTests(TestCase):
         self.assertIn("TLS with 127.0.0.1", line)
 
 
+class StockSchemaTests(TestCase):
+    """OpenLDAP with its own schemas only: the default filter names AD attributes it does not know."""
+
+    @pytest.fixture(autouse=True)
+    def _folder(self, tmp_path):
+        self.tmp = tmp_path
+
+    @defer.inlineCallbacks
+    def test_the_defaults_read_a_stock_openldap(self):
+        slapd = Slapd(self.tmp / "slapd", ad_like=False)
+        slapd.load("".join(
+            f"dn: uid=s{i},{Slapd.PEOPLE}\nobjectClass: inetOrgPerson\nuid: s{i}\ncn: Stock {i}\nsn: {i}\n"
+            f"o: Stock Org\ntelephoneNumber: 030 555{i:04d}\n\n" for i in range(3)))
+        slapd.start()
+        self.addCleanup(slapd.stop)
+        plugin = ldap_contacts.configure({"url": slapd.url, "base_dn": Slapd.SUFFIX, "region": "DE"}, None)
+        self.addCleanup(plugin.asttapi_shutdown)
+        ok = yield plugin.asttapi_startup()
+        self.assertIs(ok, True)
+        self.assertEqual(plugin.directory.stats().contacts, 3)  # not the reader account, not the OU
+        self.assertEqual(plugin.asttapi_lookup_contact("+49305550002"),
+                         {"name": "Stock 2", "company": "Stock Org", "source": "ldap", "number": "030 5550002"})
+
+
 class RefreshTests(TestCase):
     """A slapd of this test's own: it is changed and stopped."""
 
