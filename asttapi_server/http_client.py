@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError as DeferredTimeout
 from twisted.internet.protocol import Protocol
@@ -182,7 +182,9 @@ class HttpClient:
         sent = Headers({k: [v] for k, v in {**self.headers, **(headers or {})}.items()})
         producer = _Bytes(body) if body is not None else None
         result: Deferred = Deferred(lambda d: response_d.cancel())  # noqa: F821 - bound below
-        response_d = self.agent.request(method.encode("ascii"), url.encode("ascii"), sent, producer)
+        # An address book named "Büro": the URL's non-ASCII characters percent-encoded (UTF-8).
+        wire_url = quote(url, safe=":/?#[]@!$&'()*+,;=%~").encode("ascii")
+        response_d = self.agent.request(method.encode("ascii"), wire_url, sent, producer)
 
         def got(response: Any) -> Deferred | None:
             if response.length is not UNKNOWN_LENGTH and response.length > self.max_bytes:

@@ -85,6 +85,13 @@ class HttpClientTests(TestCase):
         self.assertEqual((answer.code, answer.body), (404, b"no such thing"))
 
     @defer.inlineCallbacks
+    def test_a_url_with_non_ascii_characters_is_sent_percent_encoded(self):
+        server, url = self.serve()
+        answer = yield self.client().request("PROPFIND", url + "/dav/Büro%20Kontakte/")
+        self.assertEqual(answer.code, 200)
+        self.assertEqual(server.seen[-1][1], "/dav/B%C3%BCro%20Kontakte/")
+
+    @defer.inlineCallbacks
     def test_redirects_are_not_followed(self):
         server, url = self.serve()
         answer = yield self.client().request("GET", url + "/moved")
