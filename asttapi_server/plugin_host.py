@@ -154,6 +154,23 @@ class Settings:
     def number(self, key: str, default: float) -> float:
         return self._take(key, default, setting.number, positive=False, what="a number")
 
+    def required(self, key: str, what: str) -> str:
+        """A string that must be given; ``what`` says what it is when it is missing."""
+        value = self.str(key)
+        if not value:
+            raise ValueError(f"setting {key!r}: {what} is missing")
+        return value
+
+    def login(self, user_key: str, password_file_key: str) -> tuple[str | None, str | None]:
+        """(user, password) from a user setting and a password file setting: both or neither."""
+        user = self.str(user_key) or None
+        password = self.secret_file(password_file_key)
+        if user and password is None:
+            raise ValueError(f"setting {password_file_key!r}: needed with {user_key} (a file holding the password)")
+        if password is not None and not user:
+            raise ValueError(f"setting {user_key!r}: needed with {password_file_key}")
+        return user, password
+
     def seconds(self, key: str, default: float, minimum: float) -> float:
         """A number of seconds from ``minimum`` up."""
         return self._take(key, default, setting.number, minimum=minimum)

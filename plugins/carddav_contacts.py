@@ -71,20 +71,12 @@ XML = {"Content-Type": "application/xml; charset=utf-8"}
 
 def configure(settings: Mapping[str, Any], config: Any) -> "CardDavContacts":
     s = Settings(settings, config)
-    url = s.str("url")
-    if not url:
-        raise ValueError("setting 'url': the address book's URL is missing")
-    url = check_url(url)
+    url = check_url(s.required("url", "the address book's URL"))
     if urlsplit(url).query:
         raise ValueError(f"setting 'url': expected the address book's URL without a query, got {url!r}")
     if not url.endswith("/"):
         url += "/"  # a collection's URL; relative hrefs resolve against it
-    username = s.str("username") or None
-    password = s.secret_file("password_file")
-    if username and password is None:
-        raise ValueError("setting 'password_file': needed with username (a file holding the password)")
-    if password is not None and not username:
-        raise ValueError("setting 'username': needed with password_file")
+    username, password = s.login("username", "password_file")
     refresh = s.seconds("refresh", 300.0, minimum=1.0)
     region = check_region(s.str("region", DEFAULT_REGION))
     ca_file = s.file("ca_file")

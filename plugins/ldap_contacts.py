@@ -101,9 +101,7 @@ class LdapSettings:
 
 def configure(settings: Mapping[str, Any], config: Any) -> "LdapContacts":
     s = Settings(settings, config)
-    url = s.str("url")
-    if not url:
-        raise ValueError("setting 'url': the directory's address is missing (ldap://host or ldaps://host)")
+    url = s.required("url", "the directory's address (ldap://host or ldaps://host)")
     parts = urlsplit(url)
     if parts.scheme not in ("ldap", "ldaps") or not parts.hostname:
         raise ValueError(f"setting 'url': expected ldap://host[:port] or ldaps://host[:port], got {url!r}")
@@ -118,15 +116,8 @@ def configure(settings: Mapping[str, Any], config: Any) -> "LdapContacts":
     if starttls and parts.scheme == "ldaps":
         raise ValueError("setting 'starttls': ldaps:// is TLS from the start; use starttls with ldap:// only")
     ca_file = s.file("ca_file")
-    base_dn = s.str("base_dn")
-    if not base_dn:
-        raise ValueError("setting 'base_dn': where the people are is missing (e.g. \"dc=example,dc=com\")")
-    bind_dn = s.str("bind_dn") or None
-    password = s.secret_file("bind_password_file")
-    if bind_dn and password is None:
-        raise ValueError("setting 'bind_password_file': needed with bind_dn (a file holding the password)")
-    if password is not None and not bind_dn:
-        raise ValueError("setting 'bind_dn': needed with bind_password_file (or remove both: anonymous bind)")
+    base_dn = s.required("base_dn", "where the people are (e.g. \"dc=example,dc=com\")")
+    bind_dn, password = s.login("bind_dn", "bind_password_file")  # neither: an anonymous bind
     phones = s.strings("phone_attributes", PHONE_ATTRIBUTES)
     search_filter = s.str("filter") or default_filter(phones)
     try:
