@@ -1,4 +1,4 @@
-"""Callers found in a shared CardDAV address book (Nextcloud, Radicale, iCloud, Google, SOGo ...).
+"""Callers found in a shared CardDAV address book (Nextcloud, Radicale, iCloud, SOGo, Baïkal ...).
 
 Settings (``[plugins.carddav_contacts]``; ``url`` is required)::
 
