@@ -158,7 +158,8 @@ def asttapi_lookup_contact(number, callinfo, app):
 
     Every implementation is called and they run at the same time; not
     ``firstresult`` (a Deferred is not ``None``). The answer is the first
-    non-``None`` contact in hook order among the plugins that answered within
+    non-``None`` contact in hook order (the order of ``[plugins] enabled``:
+    the first source that knows the number wins) among the plugins that answered within
     ``[plugins] lookup_timeout`` seconds (default 2); slower answers are
     cancelled and ignored. A plugin that raises or fails counts as ``None``.
 
