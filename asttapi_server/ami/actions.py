@@ -42,6 +42,7 @@ __all__ = [
     "redirect",
     "blind_transfer",
     "coreshowchannels",
+    "getvar",
     "status",
     "command",
     "logoff",
@@ -248,6 +249,11 @@ def blind_transfer(channel: str, context: str, exten: str) -> Action:
 
 def coreshowchannels() -> Action:
     return _action("CoreShowChannels")
+
+
+def getvar(channel: str, variable: str) -> Action:
+    """``Getvar`` of a variable or function (``CONNECTEDLINE(pres)``) on one channel; the answer's ``Value``."""
+    return _action("Getvar", ("Channel", channel), ("Variable", variable))
 
 
 def status(channel: str | None = None) -> Action:

@@ -58,6 +58,19 @@ class Channel:
     application_data: str = ""
     bridge_id: str = ""
     variables: dict[str, str] = field(default_factory=dict)
+    #: CALLERID(pres) and CONNECTEDLINE(pres) as Getvar reads them (main/callerid.c's names):
+    #: no AMI event carries them, like on a real Asterisk.
+    callerid_pres: str = "allowed_not_screened"
+    connected_pres: str = "allowed_not_screened"
+
+    def getvar(self, variable: str) -> str:
+        """What ``Getvar`` answers for ``variable`` on this channel (``""`` for one not set)."""
+        name = variable.strip().upper()
+        if name in ("CALLERID(PRES)", "CALLERID(NUM-PRES)", "CALLERID(NAME-PRES)"):
+            return self.callerid_pres
+        if name in ("CONNECTEDLINE(PRES)", "CONNECTEDLINE(NUM-PRES)", "CONNECTEDLINE(NAME-PRES)"):
+            return self.connected_pres
+        return self.variables.get(variable.strip(), "")
 
     def snapshot(self, prefix: str = "") -> Pairs:
         """The standard channel headers, in Asterisk's order."""

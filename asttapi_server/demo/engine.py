@@ -412,6 +412,16 @@ class DemoEngine:
             self.later(0.0, transfer, ch, context or ch.context, exten, 1)
         return ami.response("Success", action_id, ("Message", "Transfer succeeded"))
 
+    def getvar(self, target: str | None, variable: str | None, action_id: str | None) -> Pairs:
+        """``Getvar`` as Asterisk 22's manager answers it (``action_getvar`` in main/manager.c)."""
+        if not variable:
+            return ami.response("Error", action_id, ("Message", "No variable specified"))
+        ch = self.find(target) if target else None
+        if target and ch is None:
+            return ami.response("Error", action_id, ("Message", "No such channel"))
+        value = ch.getvar(variable) if ch is not None else ""
+        return ami.response("Success", action_id, ("Variable", variable), ("Value", value))
+
     def core_show_channels(self, action_id: str | None) -> list[Pairs]:
         now = self.clock.seconds()
         out = [ami.response("Success", action_id, ("EventList", "start"),
