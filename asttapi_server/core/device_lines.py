@@ -58,9 +58,11 @@ ANSWERED        Newstate Up of the device channel: it answered -> CONNECTED
 PROCEEDING      DialBegin with the device as Channel: the PBX dials out
 RINGBACK        DialState RINGING with the device as Channel
 FAR_ANSWERED    DialEnd ANSWER with the device as Channel -> CONNECTED
-FAR_BUSY        DialEnd BUSY with the device as Channel -> BUSY
-FAR_FAILED      DialEnd NOANSWER/CONGESTION/CHANUNAVAIL/CANCEL as Channel
-                -> DISCONNECTED (mode from the DialStatus)
+FAR_BUSY        DialEnd BUSY with the device as Channel, once every
+                destination of its Dial failed -> BUSY
+FAR_FAILED      DialEnd NOANSWER/CONGESTION/CHANUNAVAIL/CANCEL as Channel,
+                likewise -> DISCONNECTED (mode from the DialStatus); a
+                CANCEL with ``Forward`` (a 302) is no end: the Dial goes on
 BRIDGED         BridgeEnter of the device channel -> CONNECTED
 HOLD / UNHOLD   Hold / Unhold of the device channel (its user pressed hold)
 TRANSFERRED     BlindTransfer (Transferer) or AttendedTransfer (either
@@ -70,27 +72,37 @@ HANGUP          Hangup -> DISCONNECTED (see :func:`disconnect_mode`), IDLE
 
 Newstate Ringing of a device channel before its DialBegin (Asterisk sends
 them in either order) only marks the leg; the DialBegin announces it.
+``Pickup`` marks its TargetChannel (its Hangup ends it PICKUP) and moves
+its Channel's call out (TRANSFERRED) and the picked-up call in: a new
+LINE_NEWCALL, CONNECTED (:meth:`DeviceLines._pickup`).
 
 Call info
 ---------
 * incoming: callerid/name = the calling Channel's CallerIDNum/Name (else
   the device channel's ConnectedLine), calledid = the number the caller
-  dialled (the calling channel's Exten when it is a number); origin INTERNAL
-  when the calling channel is a configured device, else EXTERNAL.
+  dialled, followed back through Local channels (:meth:`DeviceLines._root`:
+  a queue's or FreePBX ring group's number, not its member's Exten); origin
+  INTERNAL when that caller is a configured device, else EXTERNAL.
 * placed from the phone / click-to-dial: callerid/name = the device
   channel's own CallerIDNum/Name as Newchannel showed it, calledid = its
-  Exten; origin OUTBOUND, INTERNAL once DialBegin shows the far end is a
-  configured device.
+  Exten; origin OUTBOUND, whoever it reaches.
 * connectedid/name: the device channel's ConnectedLine once the call is
   connected (for a call placed, the dialled party's CallerIDNum when
-  Asterisk knows no connected line), updated by NewConnectedLine and by the
+  Asterisk knows no connected line, else the number dialled; for an offered
+  call none: flags UNAVAIL), updated by NewConnectedLine and by the
   ConnectedLine every channel event carries (a transfer changes it).
+* every party that comes from a channel (an offered call's caller, a
+  connected party) carries a :class:`~.grammar.Screen` of the device
+  channel's ``CONNECTEDLINE(pres)``: the core reads it before the party is
+  shown, and a withheld one never is (:mod:`.parties`).
 
-The first signals of a call are LINE_NEWCALL (carrying callerid and the
-dialled number, so the screen pop needs nothing else; none for calls the
-phone places: there the callerid is the user's own number), the SETs (silent)
-and the first LINE_CALLSTATE, which carries the complete call info. A change
-after that is a SET followed by LINE_CALLINFO with the matching infostate.
+The first signals of a call are LINE_NEWCALL (carrying callerid, the
+dialled number and the origin, so the screen pop needs nothing else; no
+callerid for calls the phone places: there it is the user's own number),
+the SETs (silent) and the first LINE_CALLSTATE, which carries the complete
+call info. A change after that is a SET followed by LINE_CALLINFO with the
+matching infostate. Every signal is marked ``device``: the model keeps a
+device line's call apart from a dialplan's call on the same Uniqueid.
 
 What this cannot know is listed in ``docs/device-lines.md``.
 """
@@ -488,7 +500,7 @@ class DeviceLines:
             self._placed(leg, _number(leg.exten), out)
         elif app.startswith("appdial") or state == _STATE_RINGING:
             num, name = leg.connected
-            self._announce(leg, num, name, None, out)
+            self._announce(leg, num, name, None, out, screen=True)
         else:
             self._announce(leg, None, None, None, out)
         if state == _STATE_UP:
@@ -892,10 +904,11 @@ def disconnect_mode(leg: Leg, cause: int | None) -> str:
     """LINEDISCONNECTMODE_* for a device channel that hung up in ``leg.state``.
 
     A call that rang and was never answered here says why from the Dial's
-    status (rejected, not answered, the caller gave up; BUSY before it
-    ever rang is BUSY, not a rejection), cause 26 taking precedence (a ring
-    group answered elsewhere); every other call uses the
-    Q.850 cause (:func:`~.causes.mode_for_cause`: 16 -> NORMAL).
+    first status (rejected, not answered, the caller gave up, forwarded by
+    a 302; BUSY before it ever rang is BUSY, not a rejection; for a Local
+    queue member, how the queue's ring of the member ended), cause 26 or a
+    Pickup taking precedence (answered elsewhere, picked up); every other
+    call uses the Q.850 cause (:func:`~.causes.mode_for_cause`: 16 -> NORMAL).
     """
     if leg.state == OFFERING:
         if cause == _ANSWERED_ELSEWHERE or leg.picked:

@@ -108,11 +108,21 @@ def newstate(ch: Channel) -> Pairs:
     return _event("Newstate", "call,all", ch.snapshot())
 
 
+#: CALLERID(pres) names -> NewCallerid's "CID-CallingPres: %d (%s)" (main/callerid.c's pres_types).
+CALLING_PRES = {
+    "allowed_not_screened": "0 (Presentation Allowed, Not Screened)",
+    "allowed_passed_screen": "1 (Presentation Allowed, Passed Screen)",
+    "prohib_not_screened": "32 (Presentation Prohibited, Not Screened)",
+    "prohib_passed_screen": "33 (Presentation Prohibited, Passed Screen)",
+    "unavailable": "67 (Number Unavailable)",
+}
+
+
 def newcallerid(ch: Channel) -> Pairs:
     return _event(
         "NewCallerid",
         "call,all",
-        [*ch.snapshot(), ("CID-CallingPres", "0 (Presentation Allowed, Not Screened)")],
+        [*ch.snapshot(), ("CID-CallingPres", CALLING_PRES.get(ch.callerid_pres, CALLING_PRES["allowed_not_screened"]))],
     )
 
 

@@ -17,7 +17,8 @@ One line, one source: while device lines exist this plugin also takes the
 dialplan's TAPI UserEvents, maps them with the UserEvent mapping
 (:mod:`asttapi_server.mappings.tapi_userevent`) and passes each signal
 through :meth:`DeviceLines.guard <asttapi_server.core.device_lines.DeviceLines.guard>`:
-a UserEvent cannot drive a device line's calls. What it refuses comes back
+a UserEvent cannot name a device line (what is left drives the dialplan's own
+call, even on a device channel's Uniqueid: the model keeps the two apart). What it refuses comes back
 as a ``Diagnostic`` the server logs at most once a minute per kind. (The UserEvent
 mapping is ``trylast`` and this one is not, so this one sees a UserEvent
 first; a test pins that order.)

@@ -21,7 +21,7 @@ from asttapi_server.core import CallModel
 from asttapi_server.core import device_lines as D
 
 from .test_device_lines import (
-    CONNECTED, CONNID, DISCONNECTED, EXTERNAL, HANDMADE, IDLE, INTERNAL, NATIVE, NEWCALL, NORMAL, OFFERING,
+    CONNECTED, CONNID, DISCONNECTED, EXTERNAL, HANDMADE, IDLE, INTERNAL, LAB, NATIVE, NEWCALL, NORMAL, OFFERING,
     ONHOLD, OUTBOUND, clean, ev, last, messages, play, seq,
 )
 
@@ -52,9 +52,38 @@ FLOWS = {
 }
 
 
+#: flows of a caller who withholds the number: the presentation reads answer this
+WITHHELD = {
+    "a caller who withholds the number": NATIVE / "s10_hold_unhold.raw",
+    "a withheld caller through a queue of Local members": HANDMADE / "h03_queue_local_members_ringall.raw",
+}
+
+
 def flow(name):
     lines, model, _, events = play(messages(FLOWS[name]))
     clean(lines, model)
+    return events
+
+
+def through_the_core(msgs, presentation: str):
+    """``msgs`` through the device mapping and the whole core (CallControl), each presentation read
+    (Getvar) answered with ``presentation`` at once: what the bridge carries out."""
+    from asttapi_server.ami.message import Message
+    from asttapi_server.core.control import CallControl
+
+    lines, control = D.DeviceLines(LAB), CallControl(CallModel(boot_id="t"), {})
+    control.answered(control.link_established(0.0).actions[0].token, [], None, 0.0)
+    events: list = []
+    for n, msg in enumerate(msgs):
+        pending = [control.signals(lines.feed(msg.name, msg.get, float(n)), float(n))]
+        while pending:
+            fx = pending.pop()
+            events += fx
+            for send in fx.actions:
+                assert send.action.name == "Getvar"
+                value = Message.from_items([("Response", "Success"), ("Value", presentation)])
+                pending.append(control.answered(send.token, value, None, float(n)))
+    clean(lines, control.model)
     return events
 
 
@@ -281,6 +310,29 @@ def test_a_restart_at_any_point_of_the_handmade_flows_changes_nothing_clients_se
     assert set(differ) <= windows, differ
 
 
+def test_a_withheld_caller_is_offered_and_connected_with_no_number_or_name():
+    events = through_the_core(messages(WITHHELD["a caller who withholds the number"]), "prohib_passed_screen")
+    assert seq(events, "bob") == [[NEWCALL, OFFERING, CONNID, CONNECTED, ONHOLD, CONNECTED, ENDED, IDLE]]
+    for e in events:
+        assert party(e.callinfo, "callerid") == (None, None, ("LINECALLPARTYID_BLOCKED",))
+    info = last(events, "bob")
+    assert party(info, "connectedid") == (None, None, ("LINECALLPARTYID_BLOCKED",))
+    assert (info["calledid"], info["origin"]) == ("101", EXTERNAL)
+
+
+def test_every_flow_gives_the_same_through_the_whole_core_when_callers_present_their_number():
+    """The tables are the mapping's and the model's; the core's presentation reads change nothing for a
+    caller who presents the number (but the order between two calls: a call waits one round trip)."""
+    def per_call(events):
+        out: dict = {}
+        for e in events:
+            out.setdefault((e.line, e.call), []).append(e)
+        return out
+
+    for name, path in FLOWS.items():
+        assert per_call(through_the_core(messages(path), "allowed_not_screened")) == per_call(flow(name)), name
+
+
 def _flags(flags) -> str:
     return " ".join(f.removeprefix("LINECALLPARTYID_") for f in flags)
 
@@ -295,7 +347,10 @@ def render(name) -> list[str]:
     """The table docs/device-lines.md shows for a flow: one row per line's call."""
     from .test_device_lines import _short
 
-    events = flow(name)
+    if name in WITHHELD:
+        events = through_the_core(messages(WITHHELD[name]), "prohib_passed_screen")
+    else:
+        events = flow(name)
     calls: dict = {}
     for e in events:
         calls.setdefault((e.line, e.call), []).append(e)
@@ -311,11 +366,11 @@ def render(name) -> list[str]:
 def test_the_docs_flow_tables_are_what_the_code_gives():
     text = DOC.read_text()
     tables = dict(re.findall(r"<!-- flow: (.*?) -->\n(.*?)<!-- /flow -->", text, re.S))
-    assert sorted(tables) == sorted(FLOWS)
-    for name in FLOWS:
+    assert sorted(tables) == sorted([*FLOWS, *WITHHELD])
+    for name in [*FLOWS, *WITHHELD]:
         assert [row for row in tables[name].splitlines() if row.startswith("|")] == render(name), name
 
 
 if __name__ == "__main__":  # python -m tests.core.test_office_flows: the tables, for the doc
-    for flow_name in FLOWS:
+    for flow_name in [*FLOWS, *WITHHELD]:
         print(f"<!-- flow: {flow_name} -->\n" + "\n".join(render(flow_name)) + "\n<!-- /flow -->\n")

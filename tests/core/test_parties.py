@@ -240,3 +240,23 @@ def test_without_a_link_nothing_can_be_read_and_the_party_stays_hidden():
     c = CallControl(CallModel(boot_id="b00t"), LINES)
     fx = c.signals(offered(), 1.0)
     assert fx.actions == () and fx[0].callinfo["calleridflags"] == (UNKNOWN,)
+
+
+def test_a_call_adopted_at_the_resync_is_screened_too():
+    """The server (re)connects mid-call: the listed device channel's caller is its ConnectedLine, read
+    through the same presentation check before it is shown."""
+    from asttapi_server.core.device_lines import DeviceLines
+
+    lines = DeviceLines({"PJSIP/201": ["bob"]})
+    item = Message.from_items([("Event", "CoreShowChannel"), ("Channel", "PJSIP/201-00000009"),
+                               ("ChannelState", "6"), ("CallerIDNum", "201"), ("ConnectedLineNum", NUMBER),
+                               ("ConnectedLineName", CALLER), ("Uniqueid", "9.9"), ("Application", "AppDial")])
+    c = CallControl(CallModel(boot_id="b00t"), LINES)
+    token = c.link_established(0.0).actions[0].token
+    fx = c.answered(token, [Message.from_items([("Response", "Success")]), item], None, 0.0,
+                    signals=lines.resync([item.get], 0.0))
+    (send,) = fx.actions
+    assert send.action == actions.getvar("PJSIP/201-00000009", "CONNECTEDLINE(pres)")
+    fx = c.answered(send.token, answer("prohib_not_screened"), None, 0.05)
+    assert {e.callinfo["callerid"] for e in fx} == {None}
+    assert fx[-1].callinfo["connectedidflags"] == (BLOCKED,) and fx[-1].param == "LINECALLSTATE_CONNECTED"

@@ -15,23 +15,14 @@ follow the state each line's source gave it.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from twisted.internet.defer import maybeDeferred
-from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
-
-from asttapi_server.ami.message import Message
 from asttapi_server.ami.parser import AMIParser
 from asttapi_server.clients.hub import Hub
 from asttapi_server.clients.protocol import ClientFactory
-from asttapi_server.config import load_config
-from asttapi_server.core.model import CallModel
-from asttapi_server.plugin_host import build_plugin_manager
-from asttapi_server.service import build_bridge
+from tests.clients.test_rights import Client, lineerr
 
-from .fakes import FakeAMI
+from .test_device_lines import device_bridge
 
 CAPTURE = Path(__file__).resolve().parents[1] / "data" / "ami-native-handmade" / "h11_mixed_office.raw"
 CONFIG = """
@@ -72,22 +63,9 @@ class Recorder(Hub):
 
 
 def office(tmp_path):
-    path = tmp_path / "asttapi.toml"
-    path.write_text(CONFIG)
-    config = load_config(str(path))
-    clock = Clock()
-    clock.advance(1_796_690_000)
-    ami, hub = FakeAMI(), Recorder()
-    model = CallModel(hangup_grace=5.0, linger=30.0)
-    host = build_plugin_manager(config.plugins, config=config, clock=clock, entry_points=[], search_paths=[],
-                                run_in_thread=maybeDeferred)
-    bridge = build_bridge(config, ami, model, host, hub, clock)
-    host.app = bridge
-    ami.link(True)
-    _headers, d = ami.pop("CoreShowChannels")
-    d.callback([Message.from_items([("Response", "Success"), ("EventList", "start")])])
-    factory = ClientFactory(hub, bridge, users=config.users, clock=clock)
-    return bridge, hub, clock, ami, factory, config
+    bridge, hub, clock, ami = device_bridge(tmp_path, config_text=CONFIG, hub=Recorder())
+    factory = ClientFactory(hub, bridge, users=bridge.config.users, clock=clock)
+    return bridge, hub, clock, ami, factory, bridge.config
 
 
 def replay(messages, bridge, clock):
@@ -102,31 +80,6 @@ def per_line(events):
         if e.call is not None:
             out.setdefault(e.line, []).append((e.call, e.param or e.msg))
     return out
-
-
-class Client:
-    """A client session over a StringTransport (the JSON-RPC lines of docs/protocol.md)."""
-
-    def __init__(self, factory: ClientFactory) -> None:
-        self.proto = factory.buildProtocol(None)
-        self.transport = StringTransport()
-        self.proto.makeConnection(self.transport)
-        self.rid = 0
-
-    def send(self, method: str, **params) -> None:
-        self.rid += 1
-        self.transport.clear()
-        line = {"jsonrpc": "2.0", "id": self.rid, "method": method, "params": params}
-        self.proto.dataReceived(json.dumps(line).encode() + b"\n")
-
-    def call(self, method: str, **params) -> dict:
-        self.send(method, **params)
-        (response,) = [m for m in map(json.loads, self.transport.value().splitlines()) if m.get("id") == self.rid]
-        return response
-
-
-def lineerr(response: dict) -> str:
-    return response["error"]["data"]["lineerr"]
 
 
 def test_each_line_follows_its_own_source_completely(tmp_path):
@@ -164,8 +117,7 @@ def test_rights_follow_the_state_each_lines_source_gave_it(tmp_path):
     bridge, hub, clock, ami, factory, config = office(tmp_path)
     clients = {}
     for name, line in (("bobbett", "line_1"), ("alice", "line_2"), ("reception", "reception")):
-        clients[name] = Client(factory)
-        assert "result" in clients[name].call("login", username=name, token=config.users[name].token)
+        clients[name] = Client(factory, name, config.users[name].token)
         assert "result" in clients[name].call("lineOpen", line=line)
     messages = [m for m in AMIParser().feed(CAPTURE.read_bytes()) if m.kind == "event"]
     talking = next(i for i, m in enumerate(messages) if m.name == "BridgeEnter")

@@ -232,6 +232,17 @@ def _s12_until_queued() -> tuple[list[bytes], Writer]:
     return raw, Writer(raw[:cut_after(raw, Event="DialState", DestChannel="Local/110@more-inbound-0000004b;1")])
 
 
+def _s12_talk_then_caller_hangs_up(w: Writer, peer: str, bridge: str) -> None:
+    """The queue bridges its caller with ``peer``; then the caller hangs up (as s12 ends: an AMI
+    Hangup of the caller's Local ;1)."""
+    w.chan("Newstate", S12_CALLER, ChannelState="6")
+    w.bridge(bridge, S12_CALLER, peer)
+    w.chan("HangupRequest", S12_CALLER, ("Cause", "16"))
+    w.unbridge(bridge, S12_CALLER, peer)
+    w.hangup(S12_CALLER, "16")
+    w.hangup("Local/110@more-inbound-0000004b;1", "16")
+
+
 def _answer(w: Writer, member_dial: str, phone: str) -> None:
     """The phone answers the Dial of ``member_dial``: Up, DialEnd ANSWER, the dialler Up, a bridge."""
     w.chan("Newstate", phone, ChannelState="6")
@@ -248,9 +259,34 @@ def _cancel_phone(w: Writer, dialler: str, phone: str, cause: str) -> None:
     w.device_state(phone.rpartition("-")[0], "NOT_INUSE")
 
 
-def _hang_up_pair(w: Writer, one: str, two: str, cause: str) -> None:
-    w.hangup(two, cause)
-    w.hangup(one, cause)
+def _talk_then_phone_hangs_up(w: Writer, caller: str, one: str, two: str, phone: str, bridge: str) -> None:
+    """The caller is bridged with the Local ;1 whose ;2 the phone talks to; then the phone hangs up and
+    the chain follows (the order of s10's end)."""
+    w.chan("Newstate", caller, ChannelState="6")
+    w.bridge(bridge, caller, one)
+    w.chan("HangupRequest", phone, ("Cause", "16"))
+    w.unbridge(f"h21-{phone[-8:]}", phone, two)
+    w.hangup(phone, "16")
+    w.hangup(two, "16")
+    w.unbridge(bridge, one, caller)
+    w.hangup(one, "16")
+    w.hangup(caller, "16")
+
+
+def _ring_local_member(w: Writer, caller: str, ext: str, context: str, seq: int, uids: tuple[str, str, str],
+                       cid: tuple[str, str], dialstring: str, queue: str | None = None) -> tuple[str, str, str]:
+    """``caller`` (a Dial or a Queue) rings Local/<ext>@<context>, whose ;2 dials PJSIP/<ext>: the pair,
+    AgentCalled (a queue), DialBegin, the phone ringing, the ;1 ringing upstream. (;1, ;2, phone)."""
+    linked = w.snaps[caller]["Linkedid"]
+    one, two = w.local_pair(f"{ext}@{context}", seq, uids[:2], linked, cid)
+    if queue is not None:
+        w.event("AgentCalled", *w.snap(caller), *w.snap(one, "Dest"), ("Queue", queue),
+                ("Interface", dialstring), ("MemberName", dialstring), ("StateInterface", f"PJSIP/{ext}"))
+    w.dial_begin(caller, one, dialstring)
+    phone = w.ring_phone(two, ext, seq + 0x10, uids[2], ext)
+    w.chan("Newstate", one, ChannelState="5")
+    w.dial_state(caller, one, "RINGING")
+    return one, two, phone
 
 
 def queue_local_members(strategy: str) -> None:
@@ -260,32 +296,24 @@ def queue_local_members(strategy: str) -> None:
     an exception). rrmemory: 201 rings out (DialEnd NOANSWER then CANCEL for its Local ;1; the Local
     pair's Dial then cancels the phone, cause 16), 202 rings and answers. The caller hangs up."""
     raw, w = _s12_until_queued()
-    q, linked = S12_CALLER, "s12-caller-8c0c2be3"
-    members = {}
-    for n, ext in enumerate(("201", "202") if strategy == "ringall" else ("201",)):
-        one, two = w.local_pair(f"{ext}@from-queue", 0x70 + 2 * n, (f"1796680290.{300 + 3 * n}",
-                                f"1796680290.{301 + 3 * n}"), linked, S12_CID)
-        w.event("AgentCalled", *w.snap(q), *w.snap(one, "Dest"), ("Queue", f"more-{strategy}"),
-                ("Interface", f"Local/{ext}@from-queue/n"), ("MemberName", f"Local/{ext}@from-queue/n"),
-                ("StateInterface", f"PJSIP/{ext}"))
-        w.dial_begin(q, one, f"Local/{ext}@from-queue/n")
-        phone = w.ring_phone(two, ext, 0x80 + n, f"1796680290.{302 + 3 * n}", ext)
-        w.chan("Newstate", one, ChannelState="5")
-        w.dial_state(q, one, "RINGING")
-        members[ext] = (one, two, phone)
-    if strategy == "rrmemory":
+    q = S12_CALLER
+
+    def member(ext: str, seq: int, uid: int) -> tuple[str, str, str]:
+        uids = (f"1796680290.{uid}", f"1796680290.{uid + 1}", f"1796680290.{uid + 2}")
+        return _ring_local_member(w, q, ext, "from-queue", seq, uids, S12_CID, f"Local/{ext}@from-queue/n",
+                                  queue=f"more-{strategy}")
+
+    members = {"201": member("201", 0x70, 300)}
+    if strategy == "ringall":
+        members["202"] = member("202", 0x72, 303)
+    else:
         one, two, phone = members.pop("201")
         w.dial_end(q, one, "NOANSWER")  # app_queue: the member rang out (timeout 8)
         w.dial_end(q, one, "CANCEL")  # hangupcalls(): no exception, no cause 26
         w.hangup(one, "0")
         _cancel_phone(w, two, phone, "16")  # the Local ;2's Dial sees its caller go: CANCEL
         w.hangup(two, "16")
-        one, two = w.local_pair("202@from-queue", 0x72, ("1796680299.303", "1796680299.304"), linked, S12_CID)
-        w.dial_begin(q, one, "Local/202@from-queue/n")
-        phone = w.ring_phone(two, "202", 0x81, "1796680299.305", "202")
-        w.chan("Newstate", one, ChannelState="5")
-        w.dial_state(q, one, "RINGING")
-        members["202"] = (one, two, phone)
+        members["202"] = member("202", 0x72, 303)
     one, two, phone = members["202"]
     _answer(w, two, phone)
     w.chan("Newstate", one, ChannelState="6")
@@ -297,13 +325,7 @@ def queue_local_members(strategy: str) -> None:
         w.hangup(o1, "26")
         _cancel_phone(w, t1, p1, "26")  # app_dial forwards "answered elsewhere" down the chain
         w.hangup(t1, "26")
-    w.chan("Newstate", q, ChannelState="6")
-    w.bridge("h21-queue", q, one)
-    # the caller hangs up (as s12 ends: an AMI Hangup of the caller's Local ;1)
-    w.chan("HangupRequest", q, ("Cause", "16"))
-    w.unbridge("h21-queue", q, one)
-    w.hangup(q, "16")
-    w.hangup("Local/110@more-inbound-0000004b;1", "16")
+    _s12_talk_then_caller_hangs_up(w, one, "h21-queue")
     w.hangup(one, "16")
     w.unbridge(f"h21-{phone[-8:]}", phone, two)
     w.hangup(two, "16")
@@ -327,13 +349,8 @@ def queue_pjsip_ringall() -> None:
     w.dial_end(q, p2, "CANCEL")
     w.dial_end(q, p2, "CANCEL")
     w.hangup(p2, "26")
-    w.chan("Newstate", q, ChannelState="6")
     w.set(p1, Exten="")
-    w.bridge("h21-ringall", p1, q)
-    w.chan("HangupRequest", q, ("Cause", "16"))
-    w.unbridge("h21-ringall", q, p1)
-    w.hangup(q, "16")
-    w.hangup("Local/110@more-inbound-0000004b;1", "16")
+    _s12_talk_then_caller_hangs_up(w, p1, "h21-ringall")
     w.hangup(p1, "16")
     w.write("h04_queue_pjsip_ringall.raw", goodbye_of(raw))
 
@@ -345,17 +362,11 @@ def freepbx_ring_group() -> None:
     app_dial's 'forward answered elsewhere'); 201 hangs up."""
     raw = blocks("s01_inbound_ringgroup_answered.raw")
     w = Writer(raw[:cut_after(raw, Event="DialBegin", DestChannel="Local/100@plain-inbound-00000005;1")])
-    caller, linked = "Local/100@plain-inbound-00000005;2", "1795691913.10"
-    cid = ("0301234567", "Ext Caller")
-    legs = {}
-    for n, ext in enumerate(("201", "202")):
-        one, two = w.local_pair(f"{ext}@from-internal", 0x20 + n, (f"1795691913.{20 + 3 * n}",
-                                f"1795691913.{21 + 3 * n}"), linked, cid)
-        w.dial_begin(caller, one, f"{ext}@from-internal/n")
-        phone = w.ring_phone(two, ext, 0x30 + n, f"1795691913.{22 + 3 * n}", ext)
-        w.chan("Newstate", one, ChannelState="5")
-        w.dial_state(caller, one, "RINGING")
-        legs[ext] = (one, two, phone)
+    caller = "Local/100@plain-inbound-00000005;2"
+    legs = {ext: _ring_local_member(w, caller, ext, "from-internal", 0x20 + 2 * n,
+                                    tuple(f"1795691913.{20 + 3 * n + k}" for k in range(3)),  # type: ignore[arg-type]
+                                    ("0301234567", "Ext Caller"), f"{ext}@from-internal/n")
+            for n, ext in enumerate(("201", "202"))}
     one, two, phone = legs["201"]
     o2, t2, p2 = legs["202"]
     _answer(w, two, phone)
@@ -365,15 +376,7 @@ def freepbx_ring_group() -> None:
     w.hangup(o2, "26")
     _cancel_phone(w, t2, p2, "26")
     w.hangup(t2, "26")
-    w.chan("Newstate", caller, ChannelState="6")
-    w.bridge("h21-group", caller, one)
-    w.chan("HangupRequest", phone, ("Cause", "16"))  # bob hangs up
-    w.unbridge(f"h21-{phone[-8:]}", phone, two)
-    w.hangup(phone, "16")
-    w.hangup(two, "16")
-    w.unbridge("h21-group", one, caller)
-    w.hangup(one, "16")
-    w.hangup(caller, "16")
+    _talk_then_phone_hangs_up(w, caller, one, two, phone, "h21-group")
     w.hangup("Local/100@plain-inbound-00000005;1", "16")
     w.write("h05_freepbx_ring_group.raw", goodbye_of(raw))
 
@@ -407,15 +410,7 @@ def forward_302() -> None:
     _answer(w, two, alice)
     w.chan("Newstate", one, ChannelState="6")
     w.dial_end(caller, one, "ANSWER")
-    w.chan("Newstate", caller, ChannelState="6")
-    w.bridge("h21-forward", caller, one)
-    w.chan("HangupRequest", alice, ("Cause", "16"))  # alice hangs up
-    w.unbridge(f"h21-{alice[-8:]}", alice, two)
-    w.hangup(alice, "16")
-    w.hangup(two, "16")
-    w.unbridge("h21-forward", one, caller)
-    w.hangup(one, "16")
-    w.hangup(caller, "16")
+    _talk_then_phone_hangs_up(w, caller, one, two, alice, "h21-forward")
     w.hangup("Local/101@plain-inbound-0000000d;1", "16")
     w.write("h07_forward_302.raw", goodbye_of(raw))
 
