@@ -188,6 +188,19 @@ def text_of(call_id: str | None, lines: tuple[str, ...], excluded: tuple[str, ..
     return f"[{spec}] {body}" if spec else body
 
 
+#: SET fields whose value is a party's number or name: never quoted in a log line (it may be a
+#: caller who withholds it, core/parties.py).
+PARTY_FIELDS = frozenset(("CALLERID", "CALLERIDNAME", "CALLEDID", "CALLEDIDNAME", "CONNECTEDID", "CONNECTEDIDNAME"))
+
+
+def quoted(cmd: TapiCommand) -> str:
+    """What a log line may quote of a TAPIEVENT: its text, cut (:func:`clip`), a party's number or
+    name left out."""
+    if cmd.verb == SET and cmd.args[0] in PARTY_FIELDS:
+        return clip(text_of(cmd.call_id, cmd.lines, cmd.excluded, SET, (cmd.args[0], "…")))
+    return clip(cmd.raw)
+
+
 def clip(text: str, limit: int = 120) -> str:
     """``text`` cut to ``limit`` characters with a marker: what log lines quote of PBX data."""
     if len(text) <= limit:

@@ -441,7 +441,7 @@ class CallModel:
             else:
                 self.stats["unknown_call"] += 1
                 self._warn(("unknown_call", verb, cmd.args[:1]),
-                           "TAPIEVENT for unknown call {uniqueid}, ignored: {raw!r}", uniqueid=uid, raw=G.clip(cmd.raw))
+                           "TAPIEVENT for unknown call {uniqueid}, ignored: {raw!r}", uniqueid=uid, raw=G.quoted(cmd))
             return Effects()
         call.updated = now
         if verb == CALLSTATE:
@@ -558,7 +558,7 @@ class CallModel:
                 self._warn(
                     ("impossible", old, state),
                     "impossible call state change {old} -> {new} for call {handle} on {line}, ignored: {raw!r}",
-                    old=old, new=state, handle=handle, line=line, raw=G.clip(cmd.raw),
+                    old=old, new=state, handle=handle, line=line, raw=G.quoted(cmd),
                 )
                 continue
             states[line] = state
@@ -603,7 +603,7 @@ class CallModel:
                     self.stats["line_not_tracking"] += 1
                     self._warn(("line_not_tracking", cmd.verb, cmd.args[:1]),
                                "line {line} does not track call {handle}: {raw!r}",
-                               line=G.clip(line), handle=call.handle, raw=G.clip(cmd.raw), level="info")
+                               line=G.clip(line), handle=call.handle, raw=G.quoted(cmd), level="info")
                 elif not (tracking_only and state == IDLE):
                     lines.append(line)
         else:
@@ -619,7 +619,7 @@ class CallModel:
             ("untied", cmd.verb),
             "TAPIEVENT without ~uniqueid from a channel without Uniqueid cannot be tied to a call,"
             " ignored: {raw!r}",
-            raw=G.clip(cmd.raw),
+            raw=G.quoted(cmd),
         )
 
     def _warn(self, key: Any, text: str, *, level: str = "warn", **fields: Any) -> None:

@@ -31,6 +31,7 @@ from typing import Any
 from asttapi_server.ami.parser import ByName
 from asttapi_server.core.device_lines import EVENT_NAMES, DeviceLines
 from asttapi_server.core.effects import Diagnostic
+from asttapi_server.core.grammar import quoted
 from asttapi_server.hookspecs import hookimpl
 from asttapi_server.mappings import tapi_userevent
 
@@ -94,7 +95,7 @@ class ChannelEvents:
                     ("device line named by a UserEvent", refused, signal.command.verb),
                     "TAPI UserEvent {raw!r} names device line(s) {lines}: ignored for them (a device"
                     " line's calls come from its phone's channel events only)",
-                    {"raw": signal.command.raw[:200], "lines": ", ".join(refused)},
+                    {"raw": quoted(signal.command), "lines": ", ".join(refused)},
                 ))
         return kept
 

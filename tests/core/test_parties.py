@@ -260,3 +260,13 @@ def test_a_call_adopted_at_the_resync_is_screened_too():
     fx = c.answered(send.token, answer("prohib_not_screened"), None, 0.05)
     assert {e.callinfo["callerid"] for e in fx} == {None}
     assert fx[-1].callinfo["connectedidflags"] == (BLOCKED,) and fx[-1].param == "LINECALLSTATE_CONNECTED"
+
+
+def test_a_log_line_never_quotes_a_partys_number_or_name():
+    """A SET for a call the model does not know is logged; the number in it may be withheld."""
+    m = CallModel(boot_id="t")
+    fx = m.apply(sig(f"[~5.5&line_1] SET CALLERID {NUMBER}", "5.5"), 0.0)
+    (diagnostic,) = fx.diagnostics
+    assert diagnostic.fields["raw"] == "[~5.5&line_1] SET CALLERID …"
+    fx = m.apply(sig("SET CALLORIGIN LINECALLORIGIN_EXTERNAL", "5.6"), 0.0)
+    assert fx.diagnostics[0].fields["raw"] == "SET CALLORIGIN LINECALLORIGIN_EXTERNAL"
