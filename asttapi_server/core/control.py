@@ -197,7 +197,7 @@ class CallControl:
         for message in messages:
             if message.kind == "event" and message.name.lower() in ("coreshowchannel", "status"):
                 self._newchannel(message, now)
-        live = normalise.channel_uniqueids(messages)
+        live = normalise.live_channels(messages)
         # The mappings' own picture first (device lines adopt listed channels
         # and end theirs that are gone, with their own events), then the
         # safety net for every call whose channel is gone.
@@ -572,6 +572,13 @@ class CallControl:
             raise TelephonyError("LINEERR_INVALCALLHANDLE", f"No call with handle {handle}.")
         if call.ended is not None:
             raise TelephonyError("LINEERR_INVALCALLSTATE", f"Call {handle} has no live channel to act on.")
+        if not call.confirmed:
+            # Restored from the call store and not yet seen in Asterisk's channel list
+            # (the resync failed): its channel is only the file's word.
+            raise TelephonyError(
+                "LINEERR_INVALCALLSTATE",
+                f"Call {handle} was restored after a restart and Asterisk has not confirmed its channel yet.",
+            )
         channel = call.channel
         if channel is None:
             seen = self._seen_channels

@@ -451,10 +451,15 @@ class DeviceLines:
         listed: set[str] = set()
         for get in entries:
             uid = _known(get("Uniqueid"))
-            if uid is None or not self.lines_of(get("Channel")):
+            channel = get("Channel")
+            if uid is None or not self.lines_of(channel):
+                continue
+            leg = self.legs.get(uid)
+            if leg is not None and leg.channel != channel:
+                # A leg restored from the call store whose channel is not the one Asterisk
+                # lists for its Uniqueid (a hand-edited file): not followed, it ends below.
                 continue
             listed.add(uid)
-            leg = self.legs.get(uid)
             if leg is None:
                 out += self.adopt(get, now)
                 continue

@@ -69,14 +69,14 @@ from __future__ import annotations
 
 import heapq
 import re
-from collections.abc import Collection, Hashable, Iterable
+from collections.abc import Collection, Hashable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
 from . import grammar as G
-from . import parties
+from . import parties, stored
 from .causes import UNKNOWN_MODE, mode_for_cause, mode_for_originate_reason
-from .constants import LINECALLPARTYID, CALLINFO, CALLINFO_OTHER, CALLSTATE, DEVSTATE, DISCONNECTED, IDLE, NEWCALL
+from .constants import CALLINFO, CALLINFO_OTHER, CALLSTATE, DEVSTATE, DISCONNECTED, IDLE, NEWCALL
 from .effects import Effects
 from .events import TapiEvent
 from .transitions import ALIASES, DEFAULT_DISCONNECT_MODE, DUPLICATE, IMPOSSIBLE, NEW, TRANSITIONS, shown, verdict
@@ -97,6 +97,8 @@ ENDINGS: dict[str, str] = {
     "max_calls": "max_calls",  # evicted to make room
     "originate_failed": "originate failed",
     "superseded": "superseded",  # the dialplan announced a click-to-dial's call first (pre-12)
+    # restored from the call store with a channel Asterisk does not report for its Uniqueid
+    "unconfirmed": "its stored channel is not the one Asterisk reports for its Uniqueid (call store)",
 }
 
 
@@ -131,6 +133,7 @@ class Call:
         "deadline",
         "looked_up",
         "device",
+        "confirmed",
     )
 
     def __init__(self, handle: int, uniqueid: str, now: float) -> None:
@@ -172,6 +175,9 @@ class Call:
         # Followed from a device line's channel events (TapiSignal.device), not a dialplan's:
         # a dialplan call on the same Uniqueid is another call (docs/device-lines.md, "Mixed offices").
         self.device = False
+        # False for a call restored from the call store until the resync has seen
+        # Asterisk list its Uniqueid with its channel: nothing may act on it before.
+        self.confirmed = True
 
     @property
     def uniqueid(self) -> str:
@@ -706,13 +712,30 @@ class CallModel:
                 self._schedule(call)
         return self._done(events)
 
-    def resync(self, live_uniqueids: Collection[str], now: float) -> Effects:
-        """After a reconnect: end every call none of whose channels is still live."""
-        live = live_uniqueids if isinstance(live_uniqueids, (set, frozenset, dict)) else set(live_uniqueids)
+    def resync(self, live: Mapping[str, str | None] | Collection[str], now: float) -> Effects:
+        """After a reconnect: end every call none of whose channels is still live.
+
+        ``live``: Asterisk's channel list as Uniqueid -> channel name (a plain
+        collection of Uniqueids names no channel). It is also what confirms a
+        call restored from the call store: kept if Asterisk lists one of its
+        Uniqueids with the channel the store recorded (or the store recorded
+        none, so only channels Asterisk reports will be acted on); ended, with
+        a throttled log line, if its channel is not the one Asterisk reports
+        for its Uniqueid (a hand-edited store could otherwise aim lineDrop at
+        another call's channel).
+        """
+        channels = live if isinstance(live, Mapping) else dict.fromkeys(live)
         events = Effects()
         for call in list(self._by_handle.values()):
-            if call.ended is None and not any(uid in live for uid in call.uniqueids):
+            if call.ended is not None:
+                continue
+            if not any(uid in channels for uid in call.uniqueids):
                 events += self._teardown(call, now, mode_for_cause(call.hangup_cause), "resync")
+            elif not call.confirmed:
+                if call.channel is None or any(channels.get(uid) == call.channel for uid in call.uniqueids):
+                    call.confirmed = True
+                else:
+                    events += self._teardown(call, now, UNKNOWN_MODE, "unconfirmed")
         return self._done(events)
 
     def annotate(self, handle: int, key: str, value: Any, now: float, *, always: bool = False) -> Effects:
@@ -987,16 +1010,17 @@ class CallModel:
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
         if data.get("format") != self.STATE_FORMAT:
-            raise ValueError(f"not an asttapi call store (format {_short(data.get('format'))})")
+            raise ValueError(f"not an asttapi call store (format {stored.short(data.get('format'))})")
         if data.get("version") != self.STATE_VERSION:
             raise ValueError(
-                f"store version {_short(data.get('version'))}, this server reads version {self.STATE_VERSION}"
+                f"store version {stored.short(data.get('version'))}, this server reads version {self.STATE_VERSION}"
             )
-        next_handle = _field(data, "next_handle", int)
-        entries = _field(data, "calls", list)
-        calls = [_restored_call(i, entry) for i, entry in enumerate(entries)]
+        next_handle = stored.count(data, "next_handle", 1)
+        entries = stored.field(data, "calls", list)
+        calls = [self._restored_call(i, entry) for i, entry in enumerate(entries)]
         calls.sort(key=lambda c: c.handle)
-        if limit is not None and len(calls) > limit:
+        limit = self.max_calls if limit is None else limit
+        if len(calls) > limit:
             calls = calls[len(calls) - limit:] if limit > 0 else []
         restored = []
         for call in calls:
@@ -1012,106 +1036,41 @@ class CallModel:
             self._schedule(call)
             restored.append(call)
         top = max((c.handle for c in calls), default=0)
-        self._next_handle = max(self._next_handle, next_handle, top + 1) + self.RESTART_HANDLE_GAP
+        self._next_handle = min(max(self._next_handle, next_handle, top + 1) + self.RESTART_HANDLE_GAP,
+                                stored.MAX_COUNT)
         self.stats["restored"] = self.stats.get("restored", 0) + len(restored)
         return restored
 
+    def _restored_call(self, index: int, entry: Any) -> Call:
+        """One stored call -> a live :class:`Call`, not yet confirmed by Asterisk (see :meth:`resync`)."""
+        try:
+            record = stored.stored_call(entry, max_lines=self.max_lines, bounded=self._bounded)
+        except ValueError as e:
+            raise ValueError(f"call #{index}: {e}") from None
+        call = Call(record.handle, record.uniqueids[-1], record.created)
+        call.uniqueids = list(record.uniqueids)
+        call.channel = record.channel
+        call.channel_id = record.channel_id
+        call.owner_line = record.owner_line
+        call.owner_announced = record.owner_announced
+        call.states = record.states
+        call.modes = record.modes
+        call.callinfo.update(record.callinfo)
+        _work_out_flags(call, record.callinfo)
+        call.ci_version = record.ci_version
+        call.ci_sent = record.ci_sent
+        call.updated = record.updated
+        call.hangup_at = record.hangup_at
+        call.hangup_cause = record.hangup_cause
+        call.confirmed = False
+        call.device = record.device
+        return call
 
-def _restored_callinfo(stored: dict) -> dict[str, Any]:
-    """A stored callinfo as the model keeps it: flags as tuples (JSON made them lists), and the
-    flags of a store written before they existed worked out again by the one rule."""
-    info = dict(stored)
+
+def _work_out_flags(call: Call, stored_info: dict[str, Any]) -> None:
+    """The flags of a party a store written before they existed does not hold: worked out from its
+    number and name by the one rule (a store written since holds them, checked by core/stored.py)."""
     for party, (name_key, flags_key) in parties.PARTIES.items():
-        flags = info.get(flags_key)
-        if isinstance(flags, (list, tuple)) and flags and all(f in LINECALLPARTYID for f in flags):
-            info[flags_key] = tuple(flags)
-        else:
-            number, name = info.get(party), info.get(name_key)
-            info[flags_key] = parties.shown(number, name, parties.ALLOWED if number or name else None)[2]
-    return info
-
-
-def _short(value: Any) -> str:
-    """A value from a store for an error message: its repr, cut short (the file may be anything)."""
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _field(entry: dict, key: str, kind: Any, *, optional: bool = False) -> Any:
-    value = entry.get(key)
-    if value is None and optional:
-        return None
-    # bool is an int in Python; a handle or a time is never true/false.
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        raise ValueError(f"{key} is {_short(value)}")
-    return value
-
-
-def _text(value: Any) -> bool:
-    return isinstance(value, str) and 0 < len(value) <= 1024
-
-
-def _channel_name(value: Any) -> bool:
-    """Fit to go into an AMI action (lineDrop hangs up ``channel or uniqueid``): printable,
-    one line, and not ``/regex/``, which Asterisk reads as "every channel matching"."""
-    return _text(value) and value.isprintable() and not value.startswith("/")
-
-
-def _restored_call(index: int, entry: Any) -> Call:
-    """One stored call -> a live :class:`Call`, or ValueError naming what is wrong."""
-    try:
-        if not isinstance(entry, dict):
-            raise ValueError("not an object")
-        handle = _field(entry, "handle", int)
-        if handle <= 0:
-            raise ValueError(f"handle is {handle}")
-        uniqueid = _field(entry, "uniqueid", str)
-        uniqueids = _field(entry, "uniqueids", list)
-        if not uniqueids or not all(_channel_name(u) for u in uniqueids) or uniqueid not in uniqueids:
-            raise ValueError("uniqueids do not name the call")
-        states = _field(entry, "states", dict)
-        if not states or not all(_text(line) and s in TRANSITIONS for line, s in states.items()):
-            raise ValueError("states are not line -> call state")
-        if all(s == IDLE for s in states.values()):
-            raise ValueError("no line tracks the call")
-        modes = _field(entry, "modes", dict, optional=True)
-        if modes is not None and not all(line in states and (m is None or _text(m)) for line, m in modes.items()):
-            raise ValueError("modes are not line -> mode")
-        callinfo = _field(entry, "callinfo", dict)
-        if not all(isinstance(k, str) for k in callinfo):
-            raise ValueError("callinfo keys are not strings")
-        ci_version = _field(entry, "ci_version", int)
-        ci_sent = _field(entry, "ci_sent", dict, optional=True) or {}
-        if not all(line in states and isinstance(v, list) and len(v) == 2 and _text(v[0])
-                   and isinstance(v[1], int) for line, v in ci_sent.items()):
-            raise ValueError("ci_sent is not line -> [infostate, version]")
-        channel = _field(entry, "channel", str, optional=True)
-        channel_id = _field(entry, "channel_id", str, optional=True)
-        if not all(name is None or _channel_name(name) for name in (channel, channel_id)):
-            raise ValueError("channel is not a channel name")
-        owner_line = _field(entry, "owner_line", str, optional=True)
-        owner_announced = _field(entry, "owner_announced", bool)
-        created = _field(entry, "created", (int, float))
-        updated = _field(entry, "updated", (int, float))
-        hangup_at = _field(entry, "hangup_at", (int, float), optional=True)
-        hangup_cause = _field(entry, "hangup_cause", int, optional=True)
-        device = _field(entry, "device", bool, optional=True) or False  # absent in stores before issue 21
-    except ValueError as e:
-        raise ValueError(f"call #{index}: {e}") from None
-    call = Call(handle, uniqueid, float(created))
-    call.uniqueids = [uid for uid in uniqueids if uid != uniqueid] + [uniqueid]
-    call.channel = channel
-    call.channel_id = channel_id
-    call.owner_line = owner_line
-    call.owner_announced = owner_announced
-    call.states = dict(states)
-    call.modes = dict(modes) if modes else None
-    call.callinfo = _restored_callinfo(callinfo)
-    call.callinfo["uniqueid"] = uniqueid
-    call.device = device
-    call.ci_version = ci_version
-    call.ci_sent = {line: (v[0], v[1]) for line, v in ci_sent.items()} or None
-    call.updated = float(updated)
-    call.hangup_at = None if hangup_at is None else float(hangup_at)
-    call.hangup_cause = hangup_cause
-    return call
+        if flags_key not in stored_info:
+            number, name = call.callinfo[party], call.callinfo[name_key]
+            call.callinfo[flags_key] = parties.shown(number, name, parties.ALLOWED if number or name else None)[2]

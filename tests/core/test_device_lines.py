@@ -764,7 +764,7 @@ def _restarted(msgs, cut):
         lines.seed(call.uniqueid, call.channel, call.states, call.callinfo, call.updated)
     listed = _listed(msgs, cut)
     after = [e for s in lines.resync([m.get for m in listed], now, since=now) for e in fresh.apply(s, now)]
-    after += fresh.resync(normalise.channel_uniqueids(listed), now)
+    after += fresh.resync(normalise.live_channels(listed), now)
     for n, msg in enumerate(msgs[cut:], start=cut):
         after += [e for s in lines.feed(msg.name, msg.get, float(n)) for e in fresh.apply(s, float(n))]
     return before + after, lines, fresh
@@ -830,3 +830,19 @@ def test_a_restart_at_any_point_changes_nothing_clients_see(name):
         elif cut not in windows:
             clean(lines, model)
     assert set(differ) <= windows, differ
+
+
+def test_a_restored_leg_whose_channel_asterisk_lists_under_another_name_is_not_followed():
+    """Issue 22 item 8: a hand-edited call store gives a live Uniqueid another device's
+    channel; the resync lists that Uniqueid with its real channel, so the restored leg
+    ends (with its events) instead of standing for the other phone's channel."""
+    lines = D.DeviceLines(LAB)
+    assert lines.seed("1795674354.5", "PJSIP/203-00000009", {"alice": CONNECTED}, {}, 0.0)
+    listed = [Message.from_items([("Event", "CoreShowChannel"), ("Channel", "PJSIP/201-00000004"),
+                                  ("ChannelState", "6"), ("ChannelStateDesc", "Up"), ("Uniqueid", "1795674354.5"),
+                                  ("Application", "AppDial")])]
+    signals = lines.resync([m.get for m in listed], 10.0)
+    assert [(s.command.verb, s.uniqueid, s.channel) for s in signals] == [
+        ("LINE_CALLSTATE", "1795674354.5", "PJSIP/203-00000009"),
+        ("LINE_CALLSTATE", "1795674354.5", "PJSIP/203-00000009")]
+    assert "1795674354.5" not in lines.legs and lines._by_channel == {}
