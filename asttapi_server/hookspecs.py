@@ -150,7 +150,9 @@ def asttapi_lookup_contact(number, callinfo, app):
     """Find the contact behind a phone number, for a screen pop.
 
     Called on the reactor thread when a call shows a new caller number
-    (not for calls placed from the line's own phone). Call events are sent to
+    (not for calls placed from the line's own phone, and never for a caller
+    who withholds the number: that number is shown to no one, plugins
+    included; ``callinfo["calleridflags"]`` says so). Call events are sent to
     clients at once, without waiting; when the lookup ends the bridge adds its
     answer to the call's info and clients get a ``LINE_CALLINFO`` /
     ``LINECALLINFOSTATE_OTHER`` whose ``callinfo.contact`` holds the contact,

@@ -64,7 +64,7 @@ class WholeServerTests(TestCase):
         client = yield line_client(self.tcp, case=self)
         for line in ("line_1", "line_2"):
             yield client.call("lineOpen", line=line)
-        app.demo.play("inbound", caller=("0301234567", "Ext Caller"), ring=0.2)
+        app.demo.play("inbound", caller=("0301234567", "Ext Caller"), ring=50.0)  # 0.5 s: the lookup ends while it rings
         yield client.wait_for(lambda m: m.get("method") == "LINE_CALLINFO" and "contact" in m["params"]["callinfo"])
         yield client.wait_for(lambda m: m.get("params", {}).get("state") == "LINECALLSTATE_IDLE")
         yield until(lambda: not app.metrics._live)
