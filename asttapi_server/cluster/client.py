@@ -33,7 +33,6 @@ own ``ClientService``, ``HostnameEndpoint`` and ``wrapClientTLS``.
 
 from __future__ import annotations
 
-import hashlib
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -52,6 +51,7 @@ from asttapi_server.errors import RedisReplyError, RedisUnavailable
 from asttapi_server.names import log_text
 
 from .address import RedisAddress
+from .scripts import Script
 from .resp import NEED_DATA, Reader, ReplyError, RespProtocolError, command
 
 log = Logger(namespace="asttapi.cluster.redis")
@@ -59,20 +59,6 @@ log = Logger(namespace="asttapi.cluster.redis")
 #: Seconds a command may wait for its reply before the connection is dropped.
 REPLY_TIMEOUT = 2.0
 CONNECT_TIMEOUT = 2.0
-
-
-class Script:
-    """A Lua script run by EVALSHA (loaded by EVAL the first time a server lacks it)."""
-
-    __slots__ = ("name", "source", "sha")
-
-    def __init__(self, name: str, source: str) -> None:
-        self.name = name
-        self.source = source
-        self.sha = hashlib.sha1(source.encode("utf-8")).hexdigest()
-
-    def __repr__(self) -> str:
-        return f"Script({self.name!r})"
 
 
 class RedisProtocol(Protocol):

@@ -40,7 +40,8 @@ def run(fn: Callable[[Any], Any], timeout: float = 60.0) -> Any:
 
     reactor.callWhenRunning(go)
     timer = reactor.callLater(timeout, too_long)
-    reactor.run(installSignalHandlers=False)
+    # Signal handlers: SIGCHLD is how the reactor learns that a child process ended.
+    reactor.run(installSignalHandlers=True)
     if timer.active():
         timer.cancel()
     try:

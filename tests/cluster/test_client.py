@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from asttapi_server.cluster.address import parse_redis_url
-from asttapi_server.cluster.client import RedisClient, Script
+from asttapi_server.cluster.client import RedisClient
+from asttapi_server.cluster.scripts import Script
 from asttapi_server.errors import RedisReplyError, RedisUnavailable
 
 from .reactor import run, sleep, until
