@@ -16,6 +16,8 @@ point and stops before doing anything; whatever it still tries to write
 carries its old tenure and Redis refuses it (the fencing in :mod:`.scripts`).
 
 States (``TABLE``): IDLE (not wanted), TRYING (wanted, not held), HELD.
+At most one request is in flight, except a release, which goes out at once
+(the connection keeps it after whatever was sent before).
 
 Pure module: no reactor, no clock; ``now`` is monotonic seconds.
 """
@@ -33,11 +35,11 @@ IDLE, TRYING, HELD = "idle", "trying", "held"
 #: changed its mind are listed, and handled.
 TABLE: dict[str, dict[str, str]] = {
     IDLE: {"want": TRYING, "unwant": IDLE, "tick": IDLE, "acquired": IDLE, "taken": IDLE, "renewed": IDLE,
-           "refused": IDLE, "failed": IDLE},
+           "refused": IDLE, "failed": IDLE, "released": IDLE},
     TRYING: {"want": TRYING, "unwant": IDLE, "tick": TRYING, "acquired": HELD, "taken": TRYING, "failed": TRYING,
-             "renewed": TRYING, "refused": TRYING},
+             "renewed": TRYING, "refused": TRYING, "released": TRYING},
     HELD: {"want": HELD, "unwant": IDLE, "tick": HELD, "expired": TRYING, "renewed": HELD, "refused": TRYING,
-           "failed": HELD, "acquired": HELD, "taken": HELD},
+           "failed": HELD, "acquired": HELD, "taken": HELD, "released": HELD},
 }
 
 
@@ -189,6 +191,15 @@ class LeaseMachine:
         self._go("refused")
         return self._wait()
 
+    def released(self, now: float) -> Step:
+        """The release sent last was answered (or failed: the lease then runs out by itself)."""
+        if self._inflight == "release":
+            self._inflight = None
+        self._go("released")
+        if self.state == TRYING and self._inflight is None:
+            return self._send("acquire", now)
+        return self._wait()
+
     def failed(self, now: float) -> Step:
         """The request in flight got no answer (Redis unreachable, timeout): retry soon."""
         what = self._inflight
@@ -196,7 +207,7 @@ class LeaseMachine:
         if self.state == HELD and now >= self.valid_until:
             return self._lose("expired", "Redis could not be reached to renew the lease", now)
         self._go("failed")
-        if self.state != IDLE and what != "release":
+        if self.state != IDLE:
             self._next_at = now + self.renew_every / 2
         return self._wait()
 

@@ -137,6 +137,7 @@ class LeaseKeeper:
             d = self.client.run(scripts.RELEASE, [self.key], [tenure.value])
             d.addErrback(lambda f: log.info("lease {key}: release not confirmed ({error}); it expires by itself",
                                             key=self.key, error=f.getErrorMessage()))
+            d.addCallback(lambda _: self._apply(self.machine.released(self.now())))
         d.addErrback(lambda f: log.failure("lease {key}: answer handling failed", f, key=self.key))
 
     def _acquire_answer(self, reply: list) -> None:

@@ -6,7 +6,8 @@ Prints one line per fact, flushed: ``NAMED``, ``ACTIVE <token>``, ``INACTIVE <wh
 ``PUBLISHED <seq>``, and after a stop it notices (the monotonic clock jumped): ``WOKE``,
 then the answer Redis gives a write with the tenure it held before the stop:
 ``ROGUE refused`` or ``ROGUE accepted``. While active it publishes one event every
-``--publish`` seconds (only while it may act).
+``--publish`` seconds (only while it may act). With ``--act-delay`` it carries out forwarded
+requests: ``ACT <op> <args>``, answered ``{"handle": 7}`` that many seconds later.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ def main() -> None:
     ap.add_argument("--publish", type=float, default=0.0)
     ap.add_argument("--ttl", type=float, default=1.0)
     ap.add_argument("--renew", type=float, default=0.25)
+    ap.add_argument("--act-delay", type=float, default=None,
+                    help="carry out forwarded requests: print ACT, answer {'handle': 7} after this many seconds")
     args = ap.parse_args()
     address = parse_redis_url(args.redis)
     held = {}
@@ -46,7 +49,12 @@ def main() -> None:
         held["tenure"] = tenure
         say(f"ACTIVE {tenure.token}")
 
+    def handler(pbx, op, request_args):
+        say(f"ACT {op} {sorted(request_args.items())}")
+        return task.deferLater(reactor, args.act_delay, lambda: {"handle": 7})
+
     node = ClusterNode(reactor, lambda name: RedisClient(reactor, address, name=name), node=args.node,
+                       handler=handler if args.act_delay is not None else None,
                        pbxs=[args.pbx], lease_ttl=args.ttl, lease_renew=args.renew, on_active=active,
                        on_inactive=lambda pbx, why: say(f"INACTIVE {why}"))
     node.startService()

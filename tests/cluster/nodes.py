@@ -37,6 +37,7 @@ class Watched:
         self.seen: list[tuple[int, str, Any]] = []
         self.gaps: list[tuple[str, int]] = []
         self.restarts: list[tuple[str, int]] = []
+        self.seen_at_restart = 0
         self.active: dict[str, float] = {}
         self.inactive: list[tuple[str, str]] = []
         self.node = ClusterNode(reactor, connector(reactor, url), node=name, pbxs=pbxs, want=want, lease_ttl=ttl,
@@ -47,6 +48,7 @@ class Watched:
 
     def _restart(self, epoch: str, seq: int) -> None:
         self.restarts.append((epoch, seq))
+        self.seen_at_restart = len(self.seen)
         self.hub.restart(epoch, seq)
 
     def _event(self, pbx: str, seq: int, event: Any) -> None:

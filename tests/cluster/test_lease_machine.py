@@ -80,7 +80,7 @@ def test_an_acquire_answered_after_unwant_is_released():
 
 
 def test_every_state_lists_its_inputs():
-    inputs = {"want", "unwant", "tick", "acquired", "taken", "renewed", "refused", "failed"}
+    inputs = {"want", "unwant", "tick", "acquired", "taken", "renewed", "refused", "failed", "released"}
     for state, moves in TABLE.items():
         assert inputs <= set(moves), state
     assert set(TABLE) == {IDLE, TRYING, HELD}
@@ -126,3 +126,15 @@ def test_may_act_never_outlives_the_last_successful_send_plus_ttl(script):
             m.tick(now)
         if m.may_act(now):
             assert confirmed_send is not None and now < confirmed_send + 2.0
+
+
+def test_wanted_again_while_a_release_is_out_it_acquires_once_the_release_is_answered():
+    m = held()
+    assert m.unwant(0.5).send == "release"
+    assert m.want(0.6).send is None  # the release is still out
+    assert m.released(0.7).send == "acquire"
+    m2 = held()
+    m2.unwant(0.5)
+    m2.want(0.6)
+    step = m2.failed(0.7)  # the release got no answer (Redis away): it expires by itself
+    assert m2.tick(step.wake).send == "acquire"
