@@ -168,8 +168,9 @@ class Hub:
             self.seq += 1
             seq = self.seq
         elif seq <= self.seq:
-            self._failed(("order", event.msg), "event {msg} numbered {seq} after {last}: dropped",
-                         msg=event.msg, seq=seq, last=self.seq)
+            if self._throttle.allow(("order", event.msg), self._now()) is not None:
+                self.log.warn("event {msg} numbered {seq} after {last}: dropped", msg=event.msg, seq=seq,
+                              last=self.seq)
             return 0
         else:
             self.seq = seq
