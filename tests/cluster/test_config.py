@@ -87,3 +87,16 @@ def test_a_wrong_cluster_table_is_one_clear_line(tmp_path, table, message):
     with pytest.raises(ConfigError) as e:
         load_config(write(tmp_path, "[cluster]\n" + table + "\n"))
     assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_the_example_in_docs_scaling_loads_as_written(tmp_path):
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "scaling.md").read_text()
+    block = text.split("```toml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "redis-password").write_text("x" * 20)
+    block = block.replace("/etc/asttapi/redis-password", str(tmp_path / "redis-password"))
+    config = load_config(write(tmp_path, block))
+    c = config.cluster
+    assert c.redis.sentinel and c.redis.service == "asttapi" and len(c.redis.hosts) == 2
+    assert (c.node, c.username, c.lease_ttl, c.lease_renew) == ("a", "asttapi", 2.0, 0.5)
