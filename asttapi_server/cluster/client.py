@@ -403,3 +403,50 @@ def tls_options_from(ca_file: str | None) -> Callable[[str], Any]:
         return ssl.optionsForClientTLS(host, trustRoot=trust)
 
     return options
+
+
+class ReadLoop:
+    """Blocking reads (XREAD BLOCK) one after another on a connection of their own.
+
+    Subclasses write :meth:`read_once`; it is awaited again and again while
+    running. Redis away: try again in 50 ms (the client reconnects meanwhile);
+    anything else is logged and retried after 0.5 s. :meth:`stop` drops the
+    connection, which ends a read that is blocked.
+    """
+
+    what = "reading"
+
+    def __init__(self, client: RedisClient, clock: Any) -> None:
+        self.client = client
+        self.clock = clock
+        self.running = False
+        self._loop: defer.Deferred | None = None
+
+    def start(self) -> None:
+        self.running = True
+        self._loop = defer.ensureDeferred(self._run())
+
+    def stop(self) -> defer.Deferred:
+        self.running = False
+        loop, self._loop = self._loop, None
+        self.client.disconnect()
+        return loop if loop is not None else defer.succeed(None)
+
+    async def read_once(self) -> None:
+        raise NotImplementedError
+
+    async def _run(self) -> None:
+        from twisted.internet import task
+
+        while self.running:
+            try:
+                await self.client.when_connected()
+                if self.running:
+                    await self.read_once()
+            except RedisUnavailable:
+                if self.running:
+                    await task.deferLater(self.clock, 0.05, lambda: None)
+            except Exception:
+                log.failure("{what} failed; trying again", what=self.what)
+                if self.running:
+                    await task.deferLater(self.clock, 0.5, lambda: None)

@@ -202,7 +202,6 @@ class LeaseMachine:
 
     def failed(self, now: float) -> Step:
         """The request in flight got no answer (Redis unreachable, timeout): retry soon."""
-        what = self._inflight
         self._inflight = None
         if self.state == HELD and now >= self.valid_until:
             return self._lose("expired", "Redis could not be reached to renew the lease", now)

@@ -33,7 +33,7 @@ from asttapi_server.names import log_text
 from asttapi_server.throttle import LogThrottle
 
 from . import scripts
-from .client import RedisClient
+from .client import ReadLoop, RedisClient
 from .follow import Entry, Follower, Gap
 from .keys import Keys
 from .lease import Tenure
@@ -138,7 +138,7 @@ class EventAppender:
         self._next(pbx)
 
 
-class LogFollower:
+class LogFollower(ReadLoop):
     """Follows every PBX's event log on ``client`` (a connection of its own: it blocks).
 
     ``on_restart(epoch, seq)``: start (again) as run ``epoch`` after ``seq``;
@@ -146,11 +146,13 @@ class LogFollower:
     ``pbxs`` may change (:meth:`set_pbxs`); a PBX added is read from its end.
     """
 
+    what = "Event log: reading"
+
     def __init__(self, client: RedisClient, keys: Keys, pbxs: Iterable[str], *,
                  on_restart: Callable[[str, int], None], on_entry: Callable[[Entry], None],
                  on_gap: Callable[[Gap], None], block: float = 1.0, count: int = 1000,
                  clock: Any = None) -> None:
-        self.client = client
+        super().__init__(client, clock if clock is not None else client.reactor)
         self.keys = keys
         self.pbxs = sorted(set(pbxs))
         self.on_restart = on_restart
@@ -159,24 +161,9 @@ class LogFollower:
         self.block_ms = int(block * 1000)
         self.follower = Follower(count)
         self.epoch: str | None = None
-        self.clock = clock if clock is not None else client.reactor
-        self.running = False
         self._check = True  # re-check the epoch before the next read (a new connection)
-        self._loop: defer.Deferred | None = None
         self._throttle = LogThrottle()
         client.on_connect.append(self._connected)
-
-    def start(self) -> None:
-        self.running = True
-        self._loop = defer.ensureDeferred(self._run())
-
-    def stop(self) -> defer.Deferred:
-        self.running = False
-        loop, self._loop = self._loop, None
-        if loop is None:
-            return defer.succeed(None)
-        self.client.disconnect()  # ends a blocked XREAD
-        return loop
 
     def set_pbxs(self, pbxs: Iterable[str]) -> None:
         self.pbxs = sorted(set(pbxs))
@@ -186,32 +173,20 @@ class LogFollower:
     def _connected(self) -> None:
         self._check = True
 
-    async def _run(self) -> None:
-        while self.running:
-            try:
-                await self.client.when_connected()
-                if not self.running:
-                    break
-                if self._check:
-                    await self._sync()
-                streams = self.follower.positions()
-                if not streams:
-                    await task.deferLater(self.clock, self.block_ms / 1000, lambda: None)
-                    continue
-                names = list(streams)
-                reply = await self.client.execute(
-                    "XREAD", "COUNT", self.follower.count, "BLOCK", self.block_ms, "STREAMS",
-                    *(self.keys.events(p) for p in names), *(streams[p] for p in names),
-                    timeout=self.block_ms / 1000 + self.client.reply_timeout)
-                if reply:
-                    self._handle(reply, {self.keys.events(p).encode(): p for p in names})
-            except RedisUnavailable:
-                if self.running:
-                    await task.deferLater(self.clock, 0.05, lambda: None)
-            except Exception as e:
-                self._report("loop", "Event log: reading failed ({error}); retrying", e)
-                if self.running:
-                    await task.deferLater(self.clock, 0.5, lambda: None)
+    async def read_once(self) -> None:
+        if self._check:
+            await self._sync()
+        streams = self.follower.positions()
+        if not streams:
+            await task.deferLater(self.clock, self.block_ms / 1000, lambda: None)
+            return
+        names = list(streams)
+        reply = await self.client.execute(
+            "XREAD", "COUNT", self.follower.count, "BLOCK", self.block_ms, "STREAMS",
+            *(self.keys.events(p) for p in names), *(streams[p] for p in names),
+            timeout=self.block_ms / 1000 + self.client.reply_timeout)
+        if reply:
+            self._handle(reply, {self.keys.events(p).encode(): p for p in names})
 
     async def _sync(self) -> None:
         """After (re)connecting: the same Redis run? Continue. Else start from where the log is."""

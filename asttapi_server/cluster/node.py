@@ -37,7 +37,7 @@ from twisted.logger import Logger
 from asttapi_server.core.events import TapiEvent
 from asttapi_server.errors import ClusterError, StaleLease
 
-from .client import RedisClient
+from .client import RedisClient, tls_options_from
 from .entries import EVENT, GAP, decode_event, encode_event
 from .follow import Entry, Gap
 from .keys import Keys
@@ -104,6 +104,20 @@ class ClusterNode(Service):
         self.leases = {pbx: self._keeper(pbx) for pbx in self.pbxs}
         self.named = False
         self._waiters: list[defer.Deferred] = []
+
+    @classmethod
+    def from_config(cls, reactor: Any, config: Any, pbxs: Iterable[str], **kw: Any) -> "ClusterNode":
+        """From ``[cluster]`` (:class:`asttapi_server.config.ClusterConfig`); ``kw``: the callbacks."""
+        tls = tls_options_from(config.tls_ca_file) if config.redis.tls else None
+
+        def connect(name: str) -> RedisClient:
+            return RedisClient(reactor, config.redis, username=config.username, password=config.password,
+                               sentinel_password=config.sentinel_password, tls_options=tls, name=name,
+                               reply_timeout=config.reply_timeout)
+
+        return cls(reactor, connect, node=config.node, pbxs=pbxs, prefix=config.prefix, lease_ttl=config.lease_ttl,
+                   lease_renew=config.lease_renew, stream_max_len=config.stream_max_len,
+                   stream_max_age=config.stream_max_age, **kw)
 
     def _keeper(self, pbx: str) -> LeaseKeeper:
         return LeaseKeeper(self.client, self.reactor, key=self.keys.lease(pbx), token_key=self.keys.token(pbx),

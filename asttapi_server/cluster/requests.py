@@ -26,7 +26,7 @@ from asttapi_server.names import log_text
 from asttapi_server.throttle import LogThrottle
 
 from . import scripts
-from .client import RedisClient
+from .client import ReadLoop, RedisClient
 from .forward import (ACTION_NAMES, Pending, Request, answer_body, no_holder, orphan_body, parse_request, reply_of,
                       request_fields)
 from .keys import Keys
@@ -45,7 +45,7 @@ CLAIM_MARGIN = 1.0
 CLAIM_KEEP = 600.0
 
 
-class RequestForwarder:
+class RequestForwarder(ReadLoop):
     """The asking side: sends a request to the PBX's active node, waits for its answer.
 
     ``client``: commands; ``inbox``: a connection of its own for the blocking
@@ -54,40 +54,32 @@ class RequestForwarder:
 
     def __init__(self, client: RedisClient, inbox: RedisClient, keys: Keys, *, node: str, incarnation: str,
                  clock: Any, now: Callable[[], float] = time.monotonic, block: float = 1.0) -> None:
-        self.client = client
-        self.inbox = inbox
+        super().__init__(inbox, clock)
+        self.commands = client
         self.keys = keys
         self.node = node
-        self.clock = clock
         self.now = now
         self.block_ms = int(block * 1000)
         self.pending = Pending(incarnation)
         self._waiters: dict[str, tuple[defer.Deferred, Any]] = {}
         self._position: bytes | None = None
-        self.running = False
-        self._loop: defer.Deferred | None = None
 
-    def start(self) -> None:
-        self.running = True
-        self._loop = defer.ensureDeferred(self._run())
+    what = "Forwarded requests: reading answers"
 
     def stop(self) -> defer.Deferred:
-        self.running = False
         for request_id, (d, timer) in list(self._waiters.items()):
             if timer.active():
                 timer.cancel()
             d.errback(RedisUnavailable("the node is stopping"))
         self._waiters.clear()
-        loop, self._loop = self._loop, None
-        self.inbox.disconnect()
-        return loop if loop is not None else defer.succeed(None)
+        return super().stop()
 
     async def request(self, pbx: str, op: str, args: Mapping[str, Any], timeout: float) -> Any:
         """Have PBX ``pbx``'s active node carry out ``op``; its result, or the error a client gets
         (TelephonyError; LinkDown when no node holds the PBX; ActionTimeout without an answer)."""
         if not self.running:
             raise RedisUnavailable("the cluster is not running")
-        holder = await self.client.execute("GET", self.keys.lease(pbx))
+        holder = await self.commands.execute("GET", self.keys.lease(pbx))
         if holder is None:
             raise no_holder(pbx)
         waiting = self.pending.new(op, self.now(), timeout)
@@ -96,7 +88,7 @@ class RequestForwarder:
         timer = self.clock.callLater(timeout, self._timed_out, waiting.id)
         self._waiters[waiting.id] = (d, timer)
         try:
-            await self.client.execute("XADD", self.keys.requests(pbx), "MAXLEN", "~", REQUESTS_MAX_LEN, "*",
+            await self.commands.execute("XADD", self.keys.requests(pbx), "MAXLEN", "~", REQUESTS_MAX_LEN, "*",
                                       *request_fields(waiting, args, self.node, ttl_ms))
         except Exception:
             self._forget(waiting.id)
@@ -117,27 +109,17 @@ class RequestForwarder:
             op = waiting.op if waiting is not None else "request"
             waiter[0].errback(ActionTimeout(f"no answer to {ACTION_NAMES.get(op, op)} from the PBX's active node"))
 
-    async def _run(self) -> None:
+    async def read_once(self) -> None:
         key = self.keys.replies(self.node)
-        while self.running:
-            try:
-                await self.inbox.when_connected()
-                if self._position is None:
-                    last = await self.inbox.execute("XREVRANGE", key, "+", "-", "COUNT", 1)
-                    self._position = last[0][0] if last else b"0-0"
-                reply = await self.inbox.execute("XREAD", "COUNT", 1000, "BLOCK", self.block_ms, "STREAMS", key,
-                                                 self._position, timeout=self.block_ms / 1000 + self.inbox.reply_timeout)
-                for _stream, entries in reply or ():
-                    for entry_id, raw in entries:
-                        self._position = entry_id
-                        self._answer({raw[i]: raw[i + 1] for i in range(0, len(raw) - 1, 2)})
-            except RedisUnavailable:
-                if self.running:
-                    await task.deferLater(self.clock, 0.05, lambda: None)
-            except Exception:
-                log.failure("Forwarded requests: reading answers failed")
-                if self.running:
-                    await task.deferLater(self.clock, 0.5, lambda: None)
+        if self._position is None:
+            last = await self.client.execute("XREVRANGE", key, "+", "-", "COUNT", 1)
+            self._position = last[0][0] if last else b"0-0"
+        reply = await self.client.execute("XREAD", "COUNT", 1000, "BLOCK", self.block_ms, "STREAMS", key,
+                                          self._position, timeout=self.block_ms / 1000 + self.client.reply_timeout)
+        for _stream, entries in reply or ():
+            for entry_id, raw in entries:
+                self._position = entry_id
+                self._answer({raw[i]: raw[i + 1] for i in range(0, len(raw) - 1, 2)})
 
     def _answer(self, fields: Mapping[bytes, bytes]) -> None:
         request_id = fields.get(b"id", b"").decode("utf-8", "replace")
@@ -151,7 +133,7 @@ class RequestForwarder:
             waiter[0].callback(result)
 
 
-class RequestServer:
+class RequestServer(ReadLoop):
     """The active node's side: reads the request streams of the PBXs it holds, claims, acts, answers.
 
     ``handler(pbx, op, args)`` carries a request out (a Deferred of the
@@ -162,45 +144,34 @@ class RequestServer:
     def __init__(self, client: RedisClient, reader: RedisClient, keys: Keys, *,
                  handler: Callable[[str, str, Mapping[str, Any]], Any],
                  tenure_of: Callable[[str], Tenure | None], clock: Any, block: float = 0.25) -> None:
-        self.client = client
-        self.reader = reader
+        super().__init__(reader, clock)
+        self.commands = client
         self.keys = keys
         self.handler = handler
         self.tenure_of = tenure_of
-        self.clock = clock
         self.block_ms = int(block * 1000)
         self._positions: dict[str, bytes] = {}
-        self.running = False
-        self._loop: defer.Deferred | None = None
         self._throttle = LogThrottle()
         self.carried_out = 0
         self.orphaned = 0
 
-    def start(self) -> None:
-        self.running = True
-        self._loop = defer.ensureDeferred(self._run())
-
-    def stop(self) -> defer.Deferred:
-        self.running = False
-        loop, self._loop = self._loop, None
-        self.reader.disconnect()
-        return loop if loop is not None else defer.succeed(None)
+    what = "Forwarded requests: reading"
 
     async def held(self, pbx: str) -> None:
         """This node now holds ``pbx``: settle its predecessor's requests, then serve the PBX's stream."""
         tenure = self.tenure_of(pbx)
         if tenure is None:
             return
-        now_s, now_us = await self.client.execute("TIME")
+        now_s, now_us = await self.commands.execute("TIME")
         since = int(now_s) * 1000 + int(now_us) // 1000 - int(RECOVER_WINDOW * 1000)
-        entries = await self.client.execute("XRANGE", self.keys.requests(pbx), max(since, 0), "+")
+        entries = await self.commands.execute("XRANGE", self.keys.requests(pbx), max(since, 0), "+")
         position = entries[-1][0] if entries else await self._end(pbx)
         for entry_id, raw in entries:
             await self._settle(pbx, tenure, entry_id, raw)
         self._positions[pbx] = position
 
     async def _end(self, pbx: str) -> bytes:
-        last = await self.client.execute("XREVRANGE", self.keys.requests(pbx), "+", "-", "COUNT", 1)
+        last = await self.commands.execute("XREVRANGE", self.keys.requests(pbx), "+", "-", "COUNT", 1)
         return last[0][0] if last else b"0-0"
 
     def released(self, pbx: str) -> None:
@@ -211,12 +182,12 @@ class RequestServer:
             request = parse_request(entry_id, raw)
         except ValueError:
             return
-        claim = await self.client.execute("GET", self.keys.claim(pbx, request.id))
+        claim = await self.commands.execute("GET", self.keys.claim(pbx, request.id))
         if claim is None:
             self._carry_out(pbx, request)
         elif claim != b"answered":
             k = self.keys
-            outcome = await run_fenced(self.client, scripts.ORPHAN,
+            outcome = await run_fenced(self.commands, scripts.ORPHAN,
                                        [k.lease(pbx), k.claim(pbx, request.id), k.replies(request.reply_to)],
                                        [tenure.value, request.id, orphan_body(request.op), REQUESTS_MAX_LEN])
             if outcome == b"orphaned":
@@ -224,40 +195,30 @@ class RequestServer:
                 log.warn("PBX {pbx}: request {id} ({op}) was claimed by the node before and never answered;"
                          " answered with an error, not sent again", pbx=pbx, id=request.id, op=request.op)
 
-    async def _run(self) -> None:
-        while self.running:
-            try:
-                await self.reader.when_connected()
-                positions = {p: pos for p, pos in self._positions.items() if self.tenure_of(p) is not None}
-                if not positions:
-                    await task.deferLater(self.clock, self.block_ms / 1000, lambda: None)
+    async def read_once(self) -> None:
+        positions = {p: pos for p, pos in self._positions.items() if self.tenure_of(p) is not None}
+        if not positions:
+            await task.deferLater(self.clock, self.block_ms / 1000, lambda: None)
+            return
+        names = list(positions)
+        reply = await self.client.execute(
+            "XREAD", "COUNT", 100, "BLOCK", self.block_ms, "STREAMS",
+            *(self.keys.requests(p) for p in names), *(positions[p] for p in names),
+            timeout=self.block_ms / 1000 + self.client.reply_timeout)
+        by_key = {self.keys.requests(p).encode(): p for p in names}
+        for stream, entries in reply or ():
+            pbx = by_key.get(stream)
+            if pbx is None:
+                continue
+            for entry_id, raw in entries:
+                if pbx in self._positions:
+                    self._positions[pbx] = entry_id
+                try:
+                    request = parse_request(entry_id, raw)
+                except ValueError as e:
+                    self._report("bad", "PBX {pbx}: a request entry is not one ({error}); skipped", e, pbx=pbx)
                     continue
-                names = list(positions)
-                reply = await self.reader.execute(
-                    "XREAD", "COUNT", 100, "BLOCK", self.block_ms, "STREAMS",
-                    *(self.keys.requests(p) for p in names), *(positions[p] for p in names),
-                    timeout=self.block_ms / 1000 + self.reader.reply_timeout)
-                by_key = {self.keys.requests(p).encode(): p for p in names}
-                for stream, entries in reply or ():
-                    pbx = by_key.get(stream)
-                    if pbx is None:
-                        continue
-                    for entry_id, raw in entries:
-                        if pbx in self._positions:
-                            self._positions[pbx] = entry_id
-                        try:
-                            request = parse_request(entry_id, raw)
-                        except ValueError as e:
-                            self._report("bad", "PBX {pbx}: a request entry is not one ({error}); skipped", e, pbx=pbx)
-                            continue
-                        self._carry_out(pbx, request)
-            except RedisUnavailable:
-                if self.running:
-                    await task.deferLater(self.clock, 0.05, lambda: None)
-            except Exception:
-                log.failure("Forwarded requests: reading failed")
-                if self.running:
-                    await task.deferLater(self.clock, 0.5, lambda: None)
+                self._carry_out(pbx, request)
 
     def _carry_out(self, pbx: str, request: Request) -> None:
         defer.ensureDeferred(self._claim_and_act(pbx, request)).addErrback(
@@ -271,7 +232,7 @@ class RequestServer:
         k = self.keys
         claim = k.claim(pbx, request.id)
         try:
-            outcome = await run_fenced(self.client, scripts.CLAIM, [k.lease(pbx), claim],
+            outcome = await run_fenced(self.commands, scripts.CLAIM, [k.lease(pbx), claim],
                                        [tenure.value, request.at_ms, request.ttl_ms, int(CLAIM_KEEP * 1000)])
         except StaleLease:
             return
@@ -288,7 +249,7 @@ class RequestServer:
             except Exception as e:
                 status, body = answer_body(request.op, error=e)
             self.carried_out += 1
-        await self.client.run(scripts.ANSWER, [claim, k.replies(request.reply_to)],
+        await self.commands.run(scripts.ANSWER, [claim, k.replies(request.reply_to)],
                               [tenure.value, request.id, status, body, REQUESTS_MAX_LEN])
 
     def _report(self, kind: str, text: str, error: BaseException, **fields: Any) -> None:

@@ -104,7 +104,7 @@ def test_may_act_never_outlives_the_last_successful_send_plus_ttl(script):
         now += dt
         sent_at = m._sent_at
         if what == "acquired":
-            step = m.acquired(T, now)
+            m.acquired(T, now)
             if m.state == HELD:
                 confirmed_send = sent_at
         elif what == "taken":

@@ -3,8 +3,6 @@ refused with a stale tenure, against a real redis-server."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from asttapi_server.cluster import scripts
@@ -113,3 +111,32 @@ def test_every_fenced_write_is_refused_with_a_stale_tenure(redis_server):
             await a.stop()
 
     run(go)
+
+
+def test_a_node_built_from_the_config_file_with_an_acl_user_and_a_password_file(tmp_path):
+    from asttapi_server.cluster.node import ClusterNode
+    from asttapi_server.config import load_config
+
+    from .redis_server import RedisServer
+
+    server = RedisServer(tmp_path / "r", "user default off", "user agent on >agentpass-long-enough ~asttapi:* &* +@all").start()
+    (tmp_path / "pw").write_text("agentpass-long-enough\n")
+    (tmp_path / "asttapi.toml").write_text(f'''[ami]\nhost = "pbx"\n[cluster]\nredis = "redis://127.0.0.1:{server.port}/2"
+node = "n1"\nusername = "agent"\npassword_file = "{tmp_path / 'pw'}"\nprefix = "asttapi"\n''')
+    config = load_config(str(tmp_path / "asttapi.toml"))
+
+    async def go(reactor):
+        node = ClusterNode.from_config(reactor, config.cluster, ["p1"])
+        node.startService()
+        try:
+            await node.started(timeout=10)
+            await until(reactor, lambda: node.holds("p1"), what="n1 holding p1")
+            assert await node.client.execute("ACL", "WHOAMI") == b"agent"
+            assert (await node.client.execute("CLIENT", "INFO")).count(b"db=2") == 1
+        finally:
+            await node.stopService()
+
+    try:
+        run(go)
+    finally:
+        server.stop(kill=True)
