@@ -4,13 +4,12 @@ with its own Hub) or in a child process (:class:`Child`, to be killed or stopped
 from __future__ import annotations
 
 import os
-import signal
+import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
-
-from twisted.internet import defer, protocol
 
 from asttapi_server.clients.hub import Hub
 from asttapi_server.cluster.address import parse_redis_url
@@ -68,49 +67,36 @@ class Watched:
         await self.node.stopService()
 
 
-class _Lines(protocol.ProcessProtocol):
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-        self.buffer = b""
-        self.err = b""
-        self.ended = defer.Deferred()
-
-    def outReceived(self, data: bytes) -> None:
-        self.buffer += data
-        *whole, self.buffer = self.buffer.split(b"\n")
-        self.lines += [line.decode() for line in whole]
-
-    def errReceived(self, data: bytes) -> None:
-        self.err += data
-
-    def processEnded(self, reason: Any) -> None:
-        self.ended.callback(None)
-
-
 class Child:
-    """``python -m tests.cluster.child_node URL NODE PBX ARGS`` on the test's reactor."""
+    """``python -m tests.cluster.child_node URL NODE PBX ARGS``: its output lines are read by a thread
+    (subprocess, not the reactor's spawnProcess: that needs the reactor's SIGCHLD handler, which is
+    process-wide)."""
 
     def __init__(self, reactor: Any, url: str, node: str, pbx: str, *args: str) -> None:
         self.reactor = reactor
-        self.out = _Lines()
+        self.lines: list[str] = []
         env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
-        self.process = reactor.spawnProcess(self.out, sys.executable,
-                                            [sys.executable, "-m", "tests.cluster.child_node", url, node, pbx, *args],
-                                            env=env, path=str(ROOT))
+        self.process = subprocess.Popen([sys.executable, "-m", "tests.cluster.child_node", url, node, pbx, *args],
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=str(ROOT))
+        self._stderr = b""
+        threading.Thread(target=self._read, daemon=True).start()
+        threading.Thread(target=self._read_err, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.append(line.decode().rstrip("\n"))
+
+    def _read_err(self) -> None:
+        self._stderr = self.process.stderr.read()
 
     async def line(self, prefix: str, timeout: float = 20.0, after: int = 0) -> str:
-        found = await until(self.reactor, lambda: next((l for l in self.out.lines[after:] if l.startswith(prefix)),
-                                                       None), timeout, f"child line {prefix!r} (stderr: "
-                                                       f"{self.out.err[-500:]!r}; last lines {self.out.lines[-5:]})")
-        return found
+        return await until(self.reactor, lambda: next((l for l in self.lines[after:] if l.startswith(prefix)), None),
+                           timeout, f"child line {prefix!r} (last lines {self.lines[-5:]}, stderr {self._stderr[-500:]!r})")
 
     def signal(self, sig: int) -> None:
-        os.kill(self.process.pid, sig)
+        self.process.send_signal(sig)
 
     async def kill(self) -> None:
-        if self.process.pid is not None:
-            try:
-                self.signal(signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        await self.out.ended
+        if self.process.poll() is None:
+            self.process.kill()
+        await until(self.reactor, lambda: self.process.poll() is not None, 10, "the child to exit")

@@ -40,8 +40,9 @@ def run(fn: Callable[[Any], Any], timeout: float = 60.0) -> Any:
 
     reactor.callWhenRunning(go)
     timer = reactor.callLater(timeout, too_long)
-    # Signal handlers: SIGCHLD is how the reactor learns that a child process ended.
-    reactor.run(installSignalHandlers=True)
+    # No signal handlers: they are process-wide and would outlive this reactor, under other
+    # tests of the same worker (child processes are subprocess.Popen, see nodes.Child).
+    reactor.run(installSignalHandlers=False)
     if timer.active():
         timer.cancel()
     try:

@@ -71,7 +71,7 @@ def test_sigkill_of_the_holder_fails_over_within_the_ttl_and_no_event_is_lost_or
             await until(reactor, lambda: "pbx1" in b.active, timeout=10, what="b taking over")
             took = b.active["pbx1"] - killed
             assert took < TTL + 0.5, f"fail-over took {took:.2f}s"
-            acked = [int(line.split()[1]) for line in a.out.lines if line.startswith("PUBLISHED")]
+            acked = [int(line.split()[1]) for line in a.lines if line.startswith("PUBLISHED")]
             mine = await publish(b, "pbx1", 30, 10_000)
             await until(reactor, lambda: c.seen and c.seen[-1][0] == mine[-1], what="c hearing b's events")
             start = check_same_order(b, c)
@@ -114,7 +114,7 @@ def test_a_stopped_holder_that_wakes_up_is_refused_and_stops_acting(redis_server
             await until(reactor, lambda: "pbx1" in b.active, timeout=10, what="b taking over")
             assert b.active["pbx1"] - stopped < TTL + 0.5
             await publish(b, "pbx1", 5, 10_000)
-            mark = len(a.out.lines)
+            mark = len(a.lines)
             a.signal(signal.SIGCONT)
             await a.line("WOKE", after=mark)
             assert await a.line("ROGUE", after=mark) == "ROGUE refused"
@@ -128,7 +128,7 @@ def test_a_stopped_holder_that_wakes_up_is_refused_and_stops_acting(redis_server
             first_b = next(i for i, f in enumerate(fields) if f[b"k"] == GAP.encode() and int(f[b"t"]) > token_a)
             assert all(t > token_a for t in tokens[first_b:])
             assert max(tokens) > token_a
-            after_wake = [l for l in a.out.lines[mark:] if l.startswith("ACTIVE")]
+            after_wake = [l for l in a.lines[mark:] if l.startswith("ACTIVE")]
             assert after_wake == []  # it did not take the PBX back from b
         finally:
             await a.kill()

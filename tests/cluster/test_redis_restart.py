@@ -54,7 +54,9 @@ def test_redis_restarting_mid_stream(tmp_path, persistence):
             if persistence == "aof":
                 assert after[0] > before[-1]  # the counter came back with the data
             else:
-                assert after[0] <= 2 and a.node.tenure("p1").token > token  # counter lost; tokens still grow
+                # The counter was lost with the data (numbering starts again, under a new epoch),
+                # yet tokens still grow (every acquire passes the highest token the node saw).
+                assert after[0] < before[-1] and a.node.tenure("p1").token > token
             new = [(seq, e.call) for seq, _p, e in c.seen[c.seen_at_restart:]]
             assert [call for _seq, call in new] == list(range(100, 120))  # once each, in order
             assert c.hub.missed("line_1", before[5], old_epoch) is None  # the old epoch: rebuild

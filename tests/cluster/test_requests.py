@@ -97,12 +97,12 @@ def test_no_answer_in_time_is_a_timeout_and_a_late_claim_is_refused(redis_server
             a.signal(__import__("signal").SIGSTOP)  # holds the lease, answers nothing
             with pytest.raises(ActionTimeout):
                 await c.node.request("p1", "drop", {"handle": 1}, timeout=1.5)
-            mark = len(a.out.lines)
+            mark = len(a.lines)
             a.signal(__import__("signal").SIGCONT)
             await a.line("WOKE", after=mark)
             await a.line("INACTIVE", after=mark)
             # a came back without its lease: the request it never claimed stays unsent.
-            assert not [l for l in a.out.lines if l.startswith("ACT ")]
+            assert not [l for l in a.lines if l.startswith("ACT ")]
         finally:
             await a.kill()
             if c is not None:
