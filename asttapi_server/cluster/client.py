@@ -11,7 +11,7 @@ command, a pool thread held by every blocking XREAD) or needs the whole
 server on the asyncio reactor. What we need of Redis is small: commands,
 pipelining, EVALSHA, blocking stream reads, AUTH/ACL, TLS and Sentinel
 discovery; RESP2 is a page of code (:mod:`.resp`) and the rest is Twisted's
-own ``ClientService``, ``HostnameEndpoint`` and ``wrapClientTLS``.
+own ``ClientService``, ``HostnameEndpoint`` and TLS layer.
 
 * Commands are pipelined: :meth:`RedisClient.execute` writes at once and
   returns a Deferred; replies are matched in order (a deque of waiters, the
@@ -40,7 +40,7 @@ from typing import Any
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import Service
 from twisted.internet import defer
-from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, wrapClientTLS
+from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
 from twisted.internet.error import ConnectError
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
@@ -173,13 +173,27 @@ async def hello(protocol: RedisProtocol, *, username: str | None, password: str 
             raise RedisUnavailable("the server Sentinel named is not a master (a fail-over under way?)")
 
 
-class _OneShot(Factory):
-    def __init__(self, clock: Any, timeout: float) -> None:
-        self.clock = clock
-        self.timeout = timeout
+@implementer(IStreamClientEndpoint)
+class TLSEndpoint:
+    """``endpoint`` with TLS on top (``wrapClientTLS``, but the TLS layer's timers run on
+    ``reactor``: Twisted's own wrapper takes the global reactor)."""
 
-    def buildProtocol(self, addr: Any) -> RedisProtocol:
-        return RedisProtocol(self.clock, self.timeout)
+    def __init__(self, reactor: Any, creator: Any, endpoint: Any) -> None:
+        self.reactor = reactor
+        self.creator = creator
+        self.endpoint = endpoint
+
+    def connect(self, protocolFactory: Any) -> defer.Deferred:
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        tls = TLSMemoryBIOFactory(self.creator, True, protocolFactory, clock=self.reactor)
+        return self.endpoint.connect(tls).addCallback(lambda protocol: protocol.wrappedProtocol)
+
+
+def _endpoint(reactor: Any, host: str, port: int, timeout: float, tls: Callable[[str], Any] | None) -> Any:
+    """TCP to ``host:port`` (names resolved, IPv6 too), with TLS for ``host`` when ``tls`` is given."""
+    endpoint: Any = HostnameEndpoint(reactor, host, port, timeout=timeout)
+    return endpoint if tls is None else TLSEndpoint(reactor, tls(host), endpoint)
 
 
 @implementer(IStreamClientEndpoint)
@@ -201,19 +215,14 @@ class SentinelEndpoint:
         self.timeout = timeout
         self.master: tuple[str, int] | None = None
 
-    def _endpoint(self, host: str, port: int) -> Any:
-        endpoint: Any = HostnameEndpoint(self.reactor, host, port, timeout=self.timeout)
-        if self.tls is not None:
-            endpoint = wrapClientTLS(self.tls(host), endpoint)
-        return endpoint
-
     async def ask(self) -> tuple[str, int]:
         """The master's address, from the first Sentinel that knows it."""
         problems = []
         for i, (host, port) in enumerate(list(self.sentinels)):
             protocol = None
             try:
-                protocol = await connectProtocol(self._endpoint(host, port), RedisProtocol(self.reactor, self.timeout))
+                protocol = await connectProtocol(_endpoint(self.reactor, host, port, self.timeout, self.tls),
+                                                 RedisProtocol(self.reactor, self.timeout))
                 await hello(protocol, username=self.username, password=self.password, db=0, name=None, master=False)
                 answer = await protocol.execute("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service)
             except Exception as e:  # the next Sentinel may do better
@@ -233,7 +242,7 @@ class SentinelEndpoint:
     def connect(self, protocolFactory: Any) -> defer.Deferred:
         async def go() -> Any:
             self.master = await self.ask()
-            return await self._endpoint(*self.master).connect(protocolFactory)
+            return await _endpoint(self.reactor, *self.master, self.timeout, self.tls).connect(protocolFactory)
 
         return defer.ensureDeferred(go())
 
@@ -288,10 +297,7 @@ class RedisClient(Service):
             return SentinelEndpoint(self.reactor, a.hosts, a.service, tls=self.tls_options,
                                     password=self.sentinel_password, timeout=self.connect_timeout)
         host, port = a.hosts[0]
-        endpoint: Any = HostnameEndpoint(self.reactor, host, port, timeout=self.connect_timeout)
-        if self.tls_options is not None:
-            endpoint = wrapClientTLS(self.tls_options(host), endpoint)
-        return endpoint
+        return _endpoint(self.reactor, host, port, self.connect_timeout, self.tls_options)
 
     def startService(self) -> None:
         super().startService()

@@ -109,3 +109,41 @@ def test_password_acl_user_and_database(tmp_path):
         run(go)
     finally:
         server.stop(kill=True)
+
+
+def test_rediss_verifies_the_servers_certificate(tmp_path):
+    """TLS to Redis: a server whose certificate the CA file vouches for is used; with another CA,
+    never (no command reaches it)."""
+    pytest.importorskip("OpenSSL")
+    from asttapi_server.cluster.client import tls_options_from
+    from tests.security.tlsutil import make_cert
+
+    from .redis_server import free_port
+
+    (tmp_path / "good").mkdir()
+    (tmp_path / "other").mkdir()
+    key, cert = make_cert(tmp_path / "good")
+    _other_key, other_cert = make_cert(tmp_path / "other", ec=True)
+    tls_port = free_port()
+    server = RedisServer(tmp_path / "r", f"tls-port {tls_port}", f"tls-cert-file {cert}", f"tls-key-file {key}",
+                         f"tls-ca-cert-file {cert}", "tls-auth-clients no").start()
+    try:
+        async def go(reactor):
+            good = RedisClient(reactor, parse_redis_url(f"rediss://127.0.0.1:{tls_port}"),
+                               tls_options=tls_options_from(str(cert)))
+            bad = RedisClient(reactor, parse_redis_url(f"rediss://127.0.0.1:{tls_port}"),
+                              tls_options=tls_options_from(str(other_cert)))
+            good.startService()
+            bad.startService()
+            try:
+                await good.when_connected()
+                assert await good.execute("PING") == b"PONG"
+                await sleep(reactor, 0.5)
+                assert not bad.connected
+            finally:
+                await good.stopService()
+                await bad.stopService()
+
+        run(go)
+    finally:
+        server.stop(kill=True)

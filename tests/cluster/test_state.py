@@ -140,3 +140,32 @@ node = "n1"\nusername = "agent"\npassword_file = "{tmp_path / 'pw'}"\nprefix = "
         run(go)
     finally:
         server.stop(kill=True)
+
+
+def test_a_node_that_fell_behind_the_trimming_marks_a_gap(redis_server):
+    """The log keeps about stream_max_len entries; a node that read nothing while more were
+    appended finds a hole, and a resume from before it rebuilds from calls."""
+    from asttapi_server.core.events import TapiEvent
+
+    async def go(reactor):
+        a = await Watched(reactor, redis_server.url, "a", ["p1"], want=["p1"], stream_max_len=100).start()
+        c = await Watched(reactor, redis_server.url, "c", ["p1"]).start()
+        try:
+            await until(reactor, lambda: a.node.holds("p1"), what="a holding p1")
+            first = await a.node.publish("p1", TapiEvent("LINE_CALLSTATE", "line_1", 1, "LINECALLSTATE_OFFERING"))
+            await until(reactor, lambda: c.seen and c.seen[-1][0] == first, what="c hearing the first event")
+            await c.node.follower.stop()
+            for i in range(2, 1000):
+                last = await a.node.publish("p1", TapiEvent("LINE_CALLSTATE", "line_1", i, "LINECALLSTATE_OFFERING"))
+            assert int(redis_server.cli("XLEN", "asttapi:{p1}:events")) < 300
+            c.node.follower.start()
+            await until(reactor, lambda: c.seen[-1][0] == last, what="c catching up")
+            assert c.gaps and c.gaps[-1][1] > first
+            assert c.hub.missed("line_1", first, c.hub.epoch) is None  # a rebuild
+            kept = c.hub.missed("line_1", c.gaps[-1][1] - 1, c.hub.epoch)
+            assert kept is not None and len(kept) == last - c.gaps[-1][1] + 1
+        finally:
+            await a.stop()
+            await c.stop()
+
+    run(go)
