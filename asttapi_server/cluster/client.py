@@ -2,16 +2,16 @@
 
 Why our own and not a library (docs/scaling.md "The Redis client" has the
 figures): txredisapi builds two Deferreds, a DeferredQueue entry and (with a
-reply timeout) a DelayedCall per command and ran 4x fewer fenced appends a
+reply timeout) a DelayedCall per command, and ran 2-4x fewer fenced appends a
 second than this client in the same process; it also reaches for the global
 reactor (no injected clock), stops reconnecting for good after one refused
 AUTH and verifies no TLS certificate unless handed a context. redis-py is
 well kept but blocking: under Twisted it runs in threads (a thread hop per
-command, a pool thread held by every blocking XREAD) or needs the whole
-server on the asyncio reactor. What we need of Redis is small: commands,
-pipelining, EVALSHA, blocking stream reads, AUTH/ACL, TLS and Sentinel
-discovery; RESP2 is a page of code (:mod:`.resp`) and the rest is Twisted's
-own ``ClientService``, ``HostnameEndpoint`` and TLS layer.
+command, a pool thread held by every blocking XREAD; 2-5x fewer appends) or
+needs the whole server on the asyncio reactor. What we need of Redis is
+small: commands, pipelining, EVALSHA, blocking stream reads, AUTH/ACL, TLS
+and Sentinel discovery; RESP2 is a page of code (:mod:`.resp`) and the rest
+is Twisted's own ``ClientService``, ``HostnameEndpoint`` and TLS layer.
 
 * Commands are pipelined: :meth:`RedisClient.execute` writes at once and
   returns a Deferred; replies are matched in order (a deque of waiters, the
