@@ -58,6 +58,23 @@ class Watched:
         self.gaps.append((pbx, seq))
         self.hub.lose(seq - 1)
 
+    async def publish_steadily(self, pbx: str, calls: range) -> list[int]:
+        """Publish one event per call number; while the lease settles (Redis just restarted or
+        failed over), wait until this node holds the PBX again and go on. The seqs given."""
+        from asttapi_server.core.events import TapiEvent
+        from asttapi_server.errors import StaleLease
+
+        seqs = []
+        for call in calls:
+            while True:
+                try:
+                    seqs.append(await self.node.publish(pbx, TapiEvent("LINE_CALLSTATE", "line_1", call,
+                                                                       "LINECALLSTATE_OFFERING")))
+                    break
+                except StaleLease:
+                    await until(self.node.reactor, lambda: self.node.holds(pbx), 30, f"{pbx} held again")
+        return seqs
+
     async def start(self) -> "Watched":
         self.node.startService()
         await self.node.started(timeout=10)

@@ -49,7 +49,7 @@ def test_redis_restarting_mid_stream(tmp_path, persistence):
                 await until(reactor, lambda: (a.node.tenure("p1") or token).token > token if a.node.tenure("p1")
                             else False, timeout=10, what="a holding p1 under a new token")
             await until(reactor, lambda: a.node.holds("p1"), timeout=10, what="a holding p1 again")
-            after = await publish_some(a, 20, 100)
+            after = await a.publish_steadily("p1", range(100, 120))
             await until(reactor, lambda: c.seen and c.seen[-1][0] == after[-1], what="c hearing the new events")
             if persistence == "aof":
                 assert after[0] > before[-1]  # the counter came back with the data

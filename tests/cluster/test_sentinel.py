@@ -52,15 +52,7 @@ def test_the_cluster_follows_a_sentinel_fail_over(tmp_path):
                             timeout=30, what="Sentinel naming the replica master")
                 await until(reactor, lambda: c.hub.epoch != old_epoch, timeout=30, what="c on the new master")
                 await until(reactor, lambda: a.node.holds("p1"), timeout=30, what="a holding p1 on the new master")
-                seqs = []
-                for i in range(10, 20):
-                    while True:  # the lease may still be settling on the new master
-                        try:
-                            seqs.append(await a.node.publish(
-                                "p1", TapiEvent("LINE_CALLSTATE", "line_1", i, "LINECALLSTATE_OFFERING")))
-                            break
-                        except Exception:
-                            await until(reactor, lambda: a.node.holds("p1"), timeout=30, what="a holding p1")
+                seqs = await a.publish_steadily("p1", range(10, 20))
                 await until(reactor, lambda: c.seen and c.seen[-1][0] == seqs[-1], timeout=30,
                             what="c hearing the events written to the new master")
                 assert [e.call for _s, _p, e in c.seen[c.seen_at_restart:]] == list(range(10, 20))
