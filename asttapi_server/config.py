@@ -47,6 +47,7 @@ __all__ = [
     "PluginsConfig",
     "WebConfig",
     "MetricsConfig",
+    "ClusterConfig",
     "Config",
     "load_config",
     "DEMO_LINES",
@@ -152,6 +153,27 @@ class MetricsConfig:
     listen: tuple[str, ...] = ()  # endpoints of their own that serve only those paths
 
 
+@dataclass(frozen=True)
+class ClusterConfig:
+    """``[cluster]``: more than one server node sharing a Redis (asttapi_server.cluster, docs/scaling.md).
+
+    Without the table nothing changes: one process, the state file, no Redis.
+    """
+
+    redis: Any  # asttapi_server.cluster.address.RedisAddress
+    node: str  # unique per running node
+    username: str | None = None  # an ACL user; None: the default user
+    password: str | None = field(default=None, repr=False)  # from password_file; never in a log line
+    sentinel_password: str | None = field(default=None, repr=False)  # from sentinel_password_file
+    tls_ca_file: str | None = None  # rediss:// / sentinels://: the CA to trust (default: the system's)
+    prefix: str = "asttapi"  # of every key; several clusters may share one Redis under different ones
+    lease_ttl: float = 2.0  # a dead node's PBX links move after at most this long
+    lease_renew: float = 0.5
+    reply_timeout: float = 2.0  # a Redis command without a reply this long drops the connection
+    stream_max_len: int = 100_000  # entries each PBX's event log keeps (about)
+    stream_max_age: float = 3600.0  # seconds each PBX's event log keeps
+
+
 #: The web listener of a demo run whose config does not set ``web.listen``.
 DEMO_WEB_LISTEN = "tcp:8080:interface=127.0.0.1"
 
@@ -166,6 +188,7 @@ class Config:
     plugins: PluginsConfig = field(default_factory=PluginsConfig)
     web: WebConfig = field(default_factory=WebConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    cluster: ClusterConfig | None = None  # no [cluster]: one node, no Redis
     demo: bool = False
     source: str | None = None
 
@@ -360,7 +383,8 @@ _SERVER_NET_KEYS = (
 )
 _SERVER_KEYS.update(dict.fromkeys(_SERVER_NET_KEYS))
 _CALLS_KEYS = {k: None for k in ("hangup_grace", "max_age", "linger", "state_file", "max_calls", "max_lines", "max_field_bytes")}
-_TOP_KEYS = {k: None for k in ("ami", "server", "lines", "users", "calls", "plugins", "demo", "web", "metrics")}
+_TOP_KEYS = {k: None for k in ("ami", "server", "lines", "users", "calls", "plugins", "demo", "web", "metrics",
+                                "cluster")}
 
 
 def _section(r: _Reader, data: Mapping[str, Any], name: str) -> Mapping[str, Any]:
@@ -581,6 +605,65 @@ def _metrics(r: _Reader, d: Mapping[str, Any]) -> MetricsConfig:
     )
 
 
+_CLUSTER_KEYS = {k: None for k in (
+    "redis", "node", "username", "password_file", "sentinel_password_file", "tls_ca_file", "prefix", "lease_ttl",
+    "lease_renew", "reply_timeout", "stream_max_len", "stream_max_age",
+)}
+_PREFIX = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def _cluster(r: _Reader, d: Mapping[str, Any]) -> ClusterConfig | None:
+    """``[cluster]``: the Redis URL (asttapi_server.cluster.address), this node's name, the lease timing."""
+    from asttapi_server.cluster.address import parse_redis_url
+    from asttapi_server.cluster.lease import LeaseMachine
+
+    if not d:
+        return None
+    p = "cluster"
+    r.table(d, p, _CLUSTER_KEYS)
+    dflt = ClusterConfig(redis=None, node="")
+    if "redis" not in d:
+        raise ConfigError(f"{r.source}: key 'cluster.redis': expected a Redis URL such as "
+                          f"'redis://127.0.0.1:6379/0', but it is missing")
+    redis = r.get(d, p, "redis", None, parse_redis_url)
+    node = r.string(d, p, "node", None, required=True)
+    problem = line_name_problem(node)
+    if problem:
+        raise r.fail("cluster.node", f"a node name (named like lines: {problem})", node)
+    tls_ca_file = r.string(d, p, "tls_ca_file", None)
+    if tls_ca_file is not None:
+        if not redis.tls:
+            raise ConfigError(f"{r.source}: key 'cluster.tls_ca_file': only for rediss:// or sentinels:// URLs")
+        if not os.access(tls_ca_file, os.R_OK):
+            raise ConfigError(f"{r.source}: key 'cluster.tls_ca_file': cannot read {tls_ca_file!r}")
+    prefix = r.string(d, p, "prefix", dflt.prefix)
+    if not _PREFIX.fullmatch(prefix):
+        raise r.fail("cluster.prefix", "letters, digits, _ . - (at most 64)", prefix)
+    ttl = r.number(d, p, "lease_ttl", dflt.lease_ttl)
+    renew = r.number(d, p, "lease_renew", dflt.lease_renew)
+    try:
+        LeaseMachine(ttl, renew)
+    except ValueError:
+        raise ConfigError(
+            f"{r.source}: keys 'cluster.lease_ttl' and 'cluster.lease_renew': expected a renewal interval well"
+            f" under the lease's life (e.g. lease_ttl = 2.0, lease_renew = 0.5), got {ttl} and {renew}") from None
+    return ClusterConfig(
+        redis=redis,
+        node=node,
+        username=r.string(d, p, "username", None),
+        password=_secret(r, d, p, "password", "password_file", None) if "password_file" in d else None,
+        sentinel_password=(_secret(r, d, p, "sentinel_password", "sentinel_password_file", None)
+                           if "sentinel_password_file" in d else None),
+        tls_ca_file=tls_ca_file,
+        prefix=prefix,
+        lease_ttl=ttl,
+        lease_renew=renew,
+        reply_timeout=r.number(d, p, "reply_timeout", dflt.reply_timeout),
+        stream_max_len=r.integer(d, p, "stream_max_len", dflt.stream_max_len, 100),
+        stream_max_age=r.number(d, p, "stream_max_age", dflt.stream_max_age),
+    )
+
+
 # ---------------------------------------------------------------- entry point
 
 
@@ -646,6 +729,7 @@ def load_config(
     demo = r.boolean(data, "", "demo", False) or ami.host is None
     web = _web(r, _section(r, data, "web"), demo)
     metrics = _metrics(r, _section(r, data, "metrics"))
+    cluster = _cluster(r, _section(r, data, "cluster"))
 
     for user in users.values():
         for pattern in user.lines:
@@ -666,6 +750,7 @@ def load_config(
         plugins=plugins,
         web=web,
         metrics=metrics,
+        cluster=cluster,
         demo=demo,
         source=path,
     )

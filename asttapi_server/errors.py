@@ -88,6 +88,25 @@ class DirectoryError(AstTapiError):
     ``str()`` is the one line the admin reads; it never holds a password."""
 
 
+class ClusterError(AstTapiError):
+    """Something went wrong between this node and the cluster's Redis (asttapi_server.cluster)."""
+
+
+class RedisUnavailable(ClusterError):
+    """Redis did not answer: not connected, the connection dropped, or no reply in time.
+    Whatever was asked may or may not have been done."""
+
+
+class RedisReplyError(ClusterError):
+    """Redis answered a command with an error (``-ERR ...``); ``str()`` is Redis's own text."""
+
+
+class StaleLease(ClusterError):
+    """A fenced write was refused: this node no longer holds the PBX's lease (another node
+    took over, or the lease expired while this node was stopped or cut off). The node must
+    stop acting for that PBX; nothing was written."""
+
+
 class InvalidActionHeader(AMIError, ValueError):
     """An AMI action header would break the wire format (a line break in a
     value, a colon in a name): refused before anything is sent, so a client
