@@ -73,7 +73,9 @@ def test_sigkill_of_the_holder_fails_over_within_the_ttl_and_no_event_is_lost_or
             assert took < TTL + 0.5, f"fail-over took {took:.2f}s"
             acked = [int(line.split()[1]) for line in a.lines if line.startswith("PUBLISHED")]
             mine = await publish(b, "pbx1", 30, 10_000)
-            await until(reactor, lambda: c.seen and c.seen[-1][0] == mine[-1], what="c hearing b's events")
+            # (b hears its own appends through its follower too, as every node does)
+            await until(reactor, lambda: all(n.seen and n.seen[-1][0] == mine[-1] for n in (b, c)),
+                        what="b and c hearing b's events")
             start = check_same_order(b, c)
             heard = [seq for seq, _pbx, _e in c.seen]
             for seq in acked + mine:  # every acknowledged append, exactly once
