@@ -29,9 +29,29 @@ from twisted.logger import Logger
 from asttapi_server.core.constants import CALLSTATE, IDLE, NEWCALL
 from asttapi_server.core.events import TapiEvent
 
-__all__ = ["METRICS", "Metrics", "CONTENT_TYPE_LATEST"]
+__all__ = ["METRICS", "PLUGIN_METRICS", "Histogram", "Metrics", "CONTENT_TYPE_LATEST", "family"]
 
 log = Logger()
+
+#: The bundled plugins' own metrics (hook ``asttapi_metrics``); exposed, empty, when the plugin is not loaded.
+PLUGIN_METRICS: Mapping[str, tuple[str, tuple[str, ...], str]] = {
+    "asttapi_http_contacts_requests": (
+        "counter", ("result",),
+        "Requests of http_contacts to the CRM, by result (found, not_found, error, timeout, unreachable, "
+        "bad_answer)."),
+    "asttapi_http_contacts_request_seconds": ("histogram", (), "Time the CRM took to answer http_contacts."),
+    "asttapi_http_contacts_cache": (
+        "counter", ("result",), "Lookups of http_contacts by cache result (hit, miss, shared)."),
+    "asttapi_http_contacts_cached": ("gauge", (), "Numbers http_contacts holds an answer for."),
+    "asttapi_webhook_queue_depth": ("gauge", ("target",), "Call events waiting to be delivered, by target."),
+    "asttapi_webhook_oldest_seconds": (
+        "gauge", ("target",), "Age of the oldest call event waiting for a target (0: none waits)."),
+    "asttapi_webhook_events": (
+        "counter", ("target", "result"),
+        "Call events by target and result (sent, retried, dropped); retried counts failed attempts."),
+    "asttapi_webhook_delivery_seconds": (
+        "histogram", ("target",), "Time from a call event to the target's acknowledgement of it."),
+}
 
 #: name -> (type, labels, help). The exposition adds ``_total`` to counters.
 METRICS: Mapping[str, tuple[str, tuple[str, ...], str]] = {
@@ -59,8 +79,11 @@ METRICS: Mapping[str, tuple[str, tuple[str, ...], str]] = {
         "counter", ("plugin", "result"), "Contact lookups per plugin, by result (hit, miss, error, timeout)."),
     "asttapi_contact_lookup_seconds": ("histogram", ("plugin",), "Time a plugin took to answer a contact lookup."),
     "asttapi_config_reloads": ("counter", ("result",), "Configuration reloads (SIGHUP), by result (ok, refused)."),
+    **PLUGIN_METRICS,
 }
 
+#: Buckets for waits that may last a receiver's outage (seconds to hours).
+DELIVERY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0)
 ACTION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 LOOKUP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
 
@@ -92,8 +115,8 @@ def outcome(flags: int) -> str:
     return "missed"
 
 
-class _Histogram:
-    """Bucket counts and a sum in plain numbers (one per label value)."""
+class Histogram:
+    """Bucket counts and a sum in plain numbers (one per label value); plugins count with it too."""
 
     __slots__ = ("bounds", "counts", "total", "n")
 
@@ -132,11 +155,11 @@ class Metrics:
         self.tapi_events: dict[str, int] = {}
         self.reconnects = 0
         self._logins = 0
-        self.actions: dict[str, _Histogram] = {}
+        self.actions: dict[str, Histogram] = {}
         self.action_failures: dict[tuple[str, str], int] = {}
         self.calls_finished: dict[str, int] = dict.fromkeys(("answered", "missed", "busy", "failed"), 0)
         self.lookups: dict[tuple[str, str], int] = {}
-        self.lookup_seconds: dict[str, _Histogram] = {}
+        self.lookup_seconds: dict[str, Histogram] = {}
         self.reloads: dict[str, int] = {"ok": 0, "refused": 0}
         self._live: dict[int, int] = {}  # call handle -> flags, while in progress
         self.app: Any = None
@@ -179,7 +202,7 @@ class Metrics:
         if failure is None:
             hist = self.actions.get(action)
             if hist is None:
-                hist = self.actions[action] = _Histogram(ACTION_BUCKETS)
+                hist = self.actions[action] = Histogram(ACTION_BUCKETS)
             hist.observe(seconds)
         else:
             key = (action, failure)
@@ -224,7 +247,7 @@ class Metrics:
         if result != "timeout":
             hist = self.lookup_seconds.get(plugin)
             if hist is None:
-                hist = self.lookup_seconds[plugin] = _Histogram(LOOKUP_BUCKETS)
+                hist = self.lookup_seconds[plugin] = Histogram(LOOKUP_BUCKETS)
             hist.observe(seconds)
 
     def on_reload(self, ok: bool) -> None:
@@ -299,6 +322,35 @@ class ServerCollector:
         yield _counter("asttapi_contact_lookups", dict(sorted(m.lookups.items())))
         yield _histogram("asttapi_contact_lookup_seconds", m.lookup_seconds)
         yield _counter("asttapi_config_reloads", {(k,): v for k, v in m.reloads.items()})
+        yield from _plugin_families(getattr(app, "plugins", None))
+
+
+def _plugin_families(plugins: Any) -> Iterable[Any]:
+    """The plugins' families (hook ``asttapi_metrics``), merged by name; the declared plugin metrics
+    nobody reported come empty, so every name in METRICS is always exposed."""
+    merged: dict[str, Any] = {}
+    for fam in plugins.metrics() if plugins is not None else ():
+        if not getattr(fam, "name", "").startswith("asttapi_"):
+            log.error("A plugin reported the metric {name!r}; plugin metrics are named asttapi_*, ignored",
+                      name=getattr(fam, "name", fam))
+            continue
+        known = merged.get(fam.name)
+        if known is None:
+            merged[fam.name] = fam
+        elif known.type == fam.type:
+            known.samples.extend(fam.samples)
+    for name in PLUGIN_METRICS:
+        merged.setdefault(name, family(name, {}))
+    yield from merged.values()
+
+
+def family(name: str, values: Mapping[tuple[str, ...], Any]) -> Any:
+    """The family of metric ``name`` (declared in METRICS) with ``values``: label values -> a number,
+    or -> a :class:`Histogram` for a histogram."""
+    kind = METRICS[name][0]
+    if kind == "histogram":
+        return _histogram(name, values)
+    return (_gauge if kind == "gauge" else _counter)(name, dict(values))
 
 
 def _family(name: str, cls: Callable[..., Any]) -> Any:
@@ -322,8 +374,9 @@ def _counter(name: str, values: Mapping[tuple[str, ...], int]) -> CounterMetricF
     return family
 
 
-def _histogram(name: str, by_label: Mapping[str, _Histogram]) -> HistogramMetricFamily:
+def _histogram(name: str, by_label: Mapping[Any, Histogram]) -> HistogramMetricFamily:
+    """By one label value (a string) or by a tuple of them (``()`` for a histogram without labels)."""
     family = _family(name, HistogramMetricFamily)
     for label, hist in sorted(by_label.items()):
-        family.add_metric([label], hist.buckets(), hist.total)
+        family.add_metric([label] if isinstance(label, str) else list(label), hist.buckets(), hist.total)
     return family

@@ -548,6 +548,20 @@ class PluginHost:
                 name = impl.plugin_name
                 result.addErrback(lambda f, name=name: self._failed(name, "asttapi_call_finished", f))
 
+    def metrics(self) -> list:
+        """Every plugin's metric families for a scrape (see the hookspec); a failing plugin is left out."""
+        families: list = []
+        kwargs = {"app": self.app}
+        for impl in self._impls("asttapi_metrics"):
+            ok, result = self._call(impl, "asttapi_metrics", kwargs)
+            if not ok or result is None:
+                continue
+            try:
+                families.extend(result)
+            except Exception:
+                self._failed(impl.plugin_name, "asttapi_metrics")
+        return families
+
     @property
     def looks_up_contacts(self) -> bool:
         """Does any plugin implement ``asttapi_lookup_contact``? (No: no lookup, no miss signal.)"""
