@@ -161,7 +161,7 @@ class HttpClient:
         self.reactor = reactor
         self.timeout = timeout
         self.max_bytes = max_bytes
-        self.pool = HTTPConnectionPool(reactor, persistent=True)
+        self.pool = _Pool(reactor, persistent=True)
         self.pool.maxPersistentPerHost = max_per_host
         self.pool.retryAutomatically = False  # a POST must not be sent twice behind our back
         self.agent = Agent(reactor, contextFactory=_trust_policy(ca_file), pool=self.pool,
@@ -232,6 +232,22 @@ class HttpClient:
     def close(self) -> Deferred:
         """Close the pooled connections (at shutdown)."""
         return self.pool.closeCachedConnections()
+
+
+class _Pool(HTTPConnectionPool):
+    """A pool that, once closed, keeps no connection a late response hands back."""
+
+    closed = False
+
+    def _putConnection(self, key: Any, connection: Any) -> None:
+        if self.closed:
+            connection.transport.loseConnection()
+            return
+        super()._putConnection(key, connection)
+
+    def closeCachedConnections(self) -> Deferred:
+        self.closed = True
+        return super().closeCachedConnections()
 
 
 class _Discard(Protocol):

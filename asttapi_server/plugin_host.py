@@ -152,6 +152,14 @@ class Settings:
     def number(self, key: str, default: float) -> float:
         return self._take(key, default, setting.number, positive=False, what="a number")
 
+    def bool(self, key: str, default: bool) -> bool:
+        return self._take(key, default, setting.boolean)
+
+    def strings(self, key: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+        """A string or a list of strings, as a tuple."""
+        return self._take(key, list(default), setting.strings, allow_single=True,
+                          what="a string or a list of non-empty strings")
+
     def table(self, key: str) -> dict[str, Any]:
         return self._take(key, {}, setting.table)
 
