@@ -48,12 +48,17 @@ USER_AGENT = f"asttapi-server/{__version__}"
 
 
 class HttpError(Exception):
-    """A request that got no usable answer; ``kind`` is one of the words below, ``str()`` one line."""
+    """A request that got no usable answer; ``kind`` is one of the words below, ``str()`` one line.
+
+    ``sent``: the request may have reached the server (False only when no
+    connection was made), which matters to whoever retries a POST.
+    """
 
     KINDS = ("timeout", "unreachable", "tls", "too_big", "protocol")
 
-    def __init__(self, kind: str, text: str) -> None:
+    def __init__(self, kind: str, text: str, *, sent: bool = True) -> None:
         self.kind = kind
+        self.sent = sent
         super().__init__(text)
 
 
@@ -73,8 +78,8 @@ def origin(url: str) -> str:
     return f"{parts.scheme}://{parts.hostname}:{port}"
 
 
-def check_url(url: str) -> str | None:
-    """What is wrong with ``url`` as a plugin's HTTP target, or None."""
+def check_url(url: str, *, holds_secret: bool = False) -> str | None:
+    """What is wrong with ``url`` as a plugin's HTTP target, or None (``holds_secret``: a token is in it)."""
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 -- raises ValueError for a port out of range
@@ -84,6 +89,8 @@ def check_url(url: str) -> str | None:
         return "an http:// or https:// URL with a host"
     if parts.username or parts.password:
         return "a URL without user:password@ (put credentials in headers, from token_file)"
+    if holds_secret and parts.scheme != "https":
+        return "an https:// URL: {token} in a plain http:// one would cross the network readable"
     if parts.scheme == "https":
         try:
             import OpenSSL  # noqa: F401
@@ -291,19 +298,21 @@ def _classify(failure: Failure) -> HttpError:
         reasons = getattr(failure.value, "reasons", []) or []
         for reason in reasons:
             if _is_tls(reason):
-                return HttpError("tls", f"TLS failed ({_why(reason)})")
+                return HttpError("tls", f"TLS failed ({_why(reason)})", sent=False)
         why = _why(reasons[0]) if reasons else "the connection closed"
         return HttpError("unreachable", f"no answer ({why})")
     if failure.check(TimeoutError):
-        return HttpError("timeout", "could not connect in time")
+        return HttpError("timeout", "could not connect in time", sent=False)
     if failure.check(DNSLookupError):
-        return HttpError("unreachable", "the host name does not resolve")
-    if failure.check(ConnectingCancelledError, CancelledError):
+        return HttpError("unreachable", "the host name does not resolve", sent=False)
+    if failure.check(ConnectingCancelledError):
+        return HttpError("timeout", "cancelled while connecting", sent=False)
+    if failure.check(CancelledError):
         return HttpError("timeout", "cancelled")
     if failure.check(ConnectError):
-        return HttpError("unreachable", f"cannot connect ({_why(failure)})")
+        return HttpError("unreachable", f"cannot connect ({_why(failure)})", sent=False)
     if _is_tls(failure):
-        return HttpError("tls", f"TLS failed ({_why(failure)})")
+        return HttpError("tls", f"TLS failed ({_why(failure)})", sent=False)
     return HttpError("protocol", _why(failure))
 
 

@@ -27,6 +27,7 @@ from twisted.internet.interfaces import ISSLTransport
 from twisted.logger import Logger
 
 from asttapi_server.core.constants import CALLSTATE, IDLE, NEWCALL
+from asttapi_server.core.outcome import OUTCOMES, flags_of, outcome
 from asttapi_server.core.events import TapiEvent
 
 __all__ = ["METRICS", "PLUGIN_METRICS", "Histogram", "Metrics", "CONTENT_TYPE_LATEST", "family"]
@@ -87,34 +88,6 @@ DELIVERY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0
 ACTION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 LOOKUP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
 
-# Per-call flags, kept only while a call is in progress.
-_ANSWERED, _BUSY, _FAILED = 1, 2, 4
-_FLAG_OF_STATE = {"LINECALLSTATE_CONNECTED": _ANSWERED, "LINECALLSTATE_BUSY": _BUSY}
-_FLAG_OF_MODE = {
-    "LINEDISCONNECTMODE_BUSY": _BUSY,
-    **dict.fromkeys(
-        (
-            "LINEDISCONNECTMODE_BADADDRESS", "LINEDISCONNECTMODE_UNREACHABLE", "LINEDISCONNECTMODE_UNAVAIL",
-            "LINEDISCONNECTMODE_REJECT", "LINEDISCONNECTMODE_NUMBERCHANGED", "LINEDISCONNECTMODE_OUTOFORDER",
-            "LINEDISCONNECTMODE_CONGESTION", "LINEDISCONNECTMODE_TEMPFAILURE", "LINEDISCONNECTMODE_QOSUNAVAIL",
-            "LINEDISCONNECTMODE_BLOCKED",
-        ),
-        _FAILED,
-    ),
-}
-
-
-def outcome(flags: int) -> str:
-    """answered > busy > failed > missed: what a call's states and disconnect modes add up to."""
-    if flags & _ANSWERED:
-        return "answered"
-    if flags & _BUSY:
-        return "busy"
-    if flags & _FAILED:
-        return "failed"
-    return "missed"
-
-
 class Histogram:
     """Bucket counts and a sum in plain numbers (one per label value); plugins count with it too."""
 
@@ -157,7 +130,7 @@ class Metrics:
         self._logins = 0
         self.actions: dict[str, Histogram] = {}
         self.action_failures: dict[tuple[str, str], int] = {}
-        self.calls_finished: dict[str, int] = dict.fromkeys(("answered", "missed", "busy", "failed"), 0)
+        self.calls_finished: dict[str, int] = dict.fromkeys(OUTCOMES, 0)
         self.lookups: dict[tuple[str, str], int] = {}
         self.lookup_seconds: dict[str, Histogram] = {}
         self.reloads: dict[str, int] = {"ok": 0, "refused": 0}
@@ -219,7 +192,7 @@ class Metrics:
             if flags is None:
                 return  # not announced with LINE_NEWCALL (or already counted)
             param = event.param
-            flags |= _FLAG_OF_STATE.get(param, 0) | _FLAG_OF_MODE.get(event.mode, 0)
+            flags |= flags_of(param, event.mode)
             self._live[handle] = flags
             if param == IDLE:
                 self._maybe_finished(event, flags)

@@ -163,6 +163,30 @@ class Settings:
     def table(self, key: str) -> dict[str, Any]:
         return self._take(key, {}, setting.table)
 
+    def secret_file(self, key: str) -> str | None:
+        """The content of the file ``key`` names (relative to the config file), stripped; None without
+        the key. For tokens and keys: an error names the file, never its content."""
+        name = self.str(key)
+        if not name:
+            return None
+        path = resolve_path(name, self._config)
+        try:
+            text = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            why = getattr(exc, "strerror", None) or str(exc)
+            raise ValueError(f"setting {key!r}: cannot read {str(path)!r}: {why}") from None
+        if not text:
+            raise ValueError(f"setting {key!r}: {str(path)!r} is empty")
+        return text
+
+    def tables(self, key: str) -> list[dict[str, Any]]:
+        """A list of tables: ``[[plugins.NAME.KEY]]`` in the config file (one table alone is a list of one)."""
+        value = self._left.pop(key, [])
+        items = [value] if isinstance(value, Mapping) else value
+        if not isinstance(items, list) or not all(isinstance(v, Mapping) for v in items):
+            raise ValueError(f"setting {key!r}: {setting.Expected(f'[[...{key}]] tables', value)}")
+        return [dict(v) for v in items]
+
     def paths(self, key: str) -> list[Path]:
         """A path or a list of paths, relative to the config file; each must exist."""
         items = self._take(key, [], setting.strings, allow_single=True, what="a path or a list of paths")

@@ -75,7 +75,7 @@ _BLOCKED = "LINECALLPARTYID_BLOCKED"
 def configure(settings: Mapping[str, Any], config: Any) -> "HttpContacts":
     s = Settings(settings, config)
     url = s.str("url")
-    token_file = s.str("token_file")
+    token = s.secret_file("token_file")
     headers = s.table("headers")
     fields = {key: _pointers(s, key) for key in ("name", "company", "link", "id")}
     link_format = s.str("link_format")
@@ -94,17 +94,14 @@ def configure(settings: Mapping[str, Any], config: Any) -> "HttpContacts":
                          "e.g. \"/results/0/name\"")
     if timeout <= 0 or cache_size < 1 or max_bytes < 1:
         raise ValueError("settings 'timeout', 'cache_size' and 'max_bytes' must be above 0")
-    token = _read_token(resolve_path(token_file, config)) if token_file else None
     _check_placeholders("setting 'url'", url, PLACEHOLDERS, token is not None)
     for name, value in headers.items():
         if not isinstance(value, str):
             raise ValueError(f"setting 'headers': header {name!r}: expected a string, got {value!r}")
         _check_placeholders(f"setting 'headers': header {name!r}", value, ("token",), token is not None)
-    problem = check_url(_fill(url, {p: "1" for p in PLACEHOLDERS}))
+    problem = check_url(_fill(url, {p: "1" for p in PLACEHOLDERS}), holds_secret="{token}" in url)
     if problem:
         raise ValueError(f"setting 'url': expected {problem}")
-    if "{token}" in url and urlsplit(url).scheme != "https":
-        raise ValueError("setting 'url': {token} in a plain http:// URL would cross the network readable")
     lookup_timeout = getattr(getattr(config, "plugins", None), "lookup_timeout", None)
     if lookup_timeout is not None and timeout > lookup_timeout:
         log.warn("http_contacts: timeout {timeout} s is longer than [plugins] lookup_timeout {lookup} s; "
@@ -124,16 +121,6 @@ def _pointers(s: Settings, key: str) -> tuple[Pointer, ...]:
         return tuple(Pointer(v) for v in value)
     except ValueError as exc:
         raise ValueError(f"setting {key!r}: {exc}") from None
-
-
-def _read_token(path: Path) -> str:
-    try:
-        token = path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ValueError(f"setting 'token_file': cannot read {str(path)!r}: {exc.strerror or exc}") from None
-    if not token:
-        raise ValueError(f"setting 'token_file': {str(path)!r} is empty")
-    return token
 
 
 def _check_placeholders(where: str, template: str, known: tuple[str, ...], have_token: bool) -> None:

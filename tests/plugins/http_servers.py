@@ -9,11 +9,13 @@ port.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet import defer, reactor
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
@@ -112,3 +114,22 @@ class Server:
 
 def json_answer(data: bytes, status: int = 200) -> Answer:
     return status, {"content-type": "application/json"}, data
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on (for "the server is unreachable")."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Logged:
+    """Every log event while a trial test runs; ``texts(word)``: the formatted ones that mention it."""
+
+    def __init__(self, case: Any) -> None:
+        self.events: list[dict] = []
+        globalLogPublisher.addObserver(self.events.append)
+        case.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def texts(self, contains: str) -> list[str]:
+        return [formatEvent(e) for e in self.events if contains in formatEvent(e)]

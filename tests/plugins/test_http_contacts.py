@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import tempfile
 from pathlib import Path
 
 import pytest
 from twisted.internet import defer, reactor
 from twisted.internet.task import Clock
-from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from asttapi_server.config import load_config
@@ -20,7 +18,7 @@ from asttapi_server.plugin_host import PluginHost
 from asttapi_server.service import make_service
 from tests.ops.loopback import line_client, until
 from tests.plugins.bundled import bundled
-from tests.plugins.http_servers import Server, json_answer
+from tests.plugins.http_servers import Logged, Server, free_port, json_answer
 
 http_contacts = bundled("http_contacts")
 
@@ -40,20 +38,6 @@ def crm(directory: dict) -> callable:
     return answer
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Logged:
-    def __init__(self, case: TestCase) -> None:
-        self.events: list[dict] = []
-        globalLogPublisher.addObserver(self.events.append)
-        case.addCleanup(globalLogPublisher.removeObserver, self.events.append)
-
-    def texts(self, contains: str = "http_contacts") -> list[str]:
-        return [formatEvent(e) for e in self.events if contains in formatEvent(e)]
 
 
 class HttpContactsTests(TestCase):
@@ -132,12 +116,12 @@ class HttpContactsTests(TestCase):
             self.assertIsNone((yield self.lookup(plugin, "02079460958")))
         self.assertEqual(len(server.seen), 3)  # failures are not cached: the next call asks again
         self.assertEqual(plugin.requests["error"], 3)
-        (line,) = logged.texts()
+        (line,) = logged.texts("http_contacts")
         self.assertIn(f"CRM at http://127.0.0.1:{server.port_number}: HTTP 503; the lookup missed", line)
         self.assertNotIn("2079460958", line)  # never the caller's number, never the URL's path
         self.clock.advance(61)
         yield self.lookup(plugin, "02079460958")
-        self.assertIn("(2 more like it since the last report)", logged.texts()[-1])
+        self.assertIn("(2 more like it since the last report)", logged.texts("http_contacts")[-1])
 
     @defer.inlineCallbacks
     def test_bad_json_and_too_big_answers_are_bad_answers(self):
@@ -207,9 +191,9 @@ class HttpContactsTests(TestCase):
         for i, url in enumerate(urls):
             plugin = self.plugin(url, startup_check=True)
             plugin.asttapi_startup()
-            yield until(lambda: len(logged.texts()) == i + 1)
+            yield until(lambda: len(logged.texts("http_contacts")) == i + 1)
             self.assertEqual(sum(plugin.requests.values()), 0)  # a test lookup is no lookup
-        lines = logged.texts()
+        lines = logged.texts("http_contacts")
         self.assertIn(f"CRM at http://127.0.0.1:{ok.port_number} answers (HTTP 404 for a test lookup)", lines[0])
         self.assertIn("refuses our credentials (HTTP 401 (check headers and token_file))", lines[1])
         self.assertIn("cannot reach the CRM at http://127.0.0.1:", lines[2])

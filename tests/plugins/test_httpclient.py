@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import tempfile
 import time
 from pathlib import Path
@@ -13,13 +12,7 @@ from twisted.trial.unittest import TestCase
 
 from asttapi_server.httpclient import HttpClient, HttpError, check_url, origin
 from tests.ops.loopback import until
-from tests.plugins.http_servers import Server, json_answer
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.plugins.http_servers import Server, free_port, json_answer
 
 
 class HttpClientTests(TestCase):
