@@ -33,6 +33,7 @@ queues. See docs/plugins.md, "call_webhooks".
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import uuid
@@ -60,6 +61,9 @@ from .events import (Agent, CallTrack, Outgoing, ZammadTarget, json_event, json_
 from .outbox import Outbox, Pending
 
 log = Logger(namespace="asttapi_plugins.call_webhooks")
+
+#: The running plugin of each outbox file (by absolute path), for a reload's hand-over.
+_RUNNING: dict[str, "CallWebhooks"] = {}
 
 DEFAULT_OUTBOX = "asttapi-webhooks.sqlite"
 DEFAULT_TIMEOUT = 10.0
@@ -192,54 +196,107 @@ class CallWebhooks:
         self._matches: dict[tuple[str, str], bool] = {}
         self._sweeper: LoopingCall | None = None
         self.keep = max(t.max_age for t in targets)
+        self._previous: CallWebhooks | None = None  # on a reload: the running plugin, until it hands over
+        self._successor: CallWebhooks | None = None
+        self._waiting: list[tuple[TargetConfig, Outgoing, float]] = []  # made before the outbox was ours
 
     # -- life --------------------------------------------------------------------------------
 
     @hookimpl
     def asttapi_startup(self, app: Any) -> None:
-        """Open the outbox (start-up stops with one line if it cannot), load what was pending, start sending."""
+        """Open the outbox (start-up stops with one line if it cannot), load what was pending, start sending.
+
+        On a reload the running plugin has the outbox: this one waits, and
+        takes the file, the queues and the calls over when that one stops
+        (two plugins sending one outbox would send events twice).
+        """
         self.app = app
         reactor = self._reactor
         if reactor is None:
             from twisted.internet import reactor as global_reactor
 
             reactor = self._reactor = global_reactor
-        clock = self.clock = self.clock or getattr(app, "clock", None) or reactor
-        self.outbox = Outbox(self.outbox_path, clock, runner=self.runner)
-        pending = self.outbox.open(clock.seconds(), self.keep)
-        for target in self.targets:
-            client = HttpClient(reactor, timeout=target.timeout, max_bytes=MAX_ANSWER,
-                                ca_file=self.ca_files.get(target.name), max_per_host=target.concurrency)
-            self.deliveries[target.name] = Delivery(target, self.outbox, client, clock, self.rng)
-        orphans = route(pending, self.deliveries)
-        for name, count in sorted(orphans.items()):
-            log.warn("call_webhooks: {count} events for target {target}, which is not configured any more, "
-                     "stay in the outbox {path}", count=count, target=name, path=self.outbox_path)
-        waiting = len(pending) - sum(orphans.values())
+        self.clock = self.clock or getattr(app, "clock", None) or reactor
+        key = os.path.abspath(self.outbox_path)
+        previous = _RUNNING.get(key)
+        if previous is not None and previous.outbox is not None:
+            _RUNNING[key] = self
+            self._previous, previous._successor = previous, self
+            log.info("call_webhooks: a reload; the new settings take the outbox {path} over once the running "
+                     "plugin has stopped", path=self.outbox_path)
+            return
+        outbox = Outbox(self.outbox_path, self.clock, runner=self.runner)
+        pending = outbox.open(self.clock.seconds(), self.keep)
+        _RUNNING[key] = self
+        self._start(outbox, pending)
+        waiting = sum(d.depth() for d in self.deliveries.values())
         if waiting:
             calls = len({(p.target, p.call) for p in pending})
             log.info("call_webhooks: {count} events of {calls} calls were waiting in {path}; sending them",
                      count=waiting, calls=calls, path=self.outbox_path)
-        self._sweeper = LoopingCall(self._sweep)
-        self._sweeper.clock = clock
-        self._sweeper.start(SWEEP_INTERVAL, now=False)
         for delivery in self.deliveries.values():
             self._check(delivery)
+
+    def _start(self, outbox: Outbox, pending: list[Pending]) -> None:
+        """Send from ``outbox``, beginning with ``pending`` (oldest first), then what waited meanwhile."""
+        self.outbox = outbox
+        for target in self.targets:
+            client = HttpClient(self._reactor, timeout=target.timeout, max_bytes=MAX_ANSWER,
+                                ca_file=self.ca_files.get(target.name), max_per_host=target.concurrency)
+            self.deliveries[target.name] = Delivery(target, outbox, client, self.clock, self.rng)
+        orphans = route(pending, self.deliveries)
+        for name, count in sorted(orphans.items()):
+            log.warn("call_webhooks: {count} events for target {target}, which is not configured any more, "
+                     "stay in the outbox {path}", count=count, target=name, path=self.outbox_path)
+        waited, self._waiting = self._waiting, []
+        for target, out, created in waited:
+            self._enqueue(target, out, created)
+        self._sweeper = LoopingCall(self._sweep)
+        self._sweeper.clock = self.clock
+        self._sweeper.start(SWEEP_INTERVAL, now=False)
+        for delivery in self.deliveries.values():
             delivery.pump()
 
     @hookimpl
     def asttapi_shutdown(self) -> Any:
+        key = os.path.abspath(self.outbox_path)
         if self._sweeper is not None and self._sweeper.running:
             self._sweeper.stop()
+        if self.outbox is None and self._previous is not None:
+            # A reload that was refused: the running plugin keeps the outbox.
+            _RUNNING[key], self._previous._successor = self._previous, None
+            return None
         stops = [d.stop() for d in self.deliveries.values()]
+        successor = self._successor if _RUNNING.get(key) is self._successor else None
 
         def close(_: Any) -> Any:
             closing = [d.client.close() for d in self.deliveries.values()]
-            if self.outbox is not None:
+            if successor is not None:
+                successor._take_over(self)
+            elif self.outbox is not None:
                 closing.append(self.outbox.close())
+                if _RUNNING.get(key) is self:
+                    del _RUNNING[key]
             return DeferredList(closing, consumeErrors=True)
 
         return DeferredList(stops, consumeErrors=True).addCallback(close)
+
+    def _take_over(self, previous: "CallWebhooks") -> None:
+        """The reload's new plugin takes the stopped one's outbox, queues and calls."""
+        assert previous.outbox is not None
+        pending = [p for d in previous.deliveries.values() for q in d.queues.values() for p in q]
+        pending.sort(key=lambda p: p.created)  # a call's events keep their order; calls interleave by age
+        for handle, track in previous.tracks.items():
+            newer = self.tracks.get(handle)
+            if newer is not None:  # events came to this plugin already: the older record knows more
+                track.flags |= newer.flags
+                track.answered_by += [line for line in newer.answered_by if line not in track.answered_by]
+                track.lines += [line for line in newer.lines if line not in track.lines]
+                track.modes += newer.modes
+            self.tracks[handle] = track
+        self._previous = None
+        self._start(previous.outbox, pending)
+        previous.outbox = None
 
     def _check(self, delivery: Delivery) -> None:
         """Say at start-up, in one line, when a receiver cannot be reached (start-up does not wait)."""
@@ -290,7 +347,7 @@ class CallWebhooks:
 
     @hookimpl
     def asttapi_client_event(self, event: Any) -> None:
-        if event.call is None or not self.deliveries:
+        if event.call is None or self.clock is None:
             return None
         track = self._track(event.call, event.callinfo)
         track.saw(event.msg, event.line, event.param, event.mode)
@@ -309,7 +366,7 @@ class CallWebhooks:
 
     @hookimpl
     def asttapi_call_finished(self, call: Any) -> None:
-        if not self.deliveries:
+        if self.clock is None:
             return
         track = self.tracks.pop(call.handle, None) or _track_of(call)
         now = self.clock.seconds()
@@ -335,10 +392,12 @@ class CallWebhooks:
                         track.stages[name] = stage
                         break
 
-    def _enqueue(self, target: TargetConfig, out: Outgoing) -> None:
-        pending = Pending(target.name, out.event_id, out.call, out.kind, self.clock.seconds(), out.content_type,
-                          out.body)
-        assert self.outbox is not None
+    def _enqueue(self, target: TargetConfig, out: Outgoing, created: float | None = None) -> None:
+        created = self.clock.seconds() if created is None else created
+        if self.outbox is None:  # a reload's plugin before the running one handed the outbox over
+            self._waiting.append((target, out, created))
+            return
+        pending = Pending(target.name, out.event_id, out.call, out.kind, created, out.content_type, out.body)
         if self.outbox.add(pending):  # False: this event was made before (a restart), it is not sent twice
             self.deliveries[target.name].add(pending)
 

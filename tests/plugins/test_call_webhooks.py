@@ -590,3 +590,99 @@ def test_the_documented_example_is_a_working_configuration(tmp_path):
     assert plugin.zammad["zammad"].agent("line_1") == events.Agent("Emma Taylor", "emma@example.com")
     assert (crm.secret, crm.headers, crm.max_age, crm.retry_max) == (b"the-secret", {"X-Api-Key": "the-token"},
                                                                      86400, 300)
+
+
+class ReloadTests(Base):
+    """SIGHUP with a changed [plugins] table: the new plugin starts, then the old one stops."""
+
+    @defer.inlineCallbacks
+    def test_the_new_plugin_takes_the_outbox_over_and_sends_each_event_once_in_order(self):
+        zammad = ZammadReceiver()
+        server = self.receiver(zammad)
+        yield server.stop()
+        old = self.rig_under_test = Rig(self.folder, [self.zammad_target(server)], clock=self.clock, reactor=reactor)
+        uid = "14.1"
+        old.tapi("LINE_NEWCALL line_1", uid)
+        old.tapi("LINE_CALLSTATE LINECALLSTATE_OFFERING", uid)
+        old.tapi("SET CALLERID 0301234567", uid)
+        old.tapi("LINE_CALLINFO LINECALLINFOSTATE_CALLERID", uid)
+        old.missed("14.2")
+        self.assertEqual(old.delivery("zammad").depth(), 3)
+        new = call_webhooks.configure({"outbox": str(self.folder / "outbox.sqlite"), "region": "DE",
+                                       "target": [self.zammad_target(server, retry_max=2)]}, None)
+        new._reactor, new.clock = reactor, self.clock
+        new.runner = old.plugin.runner
+        new.asttapi_startup(old.app)  # the reload's new plugin: it waits for the file
+        self.assertIsNone(new.outbox)
+        # the bridge now calls the new plugin; the old one is shut down
+        fx = old.model.apply(__import__("tests.core.helpers", fromlist=["x"]).sig(
+            "LINE_CALLSTATE LINECALLSTATE_CONNECTED", uid), self.clock.seconds())
+        for event in fx:
+            new.asttapi_client_event(event)
+        yield old.stop()
+        self.assertIsNotNone(new.outbox)
+        self.assertEqual(new.deliveries["zammad"].depth(), 4)  # three taken over, the answer made meanwhile
+        server.start()
+        self.rig_under_test = _Holder(new)
+        yield OutageTests.advance_until(self, lambda: new.deliveries["zammad"].depth() == 0)
+        self.assertEqual(zammad.errors, [])
+        self.assertEqual(zammad.events_of(uid), ["newCall", "answer"])
+        self.assertEqual(zammad.events_of("14.2"), ["newCall", "hangup"])
+        yield new.asttapi_shutdown()
+
+    @defer.inlineCallbacks
+    def test_a_refused_reload_leaves_the_running_plugin_sending(self):
+        zammad = ZammadReceiver()
+        server = self.receiver(zammad)
+        running = self.rig([self.zammad_target(server)])
+        refused = call_webhooks.configure({"outbox": str(self.folder / "outbox.sqlite"),
+                                           "target": [self.zammad_target(server)]}, None)
+        refused._reactor, refused.clock = reactor, self.clock
+        refused.asttapi_startup(running.app)
+        refused.asttapi_shutdown()  # another plugin failed to start: the reload is refused
+        running.missed("15.1")
+        yield self.settle(running, "zammad", 2)
+        self.assertEqual(zammad.events_of("15.1"), ["newCall", "hangup"])
+
+
+class _Holder:
+    def __init__(self, plugin):
+        self.plugin = plugin
+
+
+class WholeServerReloadTests(Base):
+    @defer.inlineCallbacks
+    def test_a_reload_of_the_plugins_table_loses_and_doubles_nothing(self):
+        from asttapi_server.config import load_config
+        from asttapi_server.demo.scenarios import Timing
+        from asttapi_server.service import make_service, reload
+
+        zammad = ZammadReceiver()
+        server = self.receiver(zammad)
+        yield server.stop()
+
+        def config(retry_max):
+            return load_config(None, {
+                "server.listen": ["tcp:0:interface=127.0.0.1"], "web.listen": [],
+                "plugins.enabled": ["call_webhooks"],
+                "plugins.call_webhooks": {"outbox": str(self.folder / "outbox.sqlite"), "region": "DE",
+                                          "target": [self.zammad_target(server, retry_max=retry_max)]}})
+
+        app = make_service(config(1), reactor, demo_options={"timing": Timing.fast(), "autoplay": False})
+        app.startService()
+        self.addCleanup(app.stopService)
+        yield until(lambda: app.bridge.link_up)
+        yield app.demo.play("inbound", caller=("0301234567", "Ext Caller")).done
+        before = app.plugins.pm.get_plugin("call_webhooks")
+        yield until(lambda: before.deliveries["zammad"].depth() == 3)
+        ok = yield reload(app, config(2))
+        self.assertTrue(ok)
+        after = app.plugins.pm.get_plugin("call_webhooks")
+        self.assertIsNot(after, before)
+        yield until(lambda: after.outbox is not None)
+        server.start()
+        yield app.demo.play("inbound", caller=("+442079460958", None)).done
+        yield until(lambda: after.deliveries["zammad"].counts["sent"] == 6 and after.deliveries["zammad"].depth() == 0,
+                    timeout=20)
+        self.assertEqual(zammad.errors, [])
+        self.assertEqual(sorted(e for e, _ in zammad.received), sorted(["newCall", "answer", "hangup"] * 2))
