@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -207,6 +207,7 @@ class HttpContacts:
         self.cache_counts = dict.fromkeys(("hit", "miss", "shared"), 0)
         self.request_seconds = Histogram(REQUEST_BUCKETS)
         self._log_throttle = LogThrottle()
+        self._check_under_way: Deferred | None = None
 
     # -- plumbing --------------------------------------------------------------
 
@@ -246,6 +247,8 @@ class HttpContacts:
 
     @hookimpl
     def asttapi_shutdown(self) -> Any:
+        if self._check_under_way is not None:
+            self._check_under_way.cancel()  # the start-up check says nothing more
         if self._client is not None:
             return self._client.close()
         return None
@@ -298,16 +301,19 @@ class HttpContacts:
             self.request_seconds.observe(self.reactor.seconds() - started)
             return self._read(answer)
 
-        def failed(failure: Failure) -> tuple[str, None, str]:
-            if failure.check(HttpError):
-                kind = failure.value.kind
-                result = kind if kind in ("timeout", "unreachable") else "bad_answer"
-                if kind == "tls":
-                    result = "unreachable"
-                return result, None, str(failure.value)
-            return "error", None, failure.getErrorMessage()[:200]
+        d.addCallbacks(answered, self._failure)
+        return d.addErrback(lambda _: ("error", None, "cancelled"))
 
-        return d.addCallbacks(answered, failed)
+    @staticmethod
+    def _failure(failure: Failure) -> Any:
+        """A request that got no answer, as (result, None, detail); a cancelled one stays a failure."""
+        if failure.check(CancelledError):
+            return failure
+        if failure.check(HttpError):
+            kind = failure.value.kind
+            result = "unreachable" if kind in ("unreachable", "tls") else kind if kind == "timeout" else "bad_answer"
+            return result, None, str(failure.value)
+        return "error", None, failure.getErrorMessage()[:200]
 
     def _read(self, answer: Answer) -> tuple[str, dict | None, str]:
         code = answer.code
@@ -400,4 +406,12 @@ class HttpContacts:
                 log.warn("http_contacts: CRM at {origin} answered a test lookup with {detail}; "
                          "check url and the JSON pointers", origin=self.origin, detail=detail)
 
-        self._ask(url).addCallback(report)
+        d = self._check_under_way = self.client.request("GET", url, self.headers)
+        d.addCallbacks(self._read, self._failure)
+
+        def done(outcome: Any) -> None:
+            self._check_under_way = None
+            if isinstance(outcome, tuple):
+                report(outcome)
+
+        d.addBoth(done)

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from twisted.internet.defer import DeferredList
+from twisted.internet.defer import CancelledError, DeferredList
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -199,6 +199,7 @@ class CallWebhooks:
         self._previous: CallWebhooks | None = None  # on a reload: the running plugin, until it hands over
         self._successor: CallWebhooks | None = None
         self._waiting: list[tuple[TargetConfig, Outgoing, float]] = []  # made before the outbox was ours
+        self._checks: list[Any] = []  # start-up reachability checks under way
 
     # -- life --------------------------------------------------------------------------------
 
@@ -266,6 +267,8 @@ class CallWebhooks:
             # A reload that was refused: the running plugin keeps the outbox.
             _RUNNING[key], self._previous._successor = self._previous, None
             return None
+        for check in self._checks:
+            check.cancel()  # a start-up check still under way says nothing more
         stops = [d.stop() for d in self.deliveries.values()]
         successor = self._successor if _RUNNING.get(key) is self._successor else None
 
@@ -303,6 +306,8 @@ class CallWebhooks:
         target = delivery.target
 
         def unreachable(failure: Any) -> None:
+            if failure.check(CancelledError):
+                return
             why = str(failure.value) if failure.check(HttpError) else failure.getErrorMessage()
             log.error("call_webhooks: cannot reach target {target} at {origin} ({why}); its events are kept in "
                       "{path} and sent when it answers", target=target.name, origin=target.origin, why=why,
@@ -312,7 +317,10 @@ class CallWebhooks:
             log.info("call_webhooks: target {target} at {origin} is reachable ({kind} format)",
                      target=target.name, origin=target.origin, kind=target.format)
 
-        delivery.client.request("HEAD", target.origin + "/").addCallbacks(reachable, unreachable)
+        check = delivery.client.request("HEAD", target.origin + "/")
+        self._checks.append(check)
+        check.addCallbacks(reachable, unreachable)
+        check.addBoth(lambda _: self._checks.remove(check) if check in self._checks else None)
 
     def _sweep(self) -> None:
         now = self.clock.seconds()

@@ -401,7 +401,7 @@ class FailureTests(Base):
             return zammad(request)
 
         server = self.receiver(handler)
-        rig = self.rig_under_test = self.rig([self.zammad_target(server, timeout=0.3)])
+        rig = self.rig_under_test = self.rig([self.zammad_target(server, timeout=1.5)])
         rig.missed("13.1")
         d = rig.delivery("zammad")
         yield until(lambda: d.counts["retried"] == 1, timeout=10)
