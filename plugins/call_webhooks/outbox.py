@@ -65,6 +65,10 @@ CREATE INDEX IF NOT EXISTS events_pending ON events (state, seq);
 """
 #: Seconds between tries after a failed write.
 RETRY_WRITE = 1.0
+#: Seconds a change waits before its commit starts: none (the next reactor turn), so a crash loses the
+#: least; changes that come while a commit runs share the next one anyway. bench/webhook_outbox.py
+#: measured 10 and 20 ms too: ten times fewer commits, no difference on the reactor it could see.
+BATCH_DELAY = 0.0
 
 
 @dataclass(slots=True, eq=False)
@@ -169,7 +173,7 @@ class Outbox:
 
     def _soon(self) -> None:
         if self._writing is None and self._scheduled is None and self._db is not None:
-            self._scheduled = self.clock.callLater(0, self._write)
+            self._scheduled = self.clock.callLater(BATCH_DELAY, self._write)
 
     # -- the writer thread -------------------------------------------------------------------
 
