@@ -13,6 +13,12 @@ prometheus_client's lock per ``inc()``.
 
 Every metric, with its labels, is listed in :data:`METRICS` and in
 docs/operations.md (a test keeps both the same).
+
+Every label value comes from a bounded set (:class:`LabelValues`): the values
+the server knows, in their canonical spelling, and ``other`` for anything
+else. A hostile PBX that sends 120,000 case variants of ``OriginateResponse``
+(the event filter compares names case-insensitively, as Asterisk's own
+readers do) adds to one counter, not 120,000 series.
 """
 
 from __future__ import annotations
@@ -26,11 +32,14 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from twisted.internet.interfaces import ISSLTransport
 from twisted.logger import Logger
 
-from asttapi_server.core.constants import CALLSTATE, IDLE, NEWCALL
-from asttapi_server.core.outcome import OUTCOMES, flags_of, outcome
+from asttapi_server.ami import actions
+from asttapi_server.ami.parser import ByName
+from asttapi_server.core.constants import CALLINFO, CALLSTATE, DEVSTATE, IDLE, NEWCALL
+from asttapi_server.core.control import CORE_EVENTS
 from asttapi_server.core.events import TapiEvent
+from asttapi_server.core.outcome import OUTCOMES, flags_of, outcome
 
-__all__ = ["METRICS", "PLUGIN_METRICS", "Histogram", "Metrics", "CONTENT_TYPE_LATEST", "family"]
+__all__ = ["METRICS", "PLUGIN_METRICS", "Histogram", "Metrics", "LabelValues", "CONTENT_TYPE_LATEST", "family"]
 
 log = Logger()
 
@@ -79,12 +88,65 @@ METRICS: Mapping[str, tuple[str, tuple[str, ...], str]] = {
     "asttapi_contact_lookups": (
         "counter", ("plugin", "result"), "Contact lookups per plugin, by result (hit, miss, error, timeout)."),
     "asttapi_contact_lookup_seconds": ("histogram", ("plugin",), "Time a plugin took to answer a contact lookup."),
+    "asttapi_contact_directory_entries": (
+        "gauge", ("plugin",), "Contacts in a directory plugin's in-memory index (ldap_contacts, carddav_contacts)."),
+    "asttapi_contact_directory_numbers": ("gauge", ("plugin",), "Phone numbers in a directory plugin's index."),
+    "asttapi_contact_directory_reads": (
+        "counter", ("plugin", "result"), "Reads of a contact directory, by result (ok, failed)."),
+    "asttapi_contact_directory_age_seconds": (
+        "gauge", ("plugin",), "Seconds since a contact directory was last read successfully (absent before that)."),
     "asttapi_config_reloads": ("counter", ("result",), "Configuration reloads (SIGHUP), by result (ok, refused)."),
     **PLUGIN_METRICS,
 }
 
 #: Buckets for waits that may last a receiver's outage (seconds to hours).
 DELIVERY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0)
+#: The label value of everything outside a label's known set.
+OTHER = "other"
+#: Events the link reacts to whatever the filter says (``ami.parser.ALWAYS_KEPT``), canonically spelt.
+LINK_EVENTS = ("Shutdown", "FullyBooted")
+#: Why an AMI action failed (``AMILink.add_action_observer``).
+ACTION_FAILURES = ("error", "timeout", "link_down")
+#: TAPI messages the hub numbers.
+TAPI_MESSAGES = (NEWCALL, CALLSTATE, CALLINFO, DEVSTATE)
+#: Why the server closed a client connection (``ClientFactory.cut_off``; docs/operations.md).
+CUT_OFF_REASONS = (
+    "slow_reader", "errors", "oversize", "rate_limit", "login_timeout", "login_failures", "handshake_timeout",
+    "line_timeout", "binary_frame", "refused", "reload", "session",
+)
+#: What one plugin's part of a contact lookup came to.
+LOOKUP_RESULTS = ("hit", "miss", "error", "timeout")
+#: Plugin names counted apart; plugins are configured, but a reload may bring new ones.
+MAX_PLUGIN_LABELS = 64
+
+
+class LabelValues:
+    """The values one label may take: ``known`` ones, matched in any case and
+    shown in their canonical spelling (the case rule of the event filter,
+    ``ami.parser.wanted_name``), and ``other`` for anything else.
+
+    ``grow``: besides, up to this many other values are kept as first seen
+    (plugin names, which a reload may add to); later ones are ``other``.
+    """
+
+    __slots__ = ("_known", "_grown", "_grow")
+
+    def __init__(self, known: Iterable[str], *, grow: int = 0) -> None:
+        self._known: ByName[str] = ByName({name: name for name in known})
+        self._grown: dict[str, str] = {}
+        self._grow = grow
+
+    def __call__(self, value: str) -> str:
+        label = self._known.get(value)
+        if label is None:
+            label = self._grown.get(value)
+            if label is None:
+                if len(self._grown) >= self._grow:
+                    return OTHER
+                label = self._grown[value] = value
+        return label
+
+
 ACTION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 LOOKUP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
 
@@ -124,6 +186,13 @@ class Metrics:
     """The counts of one server. :meth:`attach` connects it to a built ``AppService``."""
 
     def __init__(self) -> None:
+        self.event_label = LabelValues((*CORE_EVENTS, *LINK_EVENTS))
+        self.action_label = LabelValues(actions.NAMES)
+        self.failure_label = LabelValues(ACTION_FAILURES)
+        self.msg_label = LabelValues(TAPI_MESSAGES)
+        self.cut_off_label = LabelValues(CUT_OFF_REASONS)
+        self.result_label = LabelValues(LOOKUP_RESULTS)
+        self.plugin_label = LabelValues((), grow=MAX_PLUGIN_LABELS)
         self.ami_events: dict[str, int] = {}
         self.tapi_events: dict[str, int] = {}
         self.reconnects = 0
@@ -144,6 +213,7 @@ class Metrics:
     def attach(self, app: Any) -> None:
         """Observe ``app``'s AMI link, hub, plugin host and client factory (composition only)."""
         self.app = app
+        self.learn_event_names()
         if app.ami is not None:
             app.ami.add_event_observer(self.on_ami_event)
             app.ami.add_link_observer(self.on_link)
@@ -153,6 +223,12 @@ class Metrics:
         if app.plugins is not None:
             app.plugins.lookup_observer = self.on_lookup
 
+    def learn_event_names(self) -> None:
+        """Count the events the server asks Asterisk for under their own names (at start and after a reload)."""
+        plugins = getattr(self.app, "plugins", None)
+        wanted = plugins.wanted_event_names() if plugins is not None else ()
+        self.event_label = LabelValues((*CORE_EVENTS, *LINK_EVENTS, *sorted(wanted)))
+
     def exposition(self) -> bytes:
         """The text format of every metric, read now."""
         return generate_latest(self.registry)
@@ -160,7 +236,7 @@ class Metrics:
     # -- observers (the hot path: plain dict arithmetic) ----------------------
 
     def on_ami_event(self, message: Any) -> None:
-        name = message.name
+        name = self.event_label(message.name)
         counts = self.ami_events
         counts[name] = counts.get(name, 0) + 1
 
@@ -172,20 +248,22 @@ class Metrics:
 
     def on_action(self, action: str, seconds: float, failure: str | None) -> None:
         """One AMI action answered (``failure`` None) or failed (error, timeout, link_down)."""
+        action = self.action_label(action)
         if failure is None:
             hist = self.actions.get(action)
             if hist is None:
                 hist = self.actions[action] = Histogram(ACTION_BUCKETS)
             hist.observe(seconds)
         else:
-            key = (action, failure)
+            key = (action, self.failure_label(failure))
             self.action_failures[key] = self.action_failures.get(key, 0) + 1
 
     def on_publish(self, event: TapiEvent) -> None:
         """Every TAPI event the hub numbers, as clients get it."""
         msg = event.msg
         counts = self.tapi_events
-        counts[msg] = counts.get(msg, 0) + 1
+        label = self.msg_label(msg)
+        counts[label] = counts.get(label, 0) + 1
         if msg == CALLSTATE:
             handle = event.call
             flags = self._live.get(handle)
@@ -215,7 +293,8 @@ class Metrics:
 
     def on_lookup(self, plugin: str, result: str, seconds: float) -> None:
         """One plugin's part of a contact lookup: hit, miss, error or timeout."""
-        key = (plugin, result)
+        plugin = self.plugin_label(plugin)
+        key = (plugin, self.result_label(result))
         self.lookups[key] = self.lookups.get(key, 0) + 1
         if result != "timeout":
             hist = self.lookup_seconds.get(plugin)
@@ -225,6 +304,8 @@ class Metrics:
 
     def on_reload(self, ok: bool) -> None:
         self.reloads["ok" if ok else "refused"] += 1
+        if ok:
+            self.learn_event_names()  # the plugins may want other events now
 
     # -- read at scrape time -----------------------------------------------------
 
@@ -246,7 +327,11 @@ class Metrics:
 
     def cut_offs(self) -> dict[str, int]:
         factory = getattr(self.app, "client_factory", None)
-        return dict(getattr(factory, "cut_offs", {}))
+        out: dict[str, int] = {}
+        for reason, count in tuple(getattr(factory, "cut_offs", {}).items()):
+            label = self.cut_off_label(reason)
+            out[label] = out.get(label, 0) + count
+        return out
 
 
 def transport_kind(transport: Any) -> str:
@@ -294,6 +379,7 @@ class ServerCollector:
         yield _counter("asttapi_clients_cut_off", {(k,): v for k, v in sorted(m.cut_offs().items())})
         yield _counter("asttapi_contact_lookups", dict(sorted(m.lookups.items())))
         yield _histogram("asttapi_contact_lookup_seconds", m.lookup_seconds)
+        yield from _directories(app)
         yield _counter("asttapi_config_reloads", {(k,): v for k, v in m.reloads.items()})
         yield from _plugin_families(getattr(app, "plugins", None))
 
@@ -324,6 +410,20 @@ def family(name: str, values: Mapping[tuple[str, ...], Any]) -> Any:
     if kind == "histogram":
         return _histogram(name, values)
     return (_gauge if kind == "gauge" else _counter)(name, dict(values))
+
+
+def _directories(app: Any) -> Iterable[Any]:
+    """The directory plugins' indexes (asttapi_server.directory), read now; plugin names label them."""
+    plugins = getattr(app, "plugins", None)
+    found = plugins.directories() if plugins is not None else {}
+    stats = {name: directory.stats() for name, directory in sorted(found.items())}
+    yield _gauge("asttapi_contact_directory_entries", {(n,): s.contacts for n, s in stats.items()})
+    yield _gauge("asttapi_contact_directory_numbers", {(n,): s.numbers for n, s in stats.items()})
+    yield _counter("asttapi_contact_directory_reads",
+                   {(n, result): count for n, s in stats.items()
+                    for result, count in (("ok", s.reads_ok), ("failed", s.reads_failed))})
+    yield _gauge("asttapi_contact_directory_age_seconds",
+                 {(n,): s.age for n, s in stats.items() if s.age is not None})
 
 
 def _family(name: str, cls: Callable[..., Any]) -> Any:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -107,22 +108,50 @@ def write_atomically(path: str, data: bytes) -> None:
 
 
 def read_store(path: str) -> Any | None:
-    """The decoded JSON of ``path``; None if there is no file. Raises ValueError with a one-line reason."""
+    """The decoded JSON of ``path``; None if there is no file. Raises ValueError with a one-line reason.
+
+    Only a regular file is read: the path is opened without blocking (a FIFO
+    put there would otherwise hold start-up until someone writes to it) and
+    anything else (a FIFO, a device, a directory, a socket) is refused before
+    a byte is read. JSON's non-standard ``NaN`` and ``Infinity`` are refused.
+    """
     try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_STORE_BYTES + 1)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0))
     except FileNotFoundError:
         return None
     except OSError as e:
         raise ValueError(f"cannot read it ({e.strerror or e})") from None
+    try:
+        kind = os.fstat(fd).st_mode
+        if not stat.S_ISREG(kind):
+            raise ValueError(f"it is not a regular file ({_KINDS.get(stat.S_IFMT(kind), 'not a file')})")
+        with os.fdopen(fd, "rb") as f:
+            fd = -1
+            data = f.read(MAX_STORE_BYTES + 1)
+    except OSError as e:
+        raise ValueError(f"cannot read it ({e.strerror or e})") from None
+    finally:
+        if fd >= 0:
+            os.close(fd)
     if len(data) > MAX_STORE_BYTES:
         raise ValueError(f"it is bigger than {MAX_STORE_BYTES >> 20} MiB")
     try:
-        return json.loads(data)
+        return json.loads(data, parse_constant=_no_constant)
     except (UnicodeDecodeError, RecursionError):
         raise ValueError("it is not JSON") from None
     except json.JSONDecodeError as e:
         raise ValueError(f"it is not JSON ({e.msg} at byte {e.pos})") from None
+    except ValueError as e:  # a NaN, or an integer of thousands of digits
+        raise ValueError(f"it is not JSON we wrote ({str(e)[:80]})") from None
+
+
+#: What a non-regular file at the store's path is, for the log line.
+_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+          stat.S_IFDIR: "a directory", stat.S_IFSOCK: "a socket"}
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def encode_state(state: dict[str, Any]) -> bytes:

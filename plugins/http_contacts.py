@@ -50,6 +50,7 @@ from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from asttapi_server.core import parties
 from asttapi_server.hookspecs import hookimpl
 from asttapi_server.httpclient import Answer, HttpClient, HttpError, check_url, origin
 from asttapi_server.jsonpointer import MISSING, Pointer
@@ -69,7 +70,6 @@ DEFAULT_MAX_BYTES = 1 << 20
 MAX_FIELD = 256
 RESULTS = ("found", "not_found", "error", "timeout", "unreachable", "bad_answer")
 REQUEST_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
-_BLOCKED = "LINECALLPARTYID_BLOCKED"
 
 
 def configure(settings: Mapping[str, Any], config: Any) -> "HttpContacts":
@@ -85,7 +85,7 @@ def configure(settings: Mapping[str, Any], config: Any) -> "HttpContacts":
     max_bytes = int(s.number("max_bytes", DEFAULT_MAX_BYTES))
     region = check_region(s.str("region", DEFAULT_REGION))
     ca_file = s.str("ca_file")
-    startup_check = s.bool("startup_check", True)
+    startup_check = s.boolean("startup_check", True)
     s.done()
     if not url:
         raise ValueError("setting 'url': required, e.g. \"https://crm.example.com/api/contacts?phone={number}\"")
@@ -116,7 +116,7 @@ def configure(settings: Mapping[str, Any], config: Any) -> "HttpContacts":
 
 
 def _pointers(s: Settings, key: str) -> tuple[Pointer, ...]:
-    value = s.strings(key)
+    value = s.strings(key, None) or ()
     try:
         return tuple(Pointer(v) for v in value)
     except ValueError as exc:
@@ -255,7 +255,7 @@ class HttpContacts:
 
     @hookimpl
     def asttapi_lookup_contact(self, number: str, callinfo: Mapping[str, Any]) -> Deferred:
-        if _BLOCKED in (callinfo.get("calleridflags") or ()):
+        if parties.HIDING.intersection(callinfo.get("calleridflags") or ()):
             return succeed(None)  # a withheld caller reaches no CRM, whatever number the PBX let slip
         url = self.url_for(number)
         if url is None:

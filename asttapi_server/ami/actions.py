@@ -7,15 +7,20 @@ Each builder returns an :class:`Action` (a ``(name, headers)`` pair, so
 wire bytes with ``ActionID`` right after ``Action`` and ``\\r\\n`` line ends,
 the layout of the lab captures' ``.sent`` files.
 
-Every key and value is checked: a value holding ``\\r`` or ``\\n`` (say a
-"number" typed by a client as ``"100\\r\\nAction: Command..."``) would inject
-headers or whole actions, so it raises :class:`~asttapi_server.errors.InvalidActionHeader`
+Every key and value is checked, here and nowhere else: a value holding any
+control byte (``\\r`` or ``\\n``, say a "number" typed by a client as
+``"100\\r\\nAction: Command..."``, would inject headers or whole actions; a
+leading ``\\x01`` is skipped by Asterisk as a blank, see below) or text that
+is not valid Unicode raises :class:`~asttapi_server.errors.InvalidActionHeader`
 instead of being sent.  Several ``Variable`` headers are written one per line,
 never comma-joined (pitfall 10: Asterisk's 1024-byte line buffer).
 
-A ``Channel`` (or ``ExtraChannel``) starting with ``/`` is refused whatever
-its source: Asterisk reads ``/regex/`` there as every channel whose name
-matches, so ``Hangup Channel: /^/`` hangs up the whole PBX. Only a caller
+A ``Channel`` (or ``ExtraChannel``) that Asterisk would read as starting with
+``/`` is refused whatever its source: Asterisk reads ``/regex/`` there as every
+channel whose name matches, so ``Hangup Channel: /^/`` hangs up the whole PBX.
+Asterisk reads a header's value after ``ast_skip_blanks`` (every leading byte
+below 33; ``main/manager.c`` ``__astman_get_header``), so that is the rule
+here too, not ``str.lstrip()`` (which keeps ``\\x01``). Only a caller
 that means it (the lab's clean-up, a test) passes ``allow_regex=True``; the
 server never does.
 """
@@ -30,6 +35,7 @@ from typing import NamedTuple
 from asttapi_server.errors import InvalidActionHeader
 
 __all__ = [
+    "NAMES",
     "Action",
     "encode",
     "md5_key",
@@ -42,6 +48,7 @@ __all__ = [
     "redirect",
     "blind_transfer",
     "coreshowchannels",
+    "getvar",
     "status",
     "command",
     "logoff",
@@ -51,16 +58,31 @@ __all__ = [
 
 Headers = Sequence[tuple[str, str]]
 
+#: The actions the builders below make (metrics count AMI round trips by these names).
+NAMES = (
+    "Login", "Challenge", "Ping", "Originate", "Hangup", "Redirect", "BlindTransfer", "CoreShowChannels",
+    "Status", "Command", "Logoff",
+)
+
+
+#: Control bytes (C0 and DEL): a line break ends a header, and Asterisk skips
+#: the others as blanks where a value starts; none belongs in an action.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: Header names: printable ASCII without the colon that ends them.
+_KEY = re.compile(r"[!-9;-~]+")
+#: What ``ast_skip_blanks`` skips (include/asterisk/strings.h): every byte from 1 to 32.
+_AST_BLANKS = "".join(map(chr, range(1, 33)))
+
 
 def _check_key(key: str) -> None:
-    if not key or any(c in key for c in ":\r\n\0 \t"):
+    if not _KEY.fullmatch(key):
         raise InvalidActionHeader(f"AMI header name {key!r} is not allowed")
 
 
 def _check_value(key: str, value: str) -> None:
-    if "\r" in value or "\n" in value or "\0" in value:
+    if _CONTROL.search(value) is not None:
         raise InvalidActionHeader(
-            f"AMI header {key!r} refused: its value holds a line break or NUL ({value!r})"
+            f"AMI header {key!r} refused: its value holds a line break or another control byte ({value[:60]!r})"
         )
 
 
@@ -69,7 +91,7 @@ _CHANNEL_KEYS = frozenset(("channel", "extrachannel"))
 
 
 def _check_channel(key: str, value: str) -> None:
-    if key.lower() in _CHANNEL_KEYS and value.lstrip().startswith("/"):
+    if key.lower() in _CHANNEL_KEYS and value.lstrip(_AST_BLANKS).startswith("/"):
         raise InvalidActionHeader(
             f"AMI header {key!r} refused: {value[:40]!r} would be a regex matching many channels"
         )
@@ -96,7 +118,10 @@ def encode(
             raise InvalidActionHeader("ActionID is assigned by the client; do not pass it as a header")
         out.append(f"{key}: {value}\r\n")
     out.append("\r\n")
-    return "".join(out).encode("utf-8")
+    try:
+        return "".join(out).encode("utf-8")
+    except UnicodeEncodeError as e:  # a lone surrogate from a JSON "\\ud800"
+        raise InvalidActionHeader(f"AMI action {action!r} refused: a value is not valid Unicode text ({e.reason})") from None
 
 
 class Action(NamedTuple):
@@ -248,6 +273,11 @@ def blind_transfer(channel: str, context: str, exten: str) -> Action:
 
 def coreshowchannels() -> Action:
     return _action("CoreShowChannels")
+
+
+def getvar(channel: str, variable: str) -> Action:
+    """``Getvar`` of a variable or function (``CONNECTEDLINE(pres)``) on one channel; the answer's ``Value``."""
+    return _action("Getvar", ("Channel", channel), ("Variable", variable))
 
 
 def status(channel: str | None = None) -> Action:

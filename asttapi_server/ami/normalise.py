@@ -48,7 +48,7 @@ __all__ = [
     "hangup",
     "OriginateResult",
     "originate_response",
-    "channel_uniqueids",
+    "live_channels",
     "channel_name",
     "uniqueid",
     "CHANNEL",
@@ -263,12 +263,14 @@ def originate_response(msg: Message) -> OriginateResult | None:
     )
 
 
-def channel_uniqueids(messages: Iterable[Message]) -> set[str]:
-    """Uniqueids of the live channels in a ``CoreShowChannels`` (or ``Status``) reply list."""
-    out: set[str] = set()
+def live_channels(messages: Iterable[Message]) -> dict[str, str | None]:
+    """The live channels in a ``CoreShowChannels`` (or ``Status``) reply list:
+    Uniqueid -> channel name (None if its ``Channel`` is missing or malformed)."""
+    out: dict[str, str | None] = {}
     for msg in messages:
         if msg.kind == EVENT and msg.name.lower() in ("coreshowchannel", "status"):
-            uid = _uniqueid(msg.get("Uniqueid"))
+            uid, channel = msg.values("Uniqueid", "Channel")
+            uid = _uniqueid(uid)
             if uid is not None:
-                out.add(uid)
+                out[uid] = channel_name(channel)
     return out

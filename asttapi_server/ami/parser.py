@@ -10,7 +10,19 @@ Framing rules
 - A message ends at a blank line: ``\\r\\n\\r\\n`` or ``\\n\\n`` (so ``\\r\\n\\n``
   too), whichever comes first.  Blank lines between messages are no message.
 - ``Response: Follows`` (``Command`` before Asterisk 14) ends at the line holding
-  ``--END COMMAND--``, because its output may contain blank lines.
+  ``--END COMMAND--``, because its output may contain blank lines; or, when
+  no end marker can follow, at its first blank line. Asterisk
+  (``manager.c`` ``action_command``, 1.2 to 13) writes ``Response: Follows``,
+  ``Privilege`` and ``ActionID`` lines, then the CLI output, then the marker
+  straight after it. So a reply whose lines are all ``Key: value`` headers
+  and then a blank line in the reply's own line ends (``\\r\\n\\r\\n`` after
+  ``Response: Follows\\r\\n``) has no output for a marker to end: it is a
+  proxy's or a broken PBX's (``Output:`` lines under the old name, or an
+  empty reply without a marker). It ends there and is reported once (in
+  :attr:`errors`), so one odd reply cannot hold every later message until the
+  link's keepalive gives up; a bare ``--END COMMAND--`` block before the next
+  response is that reply's tail and is dropped without a second report. Once a
+  line of output has come, only the marker ends the reply.
 - A block with no header at all is garbage: reported in :attr:`errors` (and to
   ``on_error``) and skipped.  A message (or an unterminated tail) longer than
   ``max_message_bytes`` is reported and skipped up to the next blank line; the
@@ -62,6 +74,7 @@ _TERM = re.compile(rb"(\r\n\r\n|\n\n)")
 _LFLF = re.compile(rb"\n\n")
 _FOLLOWS = re.compile(rb"response:[ \t]*follows[ \t]*\r?\n", re.IGNORECASE)
 _END_COMMAND = b"--END COMMAND--"
+_END_COMMAND_ALONE = re.compile(rb"[\r\n]*--END COMMAND--[\r\n]*")
 _EVENT = b"Event: "
 _MAX_ERRORS = 100
 _MAX_NAMES = 4096
@@ -78,6 +91,12 @@ def wanted_name(name: str) -> str:
 
 
 _MISS: Any = object()
+
+
+def _is_header(line: bytes) -> bool:
+    """``Key: value`` as :class:`Message` reads a header (a key without spaces before the colon)."""
+    key, sep, _ = line.partition(b":")
+    return bool(sep and key) and b" " not in key
 
 
 class ByName(Generic[V]):
@@ -121,6 +140,9 @@ class AMIParser:
         self._on_error = on_error
         self._tail = b""
         self._reply = False  # the tail is an unfinished command reply
+        # A command reply was ended at its blank line: a lone --END COMMAND-- block
+        # before the next response is its tail (events in between leave it set).
+        self._cut_reply = False
         self._at_start = True
         self._skipping = False
         self._names: dict[bytes, str] = {}
@@ -244,8 +266,21 @@ class AMIParser:
 
     def _command_reply(self, buf: bytes, out: list[Message]) -> bytes:
         """``buf`` starts with ``Response: Follows``: the reply ends with the
-        line holding ``--END COMMAND--``.  Returns what follows it."""
+        line holding ``--END COMMAND--``, or at a blank line in its own line
+        ends before that (see the module doc).  Returns what follows it."""
         e = buf.find(_END_COMMAND)
+        head = _FOLLOWS.match(buf).end()  # type: ignore[union-attr]  # the caller matched it
+        blank = b"\r\n\r\n" if buf[head - 2 : head] == b"\r\n" else b"\n\n"
+        b = buf.find(blank, head - len(blank) // 2, e if e >= 0 else len(buf))
+        if b >= 0 and (b <= head or all(map(_is_header, buf[head:b].split(b"\n")))):
+            end = b + len(blank) // 2
+            msg = self._block(buf[:end])
+            if msg is not None:
+                out.append(msg)
+            self._cut_reply = True
+            self._error(f"AMI 'Response: Follows' with only headers before a blank line (not Asterisk's Command"
+                        f" reply, which ends at --END COMMAND--): ended there: {buf[:min(end, 80)]!r}")
+            return buf[b + len(blank) :]
         nl = buf.find(b"\n", e) if e >= 0 else -1
         if nl < 0:
             self._set_tail(buf)
@@ -291,7 +326,10 @@ class AMIParser:
             self._error(f"AMI message of {len(block)} bytes exceeds the {self.max_message_bytes}-byte limit; skipped")
             return None
         msg = Message(block)
+        cut, self._cut_reply = self._cut_reply, False
         if msg.kind == OTHER and not msg.items():
+            if cut and _END_COMMAND_ALONE.fullmatch(block):
+                return None  # the marker of a reply ended (and reported) at its blank line
             self._error(f"AMI block without any header skipped: {block[:80]!r}")
             return None
         return msg

@@ -6,11 +6,16 @@ in an exception. With no users configured nobody logs in, every line may be
 opened, and :func:`check_listen_security` refuses any listen endpoint that is
 not loopback-only.
 
-Failed logins are limited per source address and per user
-(:class:`LoginGuard`, pure: the caller passes ``now``): after a few free
-failures every further attempt must wait twice as long as the last, up to a
-cap, and is refused without looking at the token until then. The log gets at
-most one line per address per minute about them (:class:`LoginGate`).
+Failed logins are limited per user *and* source address (:class:`LoginGuard`,
+pure: the caller passes ``now``): after a few free failures every further
+attempt of that user from that address must wait twice as long as the last,
+up to a cap, and is refused without looking at the token until then. Nobody
+else can make a user wait: a right token from an address that has no failures
+for that user is always checked. Guessing is slowed all the same: once an
+address, or a user, has used up its free failures (across users, or across
+addresses), every pair it touches waits from its first failure on, and
+invented user names wait per address. The log gets at most one line per
+address per minute about them (:class:`LoginGate`).
 """
 
 from __future__ import annotations
@@ -107,15 +112,16 @@ class Authenticator:
 class LoginLimits:
     """How failed logins are slowed down (``[server]`` ``login_*`` keys)."""
 
-    #: Failures (per address, and per user) before any waiting is imposed.
+    #: Failures (per user and address; per address across users; per user across
+    #: addresses) before any waiting is imposed.
     free_failures: int = 5
     #: Seconds to wait after the first failure past the free ones; doubles each time.
     backoff: float = 1.0
     #: The longest wait, in seconds.
     backoff_max: float = 300.0
-    #: Seconds without a failure after which an address or user starts afresh.
+    #: Seconds without a failure after which a user, an address or a pair starts afresh.
     forget_after: float = 900.0
-    #: Addresses and users remembered at most (oldest forgotten first).
+    #: Pairs, addresses and users remembered at most (oldest forgotten first).
     max_tracked: int = 100_000
 
 
@@ -136,63 +142,116 @@ def address_key(host: str) -> str:
     return str(ip)
 
 
-class LoginGuard:
-    """Counts failed logins per address and per known user; says how long to wait.
+# Record fields: failures, time of the last failure, refused until.
+_COUNT, _LAST, _UNTIL = 0, 1, 2
 
-    Pure bookkeeping: every method takes ``now``. Unknown user names are
-    counted only against their address, so inventing names costs no memory
-    and cannot lock anyone out.
+
+class LoginGuard:
+    """Counts failed logins; says who must wait, and how long.
+
+    Three counts, one rule each:
+
+    * **user and address** (a pair, configured users only): the one that makes
+      anybody wait. After ``free_failures`` failures of that user from that
+      address, attempts of that pair are refused unchecked for a doubling
+      wait. Only the user, or someone at the user's own address guessing the
+      user's token, can fail a pair; a right token clears it.
+    * **address** (across every user name tried from it): a user name that is
+      not configured is refused unchecked while its address waits, so
+      inventing names costs a guesser the same as one user's pair does, and
+      costs the server no memory.
+    * **user** (across addresses): never refuses anybody by itself.
+
+    A guesser who has used up the free failures of an address (across users)
+    or of a user (across addresses) gets none for a new pair: its first
+    failure already imposes the wait, so each further address or user name
+    buys one checked guess, then doubling waits. A right token from a pair
+    with no failures is always checked, whatever the address or the user has
+    seen: a stranger or a colleague behind the same NAT cannot keep a user out.
+
+    Pure bookkeeping: every method takes ``now``.
     """
 
     def __init__(self, limits: LoginLimits = LoginLimits()) -> None:
         self.limits = limits
-        # key -> [failures, time of the last failure, blocked until]; insertion
+        # key -> [failures, time of the last failure, refused until]; insertion
         # order is recency (re-inserted on every failure), so eviction is O(1).
-        self._records: dict[tuple[str, str], list[float]] = {}
+        # Keys: ("pair", user, address), ("addr", address), ("user", user).
+        self._records: dict[tuple[str, ...], list[float]] = {}
 
-    def _keys(self, address: str, user: str | None) -> list[tuple[str, str]]:
-        keys = [("addr", address)]
-        if user is not None:
-            keys.append(("user", user))
-        return keys
+    def _live(self, key: tuple[str, ...], now: float) -> list[float] | None:
+        rec = self._records.get(key)
+        if rec is not None and now - rec[_LAST] >= self.limits.forget_after:
+            return None
+        return rec
+
+    def _gate(self, address: str, user: str | None) -> tuple[str, ...]:
+        """The record whose wait refuses this attempt: the pair's, or (invented names) the address's."""
+        return ("pair", user, address) if user is not None else ("addr", address)
 
     def retry_after(self, address: str, user: str | None, now: float) -> float | None:
-        """Seconds until an attempt from ``address`` as ``user`` is looked at, or None (now)."""
-        wait = 0.0
-        for key in self._keys(address, user):
-            rec = self._records.get(key)
-            if rec is not None:
-                wait = max(wait, rec[2] - now)
+        """Seconds until an attempt from ``address`` as ``user`` (None: a name that is not
+        configured) is looked at, or None (now)."""
+        rec = self._live(self._gate(address, user), now)
+        wait = rec[_UNTIL] - now if rec is not None else 0.0
         return wait if wait > 0 else None
 
     def failed(self, address: str, user: str | None, now: float) -> float | None:
-        """Record a failure; the wait it imposes from now on, or None."""
+        """Record a failure; the wait it imposes on this user and address (or, for an
+        invented name, this address) from now on, or None."""
         limits = self.limits
-        longest: float | None = None
-        for key in self._keys(address, user):
-            rec = self._records.pop(key, None)
-            if rec is None or now - rec[1] >= limits.forget_after:
-                rec = [0, now, now]
-            rec[0] += 1
-            rec[1] = now
-            past = rec[0] - limits.free_failures
-            if past >= 0:
-                delay = min(limits.backoff_max, limits.backoff * 2.0 ** min(past, 64))
-                rec[2] = now + delay
-                longest = max(longest or 0.0, delay)
-            self._records[key] = rec
-        while len(self._records) > limits.max_tracked:
+        addr = self._bump(("addr", address), now)
+        if user is None:
+            return self._wait(addr, limits.free_failures, now)
+        pair = self._bump(("pair", user, address), now)
+        counts = (self._bump(("user", user), now)[_COUNT], addr[_COUNT])
+        # Has the address (across users) or the user (across addresses) used up its
+        # free failures on other pairs? Then this pair gets none.
+        hot = max(counts) - pair[_COUNT] >= limits.free_failures
+        return self._wait(pair, 1 if hot else limits.free_failures, now)
+
+    def _bump(self, key: tuple[str, ...], now: float) -> list[float]:
+        rec = self._live(key, now)
+        self._records.pop(key, None)
+        if rec is None:
+            rec = [0, now, now]
+        rec[_COUNT] += 1
+        rec[_LAST] = now
+        self._records[key] = rec
+        while len(self._records) > self.limits.max_tracked:
             del self._records[next(iter(self._records))]
-        return longest
+        return rec
+
+    def _wait(self, rec: list[float], free: int, now: float) -> float | None:
+        """Set the record's wait after its failure number rec[0] (``free`` of them cost none)."""
+        past = int(rec[_COUNT]) - free
+        if past < 0:
+            return None
+        delay = min(self.limits.backoff_max, self.limits.backoff * 2.0 ** min(past, 64))
+        rec[_UNTIL] = now + delay
+        return delay
 
     def failures(self, address: str, user: str | None = None) -> int:
-        """Failures counted for the address (or, given, the user): for logs and tests."""
+        """Failures counted for the address across users (or, given, the user across
+        addresses): for logs and tests."""
         rec = self._records.get(("user", user) if user is not None else ("addr", address))
-        return int(rec[0]) if rec else 0
+        return int(rec[_COUNT]) if rec else 0
+
+    def pair_failures(self, address: str, user: str) -> int:
+        """Failures of ``user`` from ``address`` since the last right token (or since they were forgotten)."""
+        rec = self._records.get(("pair", user, address))
+        return int(rec[_COUNT]) if rec else 0
 
     def succeeded(self, address: str, user: str) -> None:
-        """A right token: the user's slate is clean (the address keeps its count)."""
-        self._records.pop(("user", user), None)
+        """A right token: this user's slate at this address is clean, and its failures
+        (typos, as it turns out) no longer count against the address or the user."""
+        pair = self._records.pop(("pair", user, address), None)
+        if pair is None:
+            return
+        for key in (("addr", address), ("user", user)):
+            rec = self._records.get(key)
+            if rec is not None:
+                rec[_COUNT] = max(0, rec[_COUNT] - pair[_COUNT])
 
     def __len__(self) -> int:
         return len(self._records)
@@ -208,8 +267,9 @@ class LoginGate:
     """Authenticator + LoginGuard + a throttled log: what a ``login`` request meets.
 
     ``attempt`` answers ``(user, None)`` on success, ``(None, None)`` for a
-    wrong user or token and ``(None, seconds)`` when the address or user must
-    wait; while waiting the token is not looked at. Logs at most one line per
+    wrong user or token and ``(None, seconds)`` when this user at this address
+    (or, for a name that is not configured, this address) must wait
+    (:class:`LoginGuard`); while waiting the token is not looked at. Logs at most one line per
     address per ``log_interval`` seconds, with the count held back; never the
     token.
     """

@@ -47,6 +47,7 @@ from twisted.internet.defer import CancelledError, DeferredList
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from asttapi_server.core import parties
 from asttapi_server.core.constants import CALLINFO, CALLSTATE, CONNECTED, DISCONNECTED, IDLE
 from asttapi_server.core.outcome import ANSWERED
 from asttapi_server.hookspecs import hookimpl
@@ -72,6 +73,8 @@ FORMATS = ("json", "zammad")
 #: Bytes read of a receiver's answer (nobody needs more than its status).
 MAX_ANSWER = 64 * 1024
 _OUTBOUND = "LINECALLORIGIN_OUTBOUND"
+#: Caller flags that are a verdict (UNKNOWN may still turn into a number: a SET CALLERID after OFFERING).
+_FINAL_HIDING = frozenset(parties.HIDING - {parties.UNKNOWN})
 _RINGING = frozenset({"LINECALLSTATE_UNKNOWN", "LINECALLSTATE_OFFERING", "LINECALLSTATE_ACCEPTED",
                       "LINECALLSTATE_DIALTONE", "LINECALLSTATE_DIALING"})
 
@@ -447,8 +450,8 @@ def _zammad_input(event: Any, track: CallTrack) -> str | None:
     if track.outbound:
         known = bool(info.get("calledid")) or (state is not None and state not in _RINGING)
     else:
-        known = bool(info.get("callerid")) or bool(info.get("calleridflags")) or \
-            (state is not None and state not in _RINGING)
+        settled = _FINAL_HIDING.intersection(info.get("calleridflags") or ())  # withheld, or none to come
+        known = bool(info.get("callerid")) or bool(settled) or (state is not None and state not in _RINGING)
     return "ring" if known else None
 
 

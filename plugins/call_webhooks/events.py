@@ -24,10 +24,12 @@ over. Numbers go as Zammad stores them: E.164 without ``+``
 (``442079460958``; Zammad reads a leading ``0`` as German), an internal
 extension as its digits.
 
-**Withheld parties**: a party whose flags hold ``LINECALLPARTYID_BLOCKED``
-reaches no receiver: its number and name are removed from every body (and
-the contact, for a withheld caller), whatever the PBX let through; Zammad
-gets ``from`` = ``anonymous``, as its API documents.
+**Withheld parties**: a party whose flags say it is not to be shown
+(``LINECALLPARTYID_BLOCKED`` and the other hiding flags of
+:mod:`asttapi_server.core.parties`) reaches no receiver: its number and name
+are removed from every body (and the contact, for a hidden caller), whatever
+the PBX let through; Zammad gets ``from`` = ``anonymous``, as its API
+documents.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from asttapi_server.clients.codec import PARAM_KEY
+from asttapi_server.core import parties
 from asttapi_server.core.constants import CALLSTATE, CONNECTED, DISCONNECTED
 from asttapi_server.core.outcome import ANSWERED, BUSY, flags_of, outcome
 from asttapi_server.numbers import number_key
@@ -47,13 +50,6 @@ from asttapi_server.numbers import number_key
 __all__ = ["Agent", "CallTrack", "Outgoing", "ZAMMAD", "withheld_removed", "json_event", "json_finished",
            "zammad_events"]
 
-BLOCKED = "LINECALLPARTYID_BLOCKED"
-#: (number key, name key, flags key) of each party in a callinfo.
-PARTIES = (
-    ("callerid", "calleridname", "calleridflags"),
-    ("calledid", "calledidname", "calledidflags"),
-    ("connectedid", "connectedidname", "connectedidflags"),
-)
 JSON_TYPE = "application/json"
 FORM_TYPE = "application/x-www-form-urlencoded"
 
@@ -104,10 +100,10 @@ class CallTrack:
 
 
 def withheld_removed(callinfo: Mapping[str, Any]) -> dict[str, Any]:
-    """``callinfo`` without the number and name of any party whose flags say withheld."""
+    """``callinfo`` without the number and name of any party whose flags say it is not shown."""
     out = dict(callinfo)
-    for number, name, flags in PARTIES:
-        if BLOCKED in (out.get(flags) or ()):
+    for number, (name, flags) in parties.PARTIES.items():
+        if parties.HIDING.intersection(out.get(flags) or ()):
             out[number] = None
             out[name] = None
             if number == "callerid":
@@ -227,8 +223,7 @@ def _zammad_fields(target: ZammadTarget, track: CallTrack, event: str, line: str
         caller = _zammad_number(info.get("callerid"), target.region) or target.line_numbers.get(own_line) or own_line
         called = _zammad_number(info.get("calledid"), target.region) or ""
     else:
-        blocked = BLOCKED in (callinfo.get("calleridflags") or ())
-        caller = "anonymous" if blocked else (_zammad_number(info.get("callerid"), target.region) or "anonymous")
+        caller = _zammad_number(info.get("callerid"), target.region) or "anonymous"  # withheld or unknown
         called = _zammad_number(info.get("calledid"), target.region) or own_line
     fields = [("event", event), ("from", caller), ("to", called), ("direction", "out" if outbound else "in"),
               ("callId", track.call_id)]

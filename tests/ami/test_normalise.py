@@ -6,7 +6,7 @@ import pytest
 
 from asttapi_server.ami.message import Message
 from asttapi_server.ami.normalise import (
-    channel_uniqueids,
+    live_channels,
     hangup,
     originate_response,
     user_event,
@@ -135,8 +135,9 @@ def test_originate_response_from_capture_10():
     assert not results["orig-dup-id-2"].success
 
 
-def test_channel_uniqueids_from_capture_11():
+def test_live_channels_from_capture_11():
     _, messages = parse_all(load("11_coreshowchannels.driver.raw"))
     listed = [m for m in messages if m.action_id == "csc-1"]
-    assert channel_uniqueids(listed) == {"1795674401.33", "1795674401.34"}
-    assert channel_uniqueids([m for m in messages if m.action_id == "csc-empty"]) == set()
+    assert live_channels(listed) == {"1795674401.33": "Local/carol@phones-00000011;1",
+                                     "1795674401.34": "Local/carol@phones-00000011;2"}
+    assert live_channels([m for m in messages if m.action_id == "csc-empty"]) == {}

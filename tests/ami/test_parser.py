@@ -365,3 +365,38 @@ def test_name_caches_are_bounded_in_bytes_as_well_as_count():
     for cache in (p._names, p._kept):
         assert len(cache) <= 4096
         assert all(len(k) <= 64 for k in cache)
+
+
+def test_asterisk_13s_own_command_reply_keeps_its_blank_lines_until_the_marker():
+    """manager.c action_command: CRLF headers, then the CLI's bare-LF output (``sip show
+    peer`` starts with two empty lines), then the marker. Only the marker ends it."""
+    data = (
+        b"Response: Follows\r\nPrivilege: Command\r\nActionID: sp-1\r\n"
+        b"\n\n  * Name       : 100\n  Secret       : <Set>\n\n  Codecs       : (ulaw)\n"
+        b"--END COMMAND--\r\n\r\n"
+        b"Event: Hangup\r\nUniqueid: 1.1\r\n\r\n"
+    )
+    for sizes in ([len(data)], [1] * len(data), [30, 5, 200]):
+        parser, m = feed_chunks(data, sizes)
+        assert [x.name for x in m] == ["Follows", "Hangup"], sizes
+        assert m[0].output == ["  * Name       : 100", "  Secret       : <Set>", "", "  Codecs       : (ulaw)"]
+        assert parser.errors == []
+
+
+def test_a_headers_only_follows_ends_at_its_blank_line_and_its_late_marker_is_no_second_report():
+    """Not Asterisk's shape (issue 22 item 9): nothing after the blank line waits for a marker."""
+    data = (
+        b"Response: Follows\r\nPrivilege: Command\r\nActionID: q-1\r\n\r\n"
+        b"Event: Hangup\r\nUniqueid: 1.1\r\n\r\n"
+        b"Response: Follows\r\nActionID: q-2\r\n\r\n--END COMMAND--\r\n\r\n"
+        b"Event: Hangup\r\nUniqueid: 1.2\r\n\r\n"
+        b"--END COMMAND--\r\n\r\n"
+    )
+    for sizes in ([len(data)], [1] * len(data), [50, 3, 41, 2]):
+        parser, m = feed_chunks(data, sizes)
+        assert [(x.name, x.action_id or x.get("Uniqueid")) for x in m] == [
+            ("Follows", "q-1"), ("Hangup", "1.1"), ("Follows", "q-2"), ("Hangup", "1.2")], sizes
+        assert parser.buffered == 0
+        # one report per cut reply; a marker with no cut reply before it is garbage as ever
+        assert [e[:30] for e in parser.errors] == [
+            "AMI 'Response: Follows' with o", "AMI 'Response: Follows' with o", "AMI block without any header s"], sizes

@@ -184,15 +184,44 @@ def _set(path, value):
     (_set(("calls", 0), []), "call #0: not an object"),
     (_set(("calls", 0, "handle"), True), "call #0: handle is True"),
     (_set(("calls", 0, "handle"), -3), "call #0: handle is -3"),
-    (_set(("calls", 0, "uniqueids"), []), "call #0: uniqueids do not name the call"),
-    (_set(("calls", 0, "states"), {"line_1": "LINECALLSTATE_WHATEVER"}), "call #0: states are not"),
+    (_set(("calls", 0, "uniqueids"), []), "call #0: uniqueids are not one or two Asterisk Uniqueids"),
+    (_set(("calls", 0, "states"), {"line_1": "LINECALLSTATE_WHATEVER"}),
+     "call #0: states: 'LINECALLSTATE_WHATEVER' is not a call state"),
     (_set(("calls", 0, "states"), {"line_1": "LINECALLSTATE_IDLE"}), "call #0: no line tracks the call"),
     (_set(("calls", 0, "created"), None), "call #0: created is None"),
     # What lineDrop would hang up: never a /regex/ (every channel) or a second AMI line.
     (_set(("calls", 0, "channel"), "/^/"), "call #0: channel is not a channel name"),
     (_set(("calls", 0, "channel"), "PJSIP/a\r\nAction: Hangup"), "call #0: channel is not a channel name"),
-    (lambda d: d["calls"][0].update(uniqueid="/^/", uniqueids=["/^/"]), "call #0: uniqueids do not name the call"),
+    (lambda d: d["calls"][0].update(uniqueid="/^/", uniqueids=["/^/"]),
+     "call #0: uniqueids are not one or two Asterisk Uniqueids"),
     (_set(("calls", 0, "callinfo"), "x" * 100), "call #0: callinfo is 'xxxxxxxx"),
+    # Issue 22 item 8: every field by the rules of live input.
+    (_set(("calls", 0, "states"), {"\ud800\u2028evil": "LINECALLSTATE_OFFERING"}),
+     "call #0: states: '\\ud800\\u2028evil' is not a line name"),
+    (_set(("calls", 0, "states"), {"line 1": "LINECALLSTATE_OFFERING"}), "call #0: states: 'line 1' is not a line"),
+    (_set(("calls", 0, "states"), {f"l{i}": "LINECALLSTATE_OFFERING" for i in range(65)}),
+     "call #0: states name 65 lines (1 to 64 allowed)"),
+    (_set(("calls", 0, "owner_line"), "line_1\n"), "call #0: owner_line 'line_1\\n' is not a line name"),
+    (_set(("calls", 0, "created"), float("nan")), "call #0: created is nan"),
+    (_set(("calls", 0, "updated"), float("inf")), "call #0: updated is inf"),
+    (_set(("calls", 0, "handle"), 2**60), "call #0: handle is 1152921504606846976"),
+    (_set(("next_handle",), 2**63), "next_handle is 9223372036854775808"),
+    (_set(("calls", 0, "uniqueids"), ["1.1", "1.2", UID]), "call #0: uniqueids are not one or two"),
+    (_set(("calls", 0, "uniqueids"), [UID, UID]), "call #0: uniqueids are not one or two"),
+    (_set(("calls", 0, "uniqueid"), "1.9"), "call #0: uniqueid is not one of uniqueids"),
+    (_set(("calls", 0, "channel_id"), "asttapi-x-1"), "call #0: channel_id is not one of uniqueids"),
+    (_set(("calls", 0, "channel"), "PJSIP/a b"), "call #0: channel is not a channel name"),
+    (_set(("calls", 0, "channel"), "\x01/^/"), "call #0: channel is not a channel name"),
+    (_set(("calls", 0, "modes"), {"line_1": "LINEDISCONNECTMODE_EVIL"}), "call #0: modes are not"),
+    (_set(("calls", 0, "ci_sent"), {"line_1": ["LINECALLINFOSTATE_X", 0]}), "call #0: ci_sent is not"),
+    (_set(("calls", 0, "ci_sent"), {"line_1": ["LINECALLINFOSTATE_CALLERID", 99]}), "call #0: ci_sent is not"),
+    (_set(("calls", 0, "hangup_cause"), -1), "call #0: hangup_cause is -1"),
+    (_set(("calls", 0, "callinfo", "callerid"), 12345), "call #0: callinfo callerid is 12345"),
+    (_set(("calls", 0, "callinfo", "calleridname"), "Bob\ud800"), "call #0: callinfo calleridname is"),
+    (_set(("calls", 0, "callinfo", "origin"), "LINECALLORIGIN_EVIL"), "call #0: callinfo origin is"),
+    (_set(("calls", 0, "callinfo", "contact"), {"n": float("nan")}), "call #0: callinfo contact is not plain JSON"),
+    (_set(("calls", 0, "callinfo", "contact"), "x" * 70_000), "call #0: callinfo contact is 70002 bytes"),
+    (_set(("calls", 0, "callinfo", "k\u2028"), 1), "call #0: callinfo key 'k\\u2028' is not allowed"),
 ])
 def test_a_malformed_store_is_refused_whole_and_leaves_the_model_alone(change, reason):
     data = good_state()
@@ -228,3 +257,32 @@ def test_save_key_changes_exactly_when_the_saved_record_does():
                 changes += record != old_record
             before[call.handle] = (record, key)
     assert changes >= 5  # the call did change along the way; the check was not vacuous
+
+
+def test_restored_caller_ids_are_cut_like_live_ones():
+    data = good_state()
+    data["calls"][0]["callinfo"]["calleridname"] = "\u00e9" * 1000
+    m = CallModel(max_field_bytes=64)
+    (call,) = m.restore_state(data, 5.0)
+    name = call.callinfo["calleridname"]
+    assert len(name.encode()) <= 64 and name.endswith("[truncated]")
+    assert call.callinfo["uniqueid"] == UID and "connectedid" in call.callinfo
+
+
+def test_restored_calls_wait_for_asterisk_to_confirm_their_channel():
+    m = CallModel()
+    m.apply(sig("LINE_NEWCALL line_1", UID, "PJSIP/trunk-00000001"), 1.0)
+    m.apply(sig("LINE_CALLSTATE LINECALLSTATE_CONNECTED", UID), 1.0)
+    assert m.by_uniqueid(UID).confirmed  # live calls are Asterisk's own word
+    data = json_round_trip(m.save_state())
+    ok, forged = CallModel(), CallModel()
+    assert not ok.restore_state(copy.deepcopy(data), 2.0)[0].confirmed
+    data["calls"][0]["channel"] = "PJSIP/director-00000007"  # another live call's channel
+    (call,) = forged.restore_state(data, 2.0)
+    live = {UID: "PJSIP/trunk-00000001", "1795674360.9": "PJSIP/director-00000007"}
+    assert ok.resync(live, 3.0) == [] and ok.by_uniqueid(UID).confirmed
+    ended = forged.resync(live, 3.0)
+    assert [(e.param, e.synthetic) for e in ended] == [
+        ("LINECALLSTATE_DISCONNECTED", True), ("LINECALLSTATE_IDLE", True)]
+    assert call.ended == 3.0 and forged.endings["unconfirmed"] == 1
+    assert [d.key for d in ended.diagnostics] == [("teardown", "unconfirmed")]

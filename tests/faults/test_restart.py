@@ -243,3 +243,56 @@ def test_after_a_restart_rights_still_follow_the_call(tmp_path):
     alice.send({"jsonrpc": "2.0", "id": 99, "method": "lineDrop", "params": {"call": handle}})
     (hangup,) = second.actions()
     assert (hangup.name, hangup.get("Channel")) == ("Hangup", "Local/100@inbound-00000000;2")
+
+
+#: Another live call on the PBX (the director's), and what a hand edit of the store gives our call.
+DIRECTOR = ("PJSIP/director-00000007", "1795674359.9")
+
+
+def test_a_hand_edited_record_never_aims_linedrop_at_another_calls_channel(tmp_path):
+    # Issue 22 item 8: a record giving a live Uniqueid another call's channel
+    # was restored, the resync only checked the Uniqueid, and lineDrop hung up
+    # the director's call. Now Asterisk must list the Uniqueid with that very
+    # channel; the record is dropped (one throttled log line) and nothing is sent.
+    config, state_file, handle, _epoch, _seq = crashed_mid_call(tmp_path)
+    data = json.loads(state_file.read_text())
+    (record,) = data["calls"]
+    assert record["uniqueid"] in {uid for _name, uid in LIVE}  # the Uniqueid is live ...
+    record["channel"] = DIRECTOR[0]  # ... the channel is another call's
+    state_file.write_text(json.dumps(data))
+    second = Server(config, 1_795_674_360.0)
+    crm = second.connect()
+    assert [c["call"] for c in crm.result("lineOpen", line="line_1")["calls"]] == [handle]
+    notes(crm)
+    with capturedLogs() as logs:
+        second.link_up(LIVE + (DIRECTOR,))
+    assert notes(crm) == [
+        ("LINE_CALLSTATE", handle, "LINECALLSTATE_DISCONNECTED", False, True),
+        ("LINE_CALLSTATE", handle, "LINECALLSTATE_IDLE", False, True),
+        ("LINE_LINEDEVSTATE", None, "LINEDEVSTATE_INSERVICE", False, False),
+    ]
+    dropped = [e for e in logs if "not the one Asterisk reports" in str(e.get("why", ""))]
+    assert len(dropped) == 1, logs
+    answer = crm.call("lineDrop", call=handle)
+    assert answer["error"]["data"]["lineerr"] == "LINEERR_INVALCALLSTATE", answer
+    assert second.actions() == []  # no Hangup of PJSIP/director-00000007, nor of anything else
+    assert second.app.model.endings["unconfirmed"] == 1
+
+
+def test_a_restored_call_is_not_acted_on_while_asterisk_has_not_confirmed_it(tmp_path):
+    # The resync's CoreShowChannels fails: the link goes in service anyway (new
+    # calls work), but the restored call's channel is only the file's word.
+    config, _state_file, handle, _epoch, _seq = crashed_mid_call(tmp_path)
+    second = Server(config, 1_795_674_354.0 + 1.3)
+    second.session = second.pbx.accept()
+    second.pbx.login_md5(second.session)
+    (action,) = second.session.actions()
+    second.session.send(f"Response: Error\r\nActionID: {action.action_id}\r\nMessage: Permission denied\r\n\r\n"
+                        .encode())
+    assert second.app.bridge.link_up
+    crm = second.connect()
+    crm.result("lineOpen", line="line_1")
+    answer = crm.call("lineDrop", call=handle)
+    assert answer["error"]["data"]["lineerr"] == "LINEERR_INVALCALLSTATE", answer
+    assert "not confirmed" in answer["error"]["message"]
+    assert second.actions() == []

@@ -172,7 +172,7 @@ def test_an_unreadable_store_is_one_warning(tmp_path):
     with capturedLogs() as logs:
         started(path, CallModel())
     (line,) = logs
-    assert line["log_level"] == LogLevel.warn and line["reason"].startswith("cannot read it")
+    assert line["log_level"] == LogLevel.warn and line["reason"] == "it is not a regular file (a directory)"
 
 
 def test_no_file_yet_is_a_quiet_start(tmp_path):

@@ -23,3 +23,12 @@ def test_webhook_outbox_bench_runs_and_prints_figures():
     assert run.returncode == 0, run.stderr
     figures = json.loads(run.stdout.strip().splitlines()[-1])
     assert figures["commits"] >= 1 and figures["add_us_per_event"] > 0 and figures["naive_commit_us_per_event"] > 0
+
+
+def test_contact_directory_bench_runs_and_returns_figures():
+    from bench.contact_directory import run
+
+    figures = run(entries=2_000, lookups=200)
+    assert figures["entries"] == 2_000 and figures["indexed_numbers"] == figures["numbers"] == 3_400
+    for key in ("hit_p50_us", "hit_p99_us", "miss_p99_us", "parse_p50_us", "index_mb", "build_s"):
+        assert figures[key] > 0

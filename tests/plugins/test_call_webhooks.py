@@ -316,7 +316,7 @@ class OutageTests(Base):
         first.tapi("SET CALLERID 0301234567", uid)
         first.tapi("LINE_CALLINFO LINECALLINFOSTATE_CALLERID", uid)
         yield self.settle(first, "zammad", 1)
-        saved = first.model.save_state()
+        saved = json.loads(json.dumps(first.model.save_state()))  # as the call store writes and reads it
         yield first.stop()
         second = self.rig_under_test = self.rig([self.zammad_target(server)])
         restored = second.model.restore_state(saved, self.clock.seconds())
@@ -686,3 +686,36 @@ class WholeServerReloadTests(Base):
                     timeout=20)
         self.assertEqual(zammad.errors, [])
         self.assertEqual(sorted(e for e, _ in zammad.received), sorted(["newCall", "answer", "hangup"] * 2))
+
+
+class WholeServerWithheldTests(Base):
+    @defer.inlineCallbacks
+    def test_a_caller_who_withholds_the_number_reaches_no_receiver_from_the_demo_pbx(self):
+        from asttapi_server.config import load_config
+        from asttapi_server.demo.scenarios import Timing
+        from asttapi_server.service import make_service
+
+        zammad, crm = ZammadReceiver(), JsonReceiver()
+        z, j = self.receiver(zammad), self.receiver(crm)
+        overrides = {"server.listen": ["tcp:0:interface=127.0.0.1"], "web.listen": [],
+                     "plugins.enabled": ["call_webhooks"],
+                     "plugins.call_webhooks": {"outbox": str(self.folder / "outbox.sqlite"), "region": "DE",
+                                               "target": [self.zammad_target(z),
+                                                          {"name": "crm", "url": j.url("/h"), "format": "json"}]}}
+        app = make_service(load_config(None, overrides), reactor,
+                           demo_options={"timing": Timing.fast(), "autoplay": False})
+        app.startService()
+        self.addCleanup(app.stopService)
+        yield until(lambda: app.bridge.link_up)
+        # a queue call, its member a device line behind a Local channel, the caller withholding (CLIR)
+        yield app.demo.play("device_queue", withheld=True, caller=("0301234567", "Ext Caller")).done
+        plugin = app.plugins.pm.get_plugin("call_webhooks")
+        yield until(lambda: all(d.depth() == 0 and not d.in_flight and d.counts["sent"]
+                                for d in plugin.deliveries.values()))
+        self.assertEqual(zammad.errors + crm.errors, [])
+        self.assertEqual({f["from"][0] for _, f in zammad.received}, {"anonymous"})
+        for body in zammad.bodies + crm.bodies:
+            self.assertNotIn(b"1234567", body)
+            self.assertNotIn(b"Ext Caller", body)
+        flags = {tuple(e["callinfo"]["calleridflags"]) for e in crm.received}
+        self.assertIn(("LINECALLPARTYID_BLOCKED",), flags)
