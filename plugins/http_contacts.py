@@ -52,7 +52,8 @@ from twisted.python.failure import Failure
 
 from asttapi_server.core import parties
 from asttapi_server.hookspecs import hookimpl
-from asttapi_server.httpclient import Answer, HttpClient, HttpError, check_url, origin
+from asttapi_server.errors import HttpError
+from asttapi_server.http_client import HttpClient, HttpResponse, check_url, origin
 from asttapi_server.jsonpointer import MISSING, Pointer
 from asttapi_server.metrics import Histogram, family
 from asttapi_server.numbers import DEFAULT_REGION, check_region, number_forms
@@ -99,9 +100,7 @@ def configure(settings: Mapping[str, Any], config: Any) -> "HttpContacts":
         if not isinstance(value, str):
             raise ValueError(f"setting 'headers': header {name!r}: expected a string, got {value!r}")
         _check_placeholders(f"setting 'headers': header {name!r}", value, ("token",), token is not None)
-    problem = check_url(_fill(url, {p: "1" for p in PLACEHOLDERS}), holds_secret="{token}" in url)
-    if problem:
-        raise ValueError(f"setting 'url': expected {problem}")
+    check_url(_fill(url, {p: "1" for p in PLACEHOLDERS}), "url", holds_secret="{token}" in url)
     lookup_timeout = getattr(getattr(config, "plugins", None), "lookup_timeout", None)
     if lookup_timeout is not None and timeout > lookup_timeout:
         log.warn("http_contacts: timeout {timeout} s is longer than [plugins] lookup_timeout {lookup} s; "
@@ -225,8 +224,8 @@ class HttpContacts:
     @property
     def client(self) -> HttpClient:
         if self._client is None:
-            self._client = HttpClient(self.reactor, timeout=self.timeout, max_bytes=self.max_bytes,
-                                      ca_file=self.ca_file)
+            self._client = HttpClient(reactor=self.reactor, timeout=self.timeout, max_bytes=self.max_bytes,
+                                      ca_file=self.ca_file, persistent=True, max_per_host=4)
         return self._client
 
     def url_for(self, number: str) -> str | None:
@@ -295,9 +294,9 @@ class HttpContacts:
     def _ask(self, url: str) -> Deferred:
         """The CRM's answer for ``url`` as (result, contact or None, detail); never fails."""
         started = self.reactor.seconds()
-        d = self.client.request("GET", url, self.headers)
+        d = self.client.request("GET", url, headers=self.headers)
 
-        def answered(answer: Answer) -> tuple[str, dict | None, str]:
+        def answered(answer: HttpResponse) -> tuple[str, dict | None, str]:
             self.request_seconds.observe(self.reactor.seconds() - started)
             return self._read(answer)
 
@@ -312,10 +311,10 @@ class HttpContacts:
         if failure.check(HttpError):
             kind = failure.value.kind
             result = "unreachable" if kind in ("unreachable", "tls") else kind if kind == "timeout" else "bad_answer"
-            return result, None, str(failure.value)
+            return result, None, failure.value.reason
         return "error", None, failure.getErrorMessage()[:200]
 
-    def _read(self, answer: Answer) -> tuple[str, dict | None, str]:
+    def _read(self, answer: HttpResponse) -> tuple[str, dict | None, str]:
         code = answer.code
         if code in (404, 204) or (200 <= code < 300 and not answer.body.strip()):
             return "not_found", None, f"HTTP {code}"
@@ -406,7 +405,7 @@ class HttpContacts:
                 log.warn("http_contacts: CRM at {origin} answered a test lookup with {detail}; "
                          "check url and the JSON pointers", origin=self.origin, detail=detail)
 
-        d = self._check_under_way = self.client.request("GET", url, self.headers)
+        d = self._check_under_way = self.client.request("GET", url, headers=self.headers)
         d.addCallbacks(self._read, self._failure)
 
         def done(outcome: Any) -> None:

@@ -51,7 +51,8 @@ from asttapi_server.core import parties
 from asttapi_server.core.constants import CALLINFO, CALLSTATE, CONNECTED, DISCONNECTED, IDLE
 from asttapi_server.core.outcome import ANSWERED
 from asttapi_server.hookspecs import hookimpl
-from asttapi_server.httpclient import HttpClient, HttpError, check_url, origin
+from asttapi_server.errors import HttpError
+from asttapi_server.http_client import HttpClient, check_url, origin
 from asttapi_server.metrics import family
 from asttapi_server.numbers import DEFAULT_REGION, check_region
 from asttapi_server.plugin_host import Settings, resolve_path
@@ -141,9 +142,7 @@ def _target(table: Mapping[str, Any], config: Any) -> tuple[TargetConfig, dict[s
         if "{token}" in template and token is None:
             raise ValueError(f"{where}: uses {{token}} but token_file is not set")
     filled = url.replace("{token}", token or "")
-    problem = check_url(filled, holds_secret="{token}" in url)
-    if problem:
-        raise ValueError(f"setting 'url': expected {problem}")
+    check_url(filled, "url", holds_secret="{token}" in url)
     secret = secret_text.encode() if secret_text else None
     if secret is not None and fmt != "json":
         raise ValueError("setting 'secret_file': signs JSON bodies; Zammad's API has no signature (use https "
@@ -245,8 +244,9 @@ class CallWebhooks:
         """Send from ``outbox``, beginning with ``pending`` (oldest first), then what waited meanwhile."""
         self.outbox = outbox
         for target in self.targets:
-            client = HttpClient(self._reactor, timeout=target.timeout, max_bytes=MAX_ANSWER,
-                                ca_file=self.ca_files.get(target.name), max_per_host=target.concurrency)
+            client = HttpClient(reactor=self._reactor, timeout=target.timeout, max_bytes=MAX_ANSWER,
+                                ca_file=self.ca_files.get(target.name), persistent=True,
+                                max_per_host=target.concurrency)
             self.deliveries[target.name] = Delivery(target, outbox, client, self.clock, self.rng)
         orphans = route(pending, self.deliveries)
         for name, count in sorted(orphans.items()):
@@ -311,7 +311,7 @@ class CallWebhooks:
         def unreachable(failure: Any) -> None:
             if failure.check(CancelledError):
                 return
-            why = str(failure.value) if failure.check(HttpError) else failure.getErrorMessage()
+            why = failure.value.reason if failure.check(HttpError) else failure.getErrorMessage()
             log.error("call_webhooks: cannot reach target {target} at {origin} ({why}); its events are kept in "
                       "{path} and sent when it answers", target=target.name, origin=target.origin, why=why,
                       path=self.outbox_path)

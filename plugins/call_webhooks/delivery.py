@@ -40,7 +40,8 @@ from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from asttapi_server.httpclient import Answer, HttpClient, HttpError
+from asttapi_server.errors import HttpError
+from asttapi_server.http_client import HttpClient, HttpResponse
 from asttapi_server.metrics import DELIVERY_BUCKETS, Histogram
 from asttapi_server.throttle import LogThrottle
 
@@ -182,11 +183,11 @@ class Delivery:
 
     def _send(self, call: str, pending: Pending) -> None:
         pending.attempts += 1
-        d = self.client.request("POST", self.target.url, self.headers(pending), pending.body)
+        d = self.client.request("POST", self.target.url, headers=self.headers(pending), body=pending.body)
         self.in_flight[call] = d
         d.addCallbacks(self._answered, self._failed, callbackArgs=(call, pending), errbackArgs=(call, pending))
 
-    def _answered(self, answer: Answer, call: str, pending: Pending) -> None:
+    def _answered(self, answer: HttpResponse, call: str, pending: Pending) -> None:
         self.in_flight.pop(call, None)
         what = verdict(answer.code, self.target.format)
         if (what == RETRY_EVENT and answer.code == 500 and pending.unanswered and pending.kind == "newCall"
@@ -197,7 +198,7 @@ class Delivery:
         elif what == REFUSED:
             self._refused(call, pending, f"HTTP {answer.code}")
         else:
-            retry_after = _retry_after(answer.headers.get("retry-after"))
+            retry_after = _retry_after(answer.header("Retry-After"))
             self._retry(what, call, pending, f"HTTP {answer.code}", retry_after)
         self.pump()
 
@@ -206,9 +207,9 @@ class Delivery:
         if self.stopped:
             return
         if failure.check(HttpError):
-            if getattr(failure.value, "sent", True):
+            if failure.value.sent:
                 pending.unanswered = True
-            why = str(failure.value)
+            why = failure.value.reason
         else:
             pending.unanswered = True
             why = failure.getErrorMessage()

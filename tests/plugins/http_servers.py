@@ -9,7 +9,6 @@ port.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -114,13 +113,6 @@ class Server:
 
 def json_answer(data: bytes, status: int = 200) -> Answer:
     return status, {"content-type": "application/json"}, data
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on (for "the server is unreachable")."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Logged:

@@ -18,7 +18,8 @@ from asttapi_server.plugin_host import PluginHost
 from asttapi_server.service import make_service
 from tests.ops.loopback import line_client, until
 from tests.plugins.bundled import bundled
-from tests.plugins.http_servers import Logged, Server, free_port, json_answer
+from tests.plugins.http_servers import Logged, Server, json_answer
+from tests.plugins.servers import closed_port
 
 http_contacts = bundled("http_contacts")
 
@@ -138,7 +139,7 @@ class HttpContactsTests(TestCase):
         plugin = self.plugin(slow.url("/s?phone={number}"), timeout=0.3)
         self.assertIsNone((yield self.lookup(plugin, "02079460958")))
         self.assertEqual(plugin.requests["timeout"], 1)
-        gone = self.plugin(f"http://127.0.0.1:{free_port()}/s?phone={{number}}")
+        gone = self.plugin(f"http://127.0.0.1:{closed_port()}/s?phone={{number}}")
         self.assertIsNone((yield self.lookup(gone, "02079460958")))
         self.assertEqual(gone.requests["unreachable"], 1)
 
@@ -187,7 +188,7 @@ class HttpContactsTests(TestCase):
         logged = Logged(self)
         ok = self.server(crm({}))
         refusing = self.server(lambda r: (401, {}, b""))
-        urls = (ok.url("/s?p={number}"), refusing.url("/s?p={number}"), f"http://127.0.0.1:{free_port()}/s?p={{number}}")
+        urls = (ok.url("/s?p={number}"), refusing.url("/s?p={number}"), f"http://127.0.0.1:{closed_port()}/s?p={{number}}")
         for i, url in enumerate(urls):
             plugin = self.plugin(url, startup_check=True)
             plugin.asttapi_startup()
