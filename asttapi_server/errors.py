@@ -79,7 +79,21 @@ class PluginError(AstTapiError):
 class HttpError(AstTapiError):
     """An HTTP request a plugin made got no usable answer: no connection, a
     TLS check that failed, no complete answer in time, an answer too large.
-    ``str()`` is one line: the method, the URL without its query, and why."""
+    ``str()`` is one line: the method, the URL without its query, and why.
+
+    ``kind`` says which (``unreachable``, ``tls``, ``timeout``, ``too_big``,
+    ``protocol``), ``reason`` is the why alone (for a log line that names
+    the server otherwise: a URL's path may hold a token), and ``sent``
+    whether the request may have reached the server (False only when no
+    connection was made), which matters to whoever retries a POST."""
+
+    KINDS = ("unreachable", "tls", "timeout", "too_big", "protocol")
+
+    def __init__(self, text: str, *, kind: str = "protocol", reason: str | None = None, sent: bool = True) -> None:
+        self.kind = kind
+        self.reason = reason if reason is not None else text
+        self.sent = sent
+        super().__init__(text)
 
 
 class DirectoryError(AstTapiError):
