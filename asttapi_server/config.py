@@ -572,7 +572,7 @@ _DIAL_KEYS = {k: None for k in (
     "region", "country_code", "national_prefix", "international_prefix", "outside", "area_code",
     "own_numbers", "domains",
 )}
-_PREFIX = re.compile(r"[0-9*#]*")
+_DIAL_PREFIX = re.compile(r"[0-9*#]*")
 _DOMAIN_NAME = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)*[A-Za-z][A-Za-z0-9-]*")
 
 
@@ -590,7 +590,7 @@ def _dial_keys(r: _Reader, d: Mapping[str, Any], p: str) -> dict[str, Any]:
             raise r.fail(f"{p}.country_code", "a country calling code of 1-3 digits, e.g. \"49\"", value)
         elif key == "area_code" and not re.fullmatch(r"[0-9]*", value):
             raise r.fail(f"{p}.area_code", "digits after the country code, without the trunk prefix, e.g. \"30\"", value)
-        elif not _PREFIX.fullmatch(value):
+        elif not _DIAL_PREFIX.fullmatch(value):
             raise r.fail(f"{p}.{key}", "a prefix of digits, '*' and '#' (\"\" for none)", value)
         out[key] = value
     if "own_numbers" in d:
@@ -714,7 +714,7 @@ _CLUSTER_KEYS = {k: None for k in (
     "redis", "node", "username", "password_file", "sentinel_password_file", "tls_ca_file", "prefix", "lease_ttl",
     "lease_renew", "reply_timeout", "stream_max_len", "stream_max_age",
 )}
-_PREFIX = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_KEY_PREFIX = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 def _cluster(r: _Reader, d: Mapping[str, Any]) -> ClusterConfig | None:
@@ -742,7 +742,7 @@ def _cluster(r: _Reader, d: Mapping[str, Any]) -> ClusterConfig | None:
         if not os.access(tls_ca_file, os.R_OK):
             raise ConfigError(f"{r.source}: key 'cluster.tls_ca_file': cannot read {tls_ca_file!r}")
     prefix = r.string(d, p, "prefix", dflt.prefix)
-    if not _PREFIX.fullmatch(prefix):
+    if not _KEY_PREFIX.fullmatch(prefix):
         raise r.fail("cluster.prefix", "letters, digits, _ . - (at most 64)", prefix)
     ttl = r.number(d, p, "lease_ttl", dflt.lease_ttl)
     renew = r.number(d, p, "lease_renew", dflt.lease_renew)
