@@ -171,6 +171,11 @@ async def hello(protocol: RedisProtocol, *, username: str | None, password: str 
         role = await protocol.execute("ROLE")
         if not role or role[0] != b"master":
             raise RedisUnavailable("the server Sentinel named is not a master (a fail-over under way?)")
+    elif not (password is not None or db or name):
+        # One round trip whatever was configured: a connection is usable only
+        # once a Redis has answered on it (over TLS: after the handshake
+        # verified the server; a TCP connect alone proves nothing).
+        await protocol.execute("PING")
 
 
 @implementer(IStreamClientEndpoint)

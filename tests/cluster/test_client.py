@@ -140,6 +140,9 @@ def test_rediss_verifies_the_servers_certificate(tmp_path):
                 assert await good.execute("PING") == b"PONG"
                 await sleep(reactor, 0.5)
                 assert not bad.connected
+                # Not even for a moment: a TCP connect whose TLS handshake then
+                # fails never counted as a usable connection.
+                assert bad.connections == 0
             finally:
                 await good.stopService()
                 await bad.stopService()
