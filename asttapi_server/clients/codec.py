@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -310,6 +310,49 @@ def encode(obj: Mapping[str, Any]) -> bytes:
 
 def encode_result(rid: Any, result: Any) -> bytes:
     return encode({"jsonrpc": "2.0", "id": rid, "result": result})
+
+
+#: Bytes a streamed answer is cut into (see :func:`encode_result_stream`).
+STREAM_CHUNK = 16384
+
+_MARK = "\x00items\x00"
+_MARK_JSON = _dumps([_MARK]).encode("utf-8")  # b'["\\u0000items\\u0000"]'
+
+
+def encode_result_stream(rid: Any, key: str, items: Iterable[Any], rest: Mapping[str, Any],
+                         chunk: int = STREAM_CHUNK) -> Iterator[bytes]:
+    """``encode_result(rid, {key: list(items), **rest})``, in chunks of about ``chunk`` bytes.
+
+    Each item is encoded only when the chunk it is in is asked for, so a
+    large answer (a line's calls) costs memory and reactor time as the
+    client reads it, not all at once. Joined, the chunks are exactly the
+    bytes :func:`encode_result` gives.
+    """
+    head, tail = encode_result(rid, {key: [_MARK], **rest}).split(_MARK_JSON, 1)
+    yield from join_chunks(_items_json(items), head + b"[", b"]" + tail, b",", chunk)
+
+
+def _items_json(items: Iterable[Any]) -> Iterator[bytes]:
+    for item in items:
+        yield _dumps(item).encode("utf-8", "backslashreplace")
+
+
+def join_chunks(parts: Iterable[bytes], first: bytes, last: bytes, sep: bytes = b"",
+                chunk: int = STREAM_CHUNK) -> Iterator[bytes]:
+    """``first + sep.join(parts) + last``, cut into pieces of at least ``chunk`` bytes (the last one shorter)."""
+    pending = [first]
+    size = len(first)
+    lead = b""
+    for part in parts:
+        pending.append(lead)
+        pending.append(part)
+        size += len(part) + len(lead)
+        lead = sep
+        if size >= chunk:
+            yield b"".join(pending)
+            pending, size = [], 0
+    pending.append(last)
+    yield b"".join(pending)
 
 
 def encode_batch(answers: list[bytes]) -> bytes:
