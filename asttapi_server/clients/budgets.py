@@ -12,6 +12,12 @@ user's fifty connections take turns and cost the reactor what one
 connection at the user's rate costs, and other users never wait for them.
 Login-free servers (every client anonymous, loopback only) share nothing:
 each connection keeps its own bucket.
+
+Requests differ a hundredfold in what they cost (a ``ping`` 6 µs, a
+WebSocket handshake 1-2 ms), so a request costs a token and one more for
+every :data:`TOKEN_SECONDS` of reactor time its handling took, measured
+around it: a flood of expensive requests runs dry as fast as their cost,
+not their number.
 """
 
 from __future__ import annotations
@@ -24,6 +30,9 @@ from asttapi_server.clients.ratelimit import TokenBucket
 
 #: A waiter: called when it was given a token.
 Wake = Callable[[], None]
+
+#: Reactor time one token pays for, beyond the token every request costs anyway.
+TOKEN_SECONDS = 0.0001
 
 
 class SharedBucket:
@@ -46,6 +55,12 @@ class SharedBucket:
     def spend(self, cost: float) -> None:
         """Charge ``cost`` more tokens for a request that turned out large (the bucket may go into debt)."""
         self.bucket.spend(self._clock.seconds(), cost)
+
+    def charge_work(self, seconds: float) -> None:
+        """A request took ``seconds`` of reactor time: a token more for every :data:`TOKEN_SECONDS` of it."""
+        extra = seconds / TOKEN_SECONDS
+        if extra >= 1.0:
+            self.spend(extra)
 
     def wait(self, wake: Wake) -> None:
         """Call ``wake`` once a token is set aside for it (after those already waiting)."""
@@ -87,14 +102,15 @@ class SharedBudgets:
         self._clock = clock
         self._buckets: dict[Hashable, SharedBucket] = {}
         self._idle: list[Hashable] = []
+        self._swept_at = float("-inf")
 
     def acquire(self, key: Hashable) -> SharedBucket:
         """The bucket of ``key`` for one more connection (``release`` it when the connection ends)."""
         shared = self._buckets.get(key)
         if shared is None:
-            if len(self._idle) > 64:
-                self._forget_idle()
             now = self._clock.seconds()
+            if len(self._idle) > 64 and now - self._swept_at >= 1.0:
+                self._forget_idle(now)  # at most once a second: a flood of new addresses costs O(1) each
             shared = self._buckets[key] = SharedBucket(key, TokenBucket(self.rate, self.burst, now), self._clock)
         shared.users += 1
         return shared
@@ -105,8 +121,8 @@ class SharedBudgets:
             # Kept until full again: closing every connection must not buy a fresh burst.
             self._idle.append(shared.key)
 
-    def _forget_idle(self) -> None:
-        now = self._clock.seconds()
+    def _forget_idle(self, now: float) -> None:
+        self._swept_at = now
         keep = []
         for key in self._idle:
             shared = self._buckets.get(key)

@@ -26,8 +26,9 @@ over the request rate, waiting for the shared budget, output paused.
 
 from __future__ import annotations
 
+import time
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IHandshakeListener, INegotiated, IPushProducer, IReactorTime
@@ -214,10 +215,14 @@ class ClientProtocol(Protocol):
             self._client_error()
             self.send(codec.encode_error(msg.id, msg.code, msg.message))
             return True
+        work, shared = self.factory.work_clock, self._shared  # a login moves the connection to its user's
+        started = work()
         if isinstance(msg, Batch):
             self.session.handle_batch(msg)
         else:
             self.session.handle(msg)
+        if shared is not None:
+            shared.charge_work(work() - started)
         return True
 
     def _shared_take(self, msg: codec.Request | Reject | Batch) -> bool:
@@ -747,6 +752,7 @@ class ClientFactory(ServerFactory):
         user_request_rate: float = 200.0,
         user_request_burst: int = 400,
         budget: ConnectionBudget | None = None,
+        work_clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor as clock  # type: ignore[no-redef]
@@ -770,6 +776,8 @@ class ClientFactory(ServerFactory):
         self.budget = budget if budget is not None else ConnectionBudget(self.limits)
         #: Requests per user (per address before login), over all their connections (clients/budgets.py).
         self.shared = SharedBudgets(user_request_rate, user_request_burst, clock)
+        #: Measures the reactor time a request took, charged to its shared budget (tests: a fake).
+        self.work_clock = work_clock
         self.login_gate = LoginGate(self.authenticator, clock, login_limits or LoginLimits())
         self._log_throttle = LogThrottle()
         #: Connections closed by the server, by reason (asttapi_server.metrics; docs/operations.md).

@@ -7,16 +7,18 @@ traceback per failed one. Here, per connection (:class:`WebChannel`):
 
 * it takes a place in the server's one connection budget
   (``asttapi_server.clients.limits``) like every other connection, as a
-  *stranger* (the web port's share, displaceable); over a limit it gets
-  ``503`` and is closed at once;
+  *stranger* (the web port's share, displaceable); over a limit the socket
+  is closed as soon as it is accepted (:meth:`WebSite.buildProtocol`);
 * a request must be in, and its answer written, within
   ``web.request_timeout`` seconds of its first byte: an absolute deadline
   that no trickle extends (then ``408``, or an abort while answering);
 * a kept-alive connection waits at most ``web.idle_timeout`` seconds for its
   next request (and a TLS client that long for its handshake);
 * every request spends a token of its address's shared request budget
-  (``server.user_request_rate``, ``clients.budgets``): a pipelined flood
-  waits, unread, instead of holding the reactor;
+  (``server.user_request_rate``, ``clients.budgets``), and more for the
+  reactor time it took (a WebSocket handshake is handled here too): a
+  pipelined or reconnecting flood waits, unread, instead of holding the
+  reactor;
 * nothing is logged per connection or per request: refusals and timeouts
   through the client factory's throttled ``log_limited`` (a line per
   address per minute), a failed request (a server bug) once a minute per
@@ -47,8 +49,6 @@ ACCESS_LOG_RATE = 10.0
 #: Paths whose requests are never logged: probes come every few seconds, forever.
 PROBE_PATHS = frozenset({b"/healthz", b"/readyz", b"/metrics"})
 
-_REFUSED = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 10\r\nConnection: close\r\n"
-            b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n\r\n%s")
 _TIMED_OUT = (b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\n"
               b"Content-Length: %d\r\n\r\n%s")
 
@@ -71,22 +71,10 @@ class WebChannel(http.HTTPChannel):
 
     def connectionMade(self) -> None:
         super().connectionMade()
-        site = self.site
-        peer = self.transport.getPeer()
-        self.address = address_key(getattr(peer, "host", None) or "unix")
-        clients = site.clients
-        if clients is None:
+        clients = self.site.clients
+        if clients is None or self._slot is None:  # a bare site (tests): no budget
             return
-        slot = clients.budget.admit(self.address, web=site.web, displace=self._displaced)
-        if not isinstance(slot, Slot):
-            self._refused = True
-            clients.log_limited("refused", self.address, "refused an HTTP connection from {address}: {reason}",
-                                address=self.address, reason=slot)
-            clients.cut_off("refused")
-            self.transport.write(_plain(_REFUSED, f"Connection refused: {slot}; try again later"))
-            self._close_soon()
-            return
-        self._slot = slot
+        self._slot.displace = self._displaced
         self._shared = clients.shared.acquire(("address", self.address))
 
     def dataReceived(self, data: bytes) -> None:
@@ -192,10 +180,20 @@ class WebRequest(server.Request):
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         channel = self.channel
         wait_for_token = getattr(channel, "wait_for_token", None)
-        if wait_for_token is not None and not wait_for_token(
-                lambda: server.Request.requestReceived(self, command, path, version)):
+        if wait_for_token is not None and not wait_for_token(lambda: self._handle(command, path, version)):
             return  # the channel reads nothing more until this request is answered
+        self._handle(command, path, version)
+
+    def _handle(self, command: bytes, path: bytes, version: bytes) -> None:
+        """Handle the request; the reactor time it took is charged to its address's budget."""
+        shared = getattr(self.channel, "_shared", None)  # before a WebSocket upgrade gives it up
+        clients = self.channel.site.clients
+        if shared is None or clients is None:
+            super().requestReceived(command, path, version)
+            return
+        started = clients.work_clock()
         super().requestReceived(command, path, version)
+        shared.charge_work(clients.work_clock() - started)
 
     def processingFailed(self, reason: Any) -> Any:
         """A server bug reached by a request: 500, and one log line a minute per kind of error."""
@@ -239,6 +237,27 @@ class WebSite(server.Site):
         self.failures = LogThrottle()
         self._log_bucket = TokenBucket(ACCESS_LOG_RATE, ACCESS_LOG_RATE * 10, self.reactor.seconds())
         self._not_logged = 0
+
+    def buildProtocol(self, addr: Any) -> Any:
+        """A channel with its place in the budget; over a limit, None: Twisted closes the socket at once.
+
+        A refusal costs an accept and a close, no transport, timer or write:
+        a flood of connections from one address over its cap is cheap.
+        """
+        address = address_key(getattr(addr, "host", None) or "unix")
+        slot = None
+        clients = self.clients
+        if clients is not None:
+            slot = clients.budget.admit(address, web=self.web)
+            if not isinstance(slot, Slot):
+                clients.log_limited("refused", address, "refused an HTTP connection from {address}: {reason}",
+                                    address=address, reason=slot)
+                clients.cut_off("refused")
+                return None
+        channel = super().buildProtocol(addr)
+        channel.address = address
+        channel._slot = slot
+        return channel
 
     def log(self, request: Any) -> None:
         """The access log line of a request, if ``web.access_log`` is on (never a probe's)."""

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from twisted.web import pages, resource, static
+from twisted.web import resource, static
 
 from asttapi_server.web.http import WebSite
 
@@ -78,13 +78,38 @@ def security_headers(host: bytes | None, secure: bool, frame_ancestors: Iterable
     return headers
 
 
+class NotFound(resource.Resource):
+    """A 404 with one line of text: what every missing or refused path gets.
+
+    Twisted's own error pages render through its template machinery, about
+    ten times the cost of this; a flood of 404s is a stranger's cheapest way
+    to spend our time.
+    """
+
+    isLeaf = True
+
+    def __init__(self, text: str = "No such file.") -> None:
+        super().__init__()
+        self.body = text.encode("utf-8") + b"\n"
+
+    def render(self, request: Any) -> bytes:
+        request.setResponseCode(404)
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return self.body
+
+
+NOT_FOUND = NotFound()
+
+
 class StaticFiles(static.File):
     """Files of one directory tree; a directory is a 404, never a listing."""
 
     indexNames: list[str] = []
 
+    childNotFound = NOT_FOUND
+
     def directoryListing(self) -> Any:
-        return pages.notFound("No Such Resource", "No such file.")
+        return NOT_FOUND
 
     def render(self, request: Any) -> bytes:
         if self.isdir():  # not even the redirect to a trailing slash: a directory is not a page
@@ -115,7 +140,7 @@ class WebRoot(resource.Resource):
         ).items():
             request.setHeader(name, value)
         if not plain_path([path, *request.postpath]):
-            return self.files.directoryListing()
+            return NOT_FOUND
         if path == b"ws" and not request.postpath:
             return self.websocket
         if path in self.ops and not request.postpath:
@@ -124,7 +149,7 @@ class WebRoot(resource.Resource):
             index = self.files.getChild(b"index.html", request)
             if isinstance(index, static.File) and index.isfile():
                 return index
-            return pages.notFound("No Page", "The page is not installed (asttapi_server/web/static/index.html is missing).")
+            return NotFound("The page is not installed (asttapi_server/web/static/index.html is missing).")
         if path == b"static":
             return self.files
         return self.files.getChild(path, request)

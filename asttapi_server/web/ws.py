@@ -49,6 +49,7 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
+import autobahn.websocket.protocol as _autobahn_protocol
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.util import encode_truncate
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
@@ -74,6 +75,12 @@ _DEFAULT_PORT = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
 #: Frames one message may come in (browsers send one; a streaming client a few).
 MAX_MESSAGE_FRAMES = 256
+
+# autobahn pretty-prints its whole configuration for a debug line on every
+# connection (WebSocketProtocol._connectionMade), whether or not anything
+# logs debug: about 1 ms, half of a handshake, which a stranger repeats at
+# will. In that module pformat feeds debug lines only (and Timings.__str__).
+_autobahn_protocol.pformat = lambda _obj: "(not formatted)"  # type: ignore[attr-defined]
 
 
 class _QuietAutobahnLog:

@@ -89,3 +89,41 @@ def test_without_users_every_connection_keeps_its_own_budget_only():
         c.read()
         c.send_raw(b"".join(PING % i for i in range(30)))
     assert sum(answered(c) for c in conns) == 150
+
+
+def test_a_request_costs_a_token_more_for_every_tenth_of_a_millisecond_it_took():
+    ticks = iter(range(10**6))
+    h = NetHarness(USERS, user_request_rate=10, user_request_burst=100,
+                   work_clock=lambda: next(ticks) * 0.001)  # each request is measured at 1 ms: 1 + 10 tokens
+    a, b = h.open(), h.open()
+    for c in (a, b):
+        c.read()
+        h.login(c, "alice")
+    a.send_raw(b"".join(PING % i for i in range(50)))
+    assert answered(a) == 10  # 100 tokens, 11 a ping (the tenth runs the bucket into debt)
+    b.send_raw(PING % 1)
+    assert answered(b) == 0  # alice's other connection waits for her budget too
+
+
+def test_closing_every_connection_buys_no_fresh_burst_and_idle_budgets_are_forgotten():
+    from twisted.internet.task import Clock
+
+    from asttapi_server.clients.budgets import SharedBudgets
+
+    clock = Clock()
+    budgets = SharedBudgets(10, 20, clock)
+    alice = budgets.acquire(("user", "alice"))
+    assert all(alice.take() for _ in range(20))
+    budgets.release(alice)
+    again = budgets.acquire(("user", "alice"))
+    assert again is alice and not again.take()  # reconnecting does not refill it
+    budgets.release(again)
+    for second in range(10):  # a thousand addresses come and go, a hundred a second
+        for i in range(100):
+            budgets.release(budgets.acquire(("address", f"10.0.{second}.{i}")))
+        clock.advance(0.5 if second == 0 else 1)
+        assert len(budgets) <= 250  # swept once a second: about two seconds of newcomers at most
+        if second == 0:
+            assert budgets.acquire(("user", "alice")) is alice  # half refilled: kept through the sweep
+            budgets.release(alice)
+    assert ("user", "alice") not in budgets._buckets  # full again, and forgotten

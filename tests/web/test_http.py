@@ -52,6 +52,7 @@ class Web:
         (static / "index.html").write_text("<!doctype html><title>page</title>")
         (static / "app.js").write_text("console.log(1)")
         self.clock = Clock()
+        factory_kw.setdefault("work_clock", lambda: 0.0)  # as tests.clients.harness does
         self.clients = ClientFactory(Hub(), FakeTelephony(), Authenticator(users), clock=self.clock, **factory_kw)
         ws = WebSocketFactory(self.clients, auto_ping=0, handshake_timeouts=False)
 
@@ -70,6 +71,9 @@ class Web:
         addr = IPv4Address("TCP", host, self._port)
         transport = _Socket(peerAddress=addr, hostAddress=IPv4Address("TCP", "127.0.0.1", 8080))
         channel = self.site.buildProtocol(addr)
+        if channel is None:  # refused: Twisted closes the socket it accepted
+            transport.loseConnection()
+            return None, transport
         transport.protocol = channel  # as a TCP transport has it (autobahn's upgrade replaces it)
         channel.makeConnection(transport)
         return channel, transport
@@ -92,9 +96,7 @@ def test_http_connections_count_in_the_same_budget_as_every_other_listener(tmp_p
     held = [web.connect() for _ in range(3)]
     assert web.clients.budget.total == 3
     channel, transport = web.connect()
-    assert responses(transport) == [b"HTTP/1.1 503 Service Unavailable"]
-    assert b"3 connections from your address are open already" in transport.value()
-    assert transport.disconnecting
+    assert channel is None and transport.disconnecting  # closed as soon as accepted
     proto, tcp = web.tcp()  # the JSON-lines port counts the same connections
     assert b"server.max_clients_per_address" in tcp.value() and tcp.disconnecting
     held[0][0].connectionLost(None)
@@ -185,6 +187,15 @@ def test_pipelined_requests_wait_for_their_address_budget(tmp_path):
     channel.connectionLost(None)  # a connection gone while its request waited
     web.clock.advance(10)
     assert web.clients.budget.total == 1
+
+
+def test_a_request_also_costs_the_reactor_time_it_took(tmp_path):
+    ticks = iter(range(0, 10**6))
+    web = Web(tmp_path, user_request_rate=100, user_request_burst=50,
+              work_clock=lambda: next(ticks) * 0.0005)  # every request takes 0.5 ms: 1 + 5 tokens
+    channel, transport = web.connect()
+    channel.dataReceived((GET % b"/nope") * 100)
+    assert len(responses(transport)) == 9  # 50 tokens, 6 a request
 
 
 def _upgrade(channel, origin: bytes | None = None) -> None:
