@@ -55,14 +55,15 @@ class Request:
     """A well-formed call. ``notification`` is true when it had no ``id``.
 
     ``reply``, when set, takes the encoded answer instead of the connection
-    (a request of a :class:`Batch` answers into the batch's array).
+    (a request of a :class:`Batch` answers into the batch's array): its
+    bytes, or the chunks of a large answer still to be made.
     """
 
     method: str
     params: Mapping[str, Any]
     id: str | int | float | None
     notification: bool = False
-    reply: Callable[[bytes], None] | None = field(default=None, compare=False, repr=False)
+    reply: Callable[[bytes | Iterator[bytes]], None] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,6 +359,25 @@ def join_chunks(parts: Iterable[bytes], first: bytes, last: bytes, sep: bytes = 
 def encode_batch(answers: list[bytes]) -> bytes:
     """One line holding the array of a batch's answers (each an encoded line)."""
     return b"[" + b",".join(a.rstrip(b"\n") for a in answers) + b"]\n"
+
+
+def encode_batch_stream(answers: Iterable[bytes | Iterable[bytes]]) -> Iterator[bytes]:
+    """:func:`encode_batch` for answers of which some are streams (:func:`encode_result_stream`'s chunks)."""
+    yield b"["
+    for i, answer in enumerate(answers):
+        if i:
+            yield b","
+        if isinstance(answer, bytes):
+            yield answer.rstrip(b"\n")
+            continue
+        last = None
+        for chunk in answer:  # one chunk behind: the last one loses its line end
+            if last is not None:
+                yield last
+            last = chunk
+        if last is not None:
+            yield last.rstrip(b"\n")
+    yield b"]\n"
 
 
 def encode_error(rid: Any, code: int, message: str, data: Mapping[str, Any] | None = None) -> bytes:

@@ -60,11 +60,15 @@ _LINK_DOWN = (
 
 
 class _BatchAnswers:
-    """Collects the answers of one batch; sends them as one array when all are in."""
+    """Collects the answers of one batch; sends them as one array when all are in.
+
+    An answer is its encoded line, or the chunks of a large one still to be
+    made (``codec.encode_result_stream``): the array is then streamed too.
+    """
 
     def __init__(self, session: "Session") -> None:
         self._session = session
-        self._answers: list[bytes | None] = []
+        self._answers: list[bytes | Iterator[bytes] | None] = []
         self._missing = 0
         self._sealed = False
 
@@ -73,7 +77,7 @@ class _BatchAnswers:
         self._answers.append(None)
         self._missing += 1
 
-        def put(data: bytes) -> None:
+        def put(data: bytes | Iterator[bytes]) -> None:
             if self._answers[index] is None:
                 self._answers[index] = data
                 self._missing -= 1
@@ -89,7 +93,10 @@ class _BatchAnswers:
     def _flush(self) -> None:
         if self._sealed and self._missing == 0 and self._answers and not self._session.closed:
             answers, self._answers = self._answers, []
-            self._session.send(codec.encode_batch(answers))  # type: ignore[arg-type]
+            if all(isinstance(a, bytes) for a in answers):
+                self._session.send(codec.encode_batch(answers))  # type: ignore[arg-type]
+            else:
+                self._session._stream(codec.encode_batch_stream(answers))  # type: ignore[arg-type]
 
 
 class Session:
@@ -428,10 +435,8 @@ class Session:
         """
         if request.notification or self.closed:
             return
-        if request.reply is not None:  # one item of a batch: the array is one line, built when complete
-            self._result(request, {"calls": [self._snapshot(c, line) for c in calls], **rest})
-            return
-        self._stream(codec.encode_result_stream(request.id, "calls", self._described(line, calls), rest))
+        answer = codec.encode_result_stream(request.id, "calls", self._described(line, calls), rest)
+        (request.reply or self._stream)(answer)  # in a batch: its part of the array, made as it is read
 
     def _described(self, line: str, calls: list[Any]) -> Iterator[dict]:
         for call in calls:

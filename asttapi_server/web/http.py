@@ -14,6 +14,9 @@ traceback per failed one. Here, per connection (:class:`WebChannel`):
   that no trickle extends (then ``408``, or an abort while answering);
 * a kept-alive connection waits at most ``web.idle_timeout`` seconds for its
   next request (and a TLS client that long for its handshake);
+* a request body may hold at most :data:`MAX_BODY` bytes (nothing here takes
+  one), kept in memory: a larger one gets ``413`` and the connection closes,
+  where Twisted would have spooled it to a temporary file;
 * every request spends a token of its address's shared request budget
   (``server.user_request_rate``, ``clients.budgets``), and more for the
   reactor time it took (a WebSocket handshake is handled here too): a
@@ -46,9 +49,14 @@ log = Logger(namespace="asttapi_server.web.http")
 #: Access log lines a second at most (bursts of ten times that); the rest are counted.
 ACCESS_LOG_RATE = 10.0
 
+#: Bytes of a request body at most: the site serves GET and HEAD only.
+MAX_BODY = 65536
+
 #: Paths whose requests are never logged: probes come every few seconds, forever.
 PROBE_PATHS = frozenset({b"/healthz", b"/readyz", b"/metrics"})
 
+_TOO_LARGE = (b"HTTP/1.1 413 Content Too Large\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\n"
+              b"Content-Length: %d\r\n\r\n%s")
 _TIMED_OUT = (b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\n"
               b"Content-Length: %d\r\n\r\n%s")
 
@@ -108,6 +116,17 @@ class WebChannel(http.HTTPChannel):
             return
         self._refused = True  # read nothing more
         self.transport.write(_plain(_TIMED_OUT, f"The request did not arrive within {site.request_timeout:g} seconds"))
+        self._close_soon()
+
+    def body_too_large(self) -> None:
+        """A request body passed :data:`MAX_BODY`: 413, read nothing more, close."""
+        if self._refused:
+            return
+        self._refused = True
+        self._cancel_deadline()
+        if self.site.clients is not None:
+            self.site.clients.cut_off("oversize")
+        self.transport.write(_plain(_TOO_LARGE, f"A request body may hold at most {MAX_BODY} bytes"))
         self._close_soon()
 
     def timeoutConnection(self) -> None:
@@ -175,7 +194,23 @@ class WebChannel(http.HTTPChannel):
 
 
 class WebRequest(server.Request):
-    """A request that waits for its address's budget and fails without a traceback per request."""
+    """A request that waits for its address's budget, keeps a small body in memory and fails without a
+    traceback per request."""
+
+    _body = 0
+
+    def gotLength(self, length: int | None) -> None:
+        # Always in memory (Twisted spools a long or chunked body to a temporary file): at most MAX_BODY.
+        super().gotLength(length if length is not None and length <= MAX_BODY else 0)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        self._body += len(data)
+        if self._body > MAX_BODY:
+            body_too_large = getattr(self.channel, "body_too_large", None)
+            if body_too_large is not None:
+                body_too_large()
+            return
+        super().handleContentChunk(data)
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         channel = self.channel

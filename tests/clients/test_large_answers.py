@@ -157,3 +157,26 @@ def test_a_streamed_result_is_exactly_the_encoded_result(n, chunk):
     chunks = list(codec.encode_result_stream(12, "calls", iter(items), rest, chunk=chunk))
     assert b"".join(chunks) == codec.encode_result(12, {"calls": items, **rest})
     assert all(b"\n" not in c for c in chunks[:-1])
+
+
+def test_in_a_batch_a_large_answer_streams_too(model):
+    factory = ClientFactory(Hub(), Telephony(model), Authenticator({}), clock=Clock(), request_burst=10_000)
+    proto, transport = connect(factory)
+    batch = [{"jsonrpc": "2.0", "id": i, "method": "lineGetCalls", "params": {"line": "line_1"}} for i in range(3)]
+    proto.dataReceived(b'[{"jsonrpc":"2.0","id":9,"method":"lineOpen","params":{"line":"line_1"}},'
+                       + json.dumps(batch).encode()[1:] + b"\n")
+    assert proto.queued <= factory.send_buffer_bytes and len(transport.value()) < 200_000
+    msgs, reads = read_all(transport)
+    (array,) = [m for m in msgs if isinstance(m, list)]
+    assert [a["id"] for a in array] == [9, 0, 1, 2]
+    assert all(len(a["result"]["calls"]) == 1500 for a in array)
+    assert reads > 20 and not transport.disconnecting
+
+
+def test_a_batch_array_of_streams_is_exactly_encode_batch():
+    parts = [codec.encode_result(1, {"a": 1}),
+             codec.encode_result_stream(2, "calls", iter([{"x": i} for i in range(50)]), {"seq": 1}, chunk=10),
+             codec.encode_error(3, -32602, "bad")]
+    expected = codec.encode_batch([parts[0], codec.encode_result(2, {"calls": [{"x": i} for i in range(50)],
+                                                                     "seq": 1}), parts[2]])
+    assert b"".join(codec.encode_batch_stream(parts)) == expected

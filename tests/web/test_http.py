@@ -17,7 +17,6 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
 from asttapi_server.clients.auth import Authenticator
@@ -33,14 +32,6 @@ from tests.security.helpers import USERS
 from .harness import _Socket
 
 GET = b"GET %s HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
-
-
-@pytest.fixture
-def logged():
-    seen: list[dict] = []
-    globalLogPublisher.addObserver(seen.append)
-    yield lambda: [formatEvent(e) for e in seen]
-    globalLogPublisher.removeObserver(seen.append)
 
 
 class Web:
@@ -253,3 +244,17 @@ def test_invalid_utf8_frames_from_many_connections_cost_at_most_a_line(tmp_path,
         assert b"\x88" in transport.value()  # a close frame (1007)
         transport.protocol.connectionLost(Failure(ConnectionDone()))
     assert len(logged()) <= 1, logged()
+
+
+@pytest.mark.parametrize("framing", [b"Content-Length: 10000000\r\n", b"Transfer-Encoding: chunked\r\n"])
+def test_a_request_body_over_64_kib_gets_413_and_is_never_kept(tmp_path, framing):
+    web = Web(tmp_path)
+    channel, transport = web.connect()
+    channel.dataReceived(b"POST /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n" + framing + b"\r\n")
+    chunk = b"x" * 8192
+    for _ in range(20):
+        channel.dataReceived(chunk if b"Length" in framing else b"2000\r\n" + chunk + b"\r\n")
+    assert responses(transport) == [b"HTTP/1.1 413 Content Too Large"] and transport.disconnecting
+    request = channel.requests[-1]
+    assert request.content.tell() <= 65536 and not hasattr(request.content, "name")  # in memory, not a file
+    assert web.clients.cut_offs["oversize"] == 1
