@@ -14,10 +14,11 @@ Login-free servers (every client anonymous, loopback only) share nothing:
 each connection keeps its own bucket.
 
 Requests differ a hundredfold in what they cost (a ``ping`` 6 µs, a
-WebSocket handshake 1-2 ms), so a request costs a token and one more for
-every :data:`TOKEN_SECONDS` of reactor time its handling took, measured
-around it: a flood of expensive requests runs dry as fast as their cost,
-not their number.
+WebSocket handshake 0.5-1 ms), so a request costs a token and one more for
+every :data:`TOKEN_SECONDS` of the reactor thread's CPU time its handling
+took (``time.thread_time``: a machine busy with other work does not make
+requests dearer): a flood of expensive requests runs dry as fast as their
+cost, not their number.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from asttapi_server.clients.ratelimit import TokenBucket
 #: A waiter: called when it was given a token.
 Wake = Callable[[], None]
 
-#: Reactor time one token pays for, beyond the token every request costs anyway.
+#: Reactor CPU time one token pays for, beyond the token every request costs anyway.
 TOKEN_SECONDS = 0.0001
 
 

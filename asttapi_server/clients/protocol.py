@@ -752,7 +752,7 @@ class ClientFactory(ServerFactory):
         user_request_rate: float = 200.0,
         user_request_burst: int = 400,
         budget: ConnectionBudget | None = None,
-        work_clock: Callable[[], float] = time.perf_counter,
+        work_clock: Callable[[], float] = time.thread_time,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor as clock  # type: ignore[no-redef]
@@ -776,7 +776,8 @@ class ClientFactory(ServerFactory):
         self.budget = budget if budget is not None else ConnectionBudget(self.limits)
         #: Requests per user (per address before login), over all their connections (clients/budgets.py).
         self.shared = SharedBudgets(user_request_rate, user_request_burst, clock)
-        #: Measures the reactor time a request took, charged to its shared budget (tests: a fake).
+        #: Measures the reactor's CPU time a request took, charged to its shared budget (tests: a fake).
+        #: The thread's CPU time, not the wall clock: a busy machine must not make requests dearer.
         self.work_clock = work_clock
         self.login_gate = LoginGate(self.authenticator, clock, login_limits or LoginLimits())
         self._log_throttle = LogThrottle()

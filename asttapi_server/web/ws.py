@@ -117,6 +117,9 @@ class _QuietAutobahnLog:
 
     critical = error
 
+    def failure(self, fmt: str = "", failure: Any = None, **kw: Any) -> None:
+        self._report("error", fmt or "{log_failure}", {**kw, "log_failure": failure})
+
     def info(self, fmt: str, **kw: Any) -> None:
         pass
 
@@ -256,6 +259,7 @@ class WebSocketClient(WebSocketServerProtocol):
     _denied = False
     _held: list[tuple[bytes, bool]] | None = None  # messages completed while input is paused
     _frames = 0  # frames of the message being received
+    _consuming = False  # inside autobahn's frame loop
 
     # -- handshake -----------------------------------------------------------
 
@@ -292,8 +296,19 @@ class WebSocketClient(WebSocketServerProtocol):
 
     # -- input ----------------------------------------------------------------
 
+    def consumeData(self) -> None:
+        """autobahn's frame loop, never entered twice: a hold released from inside it
+        (the connection closing mid-frame) lets the running loop go on instead."""
+        if self._consuming:
+            return
+        self._consuming = True
+        try:
+            super().consumeData()
+        finally:
+            self._consuming = False
+
     def processData(self) -> bool:
-        """autobahn's frame loop, stopped while the connection holds its input.
+        """One step of autobahn's frame loop, none while the connection holds its input.
 
         What was read stays in autobahn's buffer, unparsed, and the socket is
         not read: a flood of frames waits in the client's own socket.
