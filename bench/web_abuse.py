@@ -12,7 +12,9 @@ processes of their own from 127.0.0.1, and meanwhile, from other addresses:
   ping unanswered for 5 s counts as a 5 s round trip, and reconnects);
 * a prober (carol, from 127.0.0.3) opens a new TCP connection every 0.5 s
   and logs in: the slowest login and how many took over 2 s or failed;
-* the server's RSS and open descriptors are sampled every 0.5 s.
+* the server's RSS and open descriptors are sampled every 0.5 s, and a
+  10 ms tick in its reactor says how late it ran ("late p99": the reactor's
+  own stalls plus the machine's, which a loaded machine adds to every figure).
 
 After the attackers leave it waits ``--settle`` seconds and reads the RSS
 again. Log growth is bytes per second over the attack.
@@ -117,10 +119,26 @@ def ghosts(n, length):
                      f"[~{uid}] LINE_CALLSTATE LINECALLSTATE_OFFERING"):
             app.model.apply(grammar.TapiSignal(grammar.parse_tapievent(text), uid, f"PJSIP/g-{i:08d}"), now)
 
+LATE = []  # how late each 10 ms tick of the reactor ran (s): its stalls, whatever caused them
+_tick = {"due": None}
+
+def tick():
+    now = reactor.seconds()
+    if _tick["due"] is not None:
+        LATE.append(max(0.0, now - _tick["due"]))
+    _tick["due"] = now + 0.01
+
 class Control(LineReceiver):
     delimiter = b"\n"
     def lineReceived(self, line):
         cmd, *args = line.decode().split()
+        if cmd == "stalls":
+            late = sorted(LATE)
+            LATE.clear()
+            p99 = late[min(len(late) - 1, int(len(late) * 0.99))] if late else 0.0
+            self.sendLine(("STALLS " + json.dumps({"p99_ms": round(p99 * 1000, 1),
+                                                  "max_ms": round(late[-1] * 1000, 1) if late else 0.0})).encode())
+            return
         if cmd == "stat":
             try:
                 fds = len(os.listdir("/proc/self/fd"))
@@ -140,6 +158,7 @@ def ready():
     if None in ports or not app.bridge.link_up:
         return
     loop.stop()
+    task.LoopingCall(tick).start(0.01)
     stdio.StandardIO(Control())
     print("PORTS", *(p().port for p in ports), flush=True)
 
@@ -182,6 +201,10 @@ class Server:
 
     def stat(self) -> dict[str, int]:
         return json.loads(self.ask("stat").split(" ", 1)[1])
+
+    def stalls(self) -> dict[str, float]:
+        """The reactor's lateness since the last call: its own stalls plus the machine's."""
+        return json.loads(self.ask("stalls").split(" ", 1)[1])
 
     def log_size(self) -> int:
         return self.log.stat().st_size if self.log.exists() else 0
@@ -649,6 +672,7 @@ def scenario(root: Path, workdir: Path, name: str, seconds: float, settle: float
         observers = Observers(server.tcp)
         time.sleep(0.5)
         log0 = server.log_size()
+        server.stalls()
         attacker = subprocess.Popen(
             [sys.executable, __file__, "--attack", attack, "--ports", json.dumps(ports), "--opts", json.dumps(opts)],
             stdout=subprocess.PIPE, text=True, cwd=ROOT, preexec_fn=_raise_nofile,
@@ -662,6 +686,7 @@ def scenario(root: Path, workdir: Path, name: str, seconds: float, settle: float
         attacker.terminate()
         out, _ = attacker.communicate(30)
         attack_window = time.monotonic() - t0
+        stalls = server.stalls()
         log_rate = (server.log_size() - log0) / attack_window
         figures = observers.result()
         time.sleep(settle)
@@ -671,6 +696,7 @@ def scenario(root: Path, workdir: Path, name: str, seconds: float, settle: float
             "scenario": name, "seconds": round(attack_window, 1),
             "attacker": json.loads(out.strip().splitlines()[-1]) if out.strip() else None,
             **figures,
+            "reactor_late_ms": stalls,
             "log_bytes_per_s": round(log_rate),
             "rss_mib": {"start": round(start["rss_kib"] / 1024, 1), "peak": round(peak["rss_kib"] / 1024, 1),
                         f"after_{settle:g}s": round(after["rss_kib"] / 1024, 1)},
@@ -707,13 +733,13 @@ def main() -> None:
             print(json.dumps(row), flush=True)
             rows.append(row)
     print()
-    print(f"{'scenario':<20} {'login max ms':>12} {'>2s/fail':>8} {'ping p50':>9} {'p99':>8} {'log B/s':>9}"
-          f" {'RSS start/peak/after MiB':>25} {'fds peak':>8}")
+    print(f"{'scenario':<20} {'login max ms':>12} {'>2s/fail':>8} {'ping p50':>9} {'p99':>8} {'late p99':>9}"
+          f" {'log B/s':>9} {'RSS start/peak/after MiB':>25} {'fds peak':>8}")
     for r in rows:
         lg, pg, rss = r["login"], r["ping"], list(r["rss_mib"].values())
         print(f"{r['scenario']:<20} {lg['slowest_ms']!s:>12} {lg['over_2s'] + lg['failed_or_over_5s']:>8}"
-              f" {pg['p50_ms']!s:>9} {pg['p99_ms']!s:>8} {r['log_bytes_per_s']:>9,}"
-              f" {'/'.join(str(x) for x in rss):>25} {r['fds']['peak']:>8}")
+              f" {pg['p50_ms']!s:>9} {pg['p99_ms']!s:>8} {r['reactor_late_ms']['p99_ms']!s:>9}"
+              f" {r['log_bytes_per_s']:>9,} {'/'.join(str(x) for x in rss):>25} {r['fds']['peak']:>8}")
 
 
 if __name__ == "__main__":
