@@ -13,8 +13,9 @@ connection at the user's rate costs, and other users never wait for them.
 Login-free servers (every client anonymous, loopback only) share nothing:
 each connection keeps its own bucket.
 
-Requests differ a hundredfold in what they cost (a ``ping`` 6 µs, a
-WebSocket handshake 0.5-1 ms), so a request costs a token and one more for
+Requests differ a hundredfold in what they cost (a ``ping`` 6 µs, a 404
+100 µs, a WebSocket handshake 0.5-1 ms, a ``/metrics`` scrape a few ms), so
+a request costs a token and one more for
 every :data:`TOKEN_SECONDS` of the reactor thread's CPU time its handling
 took (``time.thread_time``: a machine busy with other work does not make
 requests dearer): a flood of expensive requests runs dry as fast as their
@@ -33,7 +34,7 @@ from asttapi_server.clients.ratelimit import TokenBucket
 Wake = Callable[[], None]
 
 #: Reactor CPU time one token pays for, beyond the token every request costs anyway.
-TOKEN_SECONDS = 0.0001
+TOKEN_SECONDS = 0.00005
 
 
 class SharedBucket:
