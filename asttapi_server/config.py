@@ -92,6 +92,8 @@ class ServerConfig:
     max_lines_per_session: int = 100  # lines one connection may have open
     request_rate: float = 50.0  # requests per second per connection, errors included
     request_burst: int = 200  # requests a connection may send at once before the rate applies
+    user_request_rate: float = 200.0  # requests per second of one user, all connections (before login: one address)
+    user_request_burst: int = 400  # what one user (address) may send at once before that rate applies
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,10 @@ class WebConfig:
     frame_ancestors: tuple[str, ...] = ()  # origins that may frame the page (CSP frame-ancestors)
     # True when listen is the demo's default, not asked for: a port that is taken only warns.
     default_listen: bool = False
+    # HTTP deadlines (asttapi_server/web/http.py), also on the [metrics] listeners:
+    request_timeout: float = 10.0  # seconds from a request's first byte until its answer is written
+    idle_timeout: float = 15.0  # seconds a kept-alive connection (or a TLS handshake) may wait
+    access_log: bool = False  # one (throttled) log line per request; probes are never logged
 
 
 @dataclass(frozen=True)
@@ -377,7 +383,8 @@ _AMI_KEYS = {k: None for k in (
 )}
 _AMI_KEYS["secret_file"] = None
 _SERVER_KEYS = {k: None for k in ("listen", "max_line_bytes", "send_buffer_bytes", "replay_ring")}
-_SERVER_KEYS.update(dict.fromkeys(("replay_ring_bytes", "max_lines_per_session", "request_rate", "request_burst")))
+_SERVER_KEYS.update(dict.fromkeys(("replay_ring_bytes", "max_lines_per_session", "request_rate", "request_burst",
+                                   "user_request_rate", "user_request_burst")))
 _LINE_KEYS = {k: None for k in ("channel", "context", "callerid")}
 _USER_KEYS = {k: None for k in ("token", "lines")}
 _USER_KEYS["token_file"] = None
@@ -459,6 +466,9 @@ def _client_limits(r: _Reader, d: Mapping[str, Any], p: str, dflt: ServerConfig)
         "request_rate": r.get(d, p, "request_rate", dflt.request_rate, setting.number,
                                what="a number of requests per second"),
         "request_burst": r.integer(d, p, "request_burst", dflt.request_burst, 1),
+        "user_request_rate": r.get(d, p, "user_request_rate", dflt.user_request_rate, setting.number,
+                                    what="a number of requests per second"),
+        "user_request_burst": r.integer(d, p, "user_request_burst", dflt.user_request_burst, 1),
     }
 
 
@@ -666,7 +676,8 @@ def _dial_rule(r: _Reader, keys: Mapping[str, Any], p: str) -> DialRule | None:
     return DialRule(**values)
 
 
-_WEB_KEYS = {k: None for k in ("listen", "allowed_origins", "frame_ancestors")}
+_WEB_KEYS = {k: None for k in ("listen", "allowed_origins", "frame_ancestors", "request_timeout", "idle_timeout",
+                                "access_log")}
 _ORIGIN = re.compile(r"^https?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?$")
 
 
@@ -688,11 +699,15 @@ def _web(r: _Reader, d: Mapping[str, Any], demo: bool) -> WebConfig:
                         what="a list of origins, e.g. [\"https://crm.example.com\"]")
     ancestors = r.strings(d, p, "frame_ancestors", (), check=_check_origin,
                           what="a list of origins that may show the page in a frame, e.g. [\"https://crm.example.com\"]")
+    dflt = WebConfig()
     return WebConfig(
         listen=listen,
         allowed_origins=tuple(o.lower() for o in origins),
         frame_ancestors=tuple(o.lower() for o in ancestors),
         default_listen=default,
+        request_timeout=r.number(d, p, "request_timeout", dflt.request_timeout),
+        idle_timeout=r.number(d, p, "idle_timeout", dflt.idle_timeout),
+        access_log=r.boolean(d, p, "access_log", dflt.access_log),
     )
 
 

@@ -112,7 +112,7 @@ TAPI_MESSAGES = (NEWCALL, CALLSTATE, CALLINFO, DEVSTATE)
 #: Why the server closed a client connection (``ClientFactory.cut_off``; docs/operations.md).
 CUT_OFF_REASONS = (
     "slow_reader", "errors", "oversize", "rate_limit", "login_timeout", "login_failures", "handshake_timeout",
-    "line_timeout", "binary_frame", "refused", "reload", "session",
+    "line_timeout", "binary_frame", "refused", "displaced", "request_timeout", "reload", "session",
 )
 #: What one plugin's part of a contact lookup came to.
 LOOKUP_RESULTS = ("hit", "miss", "error", "timeout")

@@ -24,6 +24,7 @@ from .ami.link import AMILink
 from .bridge import Bridge
 from .clients.auth import check_listen_security
 from .clients.hub import Hub
+from .clients.limits import FD_RESERVE, fd_capacity
 from .clients.listen import server_endpoint
 from .clients import codec
 from .clients.protocol import ClientFactory
@@ -259,16 +260,14 @@ class AppService(MultiService):
         return d.addBoth(shutdown) if d is not None else shutdown(None)
 
 
-#: File descriptors kept beyond server.max_clients: AMI link, listeners, logs, plugins.
-FD_RESERVE = 64
-
-
 def ensure_file_descriptors(max_clients: int) -> int:
     """Raise the soft open-files limit so max_clients fit; warn if the hard limit is lower.
 
-    Below the limit, a flood meets server.max_clients (told so, closed) and
-    never the kernel's EMFILE, so clients already connected keep working.
-    Returns the soft limit in force.
+    The connection budget is then sized to the limit in force
+    (``clients.limits.fd_capacity``): a flood meets the budget (told so,
+    closed, or displacing a stranger) and never the kernel's EMFILE, so
+    clients already connected, the metrics probe and a new login keep
+    working. Returns the soft limit in force (-1: unknown or unlimited).
     """
     try:
         import resource
@@ -283,11 +282,14 @@ def ensure_file_descriptors(max_clients: int) -> int:
             soft = target
         except (ValueError, OSError):
             pass
-    if soft != resource.RLIM_INFINITY and soft < need:
+    if soft == resource.RLIM_INFINITY:
+        return -1
+    if soft < need:
         log.warn(
             "server.max_clients = {max_clients} needs about {need} open files, but the limit is {soft} "
-            "(ulimit -n; LimitNOFILE= under systemd); lower max_clients or raise the limit",
-            max_clients=max_clients, need=need, soft=soft,
+            "(ulimit -n; LimitNOFILE= under systemd): at most {fit} connections are admitted; "
+            "lower max_clients or raise the limit",
+            max_clients=max_clients, need=need, soft=soft, fit=fd_capacity(soft, max_clients),
         )
     return soft
 
@@ -304,7 +306,7 @@ def make_service(config: Config, reactor: Any = None, *, demo_options: dict | No
 
     check_listen_security(config.server.listen, config.users)
     check_listen_security(config.web.listen, config.users, key="web.listen")
-    ensure_file_descriptors(config.server.max_clients)
+    open_files = ensure_file_descriptors(config.server.max_clients)
 
     check_listen_security(config.metrics.listen, config.users, key="metrics.listen")
     demo_mode = config.demo or not config.ami.host
@@ -353,6 +355,7 @@ def make_service(config: Config, reactor: Any = None, *, demo_options: dict | No
         app.store.setServiceParent(app)
         app.bridge.on_change = app.store.changed
     app.client_factory = ClientFactory.from_config(config, app.hub, app.bridge, clock=reactor)
+    app.client_factory.budget.fit_open_files(open_files)  # every listener's connections count in it
     if config.metrics.enabled:
         from .metrics import Metrics
 

@@ -26,6 +26,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
+from functools import lru_cache
 from typing import Any
 
 from twisted.logger import Logger
@@ -125,11 +126,13 @@ class LoginLimits:
     max_tracked: int = 100_000
 
 
+@lru_cache(maxsize=4096)
 def address_key(host: str) -> str:
     """The bucket a source address counts in: the host, or its /64 for IPv6.
 
     One IPv6 customer usually holds a whole /64, so counting single addresses
-    would let them rotate through 2**64 fresh budgets.
+    would let them rotate through 2**64 fresh budgets. Cached: every accepted
+    connection asks, and parsing an address costs more than refusing it.
     """
     try:
         ip = ipaddress.ip_address(host.strip("[]").split("%", 1)[0])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -56,14 +56,15 @@ class Request:
     """A well-formed call. ``notification`` is true when it had no ``id``.
 
     ``reply``, when set, takes the encoded answer instead of the connection
-    (a request of a :class:`Batch` answers into the batch's array).
+    (a request of a :class:`Batch` answers into the batch's array): its
+    bytes, or the chunks of a large answer still to be made.
     """
 
     method: str
     params: Mapping[str, Any]
     id: str | int | float | None
     notification: bool = False
-    reply: Callable[[bytes], None] | None = field(default=None, compare=False, repr=False)
+    reply: Callable[[bytes | Iterator[bytes]], None] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,9 +321,71 @@ def encode_result(rid: Any, result: Any) -> bytes:
     return encode({"jsonrpc": "2.0", "id": rid, "result": result})
 
 
+#: Bytes a streamed answer is cut into (see :func:`encode_result_stream`).
+STREAM_CHUNK = 16384
+
+_MARK = "\x00items\x00"
+_MARK_JSON = _dumps([_MARK]).encode("utf-8")  # b'["\\u0000items\\u0000"]'
+
+
+def encode_result_stream(rid: Any, key: str, items: Iterable[Any], rest: Mapping[str, Any],
+                         chunk: int = STREAM_CHUNK) -> Iterator[bytes]:
+    """``encode_result(rid, {key: list(items), **rest})``, in chunks of about ``chunk`` bytes.
+
+    Each item is encoded only when the chunk it is in is asked for, so a
+    large answer (a line's calls) costs memory and reactor time as the
+    client reads it, not all at once. Joined, the chunks are exactly the
+    bytes :func:`encode_result` gives.
+    """
+    head, tail = encode_result(rid, {key: [_MARK], **rest}).split(_MARK_JSON, 1)
+    yield from join_chunks(_items_json(items), head + b"[", b"]" + tail, b",", chunk)
+
+
+def _items_json(items: Iterable[Any]) -> Iterator[bytes]:
+    for item in items:
+        yield _dumps(item).encode("utf-8", "backslashreplace")
+
+
+def join_chunks(parts: Iterable[bytes], first: bytes, last: bytes, sep: bytes = b"",
+                chunk: int = STREAM_CHUNK) -> Iterator[bytes]:
+    """``first + sep.join(parts) + last``, cut into pieces of at least ``chunk`` bytes (the last one shorter)."""
+    pending = [first]
+    size = len(first)
+    lead = b""
+    for part in parts:
+        pending.append(lead)
+        pending.append(part)
+        size += len(part) + len(lead)
+        lead = sep
+        if size >= chunk:
+            yield b"".join(pending)
+            pending, size = [], 0
+    pending.append(last)
+    yield b"".join(pending)
+
+
 def encode_batch(answers: list[bytes]) -> bytes:
     """One line holding the array of a batch's answers (each an encoded line)."""
     return b"[" + b",".join(a.rstrip(b"\n") for a in answers) + b"]\n"
+
+
+def encode_batch_stream(answers: Iterable[bytes | Iterable[bytes]]) -> Iterator[bytes]:
+    """:func:`encode_batch` for answers of which some are streams (:func:`encode_result_stream`'s chunks)."""
+    yield b"["
+    for i, answer in enumerate(answers):
+        if i:
+            yield b","
+        if isinstance(answer, bytes):
+            yield answer.rstrip(b"\n")
+            continue
+        last = None
+        for chunk in answer:  # one chunk behind: the last one loses its line end
+            if last is not None:
+                yield last
+            last = chunk
+        if last is not None:
+            yield last.rstrip(b"\n")
+    yield b"]\n"
 
 
 def encode_error(rid: Any, code: int, message: str, data: Mapping[str, Any] | None = None) -> bytes:

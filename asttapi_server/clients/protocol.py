@@ -9,15 +9,26 @@ queued here and counted, and a client whose queue passes
 ``send_buffer_bytes`` is disconnected with a logged reason. Nobody else waits
 for it: the hub's ``send`` only appends to a queue.
 
-Connection limits and deadlines (:mod:`limits`: clients in total and per
-address, login, TLS handshake and unfinished-line timeouts) live in the
-``_admit``/``_arm_deadlines``/``_partial_*`` methods below.
+While a WebSocket's output is paused it is not read either: a client that
+does not read what it is sent cannot make the server answer its pings.
+Large answers (a line's calls) are queued as a stream and encoded as the
+transport takes them (:meth:`ClientProtocol.send_stream`), so a fast reader
+gets them whole and a slow one costs no more than its queue.
+
+Connection limits and deadlines (:mod:`limits`: one budget for every
+listener, login, TLS handshake and unfinished-line timeouts) live in the
+``_admit``/``_arm_deadlines``/``_partial_*`` methods below; request budgets
+(the connection's own, and its user's or address's shared one,
+:mod:`budgets`) in ``_within_rate``/``_shared_take``/``spend_frame``.
+Reading stops for any of three reasons (:meth:`ClientProtocol._hold_input`):
+over the request rate, waiting for the shared budget, output paused.
 """
 
 from __future__ import annotations
 
+import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IHandshakeListener, INegotiated, IPushProducer, IReactorTime
@@ -26,10 +37,11 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from asttapi_server.clients import codec
-from asttapi_server.clients.auth import Authenticator, LoginGate, LoginLimits, address_key
+from asttapi_server.clients.auth import Authenticator, LoginGate, LoginLimits, User, address_key
+from asttapi_server.clients.budgets import SharedBucket, SharedBudgets
 from asttapi_server.clients.codec import Batch, Reject
 from asttapi_server.clients.hub import Hub
-from asttapi_server.clients.limits import ConnectionLimits, ConnectionPolicy
+from asttapi_server.clients.limits import ConnectionBudget, ConnectionLimits, Slot
 from asttapi_server.clients.ratelimit import TokenBucket
 from asttapi_server.clients.session import MAX_LINES_PER_SESSION, Session, Telephony
 from asttapi_server.names import log_text
@@ -45,7 +57,7 @@ class ClientProtocol(Protocol):
 
     def __init__(self) -> None:
         self._buffer = b""
-        self._queue: deque[bytes] = deque()
+        self._queue: deque[bytes | Iterator[bytes]] = deque()
         self.queued = 0  # bytes waiting here because the transport is full
         self.paused = False
         self.closing = False
@@ -54,14 +66,17 @@ class ClientProtocol(Protocol):
         self.session: Session | None = None
         self.peer = "?"
         self.address = "?"  # the bucket connection and login limits count in
-        self._admitted = False
+        self._slot: Slot | None = None  # this connection's place in the factory's ConnectionBudget
         self._deadlines: list[IDelayedCall] = []  # login / handshake timers
         self._handshake_call: IDelayedCall | None = None
         self._partial_since: float | None = None  # when the unfinished line began
         self._partial_call: IDelayedCall | None = None
         self._bucket: TokenBucket | None = None
+        self._shared: SharedBucket | None = None  # the user's (before login: the address's) budget
         self._limited: deque[float] = deque()
-        self._held: IDelayedCall | None = None  # reading paused by the request rate
+        self._holds: set[str] = set()  # why reading is paused: "rate", "shared", "output"
+        self._rate_call: IDelayedCall | None = None  # ends the "rate" hold
+        self._waiting: codec.Request | Reject | Batch | None = None  # a request waiting for the shared budget
 
     # -- connection ------------------------------------------------------
 
@@ -70,7 +85,12 @@ class ClientProtocol(Protocol):
         peer = self.transport.getPeer()
         self.peer = f"{getattr(peer, 'host', peer)}:{getattr(peer, 'port', '')}"
         host = getattr(peer, "host", None) or "unix"
-        if not self._admit(host):
+        self.address = address_key(host)
+        slot = getattr(self.transport, "slot", None)  # a WebSocket: its HTTP connection's place, taken over
+        if slot is not None:
+            self._slot = slot
+            slot.displace = self._displaced
+        elif not self._admit():
             return
         self.session = Session(
             f.hub,
@@ -84,7 +104,12 @@ class ClientProtocol(Protocol):
             max_lines=f.max_lines_per_session,
             now=f.clock.seconds,
             refusals=f.log_throttle,
+            logged_in=self._logged_in,
+            stream=self.send_stream,
+            charge=self._charge,
         )
+        if f.authenticator.login_required:
+            self._shared = f.shared.acquire(("address", self.address))
         f.connections.add(self)
         self.transport.registerProducer(self, True)
         self._arm_deadlines()
@@ -99,12 +124,17 @@ class ClientProtocol(Protocol):
         self._queue.clear()
         self.queued = 0
         self._buffer = b""
+        self._waiting = None
         if self._abort_call is not None and self._abort_call.active():
             self._abort_call.cancel()
         self._abort_call = None
-        if self._held is not None and self._held.active():
-            self._held.cancel()
-        self._held = None
+        if self._rate_call is not None and self._rate_call.active():
+            self._rate_call.cancel()
+        self._rate_call = None
+        shared, self._shared = self._shared, None
+        if shared is not None:
+            shared.cancel(self._wake)
+            self.factory.shared.release(shared)
 
     # -- input -------------------------------------------------------------
 
@@ -113,7 +143,7 @@ class ClientProtocol(Protocol):
             return
         limit = self.factory.max_line_bytes
         buf = self._buffer + data if self._buffer else data
-        if self._held is not None:
+        if self._holds:
             self._hold(buf)
             return
         start = 0
@@ -128,8 +158,10 @@ class ClientProtocol(Protocol):
             if len(line) > limit:
                 self._line_too_long(limit)
                 return
-            self._line(line)
-            if self._held is not None:  # over the request rate: the rest waits
+            if not self._line(line):  # waits for the shared budget: from this line on, the rest waits
+                self._hold(buf[start:])
+                return
+            if self._holds:  # over the request rate: the rest waits
                 self._hold(buf[start:])
                 return
         if self.closing:
@@ -145,11 +177,16 @@ class ClientProtocol(Protocol):
             self._partial_begun()
         self._buffer = rest
 
-    def _line(self, line: bytes) -> None:
+    def _line(self, line: bytes) -> bool:
+        """Handle one line; False if it waits for the shared budget (kept in ``_waiting``)."""
         try:
-            self._request(line)
+            msg = codec.decode_line(line)
+            if msg is None:
+                return True
+            return self._dispatch(msg)
         except Exception as e:
             self._internal_error(e)
+            return True
 
     def _internal_error(self, e: Exception) -> None:
         """A bug reached by a client line: answer -32603, log it (throttled), keep the connection."""
@@ -165,21 +202,46 @@ class ClientProtocol(Protocol):
         if not self.closing:
             self.send(codec.encode_error(None, codec.INTERNAL_ERROR, "Internal error; the server log has the details"))
 
-    def _request(self, line: bytes) -> None:
+    def _dispatch(self, msg: codec.Request | Reject | Batch, *, shared_paid: bool = False) -> bool:
+        """Spend the budgets for ``msg`` and hand it to the session; False if it waits for the shared budget."""
         assert self.session is not None
-        msg = codec.decode_line(line)
-        if msg is None:
-            return
+        if not shared_paid and not self._shared_take(msg):
+            return False
         if not self._within_rate(msg):
-            return
+            return True
+        if self._slot is not None and self._slot.stranger and not self.factory.authenticator.login_required:
+            self.factory.budget.promote(self._slot)  # without users, a first request is as good as a login
         if isinstance(msg, Reject):
             self._client_error()
             self.send(codec.encode_error(msg.id, msg.code, msg.message))
-            return
+            return True
+        work, shared = self.factory.work_clock, self._shared  # a login moves the connection to its user's
+        started = work()
         if isinstance(msg, Batch):
             self.session.handle_batch(msg)
-            return
-        self.session.handle(msg)
+        else:
+            self.session.handle(msg)
+        if shared is not None:
+            shared.charge_work(work() - started)
+        return True
+
+    def _shared_take(self, msg: codec.Request | Reject | Batch) -> bool:
+        """A token of the user's (or address's) shared budget, or wait in its queue with ``msg`` kept."""
+        shared = self._shared
+        if shared is None:
+            return True
+        if not shared.take():
+            self._waiting = msg
+            shared.wait(self._wake)
+            self._hold_input("shared")
+            return False
+        if isinstance(msg, Batch) and len(msg.items) > 1:
+            shared.spend(len(msg.items) - 1)
+        return True
+
+    def _wake(self) -> None:
+        """The shared budget set a token aside for this connection."""
+        self._release_input("shared")
 
     def _within_rate(self, msg: codec.Request | Reject | Batch) -> bool:
         """Spend a token of ``server.request_rate``; over it, answer -32003 instead.
@@ -195,9 +257,7 @@ class ClientProtocol(Protocol):
         """
         f = self.factory
         now = f.clock.seconds()
-        bucket = self._bucket
-        if bucket is None:
-            bucket = self._bucket = TokenBucket(f.request_rate, f.request_burst, now)
+        bucket = self._own_bucket(now)
         cost = len(msg.items) if isinstance(msg, Batch) else 1
         if all(bucket.take(now) for _ in range(cost)):
             return True
@@ -224,6 +284,38 @@ class ClientProtocol(Protocol):
         )
         return False
 
+    def _own_bucket(self, now: float) -> TokenBucket:
+        bucket = self._bucket
+        if bucket is None:
+            f = self.factory
+            bucket = self._bucket = TokenBucket(f.request_rate, f.request_burst, now)
+        return bucket
+
+    def _charge(self, cost: float) -> None:
+        """A request turned out large (a line's many calls): it costs ``cost`` more tokens of both budgets."""
+        now = self.factory.clock.seconds()
+        self._own_bucket(now).spend(now, cost)
+        if self._shared is not None:
+            self._shared.spend(cost)
+
+    def spend_frame(self) -> None:
+        """A WebSocket frame that starts no message (a continuation, ping, pong): one token of each budget.
+
+        Never refused, only slowed: with no token left the connection is not
+        read until one is due. Frames still cost once the connection closes
+        (its goodbye sent, the peer's close awaited): a peer that floods then
+        is not read again, and the close timeout ends it.
+        """
+        now = self.factory.clock.seconds()
+        bucket = self._own_bucket(now)
+        if not bucket.take(now):
+            self._pause_reading(bucket.wait(now))
+            return
+        shared = self._shared
+        if shared is not None and not shared.take():
+            shared.wait(self._wake)
+            self._hold_input("shared")
+
     def _hold(self, backlog: bytes) -> None:
         """Keep unread lines while reading is paused; a backlog past what a
         paused transport can deliver (it stops reading) is a flood."""
@@ -235,16 +327,50 @@ class ClientProtocol(Protocol):
 
     def _pause_reading(self, delay: float) -> None:
         """Over the rate: read nothing until the next token; TCP holds the client's excess."""
-        if self._held is None and not self.closing:
-            self.transport.pauseProducing()
-            self._held = self.factory.clock.callLater(delay, self._resume_reading)
+        if self._rate_call is None:
+            self._hold_input("rate")
+            self._rate_call = self.factory.clock.callLater(delay, self._rate_due)
 
-    def _resume_reading(self) -> None:
-        self._held = None
-        if self.closing:
+    def _rate_due(self) -> None:
+        self._rate_call = None
+        self._release_input("rate")
+
+    def _hold_input(self, reason: str) -> None:
+        """Stop reading the client (the transport stops reading its socket) for ``reason``."""
+        if not self._holds:
+            self.transport.pauseProducing()
+        self._holds.add(reason)
+
+    def _release_input(self, reason: str) -> None:
+        """``reason`` no longer holds: once nothing does, handle what waited, then read again."""
+        if reason not in self._holds:
             return
+        self._holds.discard(reason)
+        if self._holds:
+            return
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None and not self.closing:
+            try:
+                self._dispatch(waiting, shared_paid=True)
+            except Exception as e:
+                self._internal_error(e)
+            if self._holds:
+                return
         self.transport.resumeProducing()
-        self.dataReceived(b"")
+        if self._buffer and not self._holds and not self.closing:
+            self.dataReceived(b"")
+
+    def _stop_holding(self) -> None:
+        """Closing: whatever held the input no longer matters (no request is handled any more)."""
+        if self._rate_call is not None and self._rate_call.active():
+            self._rate_call.cancel()
+        self._rate_call = None
+        self._waiting = None
+        if self._shared is not None:
+            self._shared.cancel(self._wake)
+        if self._holds:
+            self._holds.clear()
+            self.transport.resumeProducing()
 
     def _flooding(self) -> None:
         f = self.factory
@@ -305,14 +431,14 @@ class ClientProtocol(Protocol):
 
     # -- connection limits and deadlines ---------------------------------------
 
-    def _admit(self, host: str) -> bool:
-        """Count this connection against server.max_clients(_per_address), or turn it away."""
+    def _admit(self) -> bool:
+        """Take a place in the factory's budget (one for every listener), or turn the connection away."""
         f = self.factory
-        self.address = address_key(host)
-        refusal = f.policy.admit(self.address)
-        if refusal is None:
-            self._admitted = True
+        slot = f.budget.admit(self.address, displace=self._displaced)
+        if isinstance(slot, Slot):
+            self._slot = slot
             return True
+        refusal = slot
         f.log_limited("refused", self.address, "refused a connection from {address}: {reason}",
                       address=self.address, reason=refusal)
         f.cut_off("refused")
@@ -322,20 +448,43 @@ class ClientProtocol(Protocol):
         self._abort_call = f.clock.callLater(f.close_timeout, self._abort)
         return False
 
+    def _displaced(self) -> None:
+        """The budget gave this stranger's place to a newcomer (the server is full): close at once."""
+        f = self.factory
+        f.log_limited("displaced", self.address,
+                      "closed {peer}, not logged in, to make room for a newer connection: the server is full",
+                      peer=self.peer)
+        f.cut_off("displaced")
+        self.closing = True
+        self._stop_timers()
+        self.transport.write(codec.encode_error(
+            None, codec.CONNECTION_CLOSING, "The server is full; a connection that had not logged in was closed"))
+        self.transport.abortConnection()
+
+    def _logged_in(self, user: User) -> None:
+        """The session logged in: never displaced from now on, and its requests spend from its user's budget."""
+        f = self.factory
+        if self._slot is not None:
+            f.budget.promote(self._slot)
+        if user.name is not None:
+            before, self._shared = self._shared, f.shared.acquire(("user", user.name))
+            if before is not None:
+                before.cancel(self._wake)
+                f.shared.release(before)
+
     def _arm_deadlines(self) -> None:
         f = self.factory
         clock = f.clock
         if INegotiated.providedBy(self.transport):  # TLS: the handshake is still to come
             self._handshake_call = clock.callLater(f.limits.handshake_timeout, self._handshake_timed_out)
             self._deadlines.append(self._handshake_call)
-        if f.authenticator.login_required:
-            self._deadlines.append(clock.callLater(f.limits.login_timeout, self._login_timed_out))
+        self._deadlines.append(clock.callLater(f.limits.login_timeout, self._login_timed_out))
 
     def _disarm(self) -> None:
         self._stop_timers()
-        if self._admitted:
-            self._admitted = False
-            self.factory.policy.release(self.address)
+        slot, self._slot = self._slot, None
+        if slot is not None:
+            self.factory.budget.release(slot)
 
     def _stop_timers(self) -> None:
         """Closing: no deadline matters any more (close_timeout takes over)."""
@@ -362,16 +511,25 @@ class ClientProtocol(Protocol):
         self.transport.abortConnection()  # nothing can be said to it in the clear
 
     def _login_timed_out(self) -> None:
+        """No login in time; without users: no request in time (an idle stranger holds a place for nothing)."""
         f = self.factory
-        if self.closing or self.session is None or self.session.user is not None:
+        if self.closing or self.session is None:
             return
+        if f.authenticator.login_required:
+            if self.session.user is not None:
+                return
+            what, message = "login", f"No login within {f.limits.login_timeout:g} seconds; closing the connection"
+            code = codec.AUTH_ERROR
+        else:
+            if self._slot is None or not self._slot.stranger:
+                return
+            what, message = "request", f"No request within {f.limits.login_timeout:g} seconds; closing the connection"
+            code = codec.CONNECTION_CLOSING
         f.log_limited("login", self.address,
-                      "closing {peer}: no login within {timeout} s (server.login_timeout)",
-                      peer=self.peer, timeout=f.limits.login_timeout)
+                      "closing {peer}: no {what} within {timeout} s (server.login_timeout)",
+                      peer=self.peer, what=what, timeout=f.limits.login_timeout)
         f.cut_off("login_timeout")
-        self.close_with_error(
-            codec.AUTH_ERROR, f"No login within {f.limits.login_timeout:g} seconds; closing the connection"
-        )
+        self.close_with_error(code, message)
 
     def _partial_begun(self) -> None:
         """A line has begun and not ended; it must end within server.line_timeout."""
@@ -416,6 +574,40 @@ class ClientProtocol(Protocol):
         if self.queued > self.factory.send_buffer_bytes:
             self._too_slow()
 
+    def send_stream(self, chunks: Iterator[bytes]) -> None:
+        """Queue a large answer, made chunk by chunk only as the transport takes them.
+
+        Lines in it end with ``\\n`` as any; a chunk may end mid-line. Lines
+        sent after it wait behind it, so the order is the order of the calls.
+        """
+        if self.closing:
+            return
+        self._queue.append(chunks)
+        if not self.paused and len(self._queue) == 1:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Write what is queued until the transport is full (it calls pauseProducing) or the queue is empty."""
+        queue = self._queue
+        while queue and not self.paused and not self.closing:
+            item = queue[0]
+            if isinstance(item, bytes):
+                queue.popleft()
+                self.queued -= len(item)
+                self.transport.write(item)  # may call pauseProducing
+                continue
+            try:
+                chunk = next(item, None)
+            except Exception as e:  # a bug in making the answer: end it, say so, keep the connection
+                chunk = None
+                queue.popleft()
+                self._internal_error(e)
+                continue
+            if chunk is None:
+                queue.popleft()
+            else:
+                self.transport.write(chunk)
+
     def _too_slow(self) -> None:
         self.factory.log_limited(
             "slow", self.address,
@@ -456,8 +648,10 @@ class ClientProtocol(Protocol):
         self._stop_timers()
         if self.session is not None:
             self.session.close()
+        self._stop_holding()  # read the peer's goodbye (a WebSocket close); frames still cost tokens
         while self._queue:  # hand everything to the transport; it flushes then closes
-            self.transport.write(self._queue.popleft())
+            item = self._queue.popleft()
+            self.transport.write(item if isinstance(item, bytes) else b"".join(item))
         self.queued = 0
         self.transport.unregisterProducer()
         self.transport.loseConnection()
@@ -470,15 +664,20 @@ class ClientProtocol(Protocol):
     # -- IPushProducer (the transport calls these) ---------------------------
 
     def pauseProducing(self) -> None:
+        """The transport is full: queue what is sent (a WebSocket: and stop reading it until it drains).
+
+        Not on a bare TCP or TLS transport: TLS pauses its producer while it
+        waits to *read* its handshake, and must keep reading to get there.
+        """
         self.paused = True
+        if getattr(self.transport, "reads_only_while_writable", False):
+            self._hold_input("output")
 
     def resumeProducing(self) -> None:
         self.paused = False
-        queue = self._queue
-        while queue and not self.paused and not self.closing:
-            data = queue.popleft()
-            self.queued -= len(data)
-            self.transport.write(data)  # may call pauseProducing again
+        self._flush()
+        if not self.paused:
+            self._release_input("output")
 
     def stopProducing(self) -> None:
         self.closing = True
@@ -491,13 +690,20 @@ class ClientProtocol(Protocol):
             self._partial_begun()
 
     def message_received(self, message: bytes) -> None:
-        """One whole message (a WebSocket text frame): handled as one line."""
+        """One whole message (a WebSocket text frame): handled as one line.
+
+        Its first frame is paid by the request it holds; a blank one (no
+        request) pays for its frame as a continuation would.
+        """
         self._partial_since = None
         if self.closing:
             return
         limit = self.factory.max_line_bytes
         if len(message) > limit:
             self._line_too_long(limit)
+            return
+        if not message.strip():
+            self.spend_frame()
             return
         self._line(message)
 
@@ -543,6 +749,10 @@ class ClientFactory(ServerFactory):
         max_lines_per_session: int = MAX_LINES_PER_SESSION,
         request_rate: float = 50.0,
         request_burst: int = 200,
+        user_request_rate: float = 200.0,
+        user_request_burst: int = 400,
+        budget: ConnectionBudget | None = None,
+        work_clock: Callable[[], float] = time.thread_time,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor as clock  # type: ignore[no-redef]
@@ -562,7 +772,13 @@ class ClientFactory(ServerFactory):
         self.log_throttle = LogThrottle()
         self.connections: set[ClientProtocol] = set()
         self.limits = limits or ConnectionLimits()
-        self.policy = ConnectionPolicy(self.limits)
+        #: Every connection of every listener (this factory's, the web and metrics sites') counts here.
+        self.budget = budget if budget is not None else ConnectionBudget(self.limits)
+        #: Requests per user (per address before login), over all their connections (clients/budgets.py).
+        self.shared = SharedBudgets(user_request_rate, user_request_burst, clock)
+        #: Measures the reactor's CPU time a request took, charged to its shared budget (tests: a fake).
+        #: The thread's CPU time, not the wall clock: a busy machine must not make requests dearer.
+        self.work_clock = work_clock
         self.login_gate = LoginGate(self.authenticator, clock, login_limits or LoginLimits())
         self._log_throttle = LogThrottle()
         #: Connections closed by the server, by reason (asttapi_server.metrics; docs/operations.md).
@@ -596,6 +812,8 @@ class ClientFactory(ServerFactory):
             max_lines_per_session=config.server.max_lines_per_session,
             request_rate=config.server.request_rate,
             request_burst=config.server.request_burst,
+            user_request_rate=config.server.user_request_rate,
+            user_request_burst=config.server.user_request_burst,
         )
 
 

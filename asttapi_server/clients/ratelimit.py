@@ -30,16 +30,32 @@ class TokenBucket:
         self._tokens = float(burst)
         self._at = now
 
-    def take(self, now: float) -> bool:
+    def _refill(self, now: float) -> None:
         elapsed = now - self._at
         if elapsed > 0:
             tokens = self._tokens + elapsed * self.rate
             self._tokens = tokens if tokens < self.burst else float(self.burst)
             self._at = now
+
+    def take(self, now: float) -> bool:
+        self._refill(now)
         if self._tokens >= _ONE:
             self._tokens = max(0.0, self._tokens - 1.0)
             return True
         return False
+
+    def spend(self, now: float, cost: float) -> None:
+        """Charge ``cost`` tokens after the fact (an answer that turned out large).
+
+        The bucket may go into debt, down to ``-burst``: the next requests
+        wait until it is paid off.
+        """
+        self._refill(now)
+        self._tokens = max(-float(self.burst), self._tokens - cost)
+
+    def full(self, now: float) -> bool:
+        """True once the bucket has saved up its whole burst again."""
+        return self._tokens + max(0.0, now - self._at) * self.rate >= self.burst
 
     def wait(self, now: float) -> float:
         """Seconds until ``take`` can next succeed (0 if it can now)."""

@@ -8,7 +8,7 @@ an answer that arrives after the connection closed is dropped.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -60,11 +60,15 @@ _LINK_DOWN = (
 
 
 class _BatchAnswers:
-    """Collects the answers of one batch; sends them as one array when all are in."""
+    """Collects the answers of one batch; sends them as one array when all are in.
+
+    An answer is its encoded line, or the chunks of a large one still to be
+    made (``codec.encode_result_stream``): the array is then streamed too.
+    """
 
     def __init__(self, session: "Session") -> None:
         self._session = session
-        self._answers: list[bytes | None] = []
+        self._answers: list[bytes | Iterator[bytes] | None] = []
         self._missing = 0
         self._sealed = False
 
@@ -73,7 +77,7 @@ class _BatchAnswers:
         self._answers.append(None)
         self._missing += 1
 
-        def put(data: bytes) -> None:
+        def put(data: bytes | Iterator[bytes]) -> None:
             if self._answers[index] is None:
                 self._answers[index] = data
                 self._missing -= 1
@@ -89,7 +93,10 @@ class _BatchAnswers:
     def _flush(self) -> None:
         if self._sealed and self._missing == 0 and self._answers and not self._session.closed:
             answers, self._answers = self._answers, []
-            self._session.send(codec.encode_batch(answers))  # type: ignore[arg-type]
+            if all(isinstance(a, bytes) for a in answers):
+                self._session.send(codec.encode_batch(answers))  # type: ignore[arg-type]
+            else:
+                self._session._stream(codec.encode_batch_stream(answers))  # type: ignore[arg-type]
 
 
 class Session:
@@ -112,6 +119,9 @@ class Session:
         max_lines: int = MAX_LINES_PER_SESSION,
         now: Callable[[], float] = lambda: 0.0,
         refusals: LogThrottle | None = None,
+        logged_in: Callable[[User], None] = lambda user: None,
+        stream: Callable[[Iterator[bytes]], None] | None = None,
+        charge: Callable[[float], None] = lambda cost: None,
     ) -> None:
         self.hub = hub
         self.telephony = telephony
@@ -134,6 +144,11 @@ class Session:
         # Shared by the factory's sessions: refused call control is logged
         # once a minute per user and kind, however hard a client tries.
         self._refusals = refusals if refusals is not None else LogThrottle()
+        # The protocol's: a login happened (limits move to the user); a large
+        # answer to write as the client reads it; a large answer's extra cost.
+        self._logged_in = logged_in
+        self._stream = stream if stream is not None else (lambda chunks: self.send(b"".join(chunks)))
+        self._charge = charge
 
     @property
     def username(self) -> str:
@@ -341,9 +356,6 @@ class Session:
         if not self.telephony.link_up:
             raise TelephonyError("LINEERR_DISCONNECTED", _LINK_DOWN)
 
-    def _calls(self, line: str) -> list[dict]:
-        return [self._snapshot(call, line) for call in self.telephony.model.calls_on_line(line)]
-
     # -- methods -------------------------------------------------------------
 
     def do_ping(self, request: Request) -> None:
@@ -371,6 +383,7 @@ class Session:
                 self._close(codec.AUTH_ERROR, "Too many failed logins; closing the connection")
             return
         self.user = user
+        self._logged_in(user)
         self.log.info("{peer} logged in as {user}", peer=log_text(self.peer), user=log_text(user.name))
         self._result(request, {"user": user.name, "lines": list(user.lines)})
 
@@ -384,8 +397,8 @@ class Session:
                 f"this connection has {len(self.lines)} lines open, the most server.max_lines_per_session"
                 " allows; close one first",
             )
-        result: dict[str, Any] = {"calls": self._calls(line), "seq": self.hub.seq, "epoch": self.hub.epoch,
-                                  "devstate": self._devstate()}
+        calls = self._calls_now(line)
+        result: dict[str, Any] = {"seq": self.hub.seq, "epoch": self.hub.epoch, "devstate": self._devstate()}
         missed: list[bytes] = []
         if seq is not None:
             got = self.hub.missed(line, seq, epoch, sid=self.sid)
@@ -395,16 +408,40 @@ class Session:
                 missed = got
                 result["replay"] = "ok"
                 result["replayed"] = len(missed)
-        self._result(request, result)
+        self._answer_calls(request, line, calls, result)
         if result.get("replay") != "ok":
             # TAPI announces calls that exist when a line is opened with
             # LINE_NEWCALL + LINE_CALLSTATE; so do we, so an event-driven client
             # (or a person with nc) pops a call that was already ringing.
-            self._announce(line, result["calls"], result["seq"])
+            self._stream(self._announcements(line, calls, result["seq"]))
         for data in missed:
             self.send(data)
         self.lines.add(line)
         self.hub.subscribe(self, line)
+
+    def _calls_now(self, line: str) -> list[Any]:
+        """The calls on ``line`` now; listing them costs a request-budget token per call."""
+        calls = self.telephony.model.calls_on_line(line)
+        if calls:
+            self._charge(len(calls))
+        return calls
+
+    def _answer_calls(self, request: Request, line: str, calls: list[Any], rest: dict[str, Any]) -> None:
+        """Answer with ``{"calls": [...], **rest}``: streamed as the client reads it (in a batch: at once).
+
+        Each call is described when its part of the answer is written: a call
+        that has left the line by then is left out (its events follow the
+        answer), so a slow reader holds the calls, not their encoding.
+        """
+        if request.notification or self.closed:
+            return
+        answer = codec.encode_result_stream(request.id, "calls", self._described(line, calls), rest)
+        (request.reply or self._stream)(answer)  # in a batch: its part of the array, made as it is read
+
+    def _described(self, line: str, calls: list[Any]) -> Iterator[dict]:
+        for call in calls:
+            if line in call.lines:
+                yield self._snapshot(call, line)
 
     def _devstate(self) -> str:
         """The line's device state now, as TAPI's lineGetLineDevStatus would tell it.
@@ -415,18 +452,22 @@ class Session:
         """
         return INSERVICE if self.telephony.link_up else OUTOFSERVICE
 
-    def _announce(self, line: str, calls: list[dict], seq: int) -> None:
-        for snap in calls:
-            handle = snap["call"]
-            base = {"line": line, "call": handle, "seq": seq, "existing": True, "callinfo": snap["callinfo"]}
-            call = self.telephony.model.get(handle)
-            if getattr(call, "owner", None) != self.sid:
-                self.send(codec.encode_notification(NEWCALL, base))
-            if snap.get("state"):
-                params = {**base, "state": snap["state"]}
-                if snap.get("mode"):
-                    params["mode"] = snap["mode"]
-                self.send(codec.encode_notification(CALLSTATE, params))
+    def _announcements(self, line: str, calls: list[Any], seq: int) -> Iterator[bytes]:
+        """LINE_NEWCALL + LINE_CALLSTATE (``existing``) for each call still on ``line``, made as they are read."""
+        def lines() -> Iterator[bytes]:
+            for snap in self._described(line, calls):
+                handle = snap["call"]
+                base = {"line": line, "call": handle, "seq": seq, "existing": True, "callinfo": snap["callinfo"]}
+                call = self.telephony.model.get(handle)
+                if getattr(call, "owner", None) != self.sid:
+                    yield codec.encode_notification(NEWCALL, base)
+                if snap.get("state"):
+                    params = {**base, "state": snap["state"]}
+                    if snap.get("mode"):
+                        params["mode"] = snap["mode"]
+                    yield codec.encode_notification(CALLSTATE, params)
+
+        return codec.join_chunks(lines(), b"", b"")
 
     def do_lineClose(self, request: Request, line: str) -> None:
         self._open_line(line)
@@ -451,7 +492,7 @@ class Session:
 
     def do_lineGetCalls(self, request: Request, line: str) -> None:
         self._open_line(line)
-        self._result(request, {"calls": self._calls(line)})
+        self._answer_calls(request, line, self._calls_now(line), {})
 
     def do_lineGetCallInfo(self, request: Request, call: int) -> None:
         found, line = self._readable_call(call)

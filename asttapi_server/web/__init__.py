@@ -105,7 +105,8 @@ def add_web_listeners(app: AppService, config: Any, reactor: Any) -> list[WebLis
         from .ops import ops_children
 
         ops = ops_children(app, app.metrics)
-    site = make_site(WebSocketEndpoint(factory), frame_ancestors=web.frame_ancestors, ops=ops)
+    site = make_site(WebSocketEndpoint(factory), frame_ancestors=web.frame_ancestors, ops=ops,
+                     clients=app.client_factory, web=web)
     listeners = []
     for description in web.listen:
         listener = WebListener(reactor, description, site, required=not web.default_listen,

@@ -118,9 +118,10 @@ class OpsRoot(resource.Resource):
 
 
 def make_ops_site(app: Any, metrics: Any) -> server.Site:
-    from asttapi_server.web.resource import WebSite
+    """The site of a ``[metrics] listen`` endpoint: its connections count in the server's one budget."""
+    from asttapi_server.web.http import WebSite
+    from asttapi_server.web.resource import http_options
 
-    site = WebSite(OpsRoot(app, metrics))
-    site.displayTracebacks = False
-    site.noisy = False
-    return site
+    config = getattr(app, "config", None)
+    return WebSite(OpsRoot(app, metrics), clients=app.client_factory, web=False,
+                   **http_options(getattr(config, "web", None)))

@@ -5,9 +5,11 @@ Content-Security-Policy (only this server's own scripts, styles, images and
 WebSocket; no inline script; no ``eval``), ``nosniff``, no referrer, and no
 framing unless ``web.frame_ancestors`` names the CRM origins that may show
 the page in a frame. Static files come from one package directory, with no
-directory listing; a path that tries to leave it (``..``, an encoded ``/``)
-is a 404. Requests are logged at debug level by path only: a query string
-(where a careless integration might put a token) never reaches the log.
+directory listing; a path with any segment that is not a plain file name
+(``..``, a dotfile, an encoded ``/`` or ``\\``, a NUL or any control byte)
+is a 404 before it reaches ``static.File`` (a NUL once made it raise, a
+traceback per request). The connections, their deadlines and the access log
+are :mod:`asttapi_server.web.http`'s.
 """
 
 from __future__ import annotations
@@ -17,13 +19,24 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from twisted.logger import Logger
-from twisted.web import pages, resource, server, static
+from twisted.web import resource, static
+
+from asttapi_server.web.http import WebSite
 
 #: Where the page lives (written as plain files: no build step, nothing fetched at run time).
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 _SANE_HOST = re.compile(rb"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?$")
+
+#: A path segment the site serves: a plain file name (the page's files, ws, the probes).
+_PLAIN_SEGMENT = re.compile(rb"[A-Za-z0-9_][A-Za-z0-9._~-]{0,254}")
+
+
+def plain_path(segments: list[bytes]) -> bool:
+    """True if every (decoded) segment is a plain file name; an empty last one (``/``) is fine."""
+    if segments and segments[-1] == b"":
+        segments = segments[:-1]
+    return all(_PLAIN_SEGMENT.fullmatch(segment) for segment in segments)
 
 
 def security_headers(host: bytes | None, secure: bool, frame_ancestors: Iterable[str] = ()) -> dict[bytes, bytes]:
@@ -65,13 +78,38 @@ def security_headers(host: bytes | None, secure: bool, frame_ancestors: Iterable
     return headers
 
 
+class NotFound(resource.Resource):
+    """A 404 with one line of text: what every missing or refused path gets.
+
+    Twisted's own error pages render through its template machinery, about
+    ten times the cost of this; a flood of 404s is a stranger's cheapest way
+    to spend our time.
+    """
+
+    isLeaf = True
+
+    def __init__(self, text: str = "No such file.") -> None:
+        super().__init__()
+        self.body = text.encode("utf-8") + b"\n"
+
+    def render(self, request: Any) -> bytes:
+        request.setResponseCode(404)
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return self.body
+
+
+NOT_FOUND = NotFound()
+
+
 class StaticFiles(static.File):
     """Files of one directory tree; a directory is a 404, never a listing."""
 
     indexNames: list[str] = []
 
+    childNotFound = NOT_FOUND
+
     def directoryListing(self) -> Any:
-        return pages.notFound("No Such Resource", "No such file.")
+        return NOT_FOUND
 
     def render(self, request: Any) -> bytes:
         if self.isdir():  # not even the redirect to a trailing slash: a directory is not a page
@@ -79,7 +117,7 @@ class StaticFiles(static.File):
         return super().render(request)
 
     def getChild(self, path: bytes, request: Any) -> Any:
-        if path.startswith(b"."):  # no dotfiles (an editor's swap file, .git)
+        if not _PLAIN_SEGMENT.fullmatch(path):  # no dotfiles (.git), no NUL, no encoded slash
             return self.directoryListing()
         return super().getChild(path, request)
 
@@ -101,6 +139,8 @@ class WebRoot(resource.Resource):
             request.getHeader(b"host"), request.isSecure(), self.frame_ancestors
         ).items():
             request.setHeader(name, value)
+        if not plain_path([path, *request.postpath]):
+            return NOT_FOUND
         if path == b"ws" and not request.postpath:
             return self.websocket
         if path in self.ops and not request.postpath:
@@ -109,31 +149,22 @@ class WebRoot(resource.Resource):
             index = self.files.getChild(b"index.html", request)
             if isinstance(index, static.File) and index.isfile():
                 return index
-            return pages.notFound("No Page", "The page is not installed (asttapi_server/web/static/index.html is missing).")
+            return NotFound("The page is not installed (asttapi_server/web/static/index.html is missing).")
         if path == b"static":
             return self.files
         return self.files.getChild(path, request)
 
 
-class WebSite(server.Site):
-    """A ``Site`` that logs path and status only, at debug level."""
-
-    _log = Logger()
-
-    def log(self, request: Any) -> None:
-        self._log.debug(
-            "{peer} {method} {path} {code}",
-            peer=getattr(request.getClientAddress(), "host", "?"),
-            method=request.method.decode("ascii", "replace"),
-            path=request.path.decode("utf-8", "replace")[:200],
-            code=request.code,
-        )
-
-
 def make_site(websocket: resource.Resource, *, static_dir: Path = STATIC_DIR,
-              frame_ancestors: Iterable[str] = (), ops: Mapping[bytes, resource.Resource] | None = None) -> WebSite:
-    """The site a web listener serves."""
-    site = WebSite(WebRoot(websocket, static_dir=static_dir, frame_ancestors=frame_ancestors, ops=ops))
-    site.displayTracebacks = False
-    site.noisy = False  # the listener logs the one line that matters (the URL)
-    return site
+              frame_ancestors: Iterable[str] = (), ops: Mapping[bytes, resource.Resource] | None = None,
+              clients: Any = None, web: Any = None) -> WebSite:
+    """The site a web listener serves; ``clients`` (the ClientFactory) counts its connections, ``web`` is ``[web]``."""
+    root = WebRoot(websocket, static_dir=static_dir, frame_ancestors=frame_ancestors, ops=ops)
+    return WebSite(root, clients=clients, **http_options(web))
+
+
+def http_options(web: Any) -> dict[str, Any]:
+    """WebSite's keyword arguments from a ``config.WebConfig`` (None: the defaults)."""
+    if web is None:
+        return {}
+    return {"request_timeout": web.request_timeout, "idle_timeout": web.idle_timeout, "access_log": web.access_log}

@@ -18,6 +18,20 @@ not a copy of it. This module adds only what differs:
   its length is announced, before it is buffered;
 * a binary frame closes with 1003 and a reason; invalid UTF-8 in a text frame
   closes with 1007 (autobahn checks it);
+* every frame costs: the first frame of a message is paid by the request it
+  holds, a close is free, every other one (a continuation, a ping, a pong,
+  an empty message)
+  spends a token of the connection's and its user's (or address's) request
+  budget as a request would, and waits (the socket is not read) when there
+  is none; a message may come in at most :data:`MAX_MESSAGE_FRAMES` frames;
+* while the connection's output is paused (the client does not read) the
+  socket is not read either and pings get no pong: pongs are written past
+  the send queue, and a client that never read them grew the server by
+  100 MB in seconds;
+* autobahn logs a line per connection for what a peer does wrong (a refused
+  Origin, invalid UTF-8, a dropped connection): its protocol logs through
+  :class:`_QuietAutobahnLog` instead, at most one line per kind a minute;
+  the refusals and closes that matter are logged by us, throttled;
 * the handshake: the ``Origin`` a browser sends must be the origin the page
   was served from (the ``Host`` it asked for), or one of
   ``web.allowed_origins``; without ``[users]`` the ``Host`` must also be a
@@ -30,10 +44,12 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import time
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
+import autobahn.websocket.protocol as _autobahn_protocol
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.util import encode_truncate
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
@@ -42,6 +58,7 @@ from twisted.internet.interfaces import ISSLTransport
 from twisted.logger import Logger
 
 from asttapi_server.clients import codec
+from asttapi_server.clients.limits import Slot
 from asttapi_server.clients.protocol import ClientFactory, ClientProtocol
 from asttapi_server.throttle import LogThrottle
 from asttapi_server.names import log_text
@@ -55,6 +72,58 @@ CLOSE_UNSUPPORTED = 1003  # a binary frame
 _log = Logger(namespace="asttapi_server.web.ws")
 
 _DEFAULT_PORT = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+
+#: Frames one message may come in (browsers send one; a streaming client a few).
+MAX_MESSAGE_FRAMES = 256
+
+# autobahn pretty-prints its whole configuration for a debug line on every
+# connection (WebSocketProtocol._connectionMade), whether or not anything
+# logs debug: about 1 ms, half of a handshake, which a stranger repeats at
+# will. In that module pformat feeds debug lines only (and Timings.__str__).
+_autobahn_protocol.pformat = lambda _obj: "(not formatted)"  # type: ignore[attr-defined]
+
+
+class _QuietAutobahnLog:
+    """What autobahn's protocol logs through (its ``log``), instead of a txaio logger.
+
+    autobahn writes a line per connection for things a peer controls: a
+    failed handshake (info), a dropped or failed connection (warn), a TLS
+    error (error). A stranger reconnecting in a loop turned that into
+    hundreds of lines a second. Debug and info go nowhere; warnings (what
+    peers do) pass at most once a minute, all together, and errors too,
+    apart, each with the count held back: never a line per peer, which an
+    attacker varies at will.
+    """
+
+    def __init__(self) -> None:
+        self._throttle = LogThrottle()
+
+    def _report(self, level: str, fmt: str, kw: dict[str, Any]) -> None:
+        held = self._throttle.allow(level, time.monotonic())
+        if held is None:
+            return
+        try:
+            text = fmt.format(**kw)
+        except (KeyError, IndexError, ValueError, AttributeError):
+            text = fmt
+        getattr(_log, level)("autobahn: {text}{more}", text=log_text(text),
+                             more=f" ({held} more like it since the last report)" if held else "")
+
+    def warn(self, fmt: str, **kw: Any) -> None:
+        self._report("warn", fmt, kw)
+
+    def error(self, fmt: str, **kw: Any) -> None:
+        self._report("error", fmt, kw)
+
+    critical = error
+
+    def failure(self, fmt: str = "", failure: Any = None, **kw: Any) -> None:
+        self._report("error", fmt or "{log_failure}", {**kw, "log_failure": failure})
+
+    def info(self, fmt: str, **kw: Any) -> None:
+        pass
+
+    debug = trace = info
 
 
 def _origin_key(scheme: str, netloc: str) -> tuple[str, str, int] | None:
@@ -95,20 +164,50 @@ def is_loopback_host(host: str) -> bool:
 class _MessageTransport:
     """What :class:`ClientProtocol` writes to, for a WebSocket.
 
-    ``write`` gets one encoded line and sends it as one text frame. The
-    producer calls go to the TCP (or TLS) transport underneath, so the
-    kernel's buffer pauses the connection exactly as on a TCP listener.
+    Each line written (``...\\n``) goes out as one text frame; a large
+    answer written in pieces (``ClientProtocol.send_stream``) goes out as one
+    fragmented message, a frame per piece. The producer calls go to the TCP
+    (or TLS) transport underneath, so the kernel's buffer pauses the
+    connection exactly as on a TCP listener.
     """
+
+    #: ClientProtocol: while output is paused, stop reading too (no pong piles up unread).
+    reads_only_while_writable = True
 
     def __init__(self, ws: "WebSocketClient") -> None:
         self._ws = ws
         self._last = b""
+        self._in_message = False  # a fragmented message is being written
+
+    @property
+    def slot(self) -> Slot | None:
+        """The connection's place in the budget, taken over from its HTTP connection."""
+        return self._ws.slot
 
     def write(self, data: bytes) -> None:
-        if self._ws.state != WebSocketServerProtocol.STATE_OPEN:
+        ws = self._ws
+        if ws.state != WebSocketServerProtocol.STATE_OPEN:
             return  # closing or closed: nothing more may be sent
-        self._last = data
-        self._ws.sendMessage(data[:-1] if data.endswith(b"\n") else data, isBinary=False)
+        start = 0
+        while True:
+            end = data.find(b"\n", start)
+            if end < 0:
+                break
+            line = data[start:end]
+            start = end + 1
+            if self._in_message:
+                if line:
+                    ws.sendMessageFrame(line)
+                ws.endMessage()
+                self._in_message = False
+            else:
+                self._last = line
+                ws.sendMessage(line, isBinary=False)
+        if start < len(data):
+            if not self._in_message:
+                ws.beginMessage(isBinary=False)
+                self._in_message = True
+            ws.sendMessageFrame(data[start:])
 
     def loseConnection(self) -> None:
         """Close the WebSocket; the reason is the last JSON-RPC error sent."""
@@ -128,7 +227,7 @@ class _MessageTransport:
             transport.unregisterProducer()
 
     def pauseProducing(self) -> None:
-        """Stop reading the client (as on TCP): frames already parsed wait in order."""
+        """Stop reading the client (as on TCP): frames already read wait, unparsed, in order."""
         self._ws.hold_input(True)
 
     def resumeProducing(self) -> None:
@@ -151,11 +250,16 @@ class WebSocketClient(WebSocketServerProtocol):
     """One browser (or other WebSocket) client: frames in and out of a ClientProtocol."""
 
     factory: "WebSocketFactory"
+    log = _QuietAutobahnLog()  # one for all connections: its throttle counts them together
 
     connection: ClientProtocol | None = None
+    #: The place in the connection budget its HTTP connection held (None: not from the web site).
+    slot: Slot | None = None
     _close_code = CLOSE_POLICY
     _denied = False
-    _held: list[tuple[bytes, bool]] | None = None  # frames received while input is paused
+    _held: list[tuple[bytes, bool]] | None = None  # messages completed while input is paused
+    _frames = 0  # frames of the message being received
+    _consuming = False  # inside autobahn's frame loop
 
     # -- handshake -----------------------------------------------------------
 
@@ -175,6 +279,7 @@ class WebSocketClient(WebSocketServerProtocol):
             super().failHandshake(reason, code, responseHeaders)
             return
         # ours: the throttled line is already logged; one line per refusal would flood
+        self.wasClean = True  # a refusal on purpose: autobahn's drop is not worth a warning either
         self.wasNotCleanReason = reason
         self.sendHttpErrorResponse(code, reason, responseHeaders)
         self.dropConnection(abort=False)
@@ -184,10 +289,52 @@ class WebSocketClient(WebSocketServerProtocol):
         self.connection = connection
         connection.makeConnection(_MessageTransport(self))
 
+    def displaced(self) -> None:
+        """The budget gave this handshake's place to a newcomer (the server is full)."""
+        if self.transport is not None:
+            self.transport.abortConnection()
+
     # -- input ----------------------------------------------------------------
+
+    def consumeData(self) -> None:
+        """autobahn's frame loop, never entered twice: a hold released from inside it
+        (the connection closing mid-frame) lets the running loop go on instead."""
+        if self._consuming:
+            return
+        self._consuming = True
+        try:
+            super().consumeData()
+        finally:
+            self._consuming = False
+
+    def processData(self) -> bool:
+        """One step of autobahn's frame loop, none while the connection holds its input.
+
+        What was read stays in autobahn's buffer, unparsed, and the socket is
+        not read: a flood of frames waits in the client's own socket.
+        """
+        if self._held is not None:
+            return False
+        return super().processData()
+
+    def onFrameBegin(self) -> None:
+        """Every frame but a message's first spends from the request budgets (see the module doc)."""
+        frame = self.current_frame
+        first = frame.opcode in (1, 2) and not self.inside_message
+        super().onFrameBegin()
+        connection = self.connection
+        if connection is None or first or frame.opcode == 8:  # the peer's close is always read
+            return
+        if frame.opcode == 0 and not connection.closing:
+            self._frames += 1
+            if self._frames > MAX_MESSAGE_FRAMES:
+                self._too_big(f"A message in more than {MAX_MESSAGE_FRAMES} frames; closing the connection")
+                return
+        connection.spend_frame()
 
     def onMessageBegin(self, isBinary: bool) -> None:
         super().onMessageBegin(isBinary)
+        self._frames = 1
         if self.connection is not None:  # a slowloris frame meets server.line_timeout
             self.connection.message_begun()
 
@@ -196,17 +343,39 @@ class WebSocketClient(WebSocketServerProtocol):
         connection = self.connection
         if (connection is not None and not connection.closing
                 and self.message_data_total_length > self.factory.clients.max_line_bytes):
-            self._close_code = CLOSE_TOO_BIG
-            # stop buffering this message: autobahn skips the data of a connection it failed
-            self.failedByMe = True
+            self._too_big(None)
+
+    def _too_big(self, message: str | None) -> None:
+        """Close with 1009 and the over-long line's goodbye (or ``message``); keep nothing of the message."""
+        connection = self.connection
+        assert connection is not None
+        self._close_code = CLOSE_TOO_BIG
+        # stop buffering this message: autobahn skips the data of a connection it failed
+        self.failedByMe = True
+        self.message_data = []
+        if message is None:
             connection.message_too_long()
+            return
+        connection.factory.log_limited(
+            "fragments", connection.address, "closing WebSocket client {peer}: a message in more than {n} frames",
+            peer=log_text(connection.peer), n=MAX_MESSAGE_FRAMES)
+        connection.factory.cut_off("oversize")
+        connection.close_with_error(codec.CONNECTION_CLOSING, message)
+
+    def onPing(self, payload: bytes) -> None:
+        """No pong while the client does not read (output paused): it would pile up past the send queue."""
+        connection = self.connection
+        if connection is not None and (connection.paused or connection.closing):
+            return
+        super().onPing(payload)
 
     def hold_input(self, hold: bool) -> None:
         """The connection pauses (or resumes) its input: stop reading the socket.
 
-        Frames autobahn has already parsed from the last read wait here (at
-        most one read's worth, since the socket is no longer read) and are
-        handed over in order on resume, until the connection pauses again.
+        A message completed in the frame that paused it waits here; the
+        bytes read after it wait unparsed in autobahn's buffer (at most one
+        read's worth, since the socket is no longer read). On resume both
+        are handed over in order, until the connection pauses again.
         """
         transport = self.transport
         if hold:
@@ -224,6 +393,8 @@ class WebSocketClient(WebSocketServerProtocol):
             self.onMessage(*held.pop(0))
         if held:  # paused again: the rest still waits, before anything newer
             self._held[:0] = held
+        elif self._held is None and self.data and self.state in (self.STATE_OPEN, self.STATE_CLOSING):
+            self.consumeData()  # the frames read before the pause
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         connection = self.connection
@@ -252,7 +423,10 @@ class WebSocketClient(WebSocketServerProtocol):
     def onClose(self, wasClean: bool, code: Any, reason: Any) -> None:
         connection, self.connection = self.connection, None
         if connection is not None:
-            connection.connectionLost(None)
+            connection.connectionLost(None)  # it releases the slot it took over
+        elif self.slot is not None:  # refused before it opened
+            self.factory.clients.budget.release(self.slot)
+        self.slot = None
 
     # -- output ---------------------------------------------------------------
 
@@ -303,6 +477,17 @@ class WebSocketFactory(WebSocketServerFactory):
             options.update(openHandshakeTimeout=0, closeHandshakeTimeout=0)
         self.setProtocolOptions(**options)
 
+    #: The slot of the HTTP connection being upgraded (set around WebSocketEndpoint.render).
+    handed_over: Slot | None = None
+
+    def buildProtocol(self, addr: Any) -> Any:
+        protocol = super().buildProtocol(addr)
+        slot = self.handed_over
+        if slot is not None and protocol is not None:
+            protocol.slot = slot
+            slot.displace = protocol.displaced
+        return protocol
+
     @property
     def login_required(self) -> bool:
         """Asked each time: a configuration reload may add or remove ``[users]``."""
@@ -342,10 +527,18 @@ class WebSocketEndpoint(WebSocketResource):
 
     def render(self, request: Any) -> Any:
         channel = request.channel
+        slot = None
         if channel.transport is not None:
-            # The HTTP channel no longer owns this connection: its idle timeout
-            # must not cut the WebSocket, and the client connection registers
+            # The HTTP channel no longer owns this connection: its deadlines
+            # must not cut the WebSocket, its place in the connection budget
+            # passes to the WebSocket, and the client connection registers
             # itself as the transport's producer in its place.
+            hand_over = getattr(channel, "hand_over", None)
+            slot = hand_over() if hand_over is not None else None
             channel.setTimeout(None)
             channel.transport.unregisterProducer()
-        return super().render(request)
+        self._factory.handed_over = slot
+        try:
+            return super().render(request)
+        finally:
+            self._factory.handed_over = None

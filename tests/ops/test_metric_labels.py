@@ -147,3 +147,18 @@ def test_the_known_sets_are_the_documented_and_built_ones():
               actions.redirect("SIP/x", "c", "1").name, actions.blind_transfer("SIP/x", "c", "1").name,
               actions.command("core show version").name}
     assert built == set(actions.NAMES)
+
+
+def test_every_cut_off_reason_the_code_gives_is_a_label_of_its_own():
+    """A reason missing from metrics.CUT_OFF_REASONS would be counted as "other" (two
+    branches adding reasons and the label set drifting apart did that once)."""
+    import re
+    from pathlib import Path
+
+    import asttapi_server
+    from asttapi_server.metrics import CUT_OFF_REASONS
+
+    root = Path(asttapi_server.__file__).parent
+    given = {m for path in root.rglob("*.py") for m in re.findall(r'cut_off\("([a-z_]+)"', path.read_text())}
+    assert given, "no cut_off(...) call found: the pattern is stale"
+    assert given <= set(CUT_OFF_REASONS), sorted(given - set(CUT_OFF_REASONS))

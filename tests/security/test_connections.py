@@ -52,11 +52,27 @@ def test_a_client_that_logs_in_stays_however_long_it_idles():
     assert _alive(c)
 
 
-def test_without_login_required_an_idle_client_stays():
+def test_without_login_required_an_idle_client_stays_once_it_has_made_a_request():
     h = NetHarness()
     c = h.open()
+    h.clock.advance(9)
+    assert _alive(c)
     h.clock.advance(100_000)
     assert _alive(c)
+
+
+def test_without_login_required_a_socket_that_never_sends_a_request_is_closed():
+    # Issue 22: without [users] an idle socket held its place (and a WebSocket
+    # answering pings) forever; login_timeout now asks for a first request.
+    h = NetHarness()
+    c = h.open()
+    c.send_raw(b'{"jsonrpc":')  # a line begun is not a request
+    h.clock.advance(9.9)
+    assert not c.closed
+    h.clock.advance(0.1)
+    assert c.read()[-1]["error"] == {"code": codec.CONNECTION_CLOSING,
+                                     "message": "No request within 10 seconds; closing the connection"}
+    assert c.closed
 
 
 @pytest.mark.parametrize("users", [USERS, None])
@@ -66,6 +82,8 @@ def test_slowloris_a_line_trickled_forever_is_closed(users):
     c.read()
     if users:
         h.login(c, "alice")
+    else:
+        assert _alive(c)
     c.send_raw(b'{"jsonrpc":"2.0",')
     for _ in range(29):
         h.clock.advance(1)
@@ -80,6 +98,7 @@ def test_lines_that_end_in_time_keep_the_connection_however_they_are_split():
     h = NetHarness()
     c = h.open()
     c.read()
+    assert _alive(c)
     for _ in range(20):  # every line takes 20 s and arrives in two pieces, each ending mid-line
         c.send_raw(PING[:10])
         h.clock.advance(20)
@@ -97,7 +116,7 @@ def test_two_thousand_slowloris_from_one_address_hold_50_then_none():
     for c in conns:
         c.send_raw(b'{"jsonrpc"')
     admitted = [c for c in conns if c.proto.session is not None]
-    assert len(admitted) == 50 and h.factory.policy.total == 50
+    assert len(admitted) == 50 and h.factory.budget.total == 50
     refused = [c for c in conns if c.proto.session is None]
     assert all(c.closed for c in refused)
     assert refused[0].read() == [{"jsonrpc": "2.0", "id": None, "error": {
@@ -109,16 +128,48 @@ def test_two_thousand_slowloris_from_one_address_hold_50_then_none():
 
 
 def test_total_limit_refuses_newcomers_and_existing_clients_keep_working():
-    h = NetHarness(limits=ConnectionLimits(max_clients=100, max_clients_per_address=5))
+    h = NetHarness(USERS, limits=ConnectionLimits(max_clients=100, max_clients_per_address=5))
     first = h.open("10.0.0.1")
     kept = [first] + [h.open(f"10.0.{i // 5}.{i % 5 + 2}") for i in range(99)]
     assert all(c.proto.session is not None for c in kept)
+    for c in kept:
+        c.read()
+        assert "result" in h.login(c, "alice")  # logged in: never displaced
     late = h.open("10.9.9.9")
     assert late.closed and "server.max_clients" in late.read()[0]["error"]["message"]
     assert _alive(first)
     first.proto.connectionLost(None)  # a place frees up
     again = h.open("10.9.9.9")
     assert again.proto.session is not None and _alive(again)
+
+
+def test_when_strangers_fill_the_server_a_new_address_displaces_one_of_the_fullest_address():
+    # Issue 22: sockets from many addresses that never log in must not keep a
+    # new login out. The newcomer takes the place of the oldest stranger of
+    # the address holding the most; logged-in clients are never displaced.
+    h = NetHarness(USERS, limits=ConnectionLimits(max_clients=10, max_clients_per_address=5))
+    member = h.open("10.0.0.1")
+    member.read()
+    h.login(member, "alice")
+    crowd = [h.open("10.0.0.2") for _ in range(5)] + [h.open(f"10.0.1.{i}") for i in range(4)]
+    assert h.factory.budget.total == 10
+    newcomer = h.open("10.9.9.9")
+    assert newcomer.proto.session is not None and not newcomer.closed
+    assert crowd[0].closed and not any(c.closed for c in crowd[1:])  # the oldest of 10.0.0.2 (it held 5)
+    assert crowd[0].read()[-1]["error"]["message"] == (
+        "The server is full; a connection that had not logged in was closed")
+    assert "result" in h.login(newcomer, "bob")
+    for i in range(3):  # 10.0.0.2 still holds the most strangers (4, 3, 2): it pays for each newcomer
+        h.open(f"10.8.0.{i}")
+    assert [c.closed for c in crowd[1:5]] == [True, True, True, False]
+    assert _alive(member) and h.factory.budget.total == 10
+    assert h.factory.cut_offs["displaced"] == 4
+    # when every address holds as few strangers as the newcomer's, it is refused
+    h2 = NetHarness(USERS, limits=ConnectionLimits(max_clients=3, max_clients_per_address=5))
+    for i in range(3):
+        h2.open(f"10.0.2.{i}")
+    h2.open("10.0.2.0")  # the newcomer's address already holds one: no address holds more
+    assert h2.factory.budget.refused == 1
 
 
 def test_refusals_are_logged_once_per_address_per_minute():
@@ -171,7 +222,7 @@ def test_tls_client_that_never_handshakes_is_aborted(tmp_path):
     transport = StringTransport(peerAddress=addr)
     tls = wrapped.buildProtocol(addr)
     tls.makeConnection(transport)
-    assert h.factory.policy.total == 1
+    assert h.factory.budget.total == 1
     h.clock.advance(9.9)
     assert not transport.disconnecting
     h.clock.advance(0.1)
@@ -208,7 +259,7 @@ def test_closing_for_too_many_errors_is_logged_once_per_address_per_minute():
     bad = b'{"jsonrpc":"2.0","id":1,"method":"login","params":{"username":"alice","token":"\\ud800"}}\n'
     seen, stop = capture_log()
     try:
-        h = NetHarness(USERS)
+        h = NetHarness(USERS, user_request_burst=10_000)  # the address's shared budget is not the point
         for _ in range(40):
             c = h.open("192.0.2.7")
             for _ in range(21):

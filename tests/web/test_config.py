@@ -43,7 +43,7 @@ def test_origins_are_checked_and_lowercased(tmp_path):
     ("[web]\nframe_ancestors = [\"'self' https://x\"]\n", "key 'web.frame_ancestors': expected an origin"),
     ('[web]\nlisten = ["tcp:notaport"]\n', "key 'web.listen': expected a Twisted server endpoint string"),
     ("[web]\nlisten = 8080\n", "key 'web.listen': expected an endpoint string or a list of them"),
-    ('[web]\nport = 8080\n', "unknown key 'web.port' (expected one of: listen, allowed_origins, frame_ancestors)"),
+    ('[web]\nport = 8080\n', "unknown key 'web.port' (expected one of: listen, allowed_origins, frame_ancestors, request_timeout, idle_timeout, access_log)"),
     ('web = "on"\n', "key 'web': expected a table [web]"),
 ])
 def test_bad_web_config_is_one_clear_line(tmp_path, text, expected):

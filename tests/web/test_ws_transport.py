@@ -4,23 +4,12 @@ from __future__ import annotations
 
 import json
 
-import pytest
-from twisted.logger import formatEvent, globalLogPublisher
-
 from asttapi_server.clients import codec
 from asttapi_server.web.ws import WebSocketFactory, is_loopback_host, origin_key
 from tests.clients.fakes import event
 from tests.clients.harness import USERS
 
 from .harness import WSConn, WSHarness
-
-
-@pytest.fixture
-def logged():
-    seen: list[dict] = []
-    globalLogPublisher.addObserver(seen.append)
-    yield lambda: [formatEvent(e) for e in seen]
-    globalLogPublisher.removeObserver(seen.append)
 
 
 def close_of(c: WSConn):
