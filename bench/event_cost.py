@@ -22,9 +22,21 @@ every line of the mix open), on one of its mixes (``--mix``, default
   (ncalls / UserEvents of the pass).  cProfile's own overhead inflates the
   share of small functions: read its times as a ranking, its call counts as
   exact.  ``--pstats FILE`` keeps the raw profile for ``python -m pstats``.
+* **Instructions** (``--instructions``; deterministic to about 0.5%, so a
+  before/after on a shared, loaded machine still means something): the same
+  wiring in one process on the tests' fakes (``tests.ami.fakes``: the real
+  ``AMILink`` and protocol on a memory reactor, the real bridge, plugin host,
+  model, metrics, hub and a client session on a ``StringTransport``), one
+  warm-up pass, then one counted pass of the mix under valgrind's callgrind
+  (Debian package ``valgrind``): CPU instructions per AMI event and per call,
+  the socket I/O of the real server left out. For before/after of the
+  server's own code; not a stand-in for the ratio (the naive consumer's C
+  string scans retire several instructions per cycle, the interpreter about
+  one).
 
     .venv/bin/python bench/event_cost.py
     .venv/bin/python bench/event_cost.py --mix real --show --json
+    .venv/bin/python bench/event_cost.py --instructions --mix tapi-dense --events 5000
 """
 
 from __future__ import annotations
@@ -34,6 +46,9 @@ import collections
 import json
 import os
 import pstats
+import re
+import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -208,6 +223,101 @@ def run(mix_name: str = "tapi-dense", events: int = 100_000, top: int = 25,
     return figures
 
 
+def in_process(mix_name: str) -> tuple[Any, Any]:
+    """The server wired on the tests' fakes with one client holding every line of the mix open:
+    ``(feed(stream) -> client events, clock)``."""
+    from types import SimpleNamespace
+
+    from asttapi_server.clients.hub import Hub
+    from asttapi_server.clients.protocol import ClientFactory
+    from asttapi_server.config import load_config
+    from asttapi_server.metrics import Metrics
+    from asttapi_server.service import build_bridge, build_model
+    from asttapi_server.plugin_host import build_plugin_manager
+    from bench.e2e_throughput import mixes
+    from tests.ami.fakes import FakeAsterisk
+    from tests.clients.harness import Conn
+    from tests.faults.system import coreshowchannels_answer
+
+    mix = mixes()[mix_name]
+    config = load_config(None, {"ami.host": "pbx.invalid",
+                                **{f"lines.{n}.device": d for n, d in mix.devices.items()}})
+    pbx = FakeAsterisk()
+    clock = pbx.reactor
+    clock.advance(1_795_674_000)
+    ami = pbx.client(keepalive=0)
+    model = build_model(config)
+    plugins = build_plugin_manager(config.plugins, config=config, clock=clock)
+    hub = Hub.from_config(config)
+    bridge = build_bridge(config, ami, model, plugins, hub, clock)
+    factory = ClientFactory.from_config(config, hub, bridge, clock=clock)
+    app = SimpleNamespace(ami=ami, hub=hub, plugins=plugins, model=model, bridge=bridge, client_factory=factory,
+                          config=config, clock=clock)
+    plugins.app = app
+    Metrics().attach(app)
+    ami.startService()
+    session = pbx.accept()
+    pbx.login_md5(session)
+    (action,) = session.actions()
+    session.send(coreshowchannels_answer(action.action_id, ()))
+    conn = Conn(factory, 50001)
+    for i, line in enumerate(mix.lines):
+        conn.send({"jsonrpc": "2.0", "id": i + 1, "method": "lineOpen", "params": {"line": line}})
+    opened = conn.read()
+    if sum("result" in m for m in opened) != len(mix.lines):
+        raise RuntimeError(f"lineOpen failed: {opened[-1]}")
+
+    def feed(stream: bytes) -> int:
+        before = hub.seq
+        for i in range(0, len(stream), 65536):  # what a loopback read gives
+            session.send(stream[i:i + 65536])
+            conn.transport.clear()
+        return hub.seq - before
+
+    return feed, clock
+
+
+def _counted_pass(mix_name: str, events: int) -> None:
+    """In the valgrind child: warm up, then count one pass (callgrind_control toggles the count)."""
+    from bench.e2e_throughput import BASE, build_stream, mixes
+
+    mix = mixes()[mix_name]
+    feed, clock = in_process(mix_name)
+    for r, counted in ((0, False), (1, True)):
+        stream, total, calls = build_stream(events, BASE + 10_000_000 * r, mix)
+        if counted:
+            subprocess.run(["callgrind_control", "-i", "on", str(os.getpid())], stdout=subprocess.DEVNULL, check=True)
+        got = feed(stream)
+        if counted:
+            subprocess.run(["callgrind_control", "-i", "off", str(os.getpid())], stdout=subprocess.DEVNULL, check=True)
+        if got != calls * mix.client_events:
+            raise RuntimeError(f"{got} client events, expected {calls * mix.client_events}")
+        clock.advance(120)  # every call of the pass ended and freed
+    print(json.dumps({"ami_events": total, "calls": calls}))
+
+
+def instructions(mix_name: str = "tapi-dense", events: int = 5000) -> dict[str, Any]:
+    """CPU instructions of one in-process pass of the mix, counted by callgrind.
+
+    For comparing two versions of the server, not the server with the naive
+    consumer: string scans in C run several instructions per cycle, the
+    interpreter's dispatch about one, so equal counts are not equal times."""
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        raise RuntimeError("--instructions needs valgrind (Debian: apt-get install valgrind)")
+    with tempfile.TemporaryDirectory(prefix="asttapi-callgrind-") as tmp:
+        proc = subprocess.run(
+            ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={tmp}/callgrind.out",
+             sys.executable, __file__, "--counted-pass", mix_name, "--events", str(events)],
+            capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=1800)
+    found = re.search(r"Collected : (\d+)", proc.stderr)
+    if proc.returncode != 0 or found is None:
+        raise RuntimeError(f"the callgrind run failed: {proc.stderr[-2000:]}")
+    sizes = json.loads(proc.stdout.strip().splitlines()[-1])
+    n = int(found.group(1))
+    return {"benchmark": "event_cost_instructions", "mix": mix_name, **sizes, "instructions": n,
+            "per_ami_event": round(n / sizes["ami_events"]), "per_call": round(n / sizes["calls"])}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--mix", default="tapi-dense", choices=("real", "tapi-dense", "device-lines"))
@@ -216,8 +326,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--show", action="store_true", help="print the ordered calls of each traced event")
     ap.add_argument("--pstats", help="keep the raw cProfile output here")
     ap.add_argument("--no-profile", action="store_true", help="the call counts only")
+    ap.add_argument("--instructions", action="store_true",
+                    help="instead: CPU instructions per AMI event, in process, under callgrind")
+    ap.add_argument("--counted-pass", help=argparse.SUPPRESS)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
+    if args.counted_pass:
+        _counted_pass(args.counted_pass, args.events)
+        return 0
+    if args.instructions:
+        f = instructions(args.mix, args.events)
+        if args.json:
+            print(json.dumps(f))
+        else:
+            print(f"{f['mix']}: {f['instructions']:,} instructions for {f['ami_events']:,} AMI events ({f['calls']:,}"
+                  f" calls): {f['per_ami_event']:,} per AMI event, {f['per_call']:,} per call (callgrind, in process)")
+        return 0
     f = run(args.mix, args.events, args.top, args.pstats, profile=not args.no_profile)
     if args.json:
         print(json.dumps({k: v for k, v in f.items() if k != "traced_calls"}))
