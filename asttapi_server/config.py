@@ -263,6 +263,24 @@ class _Reader:
                          allow_single=allow_single, non_empty=non_empty)
 
 
+def read_secret_file(path: str | os.PathLike[str]) -> str:
+    """The secret a file holds, surrounding whitespace (the last newline) stripped.
+
+    The one reader of secret files (``ami.secret_file``, ``users.NAME.token_file``,
+    plugins' ``*_password_file``): ValueError says why not, never what the file holds.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = f.read().strip()
+    except OSError as exc:
+        raise ValueError(f"cannot read {str(path)!r}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{str(path)!r} is not UTF-8 text") from None
+    if not value:
+        raise ValueError(f"{str(path)!r} is empty")
+    return value
+
+
 def _secret(r: "_Reader", data: Mapping[str, Any], prefix: str, key: str, file_key: str,
             default: str | None, *, required: bool = False) -> str | None:
     """A secret from ``key`` or from the file ``file_key`` names; never echoed in an error."""
@@ -272,15 +290,9 @@ def _secret(r: "_Reader", data: Mapping[str, Any], prefix: str, key: str, file_k
     if file_key in data:
         path = r.string(data, prefix, file_key, None)
         try:
-            with open(path, encoding="utf-8") as f:
-                value = f.read().strip()
-        except OSError as exc:
-            raise ConfigError(f"{r.source}: key '{dotted_file}': cannot read {path!r}: {exc.strerror}") from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"{r.source}: key '{dotted_file}': {path!r} is not UTF-8 text") from None
-        if not value:
-            raise ConfigError(f"{r.source}: key '{dotted_file}': {path!r} is empty")
-        return value
+            return read_secret_file(path)
+        except ValueError as exc:
+            raise ConfigError(f"{r.source}: key '{dotted_file}': {exc}") from None
     if key not in data:
         if required:
             raise ConfigError(

@@ -76,6 +76,18 @@ class PluginError(AstTapiError):
     """A plugin failed to load or configure; names the plugin."""
 
 
+class HttpError(AstTapiError):
+    """An HTTP request a plugin made got no usable answer: no connection, a
+    TLS check that failed, no complete answer in time, an answer too large.
+    ``str()`` is one line: the method, the URL without its query, and why."""
+
+
+class DirectoryError(AstTapiError):
+    """A contact directory (LDAP, CardDAV) could not be read: the server is
+    unreachable, refused our login, or answered something we cannot use.
+    ``str()`` is the one line the admin reads; it never holds a password."""
+
+
 class InvalidActionHeader(AMIError, ValueError):
     """An AMI action header would break the wire format (a line break in a
     value, a colon in a name): refused before anything is sent, so a client

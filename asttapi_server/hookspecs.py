@@ -150,7 +150,9 @@ def asttapi_lookup_contact(number, callinfo, app):
     """Find the contact behind a phone number, for a screen pop.
 
     Called on the reactor thread when a call shows a new caller number
-    (not for calls placed from the line's own phone). Call events are sent to
+    (not for calls placed from the line's own phone, and never for a caller
+    who withholds the number: that number is shown to no one, plugins
+    included; ``callinfo["calleridflags"]`` says so). Call events are sent to
     clients at once, without waiting; when the lookup ends the bridge adds its
     answer to the call's info and clients get a ``LINE_CALLINFO`` /
     ``LINECALLINFOSTATE_OTHER`` whose ``callinfo.contact`` holds the contact,
@@ -158,7 +160,8 @@ def asttapi_lookup_contact(number, callinfo, app):
 
     Every implementation is called and they run at the same time; not
     ``firstresult`` (a Deferred is not ``None``). The answer is the first
-    non-``None`` contact in hook order among the plugins that answered within
+    non-``None`` contact in hook order (the order of ``[plugins] enabled``:
+    the first source that knows the number wins) among the plugins that answered within
     ``[plugins] lookup_timeout`` seconds (default 2); slower answers are
     cancelled and ignored. A plugin that raises or fails counts as ``None``.
 

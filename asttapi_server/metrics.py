@@ -67,6 +67,13 @@ METRICS: Mapping[str, tuple[str, tuple[str, ...], str]] = {
     "asttapi_contact_lookups": (
         "counter", ("plugin", "result"), "Contact lookups per plugin, by result (hit, miss, error, timeout)."),
     "asttapi_contact_lookup_seconds": ("histogram", ("plugin",), "Time a plugin took to answer a contact lookup."),
+    "asttapi_contact_directory_entries": (
+        "gauge", ("plugin",), "Contacts in a directory plugin's in-memory index (ldap_contacts, carddav_contacts)."),
+    "asttapi_contact_directory_numbers": ("gauge", ("plugin",), "Phone numbers in a directory plugin's index."),
+    "asttapi_contact_directory_reads": (
+        "counter", ("plugin", "result"), "Reads of a contact directory, by result (ok, failed)."),
+    "asttapi_contact_directory_age_seconds": (
+        "gauge", ("plugin",), "Seconds since a contact directory was last read successfully (absent before that)."),
     "asttapi_config_reloads": ("counter", ("result",), "Configuration reloads (SIGHUP), by result (ok, refused)."),
 }
 
@@ -376,7 +383,22 @@ class ServerCollector:
         yield _counter("asttapi_clients_cut_off", {(k,): v for k, v in sorted(m.cut_offs().items())})
         yield _counter("asttapi_contact_lookups", dict(sorted(m.lookups.items())))
         yield _histogram("asttapi_contact_lookup_seconds", m.lookup_seconds)
+        yield from _directories(app)
         yield _counter("asttapi_config_reloads", {(k,): v for k, v in m.reloads.items()})
+
+
+def _directories(app: Any) -> Iterable[Any]:
+    """The directory plugins' indexes (asttapi_server.directory), read now; plugin names label them."""
+    plugins = getattr(app, "plugins", None)
+    found = plugins.directories() if plugins is not None else {}
+    stats = {name: directory.stats() for name, directory in sorted(found.items())}
+    yield _gauge("asttapi_contact_directory_entries", {(n,): s.contacts for n, s in stats.items()})
+    yield _gauge("asttapi_contact_directory_numbers", {(n,): s.numbers for n, s in stats.items()})
+    yield _counter("asttapi_contact_directory_reads",
+                   {(n, result): count for n, s in stats.items()
+                    for result, count in (("ok", s.reads_ok), ("failed", s.reads_failed))})
+    yield _gauge("asttapi_contact_directory_age_seconds",
+                 {(n,): s.age for n, s in stats.items() if s.age is not None})
 
 
 def _family(name: str, cls: Callable[..., Any]) -> Any:

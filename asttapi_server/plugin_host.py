@@ -42,6 +42,8 @@ from twisted.python.failure import Failure
 from asttapi_server import hookspecs
 from asttapi_server.ami.parser import ByName, wanted_name
 from asttapi_server import settings as setting
+from asttapi_server.config import read_secret_file
+from asttapi_server.directory import DirectoryIndex
 from asttapi_server.errors import PluginError
 from asttapi_server.throttle import LogThrottle
 from asttapi_server.hookspecs import hookimpl
@@ -152,17 +154,67 @@ class Settings:
     def number(self, key: str, default: float) -> float:
         return self._take(key, default, setting.number, positive=False, what="a number")
 
+    def required(self, key: str, what: str) -> str:
+        """A string that must be given; ``what`` says what it is when it is missing."""
+        value = self.str(key)
+        if not value:
+            raise ValueError(f"setting {key!r}: {what} is missing")
+        return value
+
+    def login(self, user_key: str, password_file_key: str) -> tuple[str | None, str | None]:
+        """(user, password) from a user setting and a password file setting: both or neither."""
+        user = self.str(user_key) or None
+        password = self.secret_file(password_file_key)
+        if user and password is None:
+            raise ValueError(f"setting {password_file_key!r}: needed with {user_key} (a file holding the password)")
+        if password is not None and not user:
+            raise ValueError(f"setting {user_key!r}: needed with {password_file_key}")
+        return user, password
+
+    def seconds(self, key: str, default: float, minimum: float) -> float:
+        """A number of seconds from ``minimum`` up."""
+        return self._take(key, default, setting.number, minimum=minimum)
+
+    def integer(self, key: str, default: int, lo: int, hi: int | None = None) -> int:
+        return self._take(key, default, setting.integer, lo=lo, hi=hi)
+
+    def boolean(self, key: str, default: bool) -> bool:
+        return self._take(key, default, setting.boolean)
+
+    def strings(self, key: str, default: Sequence[str]) -> tuple[str, ...]:
+        """One string or a non-empty list of them."""
+        return self._take(key, list(default), setting.strings, allow_single=True, non_empty=True,
+                          what="a string or a list of non-empty strings")
+
     def table(self, key: str) -> dict[str, Any]:
         return self._take(key, {}, setting.table)
+
+    def secret_file(self, key: str) -> str | None:
+        """The secret held in the file ``key`` names (relative to the config file), or None when
+        ``key`` is not set. An error names the file and why, never what it holds."""
+        path = self.str(key)
+        if path is None:
+            return None
+        try:
+            return read_secret_file(resolve_path(path, self._config))
+        except ValueError as exc:
+            raise ValueError(f"setting {key!r}: {exc}") from None
 
     def paths(self, key: str) -> list[Path]:
         """A path or a list of paths, relative to the config file; each must exist."""
         items = self._take(key, [], setting.strings, allow_single=True, what="a path or a list of paths")
-        paths = [resolve_path(v, self._config) for v in items]
-        for path in paths:
-            if not path.is_file():
-                raise ValueError(f"setting {key!r}: file {str(path)!r} does not exist")
-        return paths
+        return [self._existing_file(key, v) for v in items]
+
+    def file(self, key: str) -> Path | None:
+        """An existing file (relative to the config file), or None when ``key`` is not set."""
+        value = self.str(key)
+        return None if value is None else self._existing_file(key, value)
+
+    def _existing_file(self, key: str, value: str) -> Path:
+        path = resolve_path(value, self._config)
+        if not path.is_file():
+            raise ValueError(f"setting {key!r}: file {str(path)!r} does not exist")
+        return path
 
     def demo_data(self, table: str, *, configured: bool, needs: str) -> bool:
         """Read ``demo``: may the plugin use its bundled, invented demo data?
@@ -548,6 +600,11 @@ class PluginHost:
             if ok and isinstance(result, Deferred):
                 name = impl.plugin_name
                 result.addErrback(lambda f, name=name: self._failed(name, "asttapi_call_finished", f))
+
+    def directories(self) -> dict[str, DirectoryIndex]:
+        """The plugins that keep a contact directory in memory (their ``directory``), by name: for /metrics."""
+        return {name: plugin.directory for name, plugin in self.pm.list_name_plugin()
+                if isinstance(getattr(plugin, "directory", None), DirectoryIndex)}
 
     @property
     def looks_up_contacts(self) -> bool:

@@ -72,13 +72,18 @@ def integer(value: Any, lo: int, hi: int | None = None, *, text_ok: bool = False
     return value
 
 
-def number(value: Any, *, positive: bool = True, what: str = "a number of seconds") -> float:
-    """A finite number > 0 (``positive``) or >= 0, as a float; ``what`` names its unit."""
-    expected = f"{what} > 0" if positive else f"{what} >= 0"
+def number(value: Any, *, positive: bool = True, minimum: float | None = None,
+           what: str = "a number of seconds") -> float:
+    """A finite number > 0 (``positive``), >= 0, or >= ``minimum``, as a float; ``what`` names its unit."""
+    if minimum is not None:
+        expected = f"{what} >= {minimum:g}"
+    else:
+        expected = f"{what} > 0" if positive else f"{what} >= 0"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise Expected(expected, value)
     result = float(value)
-    if not math.isfinite(result) or result < 0 or (positive and result == 0):
+    low = minimum if minimum is not None else 0.0
+    if not math.isfinite(result) or result < low or (minimum is None and positive and result == 0):
         raise Expected(expected, value)
     return result
 

@@ -2,12 +2,12 @@
 
     .venv/bin/python -m bench                  # everything, full size (about 3 minutes)
     .venv/bin/python -m bench --quick          # smaller runs, same table (under a minute)
-    .venv/bin/python -m bench --only ami e2e   # a subset: ami, core, e2e, throughput, contacts
+    .venv/bin/python -m bench --only ami e2e   # a subset: ami, core, e2e, throughput, contacts, directory
     .venv/bin/python -m bench --json           # the raw figures of every benchmark as JSON
 
 Each benchmark module also runs alone (``bench/ami_ingest.py``,
 ``bench/core_events.py``, ``bench/e2e_latency.py``, ``bench/e2e_throughput.py``,
-``bench/contact_lookup.py``; ``bench/event_cost.py`` counts the calls per event
+``bench/contact_lookup.py``, ``bench/contact_directory.py``; ``bench/event_cost.py`` counts the calls per event
 and profiles the server, outside the table)
 and documents what it measures. Figures depend on the machine: the table says
 what was run, not what to expect.
@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-SECTIONS = ("ami", "core", "e2e", "throughput", "contacts")
+SECTIONS = ("ami", "core", "e2e", "throughput", "contacts", "directory")
 
 Row = tuple[str, str, str]  # figure, value, note
 
@@ -119,8 +119,23 @@ def _contacts(quick: bool) -> tuple[Any, list[Row]]:
     ]
 
 
+def _directory(quick: bool) -> tuple[Any, list[Row]]:
+    from bench import contact_directory
+
+    f = contact_directory.run(entries=20_000 if quick else 100_000, lookups=2_000 if quick else 10_000)
+    return f, [
+        (f"Directory lookup, {f['entries']:,} entries", f"p50 {f['hit_p50_us']:.0f} us / p99 {f['hit_p99_us']:.0f} us",
+         f"ldap_contacts/carddav_contacts index, cold hit; number parse alone p50 {f['parse_p50_us']:.0f} us "
+         f"(same run); target p99 < 1 ms"),
+        (f"Directory index memory, {f['entries']:,} entries", f"{f['index_mb']:.0f} MB",
+         f"tracemalloc ({f['bytes_per_entry']:.0f} B an entry, {f['numbers']:,} numbers); RSS growth "
+         f"{f['rss_growth_mb']:.0f} MB; build {f['build_s']:.1f} s; target < 100 MB"),
+    ]
+
+
 RUNNERS: dict[str, Callable[[bool], tuple[Any, list[Row]]]] = {
     "ami": _ami, "core": _core, "e2e": _e2e, "throughput": _throughput, "contacts": _contacts,
+    "directory": _directory,
 }
 
 

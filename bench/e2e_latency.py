@@ -3,8 +3,8 @@
 Three parties, two processes, one host:
 
 * **This process** plays Asterisk and the clients. A minimal scripted AMI
-  server (plain sockets) answers the server's Login, CoreShowChannels and Ping
-  as Asterisk 22 does, then writes realistic inbound calls: every ``call`` and
+  server (plain sockets) answers the server's Login, CoreShowChannels, Ping
+  and Getvar (each caller's presentation, read before its pop) as Asterisk 22 does, then writes realistic inbound calls: every ``call`` and
   ``user`` class event of the real capture ``tests/data/ami/05_inbound_call``
   (about 75 events per call: Newchannel, DialBegin, Hangup, ... and the TAPI
   UserEvents), with each call's Uniqueids and line renamed, one ``send()`` per
@@ -142,6 +142,9 @@ class ScriptedAsterisk:
                       .encode())
         elif name == "ping":
             self.send(f"Response: Success\r\nActionID: {aid}\r\nPing: Pong\r\nTimestamp: {time.time():.6f}\r\n\r\n".encode())
+        elif name == "getvar":  # the caller's presentation, read before each pop: the callers present it
+            self.send(f"Response: Success\r\nActionID: {aid}\r\nVariable: {h.get('variable', '')}\r\n"
+                      "Value: allowed_not_screened\r\n\r\n".encode())
         else:
             self.send(f"Response: Error\r\nActionID: {aid}\r\nMessage: Invalid/unknown command\r\n\r\n".encode())
 

@@ -18,8 +18,10 @@ Phone``, ``E-mail Address``, ...); every column whose name contains
 ``Phone`` (but not ``Fax``) is matched. A BOM, ``;`` or tab separators (Outlook
 in locales with a decimal comma) and ANSI (cp1252) files are handled.
 
-vCard: ``FN`` (else ``N``), ``ORG``, ``EMAIL`` and every ``TEL``; folded lines,
-quoted-printable 2.1 values and ``tel:`` URIs of 4.0 are handled.
+vCard: ``FN`` (else ``N``), ``ORG``, ``EMAIL`` and every ``TEL``, read by the
+one vCard reader of the tree (:mod:`asttapi_server.vcard`, the vobject
+library): folded lines, quoted-printable 2.1 values and ``tel:`` URIs of 4.0
+are handled; a card it cannot read is skipped with a warning.
 
 Files are re-read when their size or modification time changes: each lookup
 costs one ``stat()`` per file, so an edited export pops the new contact on
@@ -31,7 +33,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-import quopri
 import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -43,6 +44,7 @@ from twisted.logger import Logger
 from asttapi_server.hookspecs import hookimpl
 from asttapi_server.numbers import DEFAULT_REGION, NumberIndex, check_region
 from asttapi_server.plugin_host import Settings, blocking
+from asttapi_server.vcard import read_vcards
 
 log = Logger(namespace="asttapi_plugins.outlook_contacts")
 
@@ -99,77 +101,15 @@ def read_csv(data: bytes) -> Iterator[dict]:
         }
 
 
-def _unfold(text: str) -> list[str]:
-    lines: list[str] = []
-    for line in re.split(r"\r\n|\r|\n", text):
-        if line[:1] in (" ", "\t") and lines:
-            lines[-1] += line[1:]
-        elif lines and lines[-1].endswith("=") and "QUOTED-PRINTABLE" in lines[-1].split(":", 1)[0].upper():
-            lines[-1] = lines[-1][:-1] + line  # 2.1 quoted-printable soft line break
-        else:
-            lines.append(line)
-    return lines
-
-
-def _split_property(line: str) -> tuple[str, dict[str, str], str] | None:
-    # NAME;PARAM=x;PARAM2="a,b":value; the name may carry a group ("item1.TEL").
-    match = re.match(r'^((?:[^:;"]|"[^"]*")+?)((?:;(?:[^:"]|"[^"]*")*)?):(.*)$', line)
-    if not match:
-        return None
-    name = match.group(1).split(".")[-1].upper()
-    params: dict[str, str] = {}
-    for part in re.findall(r';((?:[^;"]|"[^"]*")*)', match.group(2)):
-        key, _, value = part.partition("=")
-        params[key.upper()] = value.strip('"') if value else ""
-    value = match.group(3)
-    if params.get("ENCODING", "").upper() in ("QUOTED-PRINTABLE", "QP") or "QUOTED-PRINTABLE" in params:
-        charset = params.get("CHARSET", "utf-8")
-        raw = quopri.decodestring(value.encode("latin-1", "replace"))
-        try:
-            value = raw.decode(charset)
-        except (LookupError, UnicodeDecodeError):
-            value = raw.decode("latin-1")
-    return name, params, value
-
-
-def _unescape(value: str) -> str:
-    return re.sub(r"\\([\\;,nN])", lambda m: "\n" if m.group(1) in "nN" else m.group(1), value)
-
-
-def _components(value: str) -> list[str]:
-    return [_unescape(p).strip() for p in re.split(r"(?<!\\);", value)]
-
-
 def read_vcf(data: bytes) -> Iterator[dict]:
-    """Contacts (name, company, numbers, email) from vCard 2.1/3.0/4.0 text."""
-    card: dict | None = None
-    for line in _unfold(_decode(data)):
-        prop = _split_property(line)
-        if prop is None:
-            continue
-        name, _params, value = prop
-        if name == "BEGIN" and value.strip().upper() == "VCARD":
-            card = {"name": None, "n": None, "company": None, "email": None, "numbers": []}
-        elif card is None:
-            continue
-        elif name == "END" and value.strip().upper() == "VCARD":
-            if not card["name"] and card["n"]:
-                family, given = (card["n"] + ["", ""])[:2]
-                card["name"] = " ".join(p for p in (given, family) if p) or None
-            yield {k: card[k] for k in ("name", "company", "email", "numbers")}
-            card = None
-        elif name == "FN":
-            card["name"] = _unescape(value).strip() or None
-        elif name == "N":
-            card["n"] = _components(value)
-        elif name == "ORG":
-            card["company"] = _components(value)[0] or None
-        elif name == "EMAIL" and not card["email"]:
-            card["email"] = value.strip() or None
-        elif name == "TEL":
-            number = re.sub(r"^tel:", "", value.strip(), flags=re.IGNORECASE)
-            if number:
-                card["numbers"].append(number)
+    """Contacts (name, company, numbers, email) from vCard 2.1/3.0/4.0 text (:mod:`asttapi_server.vcard`)."""
+    contacts, problems = read_vcards(_decode(data))
+    if problems:
+        log.warn("outlook_contacts skipped {count} vCard(s) it could not read, e.g. {problem}",
+                 count=len(problems), problem=problems[0])
+    for contact in contacts:
+        yield {"name": contact.name, "company": contact.company, "email": contact.email,
+               "numbers": list(contact.numbers)}
 
 
 # -- the plugin -----------------------------------------------------------

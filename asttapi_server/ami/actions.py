@@ -48,6 +48,7 @@ __all__ = [
     "redirect",
     "blind_transfer",
     "coreshowchannels",
+    "getvar",
     "status",
     "command",
     "logoff",
@@ -272,6 +273,11 @@ def blind_transfer(channel: str, context: str, exten: str) -> Action:
 
 def coreshowchannels() -> Action:
     return _action("CoreShowChannels")
+
+
+def getvar(channel: str, variable: str) -> Action:
+    """``Getvar`` of a variable or function (``CONNECTEDLINE(pres)``) on one channel; the answer's ``Value``."""
+    return _action("Getvar", ("Channel", channel), ("Variable", variable))
 
 
 def status(channel: str | None = None) -> Action:

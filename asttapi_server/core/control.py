@@ -27,6 +27,14 @@ knows everything else the server decides about them, so the Twisted side
   lookup (:class:`~.effects.ContactWanted`), except on calls placed from
   the line's own phone; its answer (:meth:`CallControl.contact_found`)
   becomes LINE_CALLINFO OTHER with ``callinfo.contact``, found or not.
+* **Withheld parties**: a signal that carries a party from a channel (a
+  :class:`~.grammar.Screen`: a LINE_NEWCALL's caller, a device line's new
+  connected party) is held, with every later signal of its call, until
+  ``Getvar`` of the party's presentation answers (one AMI round trip, at
+  most :data:`SCREEN_TIMEOUT` s); then :mod:`.parties` decides what may be
+  shown and the call's signals reach the model without a withheld number
+  or name in them. The verdicts are kept per call, in memory only, so a
+  later SET of the same number is hidden too.
 * **Calls finished**: whatever the model reports in ``Effects.finished``.
 
 Everything returns :class:`~.effects.Effects`; nothing here logs, reads a
@@ -42,22 +50,41 @@ from ..ami import actions, normalise
 from ..ami.parser import ByName
 from ..errors import InvalidActionHeader, TelephonyError, lineerr_of
 from .constants import CALLINFO_CALLERID, DEVSTATE, IDLE, INSERVICE, NEWCALL, OUTOFSERVICE
+from . import parties
 from .dialstring import dialable
 from .effects import ContactWanted, Diagnostic, Effects
 from .events import TapiEvent
+from .grammar import Screen
 from .model import Call, CallModel
 
 #: AMI events the core itself needs, whatever the plugins map.
 CORE_EVENTS = ("Hangup", "Newchannel", "OriginateResponse")
 #: Newchannel names remembered (Uniqueid -> Channel), oldest dropped first.
 SEEN_CHANNELS = 4096
+#: Seconds a presentation read (Getvar) may take; no answer by then: the party stays hidden.
+SCREEN_TIMEOUT = 2.0
+#: Calls whose parties' verdicts are remembered (a call that ended is forgotten at once; a bound for the rest).
+JUDGED_CALLS = 4096
 
 
 # Link states: DOWN -> (logged in) RESYNCING -> (channel list in) UP -> DOWN ...
 DOWN, RESYNCING, UP = "down", "resyncing", "up"
 
 # What an action in flight was for (the value kept per token).
-_ORIGINATE, _ACT, _RESYNC = "originate", "act", "resync"
+_ORIGINATE, _ACT, _RESYNC, _SCREEN = "originate", "act", "resync", "screen"
+
+
+class _Held:
+    """A call's signals waiting for the presentation read of ``screen``'s party (token ``token``)."""
+
+    __slots__ = ("token", "screen", "channel", "signals", "hangup")
+
+    def __init__(self, token: int, screen: Screen, channel: str, signal: Any) -> None:
+        self.token = token
+        self.screen = screen
+        self.channel = channel
+        self.signals = [signal]
+        self.hangup: tuple[int | None] | None = None  # (cause,) of a Hangup that came meanwhile
 
 
 class CallControl:
@@ -95,6 +122,10 @@ class CallControl:
         # Uniqueid -> Channel from Newchannel (and the resync's list): the
         # channel names Asterisk reported, for calls whose own events named none.
         self._seen_channels: dict[str, str] = {}
+        # (device, Uniqueid) of a call -> its signals held for a presentation read.
+        self._held: dict[tuple[bool, str], _Held] = {}
+        # (device, Uniqueid) of a call -> party number/name -> verdict (parties.ALLOWED or a hiding flag).
+        self._judged: dict[tuple[bool, str], dict[str, str]] = {}
         # By event name under the one case rule (ami.parser.wanted_name).
         self._handlers = ByName({
             "Hangup": self._hangup,
@@ -194,19 +225,97 @@ class CallControl:
         malformed event) is passed on as one.
         """
         fx: Effects | None = None
-        apply = self.model.apply
         for signal in signals:
             if type(signal) is Diagnostic:
                 out = Effects()
                 out.diagnostics = [signal]
             else:
-                out = apply(signal, now)
+                out = self._signal(signal, now)
             fx = out if fx is None else fx.merge(out)
         if fx is None:
             return Effects()
         if fx:
             self._follow(fx)
+        self._forget(fx)
         return fx
+
+    def _signal(self, signal: Any, now: float) -> Effects:
+        """One signal to the model, unless its call waits for a presentation read (see the module doc)."""
+        if signal.screen is None and not self._held and not self._judged:
+            return self.model.apply(signal, now)  # nothing to judge, nothing held, nothing judged
+        uid = signal.command.call_id or signal.uniqueid
+        if uid is None:
+            return self.model.apply(signal, now)
+        key = (signal.device, uid)
+        held = self._held.get(key)
+        if held is not None:
+            held.signals.append(signal)
+            return Effects()
+        judged = self._judged.get(key)
+        screen = signal.screen
+        if screen is not None and parties.verdict(judged or {}, screen) is None:
+            fx = self._read_presentation(key, signal, screen)
+            if fx is not None:
+                return fx
+            judged = self._judged.get(key)
+        return self.model.apply(parties.masked(signal, judged or {}), now)
+
+    def _read_presentation(self, key: tuple[bool, str], signal: Any, screen: Screen) -> Effects | None:
+        """Getvar of the party's presentation; the call's signals wait. None: it cannot be read
+        (no channel named, the link down): the party is hidden as not verified."""
+        channel = signal.channel
+        action = None
+        if channel and self._link != DOWN:
+            try:
+                action = _checked(actions.getvar, channel, screen.function)
+            except TelephonyError:
+                action = None
+        if action is None:
+            parties.judge(self._judged_of(key), screen, parties.UNKNOWN)
+            return None
+        token = self._token(_SCREEN, action.name, key)
+        self._held[key] = _Held(token, screen, channel, signal)
+        fx = Effects()
+        fx.send(token, action, SCREEN_TIMEOUT)
+        return fx
+
+    def _screened(self, token: int, key: tuple[bool, str], response: Any, error: Exception | None,
+                  now: float) -> Effects:
+        """The presentation read is in: judge the party, let the call's signals through."""
+        held = self._held.get(key)
+        if held is None or held.token != token:
+            return Effects()
+        del self._held[key]
+        judged = parties.presentation(None if error is not None else _value_of(response))
+        parties.judge(self._judged_of(key), held.screen, judged)
+        fx = self.signals(held.signals, now)
+        if error is not None or judged == parties.UNKNOWN:
+            fx.diagnose(("presentation", type(error).__name__ if error is not None else "unreadable"),
+                        "Could not read {function} of {channel} ({error}): that party is shown as"
+                        " LINECALLPARTYID_UNKNOWN, without number or name", function=held.screen.function,
+                        channel=held.channel, error=_describe(error) if error is not None else "no such value")
+        if held.hangup is not None:
+            again = self._held.get(key)
+            if again is not None:
+                again.hangup = held.hangup  # held once more (another party to read): replay it then
+            else:
+                fx.merge(self.model.channel_hangup(key[1], held.hangup[0], now))
+        return fx
+
+    def _judged_of(self, key: tuple[bool, str]) -> dict[str, str]:
+        judged = self._judged.get(key)
+        if judged is None:
+            if len(self._judged) >= JUDGED_CALLS:
+                del self._judged[next(iter(self._judged))]
+            judged = self._judged[key] = {}
+        return judged
+
+    def _forget(self, fx: Effects) -> None:
+        """Calls that ended need their verdicts no more."""
+        if self._judged:
+            for call in fx.finished:
+                for uid in call.uniqueids:
+                    self._judged.pop((call.device, uid), None)
 
     def _newchannel(self, message: Any, now: float) -> Effects:
         uid = normalise.uniqueid(message.get("Uniqueid"))
@@ -224,7 +333,13 @@ class CallControl:
             return Effects()
         uniqueid, cause, _channel = parsed
         self._seen_channels.pop(uniqueid, None)
-        return self.model.channel_hangup(uniqueid, cause, now)
+        for key in ((False, uniqueid), (True, uniqueid)):
+            held = self._held.get(key)
+            if held is not None:
+                held.hangup = (cause,)  # its call is not in the model yet: the safety net waits for it
+        fx = self.model.channel_hangup(uniqueid, cause, now)
+        self._forget(fx)
+        return fx
 
     def _originate_response(self, message: Any, now: float) -> Effects:
         result = normalise.originate_response(message)
@@ -252,7 +367,9 @@ class CallControl:
 
     def tick(self, now: float) -> Effects:
         """Run the model's timers due by ``now`` (hangup grace, max age, linger)."""
-        return self.model.tick(now)
+        fx = self.model.tick(now)
+        self._forget(fx)
+        return fx
 
     def next_deadline(self) -> float | None:
         """When :meth:`tick` next has work (None: nothing scheduled)."""
@@ -337,7 +454,7 @@ class CallControl:
                 f"Line {line!r} has no [lines.{line}] entry with a phone channel, so it cannot place calls.",
             )
         number = _dialable(number)
-        call = self.model.make_call(line, number, owner, now)
+        call = self.model.make_call(line, number, owner, now, device=bool(getattr(conf, "device", None)))
         fx = self.model.take_events()
         channel_id = call.channel_id
         assert channel_id is not None
@@ -409,6 +526,8 @@ class CallControl:
         what, name, detail = pending
         if what == _RESYNC:
             return self._resynced(token, response, error, now, signals)
+        if what == _SCREEN:
+            return self._screened(token, detail, response, error, now)
         if error is None:
             fx = Effects()
             fx.reply(token, detail[1] if what == _ORIGINATE else None)
@@ -508,6 +627,12 @@ def _checked(build: Any, *args: Any, **kwargs: Any) -> actions.Action:
     except InvalidActionHeader as e:
         raise TelephonyError("LINEERR_OPERATIONFAILED", f"Not sent to Asterisk: {e}") from None
     return action
+
+
+def _value_of(response: Any) -> str | None:
+    """The ``Value`` of a Getvar answer (None when there is none)."""
+    get = getattr(response, "get", None)
+    return get("Value") if get is not None else None
 
 
 def _describe(error: Exception) -> str:

@@ -58,9 +58,11 @@ ANSWERED        Newstate Up of the device channel: it answered -> CONNECTED
 PROCEEDING      DialBegin with the device as Channel: the PBX dials out
 RINGBACK        DialState RINGING with the device as Channel
 FAR_ANSWERED    DialEnd ANSWER with the device as Channel -> CONNECTED
-FAR_BUSY        DialEnd BUSY with the device as Channel -> BUSY
-FAR_FAILED      DialEnd NOANSWER/CONGESTION/CHANUNAVAIL/CANCEL as Channel
-                -> DISCONNECTED (mode from the DialStatus)
+FAR_BUSY        DialEnd BUSY with the device as Channel, once every
+                destination of its Dial failed -> BUSY
+FAR_FAILED      DialEnd NOANSWER/CONGESTION/CHANUNAVAIL/CANCEL as Channel,
+                likewise -> DISCONNECTED (mode from the DialStatus); a
+                CANCEL with ``Forward`` (a 302) is no end: the Dial goes on
 BRIDGED         BridgeEnter of the device channel -> CONNECTED
 HOLD / UNHOLD   Hold / Unhold of the device channel (its user pressed hold)
 TRANSFERRED     BlindTransfer (Transferer) or AttendedTransfer (either
@@ -70,27 +72,37 @@ HANGUP          Hangup -> DISCONNECTED (see :func:`disconnect_mode`), IDLE
 
 Newstate Ringing of a device channel before its DialBegin (Asterisk sends
 them in either order) only marks the leg; the DialBegin announces it.
+``Pickup`` marks its TargetChannel (its Hangup ends it PICKUP) and moves
+its Channel's call out (TRANSFERRED) and the picked-up call in: a new
+LINE_NEWCALL, CONNECTED (:meth:`DeviceLines._pickup`).
 
 Call info
 ---------
 * incoming: callerid/name = the calling Channel's CallerIDNum/Name (else
   the device channel's ConnectedLine), calledid = the number the caller
-  dialled (the calling channel's Exten when it is a number); origin INTERNAL
-  when the calling channel is a configured device, else EXTERNAL.
+  dialled, followed back through Local channels (:meth:`DeviceLines._root`:
+  a queue's or FreePBX ring group's number, not its member's Exten); origin
+  INTERNAL when that caller is a configured device, else EXTERNAL.
 * placed from the phone / click-to-dial: callerid/name = the device
   channel's own CallerIDNum/Name as Newchannel showed it, calledid = its
-  Exten; origin OUTBOUND, INTERNAL once DialBegin shows the far end is a
-  configured device.
+  Exten; origin OUTBOUND, whoever it reaches.
 * connectedid/name: the device channel's ConnectedLine once the call is
   connected (for a call placed, the dialled party's CallerIDNum when
-  Asterisk knows no connected line), updated by NewConnectedLine and by the
+  Asterisk knows no connected line, else the number dialled; for an offered
+  call none: flags UNAVAIL), updated by NewConnectedLine and by the
   ConnectedLine every channel event carries (a transfer changes it).
+* every party that comes from a channel (an offered call's caller, a
+  connected party) carries a :class:`~.grammar.Screen` of the device
+  channel's ``CONNECTEDLINE(pres)``: the core reads it before the party is
+  shown, and a withheld one never is (:mod:`.parties`).
 
-The first signals of a call are LINE_NEWCALL (carrying callerid and the
-dialled number, so the screen pop needs nothing else; none for calls the
-phone places: there the callerid is the user's own number), the SETs (silent)
-and the first LINE_CALLSTATE, which carries the complete call info. A change
-after that is a SET followed by LINE_CALLINFO with the matching infostate.
+The first signals of a call are LINE_NEWCALL (carrying callerid, the
+dialled number and the origin, so the screen pop needs nothing else; no
+callerid for calls the phone places: there it is the user's own number),
+the SETs (silent) and the first LINE_CALLSTATE, which carries the complete
+call info. A change after that is a SET followed by LINE_CALLINFO with the
+matching infostate. Every signal is marked ``device``: the model keeps a
+device line's call apart from a dialplan's call on the same Uniqueid.
 
 What this cannot know is listed in ``docs/device-lines.md``.
 """
@@ -104,6 +116,7 @@ from typing import Final
 
 from ..ami.parser import ByName
 from . import grammar as G
+from . import parties
 from .causes import mode_for_cause
 from .constants import (
     BUSY,
@@ -134,6 +147,7 @@ EVENT_NAMES: Final = (
     "Unhold",
     "BlindTransfer",
     "AttendedTransfer",
+    "Pickup",
     "Hangup",
     "Shutdown",
 )
@@ -145,6 +159,9 @@ _SWEEP_EVERY = 60.0
 _CHANNELS_REMEMBERED = 4096
 
 # -- facts -------------------------------------------------------------------
+
+#: A DialEnd status of ours: CANCEL with ``Forward`` (the phone answered 302).
+FORWARDED: Final = "FORWARD"
 
 INCOMING: Final = "incoming"
 ORIGINATED: Final = "originated"
@@ -214,10 +231,20 @@ UNANSWERED_MODE: Mapping[str, str] = {
     "CANCEL": "LINEDISCONNECTMODE_CANCELLED",  # the caller gave up (cause 26 says: answered elsewhere)
     "CONGESTION": "LINEDISCONNECTMODE_CONGESTION",
     "CHANUNAVAIL": "LINEDISCONNECTMODE_UNAVAIL",
+    FORWARDED: "LINEDISCONNECTMODE_FORWARDED",  # the phone answered 302: the Dial went on elsewhere
 }
+
+#: When every destination of a Dial the phone placed failed, the status its line shows:
+#: app_dial's DIALSTATUS puts BUSY first, then CONGESTION, then CHANUNAVAIL.
+_FAILED_FIRST = ("BUSY", "CONGESTION", "CHANUNAVAIL", "NOANSWER", "DONTCALL", "TORTURE", "INVALIDARGS", "CANCEL")
 
 _ANSWERED_ELSEWHERE = 26
 _PICKUP = "LINEDISCONNECTMODE_PICKUP"
+#: Where Asterisk keeps the presentation of a device channel's far party (what its phone shows:
+#: res_pjsip_caller_id sends "Anonymous" exactly when this is not allowed).
+CONNECTED_PRES: Final = "CONNECTEDLINE(pres)"
+#: Local ;1 channels remembered with who dialled them (the chain back to the caller), at most.
+CHAIN_MAX = 4096
 
 _STATE_UP = "6"
 _STATE_RINGING = "5"
@@ -234,9 +261,10 @@ _INFOSTATE = {
     "calledid": "LINECALLINFOSTATE_CALLEDID",
     "connectedid": "LINECALLINFOSTATE_CONNECTEDID",
     "connectedidname": "LINECALLINFOSTATE_CONNECTEDID",
+    "connectedidflags": "LINECALLINFOSTATE_CONNECTEDID",
     "origin": "LINECALLINFOSTATE_ORIGIN",
 }
-_SET_FIELD = {key: field for field, key in G.SET_FIELDS.items()}
+_INTERNAL, _EXTERNAL, _OUTBOUND = "LINECALLORIGIN_INTERNAL", "LINECALLORIGIN_EXTERNAL", "LINECALLORIGIN_OUTBOUND"
 
 Fields = Callable[[str], "str | None"]
 
@@ -296,9 +324,13 @@ class Leg:
     own: tuple[str | None, str | None] = (None, None)  # the device's number and name (Newchannel)
     exten: str | None = None  # what the phone dialled (Newchannel Exten)
     ringing: bool = False
-    dial_status: str | None = None  # DialEnd status of the Dial that rang this channel
+    dial_status: str | None = None  # the first DialEnd status of the Dial that rang this channel
+    via: str | None = None  # the channel whose Dial rang this one (a Local ;2 for queue/ring group members)
+    picked: bool = False  # another phone picked this ringing call up (Pickup's TargetChannel)
+    placed: bool = False  # the user's own call (the phone dialled, or click-to-dial)
     connected: tuple[str | None, str | None] = (None, None)  # the channel's ConnectedLine
     far: tuple[str | None, str | None] = (None, None)  # the dialled party (DialBegin Dest)
+    dialling: dict[str, str | None] = field(default_factory=dict)  # its Dial's destinations -> DialEnd status
     info: dict[str, str | None] = field(default_factory=dict)  # what we told the model
 
 
@@ -323,6 +355,11 @@ class DeviceLines:
         self.legs: dict[str, Leg] = {}  # Uniqueid -> leg
         self._by_channel: dict[str, str] = {}  # channel name -> Uniqueid
         self._lines_of: dict[str, tuple[str, ...]] = {}  # channel name -> lines_of(it); devices never change
+        # Local ;1 channel -> (the number its caller dialled, the caller is a configured device):
+        # the chain of Local channels back to the caller's leg (:meth:`_root`).
+        self._chain: dict[str, tuple[str | None, bool]] = {}
+        # Local ;2 of a member -> how the Dial of its ;1 ended (NOANSWER: the queue moved on).
+        self._member_end: dict[str, str] = {}
 
     def seed(self, uniqueid: str, channel: str | None, states: Mapping[str, str],
              callinfo: Mapping[str, object], updated: float) -> bool:
@@ -347,7 +384,8 @@ class DeviceLines:
         if not lines or states[lines[0]] not in _FOLLOWED:
             return False
         state = states[lines[0]]
-        leg = Leg(uniqueid, channel, lines, updated, updated, state, ringing=state == OFFERING)
+        leg = Leg(uniqueid, channel, lines, updated, updated, state, ringing=state == OFFERING,
+                  placed=callinfo.get("origin") == _OUTBOUND)
         leg.info = {key: value for key in _INFOSTATE if isinstance(value := callinfo.get(key), str)}
         leg.connected = (leg.info.get("connectedid"), leg.info.get("connectedidname"))
         self.legs[uniqueid] = leg
@@ -359,6 +397,8 @@ class DeviceLines:
         the calls under way must not be forgotten)."""
         self.legs.update(other.legs)
         self._by_channel.update(other._by_channel)
+        self._chain.update(other._chain)
+        self._member_end.update(other._member_end)
 
     # -- reading -----------------------------------------------------------
 
@@ -401,6 +441,8 @@ class DeviceLines:
         """Forget every channel (Asterisk shut down). A dropped link keeps them: :meth:`resync` ends the gone ones."""
         self.legs.clear()
         self._by_channel.clear()
+        self._chain.clear()
+        self._member_end.clear()
 
     def resync(self, entries: Iterable[Fields], now: float, *, since: float | None = None) -> list[G.TapiSignal]:
         """After a (re)connect: the ``CoreShowChannel`` list items (header getters) -> signals.
@@ -479,7 +521,7 @@ class DeviceLines:
             self._placed(leg, _number(leg.exten), out)
         elif app.startswith("appdial") or state == _STATE_RINGING:
             num, name = leg.connected
-            self._announce(leg, num, name, None, out)
+            self._announce(leg, num, name, None, out, screen=True)
         else:
             self._announce(leg, None, None, None, out)
         if state == _STATE_UP:
@@ -504,33 +546,30 @@ class DeviceLines:
         One line, one source: a device line's calls come from its device's
         channel events only, or two pictures of one call would fight over
         its state. So a UserEvent may not name a device line (``LINE_NEWCALL
-        bob``, ``[~ID&bob] ...``, ``[bob] LINE_LINEDEVSTATE``), and one that
-        names no line may not drive a call the device mapping owns (its
-        ``~id`` or Uniqueid is a device channel's: it would reach every line
-        of that call). Returns the signal to apply (None: nothing is left)
-        and the device lines it named or reached, for the adapter to log.
+        bob``, ``[~ID&bob] ...``, ``[bob] LINE_LINEDEVSTATE``): those names are
+        taken out. What is left drives the dialplan's own call, even when
+        its Uniqueid is a device channel's (a device line calling a TAPI
+        dialplan's ring group: the reception phone's channel runs the
+        dialplan): the model keeps a device line's call and a dialplan's
+        call on one Uniqueid apart (``TapiSignal.device``), each following its
+        own source completely. Returns the signal to apply (None: nothing is
+        left) and the device lines it named, for the adapter to log.
         """
         cmd = signal.command
         newcall = cmd.verb == G.NEWCALL
         named = cmd.args if newcall else cmd.lines  # LINE_NEWCALL names its lines as arguments
-        if newcall or named:
-            own = self.line_names
-            kept = tuple(line for line in named if line not in own)
-            refused = tuple(line for line in named if line in own)
-            if not refused:
-                return signal, ()
-            if not kept:
-                return None, refused
-            if newcall:
-                raw = f"LINE_NEWCALL {' '.join(kept)}" if cmd.call_id is None else (
-                    f"[~{cmd.call_id}] LINE_NEWCALL {' '.join(kept)}")
-                return _replace(signal, cmd, args=kept, raw=raw), refused
-            return _replace(signal, cmd, lines=kept, raw=_spec_text(cmd, kept)), refused
-        uid = cmd.call_id or signal.uniqueid
-        leg = self.legs.get(uid) if uid is not None else None
-        if leg is not None:
-            return None, leg.lines
-        return signal, ()
+        own = self.line_names
+        refused = tuple(line for line in named if line in own)
+        if not refused:
+            return signal, ()
+        kept = tuple(line for line in named if line not in own)
+        if not kept:
+            return None, refused
+        if newcall:
+            raw = G.text_of(cmd.call_id, (), (), G.NEWCALL, kept)
+            return _replace(signal, cmd, args=kept, raw=raw), refused
+        raw = G.text_of(cmd.call_id, kept, cmd.excluded, cmd.verb, cmd.args)
+        return _replace(signal, cmd, lines=kept, raw=raw), refused
 
     # -- the handlers (one per event) -------------------------------------------
 
@@ -558,17 +597,29 @@ class DeviceLines:
         elif state == _STATE_UP:
             if leg.state == UNSEEN:
                 self._announce(leg, None, None, None, out)
-            if leg.state in (OFFERING, UNSEEN):
+            if leg.state in (OFFERING, UNSEEN) or (leg.placed and TABLE[ANSWERED].get(leg.state) == CONNECTED):
+                # offered: the phone answered; placed: an application answered (a conference,
+                # a parked call, voicemail): the far party is whoever the channel is connected to
                 self._connected_info(leg, out)
             self._apply(leg, ANSWERED, None, out)
 
     def _dial_begin(self, get: Fields, now: float, out: list) -> None:
+        source = get("Channel")
+        dialled, internal = self._root(source, get)
+        dest = get("DestChannel") or ""
+        if _known(source) is not None and _local_one(dest):
+            _bounded_put(self._chain, dest, (dialled, internal))
+            member = dest[:-1] + "2"
+            for leg in self.legs.values():
+                # Asterisk publishes this DialBegin after ast_call() started the Local pair, so
+                # the member's Dial may have rung its phone first: the number dialled follows.
+                if leg.via == member and dialled is not None and leg.state != UNSEEN:
+                    self._set(leg, "calledid", dialled, out)
         caller = self._leg(get, "Channel", now)
         callee = self._leg(get, "DestChannel", now, create=True)
         if callee is not None:
             self._note_connected(callee, get, "Dest", out)
             if callee.state == UNSEEN:
-                source = get("Channel")
                 if _known(source) is None:
                     # An Originate rings the device (click-to-dial): the user's own call.
                     self._placed(callee, None, out)
@@ -576,23 +627,42 @@ class DeviceLines:
                 else:
                     num = _known(get("CallerIDNum")) or callee.connected[0]
                     name = _known(get("CallerIDName")) or callee.connected[1]
-                    dialled = _number(get("Exten")) or _number(get("DestExten"))
-                    self._announce(callee, num, name, dialled, out)
-                    internal = bool(self.lines_of(source))
-                    self._set(callee, "origin",
-                              "LINECALLORIGIN_INTERNAL" if internal else "LINECALLORIGIN_EXTERNAL", out)
+                    callee.via = source
+                    self._announce(callee, num, name, dialled or _number(get("DestExten")), out,
+                                   origin=_INTERNAL if internal else _EXTERNAL, screen=True)
                     self._apply(callee, INCOMING, None, out)
         if caller is not None:
             self._note_connected(caller, get, "", out)
             caller.far = (_known(get("DestCallerIDNum")), _known(get("DestCallerIDName")))
+            if dest:
+                caller.dialling[dest] = None
             if caller.state == UNSEEN:
                 return
-            dialled = _number(get("Exten"))
-            if dialled is not None:
-                self._set(caller, "calledid", dialled, out)
-            if self.lines_of(get("DestChannel")):
-                self._set(caller, "origin", "LINECALLORIGIN_INTERNAL", out)
+            number = _number(get("Exten"))
+            if number is not None:
+                self._set(caller, "calledid", number, out)
             self._apply(caller, PROCEEDS, None, out)
+
+    def _root(self, channel: str | None, get: Fields) -> tuple[str | None, bool]:
+        """Whom a Dial from ``channel`` is for: (the number the caller dialled, the caller is a
+        configured device), followed back through Local channels.
+
+        A queue with members ``Local/201@from-queue/n`` or a ring group that
+        dials ``Local/201@from-internal/n&...`` (FreePBX) reaches the phone
+        from the ``;2`` half of a Local pair, whose Exten is the member (201).
+        Its ``;1`` half was dialled by the caller's leg (DialBegin's
+        DestChannel), so the chain ``;2`` -> ``;1`` -> the channel that
+        dialled it leads back to what the caller dialled (the queue's or ring
+        group's number) and to whether the caller is a station of ours.
+        """
+        if not _known(channel):
+            return None, False  # an Originate: nobody dialled
+        assert channel is not None
+        if channel.endswith(";2"):
+            hit = self._chain.get(channel[:-1] + "1")
+            if hit is not None:
+                return hit
+        return _number(get("Exten")), bool(self.lines_of(channel))
 
     def _dial_state(self, get: Fields, now: float, out: list) -> None:
         caller = self._leg(get, "Channel", now)
@@ -602,21 +672,41 @@ class DeviceLines:
 
     def _dial_end(self, get: Fields, now: float, out: list) -> None:
         status = (get("DialStatus") or "").strip().upper()
+        forwarded = status == "CANCEL" and _known(get("Forward")) is not None
         callee = self._leg(get, "DestChannel", now)
-        if callee is not None:
-            callee.dial_status = status
+        if callee is not None and callee.dial_status is None:
+            # the first end counts: a queue says NOANSWER when a member rang out, then CANCEL
+            if forwarded:
+                callee.dial_status = FORWARDED
+            elif status == "CANCEL":
+                callee.dial_status = self._member_end.get(get("Channel") or "", status)
+            else:
+                callee.dial_status = status
+        dest = get("DestChannel") or ""
+        if status != "ANSWER" and _local_one(dest):
+            # A Local member (queue, ring group) ended: the Dial in it only says CANCEL to its
+            # phone when the Local pair goes, so the phone's Dial end takes this status instead.
+            _bounded_put(self._member_end, dest[:-1] + "2", status)
         caller = self._leg(get, "Channel", now)
         if caller is None:
             return
         self._note_connected(caller, get, "", out)
         if status == "ANSWER":
+            caller.dialling.clear()
             self._connected_info(caller, out)
             self._apply(caller, FAR_ANSWERED, None, out)
-        elif status == "BUSY":
-            busy = "LINEBUSYMODE_STATION" if self.lines_of(get("DestChannel")) else "LINEBUSYMODE_UNKNOWN"
+            return
+        caller.dialling.pop(dest, None) if forwarded else caller.dialling.__setitem__(dest, status)
+        if forwarded or any(end is None for end in caller.dialling.values()):
+            return  # the Dial goes on (a forward's new destination, or another one still rings)
+        ends = set(caller.dialling.values()) or {status}
+        caller.dialling.clear()
+        final = next((s for s in _FAILED_FIRST if s in ends), status)
+        if final == "BUSY":
+            busy = "LINEBUSYMODE_STATION" if self.lines_of(dest) else "LINEBUSYMODE_UNKNOWN"
             self._apply(caller, FAR_BUSY, busy, out)
-        elif status in FAR_FAILED_MODE:
-            self._apply(caller, FAR_FAILED, FAR_FAILED_MODE[status], out)
+        elif final in FAR_FAILED_MODE:
+            self._apply(caller, FAR_FAILED, FAR_FAILED_MODE[final], out)
 
     def _bridge_enter(self, get: Fields, now: float, out: list) -> None:
         leg = self._leg(get, "Channel", now)
@@ -658,11 +748,47 @@ class DeviceLines:
             self._apply(leg, TRANSFERRED, None, out)
             self._forget(leg)
 
+    def _pickup(self, get: Fields, now: float, out: list) -> None:
+        """Pickup (``*8`` group pickup, ``Pickup()``): another phone took a call ringing here.
+
+        The ringing phone's call ends ``PICKUP`` at its Hangup. The picking
+        phone's own call (it dialled the feature code, Asterisk answered it)
+        goes IDLE, and the call it picked up appears on its line as a new
+        call, as TAPI's ``linePickup`` gives one: the caller, the number they
+        dialled and the origin of the call that rang, CONNECTED, so the
+        screen pop (and contact lookup) comes to whoever answered it.
+        """
+        target = self._leg(get, "TargetChannel", now)
+        if target is not None:
+            target.picked = True
+        picker = self._leg(get, "Channel", now, create=True)
+        if picker is None:
+            return
+        if picker.state != UNSEEN:
+            self._apply(picker, TRANSFERRED, None, out)
+        self._forget(picker)
+        leg = self._leg(get, "Channel", now, create=True)
+        assert leg is not None
+        leg.own = picker.own
+        num, name = _known(get("TargetConnectedLineNum")), _known(get("TargetConnectedLineName"))
+        if target is not None:
+            dialled, origin = target.info.get("calledid"), target.info.get("origin")
+        else:
+            dialled, origin = _number(get("TargetExten")), None
+        self._announce(leg, num, name, dialled, out, origin=origin, screen=True)
+        leg.connected = (num, name)
+        self._connected_info(leg, out)
+        self._to(leg, CONNECTED, None, out)
+
     def _shutdown(self, get: Fields, now: float, out: list) -> None:
         """Asterisk is stopping: its channels die with it (their Hangups came first, if at all)."""
         self.reset()
 
     def _hangup(self, get: Fields, now: float, out: list) -> None:
+        if self._chain or self._member_end:
+            channel = get("Channel") or ""
+            self._chain.pop(channel, None)
+            self._member_end.pop(channel, None)
         leg = self._leg(get, "Channel", now)
         if leg is None:
             return
@@ -709,40 +835,65 @@ class DeviceLines:
             self._connected_info(leg, out)
 
     def _connected_info(self, leg: Leg, out: list) -> None:
+        """Who the call is connected to: the channel's ConnectedLine, screened for its presentation.
+
+        Without one, a call the user placed shows the dialled party (as the
+        Dial named it, else the number dialled); an offered call shows no
+        connected party, flags ``UNAVAIL`` (the caller sent no id).
+        """
         num, name = leg.connected
-        if num is None and leg.far[0] is not None:
-            num, name = leg.far  # a call placed: the dialled party, as the Dial named it
-        if num is None:
-            num = leg.info.get("calledid")
-        self._set(leg, "connectedid", num, out)
-        self._set(leg, "connectedidname", name, out)
+        if num is not None or name is not None:
+            self._party(leg, "connectedid", num, name, out, G.Screen(CONNECTED_PRES, num, name))
+        elif leg.placed:
+            num, name = leg.far
+            self._party(leg, "connectedid", num or leg.info.get("calledid"), name, out, None)
+        else:
+            self._set(leg, "connectedidflags", parties.UNAVAIL, out)
+
+    def _party(self, leg: Leg, party: str, number: str | None, name: str | None, out: list,
+               screen: G.Screen | None) -> None:
+        """SET a party's number and name (the first SET carries ``screen``: the core reads the
+        presentation before anything of the party is shown)."""
+        name_key, flags_key = parties.PARTIES[party]
+        for key, value in ((party, number), (name_key, name)):
+            if value is not None and leg.info.get(key) != value:
+                leg.info.pop(flags_key, None)
+                self._set(leg, key, value, out, screen)
+                screen = None
 
     def _announce(self, leg: Leg, callerid: str | None, name: str | None, dialled: str | None,
-                  out: list) -> None:
-        """LINE_NEWCALL for the leg on each of its lines."""
+                  out: list, *, origin: str | None = None, screen: bool = False) -> None:
+        """LINE_NEWCALL for the leg on each of its lines, with the caller (screened: the core
+        reads the presentation of the phone's far party first) and the origin."""
         text = f"[~{leg.uniqueid}] LINE_NEWCALL {' '.join(leg.lines)}"
         cmd = G.TapiCommand(leg.uniqueid, (), (), G.NEWCALL, leg.lines, text)
-        out.append(G.TapiSignal(cmd, leg.uniqueid, leg.channel, callerid, name, dialled))
+        anyone = callerid is not None or name is not None
+        out.append(G.TapiSignal(
+            cmd, leg.uniqueid, leg.channel, callerid, name, dialled, origin=origin,
+            # a caller Asterisk gives no id at all needs no reading: nothing to hide, flags UNAVAIL
+            presentation=parties.ALLOWED if screen and not anyone else None,
+            screen=G.Screen(CONNECTED_PRES, callerid, name) if screen and anyone else None, device=True))
         # The leg stays UNSEEN: the fact that follows (INCOMING, DIALLED, ...) moves it.
-        for key, value in (("callerid", callerid), ("calleridname", name), ("calledid", dialled)):
+        for key, value in (("callerid", callerid), ("calleridname", name), ("calledid", dialled),
+                           ("origin", origin)):
             if value is not None:
                 leg.info[key] = value
 
     def _placed(self, leg: Leg, dialled: str | None, out: list) -> None:
-        """LINE_NEWCALL for a call the user places: no callerid in it (their own number is no
-        customer to look up); callerid, name and origin OUTBOUND follow as silent SETs."""
-        self._announce(leg, None, None, dialled, out)
+        """LINE_NEWCALL for a call the user places (origin OUTBOUND): no callerid in it (their
+        own number is no customer to look up); their number and name follow as silent SETs."""
+        leg.placed = True
+        self._announce(leg, None, None, dialled, out, origin=_OUTBOUND)
         self._set(leg, "callerid", leg.own[0], out)
         self._set(leg, "calleridname", leg.own[1], out)
-        self._set(leg, "origin", "LINECALLORIGIN_OUTBOUND", out)
 
-    def _set(self, leg: Leg, key: str, value: str | None, out: list) -> None:
+    def _set(self, leg: Leg, key: str, value: str | None, out: list, screen: G.Screen | None = None) -> None:
         """SET a callinfo field if it changed; LINE_CALLINFO too once clients have seen a state."""
         if value is None or leg.info.get(key) == value:
             return
         leg.info[key] = value
-        fld = _SET_FIELD[key]
-        out.append(self._signal(leg, G.SET, (fld, value), f"SET {fld} {value}"))
+        fld = G.FIELD_OF[key]
+        out.append(self._signal(leg, G.SET, (fld, value), f"SET {fld} {value}", screen))
         if leg.state not in (UNSEEN, NEW):
             info = _INFOSTATE[key]
             last = out[-2] if len(out) > 1 else None
@@ -762,23 +913,26 @@ class DeviceLines:
         args = (state,) if mode is None else (state, mode)
         out.append(self._signal(leg, G.CALLSTATE, args, "LINE_CALLSTATE " + " ".join(args)))
 
-    def _signal(self, leg: Leg, verb: str, args: tuple[str, ...], text: str) -> G.TapiSignal:
+    def _signal(self, leg: Leg, verb: str, args: tuple[str, ...], text: str,
+                screen: G.Screen | None = None) -> G.TapiSignal:
         lines = leg.lines
         raw = f"[~{leg.uniqueid}&{'&'.join(lines)}] {text}"
-        return G.TapiSignal(G.TapiCommand(leg.uniqueid, lines, (), verb, args, raw), leg.uniqueid, leg.channel)
+        return G.TapiSignal(G.TapiCommand(leg.uniqueid, lines, (), verb, args, raw), leg.uniqueid, leg.channel,
+                            screen=screen, device=True)
 
 
 def disconnect_mode(leg: Leg, cause: int | None) -> str:
     """LINEDISCONNECTMODE_* for a device channel that hung up in ``leg.state``.
 
     A call that rang and was never answered here says why from the Dial's
-    status (rejected, not answered, the caller gave up; BUSY before it
-    ever rang is BUSY, not a rejection), cause 26 taking precedence (a ring
-    group answered elsewhere); every other call uses the
-    Q.850 cause (:func:`~.causes.mode_for_cause`: 16 -> NORMAL).
+    first status (rejected, not answered, the caller gave up, forwarded by
+    a 302; BUSY before it ever rang is BUSY, not a rejection; for a Local
+    queue member, how the queue's ring of the member ended), cause 26 or a
+    Pickup taking precedence (answered elsewhere, picked up); every other
+    call uses the Q.850 cause (:func:`~.causes.mode_for_cause`: 16 -> NORMAL).
     """
     if leg.state == OFFERING:
-        if cause == _ANSWERED_ELSEWHERE:
+        if cause == _ANSWERED_ELSEWHERE or leg.picked:
             return _PICKUP
         if leg.dial_status == "BUSY" and not leg.ringing:
             return "LINEDISCONNECTMODE_BUSY"  # refused before it rang (busy, do-not-disturb)
@@ -809,10 +963,19 @@ def _replace(signal: G.TapiSignal, cmd: G.TapiCommand, **changes: object) -> G.T
     return replace(signal, command=replace(cmd, **changes))
 
 
-def _spec_text(cmd: G.TapiCommand, lines: tuple[str, ...]) -> str:
-    """The TAPIEVENT text of ``cmd`` naming only ``lines`` (what the grammar parses back into it)."""
-    spec = "&".join([*([f"~{cmd.call_id}"] if cmd.call_id else []), *lines, *(f"!{x}" for x in cmd.excluded)])
-    return f"[{spec}] {' '.join((cmd.verb, *cmd.args))}"
+def _local_one(channel: str) -> bool:
+    """Is ``channel`` the ;1 half of a Local pair (``Local/201@from-queue-0000001a;1``)?"""
+    return channel.endswith(";1") and channel[:6].lower() == "local/"
+
+
+def _bounded_put(table: dict, key: str, value: object) -> None:
+    """``table[key] = value`` unless already there; the oldest entry goes when :data:`CHAIN_MAX` are kept
+    (their Hangups clean them up; the bound is for Hangups that never came)."""
+    if key in table:
+        return
+    if len(table) >= CHAIN_MAX:
+        del table[next(iter(table))]
+    table[key] = value
 
 
 def _int(value: str | None) -> int | None:
@@ -837,6 +1000,7 @@ _HANDLERS: ByName[Callable[[DeviceLines, Fields, float, list], None]] = ByName({
     "unhold": DeviceLines._unhold,
     "blindtransfer": DeviceLines._blind_transfer,
     "attendedtransfer": DeviceLines._attended_transfer,
+    "pickup": DeviceLines._pickup,
     "hangup": DeviceLines._hangup,
     "shutdown": DeviceLines._shutdown,
 })

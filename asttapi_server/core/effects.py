@@ -40,10 +40,14 @@ from ..errors import TelephonyError
 
 @dataclass(frozen=True, slots=True)
 class Send:
-    """Send ``action``; report its answer with ``CallControl.answered(token, ...)``."""
+    """Send ``action``; report its answer with ``CallControl.answered(token, ...)``.
+
+    ``timeout``: seconds to wait for the answer (None: the link's ``action_timeout``).
+    """
 
     token: int
     action: Action
+    timeout: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,10 +103,10 @@ class Effects(list):
             self.contacts = []
         self.contacts.append(wanted)
 
-    def send(self, token: int, action: Action) -> None:
+    def send(self, token: int, action: Action, timeout: float | None = None) -> None:
         if not self.actions:
             self.actions = []
-        self.actions.append(Send(token, action))
+        self.actions.append(Send(token, action, timeout))
 
     def reply(self, token: int, value: Any = None, error: TelephonyError | None = None) -> None:
         if not self.replies:

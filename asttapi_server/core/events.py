@@ -18,10 +18,13 @@ _EMPTY: Mapping[str, Any] = MappingProxyType({})
 CALLINFO_KEYS = (
     "callerid",
     "calleridname",
+    "calleridflags",
     "calledid",
     "calledidname",
+    "calledidflags",
     "connectedid",
     "connectedidname",
+    "connectedidflags",
     "origin",
     "uniqueid",
 )
@@ -47,6 +50,8 @@ class TapiEvent:
     mode: str | None = None
     # A factory, not default=_EMPTY: dataclasses refuse an unhashable default
     # (mappingproxy has no hash), which made this module fail to import.
+    # (calleridflags, calledidflags, connectedidflags: tuples of LINECALLPARTYID_* names,
+    # core/parties.py; a withheld party's number and name are None)
     callinfo: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
     synthetic: bool = False
     owner: Hashable | None = None

@@ -14,6 +14,9 @@
       | LINE_CALLINFO <LINECALLINFOSTATE_x>
       | LINE_LINEDEVSTATE <LINEDEVSTATE_x>
       | SET CALLERID|CALLERIDNAME|CALLEDID|CALLEDIDNAME|CONNECTEDID|CONNECTEDIDNAME <value>
+      | SET CALLERIDFLAGS|CALLEDIDFLAGS|CONNECTEDIDFLAGS <LINECALLPARTYID_x>
+                                     x: BLOCKED, OUTOFAREA, UNAVAIL or UNKNOWN (the party is not
+                                     shown, and why: :mod:`.parties`)
       | SET CALLORIGIN <LINECALLORIGIN_x>
 
 Lenient where dialplans are sloppy: spaces anywhere around tokens, verbs and
@@ -62,8 +65,16 @@ SET_FIELDS: dict[str, str] = {
     "CALLEDIDNAME": "calledidname",
     "CONNECTEDID": "connectedid",
     "CONNECTEDIDNAME": "connectedidname",
+    "CALLERIDFLAGS": "calleridflags",
+    "CALLEDIDFLAGS": "calledidflags",
+    "CONNECTEDIDFLAGS": "connectedidflags",
     "CALLORIGIN": "origin",
 }
+#: callinfo key -> SET field.
+FIELD_OF: dict[str, str] = {key: field for field, key in SET_FIELDS.items()}
+#: The LINECALLPARTYID_* a SET ...FLAGS may give: the ones that say why a party is not shown.
+HIDING_FLAGS = ("LINECALLPARTYID_BLOCKED", "LINECALLPARTYID_OUTOFAREA", "LINECALLPARTYID_UNAVAIL",
+                "LINECALLPARTYID_UNKNOWN")
 
 _CALLSTATES = frozenset(C.LINECALLSTATE) | {C.LINECALLSTATE_HANGUP}
 
@@ -96,6 +107,21 @@ class TapiCommand:
 
 
 @dataclass(frozen=True, slots=True)
+class Screen:
+    """Read a party's presentation before it is shown: ``Getvar`` of ``function`` on the signal's channel.
+
+    ``number`` and ``name`` are the party the signal carries (a LINE_NEWCALL's
+    caller, a SET's connected party): what stays hidden if Asterisk says the
+    party is withheld. The core does the reading (:mod:`.control`) and
+    applies the one rule (:mod:`.parties`).
+    """
+
+    function: str  # "CALLERID(pres)" (the channel's own caller) or "CONNECTEDLINE(pres)" (its far party)
+    number: str | None
+    name: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class TapiSignal:
     """A TapiCommand with the AMI context it arrived in."""
 
@@ -108,6 +134,16 @@ class TapiSignal:
     callerid: str | None = None
     calleridname: str | None = None
     exten: str | None = None
+    #: LINE_NEWCALL: the call's LINECALLORIGIN_*, set once with the call (device lines know it then).
+    origin: str | None = None
+    #: LINE_NEWCALL: the caller's presentation as judged (:data:`.parties.ALLOWED` or a hiding
+    #: LINECALLPARTYID_*), None if never read. Set by the core after reading ``screen``.
+    presentation: str | None = None
+    #: The party this signal carries must be screened first (see :class:`Screen`).
+    screen: Screen | None = None
+    #: From a device line's own channel events (:mod:`.device_lines`): the call
+    #: is that channel's, apart from any dialplan call on the same Uniqueid.
+    device: bool = False
 
 
 def parse_tapievent(text: str, max_lines: int = MAX_LINES) -> TapiCommand:
@@ -142,6 +178,27 @@ def _check_line(name: str, raw: str) -> str:
     if not LINE_NAME.fullmatch(name):
         raise TapiSyntaxError(f"bad line name {clip(name)!r}", raw)
     return name
+
+
+def text_of(call_id: str | None, lines: tuple[str, ...], excluded: tuple[str, ...], verb: str,
+            args: tuple[str, ...]) -> str:
+    """The TAPIEVENT text of a command: what :func:`parse_tapievent` parses back into it."""
+    spec = "&".join([*([f"~{call_id}"] if call_id else []), *lines, *(f"!{x}" for x in excluded)])
+    body = " ".join((verb, *args))
+    return f"[{spec}] {body}" if spec else body
+
+
+#: SET fields whose value is a party's number or name: never quoted in a log line (it may be a
+#: caller who withholds it, core/parties.py).
+PARTY_FIELDS = frozenset(("CALLERID", "CALLERIDNAME", "CALLEDID", "CALLEDIDNAME", "CONNECTEDID", "CONNECTEDIDNAME"))
+
+
+def quoted(cmd: TapiCommand) -> str:
+    """What a log line may quote of a TAPIEVENT: its text, cut (:func:`clip`), a party's number or
+    name left out."""
+    if cmd.verb == SET and cmd.args[0] in PARTY_FIELDS:
+        return clip(text_of(cmd.call_id, cmd.lines, cmd.excluded, SET, (cmd.args[0], "…")))
+    return clip(cmd.raw)
 
 
 def clip(text: str, limit: int = 120) -> str:
@@ -251,6 +308,8 @@ def _set_args(rest: str, raw: str) -> tuple[str, str]:
     value = parts[1].strip() if len(parts) > 1 else ""
     if field == "CALLORIGIN":
         value = _constant(value, "LINECALLORIGIN_", C.LINECALLORIGIN, raw)
+    elif field.endswith("FLAGS"):
+        value = _constant(value, "LINECALLPARTYID_", HIDING_FLAGS, raw)
     return (field, value)
 
 

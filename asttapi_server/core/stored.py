@@ -25,8 +25,9 @@ from typing import Any
 
 from ..ami import normalise  # (a module: normalise itself imports core.grammar)
 from ..names import is_line_name
-from .constants import CALLSTATE_MODES, LINECALLINFOSTATE, LINECALLORIGIN
+from .constants import CALLSTATE_MODES, LINECALLINFOSTATE, LINECALLORIGIN, LINECALLPARTYID
 from .grammar import SET_FIELDS, UNIQUEID
+from .parties import PARTIES
 from .transitions import TRANSITIONS
 
 #: The largest handle, counter or ``next_handle`` a store may hold: a browser
@@ -39,8 +40,10 @@ MAX_PLUGIN_KEYS = 32
 MAX_PLUGIN_VALUE_BYTES = 64 << 10
 #: Longest callinfo key a plugin may use.
 MAX_KEY_LENGTH = 64
+#: Callinfo keys that hold a party's LINECALLPARTYID_* flags (core/parties.py).
+FLAG_INFO = frozenset(flags for _name, flags in PARTIES.values())
 #: Callinfo keys that hold caller-id text (``SET``), bounded like live text.
-TEXT_INFO = frozenset(SET_FIELDS.values()) - {"origin"}
+TEXT_INFO = frozenset(SET_FIELDS.values()) - {"origin"} - FLAG_INFO
 #: Largest Q.850 cause kept (Asterisk's are below 128).
 MAX_CAUSE = 65535
 
@@ -64,6 +67,7 @@ class StoredCall:
     updated: float
     hangup_at: float | None
     hangup_cause: int | None
+    device: bool = False  # a device line's call (absent in stores written before issue 21)
 
 
 def short(value: Any) -> str:
@@ -183,6 +187,7 @@ def stored_call(entry: Any, *, max_lines: int, bounded: Callable[[str], str]) ->
         updated=_time(entry, "updated"),  # type: ignore[arg-type]
         hangup_at=_time(entry, "hangup_at", optional=True),
         hangup_cause=hangup_cause,
+        device=field(entry, "device", bool, optional=True) or False,
     )
 
 
@@ -200,6 +205,11 @@ def _callinfo(callinfo: dict, bounded: Callable[[str], str]) -> dict[str, Any]:
             if not (isinstance(value, str) and value in LINECALLORIGIN):
                 raise ValueError(f"callinfo origin is {short(value)}")
             out[key] = value
+        elif key in FLAG_INFO:
+            if not (isinstance(value, list) and 0 < len(value) <= len(LINECALLPARTYID)
+                    and all(isinstance(f, str) and f in LINECALLPARTYID for f in value)):
+                raise ValueError(f"callinfo {key} is not a list of LINECALLPARTYID_* names: {short(value)}")
+            out[key] = tuple(value)
         elif key != "uniqueid":  # data a plugin annotated the call with (a contact)
             plugin_keys += 1
             if plugin_keys > MAX_PLUGIN_KEYS:

@@ -58,6 +58,19 @@ class Channel:
     application_data: str = ""
     bridge_id: str = ""
     variables: dict[str, str] = field(default_factory=dict)
+    #: CALLERID(pres) and CONNECTEDLINE(pres) as Getvar reads them (main/callerid.c's names):
+    #: no AMI event carries them, like on a real Asterisk.
+    callerid_pres: str = "allowed_not_screened"
+    connected_pres: str = "allowed_not_screened"
+
+    def getvar(self, variable: str) -> str:
+        """What ``Getvar`` answers for ``variable`` on this channel (``""`` for one not set)."""
+        name = variable.strip().upper()
+        if name in ("CALLERID(PRES)", "CALLERID(NUM-PRES)", "CALLERID(NAME-PRES)"):
+            return self.callerid_pres
+        if name in ("CONNECTEDLINE(PRES)", "CONNECTEDLINE(NUM-PRES)", "CONNECTEDLINE(NAME-PRES)"):
+            return self.connected_pres
+        return self.variables.get(variable.strip(), "")
 
     def snapshot(self, prefix: str = "") -> Pairs:
         """The standard channel headers, in Asterisk's order."""
@@ -95,11 +108,21 @@ def newstate(ch: Channel) -> Pairs:
     return _event("Newstate", "call,all", ch.snapshot())
 
 
+#: CALLERID(pres) names -> NewCallerid's "CID-CallingPres: %d (%s)" (main/callerid.c's pres_types).
+CALLING_PRES = {
+    "allowed_not_screened": "0 (Presentation Allowed, Not Screened)",
+    "allowed_passed_screen": "1 (Presentation Allowed, Passed Screen)",
+    "prohib_not_screened": "32 (Presentation Prohibited, Not Screened)",
+    "prohib_passed_screen": "33 (Presentation Prohibited, Passed Screen)",
+    "unavailable": "67 (Number Unavailable)",
+}
+
+
 def newcallerid(ch: Channel) -> Pairs:
     return _event(
         "NewCallerid",
         "call,all",
-        [*ch.snapshot(), ("CID-CallingPres", "0 (Presentation Allowed, Not Screened)")],
+        [*ch.snapshot(), ("CID-CallingPres", CALLING_PRES.get(ch.callerid_pres, CALLING_PRES["allowed_not_screened"]))],
     )
 
 

@@ -24,6 +24,15 @@ plain dialplan of ``asterisk-etc/extensions_plain.conf``):
   or is busy for ``95550000`` (``Busy(5)``, DialEnd BUSY, the phone's
   Hangup cause 17 "User busy").
 
+* :class:`DeviceQueue`: a trunk call to a queue (``400``) whose member is the
+  phone behind a Local channel, as FreePBX writes members
+  (``Local/203@from-queue/n``): the queue's DialBegin for the Local ``;1``,
+  the ``;2`` dials the phone (the layouts of capture s12 and the hand-made
+  h03 of tests/data/ami-native-handmade). The caller may withhold the
+  number: the events still carry it, as Asterisk's do, and the channels'
+  ``CALLERID(pres)`` / ``CONNECTEDLINE(pres)`` answer ``prohib_passed_screen``
+  to the server's Getvar, so its line shows the call with no number.
+
 A ``BlindTransfer`` action on the phone's bridged channel sends its peer on
 (capture s08: the BlindTransfer event, BridgeLeave, the phone's Hangup).
 """
@@ -342,4 +351,87 @@ class DeviceCall(DeviceFlow):
         self.unbridge(near, phone)
         self.hang(near, 16, request=None)
         self.hang(phone, 16, request="soft")
+        self.device(phone, "NOT_INUSE")
+
+
+class DeviceQueue(DeviceFlow):
+    """A trunk call to a queue whose member is the phone through a Local channel; the caller may withhold
+    the number (CLIR)."""
+
+    kind = "device_queue"
+    QUEUE = "400"
+
+    def __init__(self, engine: DemoEngine, device: str, line: str, caller: tuple[str, str | None], *,
+                 withheld: bool = False, ring: float = 2.0, talk: float = 3.0,
+                 trunk: str = "PJSIP/trunk") -> None:
+        super().__init__(engine, device, line)
+        self.caller, self.withheld = caller, withheld
+        self.ring, self.talk = ring, talk
+        self.trunk_resource = trunk
+
+    def script(self) -> Script:
+        num, name = self.caller
+        cid = (num, name or ami.UNKNOWN)
+        pres = "prohib_passed_screen" if self.withheld else "allowed_not_screened"
+        resource = resource_of(self.endpoint)
+        trunk = self.new_channel(self.engine.tech_name(self.trunk_resource), PLAIN_INBOUND, self.QUEUE, RING,
+                                 callerid=cid)
+        trunk.callerid_pres = pres
+        self.peer = trunk
+        log.info("DEMO PBX (simulation): a caller{withheld} calls queue {queue}; its member is {device} ({line},"
+                 " a device line) behind Local/{resource}@from-queue", withheld=" who withholds the number"
+                 if self.withheld else "", queue=self.QUEUE, device=self.endpoint, line=self.line, resource=resource)
+        self.app(trunk, "Queue", "support,r,,,60")
+        # app_queue's member Local/203@from-queue/n: the pair, the caller id copied to it (s12's order)
+        near, far = self.legs(f"Local/{resource}@from-queue", linkedid=trunk.uniqueid)
+        assert far is not None
+        for ch in (near, far):
+            ch.callerid_num, ch.callerid_name = cid
+            ch.connected_num, ch.connected_name = cid
+            ch.callerid_pres = ch.connected_pres = pres
+            self.emit(ami.newcallerid(ch))
+            self.emit(ami.newconnectedline(ch))
+        self.emit(ami.dial_begin(trunk, near, f"Local/{resource}@from-queue/n"))
+        self.app(far, "Dial", f"{self.endpoint},,tr")
+        phone = self.phone = self.phone_channel(DOWN, "s", linkedid=trunk.uniqueid)
+        phone.exten = resource
+        phone.connected_num, phone.connected_name = cid
+        phone.connected_pres = pres  # what the phone is shown: "Anonymous" when withheld
+        self.app(phone, "AppDial", "(Outgoing Line)")
+        self.emit(ami.newconnectedline(phone))
+        self.emit(ami.dial_begin(far, phone, resource))
+        self.set_state(phone, RINGING)
+        self.emit(ami.dial_state(far, phone, "RINGING"))
+        self.set_state(near, RINGING)
+        self.emit(ami.dial_state(trunk, near, "RINGING"))
+        self.device(phone, "RINGING")
+
+        yield self.ring
+
+        self.set_state(phone, UP)
+        phone.exten = ""
+        self.emit(ami.dial_end(far, phone, "ANSWER"))
+        self.set_state(far, UP)
+        self.bridge(phone, far)
+        self.set_state(near, UP)
+        self.emit(ami.dial_end(trunk, near, "ANSWER"))
+        self.set_state(trunk, UP)
+        queue_bridge = self.engine.new_bridge_id()
+        self.emit(ami.bridge_create(queue_bridge))
+        for n, ch in enumerate((trunk, near), 1):
+            self.emit(ami.bridge_enter(queue_bridge, n, ch))
+        self.device(phone, "INUSE")
+
+        yield self.talk
+
+        # the member hangs up; the Local pair and the queue caller follow
+        self.emit(ami.hangup_request(phone, 16))
+        self.unbridge(phone, far)
+        self.hang(phone, 16, request=None)
+        self.hang(far, 16, request="soft")
+        for n, ch in ((1, near), (0, trunk)):
+            self.emit(ami.bridge_leave(queue_bridge, n, ch))
+        self.emit(ami.bridge_destroy(queue_bridge))
+        self.hang(near, 16, request=None)
+        self.hang(trunk, 16, request="soft")
         self.device(phone, "NOT_INUSE")

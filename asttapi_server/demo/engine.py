@@ -19,7 +19,7 @@ from twisted.logger import Logger
 
 from asttapi_server.demo import channels as ami
 from asttapi_server.demo.channels import Channel, Pairs
-from asttapi_server.demo.devices import DeviceCall, DeviceInbound
+from asttapi_server.demo.devices import DeviceCall, DeviceInbound, DeviceQueue
 from asttapi_server.demo.scenarios import (
     CALLERS,
     Flow,
@@ -54,6 +54,7 @@ _DEVICE_LOOP: tuple[tuple[str, dict[str, object]], ...] = (
     ("device_inbound", {"hold": 2.0}),
     ("device_busy", {}),
     ("device_inbound", {"ending": "gives_up"}),
+    ("device_queue", {"withheld": True}),  # FreePBX-style queue member, a caller who withholds the number
 )
 
 Listener = Callable[[str, bytes], None]  # (privilege, encoded event)
@@ -216,8 +217,9 @@ class DemoEngine:
 
     def play(self, kind: str, **kwargs: object) -> Flow:
         """Start one flow now: ``"inbound"``, ``"outbound"`` or ``"busy"`` (dialplan lines,
-        TAPI UserEvents), ``"device_inbound"``, ``"device_outbound"`` or ``"device_busy"``
-        (device lines, channel events only).
+        TAPI UserEvents), ``"device_inbound"``, ``"device_outbound"``, ``"device_busy"`` or
+        ``"device_queue"`` (device lines, channel events only; ``withheld=True``: the caller
+        withholds the number).
 
         Keyword arguments go to the flow's constructor (e.g. ``caller=("0301234567",
         "Ext Caller")``, ``ring=1.0``, ``number="95551234"``; for ``device_inbound``
@@ -264,7 +266,10 @@ class DemoEngine:
         if kind in ("device_outbound", "device_busy"):
             kwargs.setdefault("number", "95550000" if kind == "device_busy" else "95551234")
             return DeviceCall(self, device, line, **kwargs)  # type: ignore[arg-type]
-        raise ValueError(f"unknown demo flow {kind!r} (device_inbound, device_outbound, device_busy)")
+        if kind == "device_queue":
+            kwargs.setdefault("caller", CALLERS[0])
+            return DeviceQueue(self, device, line, **kwargs)  # type: ignore[arg-type]
+        raise ValueError(f"unknown demo flow {kind!r} (device_inbound, device_outbound, device_busy, device_queue)")
 
     def flow_finished(self, flow: Flow) -> None:
         if flow in self.flows:
@@ -411,6 +416,16 @@ class DemoEngine:
             transfer = getattr(flow, "blind_transfer", flow.redirect)
             self.later(0.0, transfer, ch, context or ch.context, exten, 1)
         return ami.response("Success", action_id, ("Message", "Transfer succeeded"))
+
+    def getvar(self, target: str | None, variable: str | None, action_id: str | None) -> Pairs:
+        """``Getvar`` as Asterisk 22's manager answers it (``action_getvar`` in main/manager.c)."""
+        if not variable:
+            return ami.response("Error", action_id, ("Message", "No variable specified"))
+        ch = self.find(target) if target else None
+        if target and ch is None:
+            return ami.response("Error", action_id, ("Message", "No such channel"))
+        value = ch.getvar(variable) if ch is not None else ""
+        return ami.response("Success", action_id, ("Variable", variable), ("Value", value))
 
     def core_show_channels(self, action_id: str | None) -> list[Pairs]:
         now = self.clock.seconds()

@@ -5,7 +5,7 @@ Manager/11.0.0``, ``\\r\\n`` line ends, responses and events laid out as in
 ``tests/data/ami/``): Login (plain, and MD5 after ``Action: Challenge``),
 a bad login answered after ``Timing.auth_fail_delay`` with ``Authentication
 failed`` and the socket closed, ``Permission denied`` before login, Ping,
-Events, Originate, Hangup, Redirect, CoreShowChannels, Logoff, and
+Events, Originate, Hangup, Redirect, BlindTransfer, Getvar, CoreShowChannels, Logoff, and
 ``Invalid/unknown command`` for the rest. Each session gets the events its
 ``Events:`` mask allows (``on``, ``off`` or a list such as ``call,user``).
 
@@ -281,6 +281,9 @@ class AMIServerProtocol(Protocol):
 
     def action_blindtransfer(self, h: _Headers, aid: str | None) -> None:
         self.send(self.engine.blind_transfer(h.get("Channel"), h.get("Context"), h.get("Exten"), aid))
+
+    def action_getvar(self, h: _Headers, aid: str | None) -> None:
+        self.send(self.engine.getvar(h.get("Channel"), h.get("Variable"), aid))
 
     def action_coreshowchannels(self, h: _Headers, aid: str | None) -> None:
         for pairs in self.engine.core_show_channels(aid):

@@ -17,7 +17,8 @@ One line, one source: while device lines exist this plugin also takes the
 dialplan's TAPI UserEvents, maps them with the UserEvent mapping
 (:mod:`asttapi_server.mappings.tapi_userevent`) and passes each signal
 through :meth:`DeviceLines.guard <asttapi_server.core.device_lines.DeviceLines.guard>`:
-a UserEvent cannot drive a device line's calls. What it refuses comes back
+a UserEvent cannot name a device line (what is left drives the dialplan's own
+call, even on a device channel's Uniqueid: the model keeps the two apart). What it refuses comes back
 as a ``Diagnostic`` the server logs at most once a minute per kind. (The UserEvent
 mapping is ``trylast`` and this one is not, so this one sees a UserEvent
 first; a test pins that order.)
@@ -30,6 +31,7 @@ from typing import Any
 from asttapi_server.ami.parser import ByName
 from asttapi_server.core.device_lines import EVENT_NAMES, DeviceLines
 from asttapi_server.core.effects import Diagnostic
+from asttapi_server.core.grammar import quoted
 from asttapi_server.hookspecs import hookimpl
 from asttapi_server.mappings import tapi_userevent
 
@@ -93,7 +95,7 @@ class ChannelEvents:
                     ("device line named by a UserEvent", refused, signal.command.verb),
                     "TAPI UserEvent {raw!r} names device line(s) {lines}: ignored for them (a device"
                     " line's calls come from its phone's channel events only)",
-                    {"raw": signal.command.raw[:200], "lines": ", ".join(refused)},
+                    {"raw": quoted(signal.command), "lines": ", ".join(refused)},
                 ))
         return kept
 

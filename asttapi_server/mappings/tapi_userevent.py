@@ -23,10 +23,12 @@ from __future__ import annotations
 from asttapi_server.ami.actions import scrub
 from asttapi_server.ami.normalise import caller_of, user_event
 from asttapi_server.core.effects import Diagnostic
-from asttapi_server.core.grammar import MAX_LINES, NEWCALL, VERBS, TapiSignal, clip, parse_tapievent
+from asttapi_server.core.grammar import MAX_LINES, NEWCALL, VERBS, Screen, TapiSignal, clip, parse_tapievent
 from asttapi_server.errors import TapiSyntaxError
 from asttapi_server.hookspecs import hookimpl
 
+#: Where Asterisk keeps the presentation of the caller a LINE_NEWCALL names (the channel that ran it).
+CALLER_PRES = "CALLERID(pres)"
 #: ``Event:`` names carrying TAPI user events (1.4+ and 1.2's concatenated form).
 EVENT_NAMES = ("UserEvent", "UserEventTAPI")
 USER_EVENT_NAME = "TAPI"
@@ -57,9 +59,12 @@ def asttapi_map_ami_event(message, app):
     if command.verb == NEWCALL:
         # The channel snapshot names the caller: LINE_NEWCALL carries it, so a
         # screen pop needs no second event (read once per call, not per event).
+        # The core reads the caller's presentation before it shows them
+        # (a withheld number never reaches a client: core/parties.py).
         num, name, exten = caller_of(message)
+        screen = Screen(CALLER_PRES, num, name) if (num or name) else None
         return [TapiSignal(command=command, uniqueid=event.uniqueid, channel=event.channel,
-                           callerid=num, calleridname=name, exten=exten)]
+                           callerid=num, calleridname=name, exten=exten, screen=screen)]
     return [TapiSignal(command=command, uniqueid=event.uniqueid, channel=event.channel)]
 
 

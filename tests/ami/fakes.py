@@ -47,20 +47,45 @@ class Transport(StringTransport):
 
 
 class Session:
-    """One accepted connection as seen by the fake server."""
+    """One accepted connection as seen by the fake server.
+
+    Like Asterisk, it answers the ``Getvar`` of a presentation the server sends
+    before it shows a party (``CALLERID(pres)``, ``CONNECTEDLINE(pres)``) after
+    each :meth:`send`: from ``presentation`` (channel -> value, default
+    ``allowed_not_screened``), recorded in ``getvars``. ``answer_getvar = False``
+    leaves them to the test, in :meth:`actions`.
+    """
 
     def __init__(self, proto, transport: Transport) -> None:
         self.proto = proto  # the endpoint's wrapping protocol
         self.transport = transport
         self._reader = AMIParser()
+        self._read: list[Message] = []  # actions read while answering Getvars, not yet handed out
+        self.presentation: dict[str, str] = {}
+        self.getvars: list[tuple[str, str]] = []
+        self.answer_getvar = True
 
     def actions(self) -> list[Message]:
         data = self.transport.value()
         self.transport.clear()
-        return self._reader.feed(data)
+        out, self._read = self._read + self._reader.feed(data), []
+        return out
 
     def send(self, data: bytes) -> None:
         self.proto.dataReceived(data)
+        while self.answer_getvar and b"Action: Getvar" in self.transport.value():
+            data = self.transport.value()
+            self.transport.clear()
+            for action in self._reader.feed(data):
+                if action.name != "Getvar":
+                    self._read.append(action)
+                    continue
+                channel, variable = action.get("Channel") or "", action.get("Variable") or ""
+                self.getvars.append((channel, variable))
+                value = self.presentation.get(channel, "allowed_not_screened")
+                self.proto.dataReceived(
+                    f"Response: Success\r\nActionID: {action.action_id}\r\nVariable: {variable}\r\n"
+                    f"Value: {value}\r\n\r\n".encode())
 
     def close(self, reason=None) -> None:
         self.transport.close(reason)

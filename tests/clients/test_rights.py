@@ -27,12 +27,14 @@ USERS = {
 
 
 class Client:
-    def __init__(self, factory: ClientFactory, user: str) -> None:
+    """A logged-in client session (``token``: another than USERS' for ``user``)."""
+
+    def __init__(self, factory: ClientFactory, user: str, token: str | None = None) -> None:
         self.proto = factory.buildProtocol(None)
         self.transport = StringTransport()
         self.proto.makeConnection(self.transport)
         self.rid = 0
-        assert "result" in self.call("login", username=user, token=USERS[user]["token"])
+        assert "result" in self.call("login", username=user, token=token or USERS[user]["token"])
 
     def send(self, method: str, **params) -> None:
         self.rid += 1

@@ -120,15 +120,19 @@ def test_s03_bob_rejects_the_ringing_call():
 
 def test_s04_internal_call_both_ends():
     _, events = run("s04_internal_201_to_203")
-    assert seq(events, "bob") == [[NEWCALL, DIALING, ORIGIN, PROCEEDING, RINGBACK, CONNID, CONNECTED,
+    # one origin per side, set once (issue 21): no LINE_CALLINFO ORIGIN on either line
+    assert seq(events, "bob") == [[NEWCALL, DIALING, PROCEEDING, RINGBACK, CONNID, CONNECTED,
                                    f"{DISCONNECTED} {NORMAL}", IDLE]]
     assert seq(events, "alice") == [[NEWCALL, OFFERING, CONNID, CONNECTED, f"{DISCONNECTED} {NORMAL}", IDLE]]
     # a call the phone places: LINE_NEWCALL has no callerid (no contact lookup of the user's own number)
     assert at(events, "bob", None)["callerid"] is None
-    assert at(events, "bob", DIALING)["origin"] == OUTBOUND  # before the PBX showed who is dialled
+    # the caller's side is OUTBOUND from its LINE_NEWCALL on; the called side INTERNAL (it arrived
+    # from a station of the same switch), also from its LINE_NEWCALL on
+    assert {e.callinfo["origin"] for e in events if e.line == "bob"} == {OUTBOUND}
+    assert {e.callinfo["origin"] for e in events if e.line == "alice"} == {INTERNAL}
     bob, alice = last(events, "bob"), last(events, "alice")
     assert (bob["callerid"], bob["calleridname"], bob["calledid"]) == ("201", "bob", "203")
-    assert (bob["connectedid"], bob["connectedidname"], bob["origin"]) == ("203", "alice", INTERNAL)
+    assert (bob["connectedid"], bob["connectedidname"], bob["origin"]) == ("203", "alice", OUTBOUND)
     assert (alice["callerid"], alice["calleridname"], alice["calledid"]) == ("201", "bob", "203")
     assert (alice["connectedid"], alice["connectedidname"], alice["origin"]) == ("201", "bob", INTERNAL)
 
@@ -156,7 +160,7 @@ def test_s07_click_to_dial_rings_the_phone_then_dials():
 def test_s07_click_to_dial_made_by_a_client_is_absorbed_into_its_handle():
     """lineMakeCall pre-creates the call with the ChannelId the Originate carries: no second call."""
     model = CallModel(boot_id="test")
-    call = model.make_call("bob", "95551234", owner="crm", now=0.0)
+    call = model.make_call("bob", "95551234", owner="crm", now=0.0, device=True)
     msgs = messages(NATIVE / "s07_click_to_dial.raw")
     # as the bridge would have sent it: our ChannelId instead of the lab's
     raw = (NATIVE / "s07_click_to_dial.raw").read_bytes().replace(b"c2d-1e8b533511d1", call.channel_id.encode())
@@ -184,7 +188,7 @@ def test_s09_attended_transfer_from_the_phone():
     first, consultation = seq(events, "bob")
     # Asterisk sends Unhold for the held call while it carries out the REFER: it shows as CONNECTED
     assert first == [NEWCALL, OFFERING, CONNID, CONNECTED, ONHOLD, CONNECTED, IDLE]
-    assert consultation == [NEWCALL, DIALING, ORIGIN, PROCEEDING, RINGBACK, CONNID, CONNECTED, IDLE]
+    assert consultation == [NEWCALL, DIALING, PROCEEDING, RINGBACK, CONNID, CONNECTED, IDLE]
     assert seq(events, "alice") == [[NEWCALL, OFFERING, CONNID, CONNECTED, CONNID,
                                      f"{DISCONNECTED} {NORMAL}", IDLE]]
     alice = last(events, "alice")
@@ -569,19 +573,24 @@ def test_guard_takes_device_lines_out_of_a_user_event(text, kept, refused):
         assert guarded.command == parse_tapievent(kept)
 
 
-def test_guard_refuses_a_user_event_about_a_device_channels_call():
-    """No line named, but the ~id (or the Uniqueid of the channel that ran it) is a device channel's."""
+def test_a_user_event_about_a_device_channels_uniqueid_drives_the_dialplans_call_only():
+    """No line named, the ~id (or the Uniqueid of the channel that ran it) is a device channel's: the
+    guard lets it through (it is the dialplan's own call), and the model keeps it off the device call."""
     lines = D.DeviceLines(LAB)
+    model = CallModel(boot_id="test")
     msgs = messages(NATIVE / "s10_hold_unhold.raw")
     answered = next(i for i, m in enumerate(msgs) if m.name == "BridgeEnter")
+    events = []
     for n, msg in enumerate(msgs[:answered + 1]):
-        lines.feed(msg.name, msg.get, float(n))
+        events += [e for s in lines.feed(msg.name, msg.get, float(n)) for e in model.apply(s, float(n))]
     (uid,) = lines.legs
+    bob_call = model.by_uniqueid(uid, device=True)
     for text, uniqueid in ((f"[~{uid}] LINE_CALLSTATE LINECALLSTATE_IDLE", "1.1"),
                            ("LINE_CALLSTATE LINECALLSTATE_ONHOLD", uid)):
-        assert lines.guard(_signal(text, uniqueid=uniqueid)) == (None, ("bob",))
-    other = _signal("LINE_CALLSTATE LINECALLSTATE_IDLE", uniqueid="1.1")
-    assert lines.guard(other) == (other, ())
+        signal = _signal(text, uniqueid=uniqueid)
+        assert lines.guard(signal) == (signal, ())
+        assert model.apply(signal, 99.0) == []  # no dialplan call on that Uniqueid: nothing
+    assert bob_call.state("bob") == CONNECTED and model.stats["unknown_call"] == 2
 
 
 def test_guard_changes_nothing_without_device_lines():
@@ -725,7 +734,8 @@ def test_handmade_a_queue_call_offers_on_the_member_device_only():
     clean(lines, model)
     assert seq(events, "bob") == [[NEWCALL, OFFERING, CONNID, CONNECTED, f"{DISCONNECTED} {NORMAL}", IDLE]]
     bob = last(events, "bob")
-    assert (bob["callerid"], bob["calleridname"], bob["calledid"]) == ("0301234567", "Ext Caller", "201")
+    # the number the caller dialled (the queue's), not the member's Exten (issue 21 item 1)
+    assert (bob["callerid"], bob["calleridname"], bob["calledid"]) == ("0301234567", "Ext Caller", "500")
     assert {e.call for e in events} == {model.by_uniqueid("9.43").handle}
 
 
@@ -744,10 +754,11 @@ def test_handmade_a_conference_join_is_the_phones_call_and_nobody_elses():
              ev("Hangup", **alice, Cause="16")]
     lines, model, _, events = play(msgs)
     clean(lines, model)
-    # the conference answers the phone: an application that answers, so CONNECTED from DIALING
+    # the conference answers the phone: an application that answers, so CONNECTED from DIALING,
+    # connected to what the phone dialled (a conference is no party with an id of its own)
     for line in ("bob", "alice"):
-        assert seq(events, line) == [[NEWCALL, DIALING, CONNECTED, f"{DISCONNECTED} {NORMAL}", IDLE]]
-        assert last(events, line)["calledid"] == "800"
+        assert seq(events, line) == [[NEWCALL, DIALING, CONNID, CONNECTED, f"{DISCONNECTED} {NORMAL}", IDLE]]
+        assert last(events, line)["calledid"] == last(events, line)["connectedid"] == "800"
     assert seq(events, "bobbett") == []
 
 
@@ -787,16 +798,32 @@ def _per_call(events):
 
 def _windows(msgs):
     """Cuts where a restart cannot be seamless (docs/device-lines.md, "A server restart"): after a
-    device channel was transferred away or a Dial it rang ended BUSY, up to its Hangup."""
+    device channel was transferred away, a Dial it rang (or the queue's ring of the Local member that
+    rang it) ended unanswered, or another phone picked it up, up to its Hangup; and from a Dial of a
+    phone that then refuses it without ringing (busy, do-not-disturb)."""
     starts: dict[str, int] = {}
     out: set[int] = set()
+    offered: dict[str, int] = {}  # device channel -> where its Dial began, while it has not rung
+    member_of: dict[str, str] = {}  # device channel -> the channel whose Dial rang it
     for i, m in enumerate(msgs):
         if m.get("Result") == "Success" and m.name in ("BlindTransfer", "AttendedTransfer"):
             for key in ("TransfererChannel", "OrigTransfererChannel", "SecondTransfererChannel"):
                 if D.device_of(m.get(key)):
                     starts.setdefault(m.get(key), i + 1)
-        if m.name == "DialEnd" and m.get("DialStatus") == "BUSY" and D.device_of(m.get("DestChannel")):
-            starts.setdefault(m.get("DestChannel"), i + 1)
+        dest = m.get("DestChannel") or ""
+        if m.name == "DialBegin" and D.device_of(dest):
+            offered.setdefault(dest, i + 1)
+            member_of[dest] = m.get("Channel") or ""
+        if m.name == "Newstate" and m.get("ChannelState") == "5":
+            offered.pop(m.get("Channel"), None)
+        if m.name == "DialEnd" and m.get("DialStatus") != "ANSWER" and D.device_of(dest):
+            starts.setdefault(dest, offered.get(dest, i + 1) if m.get("DialStatus") == "BUSY" else i + 1)
+        if m.name == "DialEnd" and m.get("DialStatus") != "ANSWER" and dest.endswith(";1"):
+            for phone, member in member_of.items():
+                if member == dest[:-1] + "2":
+                    starts.setdefault(phone, i + 1)
+        if m.name == "Pickup" and D.device_of(m.get("TargetChannel")):
+            starts.setdefault(m.get("TargetChannel"), i + 1)
         if m.name == "Hangup" and m.get("Channel") in starts:
             out.update(range(starts.pop(m.get("Channel")), i + 1))
     return out

@@ -315,9 +315,11 @@ def test_set_changes_callinfo_silently_and_every_field():
                  "SET CALLORIGIN LINECALLORIGIN_EXTERNAL"]:
         assert m.apply(sig(text, UID), 2.0) == []
     ev = m.apply(sig("LINE_CALLINFO LINECALLINFOSTATE_CONNECTEDID", UID), 3.0)
+    both = ("LINECALLPARTYID_ADDRESS", "LINECALLPARTYID_NAME")
     assert dict(ev[0].callinfo) == {
-        "callerid": "0301234567", "calleridname": "Ext Caller", "calledid": "100",
-        "calledidname": "Bob", "connectedid": "200", "connectedidname": "Bob Smith",
+        "callerid": "0301234567", "calleridname": "Ext Caller", "calleridflags": both,
+        "calledid": "100", "calledidname": "Bob", "calledidflags": both,
+        "connectedid": "200", "connectedidname": "Bob Smith", "connectedidflags": both,
         "origin": "LINECALLORIGIN_EXTERNAL", "uniqueid": UID}
 
 

@@ -70,12 +70,24 @@ def test_linedevstate():
     assert cmd.lines == ("line_1",) and cmd.args == ("LINEDEVSTATE_RINGING",)
 
 
-@pytest.mark.parametrize("field", sorted(set(SET_FIELDS) - {"CALLORIGIN"}))
+@pytest.mark.parametrize("field", sorted(f for f in SET_FIELDS if f != "CALLORIGIN" and not f.endswith("FLAGS")))
 def test_set_fields_keep_spaces_and_may_be_empty(field):
     assert parse_tapievent(f"SET {field} 0301234567").args == (field, "0301234567")
     assert parse_tapievent(f"SET {field}   Ext  Caller ").args == (field, "Ext  Caller")
     assert parse_tapievent(f"SET {field}").args == (field, "")
     assert parse_tapievent(f"SET {field.lower()} x").args == (field, "x")
+
+
+@pytest.mark.parametrize("field", ["CALLERIDFLAGS", "CALLEDIDFLAGS", "CONNECTEDIDFLAGS"])
+def test_set_flags_take_one_flag_that_hides_a_party(field):
+    for flag in ("LINECALLPARTYID_BLOCKED", "LINECALLPARTYID_UNAVAIL", "LINECALLPARTYID_UNKNOWN",
+                 "LINECALLPARTYID_OUTOFAREA"):
+        assert parse_tapievent(f"SET {field} {flag}").args == (field, flag)
+    assert parse_tapievent(f"SET {field} blocked").args == (field, "LINECALLPARTYID_BLOCKED")
+    # a flag that says a party *is* shown, or a number where a flag belongs, is refused
+    for bad in ("LINECALLPARTYID_ADDRESS", "0301234567", ""):
+        with pytest.raises(TapiSyntaxError):
+            parse_tapievent(f"SET {field} {bad}")
 
 
 @pytest.mark.parametrize("origin", sorted(C.LINECALLORIGIN))

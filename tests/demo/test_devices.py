@@ -225,3 +225,40 @@ def test_an_engine_without_devices_plays_no_device_flow():
         engine.play("device_inbound")
     with pytest.raises(ValueError, match="unknown ending"):
         DemoEngine(Clock()).play("device_inbound", ending="maybe")
+
+
+def test_a_queue_with_a_local_member_and_a_withheld_caller():
+    """FreePBX-style queue 400, member Local/203@from-queue/n; the caller withholds the number. The
+    events carry the number (Asterisk's do), the presentation reads say withheld; the line is offered
+    the queue's number (the Local chain's root), not the member's 203."""
+    clock, engine, factory = make_pbx()
+    s = Session(factory)
+    s.login(events="on")
+    flow = engine.play("device_queue", caller=("0301234567", "Ext Caller"), withheld=True)
+    clock.advance(0.5)  # ringing: what Getvar answers, per channel, as Asterisk's manager does
+    phone = flow.phone.name
+    member = next(ch.name for ch in engine.channels.values() if ch.name.startswith("Local/203@from-queue-")
+                  and ch.name.endswith(";2"))
+    for channel, variable, value in ((phone, "CONNECTEDLINE(pres)", "prohib_passed_screen"),
+                                     (member, "CALLERID(pres)", "prohib_passed_screen"),
+                                     (phone, "CALLERID(pres)", "allowed_not_screened"),
+                                     (phone, "TAPI_NOSUCHVAR", ""),
+                                     ("PJSIP/999-00000000", "CALLERID(pres)", None)):
+        s.take()
+        s.send(action("Getvar", ("ActionID", "g"), ("Channel", channel), ("Variable", variable)))
+        (answer,) = s.take()
+        if value is None:
+            assert (get(answer, "Response"), get(answer, "Message")) == ("Error", "No such channel")
+        else:
+            assert (get(answer, "Response"), get(answer, "Variable"), get(answer, "Value")) == (
+                "Success", variable, value)
+    run_until_idle(clock)
+    assert flow.finished and engine.channels == {} and clock.getDelayedCalls() == []
+    events, lines, model = through_the_server(s.raw())
+    assert lines.legs == {} and model.stats["impossible"] == 0
+    assert calls(events) == [[NEWCALL, "OFFERING", "info:CONNECTEDID", "CONNECTED", "DISCONNECTED(NORMAL)", "IDLE"]]
+    info = final(events)
+    assert (info["calledid"], info["origin"]) == ("400", "LINECALLORIGIN_EXTERNAL")
+    blocks = parse_blocks(s.raw())
+    pres = {get(b, "CID-CallingPres") for b in blocks if get(b, "Event") == "NewCallerid"}
+    assert pres == {"33 (Presentation Prohibited, Passed Screen)"}

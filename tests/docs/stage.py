@@ -190,7 +190,21 @@ class Stage:
     def send_events(self, blocks: list[bytes], step: float = 0.125) -> None:
         for block in blocks:
             self._capture_proto.dataReceived(block)
+            self._answer_getvars()
             self.clock.advance(step)
+
+    def _answer_getvars(self) -> None:
+        """Asterisk answers the server's presentation reads (Getvar CALLERID(pres)) at once: the
+        capture's caller presents their number."""
+        transport = self._capture_transport
+        while b"Action: Getvar" in transport.value():
+            actions = AMIParser().feed(transport.value())
+            transport.clear()
+            for action in actions:
+                if action.name == "Getvar":
+                    self._capture_proto.dataReceived(
+                        b"Response: Success\r\nActionID: %s\r\nVariable: %s\r\nValue: allowed_not_screened"
+                        b"\r\n\r\n" % (action.action_id.encode(), action.get("Variable").encode()))
 
     def drop_link(self) -> None:
         from twisted.internet.error import ConnectionLost

@@ -101,7 +101,7 @@ class NodeClient(TestCase):
         app.demo.play("outbound")
         yield self.wait_for(out, r"end \d+")
         self.assertEqual([line for line in out.lines if line.startswith("pop")], [])
-        app.demo.play("inbound", caller=("0301234567", "Ext Caller"), ring=0.2)
+        app.demo.play("inbound", caller=("0301234567", "Ext Caller"), ring=50.0)  # 0.5 s: the lookup ends while it rings
         pop = yield self.wait_for(out, r"pop \d+: .*")
         self.assertRegex(pop, r"^pop \d+: 0301234567 Ext Caller$")
         yield self.wait_for(out, r"contact \d+: Ext Caller, Contoso Ltd")

@@ -15,7 +15,13 @@ from asttapi_server.plugin_host import build_plugin_manager
 
 
 class FakeAMI:
-    """Stands in for AMILink: records actions; the test answers them."""
+    """Stands in for AMILink: records actions; the test answers them.
+
+    ``Getvar`` of a presentation (``CALLERID(pres)``, ``CONNECTEDLINE(pres)``, which the core reads
+    before it shows a party) is answered at once as Asterisk would, from ``presentation`` (channel ->
+    value, default ``allowed_not_screened``), and recorded in ``getvars``; with ``answer_getvar =
+    False`` it waits in ``actions`` like any other action.
+    """
 
     def __init__(self) -> None:
         self.event_observers: list = []
@@ -23,6 +29,9 @@ class FakeAMI:
         self.actions: list[tuple[str, list[tuple[str, str]], Deferred]] = []
         self.event_filter = None
         self._next_id = 0
+        self.presentation: dict[str, str] = {}
+        self.getvars: list[tuple[str, str]] = []
+        self.answer_getvar = True
 
     def add_event_observer(self, fn) -> None:
         self.event_observers.append(fn)
@@ -38,6 +47,13 @@ class FakeAMI:
         self._next_id += 1
         if on_action_id is not None:
             on_action_id(f"fake-{self._next_id}")
+        fields = dict(headers)
+        if action == "Getvar" and self.answer_getvar:
+            self.getvars.append((fields["Channel"], fields["Variable"]))
+            value = self.presentation.get(fields["Channel"], "allowed_not_screened")
+            d.callback(Message.from_items([("Response", "Success"), ("Variable", fields["Variable"]),
+                                           ("Value", value)]))
+            return d
         self.actions.append((action, list(headers), d))
         return d
 

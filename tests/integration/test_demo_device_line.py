@@ -64,6 +64,25 @@ class DemoDeviceLine(TestCase):
         self.assertEqual(bob.events(), [])  # another line's call is not line_1's
 
     @defer.inlineCallbacks
+    def test_a_queue_call_from_a_caller_who_withholds_the_number(self):
+        """The demo's FreePBX-style queue (400, member Local/203@from-queue/n), the caller withholding
+        the number: the pop comes (after the server read the presentation), with the queue's number,
+        the caller shown BLOCKED and the number nowhere in what the client received."""
+        alice = yield self.connect()
+        self.app.demo.play("device_queue", caller=("0301234567", "Ext Caller"), withheld=True)
+        idle = yield alice.wait_for(is_event("LINE_CALLSTATE", line="line_3", state="LINECALLSTATE_IDLE"))
+        self.assertEqual(states(alice), ["NEWCALL", "OFFERING", "info:CONNECTEDID", "CONNECTED",
+                                         "DISCONNECTED(LINEDISCONNECTMODE_NORMAL)", "IDLE"])
+        (newcall,) = alice.events("LINE_NEWCALL")
+        for info in (newcall["params"]["callinfo"], idle["params"]["callinfo"]):
+            self.assertEqual((info["callerid"], info["calleridname"], info["calleridflags"]),
+                             (None, None, ["LINECALLPARTYID_BLOCKED"]))
+            self.assertEqual((info["calledid"], info["origin"]), ("400", "LINECALLORIGIN_EXTERNAL"))
+        self.assertEqual(idle["params"]["callinfo"]["connectedidflags"], ["LINECALLPARTYID_BLOCKED"])
+        self.assertNotIn("0301234567", repr(alice.messages))
+        self.assertNotIn("Ext Caller", repr(alice.messages))
+
+    @defer.inlineCallbacks
     def test_the_caller_gives_up_while_the_device_rings(self):
         alice = yield self.connect()
         self.app.demo.play("device_inbound", ending="gives_up")

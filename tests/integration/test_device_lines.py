@@ -39,13 +39,15 @@ context = "plain-phones"
 """
 
 
-def device_bridge(tmp_path, *, plugins: PluginHost | None = None):
+def device_bridge(tmp_path, *, plugins: PluginHost | None = None, config_text: str = CONFIG, hub=None):
+    """The real bridge, plugin host and model for ``config_text`` on a FakeAMI, the link up;
+    (bridge, hub, clock, ami). ``hub``: one of the caller's (default: a RecordingHub)."""
     path = tmp_path / "asttapi.toml"
-    path.write_text(CONFIG)
+    path.write_text(config_text)
     config = load_config(str(path))
     clock = Clock()
     clock.advance(1_795_691_000)
-    ami, hub = FakeAMI(), RecordingHub()
+    ami, hub = FakeAMI(), hub if hub is not None else RecordingHub()
     model = CallModel(hangup_grace=config.calls.hangup_grace, linger=config.calls.linger)
     host = plugins or build_plugin_manager(config.plugins, config=config, clock=clock, entry_points=[],
                                            search_paths=[], run_in_thread=maybeDeferred)

@@ -64,7 +64,7 @@ class WholeServerTests(TestCase):
         client = yield line_client(self.tcp, case=self)
         for line in ("line_1", "line_2"):
             yield client.call("lineOpen", line=line)
-        app.demo.play("inbound", caller=("0301234567", "Ext Caller"), ring=0.2)
+        app.demo.play("inbound", caller=("0301234567", "Ext Caller"), ring=50.0)  # 0.5 s: the lookup ends while it rings
         yield client.wait_for(lambda m: m.get("method") == "LINE_CALLINFO" and "contact" in m["params"]["callinfo"])
         yield client.wait_for(lambda m: m.get("params", {}).get("state") == "LINECALLSTATE_IDLE")
         yield until(lambda: not app.metrics._live)
@@ -182,3 +182,39 @@ def test_docs_list_every_metric_with_its_labels():
     for name, (kind, labels, _help) in METRICS.items():
         documented = tuple(re.findall(r"`([a-z_]+)`", rows[name]))
         assert documented == labels, (name, documented, labels)
+
+
+def test_directory_plugins_report_their_index_size_reads_and_age():
+    from types import SimpleNamespace
+
+    from twisted.internet.task import Clock
+
+    from asttapi_server.directory import Contact, DirectoryIndex
+    from asttapi_server.errors import DirectoryError
+    from asttapi_server.plugin_host import PluginHost
+
+    clock = Clock()
+    outcomes = [defer.succeed([Contact("Jane", None, ("020 7946 0958", "07700 900123"))]),
+                defer.fail(DirectoryError("cannot connect"))]
+    directory = DirectoryIndex("ldap_contacts", lambda: outcomes.pop(0), where="ldap://dc1", refresh=60,
+                               clock=clock, run_in_thread=lambda f: defer.maybeDeferred(f))
+    host = PluginHost(clock=clock)
+    host.register(SimpleNamespace(directory=directory), "ldap_contacts")
+    host.register(SimpleNamespace(), "other")  # no directory: not reported
+    m = Metrics()
+    m.app = SimpleNamespace(plugins=host)
+    parsed = samples(m.exposition().decode())
+    assert total(parsed, "asttapi_contact_directory_entries") == 0  # no sample before the first read
+    assert ("asttapi_contact_directory_age_seconds", (("plugin", "ldap_contacts"),)) not in parsed
+    directory.start()
+    clock.advance(60)  # the second read fails: the index stays
+    clock.advance(30)
+    parsed = samples(m.exposition().decode())
+    label = (("plugin", "ldap_contacts"),)
+    assert parsed[("asttapi_contact_directory_entries", label)] == 1
+    assert parsed[("asttapi_contact_directory_numbers", label)] == 2
+    assert parsed[("asttapi_contact_directory_reads_total", (("plugin", "ldap_contacts"), ("result", "ok")))] == 1
+    assert parsed[("asttapi_contact_directory_reads_total", (("plugin", "ldap_contacts"), ("result", "failed")))] == 1
+    assert parsed[("asttapi_contact_directory_age_seconds", label)] == 90
+    assert total(parsed, "asttapi_contact_directory_entries", plugin="other") == 0
+    directory.stop()

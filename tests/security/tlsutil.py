@@ -24,15 +24,16 @@ def _key(ec: bool):
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
-def make_cert(directory: Path, *, ec: bool = False) -> tuple[Path, Path]:
-    """``(key.pem, cert.pem)`` in ``directory``: valid for 127.0.0.1 and localhost
-    for a day, usable as its own CA file."""
+def make_cert(directory: Path, *, ec: bool = False,
+              names: tuple[str, ...] = ("localhost", "127.0.0.1")) -> tuple[Path, Path]:
+    """``(key.pem, cert.pem)`` in ``directory``: valid for ``names`` (host names
+    and IP addresses; 127.0.0.1 and localhost by default) for a day, usable as its own CA file."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.x509.oid import NameOID
 
     key = _key(ec)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[-1])])
     now = datetime.datetime.now(datetime.timezone.utc)
     cert = (
         x509.CertificateBuilder()
@@ -43,7 +44,7 @@ def make_cert(directory: Path, *, ec: bool = False) -> tuple[Path, Path]:
         .not_valid_before(now - datetime.timedelta(days=1))
         .not_valid_after(now + datetime.timedelta(days=30))
         .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            x509.SubjectAlternativeName([_san(n) for n in names]),
             critical=False,
         )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
@@ -54,3 +55,12 @@ def make_cert(directory: Path, *, ec: bool = False) -> tuple[Path, Path]:
                                            serialization.NoEncryption()))
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return key_path, cert_path
+
+
+def _san(name: str):
+    from cryptography import x509
+
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)

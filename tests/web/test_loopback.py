@@ -372,7 +372,7 @@ class ServiceTests(TestCase):
         client = yield ws_connect(web_port, f"http://127.0.0.1:{web_port}")
         opened = yield client.call("lineOpen", line="line_1")
         self.assertEqual(opened["result"]["calls"], [])
-        app.demo.play("inbound", caller=("0301234567", "Ext Caller"), ring=0.2)
+        app.demo.play("inbound", caller=("0301234567", "Ext Caller"), ring=50.0)  # 0.5 s: the lookup ends while it rings
         yield client.wait_for(lambda m: m.get("params", {}).get("state") == "LINECALLSTATE_OFFERING")
         info = yield client.wait_for(lambda m: m.get("params", {}).get("infostate") == "LINECALLINFOSTATE_CALLERID")
         self.assertEqual(info["params"]["callinfo"]["callerid"], "0301234567")
