@@ -8,7 +8,12 @@ every line of the mix open), on one of its mixes (``--mix``, default
 * **Calls per event** (deterministic): a ``sys.setprofile`` tracer in the
   child records every function call made while ``Bridge.on_ami_event``
   handles an event, from the observer call to the JSON line written to the
-  client's transport, for every event of one call of the mix.  Per event
+  client's transport, for every event of one call of the mix, and while
+  ``AMIProtocol._response`` handles the answer to one of the server's
+  actions (the Getvar of a caller's presentation: the call's events wait
+  for it). The call store is off in this child (its batch writes follow the
+  clock, which would make the count vary); it costs one or two calls per
+  event where it is on.  Per event
   name (per TAPI verb for UserEvents): Python calls, C calls, the distinct
   Python functions passed through ("stops") and their modules.  Framing
   costs outside ``on_ami_event`` are listed apart: per kept block one
@@ -62,24 +67,36 @@ if str(ROOT) not in sys.path:
 
 
 class Tracer:
-    """``sys.setprofile`` hook: every call made inside ``Bridge.on_ami_event``, one list per event."""
+    """``sys.setprofile`` hook: every call made inside ``Bridge.on_ami_event`` (an AMI
+    event) or ``AMIProtocol._response`` (the answer to one of our actions: a Getvar's
+    releases the call events held for it), one list per event or answer."""
 
-    def __init__(self, entry: Any) -> None:
-        self.entry = entry  # the code object of Bridge.on_ami_event
+    def __init__(self, on_event: Any, on_response: Any) -> None:
+        self.on_event = on_event  # the code objects of Bridge.on_ami_event, AMIProtocol._response
+        self.on_response = on_response
         self.events: list[dict[str, Any]] = []
         self.calls: list[tuple[int, str, str, str]] | None = None
         self.depth = 0
 
     def __call__(self, frame: Any, event: str, arg: Any) -> None:
         if self.calls is None:
-            if event == "call" and frame.f_code is self.entry:
+            if event != "call":
+                return
+            code = frame.f_code
+            if code is self.on_event:
                 message = frame.f_locals.get("message")
                 name = str(getattr(message, "name", "?"))
                 if name == "UserEvent":
                     name = f"UserEvent {(message.get('TAPIEVENT') or '').split(']')[-1].strip()}"
-                self.calls = []
-                self.depth = 0
-                self.events.append({"event": name, "calls": self.calls})
+            elif code is self.on_response:
+                msg = frame.f_locals.get("msg")
+                pending = frame.f_locals["self"]._pending.get(getattr(msg, "action_id", None))
+                name = f"Response to {getattr(pending, 'action', '?')}"
+            else:
+                return
+            self.calls = []
+            self.depth = 0
+            self.events.append({"event": name, "calls": self.calls})
             return
         if event == "call":
             self.depth += 1
@@ -114,7 +131,9 @@ def child_command(app: Any, cmd: str) -> str | None:
         profile.disable()
         profile.dump_stats(words[2])
     elif words[:2] == ["trace", "on"]:
-        _state["trace"] = Tracer(type(app.bridge).on_ami_event.__code__)
+        from asttapi_server.ami.protocol import AMIProtocol
+
+        _state["trace"] = Tracer(type(app.bridge).on_ami_event.__code__, AMIProtocol._response.__code__)
         sys.setprofile(_state["trace"])
     elif words[:2] == ["trace", "off"]:
         sys.setprofile(None)
@@ -139,8 +158,10 @@ OURS = "asttapi_server."
 
 
 def summarise(events: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per event: Python calls (all, and ours: in ``asttapi_server`` modules), C calls,
-    stops (distinct Python functions) and modules; then the mean per TAPI UserEvent."""
+    """Per event or answer: Python calls (all, and ours: in ``asttapi_server`` modules),
+    C calls, stops (distinct Python functions) and modules. Then per TAPI UserEvent: the
+    UserEvents' own mean, and ``per_call`` everything traced for the call (the events the
+    server decodes and the answers to its actions) divided by its UserEvents."""
     rows = []
     for e in events:
         py = [c for c in e["calls"] if c[1] == "py"]
@@ -157,9 +178,21 @@ def summarise(events: list[dict[str, Any]]) -> dict[str, Any]:
     all_py = [c for e in events if e["event"].startswith("UserEvent") for c in e["calls"] if c[1] == "py"]
     by_module = collections.Counter(c[2] for c in all_py)
     n = max(1, len(user))
+    every_py = [c for e in events for c in e["calls"] if c[1] == "py"]
     return {
         "events": rows,
         "user_events": len(user),
+        "per_call": {
+            "python_calls": sum(r["python_calls"] for r in rows),
+            "own_calls": sum(r["own_calls"] for r in rows),
+            "c_calls": sum(r["c_calls"] for r in rows),
+            "python_calls_per_user_event": round(sum(r["python_calls"] for r in rows) / n, 1),
+            "own_calls_per_user_event": round(sum(r["own_calls"] for r in rows) / n, 1),
+            "stops": len({(c[2], c[3]) for c in every_py}) + 1,
+            "modules": len({c[2] for c in every_py} | {"asttapi_server.bridge"}),
+            "by_module_per_user_event": {m: round(k / n, 1) for m, k in
+                                         collections.Counter(c[2] for c in every_py).most_common()},
+        },
         "per_user_event": {
             "python_calls": round(sum(r["python_calls"] for r in user) / n, 1),
             "own_calls": round(sum(r["own_calls"] for r in user) / n, 1),
@@ -195,7 +228,7 @@ def run(mix_name: str = "tapi-dense", events: int = 100_000, top: int = 25,
     from bench.e2e_throughput import BASE, Server, build_stream, mixes
 
     mix = mixes()[mix_name]
-    server = Server(devices=mix.devices, lines=mix.lines)
+    server = Server(devices=mix.devices, lines=mix.lines, store=False)
     tmp = tempfile.mkdtemp(prefix="asttapi-event-cost-")
     try:
         stream, _, calls = build_stream(events, BASE, mix)
@@ -347,7 +380,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({k: v for k, v in f.items() if k != "traced_calls"}))
         return 0
     t = f["trace"]
-    print(f"Calls per event inside Bridge.on_ami_event, one call of the {f['mix']} mix:")
+    print(f"Calls per event (inside Bridge.on_ami_event) and per answer (AMIProtocol._response), one call of the"
+          f" {f['mix']} mix:")
     for r in t["events"]:
         print(f"  {r['event'][:60]:<60} {r['python_calls']:>4} Python calls, {r['c_calls']:>4} C calls, "
               f"{r['stops']:>3} stops, {r['modules']:>2} modules")
@@ -357,6 +391,15 @@ def main(argv: list[str] | None = None) -> int:
           f" {p['stops_all']} distinct functions in {p['modules_all']} modules over all of them;"
           " plus Message.__init__ in the framing loop")
     print("  Python calls per UserEvent by module: " + ", ".join(f"{m} {k}" for m, k in p["by_module"].items()))
+    c = t["per_call"]
+    if t["user_events"]:
+        print(f"The whole call (every event and answer above) per TAPI UserEvent: {c['python_calls_per_user_event']}"
+              f" Python calls ({c['own_calls_per_user_event']} in asttapi_server); {c['stops']} distinct functions"
+              f" in {c['modules']} modules")
+        print("  by module: " + ", ".join(f"{m} {k}" for m, k in c["by_module_per_user_event"].items()))
+    else:
+        print(f"The whole call: {c['python_calls']} Python calls ({c['own_calls']} in asttapi_server);"
+              f" {c['stops']} distinct functions in {c['modules']} modules")
     if args.show:
         for e in f["traced_calls"]:
             print(f"\n{e['event']}")
