@@ -31,8 +31,9 @@ every line of the mix open), on one of its mixes (``--mix``, default
   before/after on a shared, loaded machine still means something): the same
   wiring in one process on the tests' fakes (``tests.ami.fakes``: the real
   ``AMILink`` and protocol on a memory reactor, the real bridge, plugin host,
-  model, metrics, hub and a client session on a ``StringTransport``), one
-  warm-up pass, then one counted pass of the mix under valgrind's callgrind
+  model, metrics, hub and a client session on a ``StringTransport``; the
+  server's Getvars answered one 64 KiB read late, as a socket's round trip
+  does), one warm-up pass, then one counted pass of the mix under callgrind
   (Debian package ``valgrind``): CPU instructions per AMI event and per call,
   the socket I/O of the real server left out. For before/after of the
   server's own code; not a stand-in for the ratio (the naive consumer's C
@@ -267,7 +268,7 @@ def in_process(mix_name: str) -> tuple[Any, Any]:
     from asttapi_server.metrics import Metrics
     from asttapi_server.service import build_bridge, build_model
     from asttapi_server.plugin_host import build_plugin_manager
-    from bench.e2e_throughput import mixes
+    from bench.e2e_throughput import _pieces, mixes
     from tests.ami.fakes import FakeAsterisk
     from tests.clients.harness import Conn
     from tests.faults.system import coreshowchannels_answer
@@ -300,11 +301,29 @@ def in_process(mix_name: str) -> tuple[Any, Any]:
     if sum("result" in m for m in opened) != len(mix.lines):
         raise RuntimeError(f"lineOpen failed: {opened[-1]}")
 
+    # The server's Getvars are answered one read late, as over a socket: while
+    # the next read is parsed they are pending, as in the real server.
+    session.answer_getvar = False
+    asked: list[Any] = []
+
+    def answer(actions: list[Any]) -> None:
+        for action in actions:
+            if action.name != "Getvar":
+                raise RuntimeError(f"unexpected action {action.name}")
+            session.proto.dataReceived(
+                f"Response: Success\r\nActionID: {action.action_id}\r\nVariable: {action.get('Variable')}\r\n"
+                "Value: allowed_not_screened\r\n\r\n".encode())
+
     def feed(stream: bytes) -> int:
         before = hub.seq
-        for i in range(0, len(stream), 65536):  # what a loopback read gives
-            session.send(stream[i:i + 65536])
+        for piece in _pieces(stream):  # 64 KiB reads, each ending with an event (answers come between)
+            session.send(piece)
+            answer(asked)
+            asked[:] = session.actions()
             conn.transport.clear()
+        answer(asked)
+        asked.clear()
+        conn.transport.clear()
         return hub.seq - before
 
     return feed, clock
