@@ -33,18 +33,23 @@ adds device-lines), call after call with fresh Uniqueids until at least
   no UserEvent: a ring group on two SIP phones, 201 answers), on a server
   with the device lines ``bob = PJSIP/201`` and ``bobbett = PJSIP/202``
   configured (its own child: device lines change which events the server
-  decodes); the client opens both lines and gets 10 events per call (6 on bob: NEWCALL,
-  OFFERING, CALLINFO, CONNECTED, DISCONNECTED, IDLE; 4 on bobbett).  No target yet.
+  decodes); the client opens both lines and gets 10 events per call (6 on
+  bob: NEWCALL, OFFERING, CALLINFO, CONNECTED, DISCONNECTED, IDLE; 4 on
+  bobbett).  No target yet.
 
 The mixes of one run take turns pass by pass (so load drift on a shared
-machine hits them alike); each is written with ``sendall`` as fast as the
-reader takes it.
+machine hits them alike); each is written as fast as the reader takes it,
+in 64 KiB pieces cut at event ends, with the scripted Asterisk's answers to
+the server's actions (a Getvar of each caller's presentation, which holds
+the call's events until it is answered) sent between the pieces.
 
 Rate = AMI events / (first byte written -> last JSON line read by the
 client, or the consumer's last message parsed).  The server's CPU seconds
-come from ``/proc/<pid>/stat`` before and after the stream.  Best of
-``--repeats`` for each side, the ratio from the best of each.  The load
-average is read before and after (``load``).
+come from ``/proc/<pid>/stat`` before and after the stream, the naive
+consumer's from its own ``process_time``.  Best of ``--repeats`` for each
+side; ``ratio`` from the best of each, ``cpu_ratio`` (naive CPU / server
+CPU, best of each) beside it: less moved by other work on the machine.
+The load average is read before and after (``load``).
 
     .venv/bin/python bench/e2e_throughput.py
     .venv/bin/python bench/e2e_throughput.py --mix all --events 400000 --repeats 5
