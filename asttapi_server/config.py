@@ -30,10 +30,11 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
+from asttapi_server.core.dialling import DialRule
 from asttapi_server.errors import ConfigError
 from asttapi_server import settings as setting
 from asttapi_server.names import line_name_problem
@@ -47,6 +48,7 @@ __all__ = [
     "PluginsConfig",
     "WebConfig",
     "MetricsConfig",
+    "ClusterConfig",
     "Config",
     "load_config",
     "DEMO_LINES",
@@ -101,6 +103,9 @@ class LineConfig:
     # A device line (issue 15): its calls come from the channel events of this
     # device ("PJSIP/201"), not from the dialplan's TAPI UserEvents.
     device: str | None = None
+    # How the line reaches numbers given as +49... or tel: URIs: its
+    # [lines.NAME.dial] over the global [dial] (asttapi_server.core.dialling).
+    dial: DialRule | None = None
 
 
 @dataclass(frozen=True)
@@ -152,6 +157,27 @@ class MetricsConfig:
     listen: tuple[str, ...] = ()  # endpoints of their own that serve only those paths
 
 
+@dataclass(frozen=True)
+class ClusterConfig:
+    """``[cluster]``: more than one server node sharing a Redis (asttapi_server.cluster, docs/scaling.md).
+
+    Without the table nothing changes: one process, the state file, no Redis.
+    """
+
+    redis: Any  # asttapi_server.cluster.address.RedisAddress
+    node: str  # unique per running node
+    username: str | None = None  # an ACL user; None: the default user
+    password: str | None = field(default=None, repr=False)  # from password_file; never in a log line
+    sentinel_password: str | None = field(default=None, repr=False)  # from sentinel_password_file
+    tls_ca_file: str | None = None  # rediss:// / sentinels://: the CA to trust (default: the system's)
+    prefix: str = "asttapi"  # of every key; several clusters may share one Redis under different ones
+    lease_ttl: float = 2.0  # a dead node's PBX links move after at most this long
+    lease_renew: float = 0.5
+    reply_timeout: float = 2.0  # a Redis command without a reply this long drops the connection
+    stream_max_len: int = 100_000  # entries each PBX's event log keeps (about)
+    stream_max_age: float = 3600.0  # seconds each PBX's event log keeps
+
+
 #: The web listener of a demo run whose config does not set ``web.listen``.
 DEMO_WEB_LISTEN = "tcp:8080:interface=127.0.0.1"
 
@@ -166,6 +192,8 @@ class Config:
     plugins: PluginsConfig = field(default_factory=PluginsConfig)
     web: WebConfig = field(default_factory=WebConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    cluster: ClusterConfig | None = None  # no [cluster]: one node, no Redis
+    dial: DialRule | None = None  # [dial]; each line's own rule is LineConfig.dial
     demo: bool = False
     source: str | None = None
 
@@ -354,13 +382,15 @@ _LINE_KEYS = {k: None for k in ("channel", "context", "callerid")}
 _USER_KEYS = {k: None for k in ("token", "lines")}
 _USER_KEYS["token_file"] = None
 _LINE_KEYS["device"] = None
+_LINE_KEYS["dial"] = None
 _SERVER_NET_KEYS = (
     "max_clients", "max_clients_per_address", "login_timeout", "handshake_timeout", "line_timeout",
     "login_free_failures", "login_backoff", "login_backoff_max", "login_forget_after",
 )
 _SERVER_KEYS.update(dict.fromkeys(_SERVER_NET_KEYS))
 _CALLS_KEYS = {k: None for k in ("hangup_grace", "max_age", "linger", "state_file", "max_calls", "max_lines", "max_field_bytes")}
-_TOP_KEYS = {k: None for k in ("ami", "server", "lines", "users", "calls", "plugins", "demo", "web", "metrics")}
+_TOP_KEYS = {k: None for k in ("ami", "server", "lines", "users", "calls", "plugins", "demo", "web", "metrics",
+                                "cluster", "dial")}
 
 
 def _section(r: _Reader, data: Mapping[str, Any], name: str) -> Mapping[str, Any]:
@@ -432,7 +462,7 @@ def _client_limits(r: _Reader, d: Mapping[str, Any], p: str, dflt: ServerConfig)
     }
 
 
-def _lines(r: _Reader, d: Mapping[str, Any]) -> dict[str, LineConfig]:
+def _lines(r: _Reader, d: Mapping[str, Any], dial: Mapping[str, Any]) -> dict[str, LineConfig]:
     lines = {}
     for name, table in d.items():
         p = f"lines.{name}"
@@ -449,6 +479,7 @@ def _lines(r: _Reader, d: Mapping[str, Any]) -> dict[str, LineConfig]:
             context=r.string(table, p, "context", "default"),
             callerid=r.string(table, p, "callerid", None),
             device=device,
+            dial=_dial_rule(r, _over(dial, _line_dial(r, table, p)), f"{p}.dial"),
         )
     return lines
 
@@ -537,6 +568,104 @@ def _plugins(r: _Reader, d: Mapping[str, Any]) -> PluginsConfig:
     )
 
 
+_DIAL_KEYS = {k: None for k in (
+    "region", "country_code", "national_prefix", "international_prefix", "outside", "area_code",
+    "own_numbers", "domains",
+)}
+_DIAL_PREFIX = re.compile(r"[0-9*#]*")
+_DOMAIN_NAME = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)*[A-Za-z][A-Za-z0-9-]*")
+
+
+def _dial_keys(r: _Reader, d: Mapping[str, Any], p: str) -> dict[str, Any]:
+    """The checked keys of one ``[dial]`` table (global or a line's), without defaults."""
+    r.table(d, p, _DIAL_KEYS)
+    out: dict[str, Any] = {}
+    for key in ("region", "country_code", "national_prefix", "international_prefix", "outside", "area_code"):
+        if key not in d:
+            continue
+        value = r.string(d, p, key, None, empty_ok=key != "region")
+        if key == "region":
+            value = _known_region(r, f"{p}.region", value)
+        elif key == "country_code" and not re.fullmatch(r"[1-9][0-9]{0,2}", value):
+            raise r.fail(f"{p}.country_code", "a country calling code of 1-3 digits, e.g. \"49\"", value)
+        elif key == "area_code" and not re.fullmatch(r"[0-9]*", value):
+            raise r.fail(f"{p}.area_code", "digits after the country code, without the trunk prefix, e.g. \"30\"", value)
+        elif not _DIAL_PREFIX.fullmatch(value):
+            raise r.fail(f"{p}.{key}", "a prefix of digits, '*' and '#' (\"\" for none)", value)
+        out[key] = value
+    if "own_numbers" in d:
+        own = r.strings(d, p, "own_numbers", (), what="a list of global number prefixes, e.g. [\"+49 30 1234 5\"]")
+        prefixes = []
+        for item in own:
+            digits = re.sub(r"[-.() ]", "", item)
+            if not re.fullmatch(r"\+[1-9][0-9]+", digits):
+                raise r.fail(f"{p}.own_numbers", "global number prefixes starting with '+', e.g. \"+49 30 1234 5\"", item)
+            prefixes.append(digits)
+        out["own_numbers"] = tuple(prefixes)
+    if "domains" in d:
+        domains = r.strings(d, p, "domains", (), what="a list of domain names, e.g. [\"pbx.example.com\"]",
+                            check=lambda v: None if _DOMAIN_NAME.fullmatch(v.rstrip(".")) else "a domain name")
+        out["domains"] = tuple(v.lower().rstrip(".") for v in domains)
+    return out
+
+
+#: Keys that say where a PBX is: a line naming its own country leaves the global ones behind.
+_WHERE_KEYS = ("region", "country_code", "national_prefix", "international_prefix", "area_code")
+
+
+def _over(global_keys: Mapping[str, Any], line_keys: Mapping[str, Any]) -> dict[str, Any]:
+    """A line's dial keys laid over the global ones."""
+    if "region" in line_keys or "country_code" in line_keys:
+        global_keys = {k: v for k, v in global_keys.items() if k not in _WHERE_KEYS}
+    return {**global_keys, **line_keys}
+
+
+def _line_dial(r: _Reader, table: Mapping[str, Any], p: str) -> dict[str, Any]:
+    value = table.get("dial", {})
+    if not isinstance(value, dict):
+        raise r.fail(f"{p}.dial", f"a table [{p}.dial] of dial rule keys", value)
+    return _dial_keys(r, value, f"{p}.dial")
+
+
+def _known_region(r: _Reader, key: str, value: str) -> str:
+    import phonenumbers
+
+    code = value.strip().upper()
+    if code not in phonenumbers.SUPPORTED_REGIONS:
+        raise r.fail(key, "an ISO country code libphonenumber knows, e.g. \"DE\" or \"GB\"", value)
+    return code
+
+
+def _dial_rule(r: _Reader, keys: Mapping[str, Any], p: str) -> DialRule | None:
+    """The rule ``keys`` give (a line's keys laid over the global ones); None for no keys.
+
+    ``region`` fills in the country code and the national and international
+    prefixes from libphonenumber's metadata; keys given win over it.
+    """
+    if not keys:
+        return None
+    values = {k: v for k, v in keys.items() if k != "region"}
+    region = keys.get("region")
+    if region is not None:
+        import phonenumbers
+
+        meta = phonenumbers.PhoneMetadata.metadata_for_region(region)
+        values.setdefault("country_code", str(meta.country_code))
+        values.setdefault("national_prefix", meta.national_prefix or "")
+        if "international_prefix" not in values:
+            # "8~10": dial 8, wait for a tone, dial 10; the PBX's trunk does the waiting.
+            preferred = (meta.preferred_international_prefix or meta.international_prefix or "").replace("~", "")
+            if not re.fullmatch(r"[0-9]+", preferred):
+                raise r.fail(f"{p}.international_prefix",
+                             f"a prefix: region {region} has several international prefixes, so name the one to dial",
+                             )
+            values["international_prefix"] = preferred
+    if "country_code" not in values:
+        raise ConfigError(f"{r.source}: key '{p}': expected 'region' (e.g. \"DE\") or 'country_code', "
+                          "so numbers of the PBX's own country can be dialled in their national form")
+    return DialRule(**values)
+
+
 _WEB_KEYS = {k: None for k in ("listen", "allowed_origins", "frame_ancestors")}
 _ORIGIN = re.compile(r"^https?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?$")
 
@@ -578,6 +707,65 @@ def _metrics(r: _Reader, d: Mapping[str, Any]) -> MetricsConfig:
         web=r.boolean(d, p, "web", True),
         listen=r.strings(d, p, "listen", (), check=_check_endpoint, allow_single=True,
                          what="an endpoint string or a list of them"),
+    )
+
+
+_CLUSTER_KEYS = {k: None for k in (
+    "redis", "node", "username", "password_file", "sentinel_password_file", "tls_ca_file", "prefix", "lease_ttl",
+    "lease_renew", "reply_timeout", "stream_max_len", "stream_max_age",
+)}
+_KEY_PREFIX = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def _cluster(r: _Reader, d: Mapping[str, Any]) -> ClusterConfig | None:
+    """``[cluster]``: the Redis URL (asttapi_server.cluster.address), this node's name, the lease timing."""
+    from asttapi_server.cluster.address import parse_redis_url
+    from asttapi_server.cluster.lease import LeaseMachine
+
+    if not d:
+        return None
+    p = "cluster"
+    r.table(d, p, _CLUSTER_KEYS)
+    dflt = ClusterConfig(redis=None, node="")
+    if "redis" not in d:
+        raise ConfigError(f"{r.source}: key 'cluster.redis': expected a Redis URL such as "
+                          f"'redis://127.0.0.1:6379/0', but it is missing")
+    redis = r.get(d, p, "redis", None, parse_redis_url)
+    node = r.string(d, p, "node", None, required=True)
+    problem = line_name_problem(node)
+    if problem:
+        raise r.fail("cluster.node", f"a node name (named like lines: {problem})", node)
+    tls_ca_file = r.string(d, p, "tls_ca_file", None)
+    if tls_ca_file is not None:
+        if not redis.tls:
+            raise ConfigError(f"{r.source}: key 'cluster.tls_ca_file': only for rediss:// or sentinels:// URLs")
+        if not os.access(tls_ca_file, os.R_OK):
+            raise ConfigError(f"{r.source}: key 'cluster.tls_ca_file': cannot read {tls_ca_file!r}")
+    prefix = r.string(d, p, "prefix", dflt.prefix)
+    if not _KEY_PREFIX.fullmatch(prefix):
+        raise r.fail("cluster.prefix", "letters, digits, _ . - (at most 64)", prefix)
+    ttl = r.number(d, p, "lease_ttl", dflt.lease_ttl)
+    renew = r.number(d, p, "lease_renew", dflt.lease_renew)
+    try:
+        LeaseMachine(ttl, renew)
+    except ValueError:
+        raise ConfigError(
+            f"{r.source}: keys 'cluster.lease_ttl' and 'cluster.lease_renew': expected a renewal interval well"
+            f" under the lease's life (e.g. lease_ttl = 2.0, lease_renew = 0.5), got {ttl} and {renew}") from None
+    return ClusterConfig(
+        redis=redis,
+        node=node,
+        username=r.string(d, p, "username", None),
+        password=_secret(r, d, p, "password", "password_file", None) if "password_file" in d else None,
+        sentinel_password=(_secret(r, d, p, "sentinel_password", "sentinel_password_file", None)
+                           if "sentinel_password_file" in d else None),
+        tls_ca_file=tls_ca_file,
+        prefix=prefix,
+        lease_ttl=ttl,
+        lease_renew=renew,
+        reply_timeout=r.number(d, p, "reply_timeout", dflt.reply_timeout),
+        stream_max_len=r.integer(d, p, "stream_max_len", dflt.stream_max_len, 100),
+        stream_max_age=r.number(d, p, "stream_max_age", dflt.stream_max_age),
     )
 
 
@@ -639,13 +827,15 @@ def load_config(
     r.table(data, "", _TOP_KEYS)
     ami = _ami(r, _section(r, data, "ami"))
     server = _server(r, _section(r, data, "server"))
-    lines = _lines(r, _section(r, data, "lines"))
+    dial = _dial_keys(r, _section(r, data, "dial"), "dial")
+    lines = _lines(r, _section(r, data, "lines"), dial)
     users = _users(r, _section(r, data, "users"))
     calls = _calls(r, _section(r, data, "calls"))
     plugins = _plugins(r, _section(r, data, "plugins"))
     demo = r.boolean(data, "", "demo", False) or ami.host is None
     web = _web(r, _section(r, data, "web"), demo)
     metrics = _metrics(r, _section(r, data, "metrics"))
+    cluster = _cluster(r, _section(r, data, "cluster"))
 
     for user in users.values():
         for pattern in user.lines:
@@ -654,8 +844,9 @@ def load_config(
                     f"{source}: key 'users.{user.name}.lines': expected names of "
                     f"configured [lines] or glob patterns, got {pattern!r}"
                 )
+    global_dial = _dial_rule(r, dial, "dial")
     if demo and not lines:
-        lines = dict(DEMO_LINES)
+        lines = {name: replace(line, dial=global_dial) for name, line in DEMO_LINES.items()}
 
     return Config(
         ami=ami,
@@ -666,6 +857,8 @@ def load_config(
         plugins=plugins,
         web=web,
         metrics=metrics,
+        cluster=cluster,
+        dial=global_dial,
         demo=demo,
         source=path,
     )

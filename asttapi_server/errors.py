@@ -79,13 +79,46 @@ class PluginError(AstTapiError):
 class HttpError(AstTapiError):
     """An HTTP request a plugin made got no usable answer: no connection, a
     TLS check that failed, no complete answer in time, an answer too large.
-    ``str()`` is one line: the method, the URL without its query, and why."""
+    ``str()`` is one line: the method, the URL without its query, and why.
+
+    ``kind`` says which (``unreachable``, ``tls``, ``timeout``, ``too_big``,
+    ``protocol``), ``reason`` is the why alone (for a log line that names
+    the server otherwise: a URL's path may hold a token), and ``sent``
+    whether the request may have reached the server (False only when no
+    connection was made), which matters to whoever retries a POST."""
+
+    KINDS = ("unreachable", "tls", "timeout", "too_big", "protocol")
+
+    def __init__(self, text: str, *, kind: str = "protocol", reason: str | None = None, sent: bool = True) -> None:
+        self.kind = kind
+        self.reason = reason if reason is not None else text
+        self.sent = sent
+        super().__init__(text)
 
 
 class DirectoryError(AstTapiError):
     """A contact directory (LDAP, CardDAV) could not be read: the server is
     unreachable, refused our login, or answered something we cannot use.
     ``str()`` is the one line the admin reads; it never holds a password."""
+
+
+class ClusterError(AstTapiError):
+    """Something went wrong between this node and the cluster's Redis (asttapi_server.cluster)."""
+
+
+class RedisUnavailable(ClusterError):
+    """Redis did not answer: not connected, the connection dropped, or no reply in time.
+    Whatever was asked may or may not have been done."""
+
+
+class RedisReplyError(ClusterError):
+    """Redis answered a command with an error (``-ERR ...``); ``str()`` is Redis's own text."""
+
+
+class StaleLease(ClusterError):
+    """A fenced write was refused: this node no longer holds the PBX's lease (another node
+    took over, or the lease expired while this node was stopped or cut off). The node must
+    stop acting for that PBX; nothing was written."""
 
 
 class InvalidActionHeader(AMIError, ValueError):

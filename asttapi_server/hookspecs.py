@@ -215,3 +215,23 @@ def asttapi_call_finished(call, app):
     :param app: the bridge.
     :returns: ``None``, or a Deferred (its failure is logged; nobody waits for it).
     """
+
+
+@hookspec
+def asttapi_metrics(app):
+    """Report the plugin's own figures (queues, requests, caches) for ``/metrics``.
+
+    Called on the reactor thread each time ``/metrics`` is scraped (not at
+    all with ``[metrics] enabled = false``). Every implementation is
+    called; an exception is logged and that plugin's figures are left out
+    of this scrape. Count in plain numbers on the hot path and build the
+    families here: the scrape pays for the exposition, not every event.
+
+    :param app: the bridge.
+    :returns: an iterable of ``prometheus_client`` metric families
+        (``CounterMetricFamily``, ``GaugeMetricFamily``, ...), or ``None``.
+        Names start with ``asttapi_``; a bundled plugin's are declared in
+        ``asttapi_server.metrics.METRICS`` and built with
+        ``asttapi_server.metrics.family``. Families of the same name from
+        several plugins are merged. Not a Deferred.
+    """

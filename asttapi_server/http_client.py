@@ -1,4 +1,5 @@
-"""HTTP requests a plugin makes (CardDAV today): Twisted's Agent, with the limits every such client needs.
+"""HTTP requests a plugin makes (CardDAV, a CRM's search, webhooks): Twisted's Agent, with the limits
+every such client needs.
 
 - **TLS verified by default**: ``https://`` checks the server's certificate
   and host name against the system's CAs, or against ``ca_file`` (a PEM
@@ -11,9 +12,16 @@
   fill the memory.
 - **No redirects followed**: a 3xx is an answer like any other; the caller
   says where to look instead. Credentials never go to another host.
+- **Connections kept or not**: one per request by default (what an HTTP/1.0
+  server such as Radicale's needs); ``persistent=True`` keeps a few per host
+  for clients that send many small requests (a CRM lookup per call, a
+  webhook per call event), and keeps none once :meth:`HttpClient.close`
+  was called.
 
 Every failure is an :class:`~asttapi_server.errors.HttpError` whose text is
-one line for the admin, without the credentials.
+one line for the admin, without the credentials; its ``kind`` says what
+failed and ``reason`` why, for a log line that names the server with
+:func:`origin` (a URL's path may hold a token: Zammad's CTI endpoint).
 """
 
 from __future__ import annotations
@@ -27,9 +35,10 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError as DeferredTimeout
+from twisted.internet.error import ConnectError, ConnectingCancelledError, DNSLookupError, TimeoutError
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool, ResponseDone
+from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool, ResponseDone, ResponseNeverReceived
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
@@ -37,7 +46,7 @@ from zope.interface import implementer
 
 from asttapi_server.errors import HttpError
 
-__all__ = ["HttpClient", "HttpResponse", "basic_auth", "check_url"]
+__all__ = ["HttpClient", "HttpResponse", "basic_auth", "check_url", "origin"]
 
 _PEM = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
 
@@ -53,16 +62,20 @@ class HttpResponse:
         return values[0] if values else None
 
 
-def check_url(url: str, key: str = "url") -> str:
+def check_url(url: str, key: str = "url", *, holds_secret: bool = False) -> str:
     """``url`` if it is an http:// or https:// URL with a host (ValueError naming ``key`` if not).
 
     https needs the TLS extra (pyOpenSSL, service_identity): said here, at start-up, not at the first request.
+    ``holds_secret``: a token is in the URL, which then must be https.
     """
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"setting {key!r}: expected an http:// or https:// URL, got {url!r}")
     if parts.username or parts.password:
         raise ValueError(f"setting {key!r}: no user or password in the URL (use the settings for them)")
+    if holds_secret and parts.scheme != "https":
+        raise ValueError(f"setting {key!r}: a token in a plain http:// URL would cross the network readable; "
+                         "use https://")
     try:
         parts.port
     except ValueError:
@@ -75,6 +88,13 @@ def check_url(url: str, key: str = "url") -> str:
             raise ValueError(f"setting {key!r}: https needs pyOpenSSL and service_identity "
                              "(pip install 'asttapi-server[tls]')") from None
     return url
+
+
+def origin(url: str) -> str:
+    """``scheme://host:port`` of ``url``: what a log line may show of it (no user, path, query or token)."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"{parts.scheme}://{parts.hostname}:{port}"
 
 
 def basic_auth(username: str, password: str) -> str:
@@ -118,6 +138,14 @@ class _Bytes:
         pass
 
 
+class _Discard(Protocol):
+    """Takes a response body by stopping it: the connection is aborted, not kept for another request."""
+
+    def makeConnection(self, transport: Any) -> None:
+        super().makeConnection(transport)
+        transport.stopProducing()
+
+
 class _BoundedBody(Protocol):
     """Collects a response body up to ``limit`` bytes; more aborts the connection and fails."""
 
@@ -134,7 +162,7 @@ class _BoundedBody(Protocol):
         self.size += len(data)
         if self.size > self.limit:
             self.transport.stopProducing()
-            self.finished.errback(HttpError(f"{self.what}: the answer is larger than {self.limit} bytes"))
+            self.finished.errback(_error(self.what, "too_big", f"the answer is larger than {self.limit} bytes"))
             return
         self.parts.append(data)
 
@@ -144,7 +172,7 @@ class _BoundedBody(Protocol):
         if reason is None or reason.check(ResponseDone, PotentialDataLoss):
             self.finished.callback(b"".join(self.parts))
         else:
-            self.finished.errback(HttpError(f"{self.what}: the connection broke while reading the answer"))
+            self.finished.errback(_error(self.what, "protocol", "the connection broke while reading the answer"))
 
 
 class HttpClient:
@@ -155,10 +183,12 @@ class HttpClient:
     :param max_bytes: the largest answer body accepted.
     :param headers: sent with every request (e.g. ``Authorization``; never logged).
     :param clock: what times the deadline (default: the reactor); for tests.
+    :param persistent: keep up to ``max_per_host`` connections open between requests.
     """
 
     def __init__(self, *, reactor: Any = None, ca_file: Path | None = None, timeout: float = 10.0,
-                 max_bytes: int = 16 << 20, headers: Mapping[str, str] | None = None, clock: Any = None) -> None:
+                 max_bytes: int = 16 << 20, headers: Mapping[str, str] | None = None, clock: Any = None,
+                 persistent: bool = False, max_per_host: int = 2) -> None:
         if reactor is None:
             from twisted.internet import reactor as global_reactor
 
@@ -168,10 +198,12 @@ class HttpClient:
         self.timeout = timeout
         self.max_bytes = max_bytes
         self.headers = dict(headers or {})
-        # A connection per request: an HTTP/1.0 server (Radicale's WSGI server) closes each
-        # after its answer, and a REPORT on a kept connection that the server had closed meanwhile
-        # is not retried by the pool (not idempotent in its eyes). A sync makes few requests.
-        self.pool = HTTPConnectionPool(reactor, persistent=False)
+        # By default a connection per request: an HTTP/1.0 server (Radicale's WSGI server) closes
+        # each after its answer, and a REPORT on a kept connection that the server had closed
+        # meanwhile is not retried by the pool (not idempotent in its eyes). A sync makes few requests.
+        self.pool = _Pool(reactor, persistent=persistent)
+        self.pool.maxPersistentPerHost = max_per_host
+        self.pool.retryAutomatically = False  # a POST must not be sent twice behind the caller's back
         policy = BrowserLikePolicyForHTTPS(trustRoot=_trust_root(ca_file)) if ca_file else BrowserLikePolicyForHTTPS()
         self.agent = Agent(reactor, contextFactory=policy, pool=self.pool, connectTimeout=timeout)
 
@@ -188,8 +220,8 @@ class HttpClient:
 
         def got(response: Any) -> Deferred | None:
             if response.length is not UNKNOWN_LENGTH and response.length > self.max_bytes:
-                response.deliverBody(Protocol())  # nothing read: the connection is dropped
-                raise HttpError(f"{what}: the answer is larger than {self.max_bytes} bytes")
+                response.deliverBody(_Discard())  # nothing read: the connection is dropped
+                raise _error(what, "too_big", f"the answer is larger than {self.max_bytes} bytes")
             finished: Deferred = Deferred()
             reader = _BoundedBody(finished, self.max_bytes, what)
             response.deliverBody(reader)
@@ -210,24 +242,54 @@ class HttpClient:
         return result
 
     def close(self) -> Deferred:
-        """Close any connection still open (on shutdown)."""
+        """Close any connection still open (on shutdown); no connection is kept after it."""
         return self.pool.closeCachedConnections()
 
 
+class _Pool(HTTPConnectionPool):
+    """A pool that, once closed, keeps no connection a late answer hands back."""
+
+    closed = False
+
+    def _putConnection(self, key: Any, connection: Any) -> None:
+        if self.closed:
+            connection.transport.loseConnection()
+            return
+        super()._putConnection(key, connection)
+
+    def closeCachedConnections(self) -> Deferred:
+        self.closed = True
+        return super().closeCachedConnections()
+
+
+def _error(what: str, kind: str, reason: str, *, sent: bool = True) -> HttpError:
+    return HttpError(f"{what}: {reason}", kind=kind, reason=reason, sent=sent)
+
+
 def _timed_out(what: str, timeout: float) -> Failure:
-    return Failure(HttpError(f"{what}: no complete answer within {timeout:g}s"))
+    return Failure(_error(what, "timeout", f"no complete answer within {timeout:g}s"))
 
 
 def _explain(failure: Failure, what: str, timeout: float) -> Failure:
-    """Any failure of a request as an HttpError of one line."""
+    """Any failure of a request as an HttpError of one line, with its kind."""
     if failure.check(HttpError, CancelledError, DeferredTimeout):
         return failure
+    sent = not failure.check(ConnectError, DNSLookupError, ConnectingCancelledError, TimeoutError)
+    answered = failure.check(ResponseNeverReceived) is None  # a broken answer, not none at all
     reasons = getattr(failure.value, "reasons", None) or []  # ResponseFailed, ResponseNeverReceived, ...
+    if reasons and all(isinstance(r, Failure) and r.check(CancelledError) for r in reasons):
+        return Failure(CancelledError())  # the caller (or the deadline) gave up on it
     inner = next((r for r in reasons if isinstance(r, Failure) and not r.check(CancelledError)), None)
     if inner is not None:
         failure = inner
-    text = _tls_text(failure) or failure.getErrorMessage() or failure.type.__name__
-    return Failure(HttpError(f"{what}: {' '.join(str(text).split())}"))
+    tls = _tls_text(failure)
+    if tls is not None:
+        return Failure(_error(what, "tls", tls, sent=False))
+    text = " ".join(str(failure.getErrorMessage() or failure.type.__name__).split())
+    if not sent:
+        kind = "timeout" if failure.check(TimeoutError) else "unreachable"
+        return Failure(_error(what, kind, text, sent=False))
+    return Failure(_error(what, "protocol" if answered else "unreachable", text))
 
 
 def _tls_text(failure: Failure) -> str | None:

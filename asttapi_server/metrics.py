@@ -37,10 +37,31 @@ from asttapi_server.ami.parser import ByName
 from asttapi_server.core.constants import CALLINFO, CALLSTATE, DEVSTATE, IDLE, NEWCALL
 from asttapi_server.core.control import CORE_EVENTS
 from asttapi_server.core.events import TapiEvent
+from asttapi_server.core.outcome import OUTCOMES, flags_of, outcome
 
-__all__ = ["METRICS", "Metrics", "LabelValues", "CONTENT_TYPE_LATEST"]
+__all__ = ["METRICS", "PLUGIN_METRICS", "Histogram", "Metrics", "LabelValues", "CONTENT_TYPE_LATEST", "family"]
 
 log = Logger()
+
+#: The bundled plugins' own metrics (hook ``asttapi_metrics``); exposed, empty, when the plugin is not loaded.
+PLUGIN_METRICS: Mapping[str, tuple[str, tuple[str, ...], str]] = {
+    "asttapi_http_contacts_requests": (
+        "counter", ("result",),
+        "Requests of http_contacts to the CRM, by result (found, not_found, error, timeout, unreachable, "
+        "bad_answer)."),
+    "asttapi_http_contacts_request_seconds": ("histogram", (), "Time the CRM took to answer http_contacts."),
+    "asttapi_http_contacts_cache": (
+        "counter", ("result",), "Lookups of http_contacts by cache result (hit, miss, shared)."),
+    "asttapi_http_contacts_cached": ("gauge", (), "Numbers http_contacts holds an answer for."),
+    "asttapi_webhook_queue_depth": ("gauge", ("target",), "Call events waiting to be delivered, by target."),
+    "asttapi_webhook_oldest_seconds": (
+        "gauge", ("target",), "Age of the oldest call event waiting for a target (0: none waits)."),
+    "asttapi_webhook_events": (
+        "counter", ("target", "result"),
+        "Call events by target and result (sent, retried, dropped); retried counts failed attempts."),
+    "asttapi_webhook_delivery_seconds": (
+        "histogram", ("target",), "Time from a call event to the target's acknowledgement of it."),
+}
 
 #: name -> (type, labels, help). The exposition adds ``_total`` to counters.
 METRICS: Mapping[str, tuple[str, tuple[str, ...], str]] = {
@@ -75,8 +96,11 @@ METRICS: Mapping[str, tuple[str, tuple[str, ...], str]] = {
     "asttapi_contact_directory_age_seconds": (
         "gauge", ("plugin",), "Seconds since a contact directory was last read successfully (absent before that)."),
     "asttapi_config_reloads": ("counter", ("result",), "Configuration reloads (SIGHUP), by result (ok, refused)."),
+    **PLUGIN_METRICS,
 }
 
+#: Buckets for waits that may last a receiver's outage (seconds to hours).
+DELIVERY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0)
 #: The label value of everything outside a label's known set.
 OTHER = "other"
 #: Events the link reacts to whatever the filter says (``ami.parser.ALWAYS_KEPT``), canonically spelt.
@@ -126,36 +150,8 @@ class LabelValues:
 ACTION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 LOOKUP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
 
-# Per-call flags, kept only while a call is in progress.
-_ANSWERED, _BUSY, _FAILED = 1, 2, 4
-_FLAG_OF_STATE = {"LINECALLSTATE_CONNECTED": _ANSWERED, "LINECALLSTATE_BUSY": _BUSY}
-_FLAG_OF_MODE = {
-    "LINEDISCONNECTMODE_BUSY": _BUSY,
-    **dict.fromkeys(
-        (
-            "LINEDISCONNECTMODE_BADADDRESS", "LINEDISCONNECTMODE_UNREACHABLE", "LINEDISCONNECTMODE_UNAVAIL",
-            "LINEDISCONNECTMODE_REJECT", "LINEDISCONNECTMODE_NUMBERCHANGED", "LINEDISCONNECTMODE_OUTOFORDER",
-            "LINEDISCONNECTMODE_CONGESTION", "LINEDISCONNECTMODE_TEMPFAILURE", "LINEDISCONNECTMODE_QOSUNAVAIL",
-            "LINEDISCONNECTMODE_BLOCKED",
-        ),
-        _FAILED,
-    ),
-}
-
-
-def outcome(flags: int) -> str:
-    """answered > busy > failed > missed: what a call's states and disconnect modes add up to."""
-    if flags & _ANSWERED:
-        return "answered"
-    if flags & _BUSY:
-        return "busy"
-    if flags & _FAILED:
-        return "failed"
-    return "missed"
-
-
-class _Histogram:
-    """Bucket counts and a sum in plain numbers (one per label value)."""
+class Histogram:
+    """Bucket counts and a sum in plain numbers (one per label value); plugins count with it too."""
 
     __slots__ = ("bounds", "counts", "total", "n")
 
@@ -201,11 +197,11 @@ class Metrics:
         self.tapi_events: dict[str, int] = {}
         self.reconnects = 0
         self._logins = 0
-        self.actions: dict[str, _Histogram] = {}
+        self.actions: dict[str, Histogram] = {}
         self.action_failures: dict[tuple[str, str], int] = {}
-        self.calls_finished: dict[str, int] = dict.fromkeys(("answered", "missed", "busy", "failed"), 0)
+        self.calls_finished: dict[str, int] = dict.fromkeys(OUTCOMES, 0)
         self.lookups: dict[tuple[str, str], int] = {}
-        self.lookup_seconds: dict[str, _Histogram] = {}
+        self.lookup_seconds: dict[str, Histogram] = {}
         self.reloads: dict[str, int] = {"ok": 0, "refused": 0}
         self._live: dict[int, int] = {}  # call handle -> flags, while in progress
         self.app: Any = None
@@ -256,7 +252,7 @@ class Metrics:
         if failure is None:
             hist = self.actions.get(action)
             if hist is None:
-                hist = self.actions[action] = _Histogram(ACTION_BUCKETS)
+                hist = self.actions[action] = Histogram(ACTION_BUCKETS)
             hist.observe(seconds)
         else:
             key = (action, self.failure_label(failure))
@@ -274,7 +270,7 @@ class Metrics:
             if flags is None:
                 return  # not announced with LINE_NEWCALL (or already counted)
             param = event.param
-            flags |= _FLAG_OF_STATE.get(param, 0) | _FLAG_OF_MODE.get(event.mode, 0)
+            flags |= flags_of(param, event.mode)
             self._live[handle] = flags
             if param == IDLE:
                 self._maybe_finished(event, flags)
@@ -303,7 +299,7 @@ class Metrics:
         if result != "timeout":
             hist = self.lookup_seconds.get(plugin)
             if hist is None:
-                hist = self.lookup_seconds[plugin] = _Histogram(LOOKUP_BUCKETS)
+                hist = self.lookup_seconds[plugin] = Histogram(LOOKUP_BUCKETS)
             hist.observe(seconds)
 
     def on_reload(self, ok: bool) -> None:
@@ -385,6 +381,35 @@ class ServerCollector:
         yield _histogram("asttapi_contact_lookup_seconds", m.lookup_seconds)
         yield from _directories(app)
         yield _counter("asttapi_config_reloads", {(k,): v for k, v in m.reloads.items()})
+        yield from _plugin_families(getattr(app, "plugins", None))
+
+
+def _plugin_families(plugins: Any) -> Iterable[Any]:
+    """The plugins' families (hook ``asttapi_metrics``), merged by name; the declared plugin metrics
+    nobody reported come empty, so every name in METRICS is always exposed."""
+    merged: dict[str, Any] = {}
+    for fam in plugins.metrics() if plugins is not None else ():
+        if not getattr(fam, "name", "").startswith("asttapi_"):
+            log.error("A plugin reported the metric {name!r}; plugin metrics are named asttapi_*, ignored",
+                      name=getattr(fam, "name", fam))
+            continue
+        known = merged.get(fam.name)
+        if known is None:
+            merged[fam.name] = fam
+        elif known.type == fam.type:
+            known.samples.extend(fam.samples)
+    for name in PLUGIN_METRICS:
+        merged.setdefault(name, family(name, {}))
+    yield from merged.values()
+
+
+def family(name: str, values: Mapping[tuple[str, ...], Any]) -> Any:
+    """The family of metric ``name`` (declared in METRICS) with ``values``: label values -> a number,
+    or -> a :class:`Histogram` for a histogram."""
+    kind = METRICS[name][0]
+    if kind == "histogram":
+        return _histogram(name, values)
+    return (_gauge if kind == "gauge" else _counter)(name, dict(values))
 
 
 def _directories(app: Any) -> Iterable[Any]:
@@ -422,8 +447,9 @@ def _counter(name: str, values: Mapping[tuple[str, ...], int]) -> CounterMetricF
     return family
 
 
-def _histogram(name: str, by_label: Mapping[str, _Histogram]) -> HistogramMetricFamily:
+def _histogram(name: str, by_label: Mapping[Any, Histogram]) -> HistogramMetricFamily:
+    """By one label value (a string) or by a tuple of them (``()`` for a histogram without labels)."""
     family = _family(name, HistogramMetricFamily)
     for label, hist in sorted(by_label.items()):
-        family.add_metric([label], hist.buckets(), hist.total)
+        family.add_metric([label] if isinstance(label, str) else list(label), hist.buckets(), hist.total)
     return family

@@ -181,10 +181,10 @@ class Settings:
     def boolean(self, key: str, default: bool) -> bool:
         return self._take(key, default, setting.boolean)
 
-    def strings(self, key: str, default: Sequence[str]) -> tuple[str, ...]:
-        """One string or a non-empty list of them."""
-        return self._take(key, list(default), setting.strings, allow_single=True, non_empty=True,
-                          what="a string or a list of non-empty strings")
+    def strings(self, key: str, default: Sequence[str] | None) -> tuple[str, ...] | None:
+        """One string or a non-empty list of them (``default`` None: an optional key, None when absent)."""
+        return self._take(key, None if default is None else list(default), setting.strings, allow_single=True,
+                          non_empty=True, what="a string or a list of non-empty strings")
 
     def table(self, key: str) -> dict[str, Any]:
         return self._take(key, {}, setting.table)
@@ -199,6 +199,14 @@ class Settings:
             return read_secret_file(resolve_path(path, self._config))
         except ValueError as exc:
             raise ValueError(f"setting {key!r}: {exc}") from None
+
+    def tables(self, key: str) -> list[dict[str, Any]]:
+        """A list of tables: ``[[plugins.NAME.KEY]]`` in the config file (one table alone is a list of one)."""
+        value = self._left.pop(key, [])
+        items = [value] if isinstance(value, Mapping) else value
+        if not isinstance(items, list) or not all(isinstance(v, Mapping) for v in items):
+            raise ValueError(f"setting {key!r}: {setting.Expected(f'[[...{key}]] tables', value)}")
+        return [dict(v) for v in items]
 
     def paths(self, key: str) -> list[Path]:
         """A path or a list of paths, relative to the config file; each must exist."""
@@ -605,6 +613,20 @@ class PluginHost:
         """The plugins that keep a contact directory in memory (their ``directory``), by name: for /metrics."""
         return {name: plugin.directory for name, plugin in self.pm.list_name_plugin()
                 if isinstance(getattr(plugin, "directory", None), DirectoryIndex)}
+
+    def metrics(self) -> list:
+        """Every plugin's metric families for a scrape (see the hookspec); a failing plugin is left out."""
+        families: list = []
+        kwargs = {"app": self.app}
+        for impl in self._impls("asttapi_metrics"):
+            ok, result = self._call(impl, "asttapi_metrics", kwargs)
+            if not ok or result is None:
+                continue
+            try:
+                families.extend(result)
+            except Exception:
+                self._failed(impl.plugin_name, "asttapi_metrics")
+        return families
 
     @property
     def looks_up_contacts(self) -> bool:

@@ -34,7 +34,7 @@ from .core.model import CallModel
 from .mappings import channel_events
 from .plugin_host import build_plugin_manager
 from .sdnotify import Notifier
-from .store import DEFAULT_STATE_FILE, CallStore
+from .store import DEFAULT_STATE_FILE, CallStore, default_state_path
 
 log = Logger()
 
@@ -430,7 +430,7 @@ def state_file_path(config: Config, demo_mode: bool) -> str:
     """
     state_file = config.calls.state_file
     if state_file is None:
-        return "" if demo_mode else DEFAULT_STATE_FILE
+        return "" if demo_mode else default_state_path(DEFAULT_STATE_FILE)
     return state_file
 
 

@@ -46,7 +46,7 @@ from .throttle import LogThrottle
 
 log = Logger(namespace="asttapi.store")
 
-#: The default file, relative to the working directory (twistd's --rundir).
+#: The default file, in :func:`state_directory`.
 DEFAULT_STATE_FILE = "asttapi-calls.json"
 #: Seconds between a change and the write that records it (changes meanwhile share the write).
 DEFAULT_DELAY = 0.25
@@ -55,6 +55,23 @@ DEFAULT_SLICE = 100
 #: A store bigger than this is not read (it is not one this server wrote:
 #: 100,000 live calls take about 60 MB).
 MAX_STORE_BYTES = 256 << 20
+
+
+def state_directory() -> str:
+    """The folder the server keeps its files in when the config names none.
+
+    The working directory (twistd's ``--rundir``; the systemd unit's
+    ``WorkingDirectory`` is its ``StateDirectory``), given as ``""`` so a
+    default path stays relative to it. The one place that says where: the
+    call store's default file and the call webhooks' default outbox are
+    :func:`default_state_path` names.
+    """
+    return ""
+
+
+def default_state_path(name: str) -> str:
+    """Where the file ``name`` lives when the config names no path for it (see :func:`state_directory`)."""
+    return os.path.join(state_directory(), name)
 
 
 def write_atomically(path: str, data: bytes) -> None:

@@ -2,13 +2,13 @@
 
     .venv/bin/python -m bench                  # everything, full size (about 3 minutes)
     .venv/bin/python -m bench --quick          # smaller runs, same table (under a minute)
-    .venv/bin/python -m bench --only ami e2e   # a subset: ami, core, e2e, throughput, contacts, directory
+    .venv/bin/python -m bench --only ami e2e   # a subset: ami, core, e2e, throughput, contacts, directory, webhooks
     .venv/bin/python -m bench --json           # the raw figures of every benchmark as JSON
 
 Each benchmark module also runs alone (``bench/ami_ingest.py``,
 ``bench/core_events.py``, ``bench/e2e_latency.py``, ``bench/e2e_throughput.py``,
-``bench/contact_lookup.py``, ``bench/contact_directory.py``; ``bench/event_cost.py`` counts the calls per event
-and profiles the server, outside the table)
+``bench/contact_lookup.py``, ``bench/contact_directory.py``, ``bench/webhook_outbox.py``;
+``bench/event_cost.py`` counts the calls per event and profiles the server, outside the table)
 and documents what it measures. Figures depend on the machine: the table says
 what was run, not what to expect.
 """
@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-SECTIONS = ("ami", "core", "e2e", "throughput", "contacts", "directory")
+SECTIONS = ("ami", "core", "e2e", "throughput", "contacts", "directory", "webhooks")
 
 Row = tuple[str, str, str]  # figure, value, note
 
@@ -133,9 +133,25 @@ def _directory(quick: bool) -> tuple[Any, list[Row]]:
     ]
 
 
+def _webhooks(quick: bool) -> tuple[Any, list[Row]]:
+    import subprocess
+
+    # The benchmark runs a reactor of its own: a process of its own.
+    run = subprocess.run([sys.executable, str(ROOT / "bench" / "webhook_outbox.py"), "--json",
+                          "--events", "2000" if quick else "10000"], capture_output=True, text=True, check=True)
+    f = json.loads(run.stdout.strip().splitlines()[-1])
+    return f, [
+        ("Webhook outbox, reactor cost per event", f"{f['add_us_per_event']:.1f} us",
+         f"{f['events']:,} events; {f['events_per_commit']} changes per commit in the writer thread; "
+         f"a commit per event on the reactor would cost {f['naive_commit_us_per_event']:,.0f} us"),
+        ("Webhook outbox, reactor lateness p99", f"{f['outbox_late_p99_ms']} ms",
+         f"reference run without it {f['reference_late_p99_ms']} ms (ratio {f['late_p99_ratio']})"),
+    ]
+
+
 RUNNERS: dict[str, Callable[[bool], tuple[Any, list[Row]]]] = {
     "ami": _ami, "core": _core, "e2e": _e2e, "throughput": _throughput, "contacts": _contacts,
-    "directory": _directory,
+    "directory": _directory, "webhooks": _webhooks,
 }
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from asttapi_server.core.constants import CALLINFO, CALLSTATE, DEVSTATE
 from asttapi_server.core.events import TapiEvent
 from asttapi_server.names import line_name_problem
+from asttapi_server.core.dialling import is_uri, parse_phone
 from asttapi_server.core.dialstring import MAX_DIAL_LENGTH, dialable
 
 PROTOCOL_VERSION = 1
@@ -262,8 +263,15 @@ def _text(name: str, limit: int) -> Callable[[Any], str]:
 
 
 def normalise_number(text: str) -> str:
-    """The dialable form of ``text`` (see :func:`asttapi_server.core.dialstring.dialable`), or ParamsError."""
+    """The dialable form of ``text`` (see :func:`asttapi_server.core.dialstring.dialable`), or ParamsError.
+
+    A ``tel:`` or ``callto:`` URI is checked (:func:`asttapi_server.core.dialling.parse_phone`)
+    and passed on as it is: the line's dial rule turns it into digits.
+    """
     try:
+        if is_uri(text):
+            dialable(parse_phone(text).digits)
+            return text.strip()
         return dialable(text)
     except ValueError as e:
         raise ParamsError(str(e)) from None

@@ -156,10 +156,24 @@ class Hub:
 
     # -- events ----------------------------------------------------------
 
-    def publish(self, event: TapiEvent) -> int:
-        """Number, remember and deliver ``event``; returns its seq. Never raises."""
-        self.seq += 1
-        seq = self.seq
+    def publish(self, event: TapiEvent, seq: int | None = None) -> int:
+        """Number, remember and deliver ``event``; returns its seq. Never raises.
+
+        ``seq``: the number the event already has (a cluster node publishes
+        what the event log numbered, asttapi_server.cluster); it must be
+        greater than every seq published before, else the event is dropped
+        and 0 returned (a resume must never see two events under one seq).
+        """
+        if seq is None:
+            self.seq += 1
+            seq = self.seq
+        elif seq <= self.seq:
+            if self._throttle.allow(("order", event.msg), self._now()) is not None:
+                self.log.warn("event {msg} numbered {seq} after {last}: dropped", msg=event.msg, seq=seq,
+                              last=self.seq)
+            return 0
+        else:
+            self.seq = seq
         line = event.line
         try:
             if line is not None:
@@ -213,6 +227,28 @@ class Hub:
             for sub in tuple(rec.subs.values()):
                 self._send(sub, data, name)
         self._trim()
+
+    def restart(self, epoch: str, seq: int) -> None:
+        """Start again as run ``epoch`` whose events so far end at ``seq`` (a cluster node
+        joining the log, or the log's continuity lost): the ring is emptied, so a resume
+        from before ``seq`` or from another epoch rebuilds from ``calls``. Subscribers stay."""
+        self.epoch = epoch
+        self.seq = seq
+        self._ring.clear()
+        self._bytes = 0
+        for line, rec in tuple(self._lines.items()):
+            rec.ring.clear()
+            rec.evicted = seq
+            if not rec.subs:
+                del self._lines[line]
+        self._all = _Line(seq)
+        self._forgotten = seq
+
+    def lose(self, seq: int) -> None:
+        """Events up to ``seq`` may be missing (the log was trimmed before this node read them,
+        or a fail-over could not know them): a resume from before ``seq`` is a gap."""
+        if seq > self._all.evicted:
+            self._all.evicted = seq
 
     def missed(
         self, line: str, since: int, epoch: str | None = None, *, sid: Hashable | None = None,

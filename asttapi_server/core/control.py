@@ -51,6 +51,7 @@ from ..ami.parser import ByName
 from ..errors import InvalidActionHeader, TelephonyError, lineerr_of
 from .constants import CALLINFO_CALLERID, DEVSTATE, IDLE, INSERVICE, NEWCALL, OUTOFSERVICE
 from . import parties
+from .dialling import Dialled, parse_phone, to_dial
 from .dialstring import dialable
 from .effects import ContactWanted, Diagnostic, Effects
 from .events import TapiEvent
@@ -453,7 +454,8 @@ class CallControl:
                 "LINEERR_OPERATIONUNAVAIL",
                 f"Line {line!r} has no [lines.{line}] entry with a phone channel, so it cannot place calls.",
             )
-        number = _dialable(number)
+        dialled = _dial(number, conf)
+        number = dialled.number
         call = self.model.make_call(line, number, owner, now, device=bool(getattr(conf, "device", None)))
         fx = self.model.take_events()
         channel_id = call.channel_id
@@ -470,7 +472,8 @@ class CallControl:
                 async_=True,
                 channel_id=channel_id,
                 other_channel_id=channel_id + "-2",
-                variables=(("TAPI_LINE", line), ("TAPI_CALL", str(call.handle))),
+                variables=(("TAPI_LINE", line), ("TAPI_CALL", str(call.handle)),
+                           *((("TAPI_EXTENSION", dialled.ext),) if dialled.ext else ())),
             )
         except TelephonyError:
             self.model.originate_response(channel_id, None, None, False, now)
@@ -498,8 +501,14 @@ class CallControl:
         """
         self._require_link()
         call, channel = self._channel_of(handle)
-        number = _dialable(number)
         conf = self._line_conf_for(call)
+        dialled = _dial(number, conf)
+        if dialled.ext:
+            raise TelephonyError(
+                "LINEERR_INVALADDRESS",
+                f"{number[:80]!r} needs extension {dialled.ext} dialled after the answer, which a transfer cannot do.",
+            )
+        number = dialled.number
         if is_phone_channel(channel, conf.channel):
             return self._act(_checked(actions.blind_transfer, channel, conf.context, number))
         return self._act(_checked(actions.redirect, channel, conf.context, number, 1))
@@ -611,9 +620,12 @@ def is_phone_channel(channel: str, phone: str) -> bool:
     return channel.lower().startswith(phone.lower() + "-")
 
 
-def _dialable(number: str) -> str:
+def _dial(number: str, conf: Any) -> Dialled:
+    """What the line of ``conf`` dials for ``number`` (a number as written or a tel:/callto: URI),
+    by its dial rule (:mod:`.dialling`) and the wire rule (:mod:`.dialstring`)."""
     try:
-        return dialable(number)
+        dialled = to_dial(parse_phone(number), getattr(conf, "dial", None))
+        return Dialled(dialable(dialled.number), dialled.ext)
     except ValueError as e:
         raise TelephonyError("LINEERR_INVALADDRESS", f"Not a dialable number {number[:80]!r}: {e}") from None
 

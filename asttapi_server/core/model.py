@@ -950,7 +950,8 @@ class CallModel:
             "owner_announced": call.owner_announced,
             "states": dict(call.states),
             "modes": dict(call.modes) if call.modes else None,
-            "callinfo": dict(call.callinfo),
+            # (party flags are tuples in the model, lists in JSON: saved as JSON reads them back)
+            "callinfo": {k: list(v) if type(v) is tuple else v for k, v in call.callinfo.items()},
             "ci_version": call.ci_version,
             "ci_sent": {line: list(sent) for line, sent in call.ci_sent.items()} if call.ci_sent else None,
             "created": call.created,

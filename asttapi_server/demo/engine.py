@@ -76,6 +76,10 @@ class DemoEngine:
         self.devices: dict[str, str] = dict(devices)  # device -> line
         self.channels: dict[str, Channel] = {}
         self._by_uid: dict[str, Channel] = {}
+        #: Seconds (before ``timing.scale``) an originated call talks before the far end
+        #: hangs up; None: the flow's own default. Tests that act on a connected
+        #: click-to-dial call set it long, so a loaded machine cannot end the call first.
+        self.originate_talk: float | None = None
         self._owner: dict[str, Flow] = {}
         self.flows: list[Flow] = []
         self._listeners: list[Listener] = []
@@ -313,15 +317,16 @@ class DemoEngine:
             originate_action_id=action_id, originated=is_async, variables=variables,
             callerid=callerid,
         )
+        talk = {} if self.originate_talk is None else {"talk": self.originate_talk}
         flow: Flow
         device = self.device_for(channel)
         if device is not None and not application and exten and re.fullmatch(r"\+?\d{3,}", exten):
             # click-to-dial on a device line (s07): channel events only, no UserEvent
             flow = DeviceCall(self, device, self.devices[device], exten,
-                              context=context or "default", **common)  # type: ignore[arg-type]
+                              context=context or "default", **common, **talk)  # type: ignore[arg-type]
         elif not application and exten and re.fullmatch(r"\+?\d{3,}", exten):
             line = vars_.get("TAPI_LINE") or self.line_for(channel)
-            flow = OutboundCall(self, channel, line, exten, context=context or "default", **common)
+            flow = OutboundCall(self, channel, line, exten, context=context or "default", **common, **talk)
         else:
             data = h.get("Data") or ""
             duration = float(data) if application == "Wait" and data.isdigit() else 30.0

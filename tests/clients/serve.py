@@ -33,8 +33,8 @@ class ScriptedTelephony(FakeTelephony):
     def make_call(self, line, number, owner):
         self.next_handle += 1
         handle = self.next_handle
-        self.model.add(handle, line, state="LINECALLSTATE_DIALTONE")
         info = {"callerid": line, "calledid": number, "origin": "LINECALLORIGIN_OUTBOUND", "uniqueid": f"u{handle}"}
+        self.model.add(handle, line, state="LINECALLSTATE_DIALTONE").callinfo = dict(info)
         self.play(
             [
                 event("LINE_NEWCALL", line, handle, callinfo=info, owner=owner),

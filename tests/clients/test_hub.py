@@ -193,3 +193,22 @@ def test_a_resume_replays_at_most_limit_events_else_gap():
     assert hub.missed("busy", 500) is None  # the line-less event counts too
     assert len(hub.missed("busy", 501)) == 1000
     assert len(hub.missed("busy", 0, limit=10_000)) == 1501
+
+
+def test_a_cluster_node_publishes_the_logs_seqs_and_resumes_like_a_single_server():
+    """asttapi_server.cluster: seqs come from the event log; restart() and lose() mark what a resume cannot get."""
+    hub = Hub()
+    a = Sub(1)
+    hub.subscribe(a, "l")
+    hub.restart("e1", 100)  # joined the log at seq 100: anything before is a rebuild
+    assert hub.missed("l", 99, "e1") is None and hub.missed("l", 100, "e1") == []
+    assert hub.publish(event("LINE_NEWCALL", "l", 1), 105) == 105
+    assert hub.publish(event("LINE_NEWCALL", "l", 2), 104) == 0  # never two events under one seq
+    assert hub.publish(event("LINE_NEWCALL", "l", 3), 109) == 109
+    assert [json.loads(d)["params"]["seq"] for d in a.got] == [105, 109]
+    assert [json.loads(d)["params"]["seq"] for d in hub.missed("l", 100, "e1")] == [105, 109]
+    hub.lose(106)  # entries up to 106 may be missing (a fail-over's gap marker at 107)
+    assert hub.missed("l", 105, "e1") is None and len(hub.missed("l", 106, "e1")) == 1
+    hub.restart("e2", 3)  # Redis failed over: a new numbering, subscribers kept
+    assert hub.missed("l", 109, "e1") is None and hub.missed("l", 3, "e2") == [] and hub.subscribers("l") == 1
+    assert hub.publish(event("LINE_NEWCALL", "l", 4), 4) == 4 and hub.epoch == "e2"

@@ -111,6 +111,7 @@ class DemoDeviceLine(TestCase):
     @defer.inlineCallbacks
     def test_blind_transfer_and_drop_on_the_device_line(self):
         client = yield self.connect()
+        self.app.demo.engine.originate_talk = 500.0  # talks until transferred, however loaded the machine
         response = yield client.call("lineMakeCall", line="line_3", number="95551234")
         handle = response["result"]["call"]
         yield client.wait_for(is_event("LINE_CALLSTATE", call=handle, state="LINECALLSTATE_CONNECTED"))

@@ -180,6 +180,7 @@ class EndToEnd(TestCase):
         yield self.start(autoplay=False)
         client = yield self.connect()
         yield client.call("lineOpen", line="line_1")
+        self.app.demo.engine.originate_talk = 500.0  # talks until transferred, however loaded the machine
         response = yield client.call("lineMakeCall", line="line_1", number="95551234")
         handle = response["result"]["call"]
         yield client.wait_for(is_event("LINE_CALLSTATE", call=handle, state="LINECALLSTATE_CONNECTED"))

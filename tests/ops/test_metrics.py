@@ -218,3 +218,53 @@ def test_directory_plugins_report_their_index_size_reads_and_age():
     assert parsed[("asttapi_contact_directory_age_seconds", label)] == 90
     assert total(parsed, "asttapi_contact_directory_entries", plugin="other") == 0
     directory.stop()
+
+
+def test_plugins_report_their_own_figures_merged_and_a_failing_plugin_is_left_out():
+    from prometheus_client.core import GaugeMetricFamily
+
+    from asttapi_server.hookspecs import hookimpl
+    from asttapi_server.metrics import Histogram, family
+    from asttapi_server.plugin_host import PluginHost
+
+    class Queue:
+        def __init__(self, target, depth):
+            self.target, self.depth = target, depth
+
+        @hookimpl
+        def asttapi_metrics(self):
+            hist = Histogram((1.0, 10.0))
+            hist.observe(0.5)
+            return [family("asttapi_webhook_queue_depth", {(self.target,): self.depth}),
+                    family("asttapi_webhook_delivery_seconds", {(self.target,): hist})]
+
+    class Broken:
+        @hookimpl
+        def asttapi_metrics(self):
+            raise RuntimeError("bug")
+
+    class Rogue:
+        @hookimpl
+        def asttapi_metrics(self):
+            return [GaugeMetricFamily("python_gc_objects", "not ours", value=1)]
+
+    host = PluginHost()
+    for name, plugin in (("a", Queue("zammad", 3)), ("b", Queue("crm", 5)), ("broken", Broken()),
+                         ("rogue", Rogue())):
+        host.register(plugin, name)
+
+    class App:
+        plugins = host
+        ami = bridge = hub = client_factory = model = None
+
+    m = Metrics()
+    m.app = App()
+    text = m.exposition().decode()
+    parsed = samples(text)
+    assert total(parsed, "asttapi_webhook_queue_depth", target="zammad") == 3
+    assert total(parsed, "asttapi_webhook_queue_depth", target="crm") == 5
+    assert total(parsed, "asttapi_webhook_delivery_seconds_count", target="crm") == 1
+    assert "python_gc_objects" not in text
+    # every declared metric is there, the http_contacts ones empty (no such plugin here)
+    assert {f.name for f in text_string_to_metric_families(text)} == set(METRICS)
+    assert total(parsed, "asttapi_http_contacts_requests_total") == 0

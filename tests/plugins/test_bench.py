@@ -11,6 +11,20 @@ def test_contact_lookup_bench_runs_and_returns_figures():
         assert figures[key] > 0
 
 
+def test_webhook_outbox_bench_runs_and_prints_figures():
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[2] / "bench" / "webhook_outbox.py"
+    run = subprocess.run([sys.executable, str(bench), "--events", "200", "--json"], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr
+    figures = json.loads(run.stdout.strip().splitlines()[-1])
+    assert figures["commits"] >= 1 and figures["add_us_per_event"] > 0 and figures["naive_commit_us_per_event"] > 0
+
+
 def test_contact_directory_bench_runs_and_returns_figures():
     from bench.contact_directory import run
 

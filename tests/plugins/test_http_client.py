@@ -11,7 +11,10 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
 from asttapi_server.errors import HttpError
-from asttapi_server.http_client import HttpClient, basic_auth, check_url
+from asttapi_server.http_client import HttpClient, basic_auth, check_url, origin
+from tests.ops.loopback import until
+from tests.plugins.http_servers import Server as Served
+from tests.plugins.http_servers import json_answer
 from tests.security.tlsutil import make_cert
 
 from .servers import closed_port
@@ -152,3 +155,72 @@ class HttpClientTests(TestCase):
 def test_check_url(url, message):
     with pytest.raises(ValueError, match=message):
         check_url(url)
+
+
+class KeptConnectionsAndKindsTests(TestCase):
+    """What the per-call HTTP plugins (http_contacts, call_webhooks) rely on: kept connections,
+    cancelling, and an error that says what failed without the URL."""
+
+    timeout = 30
+
+    def client(self, **kwargs) -> HttpClient:
+        client = HttpClient(reactor=reactor, **{"timeout": 2.0, "max_bytes": 1000, "persistent": True, **kwargs})
+        self.addCleanup(client.close)
+        return client
+
+    def server(self, answer) -> Served:
+        server = Served(answer)
+        self.addCleanup(server.stop)
+        return server
+
+    @defer.inlineCallbacks
+    def test_kept_connections_serve_the_next_requests(self):
+        server = self.server(lambda r: json_answer(b"{}"))
+        client = self.client()
+        for _ in range(5):
+            yield client.request("POST", server.url("/hook"), headers={"X-Key": "k"}, body=b"a=1")
+        self.assertEqual(len(server.site.open), 1)  # five requests, one connection
+        self.assertEqual(server.seen[-1].headers["content-length"], "3")
+
+    @defer.inlineCallbacks
+    def test_a_slow_server_costs_one_timeout_and_its_connection_is_dropped(self):
+        server = self.server(lambda r: None)  # never answers
+        with self.assertRaises(HttpError) as caught:
+            yield self.client(timeout=0.3).request("GET", server.url("/x?token=s3cret"))
+        error = caught.exception
+        self.assertEqual((error.kind, error.reason, error.sent), ("timeout", "no complete answer within 0.3s", True))
+        yield until(lambda: not server.site.open)
+
+    @defer.inlineCallbacks
+    def test_cancelling_abandons_the_request(self):
+        server = self.server(lambda r: None)
+        d = self.client().request("GET", server.url("/x"))
+        yield until(lambda: server.seen)
+        d.cancel()
+        with self.assertRaises(defer.CancelledError):
+            yield d
+        yield until(lambda: not server.site.open)
+
+    @defer.inlineCallbacks
+    def test_the_kind_of_each_failure_and_whether_the_request_may_have_arrived(self):
+        with self.assertRaises(HttpError) as caught:
+            yield self.client().request("POST", f"http://127.0.0.1:{closed_port()}/hook", body=b"x")
+        self.assertEqual((caught.exception.kind, caught.exception.sent), ("unreachable", False))
+        self.assertIn("refused", caught.exception.reason)
+        big = self.server(lambda r: json_answer(b"[" + b"1," * 600 + b"1]"))
+        with self.assertRaises(HttpError) as caught:
+            yield self.client().request("GET", big.url("/"))
+        self.assertEqual((caught.exception.kind, caught.exception.reason),
+                         ("too_big", "the answer is larger than 1000 bytes"))
+        yield until(lambda: not big.site.open)
+
+
+def test_origin_shows_no_path_query_or_credentials():
+    assert origin("https://zammad.example.com/api/v1/cti/SECRET?key=abc") == "https://zammad.example.com:443"
+    assert origin("http://10.0.0.5:8080/x") == "http://10.0.0.5:8080"
+
+
+def test_a_token_in_a_plain_http_url_is_refused():
+    with pytest.raises(ValueError, match="would cross the network readable"):
+        check_url("http://crm/search?key=abc", holds_secret=True)
+    assert check_url("https://crm/search?key=abc", holds_secret=True)
