@@ -107,7 +107,7 @@ class Bridge:
         now = self.clock.seconds()
         try:
             fx = self.control.ami_event(message, now)
-            signals = self.plugins.map_ami_event(message)
+            signals = self._plugins.map_ami_event(message)
             if signals:
                 mapped = self.control.signals(signals, now)
                 fx = mapped if fx is None else fx.merge(mapped)
@@ -139,7 +139,7 @@ class Bridge:
         """Carry out ``fx``, in the order the core's ``Effects`` documents."""
         self.on_change()
         if fx:
-            client_event = self.plugins.client_event
+            client_event = self._plugins.client_event
             publish = self.hub.publish
             for event in fx:
                 out = client_event(event)

@@ -165,7 +165,9 @@ def _rss_kib() -> dict[str, int]:
     return out
 
 
-def serve(ami_port: int, transport: str = "tcp") -> None:
+def serve(ami_port: int, transport: str = "tcp", settings: dict[str, Any] | None = None) -> None:
+    """The server child; ``settings``: more config overrides (dotted keys), from
+    bench/e2e_throughput.py's ``--set KEY=JSON``."""
     sys.path.insert(0, str(ROOT))
     from twisted.internet import reactor, stdio, task
     from twisted.logger import globalLogBeginner
@@ -189,6 +191,7 @@ def serve(ami_port: int, transport: str = "tcp") -> None:
         "web.listen": ["tcp:0:interface=127.0.0.1:backlog=1024"] if transport == "websocket" else [],
         # bench/e2e_throughput.py --metrics-compare runs one server each way
         "metrics.enabled": os.environ.get("ASTTAPI_BENCH_METRICS", "1") != "0",
+        **(settings or {}),
     })
     app = make_service(config, reactor)
     app.startService()
@@ -207,6 +210,12 @@ def serve(ami_port: int, transport: str = "tcp") -> None:
             elif cmd == "quit":
                 app.stopService()
                 reactor.stop()
+            else:  # bench/event_cost.py: profile / trace on and off
+                from bench.event_cost import child_command
+
+                answer = child_command(app, cmd)
+                if answer is not None:
+                    self.sendLine(answer.encode())
 
     listeners = app.web_listeners if transport == "websocket" else app.listeners
 
@@ -508,6 +517,7 @@ def run(clients: tuple[int, ...] = (10, 100, 1000), cps: float = 100.0, duration
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--serve", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--set", action="append", default=[], help=argparse.SUPPRESS)  # KEY=JSON, for --serve
     ap.add_argument("--clients", type=int, nargs="+", default=[10, 100, 1000])
     ap.add_argument("--rate", type=float, default=100.0, help="calls per second")
     ap.add_argument("--duration", type=float, default=10.0, help="seconds of calls per client count")
@@ -516,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     if args.serve:
-        serve(args.serve, args.transport)
+        serve(args.serve, args.transport, {k: json.loads(v) for k, _, v in (x.partition("=") for x in args.set)})
         return 0
     transports = ["tcp", "websocket"] if args.transport == "both" else [args.transport]
     for n in args.clients:

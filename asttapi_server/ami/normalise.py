@@ -102,9 +102,10 @@ def _tapievent_text(text: str) -> str | None:
 
 
 def _none_if_unknown(value: str | None) -> str | None:
-    if value is None or value.strip() in _UNKNOWN:
+    if value is None:
         return None
-    return value.strip()
+    value = value.strip()
+    return None if value in _UNKNOWN else value
 
 
 def channel_name(value: str | None) -> str | None:

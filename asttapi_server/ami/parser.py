@@ -81,7 +81,7 @@ _MAX_NAMES = 4096
 # Longer first lines are not cached: both caches stay under 4096 x 64 bytes of
 # keys whatever a PBX sends (real event names are under 40 characters).
 _MAX_NAME_BYTES = 64
-_ACTIONID = re.compile(rb"^actionid:([^\n]*)", re.IGNORECASE | re.MULTILINE)
+_ACTIONID = b"actionid:"
 _DROP = False  # cache value of a name that is not wanted
 
 
@@ -308,9 +308,23 @@ class AMIParser:
         return result
 
     def _pending_id(self, block: bytes) -> bool:
-        """Does this raw event carry the ActionID of a pending action?"""
-        m = _ACTIONID.search(block)
-        return m is not None and _decode(m.group(1)).strip() in self.action_ids
+        """Does this raw event carry the ActionID of a pending action?
+
+        The first line that starts with ``ActionID:`` in any case, as
+        :class:`Message` reads it. Asked of every dropped event while an
+        action is pending (a Getvar per call is), so one C pass to lower the
+        ASCII letters and a plain find: a quarter of a case-blind regex's cost.
+        """
+        low = block.lower()
+        if low.startswith(_ACTIONID):
+            start = len(_ACTIONID)
+        else:
+            start = low.find(b"\n" + _ACTIONID)
+            if start < 0:
+                return False
+            start += 1 + len(_ACTIONID)
+        end = block.find(b"\n", start)
+        return _decode(block[start:] if end < 0 else block[start:end]).strip() in self.action_ids
 
     def _wanted(self, msg: Message) -> bool:
         """The filter's verdict on a decoded message (filter set)."""

@@ -39,9 +39,37 @@ RATE_LIMITED = -32003  # more requests per second than server.request_rate allow
 MAX_NUMBER_LENGTH = MAX_DIAL_LENGTH
 # The line-name rule lives in asttapi_server.names (config, lineOpen, grammar).
 
-_dumps = json.JSONEncoder(
+
+
+def _encoder_made_once(encoder: json.JSONEncoder) -> Callable[[Any], str]:
+    """``encoder.encode``, with its C encoder made once instead of on every call.
+
+    ``JSONEncoder.encode`` builds a new C encoder (and a dict for the
+    circular-reference check) per call: about half of what encoding a client
+    event's line cost (``bench/event_cost.py``). The same C encoder with the
+    same options gives the same text; only a circular structure fails
+    differently (``RecursionError``, not ``ValueError``): we encode trees we
+    built, and a plugin's contact is checked by the plugin host before it
+    can reach a line. Where there is no C encoder (not CPython),
+    ``encoder.encode`` itself.
+    """
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None or encoder.indent is not None:
+        return encoder.encode
+    strings = json.encoder.encode_basestring_ascii if encoder.ensure_ascii else json.encoder.encode_basestring
+    encode = make(None, encoder.default, strings, None, encoder.key_separator, encoder.item_separator,
+                  encoder.sort_keys, encoder.skipkeys, encoder.allow_nan)
+    join = "".join
+
+    def dumps(obj: Any) -> str:
+        return join(encode(obj, 0))
+
+    return dumps
+
+
+_dumps = _encoder_made_once(json.JSONEncoder(
     ensure_ascii=False, separators=(",", ":"), default=str, allow_nan=False
-).encode
+))
 
 
 def _no_constants(name: str) -> Any:

@@ -155,6 +155,8 @@ EVENT_NAMES: Final = (
 #: A leg not heard of for this long is dropped (its Hangup was lost); the model's max_age default.
 MAX_AGE: Final = 14400.0
 _SWEEP_EVERY = 60.0
+#: Channel names whose lines are remembered (:meth:`DeviceLines.lines_of`); all forgotten when full.
+_CHANNELS_REMEMBERED = 4096
 
 # -- facts -------------------------------------------------------------------
 
@@ -289,8 +291,10 @@ def device_of(channel: str | None) -> str | None:
 
 def normalise_device(device: str) -> str | None:
     """``"PJSIP/201"`` -> ``"pjsip/201"`` (technology lower-cased, resource kept); None if not Tech/resource."""
-    tech, slash, resource = device.strip().partition("/")
-    if not slash or not tech or not resource or any(c.isspace() for c in device.strip()):
+    device = device.strip()
+    tech, slash, resource = device.partition("/")
+    # (stripped: any whitespace left is inside, and splits it)
+    if not slash or not tech or not resource or len(device.split()) > 1:
         return None
     return f"{tech.lower()}/{resource}"
 
@@ -350,6 +354,7 @@ class DeviceLines:
             self.devices[key] = tuple(dict.fromkeys((*self.devices.get(key, ()), *lines)))
         self.legs: dict[str, Leg] = {}  # Uniqueid -> leg
         self._by_channel: dict[str, str] = {}  # channel name -> Uniqueid
+        self._lines_of: dict[str, tuple[str, ...]] = {}  # channel name -> lines_of(it); devices never change
         # Local ;1 channel -> (the number its caller dialled, the caller is a configured device):
         # the chain of Local channels back to the caller's leg (:meth:`_root`).
         self._chain: dict[str, tuple[str | None, bool]] = {}
@@ -398,9 +403,20 @@ class DeviceLines:
     # -- reading -----------------------------------------------------------
 
     def lines_of(self, channel: str | None) -> tuple[str, ...]:
-        """The lines a channel feeds (empty for every channel that is no configured device's)."""
-        device = device_of(channel)
-        return self.devices.get(device, ()) if device is not None else ()
+        """The lines a channel feeds (empty for every channel that is no configured device's).
+
+        Remembered per channel name (a channel shows up in ten to twenty
+        events of its call), at most :data:`_CHANNELS_REMEMBERED` names of at
+        most 64 characters: a PBX's ever-new or huge names cost no memory."""
+        lines = self._lines_of.get(channel)  # type: ignore[arg-type]
+        if lines is None:
+            device = device_of(channel)
+            lines = self.devices.get(device, ()) if device is not None else ()
+            if channel is not None and len(channel) <= 64:
+                if len(self._lines_of) >= _CHANNELS_REMEMBERED:
+                    self._lines_of.clear()
+                self._lines_of[channel] = lines
+        return lines
 
     # -- facts in ------------------------------------------------------------
 

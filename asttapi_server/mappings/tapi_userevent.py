@@ -20,7 +20,10 @@ state, no clock and no logger.
 
 from __future__ import annotations
 
+from asttapi_server.ami.actions import scrub
+from asttapi_server.ami.normalise import caller_of, user_event
 from asttapi_server.core.effects import Diagnostic
+from asttapi_server.core.grammar import MAX_LINES, NEWCALL, VERBS, Screen, TapiSignal, clip, parse_tapievent
 from asttapi_server.errors import TapiSyntaxError
 from asttapi_server.hookspecs import hookimpl
 
@@ -38,12 +41,6 @@ def asttapi_ami_event_names():
 
 @hookimpl(trylast=True)
 def asttapi_map_ami_event(message, app):
-    # Imported here: the AMI normaliser is the one module of the mapping that
-    # other parts of the server may import without wanting plugins.
-    from asttapi_server.ami.actions import scrub
-    from asttapi_server.ami.normalise import caller_of, user_event
-    from asttapi_server.core.grammar import MAX_LINES, NEWCALL, Screen, TapiSignal, clip, parse_tapievent
-
     event = user_event(message)
     if event is None or event.name.upper() != USER_EVENT_NAME:
         return None
@@ -82,8 +79,6 @@ def _verb_of(body: str) -> str:
     A throttle key must not be the bad text itself (a PBX could vary it at
     will): unknown verbs share one key.
     """
-    from asttapi_server.core.grammar import VERBS
-
     words = body.rpartition("]")[2].split(None, 1)
     verb = words[0].upper() if words else ""
     return verb if verb in VERBS else "unknown verb"

@@ -8,6 +8,8 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from asttapi_server.ami import actions
 from asttapi_server.ami.message import EVENT
@@ -268,3 +270,24 @@ def test_lazy_get_equals_full_decode_on_captures(name):
     for m in AMIParser().feed(load(name)):
         if m.kind == EVENT and m.raw is not None:
             _lazy_vs_full(m.raw)
+
+
+_KEYS = st.sampled_from(["ActionID", "actionid", "ACTIONID", "ActionId", " ActionID", "ActionID ", "XActionID",
+                         "Action", "ActionIDs", "Uniqueid", "Channel", ""])
+_LINES = st.builds(lambda key, sep, value, end: key + sep + value + end, _KEYS, st.sampled_from([":", ": ", " :", ""]),
+                   st.sampled_from(["csc-1", " csc-1 ", "csc-2", "", "csc-1\r", "c\u00e9"]),
+                   st.sampled_from(["\r\n", "\n", "\r"]))
+
+
+@given(st.lists(_LINES, max_size=6))
+def test_a_dropped_event_of_a_pending_action_is_found_as_the_case_blind_regex_found_it(lines):
+    """The parser's ActionID check on dropped events (a plain find in the lower-cased
+    block since it runs on every dropped event while a Getvar is pending) gives the
+    verdict of the MULTILINE, IGNORECASE regex it replaced."""
+    import re
+
+    block = ("Event: VarSet\r\n" + "".join(lines)).rstrip("\r\n").encode()
+    m = re.compile(rb"^actionid:([^\n]*)", re.IGNORECASE | re.MULTILINE).search(block)
+    p = AMIParser()
+    p.action_ids = {"csc-1"}
+    assert p._pending_id(block) == (m is not None and m.group(1).decode("utf-8").strip() in {"csc-1"})

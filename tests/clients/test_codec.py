@@ -90,3 +90,32 @@ def test_codec_is_pure():
     code = "import sys, asttapi_server.clients.codec; print('twisted.internet.reactor' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+class _NotJson:
+    def __str__(self) -> str:
+        return "not json \u00e9"
+
+
+@pytest.mark.parametrize("value", [
+    {"jsonrpc": "2.0", "method": "LINE_CALLSTATE", "params": {"line": "line_1", "call": 7, "seq": 1}},
+    {"name": "M\u00fcller \u2028 \ud800 \"quoted\" \\ \n\t\x00", "n": -1.5, "big": 10**30, "none": None,
+     "flags": [True, False], "nested": {"a": [{"b": ()}]}},
+    {"contact": _NotJson(), 3: "int key", 2.5: "float key", None: "null key", True: "bool key"},
+    "a bare string", 42, [], {},
+])
+def test_the_encoder_made_once_writes_what_json_writes(value):
+    """codec._dumps keeps one C encoder (bench/event_cost.py: half of a client line's cost):
+    the same text as the JSONEncoder it is made from, whatever it is given."""
+    reference = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str, allow_nan=False)
+    assert codec._dumps(value) == reference.encode(value)
+    assert codec.encode(value if isinstance(value, dict) else {"v": value}) == (
+        reference.encode(value if isinstance(value, dict) else {"v": value}).encode("utf-8", "backslashreplace")
+        + b"\n")
+
+
+@pytest.mark.parametrize("value", [float("nan"), {"x": float("inf")}, [float("-inf")]])
+def test_the_encoder_made_once_still_refuses_what_json_cannot_carry(value):
+    with pytest.raises(ValueError):
+        codec._dumps(value)
+    assert codec._dumps({"after": "a refusal"}) == '{"after":"a refusal"}'  # nothing left half-done

@@ -293,6 +293,22 @@ def test_device_names_compare_technology_case_insensitively_resource_exactly():
     assert lines.lines_of("SIP/bob-00000001") == ()
     with pytest.raises(ValueError, match="Tech/resource"):
         D.DeviceLines({"201": ["bob"]})
+    for bad in ("PJSIP/2 01", "PJSIP/201\u2003x", "PJSIP\t/201"):  # whitespace inside: no device
+        assert D.normalise_device(bad) is None
+    assert D.normalise_device("  PJSIP/201\n") == "pjsip/201"
+
+
+def test_the_lines_of_a_channel_are_remembered_within_bounds():
+    """Remembered per channel name (bench/event_cost.py: a third of the device-line mix's
+    calls went into reading names again); ever-new or huge names from a PBX cost no memory."""
+    lines = D.DeviceLines({"PJSIP/201": ["bob"]})
+    for n in range(3 * D._CHANNELS_REMEMBERED):
+        assert lines.lines_of(f"PJSIP/201-{n:08x}") == ("bob",)
+        assert lines.lines_of(f"PJSIP/999-{n:08x}") == ()
+    assert len(lines._lines_of) <= D._CHANNELS_REMEMBERED
+    huge = "PJSIP/201-" + "0" * 100_000
+    assert lines.lines_of(huge) == ("bob",) and huge not in lines._lines_of
+    assert lines.lines_of(None) == () and lines.lines_of("") == ()
 
 
 # -- hand-written events (edge cases no capture holds) -----------------------------------
