@@ -134,7 +134,9 @@ class CallsConfig:
 
 @dataclass(frozen=True)
 class PluginsConfig:
-    enabled: tuple[str, ...] = ()
+    #: None: ``enabled`` not set, so the demo PBX enables its sample contact
+    #: plugins (service.plugins_config); ``()``: none, also on the demo PBX.
+    enabled: tuple[str, ...] | None = None
     settings: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: _EMPTY)
     lookup_timeout: float = 2.0
 

@@ -295,8 +295,9 @@ def build_plugin_manager(
             builtin = make(config) if make is not None else builtin
             if builtin is not None:
                 host.register(builtin, name)
-    for name in settings_by_name:
-        if name not in enabled and name not in BUILTIN_PLUGINS:
+    for name, settings in settings_by_name.items():
+        # An empty table (the example file's comment-only [plugins.NAME]) sets nothing to ignore.
+        if settings and name not in enabled and name not in BUILTIN_PLUGINS:
             log.warn("Settings for plugin {plugin} ignored: it is not in [plugins] enabled", plugin=name)
     configured = []
     for name in enabled:

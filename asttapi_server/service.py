@@ -414,14 +414,20 @@ def build_bridge(config: Config, link: Any, model: CallModel, plugins: Any, hub:
 
 
 def plugins_config(config: Config, demo_mode: bool, *, quiet: bool = False) -> Any:
-    """``[plugins]``, or on a newcomer's first demo run (no file, none enabled) the bundled
-    sample CRM and Outlook contacts, which know the demo callers."""
+    """``[plugins]``; on the demo PBX with no ``[plugins] enabled`` (no file, or a file
+    without the key) the bundled sample CRM and Outlook contacts, which know the demo
+    callers. An explicit ``enabled = []`` turns contact lookups off there too."""
     plugins_conf = config.plugins
-    if demo_mode and config.source is None and not plugins_conf.enabled:
-        plugins_conf = dataclasses.replace(plugins_conf, enabled=DEMO_PLUGINS)
+    if not demo_mode:
+        return plugins_conf
+    if plugins_conf.enabled is None:
         if not quiet:
-            log.info("Demo mode: enabling the bundled plugins {names} with their sample data",
-                     names=DEMO_PLUGINS)
+            log.info("Demo mode: enabling the bundled plugins {names} with their sample data "
+                     "([plugins] enabled is not set)", names=DEMO_PLUGINS)
+        return dataclasses.replace(plugins_conf, enabled=DEMO_PLUGINS)
+    if not plugins_conf.enabled and not quiet:
+        log.info("Demo mode: no contact lookups: {source} sets [plugins] enabled = []; leave the key out "
+                 "for the bundled sample CRM and contacts", source=config.source or "the configuration")
     return plugins_conf
 
 
