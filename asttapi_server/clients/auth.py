@@ -402,10 +402,15 @@ def check_listen_security(endpoints: Iterable[str], users: Mapping[str, Any], ke
     """
     if users:
         return
+    # What a stranger on another machine would get: calls on a client listener; on a
+    # metrics listener counts and state, which a server without users keeps on this machine.
+    exposed = ("anyone could watch and place calls" if key != "metrics.listen" else
+               "anyone could read its metrics and readiness, which a server without users shows "
+               "only on this machine")
     for endpoint in endpoints:
         if not is_loopback_endpoint(endpoint):
             raise ConfigError(
                 f"{key}: {endpoint!r} accepts connections from other machines, "
-                "but no [users.NAME] are configured, so anyone could watch and place calls; "
+                f"but no [users.NAME] are configured, so {exposed}; "
                 "add users with tokens, or listen on interface=127.0.0.1 only"
             )
