@@ -43,6 +43,7 @@ from asttapi_server import hookspecs
 from asttapi_server.ami.parser import ByName, wanted_name
 from asttapi_server import settings as setting
 from asttapi_server.config import read_secret_file
+from asttapi_server.config import resolve_path as config_resolve_path
 from asttapi_server.directory import DirectoryIndex
 from asttapi_server.errors import PluginError
 from asttapi_server.throttle import LogThrottle
@@ -114,14 +115,10 @@ def bundled_plugin_dir() -> Path | None:
     return None
 
 
-def resolve_path(value: str | Path, config: Any = None) -> Path:
-    """A path from a plugin setting: relative paths are relative to the config file's folder."""
-    path = Path(value).expanduser()
-    if not path.is_absolute():
-        source = getattr(config, "source", None)
-        if source:
-            path = Path(source).resolve().parent / path
-    return path
+def resolve_path(value: str | Path, config: Any = None, kind: str = "file") -> Path:
+    """A path from a plugin setting, by the configuration's one rule (``config.resolve_path``):
+    relative to the config file's folder; a secret from systemd's credentials under the unit."""
+    return Path(config_resolve_path(str(Path(value).expanduser()), kind, getattr(config, "source", None)))
 
 
 class Settings:
@@ -196,7 +193,7 @@ class Settings:
         if path is None:
             return None
         try:
-            return read_secret_file(resolve_path(path, self._config))
+            return read_secret_file(resolve_path(path, self._config, "secret"))
         except ValueError as exc:
             raise ValueError(f"setting {key!r}: {exc}") from None
 

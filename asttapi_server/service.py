@@ -451,14 +451,16 @@ def plugins_config(config: Config, demo_mode: bool, *, quiet: bool = False) -> A
 
 
 def state_file_path(config: Config, demo_mode: bool) -> str:
-    """Where the call store lives ("" for none): ``[calls] state_file``, else the default.
+    """Where the call store lives ("" for none): ``[calls] state_file``, else the default,
+    ``asttapi-calls.json`` in ``$STATE_DIRECTORY`` (systemd's ``StateDirectory=``) or
+    beside the configuration file (``config.resolve_path``).
 
     The demo PBX restarts with the server, so no call of its could survive;
     demo mode keeps a store only when one is configured.
     """
     state_file = config.calls.state_file
     if state_file is None:
-        return "" if demo_mode else default_state_path(DEFAULT_STATE_FILE)
+        return "" if demo_mode else default_state_path(DEFAULT_STATE_FILE, config.source)
     return state_file
 
 

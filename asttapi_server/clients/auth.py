@@ -23,6 +23,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
@@ -343,20 +344,30 @@ class LoginGate:
 # -- listen endpoints -----------------------------------------------------------
 
 
-def _split_endpoint(description: str) -> tuple[str, list[str], dict[str, str]]:
-    """Split a Twisted endpoint string (``\\:`` escapes a colon)."""
+def endpoint_segments(description: str) -> list[str]:
+    """A Twisted endpoint string cut at its colons, escapes kept (``\\:`` is a colon inside a segment)."""
     parts: list[str] = []
     cur = []
     it = iter(description)
     for ch in it:
         if ch == "\\":
-            cur.append(next(it, ""))
+            cur.append(ch + next(it, ""))
         elif ch == ":":
             parts.append("".join(cur))
             cur = []
         else:
             cur.append(ch)
     parts.append("".join(cur))
+    return parts
+
+
+def unescape_segment(segment: str) -> str:
+    return re.sub(r"\\(.)", r"\1", segment)
+
+
+def _split_endpoint(description: str) -> tuple[str, list[str], dict[str, str]]:
+    """Split a Twisted endpoint string (``\\:`` escapes a colon)."""
+    parts = [unescape_segment(p) for p in endpoint_segments(description)]
     kind = parts[0].strip().lower()
     args: list[str] = []
     kwargs: dict[str, str] = {}

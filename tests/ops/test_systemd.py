@@ -27,7 +27,7 @@ def test_the_unit_has_what_a_network_daemon_needs():
     text = UNIT.read_text()
     for setting in ("Type=notify", "Restart=on-failure", "DynamicUser=yes", "StateDirectory=asttapi",
                     "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes", "NoNewPrivileges=yes",
-                    "ExecReload=/bin/kill -HUP $MAINPID",
+                    "ExecReload=/bin/kill -HUP $MAINPID", "LoadCredential=ami.secret:/etc/asttapi/ami.secret",
                     "ExecStart=/opt/asttapi/.venv/bin/twistd -n --pidfile= asttapi --config /etc/asttapi/asttapi.toml"):
         assert setting in text.splitlines(), setting
 
