@@ -79,6 +79,10 @@ def test_relative_secret_files_come_from_systemds_credentials_or_beside_the_file
     assert unit.ami.secret == "credential-secret" and unit.users["crm"].token.startswith("credential-secret")
     assert unit.server.listen == (
         f"ssl:5040:interface=127.0.0.1:privateKey={creds}/tls.key:certKey={creds}/tls.crt",)
+    # The configuration itself as a credential (--config ${CREDENTIALS_DIRECTORY}/asttapi.toml): the same.
+    (creds / "asttapi.toml").write_text(text)
+    inside = load_config(str(creds / "asttapi.toml"), environ={"CREDENTIALS_DIRECTORY": str(creds)})
+    assert inside.ami.secret == "credential-secret"
     # A credential the unit does not load is named, with the line that would load it.
     (creds / "crm.token").unlink()
     message = _error_at(etc / "asttapi.toml", environ={"CREDENTIALS_DIRECTORY": str(creds)})
