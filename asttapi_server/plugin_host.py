@@ -42,8 +42,7 @@ from twisted.python.failure import Failure
 from asttapi_server import hookspecs
 from asttapi_server.ami.parser import ByName, wanted_name
 from asttapi_server import settings as setting
-from asttapi_server.config import read_secret_file
-from asttapi_server.config import resolve_path as config_resolve_path
+from asttapi_server.config import read_secret_file, resolve_path as config_resolve_path
 from asttapi_server.directory import DirectoryIndex
 from asttapi_server.errors import PluginError
 from asttapi_server.throttle import LogThrottle

@@ -147,3 +147,21 @@ def test_ami_secret_flag_still_works_but_warns_that_ps_shows_it():
     assert "--ami-secret is visible to every local user in `ps`" in text
     assert "secret_file" in text and "ASTTAPI_AMI_SECRET" in text
     assert "s3cr3t-on-the-command-line" not in text
+
+
+def test_a_plugins_password_file_follows_the_same_rule(tmp_path, monkeypatch):
+    """ldap_contacts' bind_password_file, carddav_contacts' password_file: credentials under the unit too."""
+    from asttapi_server.plugin_host import Settings
+
+    etc, creds = tmp_path / "etc", tmp_path / "credentials"
+    etc.mkdir()
+    creds.mkdir()
+    (etc / "asttapi.toml").write_text("")
+    (etc / "ldap-password").write_text("by-hand\n")
+    (creds / "ldap-password").write_text("from-the-credential\n")
+    config = load_config(str(etc / "asttapi.toml"), environ={})
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    assert Settings({"bind_password_file": "ldap-password"}, config).secret_file("bind_password_file") == "by-hand"
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    assert (Settings({"bind_password_file": "ldap-password"}, config).secret_file("bind_password_file")
+            == "from-the-credential")
