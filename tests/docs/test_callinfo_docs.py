@@ -20,15 +20,17 @@ def _bobs_events(tmp_path):
     return [e for e in hub.events if e.line == "bob"]
 
 
-def test_origin_is_unknown_at_newcall_and_external_from_offering(tmp_path):
+def test_the_origin_is_in_newcall_already_as_both_docs_say(tmp_path):
     events = _bobs_events(tmp_path)
     newcall = next(e for e in events if e.msg == "LINE_NEWCALL")
     offering = next(e for e in events if e.param == "LINECALLSTATE_OFFERING")
-    assert newcall.callinfo["origin"] == "LINECALLORIGIN_UNKNOWN"
-    assert offering.callinfo["origin"] == "LINECALLORIGIN_EXTERNAL"
+    assert newcall.callinfo["origin"] == offering.callinfo["origin"] == "LINECALLORIGIN_EXTERNAL"
     row = next(line for line in (ROOT / "docs" / "device-lines.md").read_text().splitlines()
                if line.startswith("| `DialBegin`, the device is `DestChannel`, a calling `Channel`"))
-    assert "origin still `UNKNOWN`" in row and "then `OFFERING`, from which origin is" in row, row
+    assert "the origin already in it" in row, row
+    origin = next(line for line in (ROOT / "docs" / "protocol.md").read_text().splitlines()
+                  if line.startswith("| `origin` | lineMakeCall"))
+    assert "already in `LINE_NEWCALL`" in origin, origin
 
 
 def test_a_device_line_fills_connectedid_which_the_protocol_doc_says(tmp_path):
