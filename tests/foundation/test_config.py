@@ -253,6 +253,9 @@ def test_the_call_store_lives_in_the_state_directory_or_beside_the_file(tmp_path
     assert state_file_path(load_config(str(path)), False) == str(etc / "asttapi-calls.json")
     monkeypatch.setenv("STATE_DIRECTORY", "/var/lib/asttapi:/var/lib/other")
     assert state_file_path(load_config(str(path)), False) == "/var/lib/asttapi/asttapi-calls.json"
+    from asttapi_server.store import default_state_path  # the call webhooks' outbox: the same rule
+
+    assert default_state_path("asttapi-webhooks.sqlite", str(path)) == "/var/lib/asttapi/asttapi-webhooks.sqlite"
     path.write_text('[ami]\nhost = "pbx"\n[calls]\nstate_file = "calls/live.json"\n')
     assert load_config(str(path)).calls.state_file == "/var/lib/asttapi/calls/live.json"
     monkeypatch.delenv("STATE_DIRECTORY")
