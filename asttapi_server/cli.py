@@ -17,7 +17,10 @@ nothing else. The server turns the number into what the line dials (its
 Exit status: 0 done; 1 the server refused the request; 2 no server (or a
 login is needed); 3 the server runs but has no link to the PBX, so what it
 would say about calls is not true (``calls``, ``dial``). Errors are one line
-in plain words, never the protocol's TAPI names alone.
+in plain words, never the protocol's TAPI names alone. Output that nobody
+reads any more (``asttapi watch line_1 | head -1``) ends the command quietly
+with status 0, as it does other Unix tools; only a lost server connection
+makes ``watch`` reconnect.
 """
 
 from __future__ import annotations
@@ -58,6 +61,19 @@ PBX_DOWN_TEXT = "the PBX is not connected (asttapi-server has no link to Asteris
 
 class PBXDown(ClientError):
     """The server answered, but it has no PBX link."""
+
+
+class OutputClosed(Exception):
+    """Whoever read our output has gone (EPIPE): not a server problem, so never a reconnect."""
+
+
+def _say(out: TextIO, text: str) -> None:
+    """One line to ``out``, at once (a pipe's reader sees each event as it happens)."""
+    try:
+        print(text, file=out)
+        out.flush()
+    except BrokenPipeError:
+        raise OutputClosed() from None
 
 
 def _party(number: Any, name: Any) -> str:
@@ -254,6 +270,7 @@ def _read_token(path: str) -> str:
 def _watch(args: argparse.Namespace, out: TextIO) -> int:
     seen = 0
     resume: dict[str, Any] = {}
+    opened: set[str] = set()  # lines opened on an earlier connection: those are reopened
     while True:
         try:
             client = _connect(args)
@@ -264,25 +281,25 @@ def _watch(args: argparse.Namespace, out: TextIO) -> int:
             time.sleep(2)
             continue
         try:
+            earlier = set(opened)
             for line in args.lines:
-                if resume:
+                if line in earlier:
                     r = client.line_open(line, resume["seq"], resume["epoch"])
                     note = (f"replaying {r.get('replayed', 0)} missed events" if r.get("replay") == "ok"
                             else "missed events are gone; current calls follow")
-                    print(f"-- reopened {line}: {note}", file=out)
+                    _say(out, f"-- reopened {line}: {note}")
                     if r.get("replay") == "gap":
                         _print_calls(r["calls"], out)
                 else:
                     r = client.line_open(line)
                     down = "; " + PBX_DOWN_TEXT + ": events follow when it is back" \
                         if client.pbx_connected is False else ""
-                    print(f"-- watching {line} ({len(r['calls'])} calls now{down})", file=out)
+                    _say(out, f"-- watching {line} ({len(r['calls'])} calls now{down})")
                     _print_calls(r["calls"], out)
+                opened.add(line)
                 resume = {"seq": max(resume.get("seq", 0), r["seq"]), "epoch": r["epoch"]}
-            out.flush()
             for ev in client.events():
-                print(json.dumps(ev, ensure_ascii=False) if args.json else format_event(ev), file=out)
-                out.flush()
+                _say(out, json.dumps(ev, ensure_ascii=False) if args.json else format_event(ev))
                 if isinstance(ev.get("params", {}).get("seq"), int):
                     resume["seq"] = max(resume["seq"], ev["params"]["seq"])
                 seen += 1
@@ -301,7 +318,7 @@ def _print_calls(calls: list[dict], out: TextIO) -> None:
     for call in calls:
         ci = call.get("callinfo") or {}
         parties = ", ".join(_call_parties(ci)) or "number not known yet"
-        print(f"   #{call.get('call')}  {_short(call.get('state', '?'))}  {parties}", file=out)
+        _say(out, f"   #{call.get('call')}  {_short(call.get('state', '?'))}  {parties}")
 
 
 def _line_and_number(args: argparse.Namespace) -> tuple[str, str]:
@@ -333,16 +350,14 @@ def _dial(args: argparse.Namespace, out: TextIO) -> int:
         same = dialled is None or dialled == "".join(c for c in number if c not in " ().-")
         what = number if same else f"{number}: dialling {dialled}"
         args.outcome = f"call #{handle} placed on {line} to {what}"
-        print(args.outcome, file=out)
-        out.flush()
+        _say(out, args.outcome)
         if not args.follow:
             return 0
         for ev in client.events():
             p = ev.get("params", {})
             if p.get("call") != handle:
                 continue
-            print(format_event(ev), file=out)
-            out.flush()
+            _say(out, format_event(ev))
             if p.get("state") == "LINECALLSTATE_IDLE":
                 return 0
     return 0
@@ -389,7 +404,7 @@ def _calls(args: argparse.Namespace, out: TextIO) -> int:
             _print_calls(calls, out)
             return PBX_DOWN
         if not calls:
-            print(f"no calls on {args.line}", file=out)
+            _say(out, f"no calls on {args.line}")
         _print_calls(calls, out)
     return 0
 
@@ -428,10 +443,24 @@ def _run(args: argparse.Namespace, out: TextIO) -> tuple[int, str | None]:
         status, text = 1, str(e)
     except (ClientError, OSError) as e:
         status, text = 2, str(e or type(e).__name__)
+    except OutputClosed:
+        _drop_stdout(out)
+        return 0, None
     except KeyboardInterrupt:
         return 130, None
     print(f"asttapi: {text}", file=sys.stderr)
     return status, text
+
+
+def _drop_stdout(out: TextIO) -> None:
+    """Point our closed stdout at /dev/null, so Python's flush at exit finds no pipe to complain about."""
+    try:
+        fd = out.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (a test's StringIO)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,11 @@ is described by its type or length, never by its value. They may come from a
 file (``ami.secret_file``, ``users.NAME.token_file``) or, for the AMI secret,
 the environment (``ASTTAPI_AMI_SECRET``), so they do not show in ``ps``.
 
+A relative path in the file is resolved once, here (:func:`resolve_path`):
+secret files and an ``ssl:`` endpoint's key and certificate in systemd's
+``$CREDENTIALS_DIRECTORY``, the call store in ``$STATE_DIRECTORY``, and
+without systemd beside the configuration file.
+
 Pure module: no reactor, no I/O beyond reading the file and the secret files
 it names.
 """
@@ -122,9 +127,10 @@ class CallsConfig:
     hangup_grace: float = 5.0
     max_age: float = 14400.0
     linger: float = 30.0
-    #: Where live calls are kept across a restart (asttapi_server/store.py).
-    #: None: the default, ``asttapi-calls.json`` in the working directory
-    #: (none in demo mode, whose PBX restarts with the server); "": no store.
+    #: Where live calls are kept across a restart (asttapi_server/store.py), absolute.
+    #: None: the default, ``asttapi-calls.json`` in ``$STATE_DIRECTORY`` or beside
+    #: the configuration file (none in demo mode, whose PBX restarts with the
+    #: server; service.state_file_path); "": no store.
     state_file: str | None = None
     # PBX-side limits (issue 11; see docs/security.md).
     max_calls: int = 10000
@@ -134,7 +140,9 @@ class CallsConfig:
 
 @dataclass(frozen=True)
 class PluginsConfig:
-    enabled: tuple[str, ...] = ()
+    #: None: ``enabled`` not set, so the demo PBX enables its sample contact
+    #: plugins (service.plugins_config); ``()``: none, also on the demo PBX.
+    enabled: tuple[str, ...] | None = None
     settings: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: _EMPTY)
     lookup_timeout: float = 2.0
 
@@ -235,6 +243,59 @@ MIN_TOKEN_LENGTH = 16
 #: Environment variable that gives the AMI secret (wins over the file's secret).
 AMI_SECRET_ENV = "ASTTAPI_AMI_SECRET"
 
+#: systemd's ``LoadCredential=`` files: copies readable by the service's user alone.
+CREDENTIALS_ENV = "CREDENTIALS_DIRECTORY"
+#: systemd's ``StateDirectory=`` (the first one when the unit names several).
+STATE_ENV = "STATE_DIRECTORY"
+
+
+def resolve_path(path: str, kind: str, source: str | None, environ: Mapping[str, str] | None = None) -> str:
+    """Where a relative path of the configuration file points; an absolute one stays as it is.
+
+    ``kind`` ``"secret"`` (``secret_file``, ``token_file``, a plugin's
+    ``*_password_file``, the files an ``ssl:`` endpoint names): in
+    ``$CREDENTIALS_DIRECTORY`` when systemd gives one (the unit's
+    ``LoadCredential=NAME:...``), so one file works under the unit and by
+    hand. ``"state"`` (``state_file`` and its default): in
+    ``$STATE_DIRECTORY`` (``StateDirectory=``). Any other kind (a plugin's
+    data files), and these without systemd: the folder of the configuration
+    file ``source``, or the working directory when there is no file.
+    """
+    if os.path.isabs(path):
+        return path
+    env = os.environ if environ is None else environ
+    systemd = env.get(CREDENTIALS_ENV if kind == "secret" else STATE_ENV, "").split(":")[0]
+    base = systemd or (os.path.dirname(os.path.abspath(source)) if source else os.getcwd())
+    return os.path.join(base, path)
+
+
+#: The files an ``ssl:`` endpoint reads (clients/listen.py); resolved like secrets.
+_TLS_FILES = ("privateKey", "certKey", "extraCertChain", "dhParameters")
+
+
+def _tls_files_resolved(description: str, resolve: Callable[[str], str]) -> str:
+    """``description`` with the relative file paths of an ``ssl:`` endpoint resolved; other kinds as given.
+
+    Works on the raw segments (``\\:`` escapes a colon, as Twisted reads it), so
+    nothing but those paths changes.
+    """
+    from asttapi_server.clients.auth import endpoint_segments, unescape_segment
+
+    segments = endpoint_segments(description)
+    if segments[0].strip().lower() != "ssl":
+        return description
+    positional = 0
+    for i, raw in enumerate(segments[1:], 1):
+        text = unescape_segment(raw)
+        key, eq, value = text.partition("=")
+        if not eq:
+            positional += 1  # port, then privateKey
+        if (eq and key.strip() in _TLS_FILES) or (not eq and positional == 2):
+            path = resolve(value.strip() if eq else text.strip())
+            escaped = path.replace("\\", "\\\\").replace(":", "\\:")
+            segments[i] = f"{key.strip()}={escaped}" if eq else escaped
+    return ":".join(segments)
+
 
 # ---------------------------------------------------------------- checking
 
@@ -242,9 +303,25 @@ AMI_SECRET_ENV = "ASTTAPI_AMI_SECRET"
 class _Reader:
     """Checks one table; knows where each value came from for the error line."""
 
-    def __init__(self, source: str, cli: frozenset[str]) -> None:
+    def __init__(self, source: str, cli: frozenset[str], path: str | None = None,
+                 environ: Mapping[str, str] | None = None) -> None:
         self.source = source
         self.cli = cli
+        self.path = path
+        self.environ = environ
+
+    def resolve(self, path: str, kind: str) -> str:
+        """A path from the file, resolved by :func:`resolve_path`."""
+        return resolve_path(path, kind, self.path, self.environ)
+
+    def endpoints(self, data, prefix, key, default, **kwargs):
+        """Server endpoint strings, checked by Twisted's parser once the TLS files in them are resolved
+        (the command line's are left as given: relative to the working directory, as usual)."""
+        value = data.get(key)
+        if f"{prefix}.{key}" not in self.cli and isinstance(value, (str, list)):
+            fix = lambda v: _tls_files_resolved(v, lambda p: self.resolve(p, "secret")) if isinstance(v, str) else v
+            data = {**data, key: fix(value) if isinstance(value, str) else [fix(v) for v in value]}
+        return self.strings(data, prefix, key, default, check=_check_endpoint, allow_single=True, **kwargs)
 
     def fail(self, key: str, expected: str, value: Any = ...) -> ConfigError:
         if key in self.cli:
@@ -315,6 +392,15 @@ def read_secret_file(path: str | os.PathLike[str]) -> str:
     return value
 
 
+def _credential_hint(r: "_Reader", path: str) -> str:
+    """For a file missing from systemd's credentials: the unit line that would bring it."""
+    credentials = (os.environ if r.environ is None else r.environ).get(CREDENTIALS_ENV)
+    if not credentials or os.path.dirname(path) != credentials.rstrip("/") or os.path.exists(path):
+        return ""
+    name = os.path.basename(path)
+    return f" (not among the unit's credentials: add LoadCredential={name}:/etc/asttapi/{name})"
+
+
 def _secret(r: "_Reader", data: Mapping[str, Any], prefix: str, key: str, file_key: str,
             default: str | None, *, required: bool = False) -> str | None:
     """A secret from ``key`` or from the file ``file_key`` names; never echoed in an error."""
@@ -322,11 +408,11 @@ def _secret(r: "_Reader", data: Mapping[str, Any], prefix: str, key: str, file_k
     if key in data and file_key in data:
         raise ConfigError(f"{r.source}: keys '{dotted}' and '{dotted_file}': expected one of them, not both")
     if file_key in data:
-        path = r.string(data, prefix, file_key, None)
+        path = r.resolve(r.string(data, prefix, file_key, None), "secret")
         try:
             return read_secret_file(path)
         except ValueError as exc:
-            raise ConfigError(f"{r.source}: key '{dotted_file}': {exc}") from None
+            raise ConfigError(f"{r.source}: key '{dotted_file}': {exc}{_credential_hint(r, path)}") from None
     if key not in data:
         if required:
             raise ConfigError(
@@ -433,10 +519,7 @@ def _server(r: _Reader, d: Mapping[str, Any]) -> ServerConfig:
     r.table(d, p, _SERVER_KEYS)
     dflt = ServerConfig()
     return ServerConfig(
-        listen=r.strings(
-            d, p, "listen", dflt.listen, check=_check_endpoint, allow_single=True, non_empty=True,
-            what="an endpoint string or a list of them",
-        ),
+        listen=r.endpoints(d, p, "listen", dflt.listen, non_empty=True, what="an endpoint string or a list of them"),
         max_line_bytes=r.integer(d, p, "max_line_bytes", dflt.max_line_bytes, 1024),
         send_buffer_bytes=r.integer(d, p, "send_buffer_bytes", dflt.send_buffer_bytes, 1024),
         replay_ring=r.integer(d, p, "replay_ring", dflt.replay_ring, 0),
@@ -550,11 +633,17 @@ def _calls(r: _Reader, d: Mapping[str, Any]) -> CallsConfig:
         hangup_grace=r.number(d, p, "hangup_grace", dflt.hangup_grace, positive=False),
         max_age=r.number(d, p, "max_age", dflt.max_age),
         linger=r.number(d, p, "linger", dflt.linger, positive=False),
-        state_file=r.string(d, p, "state_file", dflt.state_file, empty_ok=True),
+        state_file=_state_file(r, d),
         max_calls=r.integer(d, p, "max_calls", dflt.max_calls, 1),
         max_lines=r.integer(d, p, "max_lines", dflt.max_lines, 1, 10000),
         max_field_bytes=r.integer(d, p, "max_field_bytes", dflt.max_field_bytes, 32, 1 << 20),
     )
+
+
+def _state_file(r: _Reader, d: Mapping[str, Any]) -> str | None:
+    """``[calls] state_file``: None for the default (service.state_file_path), "" for none, else absolute."""
+    path = r.string(d, "calls", "state_file", None, empty_ok=True)
+    return r.resolve(path, "state") if path else path
 
 
 def _plugins(r: _Reader, d: Mapping[str, Any]) -> PluginsConfig:
@@ -691,8 +780,8 @@ def _web(r: _Reader, d: Mapping[str, Any], demo: bool) -> WebConfig:
     p = "web"
     r.table(d, p, _WEB_KEYS)
     default = "listen" not in d and demo
-    listen = r.strings(
-        d, p, "listen", (DEMO_WEB_LISTEN,) if default else (), check=_check_endpoint, allow_single=True,
+    listen = r.endpoints(
+        d, p, "listen", (DEMO_WEB_LISTEN,) if default else (),
         what="an endpoint string or a list of them (an empty list turns the web listener off)",
     )
     origins = r.strings(d, p, "allowed_origins", (), check=_check_origin,
@@ -720,8 +809,7 @@ def _metrics(r: _Reader, d: Mapping[str, Any]) -> MetricsConfig:
     return MetricsConfig(
         enabled=r.boolean(d, p, "enabled", True),
         web=r.boolean(d, p, "web", True),
-        listen=r.strings(d, p, "listen", (), check=_check_endpoint, allow_single=True,
-                         what="an endpoint string or a list of them"),
+        listen=r.endpoints(d, p, "listen", (), what="an endpoint string or a list of them"),
     )
 
 
@@ -837,7 +925,7 @@ def load_config(
             raise ConfigError(f"command line: unknown setting '{dotted}'")
         _set_dotted(data, dotted, value)
         cli.add(dotted)
-    r = _Reader(source, frozenset(cli))
+    r = _Reader(source, frozenset(cli), path, environ)
 
     r.table(data, "", _TOP_KEYS)
     ami = _ami(r, _section(r, data, "ami"))

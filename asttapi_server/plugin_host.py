@@ -42,7 +42,7 @@ from twisted.python.failure import Failure
 from asttapi_server import hookspecs
 from asttapi_server.ami.parser import ByName, wanted_name
 from asttapi_server import settings as setting
-from asttapi_server.config import read_secret_file
+from asttapi_server.config import read_secret_file, resolve_path as config_resolve_path
 from asttapi_server.directory import DirectoryIndex
 from asttapi_server.errors import PluginError
 from asttapi_server.throttle import LogThrottle
@@ -114,14 +114,10 @@ def bundled_plugin_dir() -> Path | None:
     return None
 
 
-def resolve_path(value: str | Path, config: Any = None) -> Path:
-    """A path from a plugin setting: relative paths are relative to the config file's folder."""
-    path = Path(value).expanduser()
-    if not path.is_absolute():
-        source = getattr(config, "source", None)
-        if source:
-            path = Path(source).resolve().parent / path
-    return path
+def resolve_path(value: str | Path, config: Any = None, kind: str = "file") -> Path:
+    """A path from a plugin setting, by the configuration's one rule (``config.resolve_path``):
+    relative to the config file's folder; a secret from systemd's credentials under the unit."""
+    return Path(config_resolve_path(str(Path(value).expanduser()), kind, getattr(config, "source", None)))
 
 
 class Settings:
@@ -196,7 +192,7 @@ class Settings:
         if path is None:
             return None
         try:
-            return read_secret_file(resolve_path(path, self._config))
+            return read_secret_file(resolve_path(path, self._config, "secret"))
         except ValueError as exc:
             raise ValueError(f"setting {key!r}: {exc}") from None
 
@@ -295,8 +291,9 @@ def build_plugin_manager(
             builtin = make(config) if make is not None else builtin
             if builtin is not None:
                 host.register(builtin, name)
-    for name in settings_by_name:
-        if name not in enabled and name not in BUILTIN_PLUGINS:
+    for name, settings in settings_by_name.items():
+        # An empty table (the example file's comment-only [plugins.NAME]) sets nothing to ignore.
+        if settings and name not in enabled and name not in BUILTIN_PLUGINS:
             log.warn("Settings for plugin {plugin} ignored: it is not in [plugins] enabled", plugin=name)
     configured = []
     for name in enabled:

@@ -5,7 +5,9 @@ abstract name written with a leading ``@``); each notification is one
 datagram of ``KEY=VALUE`` lines (``READY=1``, ``STATUS=...``,
 ``RELOADING=1``, ``STOPPING=1``). Without the variable (not under systemd)
 every call does nothing, so the server never needs to know how it runs.
-A send that fails is logged once and never stops the server.
+A send that fails is logged once and never stops the server. Nothing is
+sent after ``STOPPING=1``: what the stop itself does (the PBX link closing)
+is not news for ``systemctl status``.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class Notifier:
             address = "\0" + address[1:]  # the abstract namespace
         self.address = address
         self._warned = False
+        self.stopped = False
 
     @property
     def enabled(self) -> bool:
@@ -39,7 +42,7 @@ class Notifier:
 
     def send(self, *fields: str) -> bool:
         """Send ``KEY=VALUE`` lines as one datagram; False if not under systemd or it failed."""
-        if not self.address:
+        if not self.address or self.stopped:
             return False
         data = "\n".join(f.replace("\n", " ") for f in fields).encode("utf-8", "replace")
         try:
@@ -65,4 +68,6 @@ class Notifier:
                          "STATUS=reloading the configuration")
 
     def stopping(self) -> bool:
-        return self.send("STOPPING=1", "STATUS=stopping")
+        sent = self.send("STOPPING=1", "STATUS=stopping")
+        self.stopped = True
+        return sent

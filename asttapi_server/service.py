@@ -147,10 +147,14 @@ class ClientListener(Service):
         where = f"{host.host}:{host.port}" if hasattr(host, "port") else getattr(host, "name", host)
         if isinstance(where, bytes):
             where = where.decode("utf-8", "replace")
-        log.info("Clients may connect on {description} ({where})", description=self.description, where=where)
+        self.announce(where)
         waiting, self._waiting = self._waiting, []
         for d in waiting:
             d.callback(port)
+
+    def announce(self, where: str) -> None:
+        """The log line saying what listens where (the admin's proof that it is up)."""
+        log.info("Clients may connect on {description} ({where})", description=self.description, where=where)
 
     def _cannot_listen(self, failure: Any) -> str:
         """The one line saying why; fails whoever waits in ``whenListening``."""
@@ -205,6 +209,9 @@ class AppService(MultiService):
         #: Reload on SIGHUP (tap.py sets it: only a real twistd process owns its signals).
         self.reload_on_sighup = False
         self._previous_sighup: Any = None
+        #: The last reload was refused: systemd's status says so until one works.
+        self._reload_refused = False
+        self._status_sent: str | None = None
 
     def startService(self) -> None:
         # (The demo PBX says once, loudly, that it is a simulation.)
@@ -215,7 +222,7 @@ class AppService(MultiService):
             raise StartupError(f"asttapi: {failure.getErrorMessage()}")
         super().startService()
         if self.ami is not None:
-            self.ami.add_link_observer(self._link_status)
+            self.ami.add_state_observer(self._link_status)
         if self.reload_on_sighup:
             import signal
 
@@ -226,17 +233,29 @@ class AppService(MultiService):
     def _serving(self, _results: Any) -> None:
         """Every listener is up (or, for the demo's optional page, has said why not): tell systemd."""
         if self.running:
-            self.notifier.ready("serving clients; PBX link " + ("up" if self.ami is not None and self.ami.connected
-                                                                 else "connecting"))
+            self.notify_ready()
+
+    def status_line(self) -> str:
+        """systemd's ``STATUS=``: the PBX link and, while it is down, the last reason why
+        (``AMILink.state_line``, which ``/readyz`` answers with too)."""
+        link = self.ami.state_line if self.ami is not None else "no PBX link"
+        refused = "; the last reload was refused, see the log" if self._reload_refused else ""
+        return f"serving clients; {link}{refused}"
+
+    def notify_ready(self) -> None:
+        """``READY=1`` with the status: at start, and at the end of every reload."""
+        self._status_sent = self.status_line()
+        self.notifier.ready(self._status_sent)
 
     def _sighup(self, signum: int, frame: Any) -> None:
         # In a signal handler: only hand the work to the reactor's thread.
         self.reactor.callFromThread(reload_from_file, self)
 
-    def _link_status(self, up: bool) -> None:
-        where = self.ami.where if self.ami is not None else "?"
-        self.notifier.status(f"serving clients; PBX link up ({where})" if up
-                             else f"serving clients; PBX link DOWN ({where}): lines out of service")
+    def _link_status(self) -> None:
+        text = self.status_line()
+        if text != self._status_sent:  # a wrong secret fails the same way every retry
+            self._status_sent = text
+            self.notifier.status(text)
 
     def _plugin_startup_failed(self, failure: Any) -> None:
         log.failure("A plugin failed to start; stopping the server", failure)
@@ -362,9 +381,9 @@ def make_service(config: Config, reactor: Any = None, *, demo_options: dict | No
         app.metrics = Metrics()
         app.metrics.attach(app)
     for description in config.metrics.listen:
-        from .web.ops import make_ops_site
+        from .web.ops import OpsListener, make_ops_site
 
-        listener = ClientListener(reactor, description, make_ops_site(app, app.metrics))
+        listener = OpsListener(reactor, description, make_ops_site(app, app.metrics))
         listener.setServiceParent(app)
         app.ops_listeners.append(listener)
     for description in config.server.listen:
@@ -414,26 +433,34 @@ def build_bridge(config: Config, link: Any, model: CallModel, plugins: Any, hub:
 
 
 def plugins_config(config: Config, demo_mode: bool, *, quiet: bool = False) -> Any:
-    """``[plugins]``, or on a newcomer's first demo run (no file, none enabled) the bundled
-    sample CRM and Outlook contacts, which know the demo callers."""
+    """``[plugins]``; on the demo PBX with no ``[plugins] enabled`` (no file, or a file
+    without the key) the bundled sample CRM and Outlook contacts, which know the demo
+    callers. An explicit ``enabled = []`` turns contact lookups off there too."""
     plugins_conf = config.plugins
-    if demo_mode and config.source is None and not plugins_conf.enabled:
-        plugins_conf = dataclasses.replace(plugins_conf, enabled=DEMO_PLUGINS)
+    if not demo_mode:
+        return plugins_conf
+    if plugins_conf.enabled is None:
         if not quiet:
-            log.info("Demo mode: enabling the bundled plugins {names} with their sample data",
-                     names=DEMO_PLUGINS)
+            log.info("Demo mode: enabling the bundled plugins {names} with their sample data "
+                     "([plugins] enabled is not set)", names=DEMO_PLUGINS)
+        return dataclasses.replace(plugins_conf, enabled=DEMO_PLUGINS)
+    if not plugins_conf.enabled and not quiet:
+        log.info("Demo mode: no contact lookups: {source} sets [plugins] enabled = []; leave the key out "
+                 "for the bundled sample CRM and contacts", source=config.source or "the configuration")
     return plugins_conf
 
 
 def state_file_path(config: Config, demo_mode: bool) -> str:
-    """Where the call store lives ("" for none): ``[calls] state_file``, else the default.
+    """Where the call store lives ("" for none): ``[calls] state_file``, else the default,
+    ``asttapi-calls.json`` in ``$STATE_DIRECTORY`` (systemd's ``StateDirectory=``) or
+    beside the configuration file (``config.resolve_path``).
 
     The demo PBX restarts with the server, so no call of its could survive;
     demo mode keeps a store only when one is configured.
     """
     state_file = config.calls.state_file
     if state_file is None:
-        return "" if demo_mode else default_state_path(DEFAULT_STATE_FILE)
+        return "" if demo_mode else default_state_path(DEFAULT_STATE_FILE, config.source)
     return state_file
 
 
@@ -517,15 +544,17 @@ def reload(app: AppService, new: Config) -> Deferred:
         log.info("Configuration reloaded from {source}: {summary}{later}",
                  source=new.source or "the command line", summary="; ".join(summary) or "nothing changed",
                  later=(f"; changes to [{'], ['.join(later)}] take effect at the next restart" if later else ""))
-        app.notifier.ready("serving clients; configuration reloaded")
+        app._reload_refused = False
+        app.notify_ready()
         return True
 
     def failed(failure: Failure) -> bool:
         app._reloading = None
         if new_plugins is not None:
             new_plugins.shutdown()
-        app.notifier.ready("serving clients; configuration reload refused")
-        return _refused(app, failure.getErrorMessage())
+        refused = _refused(app, failure.getErrorMessage())
+        app.notify_ready()
+        return refused
 
     started.addCallbacks(apply, failed).chainDeferred(done)
     return done
@@ -533,6 +562,8 @@ def reload(app: AppService, new: Config) -> Deferred:
 
 def _refused(app: AppService, why: str) -> bool:
     log.error("Reload refused, the running configuration stays: {why}", why=why)
+    app._reload_refused = True
+    app._link_status()
     if app.metrics is not None:
         app.metrics.on_reload(False)
     return False

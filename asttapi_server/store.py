@@ -41,12 +41,13 @@ from twisted.internet.interfaces import IReactorThreads, IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
+from .config import resolve_path
 from .core.model import Call, CallModel
 from .throttle import LogThrottle
 
 log = Logger(namespace="asttapi.store")
 
-#: The default file, in :func:`state_directory`.
+#: The default file's name (:func:`default_state_path` says in which folder).
 DEFAULT_STATE_FILE = "asttapi-calls.json"
 #: Seconds between a change and the write that records it (changes meanwhile share the write).
 DEFAULT_DELAY = 0.25
@@ -57,21 +58,13 @@ DEFAULT_SLICE = 100
 MAX_STORE_BYTES = 256 << 20
 
 
-def state_directory() -> str:
-    """The folder the server keeps its files in when the config names none.
-
-    The working directory (twistd's ``--rundir``; the systemd unit's
-    ``WorkingDirectory`` is its ``StateDirectory``), given as ``""`` so a
-    default path stays relative to it. The one place that says where: the
-    call store's default file and the call webhooks' default outbox are
-    :func:`default_state_path` names.
-    """
-    return ""
-
-
-def default_state_path(name: str) -> str:
-    """Where the file ``name`` lives when the config names no path for it (see :func:`state_directory`)."""
-    return os.path.join(state_directory(), name)
+def default_state_path(name: str, source: str | None = None) -> str:
+    """Where the file ``name`` lives when the config names no path for it: systemd's
+    ``$STATE_DIRECTORY`` (the unit's ``StateDirectory=``), else beside the configuration file
+    ``source``, else the working directory; the configuration's one rule for state files
+    (``config.resolve_path``), which a relative ``state_file`` or ``outbox`` follows too. The call
+    store's default file and the call webhooks' default outbox are its names."""
+    return resolve_path(name, "state", source)
 
 
 def write_atomically(path: str, data: bytes) -> None:

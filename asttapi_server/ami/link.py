@@ -125,6 +125,10 @@ class AMILink(Service):
         self._login_proto: AMIProtocol | None = None  # connected, logging in
         self._event_observers: list[Callable[[Message], None]] = []
         self._link_observers: list[Callable[[bool], None]] = []
+        self._state_observers: list[Callable[[], None]] = []
+        #: Why the link is not up, the last reason seen (refused login, unreachable,
+        #: not an Asterisk manager, lost); None while logged in. See :attr:`state_line`.
+        self.problem: str | None = f"connecting to {self.where}"
         self._action_observers: list[Callable[[str, float, str | None], None]] = []
         self._failures = 0
         self._connections = 0
@@ -201,6 +205,32 @@ class AMILink(Service):
     def remove_link_observer(self, fn: Callable[[bool], None]) -> None:
         self._link_observers.remove(fn)
 
+    def add_state_observer(self, fn: Callable[[], None]) -> None:
+        """``fn()`` after every change of :attr:`state_line` (link up or down, a new reason)."""
+        self._state_observers.append(fn)
+
+    @property
+    def state_line(self) -> str:
+        """The link in one line for people: systemd's ``STATUS=`` and ``/readyz`` both say this.
+
+        ``PBX link up (pbx:5038)`` or ``PBX link DOWN: <the last reason>``.
+        """
+        if self.connected:
+            return f"PBX link up ({self.where})"
+        return f"PBX link DOWN: {self.problem or 'not connected'}"
+
+    def _set_problem(self, text: str | None) -> None:
+        if text != self.problem:
+            self.problem = text
+            self._notify_state()
+
+    def _notify_state(self) -> None:
+        for fn in list(self._state_observers):
+            try:
+                fn()
+            except Exception:
+                self.log.failure("AMI state observer {observer!r} failed", observer=fn)
+
     def add_action_observer(self, fn: Callable[[str, float, str | None], None]) -> None:
         """``fn(action, seconds, failure)`` after every action of later connections
         (keepalive Ping and Login included); ``failure`` is None, "error",
@@ -234,6 +264,7 @@ class AMILink(Service):
             self.action_timeout = action_timeout
             self.where = _describe(endpoint)
             self._failures = 0
+            self._set_problem(f"connecting to {self.where} (new [ami] settings)")
             if running:
                 self.startService()
 
@@ -254,6 +285,8 @@ class AMILink(Service):
             attempt, self._attempt = self._attempt, None
             attempt.cancel()
         proto = self.protocol or self._login_proto
+        if self.connected:
+            self.problem = f"the link to {self.where} was closed by this server"
         self._link_down()
         if proto is None or proto.state == "closed":
             return succeed(None)
@@ -290,9 +323,9 @@ class AMILink(Service):
         if self._attempt is None:  # cancelled by stopService
             return
         self._attempt = None
-        self.log.warn(
-            "AMI: cannot connect to {where}: {why}", where=self.where, why=failure.getErrorMessage()
-        )
+        why = failure.getErrorMessage()
+        self.log.warn("AMI: cannot connect to {where}: {why}", where=self.where, why=why)
+        self._set_problem(f"cannot reach {self.where}: {why.rstrip('.')}")
         self._schedule_retry()
 
     def _connected(self, proto: AMIProtocol) -> Deferred:
@@ -312,6 +345,7 @@ class AMILink(Service):
         self._failures = 0
         self.protocol = proto
         self.connected = True
+        self.problem = None  # observers hear of it with the link's change, below
         proto.start_keepalive(self.keepalive, self.pong_timeout)
         self.log.info(
             "AMI: logged in to {where} as {username} ({auth}, Events: {events})",
@@ -324,24 +358,28 @@ class AMILink(Service):
 
     def _login_failed(self, failure: Failure, proto: AMIProtocol) -> None:
         self._login_proto = None
+        why = failure.getErrorMessage()
         if failure.check(NotAsteriskManager):
             # Wrong host or port: say so in one line, then keep retrying.
-            self.log.error("AMI: {why}; check [ami] host and port", why=failure.getErrorMessage())
+            self.log.error("AMI: {why}; check [ami] host and port", why=why)
+            self._set_problem(f"{why}; check [ami] host and port")
         elif failure.check(AuthenticationFailed):
             # Loud on purpose, every time (pitfall 16): the admin must see it.
             self.log.error(
                 "AMI LOGIN REFUSED for user {username} at {where}: {why}",
                 username=self.username,
                 where=self.where,
-                why=failure.getErrorMessage(),
+                why=why,
             )
+            self._set_problem(why)
         else:
             self.log.warn(
                 "AMI: login as {username} at {where} did not complete: {why}",
                 username=self.username,
                 where=self.where,
-                why=failure.getErrorMessage(),
+                why=why,
             )
+            self._set_problem(f"the login at {self.where} did not complete: {why}")
         if proto.state != "closed":
             proto.state = "closing"
             proto.transport.abortConnection()
@@ -363,6 +401,7 @@ class AMILink(Service):
 
     def _on_shutdown(self, proto: AMIProtocol, msg: Message) -> None:
         if proto is self.protocol:
+            self.problem = f"Asterisk at {self.where} is shutting down"
             self._link_down()
 
     def _on_lost(self, proto: AMIProtocol, reason: Failure) -> None:
@@ -374,11 +413,10 @@ class AMILink(Service):
         if proto is not self.protocol:
             return  # lost during login: _login_failed schedules the retry
         self.protocol = None
-        self.log.warn(
-            "AMI: link to {where} lost: {why}",
-            where=self.where,
-            why=reason.getErrorMessage() if reason is not None else "closed",
-        )
+        why = reason.getErrorMessage() if reason is not None else "closed"
+        self.log.warn("AMI: link to {where} lost: {why}", where=self.where, why=why)
+        if self.connected:  # a Shutdown said why already
+            self.problem = f"the link to {self.where} was lost: {why}"
         self._link_down()
         self._schedule_retry()
 
@@ -393,3 +431,4 @@ class AMILink(Service):
                 fn(up)
             except Exception:
                 self.log.failure("AMI link observer {observer!r} failed", observer=fn)
+        self._notify_state()

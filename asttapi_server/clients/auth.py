@@ -23,6 +23,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
@@ -343,20 +344,30 @@ class LoginGate:
 # -- listen endpoints -----------------------------------------------------------
 
 
-def _split_endpoint(description: str) -> tuple[str, list[str], dict[str, str]]:
-    """Split a Twisted endpoint string (``\\:`` escapes a colon)."""
+def endpoint_segments(description: str) -> list[str]:
+    """A Twisted endpoint string cut at its colons, escapes kept (``\\:`` is a colon inside a segment)."""
     parts: list[str] = []
     cur = []
     it = iter(description)
     for ch in it:
         if ch == "\\":
-            cur.append(next(it, ""))
+            cur.append(ch + next(it, ""))
         elif ch == ":":
             parts.append("".join(cur))
             cur = []
         else:
             cur.append(ch)
     parts.append("".join(cur))
+    return parts
+
+
+def unescape_segment(segment: str) -> str:
+    return re.sub(r"\\(.)", r"\1", segment)
+
+
+def _split_endpoint(description: str) -> tuple[str, list[str], dict[str, str]]:
+    """Split a Twisted endpoint string (``\\:`` escapes a colon)."""
+    parts = [unescape_segment(p) for p in endpoint_segments(description)]
     kind = parts[0].strip().lower()
     args: list[str] = []
     kwargs: dict[str, str] = {}
@@ -402,10 +413,15 @@ def check_listen_security(endpoints: Iterable[str], users: Mapping[str, Any], ke
     """
     if users:
         return
+    # What a stranger on another machine would get: calls on a client listener; on a
+    # metrics listener counts and state, which a server without users keeps on this machine.
+    exposed = ("anyone could watch and place calls" if key != "metrics.listen" else
+               "anyone could read its metrics and readiness, which a server without users shows "
+               "only on this machine")
     for endpoint in endpoints:
         if not is_loopback_endpoint(endpoint):
             raise ConfigError(
                 f"{key}: {endpoint!r} accepts connections from other machines, "
-                "but no [users.NAME] are configured, so anyone could watch and place calls; "
+                f"but no [users.NAME] are configured, so {exposed}; "
                 "add users with tokens, or listen on interface=127.0.0.1 only"
             )

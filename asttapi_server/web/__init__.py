@@ -53,6 +53,10 @@ def page_url(description: str, port: Any) -> str:
     return f"{scheme}://{address}:{getattr(host, 'port', '?')}/"
 
 
+#: Most lines the logged URL pre-selects; with more, the page asks.
+MAX_URL_LINES = 20
+
+
 class WebListener(ClientListener):
     """Serves the page and ``/ws`` on one endpoint; logs the URL to open.
 
@@ -65,14 +69,17 @@ class WebListener(ClientListener):
         super().__init__(reactor, description, site)
         self.required = required
         # Lines the logged URL pre-selects (#lines=..., read by the page, never
-        # sent to the server): the demo's, so a first run pops a call at once.
+        # sent to the server): the configured [lines] (or the demo's), so the
+        # page opened from the log shows calls at once.
         self.lines = lines
 
     def _listening(self, port: Any) -> None:
         self.port = port
         url = page_url(self.description, port)
-        if self.lines:
+        if 0 < len(self.lines) <= MAX_URL_LINES:
             url += "#lines=" + ",".join(quote(line, safe="/@:") for line in self.lines)
+        elif self.lines:  # a switchboard's hundred lines make no link to paste
+            url += f" ({len(self.lines)} lines configured: pick them on the page)"
         log.info("Web page: open {url} in a browser (WebSocket at /ws; listening on {description})",
                  url=url, description=self.description)
         waiting, self._waiting = self._waiting, []
@@ -110,7 +117,7 @@ def add_web_listeners(app: AppService, config: Any, reactor: Any) -> list[WebLis
     listeners = []
     for description in web.listen:
         listener = WebListener(reactor, description, site, required=not web.default_listen,
-                               lines=tuple(config.lines) if app.demo is not None else ())
+                               lines=tuple(config.lines))
         listener.setServiceParent(app)
         listeners.append(listener)
     app.web_listeners = listeners

@@ -11,7 +11,8 @@ keeps a DNS-rebinding page from reading them. Only GET and HEAD.
 * ``/healthz``: ``200 ok`` while the process serves HTTP at all.
 * ``/readyz``: ``200 ready`` once logged in to the PBX and resynchronised
   (the first LINEDEVSTATE INSERVICE after login), else ``503`` and one line
-  saying why; it flips the moment the AMI link does.
+  saying why (``AMILink.state_line``, the words systemd's ``STATUS=`` shows:
+  ``PBX link DOWN: <the last reason>``); it flips the moment the AMI link does.
 * ``/metrics``: the Prometheus text format (see docs/operations.md).
 """
 
@@ -19,11 +20,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.logger import Logger
 from twisted.web import resource, server
 
+from asttapi_server.service import ClientListener
 from asttapi_server.web.ws import _origin_key, is_loopback_host
 
-__all__ = ["readiness", "OpsResource", "OpsRoot", "make_ops_site", "OPS_PATHS"]
+__all__ = ["readiness", "OpsResource", "OpsRoot", "OpsListener", "make_ops_site", "OPS_PATHS"]
+
+log = Logger()
 
 OPS_PATHS = (b"healthz", b"readyz", b"metrics")
 
@@ -33,12 +38,13 @@ def readiness(app: Any) -> str | None:
     if not getattr(app, "running", False):
         return "not serving: the server is starting or stopping"
     ami = app.ami
-    if ami is None or not ami.connected:
-        where = getattr(ami, "where", "?")
-        return f"not logged in to the PBX: the AMI link to {where} is down"
+    if ami is None:
+        return "no PBX link configured"
+    if not ami.connected:
+        return ami.state_line  # "PBX link DOWN: <why>", as systemd's STATUS= says it
     bridge = app.bridge
     if bridge is None or not bridge.link_up:
-        return "logged in to the PBX, resynchronising calls (CoreShowChannels)"
+        return f"{ami.state_line}, resynchronising calls (CoreShowChannels)"
     return None
 
 
@@ -125,3 +131,11 @@ def make_ops_site(app: Any, metrics: Any) -> server.Site:
     config = getattr(app, "config", None)
     return WebSite(OpsRoot(app, metrics), clients=app.client_factory, web=False,
                    **http_options(getattr(config, "web", None)))
+
+
+class OpsListener(ClientListener):
+    """A ``[metrics] listen`` endpoint: no clients connect here, so the log says what it serves."""
+
+    def announce(self, where: str) -> None:
+        log.info("Metrics and health checks (/metrics, /healthz, /readyz) on {description} ({where})",
+                 description=self.description, where=where)

@@ -106,7 +106,8 @@ def configure(settings: Mapping[str, Any], config: Any) -> "CallWebhooks":
         ca_files[target.name] = ca_file
         if target.format == "zammad":
             zammad[target.name] = ZammadTarget(target.name, agents, region, line_numbers)
-    path = str(resolve_path(outbox, config)) if outbox else default_state_path(DEFAULT_OUTBOX)
+    path = (str(resolve_path(outbox, config, "state")) if outbox
+            else default_state_path(DEFAULT_OUTBOX, getattr(config, "source", None)))
     return CallWebhooks(targets, zammad, path, ca_files=ca_files)
 
 

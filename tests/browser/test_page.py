@@ -244,6 +244,54 @@ window.Notification = FakeNotification;
 """
 
 
+def test_the_pop_and_the_title_follow_the_calls_still_ringing(server, browser, shots):
+    """Issue 23: once the first call is answered, the banner of the second no longer says "and 1 more
+    ringing", and the tab title names the call that rings, not the one that talks."""
+    open_page(browser, server, "line_1,line_3")
+    line_open(browser, "line_1")
+    line_open(browser, "line_3")
+    server.play("inbound", caller=["0301234567", "Ext Caller"], ring=2.0, talk=30)
+    wait(browser, lambda d: "0301234567" in d.find_element(By.ID, "pop").text, what="the first call pops")
+    server.play("device_inbound", caller=["02079460958", None], ring=30, talk=1)
+    wait(browser, lambda d: "02079460958" in d.find_element(By.ID, "pop").text
+         and "and 1 more ringing" in d.find_element(By.ID, "pop").text, what="the second call pops over it")
+    # The first call is answered on bob's phone: one call rings now, and it is the second.
+    wait(browser, lambda d: any("talking" in c.text.lower() and "0301234567" in c.text for c in cards(d)),
+         timeout=10, what="the first call talking")
+    wait(browser, lambda d: "more ringing" not in d.find_element(By.ID, "pop").text, timeout=2,
+         what="the banner forgets the answered call")
+    pop = browser.find_element(By.ID, "pop").text
+    assert "02079460958" in pop and "0301234567" not in pop, pop
+    assert "02079460958" in browser.title or "Jane Doe" in browser.title, browser.title
+    shot(browser, shots, "pop-after-the-other-call-was-answered")
+    no_console_errors(browser)
+
+
+def test_recent_calls_keep_name_and_number_readable_at_1280_px(server, browser, shots):
+    """A long status ("answered elsewhere") must not squeeze the caller into a column one or two
+    characters wide (issue 23); the entries are put in this tab's storage as the page keeps them."""
+    open_page(browser, server)
+    recent = [{"key": f"e:{n}", "handle": n, "epoch": "e", "kind": kind, "number": "0301234567",
+               "name": "Ext Caller", "company": "Contoso Ltd", "at": 1_796_000_000_000 + n}
+              for n, kind in enumerate(("answered elsewhere", "missed", "answered", "placed"))]
+    browser.execute_script("sessionStorage.setItem('asttapi.recent', arguments[0]);", json.dumps(recent))
+    browser.refresh()
+    wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#recent-list li")) == 4, what="recent calls")
+    assert browser.execute_script("return window.innerWidth") >= 1200
+    sizes = browser.execute_script("""
+        return Array.from(document.querySelectorAll('#recent-list li')).map(li => {
+          const box = (sel) => li.querySelector(sel).getBoundingClientRect();
+          const line = parseFloat(getComputedStyle(li.querySelector('.what-name')).lineHeight) || 20;
+          return {name: box('.what-name').width, nameHeight: box('.what-name').height,
+                  detailHeight: box('.what-detail').height, line: line};
+        });""")
+    shot(browser, shots, "recent-calls-1280")
+    for size in sizes:
+        assert size["name"] >= 150, sizes  # "Ext Caller" and "0301234567 · Contoso Ltd" fit on one line
+        assert size["nameHeight"] < 1.5 * size["line"] and size["detailHeight"] < 1.5 * size["line"], sizes
+    assert "answered elsewhere" in text(browser, "#recent-list")
+
+
 def test_notifications_asked_on_a_click_only_then_shown_and_esc_dismisses(server, browser, shots):
     # Headless Chromium has no notification centre: a stand-in records what the page does.
     browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": NOTIFICATION_STUB})

@@ -222,11 +222,13 @@ def test_bad_override_names_the_flag(tmp_path):
         load_config(None, {"server.listen": ["tcp:nope"]})
 
 
-def test_calls_state_file(tmp_path):
+def test_calls_state_file(tmp_path, monkeypatch):
     from asttapi_server.service import state_file_path
 
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    monkeypatch.chdir(tmp_path)
     default = load_config(None, {"ami.host": "pbx"})
-    assert default.calls.state_file is None and state_file_path(default, False) == "asttapi-calls.json"
+    assert default.calls.state_file is None and state_file_path(default, False) == str(tmp_path / "asttapi-calls.json")
     assert state_file_path(load_config(None), True) == ""  # demo mode: no store unless configured
     path = tmp_path / "a.toml"
     path.write_text('[calls]\nstate_file = "/var/lib/asttapi/calls.json"\n')
@@ -235,3 +237,26 @@ def test_calls_state_file(tmp_path):
     assert state_file_path(load_config(str(path)), False) == ""  # off
     _, message = error_of(tmp_path, "[calls]\nstate_file = 1\n")
     assert message.endswith("key 'calls.state_file': expected a string, got 1")
+
+
+def test_the_call_store_lives_in_the_state_directory_or_beside_the_file(tmp_path, monkeypatch):
+    """Never relative to wherever the server happens to run (issue 23): systemd's StateDirectory=, else
+    the folder of the configuration file."""
+    from asttapi_server.service import state_file_path
+
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    path = etc / "asttapi.toml"
+    path.write_text('[ami]\nhost = "pbx"\n')
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    assert state_file_path(load_config(str(path)), False) == str(etc / "asttapi-calls.json")
+    monkeypatch.setenv("STATE_DIRECTORY", "/var/lib/asttapi:/var/lib/other")
+    assert state_file_path(load_config(str(path)), False) == "/var/lib/asttapi/asttapi-calls.json"
+    from asttapi_server.store import default_state_path  # the call webhooks' outbox: the same rule
+
+    assert default_state_path("asttapi-webhooks.sqlite", str(path)) == "/var/lib/asttapi/asttapi-webhooks.sqlite"
+    path.write_text('[ami]\nhost = "pbx"\n[calls]\nstate_file = "calls/live.json"\n')
+    assert load_config(str(path)).calls.state_file == "/var/lib/asttapi/calls/live.json"
+    monkeypatch.delenv("STATE_DIRECTORY")
+    assert load_config(str(path)).calls.state_file == str(etc / "calls" / "live.json")

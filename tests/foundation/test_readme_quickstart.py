@@ -115,6 +115,7 @@ class DemoServer:
 
 
 def test_the_quick_start_prints_what_the_readme_shows():
+    assert "`[seq N]` numbers will differ" in README  # the blocks' numbers are one run's, not a promise
     blocks = sessions(README)
     assert set(blocks) == {"watch", "calls-dial"}
     server = DemoServer(fast_flows=True)
@@ -124,6 +125,9 @@ def test_the_quick_start_prints_what_the_readme_shows():
                 proc = server.run(command, expected)
                 assert proc.returncode == 0, (command, proc.stderr)
                 assert normalise(proc.stdout.splitlines()) == normalise(expected), command
+                # The numbers themselves vary (README says so); their order is the promise.
+                seqs = [int(n) for n in re.findall(r"\[seq (\d+)\]", proc.stdout)]
+                assert seqs == sorted(set(seqs)), (command, seqs)
     finally:
         server.stop()
     log = "".join(server.log)

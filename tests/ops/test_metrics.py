@@ -106,7 +106,9 @@ class WholeServerTests(TestCase):
         yield until(lambda: not app.ami.connected)
         status, headers, body = yield http_get(self.web, "/readyz")
         self.assertEqual(status, 503)
-        self.assertRegex(body.decode(), r"^not logged in to the PBX: the AMI link to .* is down\n$")
+        # The same words as systemd's STATUS= (AMILink.state_line): the link and why it is down.
+        self.assertRegex(body.decode(), r"^PBX link DOWN: .+\n$")
+        self.assertEqual(body.decode(), app.ami.state_line + "\n")
         self.assertIn("content-security-policy", headers)
         status, _, body = yield http_get(self.web, "/healthz")
         self.assertEqual((status, body), (200, b"ok\n"))
@@ -132,8 +134,21 @@ class WholeServerTests(TestCase):
 
     @defer.inlineCallbacks
     def test_a_metrics_listener_of_its_own_serves_only_the_three_paths(self):
+        from twisted.logger import formatEvent
+
+        logged: list[str] = []
+
+        def observer(event):
+            logged.append(formatEvent(event))
+
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
         app = yield self.start(**{"metrics.listen": ["tcp:0:interface=127.0.0.1"]})
         port = (yield app.ops_listeners[0].whenListening()).getHost().port
+        # The log says what listens there: no client may connect to it.
+        self.assertIn("Metrics and health checks (/metrics, /healthz, /readyz) on tcp:0:interface=127.0.0.1 "
+                      f"(127.0.0.1:{port})", logged)
+        self.assertEqual(sum(1 for line in logged if line.startswith("Clients may connect on")), 1, logged)
         status, _, body = yield http_get(port, "/metrics")
         self.assertEqual(status, 200)
         self.assertIn(b"asttapi_ami_link_up", body)

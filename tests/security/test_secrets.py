@@ -55,6 +55,48 @@ def test_secret_file_and_token_file(tmp_path):
     assert "from-the-file" not in repr(cfg) and GOOD not in repr(cfg)
 
 
+def test_relative_secret_files_come_from_systemds_credentials_or_beside_the_file(tmp_path, monkeypatch):
+    """One configuration for the unit (LoadCredential=NAME:...) and for a run by hand (issue 23)."""
+    from tests.security.tlsutil import make_cert
+
+    etc, creds = tmp_path / "etc", tmp_path / "credentials"
+    etc.mkdir()
+    creds.mkdir()
+    text = ("[ami]\nhost = 'pbx'\nsecret_file = 'ami.secret'\n[users.crm]\ntoken_file = 'crm.token'\n"
+            "[server]\nlisten = 'ssl:5040:interface=127.0.0.1:privateKey=tls.key:certKey=tls.crt'\n")
+    (etc / "asttapi.toml").write_text(text)
+    for folder, secret in ((etc, "by-hand-secret"), (creds, "credential-secret")):
+        (folder / "ami.secret").write_text(secret + "\n")
+        (folder / "crm.token").write_text(f"{secret}-token-0123456789\n")
+        key, cert = make_cert(folder)
+        cert.rename(folder / "tls.crt")
+        key.rename(folder / "tls.key")
+    monkeypatch.chdir(tmp_path)  # never the working directory
+    by_hand = load_config(str(etc / "asttapi.toml"), environ={})
+    assert by_hand.ami.secret == "by-hand-secret" and by_hand.users["crm"].token.startswith("by-hand-secret")
+    assert by_hand.server.listen == (f"ssl:5040:interface=127.0.0.1:privateKey={etc}/tls.key:certKey={etc}/tls.crt",)
+    unit = load_config(str(etc / "asttapi.toml"), environ={"CREDENTIALS_DIRECTORY": str(creds)})
+    assert unit.ami.secret == "credential-secret" and unit.users["crm"].token.startswith("credential-secret")
+    assert unit.server.listen == (
+        f"ssl:5040:interface=127.0.0.1:privateKey={creds}/tls.key:certKey={creds}/tls.crt",)
+    # The configuration itself as a credential (--config ${CREDENTIALS_DIRECTORY}/asttapi.toml): the same.
+    (creds / "asttapi.toml").write_text(text)
+    inside = load_config(str(creds / "asttapi.toml"), environ={"CREDENTIALS_DIRECTORY": str(creds)})
+    assert inside.ami.secret == "credential-secret"
+    # A credential the unit does not load is named, with the line that would load it.
+    (creds / "crm.token").unlink()
+    message = _error_at(etc / "asttapi.toml", environ={"CREDENTIALS_DIRECTORY": str(creds)})
+    assert message == (f"{etc}/asttapi.toml: key 'users.crm.token_file': cannot read '{creds}/crm.token': No such "
+                       "file or directory (not among the unit's credentials: add "
+                       "LoadCredential=crm.token:/etc/asttapi/crm.token)")
+
+
+def _error_at(path, environ) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path), environ=environ)
+    return str(info.value)
+
+
 def test_environment_wins_over_the_file_and_the_command_line_over_both(tmp_path):
     (tmp_path / "ami.secret").write_text("from-the-file")
     path = tmp_path / "a.toml"
@@ -105,3 +147,21 @@ def test_ami_secret_flag_still_works_but_warns_that_ps_shows_it():
     assert "--ami-secret is visible to every local user in `ps`" in text
     assert "secret_file" in text and "ASTTAPI_AMI_SECRET" in text
     assert "s3cr3t-on-the-command-line" not in text
+
+
+def test_a_plugins_password_file_follows_the_same_rule(tmp_path, monkeypatch):
+    """ldap_contacts' bind_password_file, carddav_contacts' password_file: credentials under the unit too."""
+    from asttapi_server.plugin_host import Settings
+
+    etc, creds = tmp_path / "etc", tmp_path / "credentials"
+    etc.mkdir()
+    creds.mkdir()
+    (etc / "asttapi.toml").write_text("")
+    (etc / "ldap-password").write_text("by-hand\n")
+    (creds / "ldap-password").write_text("from-the-credential\n")
+    config = load_config(str(etc / "asttapi.toml"), environ={})
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    assert Settings({"bind_password_file": "ldap-password"}, config).secret_file("bind_password_file") == "by-hand"
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    assert (Settings({"bind_password_file": "ldap-password"}, config).secret_file("bind_password_file")
+            == "from-the-credential")

@@ -136,3 +136,32 @@ def test_the_demo_page_port_taken_at_start_up_only_warns():
         globalLogPublisher.removeObserver(seen.append)
         taken.close()
     assert any(f"No web page: cannot listen on {description}" in formatEvent(e) for e in seen)
+
+
+@pytest.mark.parametrize("count, fragment", [
+    (2, "#lines=sales,sip/bob"),
+    (21, " (21 lines configured: pick them on the page)"),
+])
+def test_the_logged_page_url_names_the_configured_lines(tmp_path, count, fragment):
+    """Not only the demo's: a configured server's [lines] too (issue 23), unless too many for a link."""
+    from twisted.internet.address import IPv4Address
+    from twisted.internet.testing import MemoryReactorClock
+    from twisted.logger import capturedLogs, formatEvent
+
+    from asttapi_server.service import make_service
+
+    names = ["sales", "sip/bob"] if count == 2 else [f"line_{n}" for n in range(count)]
+    lines = "".join(f'[lines."{name}"]\nchannel = "PJSIP/{n}"\n' for n, name in enumerate(names))
+    config = load(tmp_path, '[ami]\nhost = "pbx"\n[calls]\nstate_file = ""\n[web]\nlisten = "tcp:8080:interface=127.0.0.1"\n'
+                  + lines)
+    app = make_service(config, MemoryReactorClock())
+
+    class Port:
+        def getHost(self):
+            return IPv4Address("TCP", "127.0.0.1", 8080)
+
+    with capturedLogs() as logs:
+        app.web_listeners[0]._listening(Port())
+    assert [formatEvent(e) for e in logs] == [
+        f"Web page: open http://127.0.0.1:8080/{fragment} in a browser (WebSocket at /ws; listening on "
+        "tcp:8080:interface=127.0.0.1)"]

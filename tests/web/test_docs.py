@@ -46,3 +46,12 @@ def test_the_documented_web_config_loads(tmp_path):
     web = load_config(str(path)).web
     assert web.listen == ("tcp:8080:interface=127.0.0.1",)
     assert web.allowed_origins == ("https://crm.example.com",) == web.frame_ancestors
+
+
+def test_the_readme_counts_the_pages_files_right():
+    root = DOC.parents[1]
+    said = re.search(r"The page is (\w+) static files in `asttapi_server/web/static/`", (root / "README.md").read_text())
+    assert said, "README no longer says how many files the page is"
+    words = {"two": 2, "three": 3, "four": 4, "five": 5, "six": 6}
+    files = [p for p in (root / "asttapi_server" / "web" / "static").rglob("*") if p.is_file()]
+    assert words[said.group(1)] == len(files), sorted(p.name for p in files)

@@ -517,7 +517,6 @@
       l.state = short(p.state);
       l.mode = p.mode ? short(p.mode) : null;
     }
-    touch(card);
     renderCard(card);
     maybePop(card);
   }
@@ -610,13 +609,17 @@
     if (st === "DISCONNECTED" || st === "IDLE" || st === "BUSY") return "ended";
     return "other";
   }
-  function touch(card) {                     // restart the timer when the phase changes
+  /** The phase from the lines' states, on every render (a line leaving can change it too);
+   *  true when it changed, which restarts the timer and may change the pop. */
+  function touch(card) {
     const phase = phaseOf(card);
-    if (phase !== card.phase) {
+    const changed = phase !== card.phase;
+    if (changed) {
       card.phase = phase;
       card.since = Date.now();
     }
     if (phase === "talking") card.everConnected = true;
+    return changed;
   }
 
   /** Placed from the line: ours, said so by the origin, or its first state was call setup. */
@@ -650,7 +653,7 @@
     const node = card.node;
     const st = bestState(card);
     const who = party(card);
-    card.phase = card.phase || phaseOf(card);
+    const changed = touch(card);
     node.dataset.state = st;
     node.dataset.phase = card.phase;
     node.classList.toggle("ringing", card.phase === "ringing");
@@ -672,6 +675,7 @@
     node.querySelector(".drop").disabled = ended;
     node.querySelector(".xfer-toggle").disabled = ended;
     renderTimer(card);
+    if (changed && state.pop !== null) updatePop();  // "N more ringing" counts this card too
   }
 
   function renderTimer(card) {
@@ -701,7 +705,7 @@
 
   function maybePop(card) {
     if (card.phase !== "ringing" || outgoing(card)) {
-      if (state.pop === card.handle) updatePop();
+      updatePop();                           // the banner and the title follow the calls still ringing
       return;
     }
     const key = state.epoch + ":" + card.handle;
