@@ -105,6 +105,22 @@ class Client:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
+    def _decode(self, line: bytes) -> dict:
+        """One JSON-RPC message; anything else says what answered instead (an
+        Asterisk manager on our port, a web server, a TLS port read as plain)."""
+        try:
+            message = json.loads(line)
+        except (ValueError, UnicodeDecodeError):
+            text = line[:60].decode("ascii", "replace").strip()
+            if self.last_seq is None and not self._next_id:
+                raise ClientError(f"not an asttapi-server on this port: it said {text!r}"
+                                  + (" (an Asterisk manager? asttapi listens on 5039 by default)"
+                                     if text.startswith("Asterisk Call Manager") else "")) from None
+            raise ClientError(f"the server sent a line that is not JSON: {text!r}") from None
+        if not isinstance(message, dict):
+            raise ClientError(f"the server sent a JSON {type(message).__name__}, not a message")
+        return message
+
     def _read_message(self, timeout: float | None) -> dict:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -112,7 +128,7 @@ class Client:
             if nl >= 0:
                 line, self._buf = self._buf[:nl], self._buf[nl + 1 :]
                 if line.strip():
-                    return json.loads(line)
+                    return self._decode(line)
                 continue
             if len(self._buf) > self.max_line_bytes:
                 raise ClientError("the server sent a line that is too long")
