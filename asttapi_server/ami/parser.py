@@ -45,8 +45,8 @@ is not wanted is dropped as bytes, after reading its first line only: no
 event (responses; garbage is still reported), the events the link itself
 needs (:data:`ALWAYS_KEPT`: Shutdown, FullyBooted), and an event carrying an
 ``ActionID`` that is in :attr:`AMIParser.action_ids` (the protocol's live dict
-of pending actions, so the items of a CoreShowChannels or Status list always
-reach their action).  Blocks that do not start exactly with ``Event: `` (a
+of the pending actions that may answer with events, so the items of a
+CoreShowChannels or Status list always reach their action).  Blocks that do not start exactly with ``Event: `` (a
 lower-case ``event:`` key) are decoded in full and filtered by their name
 afterwards, so the filtered output is exactly the unfiltered output restricted
 to the kept messages.
@@ -149,7 +149,7 @@ class AMIParser:
         self._keep: frozenset[str] | None = None
         self._kept: dict[bytes, str | bool] = {}
         #: ActionIDs whose events always pass the filter (the protocol puts its
-        #: live dict of pending actions here).
+        #: live dict of the pending actions that may answer with events here).
         self.action_ids: Container[str] = {}
 
     def set_event_filter(self, names: Iterable[str] | None) -> None:
@@ -312,8 +312,8 @@ class AMIParser:
 
         The first line that starts with ``ActionID:`` in any case, as
         :class:`Message` reads it. Asked of every dropped event while an
-        action is pending (a Getvar per call is), so one C pass to lower the
-        ASCII letters and a plain find: a quarter of a case-blind regex's cost.
+        action that may answer with events is pending, so one C pass to lower
+        the ASCII letters and a plain find: a quarter of a case-blind regex's cost.
         """
         low = block.lower()
         if low.startswith(_ACTIONID):

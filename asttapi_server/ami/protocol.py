@@ -80,6 +80,12 @@ def greeting_problem(first: bytes) -> str | None:
     return f"it said: {shown}"
 
 
+#: Actions Asterisk answers with one response and never with events: their
+#: ActionIDs need not open the parser's event filter (a Getvar per call is
+#: pending most of the time; the events it would open the filter to never come).
+ONE_RESPONSE = frozenset(("getvar", "ping"))
+
+
 class _Pending:
     __slots__ = ("action", "deferred", "timer", "events", "timeout")
 
@@ -138,10 +144,12 @@ class AMIProtocol(Protocol):
         self.parser = AMIParser(max_message_bytes, on_error=self._parse_error)
         self.state = LOGIN
         self._counter = 0
-        # One dict for the whole life of the protocol: the parser lets the
-        # events of these ActionIDs through its filter.
         self._pending: dict[str, _Pending] = {}
-        self.parser.action_ids = self._pending
+        # The pending actions that may answer with events (not ONE_RESPONSE):
+        # one dict for the whole life of the protocol, the parser lets the
+        # events of these ActionIDs through its filter.
+        self._listable: dict[str, _Pending] = {}
+        self.parser.action_ids = self._listable
         self._wanted: frozenset[str] | None = None
         self.set_event_filter(event_filter)
         self._collecting = 0
@@ -342,7 +350,9 @@ class AMIProtocol(Protocol):
         timer = None
         if timeout is not None and timeout > 0:
             timer = self.clock.callLater(timeout, self._timed_out, action_id)
-        self._pending[action_id] = _Pending(action, d, timer, timeout)
+        pending = self._pending[action_id] = _Pending(action, d, timer, timeout)
+        if action.lower() not in ONE_RESPONSE:
+            self._listable[action_id] = pending
         if self.on_action is not None:
             d.addBoth(self._action_done, action, self.clock.seconds())
         self.transport.write(data)
@@ -362,6 +372,7 @@ class AMIProtocol(Protocol):
         pending = self._pending.pop(action_id, None)
         if pending is None:
             return None
+        self._listable.pop(action_id, None)
         if pending.events is not None:
             self._collecting -= 1
         if pending.timer is not None and pending.timer.active():
@@ -417,7 +428,8 @@ class AMIProtocol(Protocol):
 
     def _fail_all(self, error: Exception) -> None:
         pending = list(self._pending.values())
-        self._pending.clear()  # the same dict: the parser holds it
+        self._pending.clear()
+        self._listable.clear()  # the same dict: the parser holds it
         self._collecting = 0
         for p in pending:
             if p.timer is not None and p.timer.active():

@@ -215,6 +215,29 @@ def test_list_actions_collect_their_events_with_a_filter(capture, ids, make, nam
     assert events == []
 
 
+def test_only_actions_that_may_answer_with_events_open_the_filter():
+    """A Getvar (one per offered call) or a Ping answers with one response: while
+    one is pending, dropped events are not searched for its ActionID; a
+    CoreShowChannels pending opens the filter to the events carrying its own."""
+    pbx = FakeAsterisk()
+    client, session, events = live(pbx, SERVER_WANTED)
+    parser = client.protocol.parser
+    client.send_action(*actions.getvar("PJSIP/bob-1", "CALLERID(pres)"))
+    client.send_action(*actions.ping())
+    getvar, ping = session.actions()
+    assert getvar.action_id not in parser.action_ids and ping.action_id not in parser.action_ids
+    d = client.send_action(*actions.coreshowchannels())
+    (csc,) = session.actions()
+    assert list(parser.action_ids) == [csc.action_id]
+    data = replay("11_coreshowchannels.driver.raw", {"csc-1": csc.action_id}, 4, 8)
+    session.send(data)
+    assert [m.name for m in result_of(d)][-1] == "CoreShowChannelsComplete"
+    assert not parser.action_ids and events == []
+    session.send(b"Response: Success\r\nActionID: %s\r\nVariable: CALLERID(pres)\r\n"
+                 b"Value: allowed\r\n\r\n" % getvar.action_id.encode())
+    assert len(client.protocol._pending) == 1  # the Ping's
+
+
 def test_filter_set_before_connect_survives_reconnect():
     pbx = FakeAsterisk()
     client, session, events = live(pbx, {"Hangup"})
