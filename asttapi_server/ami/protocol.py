@@ -18,7 +18,9 @@ Only the login's own ``Challenge`` and ``Login`` are ever written before
 
 Correlation is AMP's: a counter makes ActionIDs (``<prefix>-<n>``, the prefix
 names the connection so a late answer from an old link never matches), a dict
-maps them to their Deferreds, and connection loss fails them all.
+maps them to their Deferreds, and connection loss fails them all.  Their
+timeouts share one timer, armed for the earliest deadline (a timer per
+action was made and cancelled for every call's Getvar).
 """
 
 from __future__ import annotations
@@ -86,13 +88,18 @@ def greeting_problem(first: bytes) -> str | None:
 ONE_RESPONSE = frozenset(("getvar", "ping"))
 
 
-class _Pending:
-    __slots__ = ("action", "deferred", "timer", "events", "timeout")
+#: An action whose deadline is this close (seconds) when the sweep runs is
+#: overdue: a timer re-armed at ``deadline - now`` may fire a rounding early.
+_SLACK = 1e-6
 
-    def __init__(self, action: str, deferred: Deferred, timer: IDelayedCall | None, timeout: float | None):
+
+class _Pending:
+    __slots__ = ("action", "deferred", "deadline", "events", "timeout")
+
+    def __init__(self, action: str, deferred: Deferred, deadline: float | None, timeout: float | None):
         self.action = action
         self.deferred = deferred
-        self.timer = timer
+        self.deadline = deadline  # clock time of its ActionTimeout, None: none
         self.timeout = timeout
         self.events: list[Message] | None = None  # set once "EventList: start" arrives
 
@@ -150,6 +157,10 @@ class AMIProtocol(Protocol):
         # events of these ActionIDs through its filter.
         self._listable: dict[str, _Pending] = {}
         self.parser.action_ids = self._listable
+        # One timer for every pending action's timeout, armed for the earliest
+        # deadline (not a timer per action, made and cancelled per Getvar).
+        self._sweep_call: IDelayedCall | None = None
+        self._sweep_at: float | None = None
         self._wanted: frozenset[str] | None = None
         self.set_event_filter(event_filter)
         self._collecting = 0
@@ -347,10 +358,12 @@ class AMIProtocol(Protocol):
         if on_action_id is not None:
             on_action_id(action_id)
         d: Deferred = Deferred()
-        timer = None
+        deadline = None
         if timeout is not None and timeout > 0:
-            timer = self.clock.callLater(timeout, self._timed_out, action_id)
-        pending = self._pending[action_id] = _Pending(action, d, timer, timeout)
+            deadline = self.clock.seconds() + timeout
+            if self._sweep_call is None or deadline < self._sweep_at:  # type: ignore[operator]
+                self._arm(deadline, timeout)
+        pending = self._pending[action_id] = _Pending(action, d, deadline, timeout)
         if action.lower() not in ONE_RESPONSE:
             self._listable[action_id] = pending
         if self.on_action is not None:
@@ -375,19 +388,33 @@ class AMIProtocol(Protocol):
         self._listable.pop(action_id, None)
         if pending.events is not None:
             self._collecting -= 1
-        if pending.timer is not None and pending.timer.active():
-            pending.timer.cancel()
-        return pending
+        return pending  # (its deadline needs no cancelling: the sweep finds it gone)
 
-    def _timed_out(self, action_id: str) -> None:
-        pending = self._pending.get(action_id)
-        if pending is None:
-            return
-        pending.timer = None
-        self._finish(action_id)
-        pending.deferred.errback(
-            ActionTimeout(f"no answer from {self.peer} to AMI {pending.action} within {pending.timeout:g} s")
-        )
+    def _arm(self, at: float, delay: float) -> None:
+        """The sweep runs at ``at`` (``delay`` seconds from now), instead of when it was due."""
+        self._disarm()
+        self._sweep_at = at
+        self._sweep_call = self.clock.callLater(max(0.0, delay), self._sweep)
+
+    def _disarm(self) -> None:
+        if self._sweep_call is not None and self._sweep_call.active():
+            self._sweep_call.cancel()
+        self._sweep_call = self._sweep_at = None
+
+    def _sweep(self) -> None:
+        """Fail every action past its deadline (in deadline order) with ActionTimeout; re-arm for the next."""
+        self._sweep_call = self._sweep_at = None
+        now = self.clock.seconds()
+        overdue = sorted(((p.deadline, aid) for aid, p in self._pending.items()
+                          if p.deadline is not None and p.deadline - now <= _SLACK), key=lambda x: x[0])
+        expired = [self._finish(aid) for _, aid in overdue]
+        nxt = min((p.deadline for p in self._pending.values() if p.deadline is not None), default=None)
+        if nxt is not None and (self._sweep_call is None or nxt < self._sweep_at):  # type: ignore[operator]
+            self._arm(nxt, nxt - now)
+        for pending in expired:
+            pending.deferred.errback(  # type: ignore[union-attr]
+                ActionTimeout(f"no answer from {self.peer} to AMI {pending.action} within {pending.timeout:g} s")
+            )
 
     def _response(self, msg: Message) -> None:
         action_id = msg.action_id
@@ -431,9 +458,8 @@ class AMIProtocol(Protocol):
         self._pending.clear()
         self._listable.clear()  # the same dict: the parser holds it
         self._collecting = 0
+        self._disarm()
         for p in pending:
-            if p.timer is not None and p.timer.active():
-                p.timer.cancel()
             p.deferred.errback(Failure(error))
 
     # -- login ---------------------------------------------------------------

@@ -267,6 +267,27 @@ def test_action_timeout_and_late_answer_ignored(pbx):
     assert pbx.reactor.getDelayedCalls() == []
 
 
+def test_one_timer_for_every_pending_action_each_times_out_at_its_own_deadline(pbx):
+    client, session, _, _ = live(pbx, keepalive=0)
+    clock = pbx.reactor
+    slow = client.send_action("Ping", timeout=30.0)
+    answered = client.send_action("Ping", timeout=2.0)
+    quick = client.send_action("Ping", timeout=1.0)
+    assert len(clock.getDelayedCalls()) == 1  # one sweep, armed for the earliest deadline
+    _, a2, _ = session.actions()
+    session.send(b"Response: Success\r\nActionID: %s\r\nPing: Pong\r\n\r\n" % a2.action_id.encode())
+    assert result_of(answered).get("Ping") == "Pong"
+    clock.advance(0.999)
+    assert not quick.called
+    clock.advance(0.001)
+    assert failure_of(quick).check(ActionTimeout) and not slow.called
+    clock.advance(28.999)
+    assert not slow.called
+    clock.advance(0.001)
+    assert "within 30 s" in str(failure_of(slow).value)
+    assert clock.getDelayedCalls() == [] and client.connected
+
+
 def test_invalid_header_fails_the_deferred_nothing_written(pbx):
     client, session, _, _ = live(pbx)
     d = client.send_action("Originate", [("Exten", "100\r\nAction: Logoff")])
