@@ -149,6 +149,24 @@ def test_oversized_and_garbage_reported_with_a_filter():
         assert p.buffered <= 1000
 
 
+def test_dropped_names_learned_change_no_verdict():
+    """Once the loop has dropped "Event: VarSet", the parser leaves such blocks out before
+    the loop; an oversized one is still reported, and one carrying a pending action's
+    ActionID still passes, exactly as without what was learned."""
+    small = b"Event: VarSet\r\nActionID: csc-1\r\nValue: 1\r\n\r\n"
+    big = b"Event: VarSet\r\nValue: " + b"x" * 3000 + b"\r\n\r\n"
+    p = filtered_parser(SERVER_WANTED, max_message_bytes=1000)
+    assert p.feed(small + b"Event: Hangup\r\nUniqueid: 1\r\n\r\n")[0].name == "Hangup"
+    assert p._drops is not None and p._drops(small)
+    assert p.feed(small * 3) == [] and p.error_count == 0
+    assert p.feed(small + big + b"Event: Hangup\r\nUniqueid: 2\r\n\r\n")[0].get("Uniqueid") == "2"
+    assert p.error_count == 1
+    p.action_ids = {"csc-1"}
+    assert [m.get("Value") for m in p.feed(small)] == ["1"]
+    p.set_event_filter(SERVER_WANTED)  # a new filter forgets what was learned
+    assert p._drops is None
+
+
 def test_events_of_pending_actions_pass_the_filter():
     data = load("11_coreshowchannels.driver.raw")
     p = filtered_parser(SERVER_WANTED)
