@@ -94,13 +94,15 @@ _SLACK = 1e-6
 
 
 class _Pending:
-    __slots__ = ("action", "deferred", "deadline", "events", "timeout")
+    __slots__ = ("action", "deferred", "deadline", "events", "timeout", "started")
 
-    def __init__(self, action: str, deferred: Deferred, deadline: float | None, timeout: float | None):
+    def __init__(self, action: str, deferred: Deferred, deadline: float | None, timeout: float | None,
+                 started: float | None):
         self.action = action
         self.deferred = deferred
         self.deadline = deadline  # clock time of its ActionTimeout, None: none
         self.timeout = timeout
+        self.started = started  # when it was sent, if on_action is told of its end
         self.events: list[Message] | None = None  # set once "EventList: start" arrives
 
 
@@ -363,23 +365,31 @@ class AMIProtocol(Protocol):
             deadline = self.clock.seconds() + timeout
             if self._sweep_call is None or deadline < self._sweep_at:  # type: ignore[operator]
                 self._arm(deadline, timeout)
-        pending = self._pending[action_id] = _Pending(action, d, deadline, timeout)
+        started = self.clock.seconds() if self.on_action is not None else None
+        pending = self._pending[action_id] = _Pending(action, d, deadline, timeout, started)
         if action.lower() not in ONE_RESPONSE:
             self._listable[action_id] = pending
-        if self.on_action is not None:
-            d.addBoth(self._action_done, action, self.clock.seconds())
         self.transport.write(data)
         return d
 
-    def _action_done(self, result: Any, action: str, started: float) -> Any:
-        failure = None
-        if isinstance(result, Failure):
-            failure = "timeout" if result.check(ActionTimeout) else "link_down" if result.check(LinkDown) else "error"
-        try:
-            self.on_action(action, self.clock.seconds() - started, failure)  # type: ignore[misc]
-        except Exception:
-            self.log.failure("AMI action observer failed")
-        return result
+    def _settle(self, pending: _Pending, result: Any) -> None:
+        """Fire the action's Deferred with ``result`` (an exception: errback), ``on_action``
+        told first (no callback of its own on every action's Deferred)."""
+        failed = isinstance(result, (Exception, Failure))
+        if pending.started is not None and self.on_action is not None:
+            failure = None
+            if failed:
+                error = result.value if isinstance(result, Failure) else result
+                failure = ("timeout" if isinstance(error, ActionTimeout) else
+                           "link_down" if isinstance(error, LinkDown) else "error")
+            try:
+                self.on_action(pending.action, self.clock.seconds() - pending.started, failure)
+            except Exception:
+                self.log.failure("AMI action observer failed")
+        if failed:
+            pending.deferred.errback(result)
+        else:
+            pending.deferred.callback(result)
 
     def _finish(self, action_id: str) -> _Pending | None:
         pending = self._pending.pop(action_id, None)
@@ -412,9 +422,8 @@ class AMIProtocol(Protocol):
         if nxt is not None and (self._sweep_call is None or nxt < self._sweep_at):  # type: ignore[operator]
             self._arm(nxt, nxt - now)
         for pending in expired:
-            pending.deferred.errback(  # type: ignore[union-attr]
-                ActionTimeout(f"no answer from {self.peer} to AMI {pending.action} within {pending.timeout:g} s")
-            )
+            self._settle(pending, ActionTimeout(  # type: ignore[arg-type]
+                f"no answer from {self.peer} to AMI {pending.action} within {pending.timeout:g} s"))
 
     def _response(self, msg: Message) -> None:
         action_id = msg.action_id
@@ -429,13 +438,13 @@ class AMIProtocol(Protocol):
             return
         if msg.name.strip().lower() == "error":
             self._finish(action_id)
-            pending.deferred.errback(ActionFailed(pending.action, msg))
+            self._settle(pending, ActionFailed(pending.action, msg))
         elif _is_list_start(msg):
             pending.events = [msg]
             self._collecting += 1
         else:
             self._finish(action_id)
-            pending.deferred.callback(msg)
+            self._settle(pending, msg)
 
     def _collect(self, msg: Message) -> bool:
         """Put an event into its pending event list; False if it belongs to none."""
@@ -447,10 +456,7 @@ class AMIProtocol(Protocol):
         end = _list_end(msg)
         if end is not None:
             self._finish(action_id)  # type: ignore[arg-type]
-            if end == "cancelled":
-                pending.deferred.errback(ActionFailed(pending.action, msg))
-            else:
-                pending.deferred.callback(pending.events)
+            self._settle(pending, ActionFailed(pending.action, msg) if end == "cancelled" else pending.events)
         return True
 
     def _fail_all(self, error: Exception) -> None:
@@ -460,7 +466,7 @@ class AMIProtocol(Protocol):
         self._collecting = 0
         self._disarm()
         for p in pending:
-            p.deferred.errback(Failure(error))
+            self._settle(p, Failure(error))
 
     # -- login ---------------------------------------------------------------
 
