@@ -27,6 +27,7 @@ server never does.
 An action that passed every check (the regex rule included) is remembered,
 bounded, by its name and headers: encoding it again (the core checks what it
 built, the link sends it with its ActionID) checks only the new ActionID.
+Actions carrying a secret (Login) are not kept.
 """
 
 from __future__ import annotations
@@ -159,7 +160,8 @@ def _encode(action: str, headers: Headers, action_id: str | None, allow_regex: b
         data = "".join(out).encode("utf-8")
     except UnicodeEncodeError as e:  # a lone surrogate from a JSON "\\ud800"
         raise InvalidActionHeader(f"AMI action {action!r} refused: a value is not valid Unicode text ({e.reason})") from None
-    if plain and all(type(k) is str and type(v) is str for k, v in headers):
+    # (a Login's secret or key is not kept beyond the action that carries it)
+    if plain and all(type(k) is str and type(v) is str and k.lower() not in SECRET_HEADERS for k, v in headers):
         head = len(out[0].encode("utf-8"))
         aid = len(out[1].encode("utf-8")) if action_id is not None else 0
         if len(_ENCODED) >= _ENCODED_MAX:

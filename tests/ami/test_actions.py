@@ -133,3 +133,11 @@ def test_an_action_checked_once_encodes_and_refuses_exactly_as_checked_afresh(na
         _outcome(lambda: actions.encode(name, headers, *first[0], **first[1]))
         again = [_outcome(lambda: actions.encode(name, list(headers), *args, **kw)) for args, kw in ways]
         assert again == fresh
+
+
+def test_a_login_secret_is_not_kept_once_sent():
+    actions._ENCODED.clear()
+    actions.encode(*actions.login("asttapi", "s3cret"), "asttapi-1")
+    actions.encode(*actions.login_md5("asttapi", actions.md5_key("123", "s3cret")), "asttapi-2")
+    actions.encode(*actions.ping(), "asttapi-3")
+    assert list(actions._ENCODED) == [("Ping", ())]
