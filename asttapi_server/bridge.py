@@ -31,6 +31,7 @@ is done by :func:`asttapi_server.service.build_bridge`.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable
+from dataclasses import replace
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail
@@ -72,6 +73,9 @@ class Bridge:
         self.clock = clock
         #: Called after anything that may have changed a call (the call store's ``changed``).
         self.on_change: Callable[[], None] = _nothing
+        #: The lines a line-less event of this PBX (its link's LINE_LINEDEVSTATE) goes to, one
+        #: event per line (``pbx.Switchboard.devstate_lines``); None: published line-less.
+        self.spread: Callable[[Any], Iterable[str]] | None = None
         self._timer: IDelayedCall | None = None
         self._timer_at: float | None = None
         # token -> the Deferred a client session waits on.
@@ -94,11 +98,12 @@ class Bridge:
         """In service (the core's link state)."""
         return self.control.link_up
 
-    def reconfigure(self, config: Config) -> None:
-        """Use ``config``'s lines and originate timeout from now on (a reload; calls under way carry on)."""
+    def reconfigure(self, config: Config, pbx: Any = None) -> None:
+        """Use ``config``'s lines and the originate timeout of ``pbx`` (its PBX's settings; default
+        ``config.ami``) from now on (a reload; calls under way carry on)."""
         self.config = config
         self.control.set_lines(config.lines)
-        self.control.originate_timeout = config.ami.originate_timeout
+        self.control.originate_timeout = (pbx if pbx is not None else config.ami).originate_timeout
 
     # -- facts in ----------------------------------------------------------
 
@@ -142,6 +147,12 @@ class Bridge:
             client_event = self._plugins.client_event
             publish = self.hub.publish
             for event in fx:
+                if event.line is None and self.spread is not None:
+                    for line in self.spread(event):
+                        out = client_event(replace(event, line=line))
+                        if out is not None:
+                            publish(out)
+                    continue
                 out = client_event(event)
                 if out is not None:
                     publish(out)

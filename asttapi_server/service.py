@@ -28,11 +28,12 @@ from .clients.limits import FD_RESERVE, fd_capacity
 from .clients.listen import server_endpoint
 from .clients import codec
 from .clients.protocol import ClientFactory
-from .config import Config, load_config
+from .config import DEFAULT_PBX, Config, load_config
 from .core.control import CORE_EVENTS, CallControl
 from .errors import AstTapiError
-from .core.model import CallModel
+from .core.model import CallModel, Handles
 from .mappings import channel_events
+from .pbx import PBXUnit, Switchboard
 from .plugin_host import build_plugin_manager
 from .sdnotify import Notifier
 from .store import DEFAULT_STATE_FILE, CallStore, default_state_path
@@ -190,7 +191,9 @@ class AppService(MultiService):
         self.config = config
         self.reactor = reactor
         self.plugins: Any = None
-        self.bridge: Bridge | None = None
+        self.bridge: Bridge | None = None  # the first PBX's (as ami, model, demo): see switchboard
+        #: Every PBX's unit, and the Telephony of the sessions (asttapi_server.pbx).
+        self.switchboard: Switchboard | None = None
         self.hub: Hub | None = None
         self.ami: AMILink | None = None
         self.demo: Any = None
@@ -215,20 +218,25 @@ class AppService(MultiService):
 
     def startService(self) -> None:
         # (The demo PBX says once, loudly, that it is a simulation.)
-        # Plugins get the bridge as ``app`` (hookspecs: app.config, app.clock, app.model).
-        d = self.plugins.startup(self.config, self.bridge if self.bridge is not None else self)
+        # Plugins get the switchboard as ``app`` (hookspecs: app.config, app.clock, app.model).
+        d = self.plugins.startup(self.config, self.plugin_app)
         failure = _failed_now(d, later=self._plugin_startup_failed)
         if failure is not None:
             raise StartupError(f"asttapi: {failure.getErrorMessage()}")
         super().startService()
-        if self.ami is not None:
-            self.ami.add_state_observer(self._link_status)
+        for unit in self.units():
+            unit.link.add_state_observer(self._link_status)
         if self.reload_on_sighup:
             import signal
 
             self._previous_sighup = signal.signal(signal.SIGHUP, self._sighup)
         waits = [listener.whenListening() for listener in self.listeners + self.web_listeners + self.ops_listeners]
         DeferredList(waits, consumeErrors=True).addCallback(self._serving)
+
+    @property
+    def plugin_app(self) -> Any:
+        """What the plugins get as ``app``: the switchboard (config, clock, the calls of every PBX)."""
+        return self.switchboard if self.switchboard is not None else self
 
     def _serving(self, _results: Any) -> None:
         """Every listener is up (or, for the demo's optional page, has said why not): tell systemd."""
@@ -238,9 +246,19 @@ class AppService(MultiService):
     def status_line(self) -> str:
         """systemd's ``STATUS=``: the PBX link and, while it is down, the last reason why
         (``AMILink.state_line``, which ``/readyz`` answers with too)."""
-        link = self.ami.state_line if self.ami is not None else "no PBX link"
+        units = self.units()
+        if not units:
+            link = "no PBX link"
+        elif len(units) == 1:
+            link = units[0].state_line
+        else:  # "hq: PBX link up (pbx1:5038); branch: PBX link DOWN: <why>"
+            link = "; ".join(f"{unit.name}: {unit.state_line}" for unit in units)
         refused = "; the last reload was refused, see the log" if self._reload_refused else ""
         return f"serving clients; {link}{refused}"
+
+    def units(self) -> list[PBXUnit]:
+        """Every PBX's unit, in the configuration's order."""
+        return list(self.switchboard.units.values()) if self.switchboard is not None else []
 
     def notify_ready(self) -> None:
         """``READY=1`` with the status: at start, and at the end of every reload."""
@@ -270,8 +288,8 @@ class AppService(MultiService):
             signal.signal(signal.SIGHUP, self._previous_sighup)
             self._previous_sighup = None
         d = super().stopService()
-        if self.bridge is not None:
-            self.bridge.stop()
+        for unit in self.units():
+            unit.bridge.stop()
 
         def shutdown(result: Any) -> Any:
             return self.plugins.shutdown().addBoth(lambda _: result)
@@ -333,47 +351,24 @@ def make_service(config: Config, reactor: Any = None, *, demo_options: dict | No
     app.demo_mode = demo_mode
     app.plugins = build_plugin_manager(plugins_config(config, demo_mode), config=config, clock=reactor)
 
-    ami_conf = config.ami
-    if demo_mode:
-        from .demo.server import DemoPBXService
-
-        demo = DemoPBXService(
-            reactor=reactor,
-            username=ami_conf.username,
-            secret=ami_conf.secret,
-            interface="127.0.0.1",
-            port=0,
-            phones={line.channel: line.name for line in config.lines.values() if not line.device},
-            devices={line.device: line.name for line in config.lines.values() if line.device},
-            **(demo_options or {}),
-        )
-        demo.setServiceParent(app)
-        app.demo = demo
-        endpoint: Any = _LateTCPEndpoint(reactor, "127.0.0.1", demo.listening_port)
-    else:
-        endpoint = TCP4ClientEndpoint(reactor, ami_conf.host, ami_conf.port, timeout=10)
-
-    app.ami = AMILink(
-        endpoint,
-        ami_conf.username,
-        ami_conf.secret,
-        auth=ami_conf.auth,
-        clock=reactor,
-        keepalive=ami_conf.keepalive,
-        pong_timeout=ami_conf.pong_timeout,
-        action_timeout=ami_conf.action_timeout,
-    )
-    app.model = build_model(config)
     app.hub = Hub.from_config(config)
-    app.bridge = build_bridge(config, app.ami, app.model, app.plugins, app.hub, reactor)
+    app.switchboard = Switchboard(config, hub=app.hub, clock=reactor)
+    for name, pbx in config.pbx_configs().items():
+        app.switchboard.add(build_unit(app, name, pbx, config, demo_options=demo_options))
+    first = app.switchboard.first
+    assert first is not None
+    # The first PBX's parts, by their single-PBX names (tests, tools).
+    app.ami, app.model, app.bridge, app.demo = first.link, first.model, first.bridge, first.demo
     state_file = state_file_path(config, demo_mode)
     if state_file:
-        # Before the listeners and the AMI client: started first (the calls
+        # Before the listeners and the AMI clients: started first (the calls
         # are back before anyone asks), stopped last (the final write).
-        app.store = CallStore(state_file, app.model, reactor, on_restored=app.bridge.adopt_restored)
+        app.store = CallStore(state_file, app.switchboard.models(), reactor,
+                              on_restored=app.switchboard.adopt_restored)
         app.store.setServiceParent(app)
-        app.bridge.on_change = app.store.changed
-    app.client_factory = ClientFactory.from_config(config, app.hub, app.bridge, clock=reactor)
+        for unit in app.switchboard.units.values():
+            unit.bridge.on_change = app.store.changed
+    app.client_factory = ClientFactory.from_config(config, app.hub, app.switchboard, clock=reactor)
     app.client_factory.budget.fit_open_files(open_files)  # every listener's connections count in it
     if config.metrics.enabled:
         from .metrics import Metrics
@@ -394,13 +389,69 @@ def make_service(config: Config, reactor: Any = None, *, demo_options: dict | No
         from .web import add_web_listeners
 
         add_web_listeners(app, config, reactor)
-    app.ami.setServiceParent(app)
+    for unit in app.switchboard.units.values():
+        unit.link.setServiceParent(app)
     return app
 
 
-def build_model(config: Config, *, boot_id: str | None = None) -> CallModel:
-    """The call model with the ``[calls]`` limits; ``boot_id`` random unless given (tests)."""
+def build_unit(app: AppService, name: str, pbx: Any, config: Config, *,
+               demo_options: dict | None = None) -> PBXUnit:
+    """One PBX's unit: its demo PBX (demo mode; a child service of ``app`` at once), its AMI link
+    (not yet a child: the caller adds it, last), its call model, core and bridge."""
+    reactor = app.reactor
+    board = app.switchboard
+    demo = None
+    if app.demo_mode:
+        from .demo.server import DemoPBXService
+
+        mine = [line for line in config.lines.values() if _line_pbx(line, config) == name]
+        demo = DemoPBXService(
+            reactor=reactor,
+            username=pbx.username,
+            secret=pbx.secret,
+            interface="127.0.0.1",
+            port=0,
+            phones={line.channel: line.name for line in mine if not line.device},
+            devices={line.device: line.name for line in mine if line.device},
+            **(demo_options or {}),
+        )
+        demo.setServiceParent(app)
+        endpoint: Any = _LateTCPEndpoint(reactor, "127.0.0.1", demo.listening_port)
+    else:
+        endpoint = pbx_endpoint(reactor, pbx)
+    link = AMILink(
+        endpoint,
+        pbx.username,
+        pbx.secret,
+        auth=pbx.auth,
+        clock=reactor,
+        keepalive=pbx.keepalive,
+        pong_timeout=pbx.pong_timeout,
+        action_timeout=pbx.action_timeout,
+    )
+    model = build_model(config, handles=board.handles)
+    bridge = build_bridge(config, link, model, app.plugins, app.hub, reactor, pbx=pbx, name=name, owners=board.owners,
+                          observe=False)
+    if app.store is not None:
+        bridge.on_change = app.store.changed
+    return PBXUnit(name, pbx, link=link, model=model, bridge=bridge, demo=demo)
+
+
+def pbx_endpoint(reactor: Any, pbx: Any) -> Any:
+    """Where a real PBX's manager listens."""
+    return TCP4ClientEndpoint(reactor, pbx.host, pbx.port, timeout=10)
+
+
+def _line_pbx(line: Any, config: Config) -> str:
+    """The PBX a configured line belongs to for the demo (an unpinned one: the first PBX's)."""
+    return line.pbx or next(iter(config.pbx_configs()))
+
+
+def build_model(config: Config, *, boot_id: str | None = None, handles: Handles | None = None) -> CallModel:
+    """The call model with the ``[calls]`` limits; ``boot_id`` random unless given (tests);
+    ``handles``: the server's one handle counter (every PBX's model shares it)."""
     return CallModel(
+        handles=handles,
         hangup_grace=config.calls.hangup_grace,
         max_age=config.calls.max_age,
         linger=config.calls.linger,
@@ -422,13 +473,18 @@ def wanted_events(plugins: Any) -> frozenset[str]:
     return frozenset(CORE_EVENTS) | frozenset(plugins.wanted_event_names())
 
 
-def build_bridge(config: Config, link: Any, model: CallModel, plugins: Any, hub: Any, clock: Any) -> Bridge:
-    """The core (``CallControl`` around ``model``) and its Twisted adapter, attached to ``link``."""
-    control = CallControl(model, config.lines, originate_timeout=config.ami.originate_timeout)
+def build_bridge(config: Config, link: Any, model: CallModel, plugins: Any, hub: Any, clock: Any, *,
+                 pbx: Any = None, name: str = DEFAULT_PBX, owners: Any = None, observe: bool = True) -> Bridge:
+    """The core (``CallControl`` around ``model``) of the PBX ``name`` (settings ``pbx``, default
+    ``config.ami``) and its Twisted adapter, on ``link``'s events (``observe``: attached to it
+    here; a :class:`~asttapi_server.pbx.PBXUnit` attaches itself)."""
+    pbx = pbx if pbx is not None else config.ami
+    control = CallControl(model, config.lines, originate_timeout=pbx.originate_timeout, pbx=name, owners=owners)
     bridge = Bridge(control=control, config=config, ami=link, plugins=plugins, hub=hub, clock=clock)
     link.set_event_filter(wanted_events(plugins))
-    link.add_event_observer(bridge.on_ami_event)
-    link.add_link_observer(bridge.on_link_state)
+    if observe:
+        link.add_event_observer(bridge.on_ami_event)
+        link.add_link_observer(bridge.on_link_state)
     return bridge
 
 
@@ -522,7 +578,7 @@ def reload(app: AppService, new: Config) -> Deferred:
     except AstTapiError as exc:
         return succeed(_refused(app, str(exc)))
     app.notifier.reloading()
-    plugin_app = app.bridge if app.bridge is not None else app
+    plugin_app = app.plugin_app
     started = new_plugins.startup(new, plugin_app) if new_plugins is not None else succeed(None)
     app._reloading = done = Deferred()
 

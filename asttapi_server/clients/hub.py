@@ -140,6 +140,10 @@ class Hub:
         """Lines at least one session has open."""
         return sum(1 for rec in self._lines.values() if rec.subs)
 
+    def open_line_names(self) -> list[str]:
+        """The lines at least one session has open (a PBX's LINE_LINEDEVSTATE goes to those of its lines)."""
+        return [line for line, rec in self._lines.items() if rec.subs]
+
     @property
     def tracked_lines(self) -> int:
         """Line records held: lines open or with events in the ring (bounded by both)."""

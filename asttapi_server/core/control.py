@@ -105,8 +105,14 @@ class CallControl:
         *,
         originate_timeout: float = 30.0,
         looks_up_contacts: bool = True,
+        pbx: str = "default",
+        owners: Any = None,
     ) -> None:
         self.model = model
+        #: The PBX this control is for, and the server's :class:`~.lines.LineOwners`
+        #: (None: every line is this PBX's); signals about other PBXs' lines are refused.
+        self.pbx = pbx
+        self.owners = owners
         self.lines: Mapping[str, Any] = dict(lines)
         self.originate_timeout = originate_timeout
         self.looks_up_contacts = looks_up_contacts
@@ -226,10 +232,16 @@ class CallControl:
         malformed event) is passed on as one.
         """
         fx: Effects | None = None
+        owners = self.owners
         for signal in signals:
             if type(signal) is Diagnostic:
                 out = Effects()
                 out.diagnostics = [signal]
+            elif owners is not None and not owners.single:
+                signal, refused = owners.admit(self.pbx, signal)
+                out = self._signal(signal, now) if signal is not None else Effects()
+                if refused is not None:
+                    out.diagnostics = [*out.diagnostics, refused]
             else:
                 out = self._signal(signal, now)
             fx = out if fx is None else fx.merge(out)
