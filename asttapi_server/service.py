@@ -26,7 +26,6 @@ from .clients.auth import check_listen_security
 from .clients.hub import Hub
 from .clients.limits import FD_RESERVE, fd_capacity
 from .clients.listen import server_endpoint
-from .clients import codec
 from .clients.protocol import ClientFactory
 from .config import DEFAULT_PBX, Config, load_config
 from .core.control import CORE_EVENTS, CallControl
@@ -587,10 +586,9 @@ def reload(app: AppService, new: Config) -> Deferred:
         if new_plugins is not None:
             _keep_device_calls(app.plugins, new_plugins)
             app.plugins.take_plugins_of(new_plugins).shutdown()
-            if app.bridge is not None:
-                app.bridge.plugins = app.plugins  # whether any plugin looks contacts up now
-            if app.ami is not None:
-                app.ami.set_event_filter(wanted_events(app.plugins))
+            for unit in app.units():
+                unit.bridge.plugins = app.plugins  # whether any plugin looks contacts up now
+                unit.link.set_event_filter(wanted_events(app.plugins))
         summary = _apply(app, old, new)
         if new_plugins is not None:
             summary.append("plugins reloaded: " + ", ".join(app.plugins.names))
@@ -633,15 +631,36 @@ def _keep_device_calls(running: Any, new: Any) -> None:
         after.lines.take_calls_of(before.lines)
 
 
-def give_bridge_config(app: AppService, config: Config) -> None:
-    """The one seam through which a reload hands the core its new lines (and settings)."""
+def give_bridge_config(app: AppService, config: Config, endpoint_of: Any = None) -> list[str]:
+    """The one seam through which a reload hands the core its new lines (and settings):
+    the switchboard (who owns which line, the plugins' ``app.config``), then every PBX's unit,
+    which reconnects (given ``endpoint_of(pbx)``, a real PBX's endpoint) when its connection
+    settings changed. Returns the names of the PBXs reconnecting."""
     app.config = config
-    if app.bridge is not None:
-        app.bridge.reconfigure(config)
+    board = app.switchboard
+    if board is None:
+        return []
+    board.reconfigure(config)
+    pbxs = config.pbx_configs()
+    reconnecting = []
+    for name, unit in board.units.items():
+        pbx = pbxs.get(name)
+        if pbx is None:
+            continue
+        endpoint = endpoint_of(pbx) if endpoint_of is not None and pbx != unit.pbx else None
+        if unit.reconfigure(config, pbx, endpoint):
+            reconnecting.append(name)
+    return reconnecting
 
 
 def _apply(app: AppService, old: Config, new: Config) -> list[str]:
-    """Users, rights, lines and the AMI link; returns what changed, for the log line."""
+    """Users, rights, lines and the PBXs; returns what changed, for the log line.
+
+    The root only orders the calls: the client factory checks its sessions,
+    removed PBXs leave first (their lines out of service, their calls ended,
+    while the line owners still know them), then every part gets the new
+    configuration, then changed PBXs reconnect and added ones start.
+    """
     summary: list[str] = []
     added = sorted(set(new.users) - set(old.users))
     removed = sorted(set(old.users) - set(new.users))
@@ -652,10 +671,8 @@ def _apply(app: AppService, old: Config, new: Config) -> list[str]:
         summary.append("users removed: " + ", ".join(removed))
     if retokened:
         summary.append("tokens changed: " + ", ".join(retokened))
-    factory = app.client_factory
-    if factory is not None:
-        factory.authenticator.replace(new.users)
-        summary.extend(_recheck_sessions(factory, set(removed) | set(retokened)))
+    if app.client_factory is not None:
+        summary.extend(app.client_factory.reconfigure(new.users, set(removed) | set(retokened)))
     lines_added = sorted(set(new.lines) - set(old.lines))
     lines_removed = sorted(set(old.lines) - set(new.lines))
     lines_changed = sorted(n for n in set(old.lines) & set(new.lines) if old.lines[n] != new.lines[n])
@@ -663,49 +680,48 @@ def _apply(app: AppService, old: Config, new: Config) -> list[str]:
                         ("lines changed", lines_changed)):
         if names:
             summary.append(f"{what}: " + ", ".join(names))
-    give_bridge_config(app, new)
-    if not app.demo_mode and new.ami != old.ami and app.ami is not None:
-        a = new.ami
-        app.ami.reconfigure(
-            TCP4ClientEndpoint(app.reactor, a.host, a.port, timeout=10), a.username, a.secret, auth=a.auth,
-            keepalive=a.keepalive, pong_timeout=a.pong_timeout, action_timeout=a.action_timeout,
-        )
-        summary.append(f"AMI link reconnecting to {app.ami.where}")
+    board = app.switchboard
+    old_pbxs, new_pbxs = old.pbx_configs(), new.pbx_configs()
+    gone = [name for name in old_pbxs if name not in new_pbxs]
+    if board is not None:
+        for name in gone:
+            _remove_pbx(app, name)
+    endpoint_of = None if app.demo_mode else (lambda pbx: pbx_endpoint(app.reactor, pbx))
+    reconnecting = give_bridge_config(app, new, endpoint_of)
+    if board is None:
+        return summary
+    for name in reconnecting:
+        where = board.units[name].link.where
+        summary.append(f"AMI link reconnecting to {where}" if len(new_pbxs) == 1 and len(old_pbxs) == 1
+                       else f"PBX {name} reconnecting to {where}")
+    fresh = [name for name in new_pbxs if name not in board.units]
+    for name in fresh:
+        _add_pbx(app, name, new_pbxs[name], new)
+    if gone:
+        summary.append("PBXs removed: " + ", ".join(gone))
+    if fresh:
+        summary.append("PBXs added: " + ", ".join(fresh))
+    if (gone or fresh) and app.store is not None:
+        app.store.reconfigure(board.models())
+    first = board.first
+    if first is not None:
+        app.ami, app.model, app.bridge, app.demo = first.link, first.model, first.bridge, first.demo
     return summary
 
 
-def _recheck_sessions(factory: ClientFactory, revoked: set[str]) -> list[str]:
-    """Every connected session against the new users: close the revoked, cut the lines no longer allowed."""
-    auth = factory.authenticator
-    closed: list[str] = []
-    cut: list[str] = []
-    for conn in tuple(factory.connections):
-        session = conn.session
-        if session is None or conn.closing or session.user is None:
-            continue
-        user = session.user
-        if user.name is None:  # anonymous: no [users] before
-            if auth.login_required:
-                factory.cut_off("reload")
-                conn.close_with_error(codec.AUTH_ERROR, "This server now requires a login; reconnect and log in")
-                closed.append("(anonymous)")
-            continue
-        now = auth.user(user.name)
-        if user.name in revoked or now is None:
-            why = "was removed from" if now is None else "has a new token in"
-            factory.cut_off("reload")
-            conn.close_with_error(codec.AUTH_ERROR, f"User {user.name!r} {why} the configuration; log in again")
-            closed.append(user.name)
-            continue
-        session.user = now
-        for line in sorted(session.lines):
-            if not now.may_open(line):
-                session.revoke_line(line, "LINEERR_NOTOWNER",
-                                    f"user {user.name!r} may no longer open line {line!r} (configuration reloaded)")
-                cut.append(f"{line} for {user.name}")
-    out = []
-    if closed:
-        out.append("sessions closed: " + ", ".join(closed))
-    if cut:
-        out.append("lines closed: " + ", ".join(cut))
-    return out
+def _add_pbx(app: AppService, name: str, pbx: Any, config: Config) -> None:
+    """A PBX the reload added: its unit joins the switchboard and its link starts."""
+    unit = build_unit(app, name, pbx, config)
+    app.switchboard.add(unit)
+    unit.link.add_state_observer(app._link_status)
+    unit.link.setServiceParent(app)  # starts it: the app is running
+
+
+def _remove_pbx(app: AppService, name: str) -> None:
+    """A PBX the reload removed: its lines out of service, its calls ended, its link stopped."""
+    unit = app.switchboard.remove(name, app.reactor.seconds())
+    if app.metrics is not None:
+        app.metrics.unit_removed(unit)
+    for service in (unit.link, unit.demo):
+        if service is not None and service.parent is not None:
+            service.disownServiceParent()

@@ -493,6 +493,30 @@ class Session:
         self.hub.unsubscribe(self, line)
         self._result(request, {})
 
+    def reconfigure(self, auth: Any, revoked: set[str]) -> tuple[tuple[str, str] | None, list[str]]:
+        """A reload's users (``auth``, the authenticator with them; ``revoked``: users whose token
+        changed): ``((who, why), [])`` when this session must be closed, else ``(None, lines cut)``
+        after taking the user's new rights (a line no longer allowed gets ``LINE_CLOSE``)."""
+        user = self.user
+        if user is None:
+            return None, []
+        if user.name is None:  # anonymous: no [users] before
+            if auth.login_required:
+                return ("(anonymous)", "This server now requires a login; reconnect and log in"), []
+            return None, []
+        now = auth.user(user.name)
+        if user.name in revoked or now is None:
+            why = "was removed from" if now is None else "has a new token in"
+            return (user.name, f"User {user.name!r} {why} the configuration; log in again"), []
+        self.user = now
+        cut = []
+        for line in sorted(self.lines):
+            if not now.may_open(line):
+                self.revoke_line(line, "LINEERR_NOTOWNER",
+                                 f"user {user.name!r} may no longer open line {line!r} (configuration reloaded)")
+                cut.append(f"{line} for {user.name}")
+        return None, cut
+
     def revoke_line(self, line: str, lineerr: str, message: str) -> None:
         """The server closes an open line for this session (its right to it was withdrawn).
 
