@@ -19,6 +19,7 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from .constants import NEWCALL
 from .effects import Diagnostic
 
 #: Lines claimed by TAPIEVENTs kept at most (line names are the PBX's text); past it an
@@ -78,14 +79,17 @@ class LineOwners:
     def admit(self, pbx: str, signal: Any) -> tuple[Any | None, Diagnostic | None]:
         """The part of ``signal`` (a TapiSignal from ``pbx``) about ``pbx``'s own lines.
 
-        Lines it names that another PBX owns are cut out of it, with a
-        diagnostic; a signal left naming no line is dropped (None). A signal
-        naming no line at all (it is about its call's lines) passes.
+        The lines it names (its spec's, and a LINE_NEWCALL's list) that
+        another PBX owns are cut out of it, with a diagnostic; a signal left
+        naming no line is dropped (None). A signal naming no line at all (it
+        is about its call's lines, which are this PBX's call's) passes.
         """
         command = signal.command
+        newcall = command.verb == NEWCALL
+        named = (*command.lines, *command.args) if newcall else command.lines
         refused: list[str] = []
-        for line in command.lines:
-            if not self.claim(pbx, line):
+        for line in named:
+            if not self.claim(pbx, line) and line not in refused:
                 refused.append(line)
         if not refused:
             return signal, None
@@ -96,10 +100,12 @@ class LineOwners:
             " (pin a line with [lines.NAME] pbx = \"...\")",
             {"pbx": pbx, "lines": ", ".join(refused), "owners": ", ".join(owners)},
         )
-        kept = tuple(line for line in command.lines if line not in refused)
-        if not kept:
+        lines = tuple(line for line in command.lines if line not in refused)
+        args = tuple(line for line in command.args if line not in refused) if newcall else command.args
+        if not args if newcall else (command.lines and not lines):
             return None, diagnostic
-        return dataclasses.replace(signal, command=dataclasses.replace(command, lines=kept)), diagnostic
+        kept = dataclasses.replace(command, lines=lines, args=args)
+        return dataclasses.replace(signal, command=kept), diagnostic
 
 
 def pinned_lines(config: Any) -> dict[str, str]:
