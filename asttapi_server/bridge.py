@@ -76,6 +76,8 @@ class Bridge:
         #: The lines a line-less event of this PBX (its link's LINE_LINEDEVSTATE) goes to, one
         #: event per line (``pbx.Switchboard.devstate_lines``); None: published line-less.
         self.spread: Callable[[Any], Iterable[str]] | None = None
+        #: The PBX named in this bridge's log lines (set while the server has several).
+        self.log_pbx: str | None = None
         self._timer: IDelayedCall | None = None
         self._timer_at: float | None = None
         # token -> the Deferred a client session waits on.
@@ -207,8 +209,12 @@ class Bridge:
         text = diagnostic.text
         if held:
             text += " ({held} more like it since the last report)"
+        fields = diagnostic.fields
+        if self.log_pbx is not None and "pbx" not in fields:
+            text = "PBX {pbx}: " + text
+            fields = {**fields, "pbx": self.log_pbx}
         emit = getattr(log, diagnostic.level, log.warn)
-        emit(text, held=held, **diagnostic.fields)
+        emit(text, held=held, **fields)
 
     # -- the one timer -------------------------------------------------------
 

@@ -168,6 +168,7 @@ class Switchboard:
         self.units[unit.name] = unit
         unit.bridge.spread = lambda event, name=unit.name: self.devstate_lines(name)
         unit.attach()
+        self._name_in_logs()
         if self.on_unit is not None:
             self.on_unit(unit)
 
@@ -177,7 +178,14 @@ class Switchboard:
         unit = self.units[name]
         unit.retire(now)
         del self.units[name]
+        self._name_in_logs()
         return unit
+
+    def _name_in_logs(self) -> None:
+        """With several PBXs, each bridge's log lines say which PBX they are about."""
+        several = len(self.units) > 1
+        for name, unit in self.units.items():
+            unit.bridge.log_pbx = name if several else None
 
     def reconfigure(self, config: Any) -> None:
         """The reload's configuration: who owns which line, the plugins' ``app.config``."""

@@ -414,6 +414,8 @@ def build_unit(app: AppService, name: str, pbx: Any, config: Config, *,
             devices={line.device: line.name for line in mine if line.device},
             **(demo_options or {}),
         )
+        if board.units or name != next(iter(config.pbx_configs())):
+            demo.setName(f"demo-pbx-{name}")  # service names are unique within the app
         demo.setServiceParent(app)
         endpoint: Any = _LateTCPEndpoint(reactor, "127.0.0.1", demo.listening_port)
     else:
