@@ -23,9 +23,12 @@ it drives). The bridge feeds facts in and carries effects out:
   each kind at most once a minute; the one timer (``callLater``) when the
   next deadline moved.
 
-It is also the ``app`` plugins receive (``app.config``, ``app.clock``,
-``app.model``). Wiring (which link, which event filter, which observers)
-is done by :func:`asttapi_server.service.build_bridge`.
+There is one bridge per PBX (:class:`asttapi_server.pbx.PBXUnit`); the
+client sessions and the plugins see them all through
+:class:`asttapi_server.pbx.Switchboard`. A line-less event of its core (the
+link's LINE_LINEDEVSTATE) goes out once per line the switchboard names
+(``spread``: this PBX's open lines). Wiring (which link, which event filter)
+is done by :func:`asttapi_server.service.build_bridge` and ``build_unit``.
 """
 
 from __future__ import annotations

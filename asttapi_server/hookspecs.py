@@ -12,9 +12,9 @@ parameters, marked with :data:`hookimpl`::
 The server never calls these through pluggy's own ``hook.xxx()``: each
 implementation is called on its own by :class:`asttapi_server.plugin_host.PluginHost`,
 so a plugin that raises is logged with its name and skipped, and the others
-still run. Hook wrappers are not supported. ``app`` is the running bridge
-(``asttapi_server.bridge.Bridge``: ``app.config``, ``app.clock``, ``app.model``),
-``None`` in unit tests.
+still run. Hook wrappers are not supported. ``app`` is the running switchboard
+(``asttapi_server.pbx.Switchboard``: ``app.config``, ``app.clock``, ``app.model``,
+the calls of every PBX), ``None`` in unit tests.
 
 See ``docs/plugins.md`` for how to write, install and configure a plugin.
 """
