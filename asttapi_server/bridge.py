@@ -69,6 +69,7 @@ class Bridge:
     ) -> None:
         self.control = control
         self.model = control.model
+        self._pbx: str = getattr(control, "pbx", "default")  # the PBX the mapping plugins are told of
         self.config = config
         self.ami = ami
         self.plugins = plugins
@@ -117,7 +118,7 @@ class Bridge:
         now = self.clock.seconds()
         try:
             fx = self.control.ami_event(message, now)
-            signals = self._plugins.map_ami_event(message)
+            signals = self._plugins.map_ami_event(message, self._pbx)
             if signals:
                 mapped = self.control.signals(signals, now)
                 fx = mapped if fx is None else fx.merge(mapped)
@@ -140,7 +141,7 @@ class Bridge:
         """Calls the call store put back into the model: the mapping plugins take them up
         (``asttapi_calls_restored``), the core follows them (``CallControl.adopt_restored``)."""
         calls = list(calls)
-        self.plugins.calls_restored(calls)
+        self.plugins.calls_restored(calls, self._pbx)
         self.carry(self.control.adopt_restored(calls))
 
     # -- effects out ---------------------------------------------------------
@@ -197,7 +198,7 @@ class Bridge:
         control = self.control
         signals: list = []
         if control.is_resync(token) and isinstance(response, list):
-            signals = self.plugins.map_channel_list(response, control.established_at)
+            signals = self.plugins.map_channel_list(response, control.established_at, self._pbx)
         self.carry(control.answered(token, response, None, self.clock.seconds(), signals=signals))
 
     def _action_failed(self, failure: Failure, token: int, name: str) -> None:

@@ -52,7 +52,7 @@ def asttapi_shutdown(app):
     Called once, on the reactor thread. Every implementation is called; an
     exception is logged with the plugin's name and the others still run.
 
-    :param app: the bridge.
+    :param app: the switchboard.
     :returns: ``None``, or a Deferred the server waits for (a few seconds at most).
     """
 
@@ -75,7 +75,7 @@ def asttapi_ami_event_names():
 
 
 @hookspec
-def asttapi_map_ami_event(message, app):
+def asttapi_map_ami_event(message, app, pbx):
     """Turn one AMI event into TAPI signals for the call model.
 
     Called on the reactor thread for each AMI event whose name the plugin
@@ -87,7 +87,10 @@ def asttapi_map_ami_event(message, app):
     a list, and adds its own mapping for other events alongside it.
 
     :param message: the ``asttapi_server.ami.message.Message``.
-    :param app: the bridge.
+    :param app: the switchboard.
+    :param pbx: the name of the PBX whose link read it (``"default"`` for ``[ami]``):
+        a mapping that keeps state per channel keeps it per PBX, since two
+        Asterisks may hand out the same Uniqueid.
     :returns: ``list[TapiSignal]`` or ``None``. Not a Deferred: event order
         matters, so mapping is synchronous and must be fast. The list may
         also hold :class:`asttapi_server.core.effects.Diagnostic` values
@@ -97,7 +100,7 @@ def asttapi_map_ami_event(message, app):
 
 
 @hookspec
-def asttapi_map_channel_list(messages, since, app):
+def asttapi_map_channel_list(messages, since, app, pbx):
     """Turn the channel list Asterisk gave after a (re)connect into TAPI signals.
 
     Called on the reactor thread once per login, with the answer to the
@@ -115,14 +118,15 @@ def asttapi_map_channel_list(messages, since, app):
     :param since: the time (``app.clock.seconds()``) of the login this list
         answers: a channel the plugin heard from after it is alive even if
         the list, taken a moment earlier, misses it.
-    :param app: the bridge.
+    :param app: the switchboard.
+    :param pbx: the PBX whose channels these are (the other PBXs' calls are not in it).
     :returns: ``list[TapiSignal]`` (may hold ``Diagnostic`` values, as for
         :func:`asttapi_map_ami_event`) or ``None``. Not a Deferred.
     """
 
 
 @hookspec
-def asttapi_calls_restored(calls, app):
+def asttapi_calls_restored(calls, app, pbx):
     """Take up the calls the call store put back after a server restart.
 
     Called once, on the reactor thread, at start-up (after
@@ -140,7 +144,8 @@ def asttapi_calls_restored(calls, app):
     :param calls: the restored ``asttapi_server.core.model.Call`` objects
         (read them, do not change them): ``uniqueid``, ``channel``,
         ``states`` (line -> state), ``callinfo``, ``updated``.
-    :param app: the bridge.
+    :param app: the switchboard.
+    :param pbx: the PBX they are calls of (called once per PBX that had calls).
     :returns: ``None``. Not a Deferred: the AMI link starts right after.
     """
 
@@ -174,7 +179,7 @@ def asttapi_lookup_contact(number, callinfo, app):
         normalise it with :mod:`asttapi_server.numbers`.
     :param callinfo: read-only snapshot of the call's info (``callerid``,
         ``calledid``, ``origin``, ``uniqueid``, ...).
-    :param app: the bridge.
+    :param app: the switchboard.
     :returns: a dict (``name`` required; ``company``, ``source``, ``link``,
         ``number`` as stored, and any other JSON-serialisable keys), ``None``
         for "not found", or a Deferred firing with one of those.
@@ -191,7 +196,7 @@ def asttapi_client_event(event, app):
 
     :param event: the ``TapiEvent`` (frozen; build a changed copy with
         ``event.with_callinfo(...)`` or ``dataclasses.replace``).
-    :param app: the bridge.
+    :param app: the switchboard.
     :returns: a new ``TapiEvent`` to send instead, ``False`` to drop the event
         (later plugins are not called), or ``None`` to leave it unchanged.
         Not a Deferred.
@@ -212,7 +217,7 @@ def asttapi_call_finished(call, app):
     Every implementation is called; an exception is logged and ignored.
 
     :param call: the ``asttapi_server.core.model.Call`` (read it, do not change it).
-    :param app: the bridge.
+    :param app: the switchboard.
     :returns: ``None``, or a Deferred (its failure is logged; nobody waits for it).
     """
 
@@ -227,7 +232,7 @@ def asttapi_metrics(app):
     of this scrape. Count in plain numbers on the hot path and build the
     families here: the scrape pays for the exposition, not every event.
 
-    :param app: the bridge.
+    :param app: the switchboard.
     :returns: an iterable of ``prometheus_client`` metric families
         (``CounterMetricFamily``, ``GaugeMetricFamily``, ...), or ``None``.
         Names start with ``asttapi_``; a bundled plugin's are declared in

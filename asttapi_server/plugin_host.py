@@ -42,7 +42,7 @@ from twisted.python.failure import Failure
 from asttapi_server import hookspecs
 from asttapi_server.ami.parser import ByName, wanted_name
 from asttapi_server import settings as setting
-from asttapi_server.config import read_secret_file, resolve_path as config_resolve_path
+from asttapi_server.config import DEFAULT_PBX, read_secret_file, resolve_path as config_resolve_path
 from asttapi_server.directory import DirectoryIndex
 from asttapi_server.errors import PluginError
 from asttapi_server.throttle import LogThrottle
@@ -539,12 +539,12 @@ class PluginHost:
         """AMI ``Event:`` names some plugin maps; the bridge need not look at other events."""
         return self._wanted
 
-    def map_ami_event(self, message: Any) -> list:
-        """The TAPI signals for one AMI event: the first plugin (in hook order) that returns a list wins."""
+    def map_ami_event(self, message: Any, pbx: str = DEFAULT_PBX) -> list:
+        """The TAPI signals for one AMI event of ``pbx``: the first plugin (in hook order) that returns a list wins."""
         impls = self._routes.get(message.name)
         if not impls:
             return []
-        kwargs = {"message": message, "app": self.app}
+        kwargs = {"message": message, "app": self.app, "pbx": pbx}
         for impl in impls:
             ok, result = self._call(impl, "asttapi_map_ami_event", kwargs)
             if not ok or result is None:
@@ -555,10 +555,10 @@ class PluginHost:
                       plugin=impl.plugin_name, value=result)
         return []
 
-    def map_channel_list(self, messages: list, since: float | None) -> list:
-        """Every plugin's TAPI signals for a resync's channel list, in hook order (see the hookspec)."""
+    def map_channel_list(self, messages: list, since: float | None, pbx: str = DEFAULT_PBX) -> list:
+        """Every plugin's TAPI signals for a resync's channel list of ``pbx``, in hook order (see the hookspec)."""
         signals: list = []
-        kwargs = {"messages": messages, "since": since, "app": self.app}
+        kwargs = {"messages": messages, "since": since, "app": self.app, "pbx": pbx}
         for impl in self._impls("asttapi_map_channel_list"):
             ok, result = self._call(impl, "asttapi_map_channel_list", kwargs)
             if not ok or result is None:
@@ -570,11 +570,11 @@ class PluginHost:
                           plugin=impl.plugin_name, value=result)
         return signals
 
-    def calls_restored(self, calls: list) -> None:
-        """Hand the calls restored after a restart to every plugin (see the hookspec); errors are logged."""
+    def calls_restored(self, calls: list, pbx: str = DEFAULT_PBX) -> None:
+        """Hand the calls of ``pbx`` restored after a restart to every plugin (see the hookspec); errors are logged."""
         if not calls:
             return
-        kwargs = {"calls": calls, "app": self.app}
+        kwargs = {"calls": calls, "app": self.app, "pbx": pbx}
         for impl in self._impls("asttapi_calls_restored"):
             self._call(impl, "asttapi_calls_restored", kwargs)
 

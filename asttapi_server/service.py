@@ -574,7 +574,7 @@ def reload(app: AppService, new: Config) -> Deferred:
         new_conf = plugins_config(new, app.demo_mode, quiet=True)
         # Device lines come with their mapping plugin (plugin_host's built-ins).
         if (new_conf != plugins_config(old, app.demo_mode, quiet=True)
-                or channel_events.devices_of(new) != channel_events.devices_of(old)):
+                or channel_events.devices_by_pbx(new) != channel_events.devices_by_pbx(old)):
             new_plugins = build_plugin_manager(new_conf, config=new, clock=app.reactor)
     except AstTapiError as exc:
         return succeed(_refused(app, str(exc)))
@@ -630,7 +630,7 @@ def _keep_device_calls(running: Any, new: Any) -> None:
     before = running.pm.get_plugin("channel_events")
     after = new.pm.get_plugin("channel_events")
     if isinstance(before, channel_events.ChannelEvents) and isinstance(after, channel_events.ChannelEvents):
-        after.lines.take_calls_of(before.lines)
+        after.take_calls_of(before)
 
 
 def give_bridge_config(app: AppService, config: Config, endpoint_of: Any = None) -> list[str]:

@@ -302,3 +302,38 @@ def test_a_reload_that_changes_a_pbx_reconnects_only_that_one(tmp_path):
     assert servers.app.switchboard.units["hq"].link.connected
     assert [m["params"]["devstate"] for m in crm_branch.read()] == ["LINEDEVSTATE_OUTOFSERVICE"]
     assert crm_hq.read() == []
+
+
+def test_device_lines_of_two_pbxs_with_the_same_device_and_uniqueids_stay_apart(tmp_path):
+    """Both Asterisks have a PJSIP/201 and hand out the same Uniqueids (capture s10 on both):
+    each PBX's device-line mapping follows its own channels, each call pops on its own line."""
+    from ..faults.test_device_restart import HOLD, S10
+
+    path = tmp_path / "asttapi.toml"
+    path.write_text(
+        '[server]\nlisten = ["tcp:0:interface=127.0.0.1"]\n'
+        '[pbx.hq]\nhost = "hq.example"\nkeepalive = 3600.0\n'
+        '[pbx.branch]\nhost = "branch.example"\nkeepalive = 3600.0\n'
+        '[lines.bob]\ndevice = "PJSIP/201"\ncontext = "plain-phones"\npbx = "hq"\n'
+        '[lines.bob_branch]\ndevice = "PJSIP/201"\ncontext = "plain-phones"\npbx = "branch"\n'
+        f'[calls]\nstate_file = {json.dumps(str(tmp_path / "calls.json"))}\n')
+    servers = Servers(load_config(str(path)), 1_795_691_988.0)
+    servers.link_up("hq")
+    servers.link_up("branch")
+    crm = servers.connect()
+    crm.result("lineOpen", line="bob")
+    crm.result("lineOpen", line="bob_branch")
+    servers.sessions["hq"].send(b"".join(block for block, _ in S10[:HOLD + 1]))
+    first = crm.read()
+    assert {m["params"]["line"] for m in first} == {"bob"}
+    servers.sessions["branch"].send(b"".join(block for block, _ in S10[:HOLD + 1]))
+    second = crm.read()
+    assert {m["params"]["line"] for m in second} == {"bob_branch"}
+    strip = lambda msgs: [(m["method"], m["params"].get("state")) for m in msgs]  # noqa: E731
+    assert strip(first) == strip(second) and strip(first)[-1] == ("LINE_CALLSTATE", "LINECALLSTATE_ONHOLD")
+    assert first[0]["params"]["call"] != second[0]["params"]["call"]
+    # The hq side's end ends hq's call only.
+    servers.sessions["hq"].send(b"".join(block for block, _ in S10[HOLD + 1:]))
+    assert {m["params"]["line"] for m in crm.read()} == {"bob"}
+    branch_call = second[0]["params"]["call"]
+    assert crm.result("lineGetCallInfo", call=branch_call)["state"] == "LINECALLSTATE_ONHOLD"
