@@ -337,3 +337,32 @@ def test_device_lines_of_two_pbxs_with_the_same_device_and_uniqueids_stay_apart(
     assert {m["params"]["line"] for m in crm.read()} == {"bob"}
     branch_call = second[0]["params"]["call"]
     assert crm.result("lineGetCallInfo", call=branch_call)["state"] == "LINECALLSTATE_ONHOLD"
+
+
+def test_metrics_name_each_pbx_and_pass_promtool(tmp_path):
+    import shutil
+    import subprocess
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    servers, crm_hq, crm_branch, _ = two_calls(tmp_path)
+    servers.sessions["branch"].close()
+    metrics = servers.app.metrics
+    text = metrics.exposition().decode()
+    samples = {(s.name, s.labels.get("pbx")): s.value for f in text_string_to_metric_families(text)
+               for s in f.samples if s.name.startswith(("asttapi_ami_link_up", "asttapi_pbx_in_service",
+                                                         "asttapi_ami_reconnects"))}
+    assert samples == {
+        ("asttapi_ami_link_up", "hq"): 1, ("asttapi_ami_link_up", "branch"): 0,
+        ("asttapi_pbx_in_service", "hq"): 1, ("asttapi_pbx_in_service", "branch"): 0,
+        ("asttapi_ami_reconnects_total", "hq"): 0, ("asttapi_ami_reconnects_total", "branch"): 0,
+    }
+    servers.clock.advance(60.0)
+    servers.link_up("branch", LIVE)
+    text = metrics.exposition().decode()
+    assert 'asttapi_ami_reconnects_total{pbx="branch"} 1.0' in text
+    assert 'asttapi_ami_reconnects_total{pbx="hq"} 0.0' in text
+    promtool = shutil.which("promtool")
+    if promtool:
+        run = subprocess.run([promtool, "check", "metrics"], input=text.encode(), capture_output=True)
+        assert run.returncode == 0, run.stdout + run.stderr
