@@ -235,6 +235,12 @@ class Switchboard:
 
     # -- routing ------------------------------------------------------------------
 
+    def pbx_of(self, handle: int) -> str | None:
+        """The name of the PBX the call ``handle`` is on (None: no such call); for plugins that
+        name calls to the outside (a Uniqueid alone is not unique over several PBXs)."""
+        unit = self.unit_of_call(handle)
+        return unit.name if unit is not None else None
+
     def unit_of_call(self, handle: int) -> PBXUnit | None:
         for unit in self.units.values():
             if unit.model.get(handle) is not None:

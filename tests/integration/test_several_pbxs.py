@@ -366,3 +366,15 @@ def test_metrics_name_each_pbx_and_pass_promtool(tmp_path):
     if promtool:
         run = subprocess.run([promtool, "check", "metrics"], input=text.encode(), capture_output=True)
         assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_webhook_call_ids_tell_the_same_uniqueid_on_two_pbxs_apart(tmp_path):
+    from asttapi_plugins.call_webhooks import _of_pbx
+
+    servers, crm_hq, crm_branch, _ = two_calls(tmp_path)
+    hq_call, branch_call = notes(crm_hq)[0][1], notes(crm_branch)[0][1]
+    board = servers.app.switchboard
+    uid = LIVE[1][1]
+    assert (board.pbx_of(hq_call), board.pbx_of(branch_call), board.pbx_of(999)) == ("hq", "branch", None)
+    assert _of_pbx(uid, board, hq_call) == f"{uid}@hq" and _of_pbx(uid, board, branch_call) == f"{uid}@branch"
+    assert _of_pbx(uid, None, hq_call) == uid  # no switchboard (unit tests): the Uniqueid as it is
