@@ -378,3 +378,24 @@ def test_webhook_call_ids_tell_the_same_uniqueid_on_two_pbxs_apart(tmp_path):
     assert (board.pbx_of(hq_call), board.pbx_of(branch_call), board.pbx_of(999)) == ("hq", "branch", None)
     assert _of_pbx(uid, board, hq_call) == f"{uid}@hq" and _of_pbx(uid, board, branch_call) == f"{uid}@branch"
     assert _of_pbx(uid, None, hq_call) == uid  # no switchboard (unit tests): the Uniqueid as it is
+
+
+def test_a_line_no_pbx_has_named_follows_any_pbx_in_service(tmp_path):
+    """An open line no PBX owns yet is in service while any PBX is: it hears OUTOFSERVICE only
+    when the last PBX goes, and INSERVICE when the first is back."""
+    config = write_config(tmp_path, tmp_path / "calls.json", extra='[lines.spare]\nchannel = "Local/x@phones"\n')
+    servers = Servers(config)
+    servers.link_up("hq")
+    crm = servers.connect()
+    assert crm.result("lineOpen", line="spare")["devstate"] == "LINEDEVSTATE_INSERVICE"  # hq is up
+    assert crm.result("lineOpen", line="line_9")["devstate"] == "LINEDEVSTATE_OUTOFSERVICE"  # branch is not
+    servers.link_up("branch")
+    devstates = lambda: [(m["params"]["line"], m["params"]["devstate"]) for m in crm.read()]  # noqa: E731
+    assert devstates() == [("line_9", "LINEDEVSTATE_INSERVICE")]
+    servers.sessions["hq"].close()
+    assert devstates() == []  # spare: the branch is still up; line_1 is not open here
+    servers.sessions["branch"].close()
+    assert sorted(devstates()) == [("line_9", "LINEDEVSTATE_OUTOFSERVICE"), ("spare", "LINEDEVSTATE_OUTOFSERVICE")]
+    servers.clock.advance(60.0)
+    servers.link_up("hq")
+    assert devstates() == [("spare", "LINEDEVSTATE_INSERVICE")]
