@@ -399,3 +399,54 @@ def test_a_line_no_pbx_has_named_follows_any_pbx_in_service(tmp_path):
     servers.clock.advance(60.0)
     servers.link_up("hq")
     assert devstates() == [("spare", "LINEDEVSTATE_INSERVICE")]
+
+
+def test_from_ami_to_two_pbxs_by_reload_keeps_the_first_link_and_its_calls(tmp_path):
+    """The upgrade path: [ami] becomes [pbx.default] beside a new [pbx.branch]; the running
+    link is not touched (same settings), its call and client carry on, the branch comes up."""
+    state_file = tmp_path / "calls.json"
+    path = tmp_path / "asttapi.toml"
+    base = ('[server]\nlisten = ["tcp:0:interface=127.0.0.1"]\n'
+            '[lines.line_1]\nchannel = "Local/bob@phones"\ncontext = "trunklocal"\n'
+            f"[calls]\nstate_file = {json.dumps(str(state_file))}\n")
+    path.write_text('[ami]\nhost = "default.example"\nkeepalive = 3600.0\n' + base)
+    servers = Servers(load_config(str(path)))
+    servers.link_up("default")
+    crm = servers.connect()
+    crm.result("lineOpen", line="line_1")
+    servers.sessions["default"].send(capture("line_1", FIRST, ANSWERED))
+    call = notes(crm)[0][1]
+    link = servers.app.ami
+    path.write_text('[pbx.default]\nhost = "default.example"\nkeepalive = 3600.0\n'
+                    '[pbx.branch]\nhost = "branch.example"\nkeepalive = 3600.0\n' + base
+                    + '[lines.line_9]\nchannel = "Local/bob@phones"\npbx = "branch"\n')
+    result = []
+    with capturedLogs() as logs:
+        reload(servers.app, load_config(str(path))).addCallback(result.append)
+    assert result == [True] and not crm.closed and crm.read() == []
+    assert servers.app.ami is link and link.connected  # not reconnected
+    assert any("PBXs added: branch" in e.get("summary", "") for e in logs)
+    assert not any("reconnecting" in e.get("summary", "") for e in logs)
+    servers.link_up("branch")
+    crm.result("lineOpen", line="line_9")
+    servers.sessions["branch"].send(capture("line_9", FIRST, ANSWERED))
+    assert [n[0] for n in notes(crm)][0] == "LINE_NEWCALL"
+    assert crm.result("lineGetCallInfo", call=call)["state"] == "LINECALLSTATE_CONNECTED"
+    # The first PBX removed: the names a single-PBX reader uses follow the one left.
+    path.write_text('[pbx.branch]\nhost = "branch.example"\nkeepalive = 3600.0\n' + base
+                    + '[lines.line_9]\nchannel = "Local/bob@phones"\npbx = "branch"\n')
+    reload(servers.app, load_config(str(path))).addCallback(result.append)
+    assert result == [True, True]
+    assert servers.app.ami is servers.app.switchboard.units["branch"].link
+    assert list(servers.app.switchboard.units) == ["branch"]
+
+
+def test_calls_of_a_pbx_no_longer_configured_are_left_out_at_restart_with_one_line(tmp_path):
+    servers, crm_hq, crm_branch, state_file = two_calls(tmp_path)
+    hq_call = notes(crm_hq)[0][1]
+    servers.clock.advance(1.0)
+    with capturedLogs() as logs:
+        second = Servers(write_config(tmp_path, state_file, ("hq",)), START + 2.0)
+    assert [c.handle for c in second.model("hq").live_calls()] == [hq_call]
+    lines = [e for e in logs if "not configured" in e.get("log_format", "")]
+    assert len(lines) == 1 and lines[0]["pbx"] == "branch" and lines[0]["n"] == 1
