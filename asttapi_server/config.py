@@ -1028,7 +1028,13 @@ def load_config(
     users = _users(r, _section(r, data, "users"))
     calls = _calls(r, _section(r, data, "calls"))
     plugins = _plugins(r, _section(r, data, "plugins"))
-    demo = r.boolean(data, "", "demo", False) or any(pbx.host is None for pbx in pbxs.values())
+    demo = r.boolean(data, "", "demo", False)
+    hostless = [name for name, pbx in pbxs.items() if pbx.host is None]
+    if hostless and len(hostless) < len(pbxs) and not demo:
+        # One PBX without a host must not turn a real office's server into the demo.
+        raise ConfigError(f"{r.source}: key 'pbx.{hostless[0]}.host': expected the Asterisk's host name or"
+                          " address (the other PBXs have one; demo = true runs demo PBXs instead)")
+    demo = demo or bool(hostless)
     configured_lines = bool(lines)
     pbxs, lines = _demo_pbxs(r, data, pbxs, lines, demo)
     _line_pbxs(r, lines, pbxs)

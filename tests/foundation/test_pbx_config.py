@@ -50,6 +50,8 @@ def test_pbx_tables_take_the_keys_of_ami(tmp_path):
     ('[ami]\nhost = "a"\ndemo_pbxs = 2\n', "unknown key 'ami.demo_pbxs'"),
     ('demo_pbxs = 2\n[ami]\nhost = "a"\n', "key 'demo_pbxs': only for the demo PBX"),
     ('demo_pbxs = 9\n', "key 'demo_pbxs': expected an integer 1-5"),
+    ('[pbx.hq]\nhost = "a"\n[pbx.br]\nport = 5039\n',
+     "key 'pbx.br.host': expected the Asterisk's host name or address (the other PBXs have one"),
 ])
 def test_mistakes_are_one_line(tmp_path, text, error):
     with pytest.raises(ConfigError) as raised:
