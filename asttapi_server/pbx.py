@@ -73,6 +73,11 @@ class PBXUnit:
             except ValueError:
                 pass
 
+    def use_plugins(self, plugins: Any, wanted: Any) -> None:
+        """A reload's plugins: the bridge calls them, the link decodes the events they want."""
+        self.bridge.plugins = plugins
+        self.link.set_event_filter(wanted)
+
     def reconfigure(self, config: Any, pbx: Any, endpoint: Any = None) -> bool:
         """The reload's new configuration: lines and originate timeout for the core; a new
         ``endpoint`` (given when the PBX's connection settings changed) reconnects the link
@@ -191,6 +196,11 @@ class Switchboard:
         """The reload's configuration: who owns which line, the plugins' ``app.config``."""
         self.config = config
         self.owners.reconfigure(config.pbx_configs(), _pinned(config))
+
+    def use_plugins(self, plugins: Any, wanted: Any) -> None:
+        """A reload's plugins, for every PBX (``wanted``: the AMI events they and the core need)."""
+        for unit in self.units.values():
+            unit.use_plugins(plugins, wanted)
 
     @property
     def first(self) -> PBXUnit | None:

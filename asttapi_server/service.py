@@ -588,9 +588,8 @@ def reload(app: AppService, new: Config) -> Deferred:
         if new_plugins is not None:
             _keep_device_calls(app.plugins, new_plugins)
             app.plugins.take_plugins_of(new_plugins).shutdown()
-            for unit in app.units():
-                unit.bridge.plugins = app.plugins  # whether any plugin looks contacts up now
-                unit.link.set_event_filter(wanted_events(app.plugins))
+            if app.switchboard is not None:
+                app.switchboard.use_plugins(app.plugins, wanted_events(app.plugins))
         summary = _apply(app, old, new)
         if new_plugins is not None:
             summary.append("plugins reloaded: " + ", ".join(app.plugins.names))
