@@ -102,7 +102,7 @@ class PBXUnit:
 
 
 def _link_settings(pbx: Any) -> tuple:
-    """What a change of needs a new connection (the originate timeout does not)."""
+    """The settings whose change needs a new connection (the originate timeout does not)."""
     return (pbx.host, pbx.port, pbx.username, pbx.secret, pbx.auth, pbx.keepalive, pbx.pong_timeout,
             pbx.action_timeout)
 
