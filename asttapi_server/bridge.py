@@ -26,15 +26,14 @@ it drives). The bridge feeds facts in and carries effects out:
 There is one bridge per PBX (:class:`asttapi_server.pbx.PBXUnit`); the
 client sessions and the plugins see them all through
 :class:`asttapi_server.pbx.Switchboard`. A line-less event of its core (the
-link's LINE_LINEDEVSTATE) goes out once per line the switchboard names
-(``spread``: this PBX's open lines). Wiring (which link, which event filter)
+link's LINE_LINEDEVSTATE) goes to the lines the switchboard names
+(``spread``: this PBX's open lines), never to every line. Wiring (which link, which event filter)
 is done by :func:`asttapi_server.service.build_bridge` and ``build_unit``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable
-from dataclasses import replace
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail
@@ -77,8 +76,8 @@ class Bridge:
         self.clock = clock
         #: Called after anything that may have changed a call (the call store's ``changed``).
         self.on_change: Callable[[], None] = _nothing
-        #: The lines a line-less event of this PBX (its link's LINE_LINEDEVSTATE) goes to, one
-        #: event per line (``pbx.Switchboard.devstate_lines``); None: published line-less.
+        #: The lines a line-less event of this PBX (its link's LINE_LINEDEVSTATE) goes to
+        #: (``pbx.Switchboard.devstate_lines``); None: every open line.
         self.spread: Callable[[Any], Iterable[str]] | None = None
         #: The PBX named in this bridge's log lines (set while the server has several).
         self.log_pbx: str | None = None
@@ -154,10 +153,11 @@ class Bridge:
             publish = self.hub.publish
             for event in fx:
                 if event.line is None and self.spread is not None:
-                    for line in self.spread(event):
-                        out = client_event(replace(event, line=line))
+                    lines = self.spread(event)  # this PBX's open lines: the event is for them only
+                    if lines:
+                        out = client_event(event)
                         if out is not None:
-                            publish(out)
+                            publish(out, lines=lines)
                     continue
                 out = client_event(event)
                 if out is not None:
