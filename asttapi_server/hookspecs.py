@@ -64,7 +64,7 @@ def asttapi_ami_event_names():
     Called once, at load time. Every implementation is called; the server
     routes an AMI event to a plugin's ``asttapi_map_ami_event`` only if the
     event's ``Event:`` name (e.g. ``"UserEvent"``, ``"Newchannel"``; compared
-    case-insensitively, the one rule of ``asttapi_server.ami.parser.wanted_name``)
+    case-insensitively, the one rule of ``asttapi_server.idents.wanted_name``)
     is among the names that plugin returned. These names and the core's own
     (``core.control.CORE_EVENTS``) are the one set of wanted events
     (``service.wanted_events``): the link's parser drops every other event

@@ -40,7 +40,7 @@ from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from asttapi_server import hookspecs
-from asttapi_server.ami.parser import ByName, wanted_name
+from asttapi_server.idents import ByName, wanted_name
 from asttapi_server import settings as setting
 from asttapi_server.config import read_secret_file, resolve_path as config_resolve_path
 from asttapi_server.directory import DirectoryIndex
@@ -479,7 +479,7 @@ class PluginHost:
                          "in asttapi_ami_event_names; it will never be called", plugin=impl.plugin_name)
                 continue
             for event_name in wanted:
-                # One case rule for event names (ami.parser.wanted_name), as where the bytes are framed.
+                # One case rule for event names (idents.wanted_name), as where the bytes are framed.
                 routes.setdefault(wanted_name(event_name), []).append(impl)
                 declared.add(event_name)
         self._routes = ByName(routes)

@@ -417,7 +417,7 @@ def wanted_events(plugins: Any) -> frozenset[str]:
 
     Declared once, here, and applied once, where the bytes are framed (the
     link's parser drops every other ``Event:`` block undecoded, comparing
-    names by ``ami.parser.wanted_name``: case-insensitively).
+    names by ``idents.wanted_name``: case-insensitively).
     """
     return frozenset(CORE_EVENTS) | frozenset(plugins.wanted_event_names())
 

@@ -49,7 +49,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from asttapi_server.ami.message import Message
-from asttapi_server.ami.parser import wanted_name
+from asttapi_server.idents import wanted_name
 from asttapi_server.ami.protocol import AMIProtocol
 from asttapi_server.errors import AuthenticationFailed, LinkDown, NotAsteriskManager
 

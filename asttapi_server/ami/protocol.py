@@ -36,7 +36,8 @@ import re
 
 from asttapi_server.ami import actions
 from asttapi_server.ami.message import EVENT, RESPONSE, Message
-from asttapi_server.ami.parser import AMIParser, wanted_name
+from asttapi_server.ami.parser import AMIParser
+from asttapi_server.idents import wanted_name
 from asttapi_server.errors import (
     ActionFailed,
     ActionTimeout,

@@ -47,7 +47,7 @@ from collections.abc import Hashable, Iterable, Mapping
 from typing import Any
 
 from ..ami import actions, normalise
-from ..ami.parser import ByName
+from ..idents import ByName
 from ..errors import InvalidActionHeader, TelephonyError, lineerr_of
 from .constants import CALLINFO_CALLERID, DEVSTATE, IDLE, INSERVICE, NEWCALL, OUTOFSERVICE
 from . import parties
@@ -127,7 +127,7 @@ class CallControl:
         self._held: dict[tuple[bool, str], _Held] = {}
         # (device, Uniqueid) of a call -> party number/name -> verdict (parties.ALLOWED or a hiding flag).
         self._judged: dict[tuple[bool, str], dict[str, str]] = {}
-        # By event name under the one case rule (ami.parser.wanted_name).
+        # By event name under the one case rule (idents.wanted_name).
         self._handlers = ByName({
             "Hangup": self._hangup,
             "Newchannel": self._newchannel,

@@ -114,7 +114,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Final
 
-from ..ami.parser import ByName
+from ..idents import ByName
 from . import grammar as G
 from . import parties
 from .causes import mode_for_cause
@@ -985,7 +985,7 @@ def _int(value: str | None) -> int | None:
         return None
 
 
-# Names compared by the one case rule of the parser (ami.parser.wanted_name).
+# Names compared by the one case rule (idents.wanted_name).
 _HANDLERS: ByName[Callable[[DeviceLines, Fields, float, list], None]] = ByName({
     "newchannel": DeviceLines._newchannel,
     "newstate": DeviceLines._newstate,

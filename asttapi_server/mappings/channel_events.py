@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from asttapi_server.ami.parser import ByName
+from asttapi_server.idents import ByName
 from asttapi_server.core.device_lines import EVENT_NAMES, DeviceLines
 from asttapi_server.core.effects import Diagnostic
 from asttapi_server.core.grammar import quoted
