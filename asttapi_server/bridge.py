@@ -173,7 +173,7 @@ class Bridge:
         token = send.token
         action = send.action
         control = self.control
-        d = self.ami.send_action(action.name, list(action.headers), timeout=send.timeout,
+        d = self.ami.send_action(action, timeout=send.timeout,
                                  on_action_id=lambda action_id: control.sent(token, action_id))
         d.addCallbacks(self._answered, self._action_failed, callbackArgs=(token,), errbackArgs=(token, action.name))
 

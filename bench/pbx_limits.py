@@ -57,8 +57,10 @@ class _AMI:
     def add_link_observer(self, fn) -> None:
         pass
 
-    def send_action(self, action, headers=(), **_kw):
+    def send_action(self, action, **_kw):
         from twisted.internet.defer import Deferred, succeed
+
+        action, headers = action  # an ami.actions.Action
 
         self.actions.append((action, list(headers)))
         if action == "CoreShowChannels":

@@ -42,7 +42,8 @@ class FakeAMI:
     def set_event_filter(self, names) -> None:
         self.event_filter = None if names is None else {n.lower() for n in names}
 
-    def send_action(self, action, headers=(), *, timeout=None, on_action_id=None):
+    def send_action(self, action, *, timeout=None, on_action_id=None):
+        action, headers = action  # an ami.actions.Action, as the real link takes
         d: Deferred = Deferred()
         self._next_id += 1
         if on_action_id is not None:
