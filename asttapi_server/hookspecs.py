@@ -75,7 +75,7 @@ def asttapi_ami_event_names():
 
 
 @hookspec
-def asttapi_map_ami_event(message, app):
+def asttapi_map_ami_event(message, now, app):
     """Turn one AMI event into TAPI signals for the call model.
 
     Called on the reactor thread for each AMI event whose name the plugin
@@ -86,8 +86,16 @@ def asttapi_map_ami_event(message, app):
     So a site plugin overrides the built-in mapping for an event by returning
     a list, and adds its own mapping for other events alongside it.
 
+    One line, one source, whatever the hook order: the server takes device
+    lines out of every signal that is not a device's (``TapiSignal.device``
+    false: a dialplan's UserEvent), so no mapping can put a dialplan's call
+    on a device line (``asttapi_server.core.sources``).
+
     :param message: the ``asttapi_server.ami.message.Message``.
-    :param app: the bridge.
+    :param now: the time the event is handled (``app.clock.seconds()``,
+        seconds), the one the core uses for it; a mapping that keeps time
+        (the device-line mapping does) reads it here, never a clock of its own.
+    :param app: the plugin context (:class:`asttapi_server.plugin_context.PluginContext`).
     :returns: ``list[TapiSignal]`` or ``None``. Not a Deferred: event order
         matters, so mapping is synchronous and must be fast. The list may
         also hold :class:`asttapi_server.core.effects.Diagnostic` values
@@ -97,7 +105,7 @@ def asttapi_map_ami_event(message, app):
 
 
 @hookspec
-def asttapi_map_channel_list(messages, since, app):
+def asttapi_map_channel_list(messages, since, now, app):
     """Turn the channel list Asterisk gave after a (re)connect into TAPI signals.
 
     Called on the reactor thread once per login, with the answer to the
@@ -115,7 +123,8 @@ def asttapi_map_channel_list(messages, since, app):
     :param since: the time (``app.clock.seconds()``) of the login this list
         answers: a channel the plugin heard from after it is alive even if
         the list, taken a moment earlier, misses it.
-    :param app: the bridge.
+    :param now: the time the answer is handled (seconds, as ``since``).
+    :param app: the plugin context.
     :returns: ``list[TapiSignal]`` (may hold ``Diagnostic`` values, as for
         :func:`asttapi_map_ami_event`) or ``None``. Not a Deferred.
     """

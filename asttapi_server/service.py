@@ -415,9 +415,10 @@ def build_model(config: Config, *, boot_id: str | None = None) -> CallModel:
 def wanted_events(plugins: Any) -> frozenset[str]:
     """The AMI events worth decoding: the core's own and those some plugin maps.
 
-    Declared once, here, and applied once, where the bytes are framed (the
-    link's parser drops every other ``Event:`` block undecoded, comparing
-    names by ``idents.wanted_name``: case-insensitively).
+    Applied once, where the bytes are framed (the link's parser drops every
+    other ``Event:`` block undecoded, comparing names by
+    ``idents.wanted_name``: case-insensitively): the names of the bridge's
+    one route table (``Bridge.routes.names``), from the same two sources.
     """
     return frozenset(CORE_EVENTS) | frozenset(plugins.wanted_event_names())
 
@@ -532,7 +533,7 @@ def reload(app: AppService, new: Config) -> Deferred:
             _keep_device_calls(app.plugins, new_plugins)
             app.plugins.take_plugins_of(new_plugins).shutdown()
             if app.bridge is not None:
-                app.bridge.plugins = app.plugins  # whether any plugin looks contacts up now
+                app.bridge.use_plugins(app.plugins)  # contact lookups, the route table
             if app.ami is not None:
                 app.ami.set_event_filter(wanted_events(app.plugins))
         summary = _apply(app, old, new)

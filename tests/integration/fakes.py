@@ -40,7 +40,8 @@ class FakeAMI:
         self.link_observers.append(fn)
 
     def set_event_filter(self, names) -> None:
-        self.event_filter = None if names is None else {n.lower() for n in names}
+        # the real link compares names by idents.wanted_name
+        self.event_filter = None if names is None else {n.strip().lower() for n in names}
 
     def send_action(self, action, *, timeout=None, on_action_id=None):
         action, headers = action  # an ami.actions.Action, as the real link takes
