@@ -26,9 +26,10 @@ it drives). The bridge feeds facts in and carries effects out:
   each kind at most once a minute; the one timer (``callLater``) when the
   next deadline moved.
 
-It is also the ``app`` plugins receive (``app.config``, ``app.clock``,
-``app.model``). Wiring (which link, which event filter, which observers)
-is done by :func:`asttapi_server.service.build_bridge`.
+Plugins do not get the bridge: their ``app`` is its narrow
+:attr:`Bridge.plugin_context` (:class:`asttapi_server.plugin_context.PluginContext`:
+config, clock, read a call, drop or transfer it). Wiring (which link, which
+event filter, which observers) is done by :func:`asttapi_server.service.build_bridge`.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from .config import Config
 from .core.control import CallControl
 from .core.effects import Diagnostic, Effects, Send
 from .errors import TelephonyError, lineerr_of
+from .plugin_context import PluginContext
 from .routes import Routes
 from .throttle import LogThrottle
 
@@ -81,6 +83,8 @@ class Bridge:
         self._requests: dict[int, Deferred] = {}
         # A PBX repeats its mistakes on every call: each kind is logged once a minute.
         self._log_throttle = LogThrottle()
+        #: The ``app`` plugins are given (``PluginHost.startup``): not the bridge itself.
+        self.plugin_context = PluginContext(self, clock, lambda: self.config)
         self.use_plugins(plugins)
 
     @property

@@ -12,9 +12,21 @@ parameters, marked with :data:`hookimpl`::
 The server never calls these through pluggy's own ``hook.xxx()``: each
 implementation is called on its own by :class:`asttapi_server.plugin_host.PluginHost`,
 so a plugin that raises is logged with its name and skipped, and the others
-still run. Hook wrappers are not supported. ``app`` is the running bridge
-(``asttapi_server.bridge.Bridge``: ``app.config``, ``app.clock``, ``app.model``),
-``None`` in unit tests.
+still run. Hook wrappers are not supported.
+
+``app``, in every hook that takes it, is the plugin context
+(:class:`asttapi_server.plugin_context.PluginContext`), the whole of what a
+plugin may use of the running server:
+
+- ``app.config``: the running ``Config`` (it follows reloads);
+- ``app.clock``: the ``IReactorTime``; ``app.now()``: its ``seconds()``;
+- ``app.call(handle)``: the ``Call`` with that handle, or ``None`` (read only);
+- ``app.drop(handle)``, ``app.blind_transfer(handle, number)``: act on a call
+  as a client's ``lineDrop``/``lineBlindTransfer`` would (``Deferred[None]``,
+  failing with ``TelephonyError``);
+- ``app.model``: kept for plugins written when ``app`` was the bridge.
+
+``None`` in unit tests that start no server.
 
 See ``docs/plugins.md`` for how to write, install and configure a plugin.
 """
@@ -38,7 +50,7 @@ def asttapi_startup(config, app):
 
     :param config: the server's ``Config`` (``config.plugins.settings`` holds
         every plugin's table).
-    :param app: the bridge; keep it if later hooks need it.
+    :param app: the plugin context; keep it if later hooks need it.
     :returns: ``None``, or a Deferred that fires when the plugin is ready. If
         it raises or the Deferred fails, start-up stops with a ``PluginError``
         naming the plugin.
@@ -52,7 +64,7 @@ def asttapi_shutdown(app):
     Called once, on the reactor thread. Every implementation is called; an
     exception is logged with the plugin's name and the others still run.
 
-    :param app: the bridge.
+    :param app: the plugin context.
     :returns: ``None``, or a Deferred the server waits for (a few seconds at most).
     """
 
@@ -149,7 +161,7 @@ def asttapi_calls_restored(calls, app):
     :param calls: the restored ``asttapi_server.core.model.Call`` objects
         (read them, do not change them): ``uniqueid``, ``channel``,
         ``states`` (line -> state), ``callinfo``, ``updated``.
-    :param app: the bridge.
+    :param app: the plugin context.
     :returns: ``None``. Not a Deferred: the AMI link starts right after.
     """
 
@@ -183,7 +195,7 @@ def asttapi_lookup_contact(number, callinfo, app):
         normalise it with :mod:`asttapi_server.numbers`.
     :param callinfo: read-only snapshot of the call's info (``callerid``,
         ``calledid``, ``origin``, ``uniqueid``, ...).
-    :param app: the bridge.
+    :param app: the plugin context.
     :returns: a dict (``name`` required; ``company``, ``source``, ``link``,
         ``number`` as stored, and any other JSON-serialisable keys), ``None``
         for "not found", or a Deferred firing with one of those.
@@ -200,7 +212,7 @@ def asttapi_client_event(event, app):
 
     :param event: the ``TapiEvent`` (frozen; build a changed copy with
         ``event.with_callinfo(...)`` or ``dataclasses.replace``).
-    :param app: the bridge.
+    :param app: the plugin context.
     :returns: a new ``TapiEvent`` to send instead, ``False`` to drop the event
         (later plugins are not called), or ``None`` to leave it unchanged.
         Not a Deferred.
@@ -221,7 +233,7 @@ def asttapi_call_finished(call, app):
     Every implementation is called; an exception is logged and ignored.
 
     :param call: the ``asttapi_server.core.model.Call`` (read it, do not change it).
-    :param app: the bridge.
+    :param app: the plugin context.
     :returns: ``None``, or a Deferred (its failure is logged; nobody waits for it).
     """
 
@@ -236,7 +248,7 @@ def asttapi_metrics(app):
     of this scrape. Count in plain numbers on the hot path and build the
     families here: the scrape pays for the exposition, not every event.
 
-    :param app: the bridge.
+    :param app: the plugin context.
     :returns: an iterable of ``prometheus_client`` metric families
         (``CounterMetricFamily``, ``GaugeMetricFamily``, ...), or ``None``.
         Names start with ``asttapi_``; a bundled plugin's are declared in

@@ -215,8 +215,8 @@ class AppService(MultiService):
 
     def startService(self) -> None:
         # (The demo PBX says once, loudly, that it is a simulation.)
-        # Plugins get the bridge as ``app`` (hookspecs: app.config, app.clock, app.model).
-        d = self.plugins.startup(self.config, self.bridge if self.bridge is not None else self)
+        # Plugins get the bridge's narrow context as ``app`` (asttapi_server.plugin_context).
+        d = self.plugins.startup(self.config, self.bridge.plugin_context if self.bridge is not None else self)
         failure = _failed_now(d, later=self._plugin_startup_failed)
         if failure is not None:
             raise StartupError(f"asttapi: {failure.getErrorMessage()}")
@@ -523,7 +523,7 @@ def reload(app: AppService, new: Config) -> Deferred:
     except AstTapiError as exc:
         return succeed(_refused(app, str(exc)))
     app.notifier.reloading()
-    plugin_app = app.bridge if app.bridge is not None else app
+    plugin_app = app.bridge.plugin_context if app.bridge is not None else app
     started = new_plugins.startup(new, plugin_app) if new_plugins is not None else succeed(None)
     app._reloading = done = Deferred()
 

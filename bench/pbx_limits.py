@@ -104,7 +104,7 @@ def _server():
     hub = Hub(ring_size=config.server.replay_ring)
     ami = _AMI()
     bridge = build_bridge(config, ami, model, plugins, hub, clock)
-    plugins.app = bridge
+    plugins.app = bridge.plugin_context
     bridge.on_link_state(True)
     client = _Client()
     hub.subscribe(client, "line_1")

@@ -120,7 +120,7 @@ def make_bridge(*, plugins=None, link_up: bool = True, **calls: Any):
     host = plugins if plugins is not None else build_plugin_manager(config.plugins, config=config, clock=clock)
     bridge = build_bridge(config, ami, model, host, hub, clock)
     if getattr(host, "app", True) is None:
-        host.app = bridge  # as startup() does in the service (app.config is what plugins read)
+        host.app = bridge.plugin_context  # as startup() does in the service (app.config is what plugins read)
     if link_up:
         ami.link(True)
         _headers, d = ami.pop("CoreShowChannels")

@@ -52,7 +52,7 @@ def device_bridge(tmp_path, *, plugins: PluginHost | None = None, config_text: s
     host = plugins or build_plugin_manager(config.plugins, config=config, clock=clock, entry_points=[],
                                            search_paths=[], run_in_thread=maybeDeferred)
     bridge = build_bridge(config, ami, model, host, hub, clock)
-    host.app = bridge
+    host.app = bridge.plugin_context
     ami.link(True)
     _headers, d = ami.pop("CoreShowChannels")
     d.callback([Message.from_items([("Response", "Success"), ("EventList", "start")])])
