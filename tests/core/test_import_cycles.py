@@ -9,7 +9,6 @@ like the purity test: nothing is imported.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from .test_purity import PACKAGE, ROOT, closure, imports_of
 
@@ -69,3 +68,9 @@ def test_the_check_finds_a_cycle(tmp_path, monkeypatch):
     monkeypatch.setattr(test_purity, "ROOT", tmp_path)
     monkeypatch.setattr(__import__(__name__, fromlist=["ROOT"]), "ROOT", tmp_path)
     assert f"{PACKAGE}.core.model" in reaches(modules_of("ami"), "core")
+
+
+def test_web_never_imports_the_composition():
+    """``service`` builds ``web``'s listeners; ``web`` needs nothing of it (issue 25 item 5)."""
+    found = {m: closure(m).get(f"{PACKAGE}.service") for m in modules_of("web")}
+    assert {m: via for m, via in found.items() if via} == {}
