@@ -52,7 +52,7 @@ from collections.abc import Hashable, Iterable, Mapping
 from typing import Any
 
 from ..ami import actions, normalise
-from ..errors import InvalidActionHeader, TelephonyError, lineerr_of
+from ..errors import InvalidActionHeader, TelephonyError, lineerr_of, link_down, unexpected
 from .constants import CALLINFO_CALLERID, DEVSTATE, IDLE, INSERVICE, NEWCALL, OUTOFSERVICE
 from . import parties
 from .dialling import Dialled, parse_phone, to_dial
@@ -569,7 +569,7 @@ class CallControl:
         if mapped is None:
             fx.diagnose(("action", name, type(error).__name__), "Unexpected error from {action}: {error}",
                         "error", action=name, error=_describe(error))
-            mapped = TelephonyError("LINEERR_OPERATIONFAILED", f"{name} failed unexpectedly.")
+            mapped = unexpected(name)
         fx.reply(token, error=mapped)
         return fx
 
@@ -589,9 +589,7 @@ class CallControl:
 
     def _require_link(self) -> None:
         if self._link != UP:
-            raise TelephonyError(
-                "LINEERR_DISCONNECTED", "The PBX link is down; try again when the line is back in service."
-            )
+            raise link_down()
 
     def _channel_of(self, handle: int) -> tuple[Call, str]:
         call = self.model.get(handle)

@@ -9,7 +9,7 @@ from asttapi_server.ami.message import Message
 from asttapi_server.config import LineConfig
 from asttapi_server.core.control import CallControl
 from asttapi_server.core.model import CallModel
-from asttapi_server.errors import ActionFailed, ActionTimeout, LinkDown, TelephonyError
+from asttapi_server.errors import LINK_DOWN, ActionFailed, ActionTimeout, LinkDown, TelephonyError, unexpected
 
 from asttapi_server.idents import ByName
 
@@ -116,6 +116,20 @@ def test_an_unexpected_error_is_a_diagnostic_and_a_generic_lineerr():
     fx = c.answered(token, None, RuntimeError("bug"), 2.0)
     assert fx.replies[0].error.lineerr == "LINEERR_OPERATIONFAILED"
     assert fx.diagnostics[-1].level == "error"
+    # the one wording, the client session's too (errors.unexpected)
+    assert str(fx.replies[0].error) == str(unexpected("Originate")) == "Originate failed; the server log has the details"
+
+
+def test_link_down_is_worded_once_for_the_core_and_the_client_session():
+    """Issue 25: the core's refusal and the session's are the same sentence, the one docs/protocol.md shows."""
+    from pathlib import Path
+
+    c = CallControl(CallModel(), LINES)
+    with pytest.raises(TelephonyError) as e:
+        c.make_call("line_1", "201", owner=1, now=0.0)
+    assert (e.value.lineerr, str(e.value)) == ("LINEERR_DISCONNECTED", LINK_DOWN)
+    protocol = (Path(__file__).resolve().parents[2] / "docs" / "protocol.md").read_text()
+    assert f'"message":"{LINK_DOWN}"' in protocol
 
 
 def test_requests_refused_before_anything_is_sent_raise():
