@@ -41,6 +41,17 @@ MAX_REPLAY = 1000
 _ENTRY_OVERHEAD = 120
 
 
+def sends_newcall(owner: Hashable | None, sid: Hashable | None) -> bool:
+    """Does the session ``sid`` get the LINE_NEWCALL of a call ``owner`` originated?
+
+    The one rule, for live events, the replay ring and the calls announced at
+    ``lineOpen`` (``clients/session.py``): not the session that originated the
+    call (its ``lineMakeCall`` answer gave it the handle); everyone else, and
+    everyone for a call nobody here originated (``owner`` None).
+    """
+    return owner is None or owner != sid
+
+
 class Subscriber(Protocol):
     """What the hub needs of a session."""
 
@@ -203,7 +214,7 @@ class Hub:
             self._forgotten = seq
         if rec is not None and rec.subs:
             for sid, sub in tuple(rec.subs.items()):
-                if owner is not None and sid == owner:
+                if owner is not None and not sends_newcall(owner, sid):  # (no call unless a NEWCALL has one)
                     continue
                 self._send(sub, data, line)
         self._trim()
@@ -278,7 +289,7 @@ class Hub:
             for seq, data, owner in reversed(rec.ring):
                 if seq <= since:
                     break
-                if sid is not None and owner == sid:
+                if owner is not None and not sends_newcall(owner, sid):
                     continue
                 if len(own) == limit:
                     return None

@@ -20,7 +20,7 @@ from asttapi_server import __version__
 from asttapi_server.clients import codec
 from asttapi_server.clients.auth import ANONYMOUS, Authenticator, User
 from asttapi_server.clients.codec import Batch, ParamsError, Reject, Request
-from asttapi_server.clients.hub import Hub
+from asttapi_server.clients.hub import Hub, sends_newcall
 from asttapi_server.core.constants import CALLSTATE, INSERVICE, NEWCALL, OUTOFSERVICE
 from asttapi_server.errors import TelephonyError, lineerr_of, link_down, unexpected
 from asttapi_server.names import log_text
@@ -455,7 +455,7 @@ class Session:
                 handle = snap["call"]
                 base = {"line": line, "call": handle, "seq": seq, "existing": True, "callinfo": snap["callinfo"]}
                 call = self.telephony.model.get(handle)
-                if getattr(call, "owner", None) != self.sid:
+                if sends_newcall(getattr(call, "owner", None), self.sid):
                     yield codec.encode_notification(NEWCALL, base)
                 if snap.get("state"):
                     params = {**base, "state": snap["state"]}
