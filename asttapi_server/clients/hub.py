@@ -31,7 +31,8 @@ from asttapi_server.core.events import TapiEvent
 from asttapi_server.names import log_text
 from asttapi_server.throttle import LogThrottle
 
-#: Default of ``server.replay_ring_bytes``.
+#: Defaults of ``server.replay_ring`` (events) and ``server.replay_ring_bytes``.
+RING_SIZE = 10000
 RING_BYTES = 16 << 20
 #: Most events one resume replays; past it a rebuild from ``calls`` is cheaper for
 #: both sides, and a client re-resuming a busy line cannot make the server
@@ -89,7 +90,7 @@ class Hub:
 
     def __init__(
         self,
-        ring_size: int = 10000,
+        ring_size: int = RING_SIZE,
         *,
         epoch: str | None = None,
         ring_bytes: int = RING_BYTES,
