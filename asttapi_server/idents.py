@@ -17,10 +17,10 @@ readers), never the other way round (``tests/core/test_import_cycles.py``).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
-__all__ = ["ByName", "MAX_NAME_BYTES", "MAX_NAMES", "UNIQUEID", "wanted_name"]
+__all__ = ["ByName", "MAX_NAME_BYTES", "MAX_NAMES", "UNIQUEID", "wanted_name", "wanted_names"]
 
 V = TypeVar("V")
 
@@ -42,6 +42,16 @@ _MISS: Any = object()
 def wanted_name(name: str) -> str:
     """The form an event name is compared in: stripped, ``str.lower``."""
     return name.strip().lower()
+
+
+def wanted_names(names: Iterable[str] | None) -> frozenset[str] | None:
+    """An event filter's names in the compared form (``None``: every event), for the
+    link, its protocol and the parser alike. One string is refused: it is not a list of names."""
+    if names is None:
+        return None
+    if isinstance(names, (str, bytes)):
+        raise TypeError("an event filter takes a collection of names, not one string")
+    return frozenset(wanted_name(str(n)) for n in names)
 
 
 class ByName(Generic[V]):

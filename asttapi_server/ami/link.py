@@ -50,7 +50,7 @@ from twisted.python.failure import Failure
 
 from asttapi_server.ami.actions import Action
 from asttapi_server.ami.message import Message
-from asttapi_server.idents import wanted_name
+from asttapi_server.idents import wanted_names
 from asttapi_server.ami.protocol import AMIProtocol
 from asttapi_server.errors import AuthenticationFailed, LinkDown, NotAsteriskManager
 
@@ -181,12 +181,7 @@ class AMILink(Service):
         actions (CoreShowChannels/Status lists), are never filtered; the link
         still sees Shutdown and FullyBooted, but observers get them only if
         named here."""
-        if names is None:
-            self._event_filter = None
-        else:
-            if isinstance(names, str):
-                raise TypeError("set_event_filter takes a collection of names, not one string")
-            self._event_filter = frozenset(wanted_name(str(n)) for n in names)
+        self._event_filter = wanted_names(names)
         for proto in (self.protocol, self._login_proto):
             if proto is not None:
                 proto.set_event_filter(self._event_filter)

@@ -59,7 +59,8 @@ from collections.abc import Callable, Container, Iterable
 from typing import Any
 
 from asttapi_server.ami.message import EVENT, OTHER, Message, _decode
-from asttapi_server.idents import MAX_NAME_BYTES as _MAX_NAME_BYTES, MAX_NAMES as _MAX_NAMES, ByName, wanted_name
+from asttapi_server.idents import MAX_NAME_BYTES as _MAX_NAME_BYTES, MAX_NAMES as _MAX_NAMES
+from asttapi_server.idents import ByName, wanted_name, wanted_names
 
 __all__ = ["AMIParser", "ALWAYS_KEPT", "ByName", "wanted_name"]
 
@@ -115,12 +116,8 @@ class AMIParser:
         """Pass on only events with these names (any case), plus :data:`ALWAYS_KEPT`,
         events of pending actions and every non-event; ``None``: every event."""
         self._kept = {}
-        if names is None:
-            self._keep = None
-            return
-        if isinstance(names, (str, bytes)):
-            raise TypeError("set_event_filter takes a collection of names, not one string")
-        self._keep = frozenset({wanted_name(str(n)) for n in names} | ALWAYS_KEPT)
+        wanted = wanted_names(names)
+        self._keep = None if wanted is None else wanted | ALWAYS_KEPT
 
     @property
     def event_filter(self) -> frozenset[str] | None:

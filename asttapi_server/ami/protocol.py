@@ -37,7 +37,7 @@ import re
 from asttapi_server.ami import actions
 from asttapi_server.ami.message import EVENT, RESPONSE, Message
 from asttapi_server.ami.parser import AMIParser
-from asttapi_server.idents import wanted_name
+from asttapi_server.idents import wanted_name, wanted_names
 from asttapi_server.errors import (
     ActionFailed,
     ActionTimeout,
@@ -166,10 +166,7 @@ class AMIProtocol(Protocol):
         The parser drops the other events unread, except Shutdown/FullyBooted
         (the link reacts to them) and the events of pending actions (event
         lists); those reach the protocol but not the observers."""
-        if names is None:
-            self._wanted = None
-        else:
-            self._wanted = frozenset(wanted_name(str(n)) for n in names)
+        self._wanted = wanted_names(names)
         self._deliver: dict[str, bool] = {}  # event name as sent -> wanted?
         self.parser.set_event_filter(self._wanted)
 
