@@ -78,9 +78,10 @@ def asttapi_ami_event_names():
     event's ``Event:`` name (e.g. ``"UserEvent"``, ``"Newchannel"``; compared
     case-insensitively, the one rule of ``asttapi_server.idents.wanted_name``)
     is among the names that plugin returned. These names and the core's own
-    (``core.control.CORE_EVENTS``) are the one set of wanted events
-    (``service.wanted_events``): the link's parser drops every other event
-    without decoding it, which keeps AMI floods cheap.
+    (``core.control.CORE_EVENTS``) make the one route table
+    (``asttapi_server.routes.Routes``: one entry per name, looked up once per
+    event), whose names are the one set of wanted events: the link's parser
+    drops every other event without decoding it, which keeps AMI floods cheap.
 
     :returns: an iterable of event names, or ``None`` for none. Not a Deferred.
     """
