@@ -28,7 +28,7 @@ from .listener import ClientListener, StartupError, _failed_now
 from .clients import codec
 from .clients.protocol import ClientFactory
 from .config import Config, load_config
-from .core.control import CORE_EVENTS, CallControl
+from .core.control import CallControl
 from .errors import AstTapiError
 from .core.model import CallModel
 from .mappings import channel_events
@@ -289,22 +289,23 @@ def build_model(config: Config, *, boot_id: str | None = None) -> CallModel:
     )
 
 
-def wanted_events(plugins: Any) -> frozenset[str]:
-    """The AMI events worth decoding: the core's own and those some plugin maps.
+def wanted_events(bridge: Bridge) -> frozenset[str]:
+    """The AMI events worth decoding: the names of the bridge's one route table
+    (``Bridge.routes``: the core's own events and those some plugin maps).
 
     Applied once, where the bytes are framed (the link's parser drops every
     other ``Event:`` block undecoded, comparing names by
-    ``idents.wanted_name``: case-insensitively): the names of the bridge's
-    one route table (``Bridge.routes.names``), from the same two sources.
+    ``idents.wanted_name``: case-insensitively). Set again whenever
+    ``Bridge.use_plugins`` built the table again (a reload).
     """
-    return frozenset(CORE_EVENTS) | frozenset(plugins.wanted_event_names())
+    return bridge.routes.names
 
 
 def build_bridge(config: Config, link: Any, model: CallModel, plugins: Any, hub: Any, clock: Any) -> Bridge:
     """The core (``CallControl`` around ``model``) and its Twisted adapter, attached to ``link``."""
     control = CallControl(model, config.lines, originate_timeout=config.ami.originate_timeout)
     bridge = Bridge(control=control, config=config, ami=link, plugins=plugins, hub=hub, clock=clock)
-    link.set_event_filter(wanted_events(plugins))
+    link.set_event_filter(wanted_events(bridge))
     link.add_event_observer(bridge.on_ami_event)
     link.add_link_observer(bridge.on_link_state)
     return bridge
@@ -412,7 +413,8 @@ def reload(app: AppService, new: Config) -> Deferred:
             if app.bridge is not None:
                 app.bridge.use_plugins(app.plugins)  # contact lookups, the route table
             if app.ami is not None:
-                app.ami.set_event_filter(wanted_events(app.plugins))
+                app.ami.set_event_filter(wanted_events(app.bridge) if app.bridge is not None
+                                         else app.plugins.wanted_event_names())
         summary = _apply(app, old, new)
         if new_plugins is not None:
             summary.append("plugins reloaded: " + ", ".join(app.plugins.names))

@@ -8,6 +8,7 @@ the mapping hook; a plugin whose implementation omits ``now`` still works.
 from __future__ import annotations
 
 from asttapi_server.hookspecs import hookimpl
+from asttapi_server.core.control import CORE_EVENTS
 from asttapi_server.idents import wanted_name
 from asttapi_server.plugin_host import build_plugin_manager
 from asttapi_server.routes import Routes
@@ -77,7 +78,8 @@ def test_one_entry_per_name_whatever_its_case_or_who_wants_it():
 def test_the_link_keeps_exactly_the_routed_names():
     bridge, hub, clock, ami = make_bridge(plugins=_host(_Clocked()))
     assert ami.event_filter == set(bridge.routes.names)
-    assert {wanted_name(n) for n in wanted_events(bridge.plugins)} == bridge.routes.names
+    assert wanted_events(bridge) == bridge.routes.names
+    assert {wanted_name(n) for n in CORE_EVENTS} <= bridge.routes.names
 
 
 def test_now_reaches_the_mapping_hook():
@@ -123,3 +125,8 @@ def test_user_events_still_map(tmp_path):
     bridge, hub, clock, ami = make_bridge()
     user_event(ami, "LINE_NEWCALL line_1", "300.1")
     assert [e.msg for e in hub.events] == ["LINE_NEWCALL"]
+
+
+def test_the_cores_declared_events_are_its_handlers():
+    bridge, hub, clock, ami = make_bridge()
+    assert set(bridge.control.event_handlers()) == set(CORE_EVENTS)
