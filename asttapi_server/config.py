@@ -148,6 +148,14 @@ class CallsConfig:
     max_lines: int = MAX_LINES
     max_field_bytes: int = _model.DEFAULT_MAX_FIELD_BYTES
 
+    def model_args(self) -> dict[str, Any]:
+        """What ``CallModel(...)`` takes of this table (every key but ``state_file``), by name."""
+        return {k: getattr(self, k) for k in _MODEL_KEYS}
+
+
+
+#: The [calls] keys the call model takes (all but the store's file).
+_MODEL_KEYS = ("hangup_grace", "max_age", "linger", "max_calls", "max_lines", "max_field_bytes")
 
 @dataclass(frozen=True)
 class PluginsConfig:

@@ -277,16 +277,8 @@ def make_service(config: Config, reactor: Any = None, *, demo_options: dict | No
 
 def build_model(config: Config, *, boot_id: str | None = None) -> CallModel:
     """The call model with the ``[calls]`` limits; ``boot_id`` random unless given (tests)."""
-    return CallModel(
-        hangup_grace=config.calls.hangup_grace,
-        max_age=config.calls.max_age,
-        linger=config.calls.linger,
-        # Makes our Originate ChannelIds unique across restarts.
-        boot_id=boot_id if boot_id is not None else os.urandom(4).hex(),
-        max_calls=config.calls.max_calls,
-        max_lines=config.calls.max_lines,
-        max_field_bytes=config.calls.max_field_bytes,
-    )
+    # boot_id makes our Originate ChannelIds unique across restarts.
+    return CallModel(boot_id=boot_id if boot_id is not None else os.urandom(4).hex(), **config.calls.model_args())
 
 
 def wanted_events(bridge: Bridge) -> frozenset[str]:

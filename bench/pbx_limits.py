@@ -97,9 +97,7 @@ def _server():
     config = load_config(None, {})
     clock = Clock()
     clock.advance(1_795_674_000)
-    calls = config.calls
-    limits = {k: getattr(calls, k) for k in ("max_calls", "max_lines", "max_field_bytes") if hasattr(calls, k)}
-    model = CallModel(hangup_grace=calls.hangup_grace, max_age=calls.max_age, linger=calls.linger, **limits)
+    model = CallModel(**config.calls.model_args())
     plugins = build_plugin_manager(config.plugins, config=config, clock=clock)
     hub = Hub(ring_size=config.server.replay_ring)
     ami = _AMI()

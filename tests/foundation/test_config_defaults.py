@@ -45,3 +45,11 @@ def test_calls_defaults_are_the_call_models_own():
     calls = CallsConfig()
     for key in ("hangup_grace", "max_age", "linger", "max_calls", "max_lines", "max_field_bytes"):
         assert getattr(calls, key) == model[key], key
+
+
+def test_the_model_takes_every_calls_key_but_the_store_file():
+    import dataclasses
+
+    keys = {f.name for f in dataclasses.fields(CallsConfig)} - {"state_file"}
+    assert set(CallsConfig().model_args()) == keys
+    assert keys <= set(defaults(CallModel.__init__))

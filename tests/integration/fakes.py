@@ -112,11 +112,7 @@ def make_bridge(*, plugins=None, link_up: bool = True, **calls: Any):
     clock.advance(1_795_674_000)
     ami = FakeAMI()
     hub = RecordingHub()
-    model = CallModel(
-        hangup_grace=config.calls.hangup_grace, max_age=config.calls.max_age, linger=config.calls.linger,
-        max_calls=config.calls.max_calls, max_lines=config.calls.max_lines,
-        max_field_bytes=config.calls.max_field_bytes,
-    )
+    model = CallModel(**config.calls.model_args())
     host = plugins if plugins is not None else build_plugin_manager(config.plugins, config=config, clock=clock)
     bridge = build_bridge(config, ami, model, host, hub, clock)
     if getattr(host, "app", True) is None:
