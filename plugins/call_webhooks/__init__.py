@@ -348,8 +348,7 @@ class CallWebhooks:
 
     def _track(self, handle: int, callinfo: Mapping[str, Any]) -> CallTrack:
         track = self.tracks.get(handle)
-        model = getattr(self.app, "model", None)
-        call = model.get(handle) if model is not None else None
+        call = self.app.call(handle) if self.app is not None else None
         if track is None:
             call_id = call.uniqueids[0] if call is not None else (callinfo.get("uniqueid") or f"call-{handle}")
             track = self.tracks[handle] = CallTrack(handle, str(call_id))

@@ -212,3 +212,11 @@ def test_a_cluster_node_publishes_the_logs_seqs_and_resumes_like_a_single_server
     hub.restart("e2", 3)  # Redis failed over: a new numbering, subscribers kept
     assert hub.missed("l", 109, "e1") is None and hub.missed("l", 3, "e2") == [] and hub.subscribers("l") == 1
     assert hub.publish(event("LINE_NEWCALL", "l", 4), 4) == 4 and hub.epoch == "e2"
+
+
+def test_the_newcall_owner_rule_is_one_function():
+    """Issue 25: live fan-out, the replay ring and lineOpen's announcements ask the same question."""
+    from asttapi_server.clients.hub import sends_newcall
+
+    assert sends_newcall(None, 7) and sends_newcall(3, 7) and sends_newcall(3, None)
+    assert not sends_newcall(7, 7)
