@@ -39,7 +39,13 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
+from asttapi_server.clients import hub as _hub, protocol as _clients
+from asttapi_server.clients.auth import LoginLimits
+from asttapi_server.clients.limits import ConnectionLimits
+from asttapi_server.clients.session import MAX_LINES_PER_SESSION
+from asttapi_server.core import model as _model
 from asttapi_server.core.dialling import DialRule
+from asttapi_server.core.grammar import MAX_LINES
 from asttapi_server.errors import ConfigError
 from asttapi_server import settings as setting
 from asttapi_server.names import line_name_problem
@@ -78,27 +84,31 @@ class AMIConfig:
 
 @dataclass(frozen=True)
 class ServerConfig:
+    # Every default but listen's is written once, in the part that uses it (clients/*);
+    # tests/foundation/test_config_defaults.py checks each against its part.
     listen: tuple[str, ...] = ("tcp:5039:interface=127.0.0.1",)
-    max_line_bytes: int = 65536
-    send_buffer_bytes: int = 1 << 20
-    replay_ring: int = 10000
-    # Connection and login limits (clients/limits.py, clients/auth.py; docs/security.md).
-    max_clients: int = 1000
-    max_clients_per_address: int = 50
-    login_timeout: float = 10.0
-    handshake_timeout: float = 10.0
-    line_timeout: float = 30.0
-    login_free_failures: int = 5
-    login_backoff: float = 1.0
-    login_backoff_max: float = 300.0
-    login_forget_after: float = 900.0
+    max_line_bytes: int = _clients.MAX_LINE_BYTES
+    send_buffer_bytes: int = _clients.SEND_BUFFER_BYTES
+    replay_ring: int = _hub.RING_SIZE
+    # Connection and login limits (docs/security.md); their defaults are written once,
+    # where they are used: ConnectionLimits (clients/limits.py), LoginLimits (clients/auth.py).
+    max_clients: int = ConnectionLimits.max_clients
+    max_clients_per_address: int = ConnectionLimits.max_clients_per_address
+    login_timeout: float = ConnectionLimits.login_timeout
+    handshake_timeout: float = ConnectionLimits.handshake_timeout
+    line_timeout: float = ConnectionLimits.line_timeout
+    login_free_failures: int = LoginLimits.free_failures
+    login_backoff: float = LoginLimits.backoff
+    login_backoff_max: float = LoginLimits.backoff_max
+    login_forget_after: float = LoginLimits.forget_after
     # Client limits (docs/security.md "Client floods"):
-    replay_ring_bytes: int = 16 << 20  # encoded bytes the replay ring may hold
-    max_lines_per_session: int = 100  # lines one connection may have open
-    request_rate: float = 50.0  # requests per second per connection, errors included
-    request_burst: int = 200  # requests a connection may send at once before the rate applies
-    user_request_rate: float = 200.0  # requests per second of one user, all connections (before login: one address)
-    user_request_burst: int = 400  # what one user (address) may send at once before that rate applies
+    replay_ring_bytes: int = _hub.RING_BYTES  # encoded bytes the replay ring may hold
+    max_lines_per_session: int = MAX_LINES_PER_SESSION  # lines one connection may have open
+    request_rate: float = _clients.REQUEST_RATE  # requests per second per connection, errors included
+    request_burst: int = _clients.REQUEST_BURST  # requests a connection may send at once before the rate applies
+    # requests per second of one user, all connections (before login: one address)
+    user_request_rate: float = _clients.USER_REQUEST_RATE
+    user_request_burst: int = _clients.USER_REQUEST_BURST  # what one user (address) may send at once
 
 
 @dataclass(frozen=True)
@@ -127,19 +137,28 @@ class UserConfig:
 
 @dataclass(frozen=True)
 class CallsConfig:
-    hangup_grace: float = 5.0
-    max_age: float = 14400.0
-    linger: float = 30.0
+    # The defaults are the call model's own (core/model.py), written once there.
+    hangup_grace: float = _model.DEFAULT_HANGUP_GRACE
+    max_age: float = _model.DEFAULT_MAX_AGE
+    linger: float = _model.DEFAULT_LINGER
     #: Where live calls are kept across a restart (asttapi_server/store.py), absolute.
     #: None: the default, ``asttapi-calls.json`` in ``$STATE_DIRECTORY`` or beside
     #: the configuration file (none in demo mode, whose PBX restarts with the
     #: server; service.state_file_path); "": no store.
     state_file: str | None = None
     # PBX-side limits (issue 11; see docs/security.md).
-    max_calls: int = 10000
-    max_lines: int = 64
-    max_field_bytes: int = 256
+    max_calls: int = _model.DEFAULT_MAX_CALLS
+    max_lines: int = MAX_LINES
+    max_field_bytes: int = _model.DEFAULT_MAX_FIELD_BYTES
 
+    def model_args(self) -> dict[str, Any]:
+        """What ``CallModel(...)`` takes of this table (every key but ``state_file``), by name."""
+        return {k: getattr(self, k) for k in _MODEL_KEYS}
+
+
+
+#: The [calls] keys the call model takes (all but the store's file).
+_MODEL_KEYS = ("hangup_grace", "max_age", "linger", "max_calls", "max_lines", "max_field_bytes")
 
 @dataclass(frozen=True)
 class PluginsConfig:

@@ -33,7 +33,7 @@ from twisted.internet.interfaces import ISSLTransport
 from twisted.logger import Logger
 
 from asttapi_server.ami import actions
-from asttapi_server.ami.parser import ByName
+from asttapi_server.idents import ByName
 from asttapi_server.core.constants import CALLINFO, CALLSTATE, DEVSTATE, IDLE, NEWCALL
 from asttapi_server.core.control import CORE_EVENTS
 from asttapi_server.core.events import TapiEvent
@@ -124,7 +124,7 @@ MAX_PLUGIN_LABELS = 64
 class LabelValues:
     """The values one label may take: ``known`` ones, matched in any case and
     shown in their canonical spelling (the case rule of the event filter,
-    ``ami.parser.wanted_name``), and ``other`` for anything else.
+    ``idents.wanted_name``), and ``other`` for anything else.
 
     ``grow``: besides, up to this many other values are kept as first seen
     (plugin names, which a reload may add to); later ones are ``other``.

@@ -32,6 +32,7 @@ from twisted.internet.defer import Deferred, fail
 from .core.lines import LineOwners
 from .core.model import Call, CallModel, Handles
 from .errors import TelephonyError
+from .plugin_context import PluginContext
 
 
 class PBXUnit:
@@ -73,10 +74,11 @@ class PBXUnit:
             except ValueError:
                 pass
 
-    def use_plugins(self, plugins: Any, wanted: Any) -> None:
-        """A reload's plugins: the bridge calls them, the link decodes the events they want."""
-        self.bridge.plugins = plugins
-        self.link.set_event_filter(wanted)
+    def use_plugins(self, plugins: Any) -> None:
+        """A reload's plugins: the bridge calls them (its route table built again), the link
+        decodes the events that table names."""
+        self.bridge.use_plugins(plugins)
+        self.link.set_event_filter(self.bridge.routes.names)
 
     def reconfigure(self, config: Any, pbx: Any, endpoint: Any = None) -> bool:
         """The reload's new configuration: lines and originate timeout for the core; a new
@@ -150,8 +152,8 @@ class Calls:
 class Switchboard:
     """Every PBX unit, and the ``Telephony`` the client sessions use (see the module docstring).
 
-    Also the ``app`` the plugins get (``app.config``, ``app.clock``, ``app.model``:
-    the calls of every PBX).
+    Its :attr:`plugin_context` is the ``app`` the plugins get (``app.call(handle)``,
+    ``app.drop``, ``app.blind_transfer``, ``app.model``: over every PBX).
     """
 
     def __init__(self, config: Any, *, hub: Any, clock: Any, owners: LineOwners | None = None,
@@ -163,6 +165,9 @@ class Switchboard:
         self.handles = handles if handles is not None else Handles()
         self.units: dict[str, PBXUnit] = {}
         self.model = Calls(self)
+        #: What the plugins get as ``app`` (asttapi_server.plugin_context): reads and acts on the
+        #: calls of every PBX through this switchboard; its config follows reloads.
+        self.plugin_context = PluginContext(self, clock, lambda: self.config)
         #: Called with a unit added (metrics observe its link).
         self.on_unit: Callable[[PBXUnit], None] | None = None
 
@@ -172,6 +177,7 @@ class Switchboard:
         """A PBX joins: its bridge's line-less events go to its own lines."""
         self.units[unit.name] = unit
         unit.bridge.spread = lambda event, name=unit.name: self.devstate_lines(name)
+        unit.bridge.plugin_context = self.plugin_context  # the plugins' one app, over every PBX
         unit.attach()
         self._name_in_logs()
         if self.on_unit is not None:
@@ -197,10 +203,10 @@ class Switchboard:
         self.config = config
         self.owners.reconfigure(config.pbx_configs(), _pinned(config))
 
-    def use_plugins(self, plugins: Any, wanted: Any) -> None:
-        """A reload's plugins, for every PBX (``wanted``: the AMI events they and the core need)."""
+    def use_plugins(self, plugins: Any) -> None:
+        """A reload's plugins, for every PBX."""
         for unit in self.units.values():
-            unit.use_plugins(plugins, wanted)
+            unit.use_plugins(plugins)
 
     @property
     def first(self) -> PBXUnit | None:

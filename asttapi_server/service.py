@@ -11,10 +11,9 @@ import dataclasses
 import os
 from typing import Any
 
-from twisted.application.service import MultiService, Service
+from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -25,10 +24,10 @@ from .bridge import Bridge
 from .clients.auth import check_listen_security
 from .clients.hub import Hub
 from .clients.limits import FD_RESERVE, fd_capacity
-from .clients.listen import server_endpoint
+from .listener import ClientListener, StartupError, _failed_now
 from .clients.protocol import ClientFactory
 from .config import DEFAULT_PBX, Config, load_config
-from .core.control import CORE_EVENTS, CallControl
+from .core.control import CallControl
 from .errors import AstTapiError
 from .core.model import CallModel, Handles
 from .mappings import channel_events
@@ -41,39 +40,6 @@ log = Logger()
 
 #: Bundled plugins a first run on the demo PBX enables (their defaults are sample data).
 DEMO_PLUGINS = ("crm_sql", "outlook_contacts")
-
-
-class StartupError(SystemExit, Exception):
-    """Start-up cannot go on (a client port cannot be bound, a plugin failed to
-    start); ``str()`` is the one line to show.
-
-    Both bases on purpose. twistd's daemon runner catches ``Exception`` from
-    ``startService``, sends its text to the waiting parent (which exits 1)
-    and removes the pidfile; in the foreground (``twistd -n``) it reaches the
-    top level, where Python prints a ``SystemExit``'s message as one line,
-    no traceback, and exits 1. (twistd has redirected stderr to its log by
-    then, so in both cases the line is in the log too.)
-    """
-
-    # twistd's daemon parent shows the first 100 bytes of
-    # "module.Class: message"; the short form leaves them to the message.
-    __module__ = "builtins"
-
-
-def _failed_now(d: Deferred, later: Any) -> Any:
-    """The Failure ``d`` holds already (then consumed), or None; a later failure goes to ``later``."""
-    sync = True
-    now: list[Any] = []
-
-    def errback(failure: Any) -> None:
-        if sync:
-            now.append(failure)
-        else:
-            later(failure)
-
-    d.addErrback(errback)
-    sync = False
-    return now[0] if now else None
 
 
 @implementer(IStreamClientEndpoint)
@@ -91,95 +57,6 @@ class _LateTCPEndpoint:
 
     def connect(self, factory: Any) -> Any:
         return TCP4ClientEndpoint(self._reactor, self._host, self._port_of(), timeout=10).connect(factory)
-
-
-class ClientListener(Service):
-    """Listens for CRM/desktop clients on one endpoint string.
-
-    Unlike ``StreamServerEndpointService`` it keeps the listening port public
-    (``whenListening``), so tests and embedding code can use ``tcp:0``, and a
-    port that cannot be bound stops start-up with one clear line
-    (:class:`StartupError`): a server that cannot serve must not run.
-    """
-
-    #: False for a listener nobody asked for (the demo's web page): a port
-    #: that is taken is then a warning, and the server runs on without it.
-    required = True
-
-    def __init__(self, reactor: Any, description: str, factory: Any) -> None:
-        self.reactor = reactor
-        self.description = description
-        self.factory = factory
-        self.port: Any = None
-        self._waiting: list[Deferred] = []
-
-    def whenListening(self) -> Deferred:
-        """Fires with the ``IListeningPort`` once listening."""
-        if self.port is not None:
-            d: Deferred = Deferred()
-            d.callback(self.port)
-            return d
-        d = Deferred()
-        self._waiting.append(d)
-        return d
-
-    def startService(self) -> None:
-        super().startService()
-        try:
-            endpoint = server_endpoint(self.reactor, self.description)
-        except Exception as exc:  # a certificate that went away since the config check, ...
-            raise StartupError(f"asttapi: cannot listen on {self.description}: {exc}") from None
-        d = endpoint.listen(self.factory)
-        d.addCallback(self._listening)
-        failure = _failed_now(d, later=self._failed)
-        if failure is not None:
-            if not self.required:
-                self._failed(failure)  # says so; the server runs on without this listener
-                return
-            # tcp:, ssl: and unix: endpoints fail here, synchronously: stop
-            # start-up itself, so twistd exits non-zero (daemon or not).
-            raise StartupError(self._cannot_listen(failure))
-
-    def _listening(self, port: Any) -> None:
-        self.port = port
-        host = port.getHost()
-        # A TCP/SSL port has host and port; a unix socket only its path.
-        where = f"{host.host}:{host.port}" if hasattr(host, "port") else getattr(host, "name", host)
-        if isinstance(where, bytes):
-            where = where.decode("utf-8", "replace")
-        self.announce(where)
-        waiting, self._waiting = self._waiting, []
-        for d in waiting:
-            d.callback(port)
-
-    def announce(self, where: str) -> None:
-        """The log line saying what listens where (the admin's proof that it is up)."""
-        log.info("Clients may connect on {description} ({where})", description=self.description, where=where)
-
-    def _cannot_listen(self, failure: Any) -> str:
-        """The one line saying why; fails whoever waits in ``whenListening``."""
-        error = failure.value
-        why = failure.getErrorMessage()
-        if isinstance(error, CannotListenError) and isinstance(error.socketError, OSError):
-            why = error.socketError.strerror or str(error.socketError)  # "Address already in use"
-        waiting, self._waiting = self._waiting, []
-        for d in waiting:
-            d.errback(failure)
-        return f"asttapi: cannot listen on {self.description}: {why}"
-
-    def _failed(self, failure: Any) -> None:
-        # Endpoints that bind later (none of Twisted's own): the reactor runs
-        # already, so all we can do is say so and stop it.
-        log.critical("{text}; stopping", text=self._cannot_listen(failure))
-        if getattr(self.reactor, "running", False):
-            self.reactor.stop()
-
-    def stopService(self) -> Any:
-        super().stopService()
-        port, self.port = self.port, None
-        if port is not None:
-            return port.stopListening()
-        return None
 
 
 class AppService(MultiService):
@@ -217,7 +94,8 @@ class AppService(MultiService):
 
     def startService(self) -> None:
         # (The demo PBX says once, loudly, that it is a simulation.)
-        # Plugins get the switchboard as ``app`` (hookspecs: app.config, app.clock, app.model).
+        # Plugins get a narrow context as ``app`` (asttapi_server.plugin_context): the
+        # switchboard's, over every PBX.
         d = self.plugins.startup(self.config, self.plugin_app)
         failure = _failed_now(d, later=self._plugin_startup_failed)
         if failure is not None:
@@ -234,8 +112,9 @@ class AppService(MultiService):
 
     @property
     def plugin_app(self) -> Any:
-        """What the plugins get as ``app``: the switchboard (config, clock, the calls of every PBX)."""
-        return self.switchboard if self.switchboard is not None else self
+        """What the plugins get as ``app``: the switchboard's narrow context (config, clock,
+        the calls of every PBX, drop and transfer on the call's PBX)."""
+        return self.switchboard.plugin_context if self.switchboard is not None else self
 
     def _serving(self, _results: Any) -> None:
         """Every listener is up (or, for the demo's optional page, has said why not): tell systemd."""
@@ -451,27 +330,21 @@ def _line_pbx(line: Any, config: Config) -> str:
 def build_model(config: Config, *, boot_id: str | None = None, handles: Handles | None = None) -> CallModel:
     """The call model with the ``[calls]`` limits; ``boot_id`` random unless given (tests);
     ``handles``: the server's one handle counter (every PBX's model shares it)."""
-    return CallModel(
-        handles=handles,
-        hangup_grace=config.calls.hangup_grace,
-        max_age=config.calls.max_age,
-        linger=config.calls.linger,
-        # Makes our Originate ChannelIds unique across restarts.
-        boot_id=boot_id if boot_id is not None else os.urandom(4).hex(),
-        max_calls=config.calls.max_calls,
-        max_lines=config.calls.max_lines,
-        max_field_bytes=config.calls.max_field_bytes,
-    )
+    # boot_id makes our Originate ChannelIds unique across restarts.
+    return CallModel(boot_id=boot_id if boot_id is not None else os.urandom(4).hex(), handles=handles,
+                     **config.calls.model_args())
 
 
-def wanted_events(plugins: Any) -> frozenset[str]:
-    """The AMI events worth decoding: the core's own and those some plugin maps.
+def wanted_events(bridge: Bridge) -> frozenset[str]:
+    """The AMI events worth decoding: the names of the bridge's one route table
+    (``Bridge.routes``: the core's own events and those some plugin maps).
 
-    Declared once, here, and applied once, where the bytes are framed (the
-    link's parser drops every other ``Event:`` block undecoded, comparing
-    names by ``ami.parser.wanted_name``: case-insensitively).
+    Applied once, where the bytes are framed (the link's parser drops every
+    other ``Event:`` block undecoded, comparing names by
+    ``idents.wanted_name``: case-insensitively). Set again whenever
+    ``Bridge.use_plugins`` built the table again (a reload).
     """
-    return frozenset(CORE_EVENTS) | frozenset(plugins.wanted_event_names())
+    return bridge.routes.names
 
 
 def build_bridge(config: Config, link: Any, model: CallModel, plugins: Any, hub: Any, clock: Any, *,
@@ -482,7 +355,7 @@ def build_bridge(config: Config, link: Any, model: CallModel, plugins: Any, hub:
     pbx = pbx if pbx is not None else config.ami
     control = CallControl(model, config.lines, originate_timeout=pbx.originate_timeout, pbx=name, owners=owners)
     bridge = Bridge(control=control, config=config, ami=link, plugins=plugins, hub=hub, clock=clock)
-    link.set_event_filter(wanted_events(plugins))
+    link.set_event_filter(wanted_events(bridge))
     if observe:
         link.add_event_observer(bridge.on_ami_event)
         link.add_link_observer(bridge.on_link_state)
@@ -589,7 +462,7 @@ def reload(app: AppService, new: Config) -> Deferred:
             _keep_device_calls(app.plugins, new_plugins)
             app.plugins.take_plugins_of(new_plugins).shutdown()
             if app.switchboard is not None:
-                app.switchboard.use_plugins(app.plugins, wanted_events(app.plugins))
+                app.switchboard.use_plugins(app.plugins)  # contact lookups, route tables, event filters
         summary = _apply(app, old, new)
         if new_plugins is not None:
             summary.append("plugins reloaded: " + ", ".join(app.plugins.names))

@@ -8,7 +8,7 @@ message): no usage dump, no traceback. Flags win over the file.
 :func:`asttapi_server.service.make_service`; what that refuses (a non-loopback
 ``listen`` without ``[users]``, a plugin's bad settings) ends the same way,
 and a client port that cannot be bound ends start-up with one line too
-(:class:`asttapi_server.service.StartupError`), daemon or not.
+(:class:`asttapi_server.listener.StartupError`), daemon or not.
 """
 
 from __future__ import annotations

@@ -33,7 +33,8 @@ from asttapi_server.core.events import TapiEvent
 from asttapi_server.names import log_text
 from asttapi_server.throttle import LogThrottle
 
-#: Default of ``server.replay_ring_bytes``.
+#: Defaults of ``server.replay_ring`` (events) and ``server.replay_ring_bytes``.
+RING_SIZE = 10000
 RING_BYTES = 16 << 20
 #: Most events one resume replays; past it a rebuild from ``calls`` is cheaper for
 #: both sides, and a client re-resuming a busy line cannot make the server
@@ -41,6 +42,17 @@ RING_BYTES = 16 << 20
 MAX_REPLAY = 1000
 #: What one ring entry costs besides its encoded bytes (tuples, deque slots), roughly.
 _ENTRY_OVERHEAD = 120
+
+
+def sends_newcall(owner: Hashable | None, sid: Hashable | None) -> bool:
+    """Does the session ``sid`` get the LINE_NEWCALL of a call ``owner`` originated?
+
+    The one rule, for live events, the replay ring and the calls announced at
+    ``lineOpen`` (``clients/session.py``): not the session that originated the
+    call (its ``lineMakeCall`` answer gave it the handle); everyone else, and
+    everyone for a call nobody here originated (``owner`` None).
+    """
+    return owner is None or owner != sid
 
 
 class Subscriber(Protocol):
@@ -81,7 +93,7 @@ class Hub:
 
     def __init__(
         self,
-        ring_size: int = 10000,
+        ring_size: int = RING_SIZE,
         *,
         epoch: str | None = None,
         ring_bytes: int = RING_BYTES,
@@ -213,7 +225,7 @@ class Hub:
             self._forgotten = seq
         if rec is not None and rec.subs:
             for sid, sub in tuple(rec.subs.items()):
-                if owner is not None and sid == owner:
+                if owner is not None and not sends_newcall(owner, sid):  # (no call unless a NEWCALL has one)
                     continue
                 self._send(sub, data, line)
         self._trim()
@@ -290,7 +302,7 @@ class Hub:
             for seq, data, owner in reversed(rec.ring):
                 if seq <= since:
                     break
-                if sid is not None and owner == sid:
+                if owner is not None and not sends_newcall(owner, sid):
                     continue
                 if len(own) == limit:
                     return None

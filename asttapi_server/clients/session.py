@@ -20,9 +20,9 @@ from asttapi_server import __version__
 from asttapi_server.clients import codec
 from asttapi_server.clients.auth import ANONYMOUS, Authenticator, User
 from asttapi_server.clients.codec import Batch, ParamsError, Reject, Request
-from asttapi_server.clients.hub import Hub
+from asttapi_server.clients.hub import Hub, sends_newcall
 from asttapi_server.core.constants import CALLSTATE, INSERVICE, NEWCALL, OUTOFSERVICE
-from asttapi_server.errors import TelephonyError, lineerr_of
+from asttapi_server.errors import TelephonyError, lineerr_of, link_down, unexpected
 from asttapi_server.names import log_text
 from asttapi_server.throttle import LogThrottle
 
@@ -58,10 +58,6 @@ CLIENT_ERRORS = frozenset(
 
 #: Default of ``server.max_lines_per_session``.
 MAX_LINES_PER_SESSION = 100
-
-_LINK_DOWN = (
-    "the link to the PBX is down; try again after LINE_LINEDEVSTATE reports LINEDEVSTATE_INSERVICE"
-)
 
 
 class _BatchAnswers:
@@ -288,7 +284,7 @@ class Session:
             self.log.failure(
                 "{what} for {user} at {peer} failed", f, what=what, user=log_text(self.username), peer=log_text(self.peer)
             )
-            mapped = TelephonyError("LINEERR_OPERATIONFAILED", f"{what} failed; the server log has the details")
+            mapped = unexpected(what)
         self._telephony_error(request, mapped.lineerr, str(mapped))
 
     # -- checks ------------------------------------------------------------
@@ -372,7 +368,7 @@ class Session:
 
     def _link(self, line: str | None = None, call: int | None = None) -> None:
         if not self._in_service(line, call):
-            raise TelephonyError("LINEERR_DISCONNECTED", _LINK_DOWN)
+            raise link_down()
 
     # -- methods -------------------------------------------------------------
 
@@ -477,7 +473,7 @@ class Session:
                 handle = snap["call"]
                 base = {"line": line, "call": handle, "seq": seq, "existing": True, "callinfo": snap["callinfo"]}
                 call = self.telephony.model.get(handle)
-                if getattr(call, "owner", None) != self.sid:
+                if sends_newcall(getattr(call, "owner", None), self.sid):
                     yield codec.encode_notification(NEWCALL, base)
                 if snap.get("state"):
                     params = {**base, "state": snap["state"]}

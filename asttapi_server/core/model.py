@@ -86,6 +86,11 @@ from .transitions import ALIASES, DEFAULT_DISCONNECT_MODE, DUPLICATE, IMPOSSIBLE
 TRUNCATED = "…[truncated]"
 DEFAULT_MAX_FIELD_BYTES = 256
 DEFAULT_MAX_CALLS = 10000
+#: Defaults of ``[calls]`` (``config.CallsConfig`` reads them here): seconds a Hangup waits for
+#: the dialplan's own IDLE, seconds a call may live at most, seconds an ended call stays readable.
+DEFAULT_HANGUP_GRACE = 5.0
+DEFAULT_MAX_AGE = 14400.0
+DEFAULT_LINGER = 30.0
 
 #: Why the model ended a call itself (synthetic DISCONNECTED/IDLE), as counted
 #: in ``CallModel.endings``, with the words the log uses.
@@ -318,9 +323,9 @@ class CallModel:
     def __init__(
         self,
         *,
-        hangup_grace: float = 5.0,
-        max_age: float = 14400.0,
-        linger: float = 30.0,
+        hangup_grace: float = DEFAULT_HANGUP_GRACE,
+        max_age: float = DEFAULT_MAX_AGE,
+        linger: float = DEFAULT_LINGER,
         boot_id: str = "0",
         max_calls: int = DEFAULT_MAX_CALLS,
         max_lines: int = G.MAX_LINES,

@@ -26,7 +26,7 @@ from typing import Any
 from twisted.logger import Logger
 from twisted.web import resource, server
 
-from asttapi_server.service import ClientListener
+from asttapi_server.listener import ClientListener
 from asttapi_server.web.ws import _origin_key, is_loopback_host
 
 __all__ = ["readiness", "OpsResource", "OpsRoot", "OpsListener", "make_ops_site", "OPS_PATHS"]

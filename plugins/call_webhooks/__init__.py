@@ -348,8 +348,7 @@ class CallWebhooks:
 
     def _track(self, handle: int, callinfo: Mapping[str, Any]) -> CallTrack:
         track = self.tracks.get(handle)
-        model = getattr(self.app, "model", None)
-        call = model.get(handle) if model is not None else None
+        call = self.app.call(handle) if self.app is not None else None
         if track is None:
             call_id = call.uniqueids[0] if call is not None else (callinfo.get("uniqueid") or f"call-{handle}")
             track = self.tracks[handle] = CallTrack(handle, _of_pbx(str(call_id), self.app, handle))
@@ -460,7 +459,7 @@ def _of_pbx(uniqueid: str, app: Any, handle: int) -> str:
     """The call id receivers get: the Uniqueid, with ``@PBX`` after it for a call of a PBX other
     than ``default`` (two Asterisks may hand out the same Uniqueid; a receiver must not take two
     calls for one)."""
-    pbx_of = getattr(app, "pbx_of", None)
+    pbx_of = getattr(app, "pbx", None)
     pbx = pbx_of(handle) if pbx_of is not None else None
     return uniqueid if pbx in (None, "default") else f"{uniqueid}@{pbx}"
 

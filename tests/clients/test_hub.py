@@ -227,3 +227,11 @@ def test_a_line_less_event_for_some_lines_reaches_and_replays_to_those_only():
     assert seqs(hub.missed("line_1", 0)) == [seq] and hub.missed("line_9", 0) == []
     hub.publish(event("LINE_LINEDEVSTATE", None, None, "LINEDEVSTATE_INSERVICE"), lines=["line_1", "gone"])
     assert len(hq.got) == 2 and branch.got == []
+
+
+def test_the_newcall_owner_rule_is_one_function():
+    """Issue 25: live fan-out, the replay ring and lineOpen's announcements ask the same question."""
+    from asttapi_server.clients.hub import sends_newcall
+
+    assert sends_newcall(None, 7) and sends_newcall(3, 7) and sends_newcall(3, None)
+    assert not sends_newcall(7, 7)

@@ -229,11 +229,11 @@ def test_a_restored_device_call_whose_channel_is_gone_ends_once(tmp_path):
     assert second.app.model.stats["unknown_call"] == 0
 
 
-def test_plugins_get_the_switchboard_and_its_clock_as_app(tmp_path):
-    """hookspecs promise ``app`` is the switchboard (app.clock): the device mapping's time (legs heard from
+def test_plugins_get_the_bridge_and_its_clock_as_app(tmp_path):
+    """hookspecs promise ``app`` is the bridge (app.clock): the device mapping's time (legs heard from
     since the login survive a resync) is the reactor's, not 0."""
     server = DeviceServer(config_for(tmp_path, tmp_path / "calls.json"), START)
-    assert server.app.plugins.app is server.app.switchboard
+    assert server.app.plugins.app is server.app.bridge.plugin_context
     server.link_up_listing([])
     server.clock.advance(2.0)
     server.send(S10[:HOLD + 1])

@@ -376,7 +376,9 @@ def test_webhook_call_ids_tell_the_same_uniqueid_on_two_pbxs_apart(tmp_path):
     board = servers.app.switchboard
     uid = LIVE[1][1]
     assert (board.pbx_of(hq_call), board.pbx_of(branch_call), board.pbx_of(999)) == ("hq", "branch", None)
-    assert _of_pbx(uid, board, hq_call) == f"{uid}@hq" and _of_pbx(uid, board, branch_call) == f"{uid}@branch"
+    app = servers.app.plugins.app  # what plugins get: the switchboard's context
+    assert (app.pbx(hq_call), app.pbx(branch_call), app.pbx(999)) == ("hq", "branch", None)
+    assert _of_pbx(uid, app, hq_call) == f"{uid}@hq" and _of_pbx(uid, app, branch_call) == f"{uid}@branch"
     assert _of_pbx(uid, None, hq_call) == uid  # no switchboard (unit tests): the Uniqueid as it is
 
 
