@@ -21,6 +21,7 @@ from typing import Any
 
 from .constants import NEWCALL
 from .effects import Diagnostic
+from .grammar import text_of
 
 #: Lines claimed by TAPIEVENTs kept at most (line names are the PBX's text); past it an
 #: unpinned line a PBX names is admitted without being claimed.
@@ -104,7 +105,9 @@ class LineOwners:
         args = tuple(line for line in command.args if line not in refused) if newcall else command.args
         if not args if newcall else (command.lines and not lines):
             return None, diagnostic
-        kept = dataclasses.replace(command, lines=lines, args=args)
+        raw = (text_of(command.call_id, (), (), NEWCALL, args) if newcall
+               else text_of(command.call_id, lines, command.excluded, command.verb, command.args))
+        kept = dataclasses.replace(command, lines=lines, args=args, raw=raw)
         return dataclasses.replace(signal, command=kept), diagnostic
 
 

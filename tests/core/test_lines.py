@@ -25,6 +25,7 @@ def test_pinned_lines_and_first_namer_wins():
     # A signal naming lines of both: only its own stay.
     kept, refused = owners.admit("hq", signal("LINE_NEWCALL desk free"))
     assert kept.command.args == ("desk",) and refused.fields["lines"] == "free"
+    assert kept.command.raw == "LINE_NEWCALL desk"  # what the log lines quote is what is applied
     kept, refused = owners.admit("branch", signal("[~1.1&desk] LINE_CALLSTATE LINECALLSTATE_CONNECTED"))
     assert kept is None and refused is not None
     # About its call's lines only: passes.
