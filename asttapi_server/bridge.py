@@ -26,10 +26,18 @@ it drives). The bridge feeds facts in and carries effects out:
   each kind at most once a minute; the one timer (``callLater``) when the
   next deadline moved.
 
-Plugins do not get the bridge: their ``app`` is its narrow
-:attr:`Bridge.plugin_context` (:class:`asttapi_server.plugin_context.PluginContext`:
-config, clock, read a call, drop or transfer it). Wiring (which link, which
-event filter, which observers) is done by :func:`asttapi_server.service.build_bridge`.
+There is one bridge per PBX (:class:`asttapi_server.pbx.PBXUnit`); the
+client sessions see them all through :class:`asttapi_server.pbx.Switchboard`.
+A line-less event of its core (the link's LINE_LINEDEVSTATE) goes to the
+lines the switchboard names (``spread``: this PBX's open lines), never to
+every line; the mapping hooks are told which PBX an event is of (``pbx``).
+
+Plugins do not get the bridge: their ``app`` is a narrow
+:class:`asttapi_server.plugin_context.PluginContext` (config, clock, read a
+call, drop or transfer it): the switchboard's in the running server (every
+PBX's calls), :attr:`Bridge.plugin_context` for a bridge on its own. Wiring
+(which link, which event filter) is done by
+:func:`asttapi_server.service.build_bridge` and ``build_unit``.
 """
 
 from __future__ import annotations
@@ -71,12 +79,19 @@ class Bridge:
     ) -> None:
         self.control = control
         self.model = control.model
+        self._pbx: str = getattr(control, "pbx", "default")  # the PBX the mapping plugins are told of
+        self.pbx_name = self._pbx
         self.config = config
         self.ami = ami
         self.hub = hub
         self.clock = clock
         #: Called after anything that may have changed a call (the call store's ``changed``).
         self.on_change: Callable[[], None] = _nothing
+        #: The lines a line-less event of this PBX (its link's LINE_LINEDEVSTATE) goes to
+        #: (``pbx.Switchboard.devstate_lines``); None: every open line.
+        self.spread: Callable[[Any], Iterable[str]] | None = None
+        #: The PBX named in this bridge's log lines (set while the server has several).
+        self.log_pbx: str | None = None
         self._timer: IDelayedCall | None = None
         self._timer_at: float | None = None
         # token -> the Deferred a client session waits on.
@@ -108,11 +123,12 @@ class Bridge:
         """In service (the core's link state)."""
         return self.control.link_up
 
-    def reconfigure(self, config: Config) -> None:
-        """Use ``config``'s lines and originate timeout from now on (a reload; calls under way carry on)."""
+    def reconfigure(self, config: Config, pbx: Any = None) -> None:
+        """Use ``config``'s lines and the originate timeout of ``pbx`` (its PBX's settings; default
+        ``config.ami``) from now on (a reload; calls under way carry on)."""
         self.config = config
         self.control.set_lines(config.lines)
-        self.control.originate_timeout = config.ami.originate_timeout
+        self.control.originate_timeout = (pbx if pbx is not None else config.ami).originate_timeout
 
     # -- facts in ----------------------------------------------------------
 
@@ -125,7 +141,7 @@ class Bridge:
         try:
             core, mappers = route
             fx = core(message, now) if core is not None else None
-            signals = self._plugins.map_with(mappers, message, now) if mappers else None
+            signals = self._plugins.map_with(mappers, message, now, self._pbx) if mappers else None
             if signals:
                 mapped = self.control.signals(signals, now)
                 fx = mapped if fx is None else fx.merge(mapped)
@@ -148,7 +164,7 @@ class Bridge:
         """Calls the call store put back into the model: the mapping plugins take them up
         (``asttapi_calls_restored``), the core follows them (``CallControl.adopt_restored``)."""
         calls = list(calls)
-        self.plugins.calls_restored(calls)
+        self.plugins.calls_restored(calls, self._pbx)
         self.carry(self.control.adopt_restored(calls))
 
     # -- effects out ---------------------------------------------------------
@@ -160,6 +176,13 @@ class Bridge:
             client_event = self._plugins.client_event
             publish = self.hub.publish
             for event in fx:
+                if event.line is None and self.spread is not None:
+                    lines = self.spread(event)  # this PBX's open lines: the event is for them only
+                    if lines:
+                        out = client_event(event)
+                        if out is not None:
+                            publish(out, lines=lines)
+                    continue
                 out = client_event(event)
                 if out is not None:
                     publish(out)
@@ -200,7 +223,7 @@ class Bridge:
         now = self.clock.seconds()
         signals: list = []
         if control.is_resync(token) and isinstance(response, list):
-            signals = self.plugins.map_channel_list(response, control.established_at, now)
+            signals = self.plugins.map_channel_list(response, control.established_at, now, self._pbx)
         self.carry(control.answered(token, response, None, now, signals=signals))
 
     def _action_failed(self, failure: Failure, token: int, name: str) -> None:
@@ -215,8 +238,12 @@ class Bridge:
         text = diagnostic.text
         if held:
             text += " ({held} more like it since the last report)"
+        fields = diagnostic.fields
+        if self.log_pbx is not None and "pbx" not in fields:
+            text = "PBX {pbx}: " + text
+            fields = {**fields, "pbx": self.log_pbx}
         emit = getattr(log, diagnostic.level, log.warn)
-        emit(text, held=held, **diagnostic.fields)
+        emit(text, held=held, **fields)
 
     # -- the one timer -------------------------------------------------------
 

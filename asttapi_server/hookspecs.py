@@ -88,7 +88,7 @@ def asttapi_ami_event_names():
 
 
 @hookspec
-def asttapi_map_ami_event(message, now, app):
+def asttapi_map_ami_event(message, now, app, pbx):
     """Turn one AMI event into TAPI signals for the call model.
 
     Called on the reactor thread for each AMI event whose name the plugin
@@ -109,6 +109,9 @@ def asttapi_map_ami_event(message, now, app):
         seconds), the one the core uses for it; a mapping that keeps time
         (the device-line mapping does) reads it here, never a clock of its own.
     :param app: the plugin context (:class:`asttapi_server.plugin_context.PluginContext`).
+    :param pbx: the name of the PBX whose link read it (``"default"`` for ``[ami]``):
+        a mapping that keeps state per channel keeps it per PBX, since two
+        Asterisks may hand out the same Uniqueid.
     :returns: ``list[TapiSignal]`` or ``None``. Not a Deferred: event order
         matters, so mapping is synchronous and must be fast. The list may
         also hold :class:`asttapi_server.core.effects.Diagnostic` values
@@ -118,7 +121,7 @@ def asttapi_map_ami_event(message, now, app):
 
 
 @hookspec
-def asttapi_map_channel_list(messages, since, now, app):
+def asttapi_map_channel_list(messages, since, now, app, pbx):
     """Turn the channel list Asterisk gave after a (re)connect into TAPI signals.
 
     Called on the reactor thread once per login, with the answer to the
@@ -138,13 +141,14 @@ def asttapi_map_channel_list(messages, since, now, app):
         the list, taken a moment earlier, misses it.
     :param now: the time the answer is handled (seconds, as ``since``).
     :param app: the plugin context.
+    :param pbx: the PBX whose channels these are (the other PBXs' calls are not in it).
     :returns: ``list[TapiSignal]`` (may hold ``Diagnostic`` values, as for
         :func:`asttapi_map_ami_event`) or ``None``. Not a Deferred.
     """
 
 
 @hookspec
-def asttapi_calls_restored(calls, app):
+def asttapi_calls_restored(calls, app, pbx):
     """Take up the calls the call store put back after a server restart.
 
     Called once, on the reactor thread, at start-up (after
@@ -163,6 +167,7 @@ def asttapi_calls_restored(calls, app):
         (read them, do not change them): ``uniqueid``, ``channel``,
         ``states`` (line -> state), ``callinfo``, ``updated``.
     :param app: the plugin context.
+    :param pbx: the PBX they are calls of (called once per PBX that had calls).
     :returns: ``None``. Not a Deferred: the AMI link starts right after.
     """
 

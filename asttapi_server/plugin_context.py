@@ -16,6 +16,9 @@ Documented for plugin authors in ``docs/plugins.md`` ("The plugin context").
                              failing with ``TelephonyError`` (its ``lineerr``)
 ``app.blind_transfer(h, n)`` send the call's far party to number ``n``
                              (``lineBlindTransfer``): ``Deferred[None]``, as ``drop``
+``app.pbx(handle)``          the name of the PBX the call is on (``[pbx.NAME]``,
+                             ``"default"`` for ``[ami]``), or ``None``: a Uniqueid
+                             names a call only together with its PBX
 ``app.model``                kept for plugins written before this object (the hooks
                              documented ``app.model``); use ``app.call(handle)``
 ===========================  ==========================================================
@@ -78,6 +81,15 @@ class PluginContext:
     def blind_transfer(self, handle: int, number: str) -> Deferred:
         """Send the call's far party to ``number``, as a client's ``lineBlindTransfer``."""
         return self._telephony.blind_transfer(handle, number)
+
+    def pbx(self, handle: int) -> str | None:
+        """The name of the PBX the call with this handle is on (``"default"`` with ``[ami]``),
+        or None (no such call). Two Asterisks may hand out the same Uniqueid: name a call to
+        the outside by its Uniqueid and its PBX."""
+        pbx_of = getattr(self._telephony, "pbx_of", None)
+        if pbx_of is not None:
+            return pbx_of(handle)
+        return getattr(self._telephony, "pbx_name", "default") if self.call(handle) is not None else None
 
     @property
     def model(self) -> Any:

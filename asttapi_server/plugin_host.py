@@ -42,7 +42,7 @@ from twisted.python.failure import Failure
 from asttapi_server import hookspecs
 from asttapi_server.idents import wanted_name
 from asttapi_server import settings as setting
-from asttapi_server.config import read_secret_file, resolve_path as config_resolve_path
+from asttapi_server.config import DEFAULT_PBX, read_secret_file, resolve_path as config_resolve_path
 from asttapi_server.directory import DirectoryIndex
 from asttapi_server.errors import PluginError
 from asttapi_server.throttle import LogThrottle
@@ -547,18 +547,18 @@ class PluginHost:
         ``mappers`` back to :meth:`map_with`."""
         return dict(self._mappers)
 
-    def map_ami_event(self, message: Any, now: float | None = None) -> list:
+    def map_ami_event(self, message: Any, now: float | None = None, pbx: str = DEFAULT_PBX) -> list:
         """:meth:`map_with` the implementations that declared ``message``'s name (tests, tools:
         the bridge looks the name up once, in its route table). ``now``: the host's clock."""
         impls = self._mappers.get(wanted_name(message.name))
         if not impls:
             return []
-        return self.map_with(impls, message, self._get_clock().seconds() if now is None else now)
+        return self.map_with(impls, message, self._get_clock().seconds() if now is None else now, pbx)
 
-    def map_with(self, impls: Iterable[Any], message: Any, now: float) -> list:
-        """The TAPI signals for one AMI event from ``impls`` (a route's mappers): the first
-        plugin (in hook order) that returns a list wins."""
-        kwargs = {"message": message, "now": now, "app": self.app}
+    def map_with(self, impls: Iterable[Any], message: Any, now: float, pbx: str = DEFAULT_PBX) -> list:
+        """The TAPI signals for one AMI event of the PBX ``pbx`` from ``impls`` (a route's
+        mappers): the first plugin (in hook order) that returns a list wins."""
+        kwargs = {"message": message, "now": now, "app": self.app, "pbx": pbx}
         for impl in impls:
             ok, result = self._call(impl, "asttapi_map_ami_event", kwargs)
             if not ok or result is None:
@@ -569,12 +569,13 @@ class PluginHost:
                       plugin=impl.plugin_name, value=result)
         return []
 
-    def map_channel_list(self, messages: list, since: float | None, now: float | None = None) -> list:
-        """Every plugin's TAPI signals for a resync's channel list, in hook order (see the hookspec).
-        ``now``: the host's clock unless given."""
+    def map_channel_list(self, messages: list, since: float | None, now: float | None = None,
+                         pbx: str = DEFAULT_PBX) -> list:
+        """Every plugin's TAPI signals for a resync's channel list of ``pbx``, in hook order (see the
+        hookspec). ``now``: the host's clock unless given."""
         signals: list = []
         now = self._get_clock().seconds() if now is None else now
-        kwargs = {"messages": messages, "since": since, "now": now, "app": self.app}
+        kwargs = {"messages": messages, "since": since, "now": now, "app": self.app, "pbx": pbx}
         for impl in self._impls("asttapi_map_channel_list"):
             ok, result = self._call(impl, "asttapi_map_channel_list", kwargs)
             if not ok or result is None:
@@ -586,11 +587,11 @@ class PluginHost:
                           plugin=impl.plugin_name, value=result)
         return signals
 
-    def calls_restored(self, calls: list) -> None:
-        """Hand the calls restored after a restart to every plugin (see the hookspec); errors are logged."""
+    def calls_restored(self, calls: list, pbx: str = DEFAULT_PBX) -> None:
+        """Hand the calls of ``pbx`` restored after a restart to every plugin (see the hookspec); errors are logged."""
         if not calls:
             return
-        kwargs = {"calls": calls, "app": self.app}
+        kwargs = {"calls": calls, "app": self.app, "pbx": pbx}
         for impl in self._impls("asttapi_calls_restored"):
             self._call(impl, "asttapi_calls_restored", kwargs)
 

@@ -25,13 +25,13 @@ from .clients.auth import check_listen_security
 from .clients.hub import Hub
 from .clients.limits import FD_RESERVE, fd_capacity
 from .listener import ClientListener, StartupError, _failed_now
-from .clients import codec
 from .clients.protocol import ClientFactory
-from .config import Config, load_config
+from .config import DEFAULT_PBX, Config, load_config
 from .core.control import CallControl
 from .errors import AstTapiError
-from .core.model import CallModel
+from .core.model import CallModel, Handles
 from .mappings import channel_events
+from .pbx import PBXUnit, Switchboard
 from .plugin_host import build_plugin_manager
 from .sdnotify import Notifier
 from .store import DEFAULT_STATE_FILE, CallStore, default_state_path
@@ -67,7 +67,9 @@ class AppService(MultiService):
         self.config = config
         self.reactor = reactor
         self.plugins: Any = None
-        self.bridge: Bridge | None = None
+        self.bridge: Bridge | None = None  # the first PBX's (as ami, model, demo): see switchboard
+        #: Every PBX's unit, and the Telephony of the sessions (asttapi_server.pbx).
+        self.switchboard: Switchboard | None = None
         self.hub: Hub | None = None
         self.ami: AMILink | None = None
         self.demo: Any = None
@@ -92,20 +94,27 @@ class AppService(MultiService):
 
     def startService(self) -> None:
         # (The demo PBX says once, loudly, that it is a simulation.)
-        # Plugins get the bridge's narrow context as ``app`` (asttapi_server.plugin_context).
-        d = self.plugins.startup(self.config, self.bridge.plugin_context if self.bridge is not None else self)
+        # Plugins get a narrow context as ``app`` (asttapi_server.plugin_context): the
+        # switchboard's, over every PBX.
+        d = self.plugins.startup(self.config, self.plugin_app)
         failure = _failed_now(d, later=self._plugin_startup_failed)
         if failure is not None:
             raise StartupError(f"asttapi: {failure.getErrorMessage()}")
         super().startService()
-        if self.ami is not None:
-            self.ami.add_state_observer(self._link_status)
+        for unit in self.units():
+            unit.link.add_state_observer(self._link_status)
         if self.reload_on_sighup:
             import signal
 
             self._previous_sighup = signal.signal(signal.SIGHUP, self._sighup)
         waits = [listener.whenListening() for listener in self.listeners + self.web_listeners + self.ops_listeners]
         DeferredList(waits, consumeErrors=True).addCallback(self._serving)
+
+    @property
+    def plugin_app(self) -> Any:
+        """What the plugins get as ``app``: the switchboard's narrow context (config, clock,
+        the calls of every PBX, drop and transfer on the call's PBX)."""
+        return self.switchboard.plugin_context if self.switchboard is not None else self
 
     def _serving(self, _results: Any) -> None:
         """Every listener is up (or, for the demo's optional page, has said why not): tell systemd."""
@@ -115,9 +124,19 @@ class AppService(MultiService):
     def status_line(self) -> str:
         """systemd's ``STATUS=``: the PBX link and, while it is down, the last reason why
         (``AMILink.state_line``, which ``/readyz`` answers with too)."""
-        link = self.ami.state_line if self.ami is not None else "no PBX link"
+        units = self.units()
+        if not units:
+            link = "no PBX link"
+        elif len(units) == 1:
+            link = units[0].state_line
+        else:  # "hq: PBX link up (pbx1:5038); branch: PBX link DOWN: <why>"
+            link = "; ".join(f"{unit.name}: {unit.state_line}" for unit in units)
         refused = "; the last reload was refused, see the log" if self._reload_refused else ""
         return f"serving clients; {link}{refused}"
+
+    def units(self) -> list[PBXUnit]:
+        """Every PBX's unit, in the configuration's order."""
+        return list(self.switchboard.units.values()) if self.switchboard is not None else []
 
     def notify_ready(self) -> None:
         """``READY=1`` with the status: at start, and at the end of every reload."""
@@ -147,8 +166,8 @@ class AppService(MultiService):
             signal.signal(signal.SIGHUP, self._previous_sighup)
             self._previous_sighup = None
         d = super().stopService()
-        if self.bridge is not None:
-            self.bridge.stop()
+        for unit in self.units():
+            unit.bridge.stop()
 
         def shutdown(result: Any) -> Any:
             return self.plugins.shutdown().addBoth(lambda _: result)
@@ -210,47 +229,24 @@ def make_service(config: Config, reactor: Any = None, *, demo_options: dict | No
     app.demo_mode = demo_mode
     app.plugins = build_plugin_manager(plugins_config(config, demo_mode), config=config, clock=reactor)
 
-    ami_conf = config.ami
-    if demo_mode:
-        from .demo.server import DemoPBXService
-
-        demo = DemoPBXService(
-            reactor=reactor,
-            username=ami_conf.username,
-            secret=ami_conf.secret,
-            interface="127.0.0.1",
-            port=0,
-            phones={line.channel: line.name for line in config.lines.values() if not line.device},
-            devices={line.device: line.name for line in config.lines.values() if line.device},
-            **(demo_options or {}),
-        )
-        demo.setServiceParent(app)
-        app.demo = demo
-        endpoint: Any = _LateTCPEndpoint(reactor, "127.0.0.1", demo.listening_port)
-    else:
-        endpoint = TCP4ClientEndpoint(reactor, ami_conf.host, ami_conf.port, timeout=10)
-
-    app.ami = AMILink(
-        endpoint,
-        ami_conf.username,
-        ami_conf.secret,
-        auth=ami_conf.auth,
-        clock=reactor,
-        keepalive=ami_conf.keepalive,
-        pong_timeout=ami_conf.pong_timeout,
-        action_timeout=ami_conf.action_timeout,
-    )
-    app.model = build_model(config)
     app.hub = Hub.from_config(config)
-    app.bridge = build_bridge(config, app.ami, app.model, app.plugins, app.hub, reactor)
+    app.switchboard = Switchboard(config, hub=app.hub, clock=reactor)
+    for name, pbx in config.pbx_configs().items():
+        app.switchboard.add(build_unit(app, name, pbx, config, demo_options=demo_options))
+    first = app.switchboard.first
+    assert first is not None
+    # The first PBX's parts, by their single-PBX names (tests, tools).
+    app.ami, app.model, app.bridge, app.demo = first.link, first.model, first.bridge, first.demo
     state_file = state_file_path(config, demo_mode)
     if state_file:
-        # Before the listeners and the AMI client: started first (the calls
+        # Before the listeners and the AMI clients: started first (the calls
         # are back before anyone asks), stopped last (the final write).
-        app.store = CallStore(state_file, app.model, reactor, on_restored=app.bridge.adopt_restored)
+        app.store = CallStore(state_file, app.switchboard.models(), reactor,
+                              on_restored=app.switchboard.adopt_restored)
         app.store.setServiceParent(app)
-        app.bridge.on_change = app.store.changed
-    app.client_factory = ClientFactory.from_config(config, app.hub, app.bridge, clock=reactor)
+        for unit in app.switchboard.units.values():
+            unit.bridge.on_change = app.store.changed
+    app.client_factory = ClientFactory.from_config(config, app.hub, app.switchboard, clock=reactor)
     app.client_factory.budget.fit_open_files(open_files)  # every listener's connections count in it
     if config.metrics.enabled:
         from .metrics import Metrics
@@ -271,14 +267,72 @@ def make_service(config: Config, reactor: Any = None, *, demo_options: dict | No
         from .web import add_web_listeners
 
         add_web_listeners(app, config, reactor)
-    app.ami.setServiceParent(app)
+    for unit in app.switchboard.units.values():
+        unit.link.setServiceParent(app)
     return app
 
 
-def build_model(config: Config, *, boot_id: str | None = None) -> CallModel:
-    """The call model with the ``[calls]`` limits; ``boot_id`` random unless given (tests)."""
+def build_unit(app: AppService, name: str, pbx: Any, config: Config, *,
+               demo_options: dict | None = None) -> PBXUnit:
+    """One PBX's unit: its demo PBX (demo mode; a child service of ``app`` at once), its AMI link
+    (not yet a child: the caller adds it, last), its call model, core and bridge."""
+    reactor = app.reactor
+    board = app.switchboard
+    demo = None
+    if app.demo_mode:
+        from .demo.server import DemoPBXService
+
+        mine = [line for line in config.lines.values() if _line_pbx(line, config) == name]
+        demo = DemoPBXService(
+            reactor=reactor,
+            username=pbx.username,
+            secret=pbx.secret,
+            interface="127.0.0.1",
+            port=0,
+            phones={line.channel: line.name for line in mine if not line.device},
+            devices={line.device: line.name for line in mine if line.device},
+            **(demo_options or {}),
+        )
+        if board.units or name != next(iter(config.pbx_configs())):
+            demo.setName(f"demo-pbx-{name}")  # service names are unique within the app
+        demo.setServiceParent(app)
+        endpoint: Any = _LateTCPEndpoint(reactor, "127.0.0.1", demo.listening_port)
+    else:
+        endpoint = pbx_endpoint(reactor, pbx)
+    link = AMILink(
+        endpoint,
+        pbx.username,
+        pbx.secret,
+        auth=pbx.auth,
+        clock=reactor,
+        keepalive=pbx.keepalive,
+        pong_timeout=pbx.pong_timeout,
+        action_timeout=pbx.action_timeout,
+    )
+    model = build_model(config, handles=board.handles)
+    bridge = build_bridge(config, link, model, app.plugins, app.hub, reactor, pbx=pbx, name=name, owners=board.owners,
+                          observe=False)
+    if app.store is not None:
+        bridge.on_change = app.store.changed
+    return PBXUnit(name, pbx, link=link, model=model, bridge=bridge, demo=demo)
+
+
+def pbx_endpoint(reactor: Any, pbx: Any) -> Any:
+    """Where a real PBX's manager listens."""
+    return TCP4ClientEndpoint(reactor, pbx.host, pbx.port, timeout=10)
+
+
+def _line_pbx(line: Any, config: Config) -> str:
+    """The PBX a configured line belongs to for the demo (an unpinned one: the first PBX's)."""
+    return line.pbx or next(iter(config.pbx_configs()))
+
+
+def build_model(config: Config, *, boot_id: str | None = None, handles: Handles | None = None) -> CallModel:
+    """The call model with the ``[calls]`` limits; ``boot_id`` random unless given (tests);
+    ``handles``: the server's one handle counter (every PBX's model shares it)."""
     # boot_id makes our Originate ChannelIds unique across restarts.
-    return CallModel(boot_id=boot_id if boot_id is not None else os.urandom(4).hex(), **config.calls.model_args())
+    return CallModel(boot_id=boot_id if boot_id is not None else os.urandom(4).hex(), handles=handles,
+                     **config.calls.model_args())
 
 
 def wanted_events(bridge: Bridge) -> frozenset[str]:
@@ -293,13 +347,18 @@ def wanted_events(bridge: Bridge) -> frozenset[str]:
     return bridge.routes.names
 
 
-def build_bridge(config: Config, link: Any, model: CallModel, plugins: Any, hub: Any, clock: Any) -> Bridge:
-    """The core (``CallControl`` around ``model``) and its Twisted adapter, attached to ``link``."""
-    control = CallControl(model, config.lines, originate_timeout=config.ami.originate_timeout)
+def build_bridge(config: Config, link: Any, model: CallModel, plugins: Any, hub: Any, clock: Any, *,
+                 pbx: Any = None, name: str = DEFAULT_PBX, owners: Any = None, observe: bool = True) -> Bridge:
+    """The core (``CallControl`` around ``model``) of the PBX ``name`` (settings ``pbx``, default
+    ``config.ami``) and its Twisted adapter, on ``link``'s events (``observe``: attached to it
+    here; a :class:`~asttapi_server.pbx.PBXUnit` attaches itself)."""
+    pbx = pbx if pbx is not None else config.ami
+    control = CallControl(model, config.lines, originate_timeout=pbx.originate_timeout, pbx=name, owners=owners)
     bridge = Bridge(control=control, config=config, ami=link, plugins=plugins, hub=hub, clock=clock)
     link.set_event_filter(wanted_events(bridge))
-    link.add_event_observer(bridge.on_ami_event)
-    link.add_link_observer(bridge.on_link_state)
+    if observe:
+        link.add_event_observer(bridge.on_ami_event)
+        link.add_link_observer(bridge.on_link_state)
     return bridge
 
 
@@ -388,12 +447,12 @@ def reload(app: AppService, new: Config) -> Deferred:
         new_conf = plugins_config(new, app.demo_mode, quiet=True)
         # Device lines come with their mapping plugin (plugin_host's built-ins).
         if (new_conf != plugins_config(old, app.demo_mode, quiet=True)
-                or channel_events.devices_of(new) != channel_events.devices_of(old)):
+                or channel_events.devices_by_pbx(new) != channel_events.devices_by_pbx(old)):
             new_plugins = build_plugin_manager(new_conf, config=new, clock=app.reactor)
     except AstTapiError as exc:
         return succeed(_refused(app, str(exc)))
     app.notifier.reloading()
-    plugin_app = app.bridge.plugin_context if app.bridge is not None else app
+    plugin_app = app.plugin_app
     started = new_plugins.startup(new, plugin_app) if new_plugins is not None else succeed(None)
     app._reloading = done = Deferred()
 
@@ -402,11 +461,8 @@ def reload(app: AppService, new: Config) -> Deferred:
         if new_plugins is not None:
             _keep_device_calls(app.plugins, new_plugins)
             app.plugins.take_plugins_of(new_plugins).shutdown()
-            if app.bridge is not None:
-                app.bridge.use_plugins(app.plugins)  # contact lookups, the route table
-            if app.ami is not None:
-                app.ami.set_event_filter(wanted_events(app.bridge) if app.bridge is not None
-                                         else app.plugins.wanted_event_names())
+            if app.switchboard is not None:
+                app.switchboard.use_plugins(app.plugins)  # contact lookups, route tables, event filters
         summary = _apply(app, old, new)
         if new_plugins is not None:
             summary.append("plugins reloaded: " + ", ".join(app.plugins.names))
@@ -446,18 +502,39 @@ def _keep_device_calls(running: Any, new: Any) -> None:
     before = running.pm.get_plugin("channel_events")
     after = new.pm.get_plugin("channel_events")
     if isinstance(before, channel_events.ChannelEvents) and isinstance(after, channel_events.ChannelEvents):
-        after.lines.take_calls_of(before.lines)
+        after.take_calls_of(before)
 
 
-def give_bridge_config(app: AppService, config: Config) -> None:
-    """The one seam through which a reload hands the core its new lines (and settings)."""
+def give_bridge_config(app: AppService, config: Config, endpoint_of: Any = None) -> list[str]:
+    """The one seam through which a reload hands the core its new lines (and settings):
+    the switchboard (who owns which line, the plugins' ``app.config``), then every PBX's unit,
+    which reconnects (given ``endpoint_of(pbx)``, a real PBX's endpoint) when its connection
+    settings changed. Returns the names of the PBXs reconnecting."""
     app.config = config
-    if app.bridge is not None:
-        app.bridge.reconfigure(config)
+    board = app.switchboard
+    if board is None:
+        return []
+    board.reconfigure(config)
+    pbxs = config.pbx_configs()
+    reconnecting = []
+    for name, unit in board.units.items():
+        pbx = pbxs.get(name)
+        if pbx is None:
+            continue
+        endpoint = endpoint_of(pbx) if endpoint_of is not None and pbx != unit.pbx else None
+        if unit.reconfigure(config, pbx, endpoint):
+            reconnecting.append(name)
+    return reconnecting
 
 
 def _apply(app: AppService, old: Config, new: Config) -> list[str]:
-    """Users, rights, lines and the AMI link; returns what changed, for the log line."""
+    """Users, rights, lines and the PBXs; returns what changed, for the log line.
+
+    The root only orders the calls: the client factory checks its sessions,
+    removed PBXs leave first (their lines out of service, their calls ended,
+    while the line owners still know them), then every part gets the new
+    configuration, then changed PBXs reconnect and added ones start.
+    """
     summary: list[str] = []
     added = sorted(set(new.users) - set(old.users))
     removed = sorted(set(old.users) - set(new.users))
@@ -468,10 +545,8 @@ def _apply(app: AppService, old: Config, new: Config) -> list[str]:
         summary.append("users removed: " + ", ".join(removed))
     if retokened:
         summary.append("tokens changed: " + ", ".join(retokened))
-    factory = app.client_factory
-    if factory is not None:
-        factory.authenticator.replace(new.users)
-        summary.extend(_recheck_sessions(factory, set(removed) | set(retokened)))
+    if app.client_factory is not None:
+        summary.extend(app.client_factory.reconfigure(new.users, set(removed) | set(retokened)))
     lines_added = sorted(set(new.lines) - set(old.lines))
     lines_removed = sorted(set(old.lines) - set(new.lines))
     lines_changed = sorted(n for n in set(old.lines) & set(new.lines) if old.lines[n] != new.lines[n])
@@ -479,49 +554,48 @@ def _apply(app: AppService, old: Config, new: Config) -> list[str]:
                         ("lines changed", lines_changed)):
         if names:
             summary.append(f"{what}: " + ", ".join(names))
-    give_bridge_config(app, new)
-    if not app.demo_mode and new.ami != old.ami and app.ami is not None:
-        a = new.ami
-        app.ami.reconfigure(
-            TCP4ClientEndpoint(app.reactor, a.host, a.port, timeout=10), a.username, a.secret, auth=a.auth,
-            keepalive=a.keepalive, pong_timeout=a.pong_timeout, action_timeout=a.action_timeout,
-        )
-        summary.append(f"AMI link reconnecting to {app.ami.where}")
+    board = app.switchboard
+    old_pbxs, new_pbxs = old.pbx_configs(), new.pbx_configs()
+    gone = [name for name in old_pbxs if name not in new_pbxs]
+    if board is not None:
+        for name in gone:
+            _remove_pbx(app, name)
+    endpoint_of = None if app.demo_mode else (lambda pbx: pbx_endpoint(app.reactor, pbx))
+    reconnecting = give_bridge_config(app, new, endpoint_of)
+    if board is None:
+        return summary
+    for name in reconnecting:
+        where = board.units[name].link.where
+        summary.append(f"AMI link reconnecting to {where}" if len(new_pbxs) == 1 and len(old_pbxs) == 1
+                       else f"PBX {name} reconnecting to {where}")
+    fresh = [name for name in new_pbxs if name not in board.units]
+    for name in fresh:
+        _add_pbx(app, name, new_pbxs[name], new)
+    if gone:
+        summary.append("PBXs removed: " + ", ".join(gone))
+    if fresh:
+        summary.append("PBXs added: " + ", ".join(fresh))
+    if (gone or fresh) and app.store is not None:
+        app.store.reconfigure(board.models())
+    first = board.first
+    if first is not None:
+        app.ami, app.model, app.bridge, app.demo = first.link, first.model, first.bridge, first.demo
     return summary
 
 
-def _recheck_sessions(factory: ClientFactory, revoked: set[str]) -> list[str]:
-    """Every connected session against the new users: close the revoked, cut the lines no longer allowed."""
-    auth = factory.authenticator
-    closed: list[str] = []
-    cut: list[str] = []
-    for conn in tuple(factory.connections):
-        session = conn.session
-        if session is None or conn.closing or session.user is None:
-            continue
-        user = session.user
-        if user.name is None:  # anonymous: no [users] before
-            if auth.login_required:
-                factory.cut_off("reload")
-                conn.close_with_error(codec.AUTH_ERROR, "This server now requires a login; reconnect and log in")
-                closed.append("(anonymous)")
-            continue
-        now = auth.user(user.name)
-        if user.name in revoked or now is None:
-            why = "was removed from" if now is None else "has a new token in"
-            factory.cut_off("reload")
-            conn.close_with_error(codec.AUTH_ERROR, f"User {user.name!r} {why} the configuration; log in again")
-            closed.append(user.name)
-            continue
-        session.user = now
-        for line in sorted(session.lines):
-            if not now.may_open(line):
-                session.revoke_line(line, "LINEERR_NOTOWNER",
-                                    f"user {user.name!r} may no longer open line {line!r} (configuration reloaded)")
-                cut.append(f"{line} for {user.name}")
-    out = []
-    if closed:
-        out.append("sessions closed: " + ", ".join(closed))
-    if cut:
-        out.append("lines closed: " + ", ".join(cut))
-    return out
+def _add_pbx(app: AppService, name: str, pbx: Any, config: Config) -> None:
+    """A PBX the reload added: its unit joins the switchboard and its link starts."""
+    unit = build_unit(app, name, pbx, config)
+    app.switchboard.add(unit)
+    unit.link.add_state_observer(app._link_status)
+    unit.link.setServiceParent(app)  # starts it: the app is running
+
+
+def _remove_pbx(app: AppService, name: str) -> None:
+    """A PBX the reload removed: its lines out of service, its calls ended, its link stopped."""
+    unit = app.switchboard.remove(name, app.reactor.seconds())
+    if app.metrics is not None:
+        app.metrics.unit_removed(unit)
+    for service in (unit.link, unit.demo):
+        if service is not None and service.parent is not None:
+            service.disownServiceParent()

@@ -643,6 +643,19 @@ class ClientProtocol(Protocol):
             self.factory.cut_off("login_failures" if code == codec.AUTH_ERROR else "session")
         self.close_with_error(code, message)
 
+    def reconfigure(self, auth: Any, revoked: set[str]) -> tuple[str | None, list[str]]:
+        """A reload's users: the session takes its new rights, or this connection is closed with
+        an AUTH error. Returns (the user closed for, or None; the lines cut)."""
+        if self.session is None or self.closing:
+            return None, []
+        close, cut = self.session.reconfigure(auth, revoked)
+        if close is None:
+            return None, cut
+        who, why = close
+        self.factory.cut_off("reload")
+        self.close_with_error(codec.AUTH_ERROR, why)
+        return who, []
+
     def close_with_error(self, code: int, message: str) -> None:
         """Send a last error (id null), then hang up once it is written.
 
@@ -793,6 +806,25 @@ class ClientFactory(ServerFactory):
         self._log_throttle = LogThrottle()
         #: Connections closed by the server, by reason (asttapi_server.metrics; docs/operations.md).
         self.cut_offs: dict[str, int] = {}
+
+    def reconfigure(self, users: Any, revoked: set[str]) -> list[str]:
+        """A reload's ``[users]`` (``revoked``: users whose token changed): every connection is
+        checked against them (sessions of a removed or re-tokened user are closed, lines a user
+        may no longer open are closed); returns what changed, for the reload's log line."""
+        self.authenticator.replace(users)
+        closed: list[str] = []
+        cut: list[str] = []
+        for conn in tuple(self.connections):
+            who, lines = conn.reconfigure(self.authenticator, revoked)
+            if who is not None:
+                closed.append(who)
+            cut.extend(lines)
+        out = []
+        if closed:
+            out.append("sessions closed: " + ", ".join(closed))
+        if cut:
+            out.append("lines closed: " + ", ".join(cut))
+        return out
 
     def cut_off(self, reason: str) -> None:
         """Count one connection the server closes (or turns away) for ``reason``."""

@@ -110,8 +110,14 @@ class CallControl:
         *,
         originate_timeout: float = 30.0,
         looks_up_contacts: bool = True,
+        pbx: str = "default",
+        owners: Any = None,
     ) -> None:
         self.model = model
+        #: The PBX this control is for, and the server's :class:`~.lines.LineOwners`
+        #: (None: every line is this PBX's); signals about other PBXs' lines are refused.
+        self.pbx = pbx
+        self.owners = owners
         self.lines: Mapping[str, Any] = {}
         self._device_lines: frozenset[str] = frozenset()
         self.set_lines(lines)
@@ -239,15 +245,14 @@ class CallControl:
         """
         fx: Effects | None = None
         device_lines = self._device_lines
+        owners = self.owners
+        several = owners is not None and not owners.single
         for signal in signals:
             if type(signal) is Diagnostic:
                 out = Effects()
                 out.diagnostics = [signal]
-            elif device_lines and not signal.device:
-                guarded, refused = sources.guard(signal, device_lines)
-                out = self._signal(guarded, now) if guarded is not None else Effects()
-                if refused:
-                    out.diagnostics = [*(out.diagnostics or ()), sources.refusal(signal, refused)]
+            elif several or (device_lines and not signal.device):
+                out = self._admitted(signal, now, several)
             else:
                 out = self._signal(signal, now)
             fx = out if fx is None else fx.merge(out)
@@ -257,6 +262,25 @@ class CallControl:
             self._follow(fx)
         self._forget(fx)
         return fx
+
+    def _admitted(self, signal: Any, now: float, several: bool) -> Effects:
+        """One signal after the rules of who may name which line: only this PBX's lines
+        (several PBXs, :class:`~.lines.LineOwners`), and no device line unless it is a
+        device's signal (:func:`.sources.guard`); what is cut is said in a diagnostic."""
+        notes: list[Diagnostic] = []
+        if several:
+            signal, refused_pbx = self.owners.admit(self.pbx, signal)
+            if refused_pbx is not None:
+                notes.append(refused_pbx)
+        if signal is not None and self._device_lines and not signal.device:
+            guarded, refused = sources.guard(signal, self._device_lines)
+            if refused:
+                notes.append(sources.refusal(signal, refused))
+            signal = guarded
+        out = self._signal(signal, now) if signal is not None else Effects()
+        if notes:
+            out.diagnostics = [*(out.diagnostics or ()), *notes]
+        return out
 
     def _signal(self, signal: Any, now: float) -> Effects:
         """One signal to the model, unless its call waits for a presentation read (see the module doc)."""

@@ -7,6 +7,10 @@ mapping itself, pure and tested on real captures, is
 :mod:`asttapi_server.core.device_lines`; this module only adapts it to the
 ``asttapi_map_ami_event`` hook (``now`` comes with the hook).
 
+Several PBXs: the hooks are told which PBX an event is of (``pbx``), and each
+PBX's device lines have a :class:`DeviceLines` of their own, so the same
+device name and the same Uniqueids on two Asterisks are followed apart.
+
 The plugin host registers it (before the site plugins, so a site plugin
 registered after it can still override an event) only when some line has a
 ``device``; without device lines nothing changes, not even which AMI events
@@ -23,15 +27,29 @@ from __future__ import annotations
 
 from typing import Any
 
+from asttapi_server.config import DEFAULT_PBX
 from asttapi_server.core.device_lines import EVENT_NAMES, DeviceLines
 from asttapi_server.hookspecs import hookimpl
 
 
 class ChannelEvents:
-    """The hook implementations around one :class:`DeviceLines` (per server, never module-global)."""
+    """The hook implementations around one :class:`DeviceLines` per PBX (per server, never
+    module-global): two Asterisks may hand out the same Uniqueid, so each PBX's device
+    channels are followed apart (the hooks' ``pbx``)."""
 
-    def __init__(self, devices: dict[str, list[str]]) -> None:
-        self.lines = DeviceLines(devices)
+    def __init__(self, devices: dict[str, list[str]], by_pbx: dict[str, dict[str, list[str]]] | None = None) -> None:
+        by_pbx = by_pbx if by_pbx is not None else {DEFAULT_PBX: devices}
+        #: Each PBX's device lines (a PBX without any has none here).
+        self.by_pbx: dict[str, DeviceLines] = {pbx: DeviceLines(found) for pbx, found in by_pbx.items()}
+        #: The first PBX's (a single-PBX server's only one).
+        self.lines = next(iter(self.by_pbx.values())) if self.by_pbx else DeviceLines(devices)
+
+    def take_calls_of(self, other: "ChannelEvents") -> None:
+        """A reload's new mapping follows the calls the running one follows, PBX by PBX."""
+        for pbx, lines in self.by_pbx.items():
+            before = other.by_pbx.get(pbx)
+            if before is not None:
+                lines.take_calls_of(before)
 
     @hookimpl(trylast=True)
     def asttapi_ami_event_names(self):
@@ -39,22 +57,31 @@ class ChannelEvents:
 
     # Site plugins, registered after the built-ins, still come first.
     @hookimpl
-    def asttapi_map_ami_event(self, message, now):
-        signals = self.lines.feed(message.name, message.get, now)
+    def asttapi_map_ami_event(self, message, now, pbx):
+        lines = self.by_pbx.get(pbx)
+        if lines is None:
+            return None  # that PBX has no device lines
+        signals = lines.feed(message.name, message.get, now)
         # None, not []: an event about no device channel is not ours to claim.
         return signals or None
 
     @hookimpl
-    def asttapi_map_channel_list(self, messages, since, now):
+    def asttapi_map_channel_list(self, messages, since, now, pbx):
         """Adopt the listed device channels never seen start; end ours that are gone."""
+        lines = self.by_pbx.get(pbx)
+        if lines is None:
+            return None
         items = [m.get for m in messages if m.kind == "event" and m.name.lower() == "coreshowchannel"]
-        return self.lines.resync(items, now, since=since)
+        return lines.resync(items, now, since=since)
 
     @hookimpl
-    def asttapi_calls_restored(self, calls, app):
+    def asttapi_calls_restored(self, calls, app, pbx):
         """Follow the device calls a restart restored (same handles): no second adoption at the resync."""
+        lines = self.by_pbx.get(pbx)
+        if lines is None:
+            return
         for call in calls:
-            self.lines.seed(call.uniqueid, call.channel, call.states, call.callinfo, call.updated)
+            lines.seed(call.uniqueid, call.channel, call.states, call.callinfo, call.updated)
 
 
 def devices_of(config: Any) -> dict[str, list[str]]:
@@ -67,7 +94,20 @@ def devices_of(config: Any) -> dict[str, list[str]]:
     return devices
 
 
+def devices_by_pbx(config: Any) -> dict[str, dict[str, list[str]]]:
+    """``{pbx: {device: [line, ...]}}``: each PBX's device lines (an unpinned one is the first PBX's,
+    the only one: with several PBXs a device line must name its PBX)."""
+    pbxs = list(config.pbx_configs()) if hasattr(config, "pbx_configs") else [DEFAULT_PBX]
+    by_pbx: dict[str, dict[str, list[str]]] = {}
+    for name, line in (getattr(config, "lines", None) or {}).items():
+        device = getattr(line, "device", None)
+        if device:
+            pbx = getattr(line, "pbx", None) or pbxs[0]
+            by_pbx.setdefault(pbx, {}).setdefault(device, []).append(name)
+    return by_pbx
+
+
 def builtin_plugin(config: Any) -> ChannelEvents | None:
     """What the plugin host registers: the mapping for the configured device lines, or None."""
     devices = devices_of(config)
-    return ChannelEvents(devices) if devices else None
+    return ChannelEvents(devices, devices_by_pbx(config)) if devices else None

@@ -106,3 +106,12 @@ def test_call_finished_plugins_get_the_same_context():
     _ringing(ami)
     user_event(ami, "LINE_CALLSTATE LINECALLSTATE_IDLE", "300.1", channel="PJSIP/trunk-0001")
     assert seen.apps == [bridge.plugin_context]
+
+
+def test_the_context_names_the_pbx_of_a_call():
+    """app.pbx(handle): a Uniqueid names a call only with its PBX (several PBXs, issue 25)."""
+    bridge, hub, clock, ami = make_bridge()
+    ctx = bridge.plugin_context
+    _ringing(ami)
+    (call,) = bridge.model.live_calls()
+    assert ctx.pbx(call.handle) == "default" and ctx.pbx(call.handle + 99) is None
