@@ -40,9 +40,9 @@ from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from asttapi_server import hookspecs
-from asttapi_server.ami.parser import ByName, wanted_name
+from asttapi_server.idents import wanted_name
 from asttapi_server import settings as setting
-from asttapi_server.config import read_secret_file, resolve_path as config_resolve_path
+from asttapi_server.config import DEFAULT_PBX, read_secret_file, resolve_path as config_resolve_path
 from asttapi_server.directory import DirectoryIndex
 from asttapi_server.errors import PluginError
 from asttapi_server.throttle import LogThrottle
@@ -395,7 +395,8 @@ class PluginHost:
         self._pool: Any = None
         self._overdue: dict[str, int] = {}
         self._error_log = LogThrottle(ERROR_LOG_INTERVAL)
-        self._routes: ByName[list[Any]] = ByName({})
+        # Event name (compared form) -> the asttapi_map_ami_event implementations that declared it.
+        self._mappers: dict[str, tuple[Any, ...]] = {}
         self._impl_cache: dict[str, list[Any]] = {}
         self._wanted: frozenset[str] = frozenset()
         #: ``fn(plugin, result, seconds)`` for each plugin's part of a contact
@@ -470,7 +471,7 @@ class PluginHost:
                           plugin=impl.plugin_name, value=names)
                 continue
             names_by_plugin[impl.plugin_name] = {str(n) for n in names}
-        routes: dict[str, list[Any]] = {}
+        mappers: dict[str, list[Any]] = {}
         declared: set[str] = set()
         for impl in self._impls("asttapi_map_ami_event"):
             wanted = names_by_plugin.get(impl.plugin_name)
@@ -479,10 +480,10 @@ class PluginHost:
                          "in asttapi_ami_event_names; it will never be called", plugin=impl.plugin_name)
                 continue
             for event_name in wanted:
-                # One case rule for event names (ami.parser.wanted_name), as where the bytes are framed.
-                routes.setdefault(wanted_name(event_name), []).append(impl)
+                # One case rule for event names (idents.wanted_name), as where the bytes are framed.
+                mappers.setdefault(wanted_name(event_name), []).append(impl)
                 declared.add(event_name)
-        self._routes = ByName(routes)
+        self._mappers = {name: tuple(impls) for name, impls in mappers.items()}
         self._wanted = frozenset(declared)
 
     def take_plugins_of(self, other: "PluginHost") -> "PluginHost":
@@ -493,9 +494,9 @@ class PluginHost:
         plugins without being told. The thread pool stays with this host.
         """
         old = PluginHost(lookup_timeout=self.lookup_timeout, clock=self._clock, run_in_thread=self._run_in_thread)
-        old.pm, old._routes, old._wanted, old.app = self.pm, self._routes, self._wanted, self.app
+        old.pm, old._mappers, old._wanted, old.app = self.pm, self._mappers, self._wanted, self.app
         old._impl_cache = self._impl_cache
-        self.pm, self._routes, self._wanted = other.pm, other._routes, other._wanted
+        self.pm, self._mappers, self._wanted = other.pm, other._mappers, other._wanted
         self._impl_cache = other._impl_cache
         self.lookup_timeout = other.lookup_timeout
         self._overdue = {}
@@ -539,12 +540,25 @@ class PluginHost:
         """AMI ``Event:`` names some plugin maps; the bridge need not look at other events."""
         return self._wanted
 
-    def map_ami_event(self, message: Any) -> list:
-        """The TAPI signals for one AMI event: the first plugin (in hook order) that returns a list wins."""
-        impls = self._routes.get(message.name)
+    def mappers(self) -> dict[str, tuple[Any, ...]]:
+        """Event name (compared form) -> the ``asttapi_map_ami_event`` implementations that
+        declared it, in hook order: the plugins' part of the one route table
+        (``asttapi_server.routes.Routes``), built by the bridge; pass a route's
+        ``mappers`` back to :meth:`map_with`."""
+        return dict(self._mappers)
+
+    def map_ami_event(self, message: Any, now: float | None = None, pbx: str = DEFAULT_PBX) -> list:
+        """:meth:`map_with` the implementations that declared ``message``'s name (tests, tools:
+        the bridge looks the name up once, in its route table). ``now``: the host's clock."""
+        impls = self._mappers.get(wanted_name(message.name))
         if not impls:
             return []
-        kwargs = {"message": message, "app": self.app}
+        return self.map_with(impls, message, self._get_clock().seconds() if now is None else now, pbx)
+
+    def map_with(self, impls: Iterable[Any], message: Any, now: float, pbx: str = DEFAULT_PBX) -> list:
+        """The TAPI signals for one AMI event of the PBX ``pbx`` from ``impls`` (a route's
+        mappers): the first plugin (in hook order) that returns a list wins."""
+        kwargs = {"message": message, "now": now, "app": self.app, "pbx": pbx}
         for impl in impls:
             ok, result = self._call(impl, "asttapi_map_ami_event", kwargs)
             if not ok or result is None:
@@ -555,10 +569,13 @@ class PluginHost:
                       plugin=impl.plugin_name, value=result)
         return []
 
-    def map_channel_list(self, messages: list, since: float | None) -> list:
-        """Every plugin's TAPI signals for a resync's channel list, in hook order (see the hookspec)."""
+    def map_channel_list(self, messages: list, since: float | None, now: float | None = None,
+                         pbx: str = DEFAULT_PBX) -> list:
+        """Every plugin's TAPI signals for a resync's channel list of ``pbx``, in hook order (see the
+        hookspec). ``now``: the host's clock unless given."""
         signals: list = []
-        kwargs = {"messages": messages, "since": since, "app": self.app}
+        now = self._get_clock().seconds() if now is None else now
+        kwargs = {"messages": messages, "since": since, "now": now, "app": self.app, "pbx": pbx}
         for impl in self._impls("asttapi_map_channel_list"):
             ok, result = self._call(impl, "asttapi_map_channel_list", kwargs)
             if not ok or result is None:
@@ -570,11 +587,11 @@ class PluginHost:
                           plugin=impl.plugin_name, value=result)
         return signals
 
-    def calls_restored(self, calls: list) -> None:
-        """Hand the calls restored after a restart to every plugin (see the hookspec); errors are logged."""
+    def calls_restored(self, calls: list, pbx: str = DEFAULT_PBX) -> None:
+        """Hand the calls of ``pbx`` restored after a restart to every plugin (see the hookspec); errors are logged."""
         if not calls:
             return
-        kwargs = {"calls": calls, "app": self.app}
+        kwargs = {"calls": calls, "app": self.app, "pbx": pbx}
         for impl in self._impls("asttapi_calls_restored"):
             self._call(impl, "asttapi_calls_restored", kwargs)
 

@@ -111,10 +111,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Final
 
-from ..ami.parser import ByName
+from ..idents import ByName
 from . import grammar as G
 from . import parties
 from .causes import mode_for_cause
@@ -533,44 +533,6 @@ class DeviceLines:
             self._to(leg, DIALING, None, out)
         return out
 
-    # -- one line, one source ----------------------------------------------------
-
-    @property
-    def line_names(self) -> frozenset[str]:
-        """Every line a configured device feeds."""
-        return frozenset(line for lines in self.devices.values() for line in lines)
-
-    def guard(self, signal: G.TapiSignal) -> tuple[G.TapiSignal | None, tuple[str, ...]]:
-        """A signal from another source (a dialplan's TAPI UserEvent) with the device lines taken out.
-
-        One line, one source: a device line's calls come from its device's
-        channel events only, or two pictures of one call would fight over
-        its state. So a UserEvent may not name a device line (``LINE_NEWCALL
-        bob``, ``[~ID&bob] ...``, ``[bob] LINE_LINEDEVSTATE``): those names are
-        taken out. What is left drives the dialplan's own call, even when
-        its Uniqueid is a device channel's (a device line calling a TAPI
-        dialplan's ring group: the reception phone's channel runs the
-        dialplan): the model keeps a device line's call and a dialplan's
-        call on one Uniqueid apart (``TapiSignal.device``), each following its
-        own source completely. Returns the signal to apply (None: nothing is
-        left) and the device lines it named, for the adapter to log.
-        """
-        cmd = signal.command
-        newcall = cmd.verb == G.NEWCALL
-        named = cmd.args if newcall else cmd.lines  # LINE_NEWCALL names its lines as arguments
-        own = self.line_names
-        refused = tuple(line for line in named if line in own)
-        if not refused:
-            return signal, ()
-        kept = tuple(line for line in named if line not in own)
-        if not kept:
-            return None, refused
-        if newcall:
-            raw = G.text_of(cmd.call_id, (), (), G.NEWCALL, kept)
-            return _replace(signal, cmd, args=kept, raw=raw), refused
-        raw = G.text_of(cmd.call_id, kept, cmd.excluded, cmd.verb, cmd.args)
-        return _replace(signal, cmd, lines=kept, raw=raw), refused
-
     # -- the handlers (one per event) -------------------------------------------
 
     def _newchannel(self, get: Fields, now: float, out: list) -> None:
@@ -959,10 +921,6 @@ def _answered_meanwhile(state: str, get: Fields) -> bool:
     return state in _DIALLING and bool((get("BridgeId") or "").strip())
 
 
-def _replace(signal: G.TapiSignal, cmd: G.TapiCommand, **changes: object) -> G.TapiSignal:
-    return replace(signal, command=replace(cmd, **changes))
-
-
 def _local_one(channel: str) -> bool:
     """Is ``channel`` the ;1 half of a Local pair (``Local/201@from-queue-0000001a;1``)?"""
     return channel.endswith(";1") and channel[:6].lower() == "local/"
@@ -985,7 +943,7 @@ def _int(value: str | None) -> int | None:
         return None
 
 
-# Names compared by the one case rule of the parser (ami.parser.wanted_name).
+# Names compared by the one case rule (idents.wanted_name).
 _HANDLERS: ByName[Callable[[DeviceLines, Fields, float, list], None]] = ByName({
     "newchannel": DeviceLines._newchannel,
     "newstate": DeviceLines._newstate,

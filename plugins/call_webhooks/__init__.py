@@ -348,11 +348,10 @@ class CallWebhooks:
 
     def _track(self, handle: int, callinfo: Mapping[str, Any]) -> CallTrack:
         track = self.tracks.get(handle)
-        model = getattr(self.app, "model", None)
-        call = model.get(handle) if model is not None else None
+        call = self.app.call(handle) if self.app is not None else None
         if track is None:
             call_id = call.uniqueids[0] if call is not None else (callinfo.get("uniqueid") or f"call-{handle}")
-            track = self.tracks[handle] = CallTrack(handle, str(call_id))
+            track = self.tracks[handle] = CallTrack(handle, _of_pbx(str(call_id), self.app, handle))
         if not track.stages:  # the direction holds once a receiver was told
             track.outbound = callinfo.get("origin") == _OUTBOUND or getattr(call, "owner_line", None) is not None
         return track
@@ -380,7 +379,7 @@ class CallWebhooks:
     def asttapi_call_finished(self, call: Any) -> None:
         if self.clock is None:
             return
-        track = self.tracks.pop(call.handle, None) or _track_of(call)
+        track = self.tracks.pop(call.handle, None) or _track_of(call, self.app)
         now = self.clock.seconds()
         for target in self.targets:
             lines = [line for line in (track.lines or list(call.seen_lines)) if self._matches_line(target, line)]
@@ -397,7 +396,7 @@ class CallWebhooks:
     def asttapi_calls_restored(self, calls: list) -> None:
         """Take up the calls a restart brought back: who answered, and what each Zammad target was told."""
         for call in calls:
-            track = self.tracks[call.handle] = _track_of(call)
+            track = self.tracks[call.handle] = _track_of(call, self.app)
             for name in self.zammad:
                 for event, stage in (("hangup", "over"), ("answer", "answered"), ("newCall", "new")):
                     if self.outbox is not None and self.outbox.known(name, f"{track.call_id}:{event}"):
@@ -456,9 +455,18 @@ def _zammad_input(event: Any, track: CallTrack) -> str | None:
     return "ring" if known else None
 
 
-def _track_of(call: Any) -> CallTrack:
+def _of_pbx(uniqueid: str, app: Any, handle: int) -> str:
+    """The call id receivers get: the Uniqueid, with ``@PBX`` after it for a call of a PBX other
+    than ``default`` (two Asterisks may hand out the same Uniqueid; a receiver must not take two
+    calls for one)."""
+    pbx_of = getattr(app, "pbx", None)
+    pbx = pbx_of(handle) if pbx_of is not None else None
+    return uniqueid if pbx in (None, "default") else f"{uniqueid}@{pbx}"
+
+
+def _track_of(call: Any, app: Any) -> CallTrack:
     """A track rebuilt from a Call (a restored call, or one the plugin never saw an event of)."""
-    track = CallTrack(call.handle, str(call.uniqueids[0]))
+    track = CallTrack(call.handle, _of_pbx(str(call.uniqueids[0]), app, call.handle))
     track.outbound = call.callinfo.get("origin") == _OUTBOUND or call.owner_line is not None
     track.lines = list(call.seen_lines)
     track.answered_by = [line for line, state in call.states.items() if state == CONNECTED]

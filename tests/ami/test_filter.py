@@ -224,7 +224,7 @@ def test_client_observers_get_only_wanted_events():
 def test_list_actions_collect_their_events_with_a_filter(capture, ids, make, names):
     pbx = FakeAsterisk()
     client, session, events = live(pbx, SERVER_WANTED)
-    d = client.send_action(*make())
+    d = client.send_action(make())
     (a,) = session.actions()
     data = replay(capture, {ids: a.action_id}, 4, 8)
     for i in range(len(data)):  # byte by byte
@@ -240,11 +240,11 @@ def test_only_actions_that_may_answer_with_events_open_the_filter():
     pbx = FakeAsterisk()
     client, session, events = live(pbx, SERVER_WANTED)
     parser = client.protocol.parser
-    client.send_action(*actions.getvar("PJSIP/bob-1", "CALLERID(pres)"))
-    client.send_action(*actions.ping())
+    client.send_action(actions.getvar("PJSIP/bob-1", "CALLERID(pres)"))
+    client.send_action(actions.ping())
     getvar, ping = session.actions()
     assert getvar.action_id not in parser.action_ids and ping.action_id not in parser.action_ids
-    d = client.send_action(*actions.coreshowchannels())
+    d = client.send_action(actions.coreshowchannels())
     (csc,) = session.actions()
     assert list(parser.action_ids) == [csc.action_id]
     data = replay("11_coreshowchannels.driver.raw", {"csc-1": csc.action_id}, 4, 8)

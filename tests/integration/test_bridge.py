@@ -241,14 +241,17 @@ class _Host:
     def wanted_event_names(self):
         return self._real.wanted_event_names()
 
-    def map_ami_event(self, message):
-        return self._real.map_ami_event(message)
+    def mappers(self):
+        return self._real.mappers()
 
-    def map_channel_list(self, messages, since):
+    def map_with(self, impls, message, now, pbx="default"):
+        return self._real.map_with(impls, message, now, pbx)
+
+    def map_channel_list(self, messages, since, now, pbx="default"):
         # make_bridge answers the resync's CoreShowChannels: without this the bridge's
         # AttributeError went to an unhandled Deferred, which trial then blamed on
         # whichever test ran when it was collected (tests/ops/test_reload.py, once).
-        return self._real.map_channel_list(messages, since)
+        return self._real.map_channel_list(messages, since, now, pbx)
 
     def client_event(self, event):
         return event
