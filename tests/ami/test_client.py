@@ -485,3 +485,18 @@ def test_on_action_id_names_the_actionid_before_it_is_written_10(pbx):
     session.send(replay("10_originate_async.driver.raw", {"orig-async-1": a.action_id}, 3, None))
     assert result_of(d).get("Message") == "Originate successfully queued"
     assert [m.action_id for m in events if m.name == "OriginateResponse"][0] == seen[0]
+
+
+def test_each_link_reads_at_most_read_bytes_a_turn():
+    """One read per ready link per reactor turn, of at most READ_BYTES: a PBX flooding
+    its link puts that much work, not Twisted's 64 KiB, ahead of another PBX's events."""
+    from twisted.internet.task import Clock
+    from twisted.internet.testing import StringTransport
+
+    from asttapi_server.ami.protocol import READ_BYTES, AMIProtocol
+
+    transport = StringTransport()
+    transport.bufferSize = 65536
+    proto = AMIProtocol(Clock(), greeting_timeout=0)
+    proto.makeConnection(transport)
+    assert transport.bufferSize == READ_BYTES == 16384
