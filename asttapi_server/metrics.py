@@ -224,7 +224,11 @@ class Metrics:
         if app.hub is not None:
             app.hub.on_publish = self.on_publish
         if app.plugins is not None:
-            app.plugins.lookup_observer = self.on_lookup
+            self.use_plugins(app.plugins)
+
+    def use_plugins(self, plugins: Any) -> None:
+        """Count the contact lookups of ``plugins`` (at start-up and after a reload)."""
+        plugins.lookup_observer = self.on_lookup
 
     def attach_unit(self, unit: Any) -> None:
         """Observe one PBX's AMI link (its events and actions count with every PBX's)."""

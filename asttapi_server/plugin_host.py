@@ -486,22 +486,6 @@ class PluginHost:
         self._mappers = {name: tuple(impls) for name, impls in mappers.items()}
         self._wanted = frozenset(declared)
 
-    def take_plugins_of(self, other: "PluginHost") -> "PluginHost":
-        """Serve ``other``'s plugins from now on (a configuration reload); returns a host
-        holding the previous ones, for the caller to ``shutdown()``.
-
-        In place, so whoever holds this host (the bridge) calls the new
-        plugins without being told. The thread pool stays with this host.
-        """
-        old = PluginHost(lookup_timeout=self.lookup_timeout, clock=self._clock, run_in_thread=self._run_in_thread)
-        old.pm, old._mappers, old._wanted, old.app = self.pm, self._mappers, self._wanted, self.app
-        old._impl_cache = self._impl_cache
-        self.pm, self._mappers, self._wanted = other.pm, other._mappers, other._wanted
-        self._impl_cache = other._impl_cache
-        self.lookup_timeout = other.lookup_timeout
-        self._overdue = {}
-        return old
-
     # -- life cycle ----------------------------------------------------
 
     def startup(self, config: Any, app: Any) -> Deferred:
@@ -531,7 +515,7 @@ class PluginHost:
             d.addErrback(lambda f, name=name: log.failure("Plugin {plugin} failed to shut down", f, plugin=name))
             waits.append(d)
         done = DeferredList(waits, consumeErrors=True)
-        done.addCallback(lambda _: self._stop_pool())
+        done.addCallback(lambda _: self._release_pool())
         return done
 
     # -- the hooks the bridge calls ------------------------------------
@@ -740,9 +724,21 @@ class PluginHost:
         return threads.deferToThreadPool(reactor, self._pool, job)
 
     def _stop_pool(self) -> None:
+        """At the reactor's shutdown: join the workers."""
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.stop()
+
+    def _release_pool(self) -> Deferred:
+        """After :meth:`shutdown` (a reload's old host, or the service stopping): join the
+        workers in a thread, so a plugin's blocking call still under way (a slow
+        directory) does not freeze the reactor meanwhile."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return succeed(None)
+        from twisted.internet import threads
+
+        return threads.deferToThread(pool.stop)
 
 
 _PENDING = object()

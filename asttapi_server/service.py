@@ -110,6 +110,16 @@ class AppService(MultiService):
         waits = [listener.whenListening() for listener in self.listeners + self.web_listeners + self.ops_listeners]
         DeferredList(waits, consumeErrors=True).addCallback(self._serving)
 
+    def use_plugins(self, plugins: Any) -> Any:
+        """A reload's plugin host, for everyone who calls plugins; returns the previous host,
+        for the caller to shut down once nothing calls it any more."""
+        previous, self.plugins = self.plugins, plugins
+        if self.switchboard is not None:
+            self.switchboard.use_plugins(plugins)  # contact lookups, route tables, event filters
+        if self.metrics is not None:
+            self.metrics.use_plugins(plugins)
+        return previous
+
     @property
     def plugin_app(self) -> Any:
         """What the plugins get as ``app``: the switchboard's narrow context (config, clock,
@@ -460,9 +470,7 @@ def reload(app: AppService, new: Config) -> Deferred:
         app._reloading = None
         if new_plugins is not None:
             _keep_device_calls(app.plugins, new_plugins)
-            app.plugins.take_plugins_of(new_plugins).shutdown()
-            if app.switchboard is not None:
-                app.switchboard.use_plugins(app.plugins)  # contact lookups, route tables, event filters
+            app.use_plugins(new_plugins).shutdown()
         summary = _apply(app, old, new)
         if new_plugins is not None:
             summary.append("plugins reloaded: " + ", ".join(app.plugins.names))
