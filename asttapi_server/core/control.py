@@ -421,7 +421,10 @@ class CallControl:
     # -- contact lookups ------------------------------------------------------------
 
     def _follow(self, fx: Effects) -> None:
-        """Start a lookup for each call that shows a caller number not looked up yet."""
+        """Start a lookup for each call that shows a caller number not looked up yet
+        (no plugin looks contacts up: nothing to start)."""
+        if not self.looks_up_contacts:
+            return
         for event in fx:
             if event.msg != NEWCALL and event.param != CALLINFO_CALLERID:
                 continue
