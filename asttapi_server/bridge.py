@@ -99,7 +99,7 @@ class Bridge:
         # A PBX repeats its mistakes on every call: each kind is logged once a minute.
         self._log_throttle = LogThrottle()
         #: The ``app`` plugins are given (``PluginHost.startup``): not the bridge itself.
-        self.plugin_context = PluginContext(self, clock, lambda: self.config)
+        self.plugin_context = PluginContext(self, clock)
         self.use_plugins(plugins)
 
     @property
@@ -173,17 +173,18 @@ class Bridge:
         """Carry out ``fx``, in the order the core's ``Effects`` documents."""
         self.on_change()
         if fx:
-            client_event = self._plugins.client_event
+            # Through the plugins' asttapi_client_event only when some plugin has it.
+            enrich = self._plugins.client_event if "asttapi_client_event" in self._plugins.implemented else None
             publish = self.hub.publish
             for event in fx:
                 if event.line is None and self.spread is not None:
                     lines = self.spread(event)  # this PBX's open lines: the event is for them only
                     if lines:
-                        out = client_event(event)
+                        out = event if enrich is None else enrich(event)
                         if out is not None:
                             publish(out, lines=lines)
                     continue
-                out = client_event(event)
+                out = event if enrich is None else enrich(event)
                 if out is not None:
                     publish(out)
         if fx.quiet:
