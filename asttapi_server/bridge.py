@@ -85,8 +85,9 @@ class Bridge:
         self.ami = ami
         self.hub = hub
         self.clock = clock
-        #: Called after anything that may have changed a call (the call store's ``changed``).
-        self.on_change: Callable[[], None] = _nothing
+        #: Called after anything that may have changed a call (the call store's ``changed``);
+        #: None: nobody is told (no store), and no call is made per event.
+        self.on_change: Callable[[], None] | None = None
         #: The lines a line-less event of this PBX (its link's LINE_LINEDEVSTATE) goes to
         #: (``pbx.Switchboard.devstate_lines``); None: every open line.
         self.spread: Callable[[Any], Iterable[str]] | None = None
@@ -171,7 +172,8 @@ class Bridge:
 
     def carry(self, fx: Effects) -> None:
         """Carry out ``fx``, in the order the core's ``Effects`` documents."""
-        self.on_change()
+        if self.on_change is not None:
+            self.on_change()
         if fx:
             # Through the plugins' asttapi_client_event only when some plugin has it.
             enrich = self._plugins.client_event if "asttapi_client_event" in self._plugins.implemented else None
@@ -300,7 +302,3 @@ class Bridge:
         self._requests[token] = d  # before carrying: an answer may come at once
         self.carry(fx)
         return d
-
-
-def _nothing() -> None:
-    pass
