@@ -260,7 +260,8 @@ class CallControl:
             return Effects()
         if fx:
             self._follow(fx)
-        self._forget(fx)
+        if fx.finished:
+            self._forget(fx)
         return fx
 
     def _admitted(self, signal: Any, now: float, several: bool) -> Effects:
@@ -354,7 +355,7 @@ class CallControl:
         return judged
 
     def _forget(self, fx: Effects) -> None:
-        """Calls that ended need their verdicts no more."""
+        """Calls that ended (``fx.finished``, not empty) need their verdicts no more."""
         if self._judged:
             for call in fx.finished:
                 for uid in call.uniqueids:
@@ -381,7 +382,8 @@ class CallControl:
             if held is not None:
                 held.hangup = (cause,)  # its call is not in the model yet: the safety net waits for it
         fx = self.model.channel_hangup(uniqueid, cause, now)
-        self._forget(fx)
+        if fx.finished:
+            self._forget(fx)
         return fx
 
     def _originate_response(self, message: Any, now: float) -> Effects:
@@ -411,7 +413,8 @@ class CallControl:
     def tick(self, now: float) -> Effects:
         """Run the model's timers due by ``now`` (hangup grace, max age, linger)."""
         fx = self.model.tick(now)
-        self._forget(fx)
+        if fx.finished:
+            self._forget(fx)
         return fx
 
     def next_deadline(self) -> float | None:
