@@ -25,11 +25,11 @@ is the flood phase's latency over the quiet one's (p50 and p99), the median
 over ``--repeats`` passes is reported with the load average. Every client
 event of every measured call must arrive, and nothing else.
 
-**Links.** With ``--links 2`` (the default when the server's configuration
-takes ``[pbx.NAME]`` tables, issue 25 items 1-2) the two PBXs are two AMI
-links of one server (``pbx.a`` and ``pbx.b``). Until then, ``--links 1``
-(chosen by itself, and said in the output): the flood and the measured calls
-share the one link, so the flood cannot go as fast as the server reads
+**Links.** With ``--links 2`` (the default: the server takes ``[pbx.NAME]``
+tables, issue 25 items 1-2) the two PBXs are two AMI links of one server
+(``pbx.a`` and ``pbx.b``). ``--links 1`` (chosen by itself on a server
+without ``[pbx.NAME]``, and said in the output): the flood and the measured
+calls share the one link, so the flood cannot go as fast as the server reads
 (the measured calls would queue behind it in the one TCP stream): it is sent
 at ``--flood-rate`` (default 120,000 AMI events/s, twice what a real
 Asterisk 22 sends at most), and what is measured is how much that load slows
