@@ -72,6 +72,8 @@ class Bridge:
         self.clock = clock
         #: Called after anything that may have changed a call (the call store's ``changed``).
         self.on_change: Callable[[], None] = _nothing
+        # Called with each call the core reports finished (Effects.finished), after the plugins.
+        self._finished_observers: list[Callable[[Any], None]] = []
         self._timer: IDelayedCall | None = None
         self._timer_at: float | None = None
         # token -> the Deferred a client session waits on.
@@ -107,7 +109,7 @@ class Bridge:
         now = self.clock.seconds()
         try:
             fx = self.control.ami_event(message, now)
-            signals = self._plugins.map_ami_event(message)
+            signals = self._plugins.map_ami_event(message, self.control.view)
             if signals:
                 mapped = self.control.signals(signals, now)
                 fx = mapped if fx is None else fx.merge(mapped)
@@ -127,11 +129,14 @@ class Bridge:
         self.carry(self.control.link_established(now) if up else self.control.link_lost(now))
 
     def adopt_restored(self, calls: Iterable[Any]) -> None:
-        """Calls the call store put back into the model: the mapping plugins take them up
-        (``asttapi_calls_restored``), the core follows them (``CallControl.adopt_restored``)."""
-        calls = list(calls)
-        self.plugins.calls_restored(calls)
-        self.carry(self.control.adopt_restored(calls))
+        """Calls the call store put back into the model (device channels' facts with them):
+        the core follows them (``CallControl.adopt_restored``); the mappings read them from the
+        model with the next event, no plugin needs telling."""
+        self.carry(self.control.adopt_restored(list(calls)))
+
+    def add_finished_observer(self, observe: Callable[[Any], None]) -> None:
+        """Call ``observe(call)`` for each call the core reports finished (the metrics count them)."""
+        self._finished_observers.append(observe)
 
     # -- effects out ---------------------------------------------------------
 
@@ -152,6 +157,8 @@ class Bridge:
             d.addCallback(self._contact_found, wanted.handle, wanted.number)
         for call in fx.finished:
             self.plugins.call_finished(call)
+            for observe in self._finished_observers:
+                observe(call)
         for send in fx.actions:
             self._send(send)
         for reply in fx.replies:
@@ -181,7 +188,7 @@ class Bridge:
         control = self.control
         signals: list = []
         if control.is_resync(token) and isinstance(response, list):
-            signals = self.plugins.map_channel_list(response, control.established_at)
+            signals = self.plugins.map_channel_list(response, control.established_at, control.view)
         self.carry(control.answered(token, response, None, self.clock.seconds(), signals=signals))
 
     def _action_failed(self, failure: Failure, token: int, name: str) -> None:

@@ -75,7 +75,7 @@ def asttapi_ami_event_names():
 
 
 @hookspec
-def asttapi_map_ami_event(message, app):
+def asttapi_map_ami_event(message, app, calls):
     """Turn one AMI event into TAPI signals for the call model.
 
     Called on the reactor thread for each AMI event whose name the plugin
@@ -88,6 +88,13 @@ def asttapi_map_ami_event(message, app):
 
     :param message: the ``asttapi_server.ami.message.Message``.
     :param app: the bridge.
+    :param calls: what the call model knows of device channels, read only
+        (``asttapi_server.core.legs.CallsView``): a mapping that follows
+        calls from channel events reads here what it learnt before and keeps
+        nothing itself; it returns what to remember as
+        ``asttapi_server.core.legs.DeviceNote`` values among its signals,
+        which the model applies at once. Read it during the call only (the
+        next event may bring another one).
     :returns: ``list[TapiSignal]`` or ``None``. Not a Deferred: event order
         matters, so mapping is synchronous and must be fast. The list may
         also hold :class:`asttapi_server.core.effects.Diagnostic` values
@@ -97,7 +104,7 @@ def asttapi_map_ami_event(message, app):
 
 
 @hookspec
-def asttapi_map_channel_list(messages, since, app):
+def asttapi_map_channel_list(messages, since, app, calls):
     """Turn the channel list Asterisk gave after a (re)connect into TAPI signals.
 
     Called on the reactor thread once per login, with the answer to the
@@ -116,32 +123,11 @@ def asttapi_map_channel_list(messages, since, app):
         answers: a channel the plugin heard from after it is alive even if
         the list, taken a moment earlier, misses it.
     :param app: the bridge.
+    :param calls: what the call model knows of device channels, as for
+        :func:`asttapi_map_ami_event` (after a server restart: the calls the
+        call store restored, their device channels' facts included).
     :returns: ``list[TapiSignal]`` (may hold ``Diagnostic`` values, as for
         :func:`asttapi_map_ami_event`) or ``None``. Not a Deferred.
-    """
-
-
-@hookspec
-def asttapi_calls_restored(calls, app):
-    """Take up the calls the call store put back after a server restart.
-
-    Called once, on the reactor thread, at start-up (after
-    :func:`asttapi_startup`, before the AMI link is up), with the live calls
-    restored from ``[calls] state_file``: same handles, lines, states and
-    call info as before the restart. A mapping that keeps its own picture
-    of calls (the built-in device-line mapping keeps one per device
-    channel) follows them from here, so the channel events after the
-    restart and the resync's channel list
-    (:func:`asttapi_map_channel_list`) continue these calls instead of
-    taking them up as new ones. Nothing is sent to clients: they already
-    have these calls. Every implementation is called; an exception is
-    logged and the others still run. Not called when nothing was restored.
-
-    :param calls: the restored ``asttapi_server.core.model.Call`` objects
-        (read them, do not change them): ``uniqueid``, ``channel``,
-        ``states`` (line -> state), ``callinfo``, ``updated``.
-    :param app: the bridge.
-    :returns: ``None``. Not a Deferred: the AMI link starts right after.
     """
 
 

@@ -539,12 +539,15 @@ class PluginHost:
         """AMI ``Event:`` names some plugin maps; the bridge need not look at other events."""
         return self._wanted
 
-    def map_ami_event(self, message: Any) -> list:
-        """The TAPI signals for one AMI event: the first plugin (in hook order) that returns a list wins."""
+    def map_ami_event(self, message: Any, calls: Any = None) -> list:
+        """The TAPI signals for one AMI event: the first plugin (in hook order) that returns a list wins.
+
+        ``calls``: the call model's read-only view (``core.legs.CallsView``) handed to each plugin.
+        """
         impls = self._routes.get(message.name)
         if not impls:
             return []
-        kwargs = {"message": message, "app": self.app}
+        kwargs = {"message": message, "app": self.app, "calls": calls}
         for impl in impls:
             ok, result = self._call(impl, "asttapi_map_ami_event", kwargs)
             if not ok or result is None:
@@ -555,10 +558,10 @@ class PluginHost:
                       plugin=impl.plugin_name, value=result)
         return []
 
-    def map_channel_list(self, messages: list, since: float | None) -> list:
+    def map_channel_list(self, messages: list, since: float | None, calls: Any = None) -> list:
         """Every plugin's TAPI signals for a resync's channel list, in hook order (see the hookspec)."""
         signals: list = []
-        kwargs = {"messages": messages, "since": since, "app": self.app}
+        kwargs = {"messages": messages, "since": since, "app": self.app, "calls": calls}
         for impl in self._impls("asttapi_map_channel_list"):
             ok, result = self._call(impl, "asttapi_map_channel_list", kwargs)
             if not ok or result is None:
@@ -569,14 +572,6 @@ class PluginHost:
                 log.error("Plugin {plugin}: asttapi_map_channel_list returned {value!r}, not a list; ignored",
                           plugin=impl.plugin_name, value=result)
         return signals
-
-    def calls_restored(self, calls: list) -> None:
-        """Hand the calls restored after a restart to every plugin (see the hookspec); errors are logged."""
-        if not calls:
-            return
-        kwargs = {"calls": calls, "app": self.app}
-        for impl in self._impls("asttapi_calls_restored"):
-            self._call(impl, "asttapi_calls_restored", kwargs)
 
     def client_event(self, event: Any) -> Any:
         """``event`` after every plugin enriched it, or ``None`` if a plugin dropped it."""

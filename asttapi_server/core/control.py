@@ -56,6 +56,7 @@ from .dialstring import dialable
 from .effects import ContactWanted, Diagnostic, Effects
 from .events import TapiEvent
 from .grammar import Screen
+from .legs import CallsView, DeviceNote
 from .model import Call, CallModel
 
 #: AMI events the core itself needs, whatever the plugins map.
@@ -127,6 +128,9 @@ class CallControl:
         self._held: dict[tuple[bool, str], _Held] = {}
         # (device, Uniqueid) of a call -> party number/name -> verdict (parties.ALLOWED or a hiding flag).
         self._judged: dict[tuple[bool, str], dict[str, str]] = {}
+        #: What the model knows of device channels, read only, with the signals held here counted:
+        #: what a mapping that follows calls from channel events is handed with each event.
+        self.view: CallsView = model.view(self._held)
         # By event name under the one case rule (ami.parser.wanted_name).
         self._handlers = ByName({
             "Hangup": self._hangup,
@@ -223,13 +227,19 @@ class CallControl:
         """TAPI signals from the mapping plugins, applied in order.
 
         A :class:`~.effects.Diagnostic` among them (a mapping's report of a
-        malformed event) is passed on as one.
+        malformed event) is passed on as one; a :class:`~.legs.DeviceNote`
+        (what a device-line mapping learnt of a channel) goes to the model at
+        once, never held back with its call's signals.
         """
         fx: Effects | None = None
         for signal in signals:
-            if type(signal) is Diagnostic:
+            kind = type(signal)
+            if kind is Diagnostic:
                 out = Effects()
                 out.diagnostics = [signal]
+            elif kind is DeviceNote:
+                self.model.note(signal, now)
+                continue
             else:
                 out = self._signal(signal, now)
             fx = out if fx is None else fx.merge(out)

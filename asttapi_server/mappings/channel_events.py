@@ -8,6 +8,13 @@ mapping itself, pure and tested on real captures, is
 ``asttapi_map_ami_event`` hook (the hook gives no time, so ``now`` is the
 bridge's clock).
 
+It keeps no call state: each call of the hook hands it ``calls``, a
+read-only view of what the call model knows of device channels
+(:class:`asttapi_server.core.legs.CallsView`), and what the mapping learns
+goes back to the model as notes among its signals. So a restart (the call
+store restores the model, legs included) and a reload (a new instance of
+this plugin) need no hand-over: the calls under way carry on.
+
 The plugin host registers it (before the site plugins, so a site plugin
 registered after it can still override an event) only when some line has a
 ``device``; without device lines nothing changes, not even which AMI events
@@ -52,28 +59,26 @@ class ChannelEvents:
     # Not trylast: it must see a UserEvent before the (trylast) UserEvent
     # mapping; site plugins, registered after the built-ins, still come first.
     @hookimpl
-    def asttapi_map_ami_event(self, message, app):
+    def asttapi_map_ami_event(self, message, app, calls):
         if message.name in _USER_EVENTS:
             return self._user_event(message, app)
+        if calls is None:
+            return None  # (no call model to read: a host that is not the server's)
         clock = getattr(app, "clock", None)
         now = clock.seconds() if clock is not None else 0.0
-        signals = self.lines.feed(message.name, message.get, now)
+        signals = self.lines.feed(message.name, message.get, now, calls)
         # None, not []: an event about no device channel is not ours to claim.
         return signals or None
 
     @hookimpl
-    def asttapi_map_channel_list(self, messages, since, app):
+    def asttapi_map_channel_list(self, messages, since, app, calls):
         """Adopt the listed device channels never seen start; end ours that are gone."""
+        if calls is None:
+            return None
         clock = getattr(app, "clock", None)
         now = clock.seconds() if clock is not None else 0.0
         items = [m.get for m in messages if m.kind == "event" and m.name.lower() == "coreshowchannel"]
-        return self.lines.resync(items, now, since=since)
-
-    @hookimpl
-    def asttapi_calls_restored(self, calls, app):
-        """Follow the device calls a restart restored (same handles): no second adoption at the resync."""
-        for call in calls:
-            self.lines.seed(call.uniqueid, call.channel, call.states, call.callinfo, call.updated)
+        return self.lines.resync(items, now, calls, since=since)
 
     def _user_event(self, message, app):
         """The dialplan's TAPI UserEvent, minus what it says about device lines."""

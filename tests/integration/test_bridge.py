@@ -241,14 +241,14 @@ class _Host:
     def wanted_event_names(self):
         return self._real.wanted_event_names()
 
-    def map_ami_event(self, message):
-        return self._real.map_ami_event(message)
+    def map_ami_event(self, message, calls=None):
+        return self._real.map_ami_event(message, calls)
 
-    def map_channel_list(self, messages, since):
+    def map_channel_list(self, messages, since, calls=None):
         # make_bridge answers the resync's CoreShowChannels: without this the bridge's
         # AttributeError went to an unhandled Deferred, which trial then blamed on
         # whichever test ran when it was collected (tests/ops/test_reload.py, once).
-        return self._real.map_channel_list(messages, since)
+        return self._real.map_channel_list(messages, since, calls)
 
     def client_event(self, event):
         return event
