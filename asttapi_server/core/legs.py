@@ -20,7 +20,7 @@ Pure: no I/O, no clock.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
@@ -56,13 +56,23 @@ class Leg:
     dialling: dict[str, str | None] = field(default_factory=dict)  # its Dial's destinations -> DialEnd status
     info: dict[str, str | None] = field(default_factory=dict)  # what the mapping told the model
 
-    def saved(self) -> dict[str, Any]:
-        """The leg as the call store records it (JSON-able, fresh containers)."""
+    def saved(self, shown: Collection[str]) -> dict[str, Any]:
+        """The leg as the call store records it (JSON-able, fresh containers).
+
+        ``shown``: every text the call's callinfo shows. A number or name of
+        the leg that is not among them is left out (None): a withheld
+        caller's number, which the call hides, never reaches the file.
+        """
+        def keep(value: str | None) -> str | None:
+            return value if value in shown else None
+
         return {
-            "uniqueid": self.uniqueid, "channel": self.channel, "lines": list(self.lines), "created": self.created, "updated": self.updated,
-            "own": list(self.own), "exten": self.exten, "ringing": self.ringing, "dial_status": self.dial_status,
-            "via": self.via, "picked": self.picked, "placed": self.placed, "connected": list(self.connected),
-            "far": list(self.far), "dialling": dict(self.dialling), "info": dict(self.info),
+            "uniqueid": self.uniqueid, "channel": self.channel, "lines": list(self.lines),
+            "created": self.created, "updated": self.updated,
+            "own": [keep(v) for v in self.own], "exten": keep(self.exten), "ringing": self.ringing,
+            "dial_status": self.dial_status, "via": self.via, "picked": self.picked, "placed": self.placed,
+            "connected": [keep(v) for v in self.connected], "far": [keep(v) for v in self.far],
+            "dialling": dict(self.dialling), "info": {k: v for k, v in self.info.items() if v in shown},
         }
 
     def key(self) -> tuple:

@@ -1065,7 +1065,7 @@ class CallModel:
             "flags": call.flags,
         }
         if leg is not None:
-            record["leg"] = leg.saved()
+            record["leg"] = leg.saved({v for v in call.callinfo.values() if type(v) is str})
         return record
 
     def save_key(self, call: Call) -> tuple:

@@ -900,3 +900,15 @@ def test_a_restored_leg_whose_channel_asterisk_lists_under_another_name_is_not_f
     for s in out:
         model.apply(s, 10.0)
     assert "1795674354.5" not in model.legs and model.leg_channels == {}
+
+
+@pytest.mark.parametrize("name", ["s01_inbound_ringgroup_answered", "s03_inbound_101_rejected", "s12_queue_rrmemory",
+                                  "s15_followme_simring", "s16_group_pickup"])
+def test_a_restart_in_a_dial_status_window_is_now_seamless(name):
+    """Issue 25 item 3: the call store keeps each device channel's facts with its call (how the Dial that
+    rang it ended, a pickup of it), so a restart between a Dial's end and the phone's Hangup gives the
+    same mode as an uninterrupted run (before, the Hangup cause's mode: ``_windows`` still lists them)."""
+    msgs = messages(NATIVE / f"{name}.raw")
+    want = _per_call(play(msgs)[3])
+    assert _windows(msgs), "the capture has such a window"
+    assert [cut for cut in range(len(msgs) + 1) if _per_call(_restarted(msgs, cut)[0]) != want] == []
