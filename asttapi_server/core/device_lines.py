@@ -118,7 +118,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Final
 
 from ..ami.parser import ByName
@@ -126,11 +126,9 @@ from . import grammar as G
 from . import parties
 from .causes import mode_for_cause
 from .constants import (
-    BUSY,
     CONNECTED,
     DIALING,
     DIALTONE,
-    DISCONNECTED,
     IDLE,
     OFFERING,
     ONHOLD,

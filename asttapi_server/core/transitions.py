@@ -162,10 +162,6 @@ DEVICE_FACTS: dict[str, dict[str, str]] = {
 }
 
 
-def device_move(fact: str, state: str) -> str | None:
-    """The state a device's call in ``state`` moves to on ``fact`` (None: it stays)."""
-    return DEVICE_FACTS[fact].get(state)
-
 
 def verdict(old: str, new: str) -> str:
     """EMIT, DUPLICATE or IMPOSSIBLE for a line in ``old`` told to go to ``new``."""
