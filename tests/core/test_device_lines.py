@@ -912,3 +912,20 @@ def test_a_restart_in_a_dial_status_window_is_now_seamless(name):
     want = _per_call(play(msgs)[3])
     assert _windows(msgs), "the capture has such a window"
     assert [cut for cut in range(len(msgs) + 1) if _per_call(_restarted(msgs, cut)[0]) != want] == []
+
+
+def test_an_events_copy_of_a_leg_has_every_field_and_the_model_keeps_no_state():
+    """The mapping copies the legs an event touches field by field (core/device_lines.py ``_Event._get``):
+    a field added to ``Leg`` must be copied too; what goes back to the model has no state of its own."""
+    from asttapi_server.core.legs import LEG_FIELDS, Leg
+
+    model = CallModel(boot_id="test")
+    leg = Leg("9.8", "PJSIP/201-00000008", ("bob",), 1.0, 2.0, own=("201", "Bob"), exten="203", ringing=True,
+              dial_status="NOANSWER", via="Local/x-1;2", picked=True, placed=True, connected=("1", "One"),
+              far=("2", "Two"), dialling={"PJSIP/203-1": None}, info={"callerid": "201"})
+    model.apply(DeviceNote("leg", "9.8", leg), 0.0)
+    copy = D._Event(D.DeviceLines(LAB), model.view())._get("9.8")
+    assert [getattr(copy, f) for f in LEG_FIELDS] == [getattr(leg, f) for f in LEG_FIELDS]
+    assert copy.dialling is not leg.dialling and copy.info is not leg.info and copy.state == D.UNSEEN
+    _, model, _, _ = play(messages(NATIVE / "s10_hold_unhold.raw")[:40])
+    assert model.legs and all(not hasattr(leg, "state") for leg in model.legs.values())
