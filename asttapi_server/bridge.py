@@ -4,11 +4,14 @@ It owns no telephony state and makes no telephony decision: those are the
 core's (:class:`asttapi_server.core.control.CallControl` and the call model
 it drives). The bridge feeds facts in and carries effects out:
 
-* AMI events in: the core's own events (Hangup, Newchannel,
-  OriginateResponse) go to ``control.ami_event``; every event some plugin
-  maps becomes TAPI signals (``plugins.map_ami_event``) for ``control.signals``.
-  Only wanted events reach it at all: the link's parser drops the others
-  undecoded (the set is declared once, in :func:`asttapi_server.service.wanted_events`).
+* AMI events in, by the one route table (:class:`asttapi_server.routes.Routes`,
+  built in :meth:`Bridge.use_plugins`): one lookup of the event's name gives
+  the core's handler (Hangup, Newchannel, OriginateResponse:
+  ``control.event_handlers``) and the plugins' mappings
+  (``plugins.map_with``, given ``now``), whose TAPI signals go to
+  ``control.signals``. Only wanted events reach it at all: the link's
+  parser drops the others undecoded (the same names:
+  :func:`asttapi_server.service.wanted_events`).
 * Link up/down in: ``control.link_established`` / ``control.link_lost``.
 * Client requests in (the ``Telephony`` interface of the client sessions):
   ``control.make_call`` / ``drop`` / ``blind_transfer`` give a token; the
@@ -23,9 +26,18 @@ it drives). The bridge feeds facts in and carries effects out:
   each kind at most once a minute; the one timer (``callLater``) when the
   next deadline moved.
 
-It is also the ``app`` plugins receive (``app.config``, ``app.clock``,
-``app.model``). Wiring (which link, which event filter, which observers)
-is done by :func:`asttapi_server.service.build_bridge`.
+There is one bridge per PBX (:class:`asttapi_server.pbx.PBXUnit`); the
+client sessions see them all through :class:`asttapi_server.pbx.Switchboard`.
+A line-less event of its core (the link's LINE_LINEDEVSTATE) goes to the
+lines the switchboard names (``spread``: this PBX's open lines), never to
+every line; the mapping hooks are told which PBX an event is of (``pbx``).
+
+Plugins do not get the bridge: their ``app`` is a narrow
+:class:`asttapi_server.plugin_context.PluginContext` (config, clock, read a
+call, drop or transfer it): the switchboard's in the running server (every
+PBX's calls), :attr:`Bridge.plugin_context` for a bridge on its own. Wiring
+(which link, which event filter) is done by
+:func:`asttapi_server.service.build_bridge` and ``build_unit``.
 """
 
 from __future__ import annotations
@@ -42,6 +54,8 @@ from .config import Config
 from .core.control import CallControl
 from .core.effects import Diagnostic, Effects, Send
 from .errors import TelephonyError, lineerr_of
+from .plugin_context import PluginContext
+from .routes import Routes
 from .throttle import LogThrottle
 
 log = Logger()
@@ -65,51 +79,71 @@ class Bridge:
     ) -> None:
         self.control = control
         self.model = control.model
+        self._pbx: str = getattr(control, "pbx", "default")  # the PBX the mapping plugins are told of
+        self.pbx_name = self._pbx
         self.config = config
         self.ami = ami
-        self.plugins = plugins
         self.hub = hub
         self.clock = clock
         #: Called after anything that may have changed a call (the call store's ``changed``).
         self.on_change: Callable[[], None] = _nothing
         # Called with each call the core reports finished (Effects.finished), after the plugins.
         self._finished_observers: list[Callable[[Any], None]] = []
+        #: The lines a line-less event of this PBX (its link's LINE_LINEDEVSTATE) goes to
+        #: (``pbx.Switchboard.devstate_lines``); None: every open line.
+        self.spread: Callable[[Any], Iterable[str]] | None = None
+        #: The PBX named in this bridge's log lines (set while the server has several).
+        self.log_pbx: str | None = None
         self._timer: IDelayedCall | None = None
         self._timer_at: float | None = None
         # token -> the Deferred a client session waits on.
         self._requests: dict[int, Deferred] = {}
         # A PBX repeats its mistakes on every call: each kind is logged once a minute.
         self._log_throttle = LogThrottle()
+        #: The ``app`` plugins are given (``PluginHost.startup``): not the bridge itself.
+        self.plugin_context = PluginContext(self, clock, lambda: self.config)
+        self.use_plugins(plugins)
 
     @property
     def plugins(self) -> Any:
-        """The plugin host; the core is told whether any plugin looks contacts up."""
+        """The plugin host (read-only: :meth:`use_plugins` changes it, with what follows from it)."""
         return self._plugins
 
-    @plugins.setter
-    def plugins(self, plugins: Any) -> None:
+    def use_plugins(self, plugins: Any) -> None:
+        """Call ``plugins`` from now on (start-up; a reload whose plugins changed, even in place).
+
+        Explicit, because it is more than an assignment: the core is told
+        whether any plugin looks contacts up, and the one route table is
+        built again from the core's handlers and the plugins' mappings.
+        """
         self._plugins = plugins
         self.control.looks_up_contacts = bool(getattr(plugins, "looks_up_contacts", True))
+        self.routes = Routes(self.control.event_handlers(), plugins.mappers())
 
     @property
     def link_up(self) -> bool:
         """In service (the core's link state)."""
         return self.control.link_up
 
-    def reconfigure(self, config: Config) -> None:
-        """Use ``config``'s lines and originate timeout from now on (a reload; calls under way carry on)."""
+    def reconfigure(self, config: Config, pbx: Any = None) -> None:
+        """Use ``config``'s lines and the originate timeout of ``pbx`` (its PBX's settings; default
+        ``config.ami``) from now on (a reload; calls under way carry on)."""
         self.config = config
         self.control.set_lines(config.lines)
-        self.control.originate_timeout = config.ami.originate_timeout
+        self.control.originate_timeout = (pbx if pbx is not None else config.ami).originate_timeout
 
     # -- facts in ----------------------------------------------------------
 
     def on_ami_event(self, message: Any) -> None:
-        """One AMI event; never raises (a bad event is logged, not fatal)."""
+        """One AMI event, by its route; never raises (a bad event is logged, not fatal)."""
+        route = self.routes.get(message.name)
+        if route is None:
+            return  # (Shutdown, FullyBooted: the link's own; nothing here handles them)
         now = self.clock.seconds()
         try:
-            fx = self.control.ami_event(message, now)
-            signals = self._plugins.map_ami_event(message, self.control.view)
+            core, mappers = route
+            fx = core(message, now) if core is not None else None
+            signals = self._plugins.map_with(mappers, message, now, self._pbx, self.control.view) if mappers else None
             if signals:
                 mapped = self.control.signals(signals, now)
                 fx = mapped if fx is None else fx.merge(mapped)
@@ -147,6 +181,13 @@ class Bridge:
             client_event = self._plugins.client_event
             publish = self.hub.publish
             for event in fx:
+                if event.line is None and self.spread is not None:
+                    lines = self.spread(event)  # this PBX's open lines: the event is for them only
+                    if lines:
+                        out = client_event(event)
+                        if out is not None:
+                            publish(out, lines=lines)
+                    continue
                 out = client_event(event)
                 if out is not None:
                     publish(out)
@@ -180,16 +221,18 @@ class Bridge:
         token = send.token
         action = send.action
         control = self.control
-        d = self.ami.send_action(action.name, list(action.headers), timeout=send.timeout,
+        d = self.ami.send_action(action, timeout=send.timeout,
                                  on_action_id=lambda action_id: control.sent(token, action_id))
         d.addCallbacks(self._answered, self._action_failed, callbackArgs=(token,), errbackArgs=(token, action.name))
 
     def _answered(self, response: Any, token: int) -> None:
         control = self.control
+        now = self.clock.seconds()
         signals: list = []
         if control.is_resync(token) and isinstance(response, list):
-            signals = self.plugins.map_channel_list(response, control.established_at, control.view)
-        self.carry(control.answered(token, response, None, self.clock.seconds(), signals=signals))
+            signals = self.plugins.map_channel_list(response, control.established_at, now, self._pbx,
+                                                   control.view)
+        self.carry(control.answered(token, response, None, now, signals=signals))
 
     def _action_failed(self, failure: Failure, token: int, name: str) -> None:
         if lineerr_of(failure.value, name) is None:
@@ -203,8 +246,12 @@ class Bridge:
         text = diagnostic.text
         if held:
             text += " ({held} more like it since the last report)"
+        fields = diagnostic.fields
+        if self.log_pbx is not None and "pbx" not in fields:
+            text = "PBX {pbx}: " + text
+            fields = {**fields, "pbx": self.log_pbx}
         emit = getattr(log, diagnostic.level, log.warn)
-        emit(text, held=held, **diagnostic.fields)
+        emit(text, held=held, **fields)
 
     # -- the one timer -------------------------------------------------------
 

@@ -39,7 +39,13 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
+from asttapi_server.clients import hub as _hub, protocol as _clients
+from asttapi_server.clients.auth import LoginLimits
+from asttapi_server.clients.limits import ConnectionLimits
+from asttapi_server.clients.session import MAX_LINES_PER_SESSION
+from asttapi_server.core import model as _model
 from asttapi_server.core.dialling import DialRule
+from asttapi_server.core.grammar import MAX_LINES
 from asttapi_server.errors import ConfigError
 from asttapi_server import settings as setting
 from asttapi_server.names import line_name_problem
@@ -78,27 +84,31 @@ class AMIConfig:
 
 @dataclass(frozen=True)
 class ServerConfig:
+    # Every default but listen's is written once, in the part that uses it (clients/*);
+    # tests/foundation/test_config_defaults.py checks each against its part.
     listen: tuple[str, ...] = ("tcp:5039:interface=127.0.0.1",)
-    max_line_bytes: int = 65536
-    send_buffer_bytes: int = 1 << 20
-    replay_ring: int = 10000
-    # Connection and login limits (clients/limits.py, clients/auth.py; docs/security.md).
-    max_clients: int = 1000
-    max_clients_per_address: int = 50
-    login_timeout: float = 10.0
-    handshake_timeout: float = 10.0
-    line_timeout: float = 30.0
-    login_free_failures: int = 5
-    login_backoff: float = 1.0
-    login_backoff_max: float = 300.0
-    login_forget_after: float = 900.0
+    max_line_bytes: int = _clients.MAX_LINE_BYTES
+    send_buffer_bytes: int = _clients.SEND_BUFFER_BYTES
+    replay_ring: int = _hub.RING_SIZE
+    # Connection and login limits (docs/security.md); their defaults are written once,
+    # where they are used: ConnectionLimits (clients/limits.py), LoginLimits (clients/auth.py).
+    max_clients: int = ConnectionLimits.max_clients
+    max_clients_per_address: int = ConnectionLimits.max_clients_per_address
+    login_timeout: float = ConnectionLimits.login_timeout
+    handshake_timeout: float = ConnectionLimits.handshake_timeout
+    line_timeout: float = ConnectionLimits.line_timeout
+    login_free_failures: int = LoginLimits.free_failures
+    login_backoff: float = LoginLimits.backoff
+    login_backoff_max: float = LoginLimits.backoff_max
+    login_forget_after: float = LoginLimits.forget_after
     # Client limits (docs/security.md "Client floods"):
-    replay_ring_bytes: int = 16 << 20  # encoded bytes the replay ring may hold
-    max_lines_per_session: int = 100  # lines one connection may have open
-    request_rate: float = 50.0  # requests per second per connection, errors included
-    request_burst: int = 200  # requests a connection may send at once before the rate applies
-    user_request_rate: float = 200.0  # requests per second of one user, all connections (before login: one address)
-    user_request_burst: int = 400  # what one user (address) may send at once before that rate applies
+    replay_ring_bytes: int = _hub.RING_BYTES  # encoded bytes the replay ring may hold
+    max_lines_per_session: int = MAX_LINES_PER_SESSION  # lines one connection may have open
+    request_rate: float = _clients.REQUEST_RATE  # requests per second per connection, errors included
+    request_burst: int = _clients.REQUEST_BURST  # requests a connection may send at once before the rate applies
+    # requests per second of one user, all connections (before login: one address)
+    user_request_rate: float = _clients.USER_REQUEST_RATE
+    user_request_burst: int = _clients.USER_REQUEST_BURST  # what one user (address) may send at once
 
 
 @dataclass(frozen=True)
@@ -113,6 +123,9 @@ class LineConfig:
     # How the line reaches numbers given as +49... or tel: URIs: its
     # [lines.NAME.dial] over the global [dial] (asttapi_server.core.dialling).
     dial: DialRule | None = None
+    # The PBX the line belongs to ([pbx.NAME]); None: not pinned (with one PBX,
+    # that one; with several, the first PBX whose TAPIEVENTs name it, core/lines.py).
+    pbx: str | None = None
 
 
 @dataclass(frozen=True)
@@ -124,19 +137,28 @@ class UserConfig:
 
 @dataclass(frozen=True)
 class CallsConfig:
-    hangup_grace: float = 5.0
-    max_age: float = 14400.0
-    linger: float = 30.0
+    # The defaults are the call model's own (core/model.py), written once there.
+    hangup_grace: float = _model.DEFAULT_HANGUP_GRACE
+    max_age: float = _model.DEFAULT_MAX_AGE
+    linger: float = _model.DEFAULT_LINGER
     #: Where live calls are kept across a restart (asttapi_server/store.py), absolute.
     #: None: the default, ``asttapi-calls.json`` in ``$STATE_DIRECTORY`` or beside
     #: the configuration file (none in demo mode, whose PBX restarts with the
     #: server; service.state_file_path); "": no store.
     state_file: str | None = None
     # PBX-side limits (issue 11; see docs/security.md).
-    max_calls: int = 10000
-    max_lines: int = 64
-    max_field_bytes: int = 256
+    max_calls: int = _model.DEFAULT_MAX_CALLS
+    max_lines: int = MAX_LINES
+    max_field_bytes: int = _model.DEFAULT_MAX_FIELD_BYTES
 
+    def model_args(self) -> dict[str, Any]:
+        """What ``CallModel(...)`` takes of this table (every key but ``state_file``), by name."""
+        return {k: getattr(self, k) for k in _MODEL_KEYS}
+
+
+
+#: The [calls] keys the call model takes (all but the store's file).
+_MODEL_KEYS = ("hangup_grace", "max_age", "linger", "max_calls", "max_lines", "max_field_bytes")
 
 @dataclass(frozen=True)
 class PluginsConfig:
@@ -196,8 +218,15 @@ class ClusterConfig:
 DEMO_WEB_LISTEN = "tcp:8080:interface=127.0.0.1"
 
 
+#: The name of the PBX an ``[ami]`` table configures (and of a store's calls written before ``[pbx.NAME]``).
+DEFAULT_PBX = "default"
+#: Most demo PBXs one server runs (``demo_pbxs``, ``--demo-pbxs``).
+MAX_DEMO_PBXS = 5
+
+
 @dataclass(frozen=True)
 class Config:
+    #: The first PBX (``pbxs``' first entry): what a single-PBX server reads.
     ami: AMIConfig = field(default_factory=AMIConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     lines: Mapping[str, LineConfig] = field(default_factory=lambda: _EMPTY)
@@ -210,6 +239,13 @@ class Config:
     dial: DialRule | None = None  # [dial]; each line's own rule is LineConfig.dial
     demo: bool = False
     source: str | None = None
+    #: Every PBX by name, in the file's order: ``[pbx.NAME]`` tables, or ``[ami]`` as ``"default"``.
+    #: Empty only in a Config built by hand: then ``ami`` is the one PBX (see :meth:`pbx_configs`).
+    pbxs: Mapping[str, AMIConfig] = field(default_factory=lambda: _EMPTY)
+
+    def pbx_configs(self) -> Mapping[str, AMIConfig]:
+        """Every PBX by name (``{"default": ami}`` for a Config without ``pbxs``)."""
+        return self.pbxs or MappingProxyType({DEFAULT_PBX: self.ami})
 
 
 #: The demo PBX's phones, used as lines when demo mode has no [lines]: two fed by
@@ -223,6 +259,26 @@ DEMO_LINES: Mapping[str, LineConfig] = MappingProxyType(
     }
 )
 
+#: The phones of the demo's further PBXs (``demo_pbxs``): two dialplan lines each.
+_DEMO_PEOPLE = ("carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy")
+
+
+def demo_lines(pbxs: list[str]) -> dict[str, LineConfig]:
+    """The demo's lines for these demo PBXs: :data:`DEMO_LINES` on the first (unpinned when it is the
+    only one), and two dialplan lines of their own (``line_4``, ``line_5``, ...) on each further one."""
+    if len(pbxs) <= 1:
+        return dict(DEMO_LINES)
+    lines = {name: replace(line, pbx=pbxs[0]) for name, line in DEMO_LINES.items()}
+    number = len(lines)
+    people = iter(_DEMO_PEOPLE)
+    for pbx in pbxs[1:]:
+        for _ in range(2):
+            number += 1
+            name = f"line_{number}"
+            lines[name] = LineConfig(name, f"Local/{next(people)}@phones", "trunklocal", pbx=pbx)
+    return lines
+
+
 #: Which command-line flag sets which dotted key (for error messages).
 OVERRIDE_FLAGS: Mapping[str, str] = MappingProxyType(
     {
@@ -230,6 +286,7 @@ OVERRIDE_FLAGS: Mapping[str, str] = MappingProxyType(
         "ami.port": "--ami-port",
         "ami.username": "--ami-username",
         "ami.secret": "--ami-secret",
+        "demo_pbxs": "--demo-pbxs",
         "server.listen": "--listen",
         "web.listen": "--web-listen",
         "demo": "--demo",
@@ -476,6 +533,7 @@ _USER_KEYS = {k: None for k in ("token", "lines")}
 _USER_KEYS["token_file"] = None
 _LINE_KEYS["device"] = None
 _LINE_KEYS["dial"] = None
+_LINE_KEYS["pbx"] = None
 _SERVER_NET_KEYS = (
     "max_clients", "max_clients_per_address", "login_timeout", "handshake_timeout", "line_timeout",
     "login_free_failures", "login_backoff", "login_backoff_max", "login_forget_after",
@@ -483,7 +541,9 @@ _SERVER_NET_KEYS = (
 _SERVER_KEYS.update(dict.fromkeys(_SERVER_NET_KEYS))
 _CALLS_KEYS = {k: None for k in ("hangup_grace", "max_age", "linger", "state_file", "max_calls", "max_lines", "max_field_bytes")}
 _TOP_KEYS = {k: None for k in ("ami", "server", "lines", "users", "calls", "plugins", "demo", "web", "metrics",
-                                "cluster", "dial")}
+                                "cluster", "dial", "pbx", "demo_pbxs")}
+#: A PBX's name: a metric label, a log word, a key of the call store.
+_PBX_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}\Z")
 
 
 def _section(r: _Reader, data: Mapping[str, Any], name: str) -> Mapping[str, Any]:
@@ -493,14 +553,13 @@ def _section(r: _Reader, data: Mapping[str, Any], name: str) -> Mapping[str, Any
     return value
 
 
-def _ami(r: _Reader, d: Mapping[str, Any]) -> AMIConfig:
-    p = "ami"
+def _ami(r: _Reader, d: Mapping[str, Any], p: str = "ami") -> AMIConfig:
     r.table(d, p, _AMI_KEYS)
     dflt = AMIConfig()
     host = r.string(d, p, "host", None, empty_ok=True) or None
     auth = r.string(d, p, "auth", dflt.auth)
     if auth not in ("md5", "plain"):
-        raise r.fail("ami.auth", "\"md5\" or \"plain\"", auth)
+        raise r.fail(f"{p}.auth", "\"md5\" or \"plain\"", auth)
     return AMIConfig(
         host=host.strip() if host else None,
         port=r.integer(d, p, "port", dflt.port, 1, 65535),
@@ -555,6 +614,58 @@ def _client_limits(r: _Reader, d: Mapping[str, Any], p: str, dflt: ServerConfig)
     }
 
 
+def _pbxs(r: _Reader, data: Mapping[str, Any]) -> dict[str, AMIConfig]:
+    """``[pbx.NAME]`` tables, or ``[ami]`` as the one PBX named ``default``; never both."""
+    tables = data.get("pbx")
+    if tables is None:
+        return {DEFAULT_PBX: _ami(r, _section(r, data, "ami"))}
+    if "ami" in data:
+        raise ConfigError(
+            f"{r.source}: keys 'ami' and 'pbx': expected [ami] (one PBX) or [pbx.NAME] tables (several), not both;"
+            " move [ami] into a [pbx.NAME] table")
+    if not isinstance(tables, dict) or not tables:
+        raise r.fail("pbx", "[pbx.NAME] tables, one per Asterisk (host, port, username, secret, ...)", tables)
+    pbxs = {}
+    for name, table in tables.items():
+        p = f"pbx.{name}"
+        if not _PBX_NAME.match(name):
+            raise ConfigError(f"{r.source}: key '{p}': expected a PBX name of letters, digits, '-' and '_'"
+                              " (at most 32, starting with a letter or digit)")
+        if not isinstance(table, dict):
+            raise r.fail(p, f"a table [pbx.{name}] with at least 'host'", table)
+        pbxs[name] = _ami(r, table, p)
+    return pbxs
+
+
+def _line_pbxs(r: _Reader, lines: dict[str, LineConfig], pbxs: Mapping[str, AMIConfig]) -> None:
+    """Each line's ``pbx`` names a configured PBX; device lines name theirs when there are several."""
+    for name, line in lines.items():
+        if line.pbx is not None and line.pbx not in pbxs:
+            raise ConfigError(f"{r.source}: key 'lines.{name}.pbx': expected one of the configured PBXs"
+                              f" ({', '.join(pbxs)}), got {line.pbx!r}")
+        if line.pbx is None and line.device and len(pbxs) > 1:
+            raise ConfigError(f"{r.source}: key 'lines.{name}.pbx': a device line needs its PBX when there are"
+                              f" several; expected one of {', '.join(pbxs)}")
+
+
+def _demo_pbxs(r: _Reader, data: Mapping[str, Any], pbxs: dict[str, AMIConfig],
+               lines: dict[str, LineConfig], demo: bool) -> tuple[dict[str, AMIConfig], dict[str, LineConfig]]:
+    """``demo_pbxs = N``: N demo PBXs (``pbx1`` ... ``pbxN``), each with its own demo lines
+    unless ``[lines]`` are configured."""
+    count = r.get(data, "", "demo_pbxs", 1, setting.integer, 1, MAX_DEMO_PBXS, text_ok="demo_pbxs" in r.cli)
+    if count == 1:
+        return pbxs, lines
+    if not demo:
+        raise ConfigError(f"{r.source}: key 'demo_pbxs': only for the demo PBX (demo = true or no AMI host);"
+                          " real PBXs are [pbx.NAME] tables")
+    if "pbx" in data:
+        raise ConfigError(f"{r.source}: keys 'demo_pbxs' and 'pbx': expected one of them: [pbx.NAME] tables"
+                          " name the demo PBXs themselves")
+    first = next(iter(pbxs.values()))
+    names = [f"pbx{n}" for n in range(1, count + 1)]
+    return {name: first for name in names}, lines
+
+
 def _lines(r: _Reader, d: Mapping[str, Any], dial: Mapping[str, Any]) -> dict[str, LineConfig]:
     lines = {}
     for name, table in d.items():
@@ -573,6 +684,7 @@ def _lines(r: _Reader, d: Mapping[str, Any], dial: Mapping[str, Any]) -> dict[st
             callerid=r.string(table, p, "callerid", None),
             device=device,
             dial=_dial_rule(r, _over(dial, _line_dial(r, table, p)), f"{p}.dial"),
+            pbx=r.string(table, p, "pbx", None),
         )
     return lines
 
@@ -913,7 +1025,7 @@ def load_config(
         elif env_secret:
             ami_table.pop("secret_file", None)
             ami_table["secret"] = env_secret
-    elif env_secret and ami_table is None and overrides.get("ami.secret") is None:
+    elif env_secret and ami_table is None and "pbx" not in data and overrides.get("ami.secret") is None:
         data["ami"] = {"secret": env_secret}
     source = path or "configuration"
     cli: set[str] = set()
@@ -928,14 +1040,23 @@ def load_config(
     r = _Reader(source, frozenset(cli), path, environ)
 
     r.table(data, "", _TOP_KEYS)
-    ami = _ami(r, _section(r, data, "ami"))
+    pbxs = _pbxs(r, data)
     server = _server(r, _section(r, data, "server"))
     dial = _dial_keys(r, _section(r, data, "dial"), "dial")
     lines = _lines(r, _section(r, data, "lines"), dial)
     users = _users(r, _section(r, data, "users"))
     calls = _calls(r, _section(r, data, "calls"))
     plugins = _plugins(r, _section(r, data, "plugins"))
-    demo = r.boolean(data, "", "demo", False) or ami.host is None
+    demo = r.boolean(data, "", "demo", False)
+    hostless = [name for name, pbx in pbxs.items() if pbx.host is None]
+    if hostless and len(hostless) < len(pbxs) and not demo:
+        # One PBX without a host must not turn a real office's server into the demo.
+        raise ConfigError(f"{r.source}: key 'pbx.{hostless[0]}.host': expected the Asterisk's host name or"
+                          " address (the other PBXs have one; demo = true runs demo PBXs instead)")
+    demo = demo or bool(hostless)
+    configured_lines = bool(lines)
+    pbxs, lines = _demo_pbxs(r, data, pbxs, lines, demo)
+    _line_pbxs(r, lines, pbxs)
     web = _web(r, _section(r, data, "web"), demo)
     metrics = _metrics(r, _section(r, data, "metrics"))
     cluster = _cluster(r, _section(r, data, "cluster"))
@@ -948,11 +1069,12 @@ def load_config(
                     f"configured [lines] or glob patterns, got {pattern!r}"
                 )
     global_dial = _dial_rule(r, dial, "dial")
-    if demo and not lines:
-        lines = {name: replace(line, dial=global_dial) for name, line in DEMO_LINES.items()}
+    if demo and not configured_lines:
+        lines = {name: replace(line, dial=global_dial) for name, line in demo_lines(list(pbxs)).items()}
 
     return Config(
-        ami=ami,
+        ami=next(iter(pbxs.values())),
+        pbxs=MappingProxyType(pbxs),
         server=server,
         lines=MappingProxyType(lines),
         users=MappingProxyType(users),

@@ -127,12 +127,28 @@ class InvalidActionHeader(AMIError, ValueError):
     cannot smuggle headers or whole actions into the PBX link."""
 
 
+#: What a client is told when a request finds the PBX link down (LINEERR_DISCONNECTED), wherever it
+#: stops: the client session's check, the core's (a plugin's request, a forwarded one).
+LINK_DOWN = "the link to the PBX is down; try again after LINE_LINEDEVSTATE reports LINEDEVSTATE_INSERVICE"
+
+
+def link_down() -> TelephonyError:
+    """The one answer to a request made while the PBX link is down."""
+    return TelephonyError("LINEERR_DISCONNECTED", LINK_DOWN)
+
+
+def unexpected(action: str) -> TelephonyError:
+    """The one answer to a request that failed in a way :func:`lineerr_of` does not know
+    (the caller has logged the failure itself)."""
+    return TelephonyError("LINEERR_OPERATIONFAILED", f"{action} failed; the server log has the details")
+
+
 def lineerr_of(error: BaseException, action: str) -> TelephonyError | None:
     """What a client is told when the AMI ``action`` it caused failed with ``error``.
 
     The one mapping of AMI failures to LINEERR_* (the core's request answers
     and the client session both use it). ``None`` for an error nobody
-    expected: the caller logs it and answers a generic LINEERR_OPERATIONFAILED.
+    expected: the caller logs it and answers :func:`unexpected`.
     """
     if isinstance(error, TelephonyError):
         return error

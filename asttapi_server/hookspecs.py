@@ -12,9 +12,21 @@ parameters, marked with :data:`hookimpl`::
 The server never calls these through pluggy's own ``hook.xxx()``: each
 implementation is called on its own by :class:`asttapi_server.plugin_host.PluginHost`,
 so a plugin that raises is logged with its name and skipped, and the others
-still run. Hook wrappers are not supported. ``app`` is the running bridge
-(``asttapi_server.bridge.Bridge``: ``app.config``, ``app.clock``, ``app.model``),
-``None`` in unit tests.
+still run. Hook wrappers are not supported.
+
+``app``, in every hook that takes it, is the plugin context
+(:class:`asttapi_server.plugin_context.PluginContext`), the whole of what a
+plugin may use of the running server:
+
+- ``app.config``: the running ``Config`` (it follows reloads);
+- ``app.clock``: the ``IReactorTime``; ``app.now()``: its ``seconds()``;
+- ``app.call(handle)``: the ``Call`` with that handle, or ``None`` (read only);
+- ``app.drop(handle)``, ``app.blind_transfer(handle, number)``: act on a call
+  as a client's ``lineDrop``/``lineBlindTransfer`` would (``Deferred[None]``,
+  failing with ``TelephonyError``);
+- ``app.model``: kept for plugins written when ``app`` was the bridge.
+
+``None`` in unit tests that start no server.
 
 See ``docs/plugins.md`` for how to write, install and configure a plugin.
 """
@@ -38,7 +50,7 @@ def asttapi_startup(config, app):
 
     :param config: the server's ``Config`` (``config.plugins.settings`` holds
         every plugin's table).
-    :param app: the bridge; keep it if later hooks need it.
+    :param app: the plugin context; keep it if later hooks need it.
     :returns: ``None``, or a Deferred that fires when the plugin is ready. If
         it raises or the Deferred fails, start-up stops with a ``PluginError``
         naming the plugin.
@@ -52,7 +64,7 @@ def asttapi_shutdown(app):
     Called once, on the reactor thread. Every implementation is called; an
     exception is logged with the plugin's name and the others still run.
 
-    :param app: the bridge.
+    :param app: the plugin context.
     :returns: ``None``, or a Deferred the server waits for (a few seconds at most).
     """
 
@@ -64,18 +76,19 @@ def asttapi_ami_event_names():
     Called once, at load time. Every implementation is called; the server
     routes an AMI event to a plugin's ``asttapi_map_ami_event`` only if the
     event's ``Event:`` name (e.g. ``"UserEvent"``, ``"Newchannel"``; compared
-    case-insensitively, the one rule of ``asttapi_server.ami.parser.wanted_name``)
+    case-insensitively, the one rule of ``asttapi_server.idents.wanted_name``)
     is among the names that plugin returned. These names and the core's own
-    (``core.control.CORE_EVENTS``) are the one set of wanted events
-    (``service.wanted_events``): the link's parser drops every other event
-    without decoding it, which keeps AMI floods cheap.
+    (``core.control.CORE_EVENTS``) make the one route table
+    (``asttapi_server.routes.Routes``: one entry per name, looked up once per
+    event), whose names are the one set of wanted events: the link's parser
+    drops every other event without decoding it, which keeps AMI floods cheap.
 
     :returns: an iterable of event names, or ``None`` for none. Not a Deferred.
     """
 
 
 @hookspec
-def asttapi_map_ami_event(message, app, calls):
+def asttapi_map_ami_event(message, now, app, pbx, calls):
     """Turn one AMI event into TAPI signals for the call model.
 
     Called on the reactor thread for each AMI event whose name the plugin
@@ -86,15 +99,25 @@ def asttapi_map_ami_event(message, app, calls):
     So a site plugin overrides the built-in mapping for an event by returning
     a list, and adds its own mapping for other events alongside it.
 
+    One line, one source, whatever the hook order: the server takes device
+    lines out of every signal that is not a device's (``TapiSignal.device``
+    false: a dialplan's UserEvent), so no mapping can put a dialplan's call
+    on a device line (``asttapi_server.core.sources``).
+
     :param message: the ``asttapi_server.ami.message.Message``.
-    :param app: the bridge.
-    :param calls: what the call model knows of device channels, read only
-        (``asttapi_server.core.legs.CallsView``): a mapping that follows
+    :param now: the time the event is handled (``app.clock.seconds()``,
+        seconds), the one the core uses for it; a mapping reads time here,
+        never a clock of its own.
+    :param app: the plugin context (:class:`asttapi_server.plugin_context.PluginContext`).
+    :param pbx: the name of the PBX whose link read it (``"default"`` for ``[ami]``).
+    :param calls: what that PBX's call model knows of device channels, read
+        only (``asttapi_server.core.legs.CallsView``): a mapping that follows
         calls from channel events reads here what it learnt before and keeps
-        nothing itself; it returns what to remember as
-        ``asttapi_server.core.legs.DeviceNote`` values among its signals,
-        which the model applies at once. Read it during the call only (the
-        next event may bring another one).
+        nothing itself (no call state, so nothing per PBX either); it returns
+        what to remember as ``asttapi_server.core.legs.DeviceNote`` values
+        among its signals, which the model applies at once and the call
+        store saves with the call. Read it during the call only (the next
+        event may bring another PBX's).
     :returns: ``list[TapiSignal]`` or ``None``. Not a Deferred: event order
         matters, so mapping is synchronous and must be fast. The list may
         also hold :class:`asttapi_server.core.effects.Diagnostic` values
@@ -104,7 +127,7 @@ def asttapi_map_ami_event(message, app, calls):
 
 
 @hookspec
-def asttapi_map_channel_list(messages, since, app, calls):
+def asttapi_map_channel_list(messages, since, now, app, pbx, calls):
     """Turn the channel list Asterisk gave after a (re)connect into TAPI signals.
 
     Called on the reactor thread once per login, with the answer to the
@@ -122,8 +145,10 @@ def asttapi_map_channel_list(messages, since, app, calls):
     :param since: the time (``app.clock.seconds()``) of the login this list
         answers: a channel the plugin heard from after it is alive even if
         the list, taken a moment earlier, misses it.
-    :param app: the bridge.
-    :param calls: what the call model knows of device channels, as for
+    :param now: the time the answer is handled (seconds, as ``since``).
+    :param app: the plugin context.
+    :param pbx: the PBX whose channels these are (the other PBXs' calls are not in it).
+    :param calls: what that PBX's call model knows of device channels, as for
         :func:`asttapi_map_ami_event` (after a server restart: the calls the
         call store restored, their device channels' facts included).
     :returns: ``list[TapiSignal]`` (may hold ``Diagnostic`` values, as for
@@ -160,7 +185,7 @@ def asttapi_lookup_contact(number, callinfo, app):
         normalise it with :mod:`asttapi_server.numbers`.
     :param callinfo: read-only snapshot of the call's info (``callerid``,
         ``calledid``, ``origin``, ``uniqueid``, ...).
-    :param app: the bridge.
+    :param app: the plugin context.
     :returns: a dict (``name`` required; ``company``, ``source``, ``link``,
         ``number`` as stored, and any other JSON-serialisable keys), ``None``
         for "not found", or a Deferred firing with one of those.
@@ -177,7 +202,7 @@ def asttapi_client_event(event, app):
 
     :param event: the ``TapiEvent`` (frozen; build a changed copy with
         ``event.with_callinfo(...)`` or ``dataclasses.replace``).
-    :param app: the bridge.
+    :param app: the plugin context.
     :returns: a new ``TapiEvent`` to send instead, ``False`` to drop the event
         (later plugins are not called), or ``None`` to leave it unchanged.
         Not a Deferred.
@@ -198,7 +223,7 @@ def asttapi_call_finished(call, app):
     Every implementation is called; an exception is logged and ignored.
 
     :param call: the ``asttapi_server.core.model.Call`` (read it, do not change it).
-    :param app: the bridge.
+    :param app: the plugin context.
     :returns: ``None``, or a Deferred (its failure is logged; nobody waits for it).
     """
 
@@ -213,7 +238,7 @@ def asttapi_metrics(app):
     of this scrape. Count in plain numbers on the hot path and build the
     families here: the scrape pays for the exposition, not every event.
 
-    :param app: the bridge.
+    :param app: the plugin context.
     :returns: an iterable of ``prometheus_client`` metric families
         (``CounterMetricFamily``, ``GaugeMetricFamily``, ...), or ``None``.
         Names start with ``asttapi_``; a bundled plugin's are declared in

@@ -33,7 +33,7 @@ from twisted.internet.interfaces import ISSLTransport
 from twisted.logger import Logger
 
 from asttapi_server.ami import actions
-from asttapi_server.ami.parser import ByName
+from asttapi_server.idents import ByName
 from asttapi_server.core.constants import CALLINFO, CALLSTATE, DEVSTATE, NEWCALL
 from asttapi_server.core.control import CORE_EVENTS
 from asttapi_server.core.events import TapiEvent
@@ -65,10 +65,11 @@ PLUGIN_METRICS: Mapping[str, tuple[str, tuple[str, ...], str]] = {
 
 #: name -> (type, labels, help). The exposition adds ``_total`` to counters.
 METRICS: Mapping[str, tuple[str, tuple[str, ...], str]] = {
-    "asttapi_ami_link_up": ("gauge", (), "1 while logged in to the Asterisk manager, else 0."),
+    "asttapi_ami_link_up": ("gauge", ("pbx",), "1 while logged in to the PBX's Asterisk manager, else 0."),
     "asttapi_pbx_in_service": (
-        "gauge", (), "1 once logged in and resynchronised (lines are in service), else 0; what /readyz reports."),
-    "asttapi_ami_reconnects": ("counter", (), "Logins to the Asterisk manager after the first one."),
+        "gauge", ("pbx",),
+        "1 once logged in and resynchronised (the PBX's lines are in service), else 0; /readyz wants all."),
+    "asttapi_ami_reconnects": ("counter", ("pbx",), "Logins to the PBX's Asterisk manager after the first one."),
     "asttapi_ami_events": ("counter", ("event",), "AMI events read, by the event names the server uses."),
     "asttapi_ami_action_seconds": (
         "histogram", ("action",), "Round-trip time of AMI actions (keepalive Ping included), by action."),
@@ -123,7 +124,7 @@ MAX_PLUGIN_LABELS = 64
 class LabelValues:
     """The values one label may take: ``known`` ones, matched in any case and
     shown in their canonical spelling (the case rule of the event filter,
-    ``ami.parser.wanted_name``), and ``other`` for anything else.
+    ``idents.wanted_name``), and ``other`` for anything else.
 
     ``grow``: besides, up to this many other values are kept as first seen
     (plugin names, which a reload may add to); later ones are ``other``.
@@ -195,14 +196,15 @@ class Metrics:
         self.plugin_label = LabelValues((), grow=MAX_PLUGIN_LABELS)
         self.ami_events: dict[str, int] = {}
         self.tapi_events: dict[str, int] = {}
-        self.reconnects = 0
-        self._logins = 0
+        self.reconnects: dict[str, int] = {}  # by PBX
+        self._logins: dict[str, int] = {}
         self.actions: dict[str, Histogram] = {}
         self.action_failures: dict[tuple[str, str], int] = {}
         self.calls_finished: dict[str, int] = dict.fromkeys(OUTCOMES, 0)
         self.lookups: dict[tuple[str, str], int] = {}
         self.lookup_seconds: dict[str, Histogram] = {}
         self.reloads: dict[str, int] = {"ok": 0, "refused": 0}
+        self._retired_endings: dict[str, int] = {}  # endings of PBXs a reload removed
         self.app: Any = None
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(ServerCollector(self))
@@ -213,16 +215,29 @@ class Metrics:
         """Observe ``app``'s AMI link, hub, plugin host and client factory (composition only)."""
         self.app = app
         self.learn_event_names()
-        if app.ami is not None:
-            app.ami.add_event_observer(self.on_ami_event)
-            app.ami.add_link_observer(self.on_link)
-            app.ami.add_action_observer(self.on_action)
+        board = getattr(app, "switchboard", None)
+        if board is not None:
+            for unit in board.units.values():
+                self.attach_unit(unit)
+            board.on_unit = self.attach_unit  # a PBX a reload adds
         if app.hub is not None:
             app.hub.on_publish = self.on_publish
         if app.plugins is not None:
-            app.plugins.lookup_observer = self.on_lookup
-        if getattr(app, "bridge", None) is not None:
-            app.bridge.add_finished_observer(self.on_finished)
+            self.use_plugins(app.plugins)
+
+    def use_plugins(self, plugins: Any) -> None:
+        """Count the contact lookups of ``plugins`` (at start-up and after a reload)."""
+        plugins.lookup_observer = self.on_lookup
+
+    def attach_unit(self, unit: Any) -> None:
+        """Observe one PBX's AMI link (its events and actions count with every PBX's)."""
+        name = unit.name
+        self.reconnects.setdefault(name, 0)
+        self._logins.setdefault(name, 0)
+        unit.link.add_event_observer(self.on_ami_event)
+        unit.link.add_link_observer(lambda up: self.on_link(up, name))
+        unit.link.add_action_observer(self.on_action)
+        unit.bridge.add_finished_observer(self.on_finished)
 
     def learn_event_names(self) -> None:
         """Count the events the server asks Asterisk for under their own names (at start and after a reload)."""
@@ -241,11 +256,11 @@ class Metrics:
         counts = self.ami_events
         counts[name] = counts.get(name, 0) + 1
 
-    def on_link(self, up: bool) -> None:
+    def on_link(self, up: bool, pbx: str = "default") -> None:
         if up:
-            self._logins += 1
-            if self._logins > 1:
-                self.reconnects += 1
+            logins = self._logins[pbx] = self._logins.get(pbx, 0) + 1
+            if logins > 1:
+                self.reconnects[pbx] = self.reconnects.get(pbx, 0) + 1
 
     def on_action(self, action: str, seconds: float, failure: str | None) -> None:
         """One AMI action answered (``failure`` None) or failed (error, timeout, link_down)."""
@@ -270,9 +285,22 @@ class Metrics:
         self.calls_finished[call.outcome] += 1
 
     def safety_net(self) -> dict[str, int]:
-        """Calls the core ended itself, by reason (its own count, read at scrape time)."""
-        model = getattr(self.app, "model", None)
-        return dict(model.endings) if model is not None else {}
+        """Calls the core ended itself, by reason (its own count, every PBX's, read at scrape time)."""
+        board = getattr(self.app, "switchboard", None)
+        models = list(board.models().values()) if board is not None else []
+        if not models:
+            model = getattr(self.app, "model", None)
+            models = [model] if model is not None else []
+        total = dict(self._retired_endings)
+        for model in models:
+            for reason, n in model.endings.items():
+                total[reason] = total.get(reason, 0) + n
+        return total
+
+    def unit_removed(self, unit: Any) -> None:
+        """A reload removed a PBX: its counts stay in the totals (counters never go down)."""
+        for reason, n in unit.model.endings.items():
+            self._retired_endings[reason] = self._retired_endings.get(reason, 0) + n
 
     def on_lookup(self, plugin: str, result: str, seconds: float) -> None:
         """One plugin's part of a contact lookup: hit, miss, error or timeout."""
@@ -293,9 +321,10 @@ class Metrics:
     # -- read at scrape time -----------------------------------------------------
 
     def in_progress(self) -> int:
-        """Calls announced to clients and not ended, read from the call model (a lineMakeCall's call
-        counts from its LINE_NEWCALL, as its clients see it)."""
-        model = getattr(self.app, "model", None)
+        """Calls announced to clients and not ended, read from the call models of every PBX (a
+        lineMakeCall's call counts from its LINE_NEWCALL, as its clients see it)."""
+        board = getattr(self.app, "switchboard", None)
+        model = board.model if board is not None else getattr(self.app, "model", None)
         if model is None:
             return 0
         return sum(1 for call in model.live_calls() if call.owner_line is None or call.owner_announced)
@@ -342,13 +371,12 @@ class ServerCollector:
     def collect(self) -> Iterable[Any]:
         m = self.m
         app = m.app
-        ami = getattr(app, "ami", None)
-        bridge = getattr(app, "bridge", None)
+        units = app.units() if hasattr(app, "units") else []
         hub = getattr(app, "hub", None)
-        yield _gauge("asttapi_ami_link_up", 1 if ami is not None and ami.connected else 0)
-        yield _gauge("asttapi_pbx_in_service", 1 if ami is not None and ami.connected and bridge is not None
-                     and bridge.link_up else 0)
-        yield _counter("asttapi_ami_reconnects", {(): m.reconnects})
+        yield _gauge("asttapi_ami_link_up", {(u.name,): 1 if u.link.connected else 0 for u in units})
+        yield _gauge("asttapi_pbx_in_service",
+                     {(u.name,): 1 if u.link.connected and u.in_service else 0 for u in units})
+        yield _counter("asttapi_ami_reconnects", {(u.name,): m.reconnects.get(u.name, 0) for u in units})
         yield _counter("asttapi_ami_events", {(k,): v for k, v in sorted(m.ami_events.items())})
         yield _histogram("asttapi_ami_action_seconds", m.actions)
         yield _counter("asttapi_ami_action_failures", dict(sorted(m.action_failures.items())))

@@ -40,9 +40,9 @@ from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from asttapi_server import hookspecs
-from asttapi_server.ami.parser import ByName, wanted_name
+from asttapi_server.idents import wanted_name
 from asttapi_server import settings as setting
-from asttapi_server.config import read_secret_file, resolve_path as config_resolve_path
+from asttapi_server.config import DEFAULT_PBX, read_secret_file, resolve_path as config_resolve_path
 from asttapi_server.directory import DirectoryIndex
 from asttapi_server.errors import PluginError
 from asttapi_server.throttle import LogThrottle
@@ -395,7 +395,8 @@ class PluginHost:
         self._pool: Any = None
         self._overdue: dict[str, int] = {}
         self._error_log = LogThrottle(ERROR_LOG_INTERVAL)
-        self._routes: ByName[list[Any]] = ByName({})
+        # Event name (compared form) -> the asttapi_map_ami_event implementations that declared it.
+        self._mappers: dict[str, tuple[Any, ...]] = {}
         self._impl_cache: dict[str, list[Any]] = {}
         self._wanted: frozenset[str] = frozenset()
         #: ``fn(plugin, result, seconds)`` for each plugin's part of a contact
@@ -470,7 +471,7 @@ class PluginHost:
                           plugin=impl.plugin_name, value=names)
                 continue
             names_by_plugin[impl.plugin_name] = {str(n) for n in names}
-        routes: dict[str, list[Any]] = {}
+        mappers: dict[str, list[Any]] = {}
         declared: set[str] = set()
         for impl in self._impls("asttapi_map_ami_event"):
             wanted = names_by_plugin.get(impl.plugin_name)
@@ -479,27 +480,11 @@ class PluginHost:
                          "in asttapi_ami_event_names; it will never be called", plugin=impl.plugin_name)
                 continue
             for event_name in wanted:
-                # One case rule for event names (ami.parser.wanted_name), as where the bytes are framed.
-                routes.setdefault(wanted_name(event_name), []).append(impl)
+                # One case rule for event names (idents.wanted_name), as where the bytes are framed.
+                mappers.setdefault(wanted_name(event_name), []).append(impl)
                 declared.add(event_name)
-        self._routes = ByName(routes)
+        self._mappers = {name: tuple(impls) for name, impls in mappers.items()}
         self._wanted = frozenset(declared)
-
-    def take_plugins_of(self, other: "PluginHost") -> "PluginHost":
-        """Serve ``other``'s plugins from now on (a configuration reload); returns a host
-        holding the previous ones, for the caller to ``shutdown()``.
-
-        In place, so whoever holds this host (the bridge) calls the new
-        plugins without being told. The thread pool stays with this host.
-        """
-        old = PluginHost(lookup_timeout=self.lookup_timeout, clock=self._clock, run_in_thread=self._run_in_thread)
-        old.pm, old._routes, old._wanted, old.app = self.pm, self._routes, self._wanted, self.app
-        old._impl_cache = self._impl_cache
-        self.pm, self._routes, self._wanted = other.pm, other._routes, other._wanted
-        self._impl_cache = other._impl_cache
-        self.lookup_timeout = other.lookup_timeout
-        self._overdue = {}
-        return old
 
     # -- life cycle ----------------------------------------------------
 
@@ -530,7 +515,7 @@ class PluginHost:
             d.addErrback(lambda f, name=name: log.failure("Plugin {plugin} failed to shut down", f, plugin=name))
             waits.append(d)
         done = DeferredList(waits, consumeErrors=True)
-        done.addCallback(lambda _: self._stop_pool())
+        done.addCallback(lambda _: self._release_pool())
         return done
 
     # -- the hooks the bridge calls ------------------------------------
@@ -539,15 +524,28 @@ class PluginHost:
         """AMI ``Event:`` names some plugin maps; the bridge need not look at other events."""
         return self._wanted
 
-    def map_ami_event(self, message: Any, calls: Any = None) -> list:
-        """The TAPI signals for one AMI event: the first plugin (in hook order) that returns a list wins.
+    def mappers(self) -> dict[str, tuple[Any, ...]]:
+        """Event name (compared form) -> the ``asttapi_map_ami_event`` implementations that
+        declared it, in hook order: the plugins' part of the one route table
+        (``asttapi_server.routes.Routes``), built by the bridge; pass a route's
+        ``mappers`` back to :meth:`map_with`."""
+        return dict(self._mappers)
 
-        ``calls``: the call model's read-only view (``core.legs.CallsView``) handed to each plugin.
-        """
-        impls = self._routes.get(message.name)
+    def map_ami_event(self, message: Any, now: float | None = None, pbx: str = DEFAULT_PBX,
+                      calls: Any = None) -> list:
+        """:meth:`map_with` the implementations that declared ``message``'s name (tests, tools:
+        the bridge looks the name up once, in its route table). ``now``: the host's clock."""
+        impls = self._mappers.get(wanted_name(message.name))
         if not impls:
             return []
-        kwargs = {"message": message, "app": self.app, "calls": calls}
+        return self.map_with(impls, message, self._get_clock().seconds() if now is None else now, pbx, calls)
+
+    def map_with(self, impls: Iterable[Any], message: Any, now: float, pbx: str = DEFAULT_PBX,
+                 calls: Any = None) -> list:
+        """The TAPI signals for one AMI event of the PBX ``pbx`` from ``impls`` (a route's
+        mappers): the first plugin (in hook order) that returns a list wins. ``calls``: that
+        PBX's call model's read-only view (``core.legs.CallsView``), handed to each plugin."""
+        kwargs = {"message": message, "now": now, "app": self.app, "pbx": pbx, "calls": calls}
         for impl in impls:
             ok, result = self._call(impl, "asttapi_map_ami_event", kwargs)
             if not ok or result is None:
@@ -558,10 +556,14 @@ class PluginHost:
                       plugin=impl.plugin_name, value=result)
         return []
 
-    def map_channel_list(self, messages: list, since: float | None, calls: Any = None) -> list:
-        """Every plugin's TAPI signals for a resync's channel list, in hook order (see the hookspec)."""
+    def map_channel_list(self, messages: list, since: float | None, now: float | None = None,
+                         pbx: str = DEFAULT_PBX, calls: Any = None) -> list:
+        """Every plugin's TAPI signals for a resync's channel list of ``pbx``, in hook order (see the
+        hookspec). ``now``: the host's clock unless given."""
         signals: list = []
-        kwargs = {"messages": messages, "since": since, "app": self.app, "calls": calls}
+        now = self._get_clock().seconds() if now is None else now
+        kwargs = {"messages": messages, "since": since, "now": now, "app": self.app, "pbx": pbx,
+                  "calls": calls}
         for impl in self._impls("asttapi_map_channel_list"):
             ok, result = self._call(impl, "asttapi_map_channel_list", kwargs)
             if not ok or result is None:
@@ -718,9 +720,21 @@ class PluginHost:
         return threads.deferToThreadPool(reactor, self._pool, job)
 
     def _stop_pool(self) -> None:
+        """At the reactor's shutdown: join the workers."""
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.stop()
+
+    def _release_pool(self) -> Deferred:
+        """After :meth:`shutdown` (a reload's old host, or the service stopping): join the
+        workers in a thread, so a plugin's blocking call still under way (a slow
+        directory) does not freeze the reactor meanwhile."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return succeed(None)
+        from twisted.internet import threads
+
+        return threads.deferToThread(pool.stop)
 
 
 _PENDING = object()

@@ -11,10 +11,9 @@ import dataclasses
 import os
 from typing import Any
 
-from twisted.application.service import MultiService, Service
+from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -25,14 +24,14 @@ from .bridge import Bridge
 from .clients.auth import check_listen_security
 from .clients.hub import Hub
 from .clients.limits import FD_RESERVE, fd_capacity
-from .clients.listen import server_endpoint
-from .clients import codec
+from .listener import ClientListener, StartupError, _failed_now
 from .clients.protocol import ClientFactory
-from .config import Config, load_config
-from .core.control import CORE_EVENTS, CallControl
+from .config import DEFAULT_PBX, Config, load_config
+from .core.control import CallControl
 from .errors import AstTapiError
-from .core.model import CallModel
+from .core.model import CallModel, Handles
 from .mappings import channel_events
+from .pbx import PBXUnit, Switchboard
 from .plugin_host import build_plugin_manager
 from .sdnotify import Notifier
 from .store import DEFAULT_STATE_FILE, CallStore, default_state_path
@@ -41,39 +40,6 @@ log = Logger()
 
 #: Bundled plugins a first run on the demo PBX enables (their defaults are sample data).
 DEMO_PLUGINS = ("crm_sql", "outlook_contacts")
-
-
-class StartupError(SystemExit, Exception):
-    """Start-up cannot go on (a client port cannot be bound, a plugin failed to
-    start); ``str()`` is the one line to show.
-
-    Both bases on purpose. twistd's daemon runner catches ``Exception`` from
-    ``startService``, sends its text to the waiting parent (which exits 1)
-    and removes the pidfile; in the foreground (``twistd -n``) it reaches the
-    top level, where Python prints a ``SystemExit``'s message as one line,
-    no traceback, and exits 1. (twistd has redirected stderr to its log by
-    then, so in both cases the line is in the log too.)
-    """
-
-    # twistd's daemon parent shows the first 100 bytes of
-    # "module.Class: message"; the short form leaves them to the message.
-    __module__ = "builtins"
-
-
-def _failed_now(d: Deferred, later: Any) -> Any:
-    """The Failure ``d`` holds already (then consumed), or None; a later failure goes to ``later``."""
-    sync = True
-    now: list[Any] = []
-
-    def errback(failure: Any) -> None:
-        if sync:
-            now.append(failure)
-        else:
-            later(failure)
-
-    d.addErrback(errback)
-    sync = False
-    return now[0] if now else None
 
 
 @implementer(IStreamClientEndpoint)
@@ -93,95 +59,6 @@ class _LateTCPEndpoint:
         return TCP4ClientEndpoint(self._reactor, self._host, self._port_of(), timeout=10).connect(factory)
 
 
-class ClientListener(Service):
-    """Listens for CRM/desktop clients on one endpoint string.
-
-    Unlike ``StreamServerEndpointService`` it keeps the listening port public
-    (``whenListening``), so tests and embedding code can use ``tcp:0``, and a
-    port that cannot be bound stops start-up with one clear line
-    (:class:`StartupError`): a server that cannot serve must not run.
-    """
-
-    #: False for a listener nobody asked for (the demo's web page): a port
-    #: that is taken is then a warning, and the server runs on without it.
-    required = True
-
-    def __init__(self, reactor: Any, description: str, factory: Any) -> None:
-        self.reactor = reactor
-        self.description = description
-        self.factory = factory
-        self.port: Any = None
-        self._waiting: list[Deferred] = []
-
-    def whenListening(self) -> Deferred:
-        """Fires with the ``IListeningPort`` once listening."""
-        if self.port is not None:
-            d: Deferred = Deferred()
-            d.callback(self.port)
-            return d
-        d = Deferred()
-        self._waiting.append(d)
-        return d
-
-    def startService(self) -> None:
-        super().startService()
-        try:
-            endpoint = server_endpoint(self.reactor, self.description)
-        except Exception as exc:  # a certificate that went away since the config check, ...
-            raise StartupError(f"asttapi: cannot listen on {self.description}: {exc}") from None
-        d = endpoint.listen(self.factory)
-        d.addCallback(self._listening)
-        failure = _failed_now(d, later=self._failed)
-        if failure is not None:
-            if not self.required:
-                self._failed(failure)  # says so; the server runs on without this listener
-                return
-            # tcp:, ssl: and unix: endpoints fail here, synchronously: stop
-            # start-up itself, so twistd exits non-zero (daemon or not).
-            raise StartupError(self._cannot_listen(failure))
-
-    def _listening(self, port: Any) -> None:
-        self.port = port
-        host = port.getHost()
-        # A TCP/SSL port has host and port; a unix socket only its path.
-        where = f"{host.host}:{host.port}" if hasattr(host, "port") else getattr(host, "name", host)
-        if isinstance(where, bytes):
-            where = where.decode("utf-8", "replace")
-        self.announce(where)
-        waiting, self._waiting = self._waiting, []
-        for d in waiting:
-            d.callback(port)
-
-    def announce(self, where: str) -> None:
-        """The log line saying what listens where (the admin's proof that it is up)."""
-        log.info("Clients may connect on {description} ({where})", description=self.description, where=where)
-
-    def _cannot_listen(self, failure: Any) -> str:
-        """The one line saying why; fails whoever waits in ``whenListening``."""
-        error = failure.value
-        why = failure.getErrorMessage()
-        if isinstance(error, CannotListenError) and isinstance(error.socketError, OSError):
-            why = error.socketError.strerror or str(error.socketError)  # "Address already in use"
-        waiting, self._waiting = self._waiting, []
-        for d in waiting:
-            d.errback(failure)
-        return f"asttapi: cannot listen on {self.description}: {why}"
-
-    def _failed(self, failure: Any) -> None:
-        # Endpoints that bind later (none of Twisted's own): the reactor runs
-        # already, so all we can do is say so and stop it.
-        log.critical("{text}; stopping", text=self._cannot_listen(failure))
-        if getattr(self.reactor, "running", False):
-            self.reactor.stop()
-
-    def stopService(self) -> Any:
-        super().stopService()
-        port, self.port = self.port, None
-        if port is not None:
-            return port.stopListening()
-        return None
-
-
 class AppService(MultiService):
     """The running server: its parts, reachable for tests and plugins."""
 
@@ -190,7 +67,9 @@ class AppService(MultiService):
         self.config = config
         self.reactor = reactor
         self.plugins: Any = None
-        self.bridge: Bridge | None = None
+        self.bridge: Bridge | None = None  # the first PBX's (as ami, model, demo): see switchboard
+        #: Every PBX's unit, and the Telephony of the sessions (asttapi_server.pbx).
+        self.switchboard: Switchboard | None = None
         self.hub: Hub | None = None
         self.ami: AMILink | None = None
         self.demo: Any = None
@@ -215,20 +94,37 @@ class AppService(MultiService):
 
     def startService(self) -> None:
         # (The demo PBX says once, loudly, that it is a simulation.)
-        # Plugins get the bridge as ``app`` (hookspecs: app.config, app.clock, app.model).
-        d = self.plugins.startup(self.config, self.bridge if self.bridge is not None else self)
+        # Plugins get a narrow context as ``app`` (asttapi_server.plugin_context): the
+        # switchboard's, over every PBX.
+        d = self.plugins.startup(self.config, self.plugin_app)
         failure = _failed_now(d, later=self._plugin_startup_failed)
         if failure is not None:
             raise StartupError(f"asttapi: {failure.getErrorMessage()}")
         super().startService()
-        if self.ami is not None:
-            self.ami.add_state_observer(self._link_status)
+        for unit in self.units():
+            unit.link.add_state_observer(self._link_status)
         if self.reload_on_sighup:
             import signal
 
             self._previous_sighup = signal.signal(signal.SIGHUP, self._sighup)
         waits = [listener.whenListening() for listener in self.listeners + self.web_listeners + self.ops_listeners]
         DeferredList(waits, consumeErrors=True).addCallback(self._serving)
+
+    def use_plugins(self, plugins: Any) -> Any:
+        """A reload's plugin host, for everyone who calls plugins; returns the previous host,
+        for the caller to shut down once nothing calls it any more."""
+        previous, self.plugins = self.plugins, plugins
+        if self.switchboard is not None:
+            self.switchboard.use_plugins(plugins)  # contact lookups, route tables, event filters
+        if self.metrics is not None:
+            self.metrics.use_plugins(plugins)
+        return previous
+
+    @property
+    def plugin_app(self) -> Any:
+        """What the plugins get as ``app``: the switchboard's narrow context (config, clock,
+        the calls of every PBX, drop and transfer on the call's PBX)."""
+        return self.switchboard.plugin_context if self.switchboard is not None else self
 
     def _serving(self, _results: Any) -> None:
         """Every listener is up (or, for the demo's optional page, has said why not): tell systemd."""
@@ -238,9 +134,19 @@ class AppService(MultiService):
     def status_line(self) -> str:
         """systemd's ``STATUS=``: the PBX link and, while it is down, the last reason why
         (``AMILink.state_line``, which ``/readyz`` answers with too)."""
-        link = self.ami.state_line if self.ami is not None else "no PBX link"
+        units = self.units()
+        if not units:
+            link = "no PBX link"
+        elif len(units) == 1:
+            link = units[0].state_line
+        else:  # "hq: PBX link up (pbx1:5038); branch: PBX link DOWN: <why>"
+            link = "; ".join(f"{unit.name}: {unit.state_line}" for unit in units)
         refused = "; the last reload was refused, see the log" if self._reload_refused else ""
         return f"serving clients; {link}{refused}"
+
+    def units(self) -> list[PBXUnit]:
+        """Every PBX's unit, in the configuration's order."""
+        return list(self.switchboard.units.values()) if self.switchboard is not None else []
 
     def notify_ready(self) -> None:
         """``READY=1`` with the status: at start, and at the end of every reload."""
@@ -270,8 +176,8 @@ class AppService(MultiService):
             signal.signal(signal.SIGHUP, self._previous_sighup)
             self._previous_sighup = None
         d = super().stopService()
-        if self.bridge is not None:
-            self.bridge.stop()
+        for unit in self.units():
+            unit.bridge.stop()
 
         def shutdown(result: Any) -> Any:
             return self.plugins.shutdown().addBoth(lambda _: result)
@@ -333,47 +239,24 @@ def make_service(config: Config, reactor: Any = None, *, demo_options: dict | No
     app.demo_mode = demo_mode
     app.plugins = build_plugin_manager(plugins_config(config, demo_mode), config=config, clock=reactor)
 
-    ami_conf = config.ami
-    if demo_mode:
-        from .demo.server import DemoPBXService
-
-        demo = DemoPBXService(
-            reactor=reactor,
-            username=ami_conf.username,
-            secret=ami_conf.secret,
-            interface="127.0.0.1",
-            port=0,
-            phones={line.channel: line.name for line in config.lines.values() if not line.device},
-            devices={line.device: line.name for line in config.lines.values() if line.device},
-            **(demo_options or {}),
-        )
-        demo.setServiceParent(app)
-        app.demo = demo
-        endpoint: Any = _LateTCPEndpoint(reactor, "127.0.0.1", demo.listening_port)
-    else:
-        endpoint = TCP4ClientEndpoint(reactor, ami_conf.host, ami_conf.port, timeout=10)
-
-    app.ami = AMILink(
-        endpoint,
-        ami_conf.username,
-        ami_conf.secret,
-        auth=ami_conf.auth,
-        clock=reactor,
-        keepalive=ami_conf.keepalive,
-        pong_timeout=ami_conf.pong_timeout,
-        action_timeout=ami_conf.action_timeout,
-    )
-    app.model = build_model(config)
     app.hub = Hub.from_config(config)
-    app.bridge = build_bridge(config, app.ami, app.model, app.plugins, app.hub, reactor)
+    app.switchboard = Switchboard(config, hub=app.hub, clock=reactor)
+    for name, pbx in config.pbx_configs().items():
+        app.switchboard.add(build_unit(app, name, pbx, config, demo_options=demo_options))
+    first = app.switchboard.first
+    assert first is not None
+    # The first PBX's parts, by their single-PBX names (tests, tools).
+    app.ami, app.model, app.bridge, app.demo = first.link, first.model, first.bridge, first.demo
     state_file = state_file_path(config, demo_mode)
     if state_file:
-        # Before the listeners and the AMI client: started first (the calls
+        # Before the listeners and the AMI clients: started first (the calls
         # are back before anyone asks), stopped last (the final write).
-        app.store = CallStore(state_file, app.model, reactor, on_restored=app.bridge.adopt_restored)
+        app.store = CallStore(state_file, app.switchboard.models(), reactor,
+                              on_restored=app.switchboard.adopt_restored)
         app.store.setServiceParent(app)
-        app.bridge.on_change = app.store.changed
-    app.client_factory = ClientFactory.from_config(config, app.hub, app.bridge, clock=reactor)
+        for unit in app.switchboard.units.values():
+            unit.bridge.on_change = app.store.changed
+    app.client_factory = ClientFactory.from_config(config, app.hub, app.switchboard, clock=reactor)
     app.client_factory.budget.fit_open_files(open_files)  # every listener's connections count in it
     if config.metrics.enabled:
         from .metrics import Metrics
@@ -394,41 +277,98 @@ def make_service(config: Config, reactor: Any = None, *, demo_options: dict | No
         from .web import add_web_listeners
 
         add_web_listeners(app, config, reactor)
-    app.ami.setServiceParent(app)
+    for unit in app.switchboard.units.values():
+        unit.link.setServiceParent(app)
     return app
 
 
-def build_model(config: Config, *, boot_id: str | None = None) -> CallModel:
-    """The call model with the ``[calls]`` limits; ``boot_id`` random unless given (tests)."""
-    return CallModel(
-        hangup_grace=config.calls.hangup_grace,
-        max_age=config.calls.max_age,
-        linger=config.calls.linger,
-        # Makes our Originate ChannelIds unique across restarts.
-        boot_id=boot_id if boot_id is not None else os.urandom(4).hex(),
-        max_calls=config.calls.max_calls,
-        max_lines=config.calls.max_lines,
-        max_field_bytes=config.calls.max_field_bytes,
+def build_unit(app: AppService, name: str, pbx: Any, config: Config, *,
+               demo_options: dict | None = None) -> PBXUnit:
+    """One PBX's unit: its demo PBX (demo mode; a child service of ``app`` at once), its AMI link
+    (not yet a child: the caller adds it, last), its call model, core and bridge."""
+    reactor = app.reactor
+    board = app.switchboard
+    demo = None
+    if app.demo_mode:
+        from .demo.server import DemoPBXService
+
+        mine = [line for line in config.lines.values() if _line_pbx(line, config) == name]
+        demo = DemoPBXService(
+            reactor=reactor,
+            username=pbx.username,
+            secret=pbx.secret,
+            interface="127.0.0.1",
+            port=0,
+            phones={line.channel: line.name for line in mine if not line.device},
+            devices={line.device: line.name for line in mine if line.device},
+            **(demo_options or {}),
+        )
+        if board.units or name != next(iter(config.pbx_configs())):
+            demo.setName(f"demo-pbx-{name}")  # service names are unique within the app
+        demo.setServiceParent(app)
+        endpoint: Any = _LateTCPEndpoint(reactor, "127.0.0.1", demo.listening_port)
+    else:
+        endpoint = pbx_endpoint(reactor, pbx)
+    link = AMILink(
+        endpoint,
+        pbx.username,
+        pbx.secret,
+        auth=pbx.auth,
+        clock=reactor,
+        keepalive=pbx.keepalive,
+        pong_timeout=pbx.pong_timeout,
+        action_timeout=pbx.action_timeout,
     )
+    model = build_model(config, handles=board.handles)
+    bridge = build_bridge(config, link, model, app.plugins, app.hub, reactor, pbx=pbx, name=name, owners=board.owners,
+                          observe=False)
+    if app.store is not None:
+        bridge.on_change = app.store.changed
+    return PBXUnit(name, pbx, link=link, model=model, bridge=bridge, demo=demo)
 
 
-def wanted_events(plugins: Any) -> frozenset[str]:
-    """The AMI events worth decoding: the core's own and those some plugin maps.
+def pbx_endpoint(reactor: Any, pbx: Any) -> Any:
+    """Where a real PBX's manager listens."""
+    return TCP4ClientEndpoint(reactor, pbx.host, pbx.port, timeout=10)
 
-    Declared once, here, and applied once, where the bytes are framed (the
-    link's parser drops every other ``Event:`` block undecoded, comparing
-    names by ``ami.parser.wanted_name``: case-insensitively).
+
+def _line_pbx(line: Any, config: Config) -> str:
+    """The PBX a configured line belongs to for the demo (an unpinned one: the first PBX's)."""
+    return line.pbx or next(iter(config.pbx_configs()))
+
+
+def build_model(config: Config, *, boot_id: str | None = None, handles: Handles | None = None) -> CallModel:
+    """The call model with the ``[calls]`` limits; ``boot_id`` random unless given (tests);
+    ``handles``: the server's one handle counter (every PBX's model shares it)."""
+    # boot_id makes our Originate ChannelIds unique across restarts.
+    return CallModel(boot_id=boot_id if boot_id is not None else os.urandom(4).hex(), handles=handles,
+                     **config.calls.model_args())
+
+
+def wanted_events(bridge: Bridge) -> frozenset[str]:
+    """The AMI events worth decoding: the names of the bridge's one route table
+    (``Bridge.routes``: the core's own events and those some plugin maps).
+
+    Applied once, where the bytes are framed (the link's parser drops every
+    other ``Event:`` block undecoded, comparing names by
+    ``idents.wanted_name``: case-insensitively). Set again whenever
+    ``Bridge.use_plugins`` built the table again (a reload).
     """
-    return frozenset(CORE_EVENTS) | frozenset(plugins.wanted_event_names())
+    return bridge.routes.names
 
 
-def build_bridge(config: Config, link: Any, model: CallModel, plugins: Any, hub: Any, clock: Any) -> Bridge:
-    """The core (``CallControl`` around ``model``) and its Twisted adapter, attached to ``link``."""
-    control = CallControl(model, config.lines, originate_timeout=config.ami.originate_timeout)
+def build_bridge(config: Config, link: Any, model: CallModel, plugins: Any, hub: Any, clock: Any, *,
+                 pbx: Any = None, name: str = DEFAULT_PBX, owners: Any = None, observe: bool = True) -> Bridge:
+    """The core (``CallControl`` around ``model``) of the PBX ``name`` (settings ``pbx``, default
+    ``config.ami``) and its Twisted adapter, on ``link``'s events (``observe``: attached to it
+    here; a :class:`~asttapi_server.pbx.PBXUnit` attaches itself)."""
+    pbx = pbx if pbx is not None else config.ami
+    control = CallControl(model, config.lines, originate_timeout=pbx.originate_timeout, pbx=name, owners=owners)
     bridge = Bridge(control=control, config=config, ami=link, plugins=plugins, hub=hub, clock=clock)
-    link.set_event_filter(wanted_events(plugins))
-    link.add_event_observer(bridge.on_ami_event)
-    link.add_link_observer(bridge.on_link_state)
+    link.set_event_filter(wanted_events(bridge))
+    if observe:
+        link.add_event_observer(bridge.on_ami_event)
+        link.add_link_observer(bridge.on_link_state)
     return bridge
 
 
@@ -517,24 +457,20 @@ def reload(app: AppService, new: Config) -> Deferred:
         new_conf = plugins_config(new, app.demo_mode, quiet=True)
         # Device lines come with their mapping plugin (plugin_host's built-ins).
         if (new_conf != plugins_config(old, app.demo_mode, quiet=True)
-                or channel_events.devices_of(new) != channel_events.devices_of(old)):
+                or channel_events.devices_by_pbx(new) != channel_events.devices_by_pbx(old)):
             new_plugins = build_plugin_manager(new_conf, config=new, clock=app.reactor)
     except AstTapiError as exc:
         return succeed(_refused(app, str(exc)))
     app.notifier.reloading()
-    plugin_app = app.bridge if app.bridge is not None else app
+    plugin_app = app.plugin_app
     started = new_plugins.startup(new, plugin_app) if new_plugins is not None else succeed(None)
     app._reloading = done = Deferred()
 
     def apply(_: Any) -> bool:
         app._reloading = None
         if new_plugins is not None:
-            # (a new device-line mapping needs no hand-over: the call model keeps its calls' facts)
-            app.plugins.take_plugins_of(new_plugins).shutdown()
-            if app.bridge is not None:
-                app.bridge.plugins = app.plugins  # whether any plugin looks contacts up now
-            if app.ami is not None:
-                app.ami.set_event_filter(wanted_events(app.plugins))
+            # (a new device-line mapping needs no hand-over: the call models keep their calls' facts)
+            app.use_plugins(new_plugins).shutdown()
         summary = _apply(app, old, new)
         if new_plugins is not None:
             summary.append("plugins reloaded: " + ", ".join(app.plugins.names))
@@ -569,15 +505,36 @@ def _refused(app: AppService, why: str) -> bool:
     return False
 
 
-def give_bridge_config(app: AppService, config: Config) -> None:
-    """The one seam through which a reload hands the core its new lines (and settings)."""
+def give_bridge_config(app: AppService, config: Config, endpoint_of: Any = None) -> list[str]:
+    """The one seam through which a reload hands the core its new lines (and settings):
+    the switchboard (who owns which line, the plugins' ``app.config``), then every PBX's unit,
+    which reconnects (given ``endpoint_of(pbx)``, a real PBX's endpoint) when its connection
+    settings changed. Returns the names of the PBXs reconnecting."""
     app.config = config
-    if app.bridge is not None:
-        app.bridge.reconfigure(config)
+    board = app.switchboard
+    if board is None:
+        return []
+    board.reconfigure(config)
+    pbxs = config.pbx_configs()
+    reconnecting = []
+    for name, unit in board.units.items():
+        pbx = pbxs.get(name)
+        if pbx is None:
+            continue
+        endpoint = endpoint_of(pbx) if endpoint_of is not None and pbx != unit.pbx else None
+        if unit.reconfigure(config, pbx, endpoint):
+            reconnecting.append(name)
+    return reconnecting
 
 
 def _apply(app: AppService, old: Config, new: Config) -> list[str]:
-    """Users, rights, lines and the AMI link; returns what changed, for the log line."""
+    """Users, rights, lines and the PBXs; returns what changed, for the log line.
+
+    The root only orders the calls: the client factory checks its sessions,
+    removed PBXs leave first (their lines out of service, their calls ended,
+    while the line owners still know them), then every part gets the new
+    configuration, then changed PBXs reconnect and added ones start.
+    """
     summary: list[str] = []
     added = sorted(set(new.users) - set(old.users))
     removed = sorted(set(old.users) - set(new.users))
@@ -588,10 +545,8 @@ def _apply(app: AppService, old: Config, new: Config) -> list[str]:
         summary.append("users removed: " + ", ".join(removed))
     if retokened:
         summary.append("tokens changed: " + ", ".join(retokened))
-    factory = app.client_factory
-    if factory is not None:
-        factory.authenticator.replace(new.users)
-        summary.extend(_recheck_sessions(factory, set(removed) | set(retokened)))
+    if app.client_factory is not None:
+        summary.extend(app.client_factory.reconfigure(new.users, set(removed) | set(retokened)))
     lines_added = sorted(set(new.lines) - set(old.lines))
     lines_removed = sorted(set(old.lines) - set(new.lines))
     lines_changed = sorted(n for n in set(old.lines) & set(new.lines) if old.lines[n] != new.lines[n])
@@ -599,49 +554,48 @@ def _apply(app: AppService, old: Config, new: Config) -> list[str]:
                         ("lines changed", lines_changed)):
         if names:
             summary.append(f"{what}: " + ", ".join(names))
-    give_bridge_config(app, new)
-    if not app.demo_mode and new.ami != old.ami and app.ami is not None:
-        a = new.ami
-        app.ami.reconfigure(
-            TCP4ClientEndpoint(app.reactor, a.host, a.port, timeout=10), a.username, a.secret, auth=a.auth,
-            keepalive=a.keepalive, pong_timeout=a.pong_timeout, action_timeout=a.action_timeout,
-        )
-        summary.append(f"AMI link reconnecting to {app.ami.where}")
+    board = app.switchboard
+    old_pbxs, new_pbxs = old.pbx_configs(), new.pbx_configs()
+    gone = [name for name in old_pbxs if name not in new_pbxs]
+    if board is not None:
+        for name in gone:
+            _remove_pbx(app, name)
+    endpoint_of = None if app.demo_mode else (lambda pbx: pbx_endpoint(app.reactor, pbx))
+    reconnecting = give_bridge_config(app, new, endpoint_of)
+    if board is None:
+        return summary
+    for name in reconnecting:
+        where = board.units[name].link.where
+        summary.append(f"AMI link reconnecting to {where}" if len(new_pbxs) == 1 and len(old_pbxs) == 1
+                       else f"PBX {name} reconnecting to {where}")
+    fresh = [name for name in new_pbxs if name not in board.units]
+    for name in fresh:
+        _add_pbx(app, name, new_pbxs[name], new)
+    if gone:
+        summary.append("PBXs removed: " + ", ".join(gone))
+    if fresh:
+        summary.append("PBXs added: " + ", ".join(fresh))
+    if (gone or fresh) and app.store is not None:
+        app.store.reconfigure(board.models())
+    first = board.first
+    if first is not None:
+        app.ami, app.model, app.bridge, app.demo = first.link, first.model, first.bridge, first.demo
     return summary
 
 
-def _recheck_sessions(factory: ClientFactory, revoked: set[str]) -> list[str]:
-    """Every connected session against the new users: close the revoked, cut the lines no longer allowed."""
-    auth = factory.authenticator
-    closed: list[str] = []
-    cut: list[str] = []
-    for conn in tuple(factory.connections):
-        session = conn.session
-        if session is None or conn.closing or session.user is None:
-            continue
-        user = session.user
-        if user.name is None:  # anonymous: no [users] before
-            if auth.login_required:
-                factory.cut_off("reload")
-                conn.close_with_error(codec.AUTH_ERROR, "This server now requires a login; reconnect and log in")
-                closed.append("(anonymous)")
-            continue
-        now = auth.user(user.name)
-        if user.name in revoked or now is None:
-            why = "was removed from" if now is None else "has a new token in"
-            factory.cut_off("reload")
-            conn.close_with_error(codec.AUTH_ERROR, f"User {user.name!r} {why} the configuration; log in again")
-            closed.append(user.name)
-            continue
-        session.user = now
-        for line in sorted(session.lines):
-            if not now.may_open(line):
-                session.revoke_line(line, "LINEERR_NOTOWNER",
-                                    f"user {user.name!r} may no longer open line {line!r} (configuration reloaded)")
-                cut.append(f"{line} for {user.name}")
-    out = []
-    if closed:
-        out.append("sessions closed: " + ", ".join(closed))
-    if cut:
-        out.append("lines closed: " + ", ".join(cut))
-    return out
+def _add_pbx(app: AppService, name: str, pbx: Any, config: Config) -> None:
+    """A PBX the reload added: its unit joins the switchboard and its link starts."""
+    unit = build_unit(app, name, pbx, config)
+    app.switchboard.add(unit)
+    unit.link.add_state_observer(app._link_status)
+    unit.link.setServiceParent(app)  # starts it: the app is running
+
+
+def _remove_pbx(app: AppService, name: str) -> None:
+    """A PBX the reload removed: its lines out of service, its calls ended, its link stopped."""
+    unit = app.switchboard.remove(name, app.reactor.seconds())
+    if app.metrics is not None:
+        app.metrics.unit_removed(unit)
+    for service in (unit.link, unit.demo):
+        if service is not None and service.parent is not None:
+            service.disownServiceParent()

@@ -32,7 +32,7 @@ import json
 import os
 import stat
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from twisted.application.service import Service
@@ -41,7 +41,7 @@ from twisted.internet.interfaces import IReactorThreads, IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
-from .config import resolve_path
+from .config import DEFAULT_PBX, resolve_path
 from .core.model import Call, CallModel
 from .throttle import LogThrottle
 
@@ -152,8 +152,38 @@ def encode_state(state: dict[str, Any]) -> bytes:
     return json.dumps(state, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8", "replace")
 
 
+def split_by_pbx(data: Any, pbxs: list[str]) -> dict[str, Any]:
+    """The store's data as one ``CallModel.restore_state`` input per PBX, by each call's ``pbx``.
+
+    A call without one (a store written by a single-PBX server) is the PBX
+    ``default``'s, or the only PBX's when there is one PBX under another name.
+    Data that is not a store's shape is left whole, to the first PBX, whose
+    ``restore_state`` says what is wrong with it.
+    """
+    first = pbxs[0] if pbxs else DEFAULT_PBX
+    calls = data.get("calls") if isinstance(data, dict) else None
+    if not isinstance(calls, list):
+        return {first: data}
+    unnamed = DEFAULT_PBX if DEFAULT_PBX in pbxs or len(pbxs) != 1 else first
+    groups: dict[str, list[Any]] = {}
+    for entry in calls:
+        pbx = unnamed
+        if isinstance(entry, dict) and "pbx" in entry:
+            entry = dict(entry)
+            named = entry.pop("pbx")
+            pbx = named if isinstance(named, str) else repr(named)[:40]
+        groups.setdefault(pbx, []).append(entry)
+    if not groups:
+        groups[first] = []
+    return {pbx: {**data, "calls": entries} for pbx, entries in groups.items()}
+
+
 class CallStore(Service):
-    """Keeps ``model``'s live calls in ``path``; see the module docstring.
+    """Keeps the live calls of ``model`` (one call model, the PBX ``default``'s, or
+    ``{pbx: model}``, every PBX's) in ``path``; see the module docstring.
+
+    ``on_restored(calls)`` (one model) or ``on_restored(pbx, calls)`` (a mapping)
+    hears of the calls restored at start.
 
     ``thread``: write in the reactor's thread pool (default: when the reactor
     has one; a test's ``Clock`` has not, and then writes happen inline).
@@ -162,16 +192,18 @@ class CallStore(Service):
     def __init__(
         self,
         path: str,
-        model: CallModel,
+        model: CallModel | Mapping[str, CallModel],
         clock: IReactorTime,
         *,
         delay: float = DEFAULT_DELAY,
         slice_size: int = DEFAULT_SLICE,
         thread: bool | None = None,
-        on_restored: Callable[[list[Call]], None] | None = None,
+        on_restored: Callable[..., None] | None = None,
     ) -> None:
         self.path = path
-        self.model = model
+        self._named = isinstance(model, Mapping)
+        #: Every PBX's call model, by name (:meth:`reconfigure` on a reload).
+        self.models: dict[str, CallModel] = dict(model) if isinstance(model, Mapping) else {DEFAULT_PBX: model}
         self.clock = clock
         self.delay = delay
         self.slice_size = slice_size
@@ -196,20 +228,43 @@ class CallStore(Service):
         self.path = os.path.abspath(self.path)
         self.restore()
 
+    @property
+    def model(self) -> CallModel:
+        """The first PBX's call model (a single-PBX server's only one)."""
+        return next(iter(self.models.values()))
+
+    def reconfigure(self, models: Mapping[str, CallModel]) -> None:
+        """The PBXs a reload left (added ones with their models): their calls from the next batch on."""
+        self.models = dict(models)
+        self.changed()
+
     def restore(self) -> list[Call]:
-        """Load the file into the model; a bad file is one log line, never an exception."""
+        """Load the file into the models; a bad file is one log line, never an exception.
+
+        Each PBX's calls are restored all or nothing; the calls of a PBX the
+        configuration no longer has are left out, said in one line.
+        """
         now = self.clock.seconds()
         try:
             data = read_store(self.path)
             if data is None:
                 log.info("Call store {path}: no file yet; starting with no calls", path=self.path)
                 return []
-            restored = self.model.restore_state(data, now)
+            groups = split_by_pbx(data, list(self.models))
+            restored_by: dict[str, list[Call]] = {}
+            for pbx, part in groups.items():
+                model = self.models.get(pbx)
+                if model is None:
+                    log.warn("Call store {path}: {n} call(s) of PBX {pbx}, which is not configured, left out",
+                             path=self.path, n=len(part["calls"]), pbx=pbx)
+                    continue
+                restored_by[pbx] = model.restore_state(part, now)
         except Exception as e:  # ValueError says why; anything else is a bug, still not a dead server
             reason = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
             log.warn("Call store {path} ignored, starting with no calls: {reason}",
                      path=self.path, reason=reason[:300])
             return []
+        restored = [call for calls in restored_by.values() for call in calls]
         self.restored = restored
         log.info(
             "Call store {path}: {n} live call(s) restored; they are checked against the PBX's channels"
@@ -217,7 +272,11 @@ class CallStore(Service):
             path=self.path, n=len(restored),
         )
         if self.on_restored is not None:
-            self.on_restored(restored)
+            for pbx, calls in restored_by.items():
+                if self._named:
+                    self.on_restored(pbx, calls)
+                else:
+                    self.on_restored(calls)
         return restored
 
     # -- running: batched writes ------------------------------------------------
@@ -275,24 +334,29 @@ class CallStore(Service):
         next batch (the change set the flag).
         """
         size = self.slice_size if slice_size is None else slice_size
-        model = self.model
         old = self._parts
         cache: dict[int, tuple[tuple, bytes]] = {}
         parts = []
-        for n, call in enumerate(model.live_calls(), 1):
-            if call.ended is not None:
-                continue  # ended since the batch began
-            key = model.save_key(call)
-            hit = old.get(call.handle)
-            if hit is None or hit[0] != key:
-                # Only changed calls leave new objects behind: unchanged ones keep
-                # the old entry, so a batch does not feed the collector's old generation.
-                hit = (key, encode_state(model.save_call(call)))
-            cache[call.handle] = hit
-            parts.append(hit[1])
-            if n % size == 0:
-                yield None
-        head = model.save_state(())
+        n = 0
+        for pbx, model in tuple(self.models.items()):
+            for call in model.live_calls():
+                n += 1
+                if call.ended is not None:
+                    continue  # ended since the batch began
+                key = model.save_key(call)
+                hit = old.get(call.handle)
+                if hit is None or hit[0] != key:
+                    # Only changed calls leave new objects behind: unchanged ones keep
+                    # the old entry, so a batch does not feed the collector's old generation.
+                    record = model.save_call(call)
+                    if pbx != DEFAULT_PBX:
+                        record["pbx"] = pbx  # (a call without it is the PBX "default"'s)
+                    hit = (key, encode_state(record))
+                cache[call.handle] = hit
+                parts.append(hit[1])
+                if n % size == 0:
+                    yield None
+        head = self.model.save_state(())
         del head["calls"]
         self._parts = cache
         yield encode_state(head)[:-1] + b',"calls":[' + b",".join(parts) + b"]}"

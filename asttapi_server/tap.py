@@ -8,7 +8,7 @@ message): no usage dump, no traceback. Flags win over the file.
 :func:`asttapi_server.service.make_service`; what that refuses (a non-loopback
 ``listen`` without ``[users]``, a plugin's bad settings) ends the same way,
 and a client port that cannot be bound ends start-up with one line too
-(:class:`asttapi_server.service.StartupError`), daemon or not.
+(:class:`asttapi_server.listener.StartupError`), daemon or not.
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ class Options(usage.Options):
         ["ami-username", None, None, "AMI username from manager.conf. [default: asttapi]"],
         ["ami-secret", None, None, "AMI secret from manager.conf. Shows in `ps`: prefer "
          "[ami] secret_file or $ASTTAPI_AMI_SECRET."],
+        ["demo-pbxs", None, None, "Run this many demo PBXs (1-5), each with lines of its own, "
+         "to see several PBXs in one server. [default: 1]"],
     ]
     optFlags = [
         ["demo", None, "Use the embedded demo PBX (a simulation) even if an AMI host is set."],
@@ -69,6 +71,7 @@ class Options(usage.Options):
             "server.listen": list(self["listen"]) or None,
             "web.listen": list(self["web-listen"]) or None,
             "demo": True if self["demo"] else None,
+            "demo_pbxs": self["demo-pbxs"],
         }
         return {k: v for k, v in out.items() if v is not None}
 

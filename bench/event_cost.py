@@ -287,7 +287,7 @@ def in_process(mix_name: str) -> tuple[Any, Any]:
     factory = ClientFactory.from_config(config, hub, bridge, clock=clock)
     app = SimpleNamespace(ami=ami, hub=hub, plugins=plugins, model=model, bridge=bridge, client_factory=factory,
                           config=config, clock=clock)
-    plugins.app = app
+    plugins.app = bridge.plugin_context  # what PluginHost.startup hands the plugins
     Metrics().attach(app)
     ami.startService()
     session = pbx.accept()

@@ -57,8 +57,10 @@ class _AMI:
     def add_link_observer(self, fn) -> None:
         pass
 
-    def send_action(self, action, headers=(), **_kw):
+    def send_action(self, action, **_kw):
         from twisted.internet.defer import Deferred, succeed
+
+        action, headers = action  # an ami.actions.Action
 
         self.actions.append((action, list(headers)))
         if action == "CoreShowChannels":
@@ -95,14 +97,12 @@ def _server():
     config = load_config(None, {})
     clock = Clock()
     clock.advance(1_795_674_000)
-    calls = config.calls
-    limits = {k: getattr(calls, k) for k in ("max_calls", "max_lines", "max_field_bytes") if hasattr(calls, k)}
-    model = CallModel(hangup_grace=calls.hangup_grace, max_age=calls.max_age, linger=calls.linger, **limits)
+    model = CallModel(**config.calls.model_args())
     plugins = build_plugin_manager(config.plugins, config=config, clock=clock)
     hub = Hub(ring_size=config.server.replay_ring)
     ami = _AMI()
     bridge = build_bridge(config, ami, model, plugins, hub, clock)
-    plugins.app = bridge
+    plugins.app = bridge.plugin_context
     bridge.on_link_state(True)
     client = _Client()
     hub.subscribe(client, "line_1")

@@ -2,8 +2,8 @@
 
 Pure ring: no Twisted, no clock.
 
-Each builder returns an :class:`Action` (a ``(name, headers)`` pair, so
-``client.send_action(*actions.ping())`` works); :meth:`Action.encode` gives the
+Each builder returns an :class:`Action` (a ``(name, headers)`` pair), the
+only thing the link sends (``link.send_action(actions.ping())``); :meth:`Action.encode` gives the
 wire bytes with ``ActionID`` right after ``Action`` and ``\\r\\n`` line ends,
 the layout of the lab captures' ``.sent`` files.
 

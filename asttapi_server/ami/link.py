@@ -37,7 +37,7 @@ for it any more.  The protocol enforces the same rule on its own (pitfall 3).
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from twisted.application.internet import backoffPolicy
@@ -48,8 +48,9 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from asttapi_server.ami.actions import Action
 from asttapi_server.ami.message import Message
-from asttapi_server.ami.parser import wanted_name
+from asttapi_server.idents import wanted_names
 from asttapi_server.ami.protocol import AMIProtocol
 from asttapi_server.errors import AuthenticationFailed, LinkDown, NotAsteriskManager
 
@@ -144,25 +145,27 @@ class AMILink(Service):
 
     def send_action(
         self,
-        action: str,
-        headers: Sequence[tuple[str, str]] = (),
+        action: Action,
         *,
         timeout: float | None = None,
         on_action_id: Callable[[str], None] | None = None,
     ) -> Deferred:
-        """Fires with the response Message, or with a list[Message] (the events
-        of the list, response first) for event-list actions; errbacks with
-        ActionFailed / ActionTimeout / LinkDown.
+        """Send ``action`` (built by :mod:`asttapi_server.ami.actions`, the only
+        place that makes AMI text). Fires with the response Message, or with a
+        list[Message] (the events of the list, response first) for event-list
+        actions; errbacks with ActionFailed / ActionTimeout / LinkDown, or
+        InvalidActionHeader for a header the wire would not take.
 
         ``on_action_id`` is called with the ActionID before the action is
         written, for callers that must match later events carrying it (an
         async Originate's OriginateResponse, on every Asterisk version)."""
+        if not isinstance(action, Action):
+            raise TypeError(f"send_action takes an ami.actions.Action, not {type(action).__name__}")
         proto = self.protocol
         if not self.connected or proto is None:
-            return fail(LinkDown(f"AMI link to {self.where} is down; {action} not sent"))
+            return fail(LinkDown(f"AMI link to {self.where} is down; {action.name} not sent"))
         return proto.send_action(
             action,
-            headers,
             timeout=self.action_timeout if timeout is None else timeout,
             on_action_id=on_action_id,
         )
@@ -178,12 +181,7 @@ class AMILink(Service):
         actions (CoreShowChannels/Status lists), are never filtered; the link
         still sees Shutdown and FullyBooted, but observers get them only if
         named here."""
-        if names is None:
-            self._event_filter = None
-        else:
-            if isinstance(names, str):
-                raise TypeError("set_event_filter takes a collection of names, not one string")
-            self._event_filter = frozenset(wanted_name(str(n)) for n in names)
+        self._event_filter = wanted_names(names)
         for proto in (self.protocol, self._login_proto):
             if proto is not None:
                 proto.set_event_filter(self._event_filter)

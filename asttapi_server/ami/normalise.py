@@ -29,7 +29,7 @@ Names the server may later act on are checked here, where they enter:
 makes (``Tech/resource``: ``PJSIP/bob-0000002a``, ``Local/100@inbound-00000000;2``),
 so a regex channel (``/^/``, "every channel" to the Hangup action) or a
 huge value never becomes the call's channel; :func:`uniqueid` keeps a
-``Uniqueid`` only if it matches :data:`asttapi_server.core.grammar.UNIQUEID`.
+``Uniqueid`` only if it matches :data:`asttapi_server.idents.UNIQUEID`.
 A value that fails reads as absent.
 """
 
@@ -40,7 +40,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from asttapi_server.ami.message import EVENT, Message
-from asttapi_server.core.grammar import UNIQUEID
+from asttapi_server.idents import UNIQUEID
 
 __all__ = [
     "UserEvent",

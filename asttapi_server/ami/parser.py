@@ -55,14 +55,14 @@ to the kept messages.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Container, Iterable, Mapping
-from typing import Any, Generic, TypeVar
+from collections.abc import Callable, Container, Iterable
+from typing import Any
 
 from asttapi_server.ami.message import EVENT, OTHER, Message, _decode
+from asttapi_server.idents import MAX_NAME_BYTES as _MAX_NAME_BYTES, MAX_NAMES as _MAX_NAMES
+from asttapi_server.idents import ByName, wanted_name, wanted_names
 
 __all__ = ["AMIParser", "ALWAYS_KEPT", "ByName", "wanted_name"]
-
-V = TypeVar("V")
 
 #: Events passed on whatever the filter says: the link reacts to them.
 ALWAYS_KEPT = frozenset(("shutdown", "fullybooted"))
@@ -77,54 +77,14 @@ _END_COMMAND = b"--END COMMAND--"
 _END_COMMAND_ALONE = re.compile(rb"[\r\n]*--END COMMAND--[\r\n]*")
 _EVENT = b"Event: "
 _MAX_ERRORS = 100
-_MAX_NAMES = 4096
-# Longer first lines are not cached: both caches stay under 4096 x 64 bytes of
-# keys whatever a PBX sends (real event names are under 40 characters).
-_MAX_NAME_BYTES = 64
 _ACTIONID = b"actionid:"
 _DROP = False  # cache value of a name that is not wanted
-
-
-def wanted_name(name: str) -> str:
-    """The form an event name is compared in, for filters (see the module doc)."""
-    return name.strip().lower()
-
-
-_MISS: Any = object()
 
 
 def _is_header(line: bytes) -> bool:
     """``Key: value`` as :class:`Message` reads a header (a key without spaces before the colon)."""
     key, sep, _ = line.partition(b":")
     return bool(sep and key) and b" " not in key
-
-
-class ByName(Generic[V]):
-    """A table keyed by AMI event name under the one case rule (:func:`wanted_name`).
-
-    ``get`` takes the name as Asterisk sent it; the answer per sent name is
-    cached (bounded like the parser's own caches), so the hot path costs one
-    dict lookup.
-    """
-
-    def __init__(self, table: Mapping[str, V]) -> None:
-        self._table = {wanted_name(str(k)): v for k, v in table.items()}
-        self._seen: dict[str, V | None] = {}
-
-    def get(self, name: str) -> V | None:
-        hit = self._seen.get(name, _MISS)
-        if hit is _MISS:
-            hit = self._table.get(wanted_name(name))
-            if len(self._seen) < _MAX_NAMES and len(name) <= _MAX_NAME_BYTES:
-                self._seen[name] = hit
-        return hit
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and self.get(name) is not None
-
-    def names(self) -> frozenset[str]:
-        """The table's names, in the compared form."""
-        return frozenset(self._table)
 
 
 class AMIParser:
@@ -156,12 +116,8 @@ class AMIParser:
         """Pass on only events with these names (any case), plus :data:`ALWAYS_KEPT`,
         events of pending actions and every non-event; ``None``: every event."""
         self._kept = {}
-        if names is None:
-            self._keep = None
-            return
-        if isinstance(names, (str, bytes)):
-            raise TypeError("set_event_filter takes a collection of names, not one string")
-        self._keep = frozenset({wanted_name(str(n)) for n in names} | ALWAYS_KEPT)
+        wanted = wanted_names(names)
+        self._keep = None if wanted is None else wanted | ALWAYS_KEPT
 
     @property
     def event_filter(self) -> frozenset[str] | None:

@@ -36,7 +36,8 @@ import re
 
 from asttapi_server.ami import actions
 from asttapi_server.ami.message import EVENT, RESPONSE, Message
-from asttapi_server.ami.parser import AMIParser, wanted_name
+from asttapi_server.ami.parser import AMIParser
+from asttapi_server.idents import wanted_name, wanted_names
 from asttapi_server.errors import (
     ActionFailed,
     ActionTimeout,
@@ -165,10 +166,7 @@ class AMIProtocol(Protocol):
         The parser drops the other events unread, except Shutdown/FullyBooted
         (the link reacts to them) and the events of pending actions (event
         lists); those reach the protocol but not the observers."""
-        if names is None:
-            self._wanted = None
-        else:
-            self._wanted = frozenset(wanted_name(str(n)) for n in names)
+        self._wanted = wanted_names(names)
         self._deliver: dict[str, bool] = {}  # event name as sent -> wanted?
         self.parser.set_event_filter(self._wanted)
 
@@ -313,38 +311,37 @@ class AMIProtocol(Protocol):
 
     def send_action(
         self,
-        action: str,
-        headers: Sequence[tuple[str, str]] = (),
+        action: actions.Action,
         *,
         timeout: float | None = 30.0,
         on_action_id: Callable[[str], None] | None = None,
     ) -> Deferred:
         """Send one action once logged in; see ``AMILink.send_action``."""
         if self.state != LIVE:
-            return fail(LinkDown(f"AMI link to {self.peer} is not logged in; {action} not sent"))
-        return self._send(action, headers, timeout, on_action_id)
+            return fail(LinkDown(f"AMI link to {self.peer} is not logged in; {action.name} not sent"))
+        return self._send(action, timeout, on_action_id)
 
     def _send(
         self,
-        action: str,
-        headers: Sequence[tuple[str, str]],
+        action: actions.Action,
         timeout: float | None,
         on_action_id: Callable[[str], None] | None = None,
     ) -> Deferred:
         action_id = self.next_action_id()
         try:
-            data = actions.encode(action, headers, action_id)
+            data = actions.encode(action.name, action.headers, action_id)  # (one call less than Action.encode)
         except AMIError:
             return fail()
+        name = action.name
         if on_action_id is not None:
             on_action_id(action_id)
         d: Deferred = Deferred()
         timer = None
         if timeout is not None and timeout > 0:
             timer = self.clock.callLater(timeout, self._timed_out, action_id)
-        self._pending[action_id] = _Pending(action, d, timer, timeout)
+        self._pending[action_id] = _Pending(name, d, timer, timeout)
         if self.on_action is not None:
-            d.addBoth(self._action_done, action, self.clock.seconds())
+            d.addBoth(self._action_done, name, self.clock.seconds())
         self.transport.write(data)
         return d
 
@@ -447,7 +444,7 @@ class AMIProtocol(Protocol):
             return failure
 
         if auth == "md5":
-            d = self._send(*actions.challenge(), timeout)
+            d = self._send(actions.challenge(), timeout)
 
             def answer(msg: Message) -> Deferred:
                 challenge = msg.get("Challenge")
@@ -455,11 +452,11 @@ class AMIProtocol(Protocol):
                     raise AuthenticationFailed(f"Asterisk at {self.peer} sent no MD5 challenge")
                 key = actions.md5_key(challenge, secret)
                 self._secrets = (secret, key)
-                return self._send(*actions.login_md5(username, key, events), timeout)
+                return self._send(actions.login_md5(username, key, events), timeout)
 
             d.addCallback(answer)
         elif auth == "plain":
-            d = self._send(*actions.login(username, secret, events), timeout)
+            d = self._send(actions.login(username, secret, events), timeout)
         else:
             return fail(AuthenticationFailed(f"unknown AMI auth {auth!r}; use 'md5' or 'plain'"))
         d.addErrback(refused)
@@ -493,7 +490,7 @@ class AMIProtocol(Protocol):
             return
         if not self._ping_outstanding:
             self._ping_outstanding = True
-            d = self._send(*actions.ping(), self.pong_timeout)
+            d = self._send(actions.ping(), self.pong_timeout)
             d.addBoth(self._pong)
         self._schedule_keepalive()
 

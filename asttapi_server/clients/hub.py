@@ -4,8 +4,10 @@ The hub numbers every published event with a per-server increasing ``seq``,
 encodes it once, keeps it in a bounded replay ring and hands the same bytes
 to every subscriber of the event's line. A LINE_NEWCALL whose ``owner`` is a
 session's ``sid`` is not sent to that session (it originated the call and
-already holds the handle). A line-less event (``line=None``: the PBX link's
-LINE_LINEDEVSTATE) goes to every open line, once per line.
+already holds the handle). A line-less event (``line=None``: a PBX link's
+LINE_LINEDEVSTATE) goes to the open lines it is published for (``lines``: that
+PBX's), once per line, encoded once and kept once in the ring; without
+``lines``, to every open line.
 
 Bounds (issue 11): the ring holds at most ``ring_size`` events and
 ``ring_bytes`` encoded bytes (a 1 MB caller name must not pin gigabytes);
@@ -31,7 +33,8 @@ from asttapi_server.core.events import TapiEvent
 from asttapi_server.names import log_text
 from asttapi_server.throttle import LogThrottle
 
-#: Default of ``server.replay_ring_bytes``.
+#: Defaults of ``server.replay_ring`` (events) and ``server.replay_ring_bytes``.
+RING_SIZE = 10000
 RING_BYTES = 16 << 20
 #: Most events one resume replays; past it a rebuild from ``calls`` is cheaper for
 #: both sides, and a client re-resuming a busy line cannot make the server
@@ -39,6 +42,17 @@ RING_BYTES = 16 << 20
 MAX_REPLAY = 1000
 #: What one ring entry costs besides its encoded bytes (tuples, deque slots), roughly.
 _ENTRY_OVERHEAD = 120
+
+
+def sends_newcall(owner: Hashable | None, sid: Hashable | None) -> bool:
+    """Does the session ``sid`` get the LINE_NEWCALL of a call ``owner`` originated?
+
+    The one rule, for live events, the replay ring and the calls announced at
+    ``lineOpen`` (``clients/session.py``): not the session that originated the
+    call (its ``lineMakeCall`` answer gave it the handle); everyone else, and
+    everyone for a call nobody here originated (``owner`` None).
+    """
+    return owner is None or owner != sid
 
 
 class Subscriber(Protocol):
@@ -55,7 +69,8 @@ class _Line:
 
     ``ring`` holds ``(seq, data, owner)``: ``owner`` is the sid of a
     LINE_NEWCALL's originator (not replayed to it), else None. For the
-    line-less record ``data`` is the event's ``line -> bytes`` template.
+    line-less record ``data`` is the event's ``line -> bytes`` template and
+    the third item the lines it was for (a frozenset; None: every line).
     ``evicted`` is the highest seq of this line no longer in the ring.
     """
 
@@ -78,7 +93,7 @@ class Hub:
 
     def __init__(
         self,
-        ring_size: int = 10000,
+        ring_size: int = RING_SIZE,
         *,
         epoch: str | None = None,
         ring_bytes: int = RING_BYTES,
@@ -140,6 +155,10 @@ class Hub:
         """Lines at least one session has open."""
         return sum(1 for rec in self._lines.values() if rec.subs)
 
+    def open_line_names(self) -> list[str]:
+        """The lines at least one session has open (a PBX's LINE_LINEDEVSTATE goes to those of its lines)."""
+        return [line for line, rec in self._lines.items() if rec.subs]
+
     @property
     def tracked_lines(self) -> int:
         """Line records held: lines open or with events in the ring (bounded by both)."""
@@ -156,8 +175,11 @@ class Hub:
 
     # -- events ----------------------------------------------------------
 
-    def publish(self, event: TapiEvent, seq: int | None = None) -> int:
+    def publish(self, event: TapiEvent, seq: int | None = None, *, lines: Any = None) -> int:
         """Number, remember and deliver ``event``; returns its seq. Never raises.
+
+        ``lines``: for a line-less event, the lines it is for (a PBX's LINE_LINEDEVSTATE
+        goes to that PBX's lines only); None: every open line.
 
         ``seq``: the number the event already has (a cluster node publishes
         what the event log numbered, asttapi_server.cluster); it must be
@@ -179,7 +201,7 @@ class Hub:
             if line is not None:
                 self._publish_line(event, line, seq)
             else:
-                self._publish_all(event, seq)
+                self._publish_all(event, seq, None if lines is None else frozenset(lines))
         except Exception:
             self._failed(("publish", event.msg), "publishing {msg} (seq {seq}) failed", msg=event.msg, seq=seq)
         if self.on_publish is not None:
@@ -203,20 +225,22 @@ class Hub:
             self._forgotten = seq
         if rec is not None and rec.subs:
             for sid, sub in tuple(rec.subs.items()):
-                if owner is not None and sid == owner:
+                if owner is not None and not sends_newcall(owner, sid):  # (no call unless a NEWCALL has one)
                     continue
                 self._send(sub, data, line)
         self._trim()
 
-    def _publish_all(self, event: TapiEvent, seq: int) -> None:
+    def _publish_all(self, event: TapiEvent, seq: int, scope: frozenset[str] | None = None) -> None:
         template = encode_event_template(event, seq)
         cost = len(template(""))
         if self._keeps(cost):
-            self._remember(self._all, None, seq, template, None, cost)
+            self._remember(self._all, None, seq, template, scope, cost)
         else:
             self._all.evicted = seq
-        for name, rec in tuple(self._lines.items()):
-            if not rec.subs:
+        lines = self._lines
+        targets = lines.items() if scope is None else ((name, lines.get(name)) for name in scope)
+        for name, rec in tuple(targets):
+            if rec is None or not rec.subs:
                 continue
             try:
                 data = template(name)
@@ -278,15 +302,17 @@ class Hub:
             for seq, data, owner in reversed(rec.ring):
                 if seq <= since:
                     break
-                if sid is not None and owner == sid:
+                if owner is not None and not sends_newcall(owner, sid):
                     continue
                 if len(own) == limit:
                     return None
                 own.append((seq, _replayed(data)))
         shared: list[tuple[int, bytes]] = []
-        for seq, template, _owner in reversed(self._all.ring):
+        for seq, template, scope in reversed(self._all.ring):
             if seq <= since:
                 break
+            if scope is not None and line not in scope:
+                continue  # another PBX's lines' event
             if len(own) + len(shared) == limit:
                 return None
             shared.append((seq, _replayed(template(line))))

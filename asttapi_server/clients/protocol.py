@@ -47,6 +47,16 @@ from asttapi_server.clients.session import MAX_LINES_PER_SESSION, Session, Telep
 from asttapi_server.names import log_text
 from asttapi_server.throttle import LogThrottle
 
+# Defaults of the [server] keys of the same names (config.ServerConfig reads them here).
+#: Longest request line, in bytes.
+MAX_LINE_BYTES = 65536
+#: Bytes queued for a slow client before it is cut off.
+SEND_BUFFER_BYTES = 1 << 20
+#: Requests per second of one connection, and how many it may send at once.
+REQUEST_RATE, REQUEST_BURST = 50.0, 200
+#: Requests per second of one user over all its connections (per address before login), and at once.
+USER_REQUEST_RATE, USER_REQUEST_BURST = 200.0, 400
+
 
 @implementer(IPushProducer, IHandshakeListener)
 class ClientProtocol(Protocol):
@@ -633,6 +643,19 @@ class ClientProtocol(Protocol):
             self.factory.cut_off("login_failures" if code == codec.AUTH_ERROR else "session")
         self.close_with_error(code, message)
 
+    def reconfigure(self, auth: Any, revoked: set[str]) -> tuple[str | None, list[str]]:
+        """A reload's users: the session takes its new rights, or this connection is closed with
+        an AUTH error. Returns (the user closed for, or None; the lines cut)."""
+        if self.session is None or self.closing:
+            return None, []
+        close, cut = self.session.reconfigure(auth, revoked)
+        if close is None:
+            return None, cut
+        who, why = close
+        self.factory.cut_off("reload")
+        self.close_with_error(codec.AUTH_ERROR, why)
+        return who, []
+
     def close_with_error(self, code: int, message: str) -> None:
         """Send a last error (id null), then hang up once it is written.
 
@@ -739,18 +762,18 @@ class ClientFactory(ServerFactory):
         *,
         users: Mapping[str, Any] | None = None,
         clock: IReactorTime | None = None,
-        max_line_bytes: int = 65536,
-        send_buffer_bytes: int = 1 << 20,
+        max_line_bytes: int = MAX_LINE_BYTES,
+        send_buffer_bytes: int = SEND_BUFFER_BYTES,
         error_limit: int = 20,
         error_window: float = 10.0,
         close_timeout: float = 10.0,
         limits: ConnectionLimits | None = None,
         login_limits: LoginLimits | None = None,
         max_lines_per_session: int = MAX_LINES_PER_SESSION,
-        request_rate: float = 50.0,
-        request_burst: int = 200,
-        user_request_rate: float = 200.0,
-        user_request_burst: int = 400,
+        request_rate: float = REQUEST_RATE,
+        request_burst: int = REQUEST_BURST,
+        user_request_rate: float = USER_REQUEST_RATE,
+        user_request_burst: int = USER_REQUEST_BURST,
         budget: ConnectionBudget | None = None,
         work_clock: Callable[[], float] = time.thread_time,
     ) -> None:
@@ -783,6 +806,25 @@ class ClientFactory(ServerFactory):
         self._log_throttle = LogThrottle()
         #: Connections closed by the server, by reason (asttapi_server.metrics; docs/operations.md).
         self.cut_offs: dict[str, int] = {}
+
+    def reconfigure(self, users: Any, revoked: set[str]) -> list[str]:
+        """A reload's ``[users]`` (``revoked``: users whose token changed): every connection is
+        checked against them (sessions of a removed or re-tokened user are closed, lines a user
+        may no longer open are closed); returns what changed, for the reload's log line."""
+        self.authenticator.replace(users)
+        closed: list[str] = []
+        cut: list[str] = []
+        for conn in tuple(self.connections):
+            who, lines = conn.reconfigure(self.authenticator, revoked)
+            if who is not None:
+                closed.append(who)
+            cut.extend(lines)
+        out = []
+        if closed:
+            out.append("sessions closed: " + ", ".join(closed))
+        if cut:
+            out.append("lines closed: " + ", ".join(cut))
+        return out
 
     def cut_off(self, reason: str) -> None:
         """Count one connection the server closes (or turns away) for ``reason``."""

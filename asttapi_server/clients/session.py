@@ -20,9 +20,9 @@ from asttapi_server import __version__
 from asttapi_server.clients import codec
 from asttapi_server.clients.auth import ANONYMOUS, Authenticator, User
 from asttapi_server.clients.codec import Batch, ParamsError, Reject, Request
-from asttapi_server.clients.hub import Hub
+from asttapi_server.clients.hub import Hub, sends_newcall
 from asttapi_server.core.constants import CALLSTATE, INSERVICE, NEWCALL, OUTOFSERVICE
-from asttapi_server.errors import TelephonyError, lineerr_of
+from asttapi_server.errors import TelephonyError, lineerr_of, link_down, unexpected
 from asttapi_server.names import log_text
 from asttapi_server.throttle import LogThrottle
 
@@ -36,7 +36,12 @@ class CallModelView(Protocol):
 
 
 class Telephony(Protocol):
-    """Implemented by ``bridge.Bridge`` (see docs/architecture.md)."""
+    """Implemented by ``pbx.Switchboard`` over every PBX (see docs/architecture.md).
+
+    ``link_up``: every PBX in service. A telephony that knows several PBXs also has
+    ``in_service(line=None, handle=None) -> bool`` (the line's or the call's PBX) and
+    ``pbx_states() -> {name: "up" | "down"}``; without them ``link_up`` stands for both.
+    """
 
     link_up: bool
     model: CallModelView
@@ -53,10 +58,6 @@ CLIENT_ERRORS = frozenset(
 
 #: Default of ``server.max_lines_per_session``.
 MAX_LINES_PER_SESSION = 100
-
-_LINK_DOWN = (
-    "the link to the PBX is down; try again after LINE_LINEDEVSTATE reports LINEDEVSTATE_INSERVICE"
-)
 
 
 class _BatchAnswers:
@@ -166,8 +167,21 @@ class Session:
                 "login_required": self.auth.login_required,
                 "epoch": self.hub.epoch,
                 "pbx": "up" if self.telephony.link_up else "down",
+                **self._pbxs(),
             },
         )
+
+    def _pbxs(self) -> dict[str, Any]:
+        """hello's ``pbxs``: each PBX's state by name (a telephony that knows its PBXs)."""
+        states = getattr(self.telephony, "pbx_states", None)
+        return {"pbxs": states()} if states is not None else {}
+
+    def _in_service(self, line: str | None = None, call: int | None = None) -> bool:
+        """Is the PBX of ``line`` (or of ``call``) in service? (One PBX: the link.)"""
+        in_service = getattr(self.telephony, "in_service", None)
+        if in_service is None:
+            return self.telephony.link_up
+        return in_service(line=line, handle=call)
 
     def close(self) -> None:
         """The connection is gone: stop deliveries, drop late answers."""
@@ -270,7 +284,7 @@ class Session:
             self.log.failure(
                 "{what} for {user} at {peer} failed", f, what=what, user=log_text(self.username), peer=log_text(self.peer)
             )
-            mapped = TelephonyError("LINEERR_OPERATIONFAILED", f"{what} failed; the server log has the details")
+            mapped = unexpected(what)
         self._telephony_error(request, mapped.lineerr, str(mapped))
 
     # -- checks ------------------------------------------------------------
@@ -352,9 +366,9 @@ class Session:
             snap["lines"] = [name for name in lines if name == line or name in mine]
         return snap
 
-    def _link(self) -> None:
-        if not self.telephony.link_up:
-            raise TelephonyError("LINEERR_DISCONNECTED", _LINK_DOWN)
+    def _link(self, line: str | None = None, call: int | None = None) -> None:
+        if not self._in_service(line, call):
+            raise link_down()
 
     # -- methods -------------------------------------------------------------
 
@@ -398,7 +412,7 @@ class Session:
                 " allows; close one first",
             )
         calls = self._calls_now(line)
-        result: dict[str, Any] = {"seq": self.hub.seq, "epoch": self.hub.epoch, "devstate": self._devstate()}
+        result: dict[str, Any] = {"seq": self.hub.seq, "epoch": self.hub.epoch, "devstate": self._devstate(line)}
         missed: list[bytes] = []
         if seq is not None:
             got = self.hub.missed(line, seq, epoch, sid=self.sid)
@@ -443,14 +457,14 @@ class Session:
             if line in call.lines:
                 yield self._snapshot(call, line)
 
-    def _devstate(self) -> str:
+    def _devstate(self, line: str) -> str:
         """The line's device state now, as TAPI's lineGetLineDevStatus would tell it.
 
         LINE_LINEDEVSTATE events then report changes from this: a client
         told OUTOFSERVICE here hears INSERVICE when the link comes up; one
         told INSERVICE hears nothing until the link is lost.
         """
-        return INSERVICE if self.telephony.link_up else OUTOFSERVICE
+        return INSERVICE if self._in_service(line) else OUTOFSERVICE
 
     def _announcements(self, line: str, calls: list[Any], seq: int) -> Iterator[bytes]:
         """LINE_NEWCALL + LINE_CALLSTATE (``existing``) for each call still on ``line``, made as they are read."""
@@ -459,7 +473,7 @@ class Session:
                 handle = snap["call"]
                 base = {"line": line, "call": handle, "seq": seq, "existing": True, "callinfo": snap["callinfo"]}
                 call = self.telephony.model.get(handle)
-                if getattr(call, "owner", None) != self.sid:
+                if sends_newcall(getattr(call, "owner", None), self.sid):
                     yield codec.encode_notification(NEWCALL, base)
                 if snap.get("state"):
                     params = {**base, "state": snap["state"]}
@@ -474,6 +488,30 @@ class Session:
         self.lines.discard(line)
         self.hub.unsubscribe(self, line)
         self._result(request, {})
+
+    def reconfigure(self, auth: Any, revoked: set[str]) -> tuple[tuple[str, str] | None, list[str]]:
+        """A reload's users (``auth``, the authenticator with them; ``revoked``: users whose token
+        changed): ``((who, why), [])`` when this session must be closed, else ``(None, lines cut)``
+        after taking the user's new rights (a line no longer allowed gets ``LINE_CLOSE``)."""
+        user = self.user
+        if user is None:
+            return None, []
+        if user.name is None:  # anonymous: no [users] before
+            if auth.login_required:
+                return ("(anonymous)", "This server now requires a login; reconnect and log in"), []
+            return None, []
+        now = auth.user(user.name)
+        if user.name in revoked or now is None:
+            why = "was removed from" if now is None else "has a new token in"
+            return (user.name, f"User {user.name!r} {why} the configuration; log in again"), []
+        self.user = now
+        cut = []
+        for line in sorted(self.lines):
+            if not now.may_open(line):
+                self.revoke_line(line, "LINEERR_NOTOWNER",
+                                 f"user {user.name!r} may no longer open line {line!r} (configuration reloaded)")
+                cut.append(f"{line} for {user.name}")
+        return None, cut
 
     def revoke_line(self, line: str, lineerr: str, message: str) -> None:
         """The server closes an open line for this session (its right to it was withdrawn).
@@ -500,7 +538,7 @@ class Session:
 
     def do_lineMakeCall(self, request: Request, line: str, number: str) -> None:
         self._open_line(line)
-        self._link()
+        self._link(line=line)
         self.log.info(
             "{user} at {peer}: lineMakeCall {line} {number}",
             user=log_text(self.username), peer=log_text(self.peer), line=log_text(line), number=log_text(number),
@@ -515,12 +553,12 @@ class Session:
 
     def do_lineDrop(self, request: Request, call: int) -> None:
         self._held_call(request, call)
-        self._link()
+        self._link(call=call)
         self._async(request, "lineDrop", lambda: maybeDeferred(self.telephony.drop, call).addCallback(lambda _: {}))
 
     def do_lineBlindTransfer(self, request: Request, call: int, number: str) -> None:
         self._held_call(request, call)
-        self._link()
+        self._link(call=call)
         self._async(
             request,
             "lineBlindTransfer",
@@ -532,7 +570,7 @@ class Session:
         # the caller's channel does exactly that, the same action as a blind
         # transfer. The bridge may refuse with LINEERR_INVALCALLSTATE.
         self._held_call(request, call)
-        self._link()
+        self._link(call=call)
         self._async(
             request,
             "lineRedirect",

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from asttapi_server.errors import LinkDown, TelephonyError, lineerr_of
+from asttapi_server.errors import LinkDown, TelephonyError, lineerr_of, unexpected
 
 __all__ = ["OPS", "Pending", "Waiting", "request_fields", "parse_request", "answer_body", "reply_of",
            "orphan_body"]
@@ -114,9 +114,7 @@ def answer_body(op: str, result: Any = None, error: BaseException | None = None)
     """(status, body) of an answer: "ok" and the result as JSON, or "error" and LINEERR + sentence."""
     if error is None:
         return "ok", json.dumps(result)
-    mapped = lineerr_of(error, ACTION_NAMES.get(op, op))
-    if mapped is None:
-        mapped = TelephonyError("LINEERR_OPERATIONFAILED", f"{ACTION_NAMES.get(op, op)} failed unexpectedly.")
+    mapped = lineerr_of(error, ACTION_NAMES.get(op, op)) or unexpected(ACTION_NAMES.get(op, op))
     return "error", json.dumps({"lineerr": mapped.lineerr, "message": str(mapped)})
 
 

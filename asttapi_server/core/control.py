@@ -6,11 +6,16 @@ knows everything else the server decides about them, so the Twisted side
 
 * **Facts from the PBX**, already framed and parsed: the TAPI signals the
   mapping plugins made, and the events the core itself needs
-  (:data:`CORE_EVENTS`): ``Hangup`` (the safety net's grace), ``Newchannel``
+  (:data:`CORE_EVENTS`, handled by :meth:`CallControl.event_handlers`, which
+  the composition puts in the one route table beside the plugins'
+  mappings): ``Hangup`` (the safety net's grace), ``Newchannel``
   (the channel name of a Uniqueid, for versions whose UserEvents carry
   none), ``OriginateResponse`` (click-to-dial). Names the core acts on come
   only from Asterisk's own headers, checked by :mod:`asttapi_server.ami.normalise`;
   never a Uniqueid or caller id turned into a channel name.
+* **One line, one source** (:mod:`.sources`): a signal that is not a
+  device's (a TAPI UserEvent's, whichever plugin mapped it) may not drive a
+  device line; the core takes those lines out of it, whatever the hook order.
 * **The link**: lost -> LINEDEVSTATE_OUTOFSERVICE at once; back -> ask for
   the channel list (``CoreShowChannels``), end the calls that died
   meanwhile, then LINEDEVSTATE_INSERVICE. ``link_up`` (in service) is
@@ -47,12 +52,12 @@ from collections.abc import Hashable, Iterable, Mapping
 from typing import Any
 
 from ..ami import actions, normalise
-from ..ami.parser import ByName
-from ..errors import InvalidActionHeader, TelephonyError, lineerr_of
+from ..errors import InvalidActionHeader, TelephonyError, lineerr_of, link_down, unexpected
 from .constants import CALLINFO_CALLERID, DEVSTATE, IDLE, INSERVICE, NEWCALL, OUTOFSERVICE
 from . import parties
 from .dialling import Dialled, parse_phone, to_dial
 from .dialstring import dialable
+from . import sources
 from .effects import ContactWanted, Diagnostic, Effects
 from .events import TapiEvent
 from .grammar import Screen
@@ -106,9 +111,17 @@ class CallControl:
         *,
         originate_timeout: float = 30.0,
         looks_up_contacts: bool = True,
+        pbx: str = "default",
+        owners: Any = None,
     ) -> None:
         self.model = model
-        self.lines: Mapping[str, Any] = dict(lines)
+        #: The PBX this control is for, and the server's :class:`~.lines.LineOwners`
+        #: (None: every line is this PBX's); signals about other PBXs' lines are refused.
+        self.pbx = pbx
+        self.owners = owners
+        self.lines: Mapping[str, Any] = {}
+        self._device_lines: frozenset[str] = frozenset()
+        self.set_lines(lines)
         self.originate_timeout = originate_timeout
         self.looks_up_contacts = looks_up_contacts
         self._link = DOWN
@@ -131,12 +144,6 @@ class CallControl:
         #: What the model knows of device channels, read only, with the signals held here counted:
         #: what a mapping that follows calls from channel events is handed with each event.
         self.view: CallsView = model.view(self._held)
-        # By event name under the one case rule (ami.parser.wanted_name).
-        self._handlers = ByName({
-            "Hangup": self._hangup,
-            "Newchannel": self._newchannel,
-            "OriginateResponse": self._originate_response,
-        })
 
     # -- configuration -------------------------------------------------------
 
@@ -147,6 +154,8 @@ class CallControl:
         decisions made after this read the new entries.
         """
         self.lines = dict(lines)
+        # Lines only their device's channel events may drive (core/sources.py).
+        self._device_lines = frozenset(name for name, conf in self.lines.items() if getattr(conf, "device", None))
 
     # -- link ------------------------------------------------------------------
 
@@ -218,20 +227,32 @@ class CallControl:
 
     # -- facts from the PBX ------------------------------------------------------
 
-    def ami_event(self, message: Any, now: float) -> Effects | None:
-        """One of :data:`CORE_EVENTS` (any case); ``None`` for any other event."""
-        handler = self._handlers.get(message.name)
-        return None if handler is None else handler(message, now)
+    def event_handlers(self) -> dict[str, Any]:
+        """The core's handler of each of :data:`CORE_EVENTS`: ``handler(message, now) -> Effects``.
+
+        The composition puts them in the one route table (``asttapi_server.routes``)
+        beside the plugins' mappings; nothing here looks an event name up again.
+        """
+        return {
+            "Hangup": self._hangup,
+            "Newchannel": self._newchannel,
+            "OriginateResponse": self._originate_response,
+        }
 
     def signals(self, signals: Iterable[Any], now: float) -> Effects:
         """TAPI signals from the mapping plugins, applied in order.
 
         A :class:`~.effects.Diagnostic` among them (a mapping's report of a
-        malformed event) is passed on as one; a :class:`~.legs.DeviceNote`
-        (what a device-line mapping learnt of a channel) goes to the model at
-        once, never held back with its call's signals.
+        malformed event) is passed on as one. A signal that is not a device's
+        loses the device lines it names (:func:`.sources.guard`), with a
+        diagnostic saying so. A :class:`~.legs.DeviceNote` (what a device-line
+        mapping learnt of a channel) goes to the model at once, never held
+        back with its call's signals.
         """
         fx: Effects | None = None
+        device_lines = self._device_lines
+        owners = self.owners
+        several = owners is not None and not owners.single
         for signal in signals:
             kind = type(signal)
             if kind is Diagnostic:
@@ -240,6 +261,8 @@ class CallControl:
             elif kind is DeviceNote:
                 self.model.note(signal, now)
                 continue
+            elif several or (device_lines and not signal.device):
+                out = self._admitted(signal, now, several)
             else:
                 out = self._signal(signal, now)
             fx = out if fx is None else fx.merge(out)
@@ -249,6 +272,25 @@ class CallControl:
             self._follow(fx)
         self._forget(fx)
         return fx
+
+    def _admitted(self, signal: Any, now: float, several: bool) -> Effects:
+        """One signal after the rules of who may name which line: only this PBX's lines
+        (several PBXs, :class:`~.lines.LineOwners`), and no device line unless it is a
+        device's signal (:func:`.sources.guard`); what is cut is said in a diagnostic."""
+        notes: list[Diagnostic] = []
+        if several:
+            signal, refused_pbx = self.owners.admit(self.pbx, signal)
+            if refused_pbx is not None:
+                notes.append(refused_pbx)
+        if signal is not None and self._device_lines and not signal.device:
+            guarded, refused = sources.guard(signal, self._device_lines)
+            if refused:
+                notes.append(sources.refusal(signal, refused))
+            signal = guarded
+        out = self._signal(signal, now) if signal is not None else Effects()
+        if notes:
+            out.diagnostics = [*(out.diagnostics or ()), *notes]
+        return out
 
     def _signal(self, signal: Any, now: float) -> Effects:
         """One signal to the model, unless its call waits for a presentation read (see the module doc)."""
@@ -561,7 +603,7 @@ class CallControl:
         if mapped is None:
             fx.diagnose(("action", name, type(error).__name__), "Unexpected error from {action}: {error}",
                         "error", action=name, error=_describe(error))
-            mapped = TelephonyError("LINEERR_OPERATIONFAILED", f"{name} failed unexpectedly.")
+            mapped = unexpected(name)
         fx.reply(token, error=mapped)
         return fx
 
@@ -581,9 +623,7 @@ class CallControl:
 
     def _require_link(self) -> None:
         if self._link != UP:
-            raise TelephonyError(
-                "LINEERR_DISCONNECTED", "The PBX link is down; try again when the line is back in service."
-            )
+            raise link_down()
 
     def _channel_of(self, handle: int) -> tuple[Call, str]:
         call = self.model.get(handle)

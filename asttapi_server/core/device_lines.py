@@ -119,10 +119,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
-from dataclasses import replace
 from typing import Final
 
-from ..ami.parser import ByName
+from ..idents import ByName
 from . import grammar as G
 from . import parties
 from .causes import mode_for_cause
@@ -345,7 +344,10 @@ class DeviceLines:
         handler = _HANDLERS.get(name)
         if handler is None or not self.devices:
             return []
-        event = _Event(self, known)
+        # _Event(self, known), without a Python call: most events are another channel's
+        event = _new(_Event)
+        event.lines_of, event.known, event.out, event._reset = self.lines_of, known, [], False
+        event._legs = event._gone = event._channels = event._chain = event._member_end = _NOTHING
         handler(event, get, now, event.out)
         if event._legs or event._gone or event._chain or event._member_end or event._reset:
             return event.result()
@@ -364,48 +366,10 @@ class DeviceLines:
         event.adopt(get, now)
         return event.result()
 
-    # -- one line, one source ----------------------------------------------------
-
-    @property
-    def line_names(self) -> frozenset[str]:
-        """Every line a configured device feeds."""
-        return frozenset(line for lines in self.devices.values() for line in lines)
-
-    def guard(self, signal: G.TapiSignal) -> tuple[G.TapiSignal | None, tuple[str, ...]]:
-        """A signal from another source (a dialplan's TAPI UserEvent) with the device lines taken out.
-
-        One line, one source: a device line's calls come from its device's
-        channel events only, or two pictures of one call would fight over
-        its state. So a UserEvent may not name a device line (``LINE_NEWCALL
-        bob``, ``[~ID&bob] ...``, ``[bob] LINE_LINEDEVSTATE``): those names are
-        taken out. What is left drives the dialplan's own call, even when
-        its Uniqueid is a device channel's (a device line calling a TAPI
-        dialplan's ring group: the reception phone's channel runs the
-        dialplan): the model keeps a device line's call and a dialplan's
-        call on one Uniqueid apart (``TapiSignal.device``), each following its
-        own source completely. Returns the signal to apply (None: nothing is
-        left) and the device lines it named, for the adapter to log.
-        """
-        cmd = signal.command
-        newcall = cmd.verb == G.NEWCALL
-        named = cmd.args if newcall else cmd.lines  # LINE_NEWCALL names its lines as arguments
-        own = self.line_names
-        refused = tuple(line for line in named if line in own)
-        if not refused:
-            return signal, ()
-        kept = tuple(line for line in named if line not in own)
-        if not kept:
-            return None, refused
-        if newcall:
-            raw = G.text_of(cmd.call_id, (), (), G.NEWCALL, kept)
-            return _replace(signal, cmd, args=kept, raw=raw), refused
-        raw = G.text_of(cmd.call_id, kept, cmd.excluded, cmd.verb, cmd.args)
-        return _replace(signal, cmd, lines=kept, raw=raw), refused
-
-
 
 #: The shared empty table of an event that changed nothing there (read only: never written to).
 _NOTHING: dict = MappingProxyType({})  # type: ignore[assignment]
+_new = object.__new__
 
 
 class _Event:
@@ -1015,10 +979,6 @@ def _answered_meanwhile(state: str, get: Fields) -> bool:
     return state in _DIALLING and bool((get("BridgeId") or "").strip())
 
 
-def _replace(signal: G.TapiSignal, cmd: G.TapiCommand, **changes: object) -> G.TapiSignal:
-    return replace(signal, command=replace(cmd, **changes))
-
-
 def _local_one(channel: str) -> bool:
     """Is ``channel`` the ;1 half of a Local pair (``Local/201@from-queue-0000001a;1``)?"""
     return channel.endswith(";1") and channel[:6].lower() == "local/"
@@ -1031,7 +991,7 @@ def _int(value: str | None) -> int | None:
         return None
 
 
-# Names compared by the one case rule of the parser (ami.parser.wanted_name).
+# Names compared by the one case rule (idents.wanted_name).
 _HANDLERS: ByName[Callable[[_Event, Fields, float, list], None]] = ByName({
     "newchannel": _Event._newchannel,
     "newstate": _Event._newstate,

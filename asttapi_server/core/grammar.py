@@ -48,7 +48,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from .. import names
+from .. import idents, names
 from ..errors import TapiSyntaxError
 from .constants import CALLINFO, CALLSTATE, DEVSTATE, NEWCALL
 from . import constants as C
@@ -80,11 +80,9 @@ _CALLSTATES = frozenset(C.LINECALLSTATE) | {C.LINECALLSTATE_HANGUP}
 
 _PREFIX = re.compile(r"^\s*(?:TAPI\s*\|\s*)?TAPIEVENT\b\s*:?", re.IGNORECASE)
 
-#: What a ``~id`` may be: an Asterisk Uniqueid (``[systemname-]epoch.seq``) or a
-#: ChannelId an Originate gave (ours: ``asttapi-<boot>-<n>``; ARI: a UUID).
-#: ASCII letters, digits, ``. _ -``, starting with a letter or digit, at most
-#: 150 characters (Asterisk's AST_MAX_UNIQUEID).
-UNIQUEID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,149}")
+#: What a ``~id`` may be (an Asterisk Uniqueid or a ChannelId): the one rule,
+#: kept in the leaf :mod:`asttapi_server.idents`.
+UNIQUEID = idents.UNIQUEID
 #: What a line name may be: the one rule, kept in :mod:`asttapi_server.names`.
 LINE_NAME = names.LINE_NAME
 #: Lines one TAPIEVENT may name (spec items and LINE_NEWCALL's list together).

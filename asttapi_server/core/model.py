@@ -93,6 +93,11 @@ LEG_SWEEP_EVERY = 60.0
 TRUNCATED = "…[truncated]"
 DEFAULT_MAX_FIELD_BYTES = 256
 DEFAULT_MAX_CALLS = 10000
+#: Defaults of ``[calls]`` (``config.CallsConfig`` reads them here): seconds a Hangup waits for
+#: the dialplan's own IDLE, seconds a call may live at most, seconds an ended call stays readable.
+DEFAULT_HANGUP_GRACE = 5.0
+DEFAULT_MAX_AGE = 14400.0
+DEFAULT_LINGER = 30.0
 
 #: Why the model ended a call itself (synthetic DISCONNECTED/IDLE), as counted
 #: in ``CallModel.endings``, with the words the log uses.
@@ -313,19 +318,34 @@ def _resolve(args: tuple[str, ...]) -> tuple[str, str | None]:
     return state, mode
 
 
+class Handles:
+    """Where call handles come from: one per server, shared by the call model of every PBX
+    (asttapi_server.pbx), so a handle names one call whichever PBX it is on."""
+
+    __slots__ = ("next",)
+
+    def __init__(self, next: int = 1) -> None:
+        self.next = next
+
+
 class CallModel:
-    """Every call the server knows about; see the module docstring."""
+    """Every call the server knows about; see the module docstring.
+
+    One model per PBX: a call's identity is (PBX, Uniqueid), and the Uniqueid
+    indexes here are the PBX's own. ``handles`` is shared by every PBX's model.
+    """
 
     def __init__(
         self,
         *,
-        hangup_grace: float = 5.0,
-        max_age: float = 14400.0,
-        linger: float = 30.0,
+        hangup_grace: float = DEFAULT_HANGUP_GRACE,
+        max_age: float = DEFAULT_MAX_AGE,
+        linger: float = DEFAULT_LINGER,
         boot_id: str = "0",
         max_calls: int = DEFAULT_MAX_CALLS,
         max_lines: int = G.MAX_LINES,
         max_field_bytes: int = DEFAULT_MAX_FIELD_BYTES,
+        handles: Handles | None = None,
     ) -> None:
         self.hangup_grace = hangup_grace
         self.max_age = max_age
@@ -340,7 +360,7 @@ class CallModel:
         #: Makes ChannelIds unique across restarts: the composition passes a
         #: random one (the core draws no random numbers itself).
         self.boot_id = boot_id
-        self._next_handle = 1
+        self.handles = handles if handles is not None else Handles()
         self._by_handle: dict[int, Call] = {}
         # Uniqueid -> call, one index per source: a device line's call (TapiSignal.device)
         # and a dialplan's call may share a Uniqueid and are still two calls.
@@ -380,6 +400,14 @@ class CallModel:
         )
         #: Calls the model ended itself, by reason (:data:`ENDINGS`): the metrics read it.
         self.endings: dict[str, int] = dict.fromkeys(ENDINGS, 0)
+
+    @property
+    def _next_handle(self) -> int:
+        return self.handles.next
+
+    @_next_handle.setter
+    def _next_handle(self, value: int) -> None:
+        self.handles.next = value
 
     # -- reading -----------------------------------------------------------
 
@@ -727,7 +755,7 @@ class CallModel:
         ``device``: ``line`` is a device line, whose channel events (not a
         dialplan's UserEvents) will announce the call.
         """
-        handle = self._next_handle
+        handle = self.handles.next
         channel_id = f"asttapi-{self.boot_id}-{handle}"
         call = self._create(channel_id, now, device=device)
         call.channel_id = channel_id
@@ -886,8 +914,9 @@ class CallModel:
     def _create(self, uid: str, now: float, *, device: bool = False) -> Call:
         if len(self._by_handle) >= self.max_calls:
             self._make_room(now)
-        handle = self._next_handle
-        self._next_handle = handle + 1
+        handles = self.handles
+        handle = handles.next
+        handles.next = handle + 1
         call = Call(handle, uid, now)
         call.device = device
         self._by_handle[handle] = call

@@ -5,104 +5,75 @@ dialplan's ``UserEvent(TAPI,...)``, this one reads Newchannel, Newstate,
 DialBegin, ... for the lines configured with ``device = "PJSIP/201"``. The
 mapping itself, pure and tested on real captures, is
 :mod:`asttapi_server.core.device_lines`; this module only adapts it to the
-``asttapi_map_ami_event`` hook (the hook gives no time, so ``now`` is the
-bridge's clock).
+``asttapi_map_ami_event`` hook (``now`` comes with the hook).
 
 It keeps no call state: each call of the hook hands it ``calls``, a
-read-only view of what the call model knows of device channels
+read-only view of what the PBX's call model knows of device channels
 (:class:`asttapi_server.core.legs.CallsView`), and what the mapping learns
-goes back to the model as notes among its signals. So a restart (the call
-store restores the model, legs included) and a reload (a new instance of
+goes back to that model as notes among its signals. So a restart (the call
+store restores the models, legs included) and a reload (a new instance of
 this plugin) need no hand-over: the calls under way carry on.
+
+Several PBXs: the hooks are told which PBX an event is of (``pbx``) and
+hand that PBX's view; each PBX's device lines have a :class:`DeviceLines`
+of their own (configuration only: which devices feed which lines), so the
+same device name and the same Uniqueids on two Asterisks are followed apart.
 
 The plugin host registers it (before the site plugins, so a site plugin
 registered after it can still override an event) only when some line has a
 ``device``; without device lines nothing changes, not even which AMI events
 the server decodes. See ``docs/device-lines.md``.
 
-One line, one source: while device lines exist this plugin also takes the
-dialplan's TAPI UserEvents, maps them with the UserEvent mapping
-(:mod:`asttapi_server.mappings.tapi_userevent`) and passes each signal
-through :meth:`DeviceLines.guard <asttapi_server.core.device_lines.DeviceLines.guard>`:
-a UserEvent cannot name a device line (what is left drives the dialplan's own
-call, even on a device channel's Uniqueid: the model keeps the two apart). What it refuses comes back
-as a ``Diagnostic`` the server logs at most once a minute per kind. (The UserEvent
-mapping is ``trylast`` and this one is not, so this one sees a UserEvent
-first; a test pins that order.)
+One line, one source: a dialplan's TAPI UserEvent cannot name a device line.
+That rule is the core's (:mod:`asttapi_server.core.sources`, applied by
+``CallControl.signals`` to every signal that is not a device's, whichever
+plugin mapped it and whatever the hook order); this plugin takes no
+UserEvent.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from asttapi_server.ami.parser import ByName
+from asttapi_server.config import DEFAULT_PBX
 from asttapi_server.core.device_lines import EVENT_NAMES, DeviceLines
-from asttapi_server.core.effects import Diagnostic
-from asttapi_server.core.grammar import quoted
 from asttapi_server.hookspecs import hookimpl
-from asttapi_server.mappings import tapi_userevent
-
-#: The dialplan's TAPI UserEvents, by the parser's one case rule.
-_USER_EVENTS: ByName[bool] = ByName(dict.fromkeys(tapi_userevent.EVENT_NAMES, True))
 
 
 class ChannelEvents:
-    """The hook implementations around one :class:`DeviceLines` (per server, never module-global)."""
+    """The hook implementations around one :class:`DeviceLines` per PBX (per server, never
+    module-global): which devices feed which lines on that PBX. The calls are the PBX's
+    call model's (the hooks' ``calls``)."""
 
-    def __init__(self, devices: dict[str, list[str]]) -> None:
-        self.lines = DeviceLines(devices)
+    def __init__(self, devices: dict[str, list[str]], by_pbx: dict[str, dict[str, list[str]]] | None = None) -> None:
+        by_pbx = by_pbx if by_pbx is not None else {DEFAULT_PBX: devices}
+        #: Each PBX's device lines (a PBX without any has none here).
+        self.by_pbx: dict[str, DeviceLines] = {pbx: DeviceLines(found) for pbx, found in by_pbx.items()}
+        #: The first PBX's (a single-PBX server's only one).
+        self.lines = next(iter(self.by_pbx.values())) if self.by_pbx else DeviceLines(devices)
 
     @hookimpl(trylast=True)
     def asttapi_ami_event_names(self):
-        return (*EVENT_NAMES, *tapi_userevent.EVENT_NAMES)
+        return EVENT_NAMES
 
-    # Not trylast: it must see a UserEvent before the (trylast) UserEvent
-    # mapping; site plugins, registered after the built-ins, still come first.
+    # Site plugins, registered after the built-ins, still come first.
     @hookimpl
-    def asttapi_map_ami_event(self, message, app, calls):
-        if message.name in _USER_EVENTS:
-            return self._user_event(message, app)
-        if calls is None:
-            return None  # (no call model to read: a host that is not the server's)
-        clock = getattr(app, "clock", None)
-        now = clock.seconds() if clock is not None else 0.0
-        signals = self.lines.feed(message.name, message.get, now, calls)
+    def asttapi_map_ami_event(self, message, now, pbx, calls):
+        lines = self.by_pbx.get(pbx)
+        if lines is None or calls is None:
+            return None  # that PBX has no device lines (or no call model to read: not the server's host)
+        signals = lines.feed(message.name, message.get, now, calls)
         # None, not []: an event about no device channel is not ours to claim.
         return signals or None
 
     @hookimpl
-    def asttapi_map_channel_list(self, messages, since, app, calls):
+    def asttapi_map_channel_list(self, messages, since, now, pbx, calls):
         """Adopt the listed device channels never seen start; end ours that are gone."""
-        if calls is None:
+        lines = self.by_pbx.get(pbx)
+        if lines is None or calls is None:
             return None
-        clock = getattr(app, "clock", None)
-        now = clock.seconds() if clock is not None else 0.0
         items = [m.get for m in messages if m.kind == "event" and m.name.lower() == "coreshowchannel"]
-        return self.lines.resync(items, now, calls, since=since)
-
-    def _user_event(self, message, app):
-        """The dialplan's TAPI UserEvent, minus what it says about device lines."""
-        signals = tapi_userevent.asttapi_map_ami_event(message, app)
-        if not signals:
-            return signals
-        kept: list = []
-        for signal in signals:
-            if type(signal) is Diagnostic:  # the UserEvent mapping's report of a malformed event
-                kept.append(signal)
-                continue
-            guarded, refused = self.lines.guard(signal)
-            if guarded is not None:
-                kept.append(guarded)
-            if refused:
-                # One dialplan line repeats on every call: the server logs
-                # each (line set, verb) at most once a minute.
-                kept.append(Diagnostic(
-                    ("device line named by a UserEvent", refused, signal.command.verb),
-                    "TAPI UserEvent {raw!r} names device line(s) {lines}: ignored for them (a device"
-                    " line's calls come from its phone's channel events only)",
-                    {"raw": quoted(signal.command), "lines": ", ".join(refused)},
-                ))
-        return kept
+        return lines.resync(items, now, calls, since=since)
 
 
 def devices_of(config: Any) -> dict[str, list[str]]:
@@ -115,7 +86,20 @@ def devices_of(config: Any) -> dict[str, list[str]]:
     return devices
 
 
+def devices_by_pbx(config: Any) -> dict[str, dict[str, list[str]]]:
+    """``{pbx: {device: [line, ...]}}``: each PBX's device lines (an unpinned one is the first PBX's,
+    the only one: with several PBXs a device line must name its PBX)."""
+    pbxs = list(config.pbx_configs()) if hasattr(config, "pbx_configs") else [DEFAULT_PBX]
+    by_pbx: dict[str, dict[str, list[str]]] = {}
+    for name, line in (getattr(config, "lines", None) or {}).items():
+        device = getattr(line, "device", None)
+        if device:
+            pbx = getattr(line, "pbx", None) or pbxs[0]
+            by_pbx.setdefault(pbx, {}).setdefault(device, []).append(name)
+    return by_pbx
+
+
 def builtin_plugin(config: Any) -> ChannelEvents | None:
     """What the plugin host registers: the mapping for the configured device lines, or None."""
     devices = devices_of(config)
-    return ChannelEvents(devices) if devices else None
+    return ChannelEvents(devices, devices_by_pbx(config)) if devices else None

@@ -33,7 +33,7 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from asttapi_server.service import AppService, ClientListener
+from asttapi_server.listener import ClientListener
 
 log = Logger()
 
@@ -100,8 +100,11 @@ class WebListener(ClientListener):
             self.reactor.stop()
 
 
-def add_web_listeners(app: AppService, config: Any, reactor: Any) -> list[WebListener]:
-    """One site around ``app.client_factory`` (the TCP clients' own), on every ``web.listen``."""
+def add_web_listeners(app: Any, config: Any, reactor: Any) -> list[WebListener]:
+    """One site around ``app.client_factory`` (the TCP clients' own), on every ``web.listen``.
+
+    ``app``: the ``service.AppService`` (its ``client_factory``, ``metrics``, ``web_listeners``;
+    the listeners become its children); ``web`` does not import the composition."""
     from .resource import make_site
     from .ws import WebSocketEndpoint, WebSocketFactory
 

@@ -9,10 +9,13 @@ listener is loopback-only) the ``Host`` must be a loopback name, which
 keeps a DNS-rebinding page from reading them. Only GET and HEAD.
 
 * ``/healthz``: ``200 ok`` while the process serves HTTP at all.
-* ``/readyz``: ``200 ready`` once logged in to the PBX and resynchronised
+* ``/readyz``: ``200 ready`` once logged in to every PBX and resynchronised
   (the first LINEDEVSTATE INSERVICE after login), else ``503`` and one line
   saying why (``AMILink.state_line``, the words systemd's ``STATUS=`` shows:
-  ``PBX link DOWN: <the last reason>``); it flips the moment the AMI link does.
+  ``PBX link DOWN: <the last reason>``); it flips the moment an AMI link does.
+  With several PBXs (``[pbx.NAME]``) one line per PBX follows the first,
+  ``NAME: up|down: <its state line>``, so a probe that reads the body sees
+  which one is down (the metric ``asttapi_pbx_in_service{pbx}`` says it too).
 * ``/metrics``: the Prometheus text format (see docs/operations.md).
 """
 
@@ -23,7 +26,7 @@ from typing import Any
 from twisted.logger import Logger
 from twisted.web import resource, server
 
-from asttapi_server.service import ClientListener
+from asttapi_server.listener import ClientListener
 from asttapi_server.web.ws import _origin_key, is_loopback_host
 
 __all__ = ["readiness", "OpsResource", "OpsRoot", "OpsListener", "make_ops_site", "OPS_PATHS"]
@@ -37,15 +40,37 @@ def readiness(app: Any) -> str | None:
     """None when ready; otherwise the one line /readyz answers with 503."""
     if not getattr(app, "running", False):
         return "not serving: the server is starting or stopping"
-    ami = app.ami
-    if ami is None:
+    units = app.units() if hasattr(app, "units") else []
+    if not units:
         return "no PBX link configured"
-    if not ami.connected:
-        return ami.state_line  # "PBX link DOWN: <why>", as systemd's STATUS= says it
-    bridge = app.bridge
-    if bridge is None or not bridge.link_up:
-        return f"{ami.state_line}, resynchronising calls (CoreShowChannels)"
+    problems = [(unit.name, why) for unit in units if (why := unit_problem(unit)) is not None]
+    if not problems:
+        return None
+    if len(units) == 1:
+        return problems[0][1]
+    return f"{len(problems)} of {len(units)} PBXs not in service: " + ", ".join(name for name, _ in problems)
+
+
+def unit_problem(unit: Any) -> str | None:
+    """Why one PBX is not in service (None: it is)."""
+    link = unit.link
+    if not link.connected:
+        return link.state_line  # "PBX link DOWN: <why>", as systemd's STATUS= says it
+    if not unit.in_service:
+        return f"{link.state_line}, resynchronising calls (CoreShowChannels)"
     return None
+
+
+def pbx_lines(app: Any) -> str:
+    """With several PBXs, one line per PBX for /readyz's body (empty with one)."""
+    units = app.units() if hasattr(app, "units") else []
+    if len(units) < 2:
+        return ""
+    out = []
+    for unit in units:
+        why = unit_problem(unit)
+        out.append(f"{unit.name}: up: {unit.state_line}\n" if why is None else f"{unit.name}: down: {why}\n")
+    return "".join(out)
 
 
 class OpsResource(resource.Resource):
@@ -75,8 +100,8 @@ class OpsResource(resource.Resource):
             why = readiness(self.app)
             if why is not None:
                 request.setResponseCode(503)
-                return _text(request, why + "\n")
-            return _text(request, "ready\n")
+                return _text(request, why + "\n" + pbx_lines(self.app))
+            return _text(request, "ready\n" + pbx_lines(self.app))
         from asttapi_server.metrics import CONTENT_TYPE_LATEST
 
         if self.metrics is None:

@@ -348,15 +348,14 @@ class CallWebhooks:
 
     def _track(self, handle: int, callinfo: Mapping[str, Any], msg: str | None = None) -> CallTrack:
         track = self.tracks.get(handle)
-        model = getattr(self.app, "model", None)
-        call = model.get(handle) if model is not None else None
+        call = self.app.call(handle) if self.app is not None else None
         if track is None and call is not None and msg != NEWCALL:
             # A call first seen mid-way (a restart brought it back from the call store): who
             # answered it, from the model, and what each Zammad target was told, from the outbox.
             track = self.tracks[handle] = self._taken_up(call)
         if track is None:
             call_id = call.uniqueids[0] if call is not None else (callinfo.get("uniqueid") or f"call-{handle}")
-            track = self.tracks[handle] = CallTrack(handle, str(call_id))
+            track = self.tracks[handle] = CallTrack(handle, _of_pbx(str(call_id), self.app, handle))
         if not track.stages:  # the direction holds once a receiver was told
             track.outbound = callinfo.get("origin") == _OUTBOUND or getattr(call, "owner_line", None) is not None
         return track
@@ -399,7 +398,7 @@ class CallWebhooks:
 
     def _taken_up(self, call: Any) -> CallTrack:
         """The track of a call this plugin never saw start: who answered, and what each Zammad target was told."""
-        track = _track_of(call)
+        track = _track_of(call, self.app)
         for name in self.zammad:
             for event, stage in (("hangup", "over"), ("answer", "answered"), ("newCall", "new")):
                 if self.outbox is not None and self.outbox.known(name, f"{track.call_id}:{event}"):
@@ -459,9 +458,18 @@ def _zammad_input(event: Any, track: CallTrack) -> str | None:
     return "ring" if known else None
 
 
-def _track_of(call: Any) -> CallTrack:
+def _of_pbx(uniqueid: str, app: Any, handle: int) -> str:
+    """The call id receivers get: the Uniqueid, with ``@PBX`` after it for a call of a PBX other
+    than ``default`` (two Asterisks may hand out the same Uniqueid; a receiver must not take two
+    calls for one)."""
+    pbx_of = getattr(app, "pbx", None)
+    pbx = pbx_of(handle) if pbx_of is not None else None
+    return uniqueid if pbx in (None, "default") else f"{uniqueid}@{pbx}"
+
+
+def _track_of(call: Any, app: Any) -> CallTrack:
     """A track rebuilt from a Call (a restored call, or one the plugin never saw an event of)."""
-    track = CallTrack(call.handle, str(call.uniqueids[0]))
+    track = CallTrack(call.handle, _of_pbx(str(call.uniqueids[0]), app, call.handle))
     track.outbound = call.callinfo.get("origin") == _OUTBOUND or call.owner_line is not None
     track.lines = list(call.seen_lines)
     track.answered_by = [line for line, state in call.states.items() if state == CONNECTED]

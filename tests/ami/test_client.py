@@ -154,13 +154,13 @@ def test_connection_lost_during_login_retries(pbx):
 
 def test_no_action_before_login_fails_fast_with_linkdown(pbx):
     client = pbx.client()
-    assert failure_of(client.send_action("Ping")).check(LinkDown)
+    assert failure_of(client.send_action(actions.ping())).check(LinkDown)
     client.startService()
     session = pbx.accept()
-    d = client.send_action("Ping")
+    d = client.send_action(actions.ping())
     assert failure_of(d).check(LinkDown)
     # The protocol refuses too, even if someone reaches it directly.
-    assert failure_of(session.proto._wrappedProtocol.send_action("Ping")).check(LinkDown)
+    assert failure_of(session.proto._wrappedProtocol.send_action(actions.ping())).check(LinkDown)
     assert [m.name for m in session.actions()] == ["Challenge"]
 
 
@@ -169,8 +169,8 @@ def test_no_action_before_login_fails_fast_with_linkdown(pbx):
 
 def test_actionid_correlation_out_of_order(pbx):
     client, session, _, events = live(pbx)
-    d1 = client.send_action("Ping")
-    d2 = client.send_action(*actions.hangup("Local/carol@phones-00000012;1", 16))
+    d1 = client.send_action(actions.ping())
+    d2 = client.send_action(actions.hangup("Local/carol@phones-00000012;1", 16))
     a1, a2 = session.actions()
     assert a1.action_id != a2.action_id and a1.action_id.startswith("asttapi-1-")
     session.send(replay("12_hangup_action.driver.raw", {"hangup-1": a2.action_id}, 2, 3))
@@ -182,7 +182,7 @@ def test_actionid_correlation_out_of_order(pbx):
 
 def test_event_list_coreshowchannels_11(pbx):
     client, session, _, events = live(pbx)
-    d = client.send_action(*actions.coreshowchannels())
+    d = client.send_action(actions.coreshowchannels())
     (a,) = session.actions()
     session.send(replay("11_coreshowchannels.driver.raw", {"csc-1": a.action_id}, 4, 8))
     got = result_of(d)
@@ -193,7 +193,7 @@ def test_event_list_coreshowchannels_11(pbx):
 
 def test_event_list_status_with_actionid_last_14(pbx):
     client, session, _, events = live(pbx)
-    d = client.send_action(*actions.status())
+    d = client.send_action(actions.status())
     (a,) = session.actions()
     session.send(replay("14_status_action.driver.raw", {"status-all": a.action_id}, 4, 8))
     got = result_of(d)
@@ -201,11 +201,21 @@ def test_event_list_status_with_actionid_last_14(pbx):
     assert events == []
 
 
+def test_the_link_takes_action_objects_only(pbx):
+    """Issue 25: the link's API is typed: an ``ami.actions.Action``, never a name and a header list."""
+    client, session, _, _ = live(pbx)
+    with pytest.raises(TypeError):
+        client.send_action("Ping")
+    with pytest.raises(TypeError):
+        client.send_action(("Hangup", [("Channel", "PJSIP/bob-1")]))
+    assert session.actions() == []
+
+
 def test_a_regex_channel_is_never_written(pbx):
     """Issue 11: ``Hangup Channel: /^/`` is every channel on the PBX; the client refuses it unsent."""
     client, session, _, _ = live(pbx)
     for action in (actions.hangup("/^/"), actions.redirect(" /.*/", "x", "1")):
-        failure = failure_of(client.send_action(*action))
+        failure = failure_of(client.send_action(action))
         assert failure.check(InvalidActionHeader)
     assert session.actions() == []
 
@@ -213,7 +223,7 @@ def test_a_regex_channel_is_never_written(pbx):
 def test_event_list_hangup_empty_12(pbx):
     # The capture hung up a non-matching regex; the reply's shape is what is tested here.
     client, session, _, _ = live(pbx)
-    d = client.send_action(*actions.hangup("Local/nomatch@phones-00000099;1"))
+    d = client.send_action(actions.hangup("Local/nomatch@phones-00000099;1"))
     (a,) = session.actions()
     session.send(replay("12_hangup_action.driver.raw", {"hangup-3": a.action_id}, 4, 6))
     got = result_of(d)
@@ -222,7 +232,7 @@ def test_event_list_hangup_empty_12(pbx):
 
 def test_other_events_interleaved_with_a_list_reach_observers(pbx):
     client, session, _, events = live(pbx)
-    d = client.send_action(*actions.coreshowchannels())
+    d = client.send_action(actions.coreshowchannels())
     (a,) = session.actions()
     aid = a.action_id.encode()
     session.send(b"Response: Success\r\nActionID: %s\r\nEventList: start\r\nMessage: Channels will follow\r\n\r\n" % aid)
@@ -234,7 +244,7 @@ def test_other_events_interleaved_with_a_list_reach_observers(pbx):
 
 def test_originate_response_event_with_our_actionid_reaches_observers_10(pbx):
     client, session, _, events = live(pbx)
-    d = client.send_action(*actions.originate("Local/alice@phones", application="Wait", data="2", async_=True))
+    d = client.send_action(actions.originate("Local/alice@phones", application="Wait", data="2", async_=True))
     (a,) = session.actions()
     data = replay("10_originate_async.driver.raw", {"orig-async-1": a.action_id}, 3, None)
     session.send(data)
@@ -245,7 +255,7 @@ def test_originate_response_event_with_our_actionid_reaches_observers_10(pbx):
 
 def test_response_error_is_actionfailed_12(pbx):
     client, session, _, _ = live(pbx)
-    d = client.send_action(*actions.hangup("Local/nosuch@phones-deadbeef;1"))
+    d = client.send_action(actions.hangup("Local/nosuch@phones-deadbeef;1"))
     (a,) = session.actions()
     session.send(replay("12_hangup_action.driver.raw", {"hangup-2": a.action_id}, 3, 4))
     f = failure_of(d)
@@ -256,7 +266,7 @@ def test_response_error_is_actionfailed_12(pbx):
 
 def test_action_timeout_and_late_answer_ignored(pbx):
     client, session, _, _ = live(pbx, keepalive=0)
-    d = client.send_action("Ping", timeout=3.0)
+    d = client.send_action(actions.ping(), timeout=3.0)
     (a,) = session.actions()
     pbx.reactor.advance(2.9)
     assert not d.called
@@ -269,7 +279,7 @@ def test_action_timeout_and_late_answer_ignored(pbx):
 
 def test_invalid_header_fails_the_deferred_nothing_written(pbx):
     client, session, _, _ = live(pbx)
-    d = client.send_action("Originate", [("Exten", "100\r\nAction: Logoff")])
+    d = client.send_action(actions.Action("Originate", (("Exten", "100\r\nAction: Logoff"),)))
     assert failure_of(d).check(ValueError)
     assert session.actions() == []
 
@@ -279,14 +289,14 @@ def test_invalid_header_fails_the_deferred_nothing_written(pbx):
 
 def test_disconnect_fails_every_pending_action_with_linkdown(pbx):
     client, session, links, _ = live(pbx)
-    ds = [client.send_action("Ping"), client.send_action(*actions.coreshowchannels()), client.send_action("Status")]
+    ds = [client.send_action(actions.ping()), client.send_action(actions.coreshowchannels()), client.send_action(actions.status())]
     acts = session.actions()
     session.send(b"Response: Success\r\nActionID: %s\r\nEventList: start\r\n\r\n" % acts[1].action_id.encode())
     session.close(ConnectionLost("vanished mid-message"))
     for d in ds:
         assert failure_of(d).check(LinkDown)
     assert links == [True, False] and not client.connected
-    assert failure_of(client.send_action("Ping")).check(LinkDown)
+    assert failure_of(client.send_action(actions.ping())).check(LinkDown)
     # reconnect and re-login
     pbx.reactor.advance(2.0)
     pbx.login_md5(pbx.accept())
@@ -327,14 +337,14 @@ def test_pong_timeout_drops_half_open_link_and_reconnects(pbx):
 
 def test_shutdown_then_close_reconnects_and_relogs_in_17(pbx):
     client, session, links, events = live(pbx)
-    d = client.send_action("Ping")
+    d = client.send_action(actions.ping())
     session.actions()
     monitor = replay("17_shutdown_restart.monitor.raw", {})
     session.send(monitor)
     assert "Shutdown" in [m.name for m in events]
     assert links == [True, False], "link reported down as soon as Asterisk says Shutdown"
     assert failure_of(d).check(LinkDown)
-    assert failure_of(client.send_action("Ping")).check(LinkDown)
+    assert failure_of(client.send_action(actions.ping())).check(LinkDown)
     session.close()  # the EOF ~10 ms later
     pbx.reactor.advance(2.0)
     s2 = pbx.accept()
@@ -416,7 +426,7 @@ def test_a_failing_observer_does_not_stop_the_others(pbx):
 
 def test_stop_service_closes_and_leaves_no_timers(pbx):
     client, session, links, _ = live(pbx)
-    d = client.send_action("Ping")
+    d = client.send_action(actions.ping())
     stopped = client.stopService()
     assert failure_of(d).check(LinkDown)
     assert stopped.called and links == [True, False]
@@ -447,7 +457,7 @@ def test_on_action_id_names_the_actionid_before_it_is_written_10(pbx):
     """The bridge matches an async Originate's later OriginateResponse by this ActionID."""
     client, session, _, events = live(pbx)
     seen = []
-    d = client.send_action(*actions.originate("Local/alice@phones", application="Wait", data="2", async_=True),
+    d = client.send_action(actions.originate("Local/alice@phones", application="Wait", data="2", async_=True),
                            on_action_id=seen.append)
     (a,) = session.actions()
     assert seen == [a.action_id]

@@ -206,7 +206,7 @@ def test_client_observers_get_only_wanted_events():
 def test_list_actions_collect_their_events_with_a_filter(capture, ids, make, names):
     pbx = FakeAsterisk()
     client, session, events = live(pbx, SERVER_WANTED)
-    d = client.send_action(*make())
+    d = client.send_action(make())
     (a,) = session.actions()
     data = replay(capture, {ids: a.action_id}, 4, 8)
     for i in range(len(data)):  # byte by byte

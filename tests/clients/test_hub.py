@@ -212,3 +212,26 @@ def test_a_cluster_node_publishes_the_logs_seqs_and_resumes_like_a_single_server
     hub.restart("e2", 3)  # Redis failed over: a new numbering, subscribers kept
     assert hub.missed("l", 109, "e1") is None and hub.missed("l", 3, "e2") == [] and hub.subscribers("l") == 1
     assert hub.publish(event("LINE_NEWCALL", "l", 4), 4) == 4 and hub.epoch == "e2"
+
+
+def test_a_line_less_event_for_some_lines_reaches_and_replays_to_those_only():
+    """A PBX's LINE_LINEDEVSTATE goes to that PBX's lines (``lines``), one ring entry, and a resume
+    of another line does not replay it."""
+    hub = Hub(epoch="E")
+    hq, branch = Sub(1), Sub(2)
+    hub.subscribe(hq, "line_1")
+    hub.subscribe(branch, "line_9")
+    seq = hub.publish(event("LINE_LINEDEVSTATE", None, None, "LINEDEVSTATE_OUTOFSERVICE"), lines=["line_1"])
+    assert [json.loads(d)["params"]["line"] for d in hq.got] == ["line_1"] and branch.got == []
+    assert hub.ring_events == 1
+    assert seqs(hub.missed("line_1", 0)) == [seq] and hub.missed("line_9", 0) == []
+    hub.publish(event("LINE_LINEDEVSTATE", None, None, "LINEDEVSTATE_INSERVICE"), lines=["line_1", "gone"])
+    assert len(hq.got) == 2 and branch.got == []
+
+
+def test_the_newcall_owner_rule_is_one_function():
+    """Issue 25: live fan-out, the replay ring and lineOpen's announcements ask the same question."""
+    from asttapi_server.clients.hub import sends_newcall
+
+    assert sends_newcall(None, 7) and sends_newcall(3, 7) and sends_newcall(3, None)
+    assert not sends_newcall(7, 7)

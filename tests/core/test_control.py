@@ -9,9 +9,17 @@ from asttapi_server.ami.message import Message
 from asttapi_server.config import LineConfig
 from asttapi_server.core.control import CallControl
 from asttapi_server.core.model import CallModel
-from asttapi_server.errors import ActionFailed, ActionTimeout, LinkDown, TelephonyError
+from asttapi_server.errors import LINK_DOWN, ActionFailed, ActionTimeout, LinkDown, TelephonyError, unexpected
+
+from asttapi_server.idents import ByName
 
 from .helpers import sig
+
+
+def core_event(c: CallControl, message, now):
+    """What the route table does with one of the core's events (None: not the core's)."""
+    handler = ByName(c.event_handlers()).get(message.name)
+    return None if handler is None else handler(message, now)
 
 LINES = {"line_1": LineConfig(name="line_1", channel="Local/alice@phones", context="trunklocal",
                               callerid='"Alice" <201>')}
@@ -79,7 +87,7 @@ def test_originate_response_is_matched_by_the_actionid_the_link_gave():
     c.sent(token, "link-42")
     c.answered(token, Message.from_items([("Response", "Success")]), None, 1.1)
     # Asterisk 1.8: no ChannelId echoed, only the ActionID.
-    fx = c.ami_event(event(Event="OriginateResponse", ActionID="link-42", Response="Failure",
+    fx = core_event(c, event(Event="OriginateResponse", ActionID="link-42", Response="Failure",
                            Channel="Local/alice@phones", Reason="5", Uniqueid="<unknown>"), 2.0)
     assert [(e.param, e.mode) for e in fx] == [
         ("LINECALLSTATE_DISCONNECTED", "LINEDISCONNECTMODE_BUSY"), ("LINECALLSTATE_IDLE", None)]
@@ -108,6 +116,20 @@ def test_an_unexpected_error_is_a_diagnostic_and_a_generic_lineerr():
     fx = c.answered(token, None, RuntimeError("bug"), 2.0)
     assert fx.replies[0].error.lineerr == "LINEERR_OPERATIONFAILED"
     assert fx.diagnostics[-1].level == "error"
+    # the one wording, the client session's too (errors.unexpected)
+    assert str(fx.replies[0].error) == str(unexpected("Originate")) == "Originate failed; the server log has the details"
+
+
+def test_link_down_is_worded_once_for_the_core_and_the_client_session():
+    """Issue 25: the core's refusal and the session's are the same sentence, the one docs/protocol.md shows."""
+    from pathlib import Path
+
+    c = CallControl(CallModel(), LINES)
+    with pytest.raises(TelephonyError) as e:
+        c.make_call("line_1", "201", owner=1, now=0.0)
+    assert (e.value.lineerr, str(e.value)) == ("LINEERR_DISCONNECTED", LINK_DOWN)
+    protocol = (Path(__file__).resolve().parents[2] / "docs" / "protocol.md").read_text()
+    assert f'"message":"{LINK_DOWN}"' in protocol
 
 
 def test_requests_refused_before_anything_is_sent_raise():
@@ -172,7 +194,7 @@ def test_a_call_named_by_newchannel_only_is_dropped_on_that_channel_never_on_its
     c.signals([sig("LINE_NEWCALL line_1", "5.1")], 1.0)  # 1.4-11: no Channel header
     with pytest.raises(TelephonyError):
         c.drop(1, 1.0)
-    c.ami_event(event(Event="Newchannel", Channel="SIP/100-00000001", Uniqueid="5.1"), 1.1)
+    core_event(c, event(Event="Newchannel", Channel="SIP/100-00000001", Uniqueid="5.1"), 1.1)
     _t, fx = c.drop(1, 1.2)
     assert fx.actions[0].action == actions.hangup("SIP/100-00000001", 16)
-    assert c.ami_event(event(Event="VarSet", Uniqueid="5.1"), 1.3) is None  # not the core's event
+    assert core_event(c, event(Event="VarSet", Uniqueid="5.1"), 1.3) is None  # not the core's event

@@ -137,7 +137,9 @@ def test_flags_survive_the_call_store_and_an_old_store_gets_them_worked_out():
 # -- the core reads the presentation before the pop ------------------------------------------------
 
 
-LINES = {"bob": LineConfig(name="bob", channel="PJSIP/201", context="plain-phones", device="PJSIP/201")}
+LINES = {"bob": LineConfig(name="bob", channel="PJSIP/201", context="plain-phones", device="PJSIP/201"),
+         # a dialplan line (the core keeps UserEvents off the device line bob: core/sources.py)
+         "line_1": LineConfig(name="line_1", channel="Local/bob@phones")}
 
 
 def control() -> CallControl:
@@ -216,7 +218,7 @@ def test_a_hangup_while_the_read_is_pending_still_arms_the_safety_net():
     token = getvar(c.signals(offered(), 1.0))
     hangup = Message.from_items([("Event", "Hangup"), ("Channel", "PJSIP/201-00000002"), ("Uniqueid", "9.2"),
                                  ("Cause", "16")])
-    c.ami_event(hangup, 1.01)
+    c.event_handlers()["Hangup"](hangup, 1.01)
     c.answered(token, answer("allowed"), None, 1.05)
     assert c.model.by_uniqueid("9.2", device=True).hangup_at == 1.05
     assert c.next_deadline() == 1.05 + c.model.hangup_grace
@@ -225,7 +227,7 @@ def test_a_hangup_while_the_read_is_pending_still_arms_the_safety_net():
 def test_a_dialplans_set_of_the_withheld_number_after_its_newcall_is_hidden_too():
     """The README dialplan: LINE_NEWCALL (the caller from the channel snapshot), then SET CALLERID ${...}."""
     c = control()
-    newcall = TapiSignal(parse_tapievent("LINE_NEWCALL bob"), "7.1", "PJSIP/trunk-00000001", NUMBER, CALLER, "100",
+    newcall = TapiSignal(parse_tapievent("LINE_NEWCALL line_1"), "7.1", "PJSIP/trunk-00000001", NUMBER, CALLER, "100",
                          screen=Screen("CALLERID(pres)", NUMBER, CALLER))
     fx = c.signals([newcall, sig(f"SET CALLERID {NUMBER}", "7.1"), sig(f"SET CALLERIDNAME {CALLER}", "7.1"),
                     sig("LINE_CALLINFO LINECALLINFOSTATE_CALLERID", "7.1")], 1.0)

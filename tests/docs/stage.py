@@ -95,8 +95,14 @@ class Stage:
         self.plugins = build_plugin_manager(self.config.plugins, config=self.config, clock=self.clock,
                                             run_in_thread=self._queue_job)
         self.hub = Hub(ring_size=1000, epoch=EPOCH)
-        self.bridge = build_bridge(self.config, self.ami, self.model, self.plugins, self.hub, self.clock)
-        self.factory = ClientFactory(self.hub, self.bridge, users=USERS if users is None else users,
+        from asttapi_server.pbx import PBXUnit, Switchboard
+
+        # As make_service builds it: one PBX unit behind the switchboard the sessions talk to.
+        self.board = Switchboard(self.config, hub=self.hub, clock=self.clock)
+        self.bridge = build_bridge(self.config, self.ami, self.model, self.plugins, self.hub, self.clock,
+                                   owners=self.board.owners, observe=False)
+        self.board.add(PBXUnit("default", self.config.ami, link=self.ami, model=self.model, bridge=self.bridge))
+        self.factory = ClientFactory(self.hub, self.board, users=USERS if users is None else users,
                                      clock=self.clock)
         self._port = 50000
         self._pump = None

@@ -233,7 +233,7 @@ def test_plugins_get_the_bridge_and_its_clock_as_app(tmp_path):
     """hookspecs promise ``app`` is the bridge (app.clock): the device mapping's time (legs heard from
     since the login survive a resync) is the reactor's, not 0."""
     server = DeviceServer(config_for(tmp_path, tmp_path / "calls.json"), START)
-    assert server.app.plugins.app is server.app.bridge
+    assert server.app.plugins.app is server.app.bridge.plugin_context
     server.link_up_listing([])
     server.clock.advance(2.0)
     server.send(S10[:HOLD + 1])

@@ -75,7 +75,7 @@ def run(tmp_path, lines: str, capture: Path, open_lines: tuple[str, ...]):
     recorder = Recorder()
     host = app.bridge.plugins
     host.register(recorder, "recorder")
-    app.bridge.plugins = host  # the core learns a plugin now looks contacts up
+    app.bridge.use_plugins(host)  # the core learns a plugin now looks contacts up
     stored: list[bytes] = []
     with capturedLogs() as logged:
         app.startService()

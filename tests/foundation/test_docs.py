@@ -37,6 +37,19 @@ def test_readme_config_snippet_loads(tmp_path):
     assert "crm" in cfg.users
 
 
+def test_readme_several_pbxs_snippet_loads(tmp_path):
+    readme = (ROOT / "README.md").read_text()
+    snippet = re.search(r"### Several PBXs.*?```toml\n(.*?)```", readme, re.S).group(1)
+    path = tmp_path / "asttapi.toml"
+    path.write_text(snippet)
+    for name in ("hq", "branch"):
+        (tmp_path / f"{name}.secret").write_text(f"{name}-secret\n")
+    cfg = load_config(str(path), environ={})
+    assert list(cfg.pbxs) == ["hq", "branch"] and cfg.demo is False
+    assert (cfg.pbxs["hq"].host, cfg.pbxs["branch"].secret) == ("10.0.0.1", "branch-secret")
+    assert {name: line.pbx for name, line in cfg.lines.items()} == {"reception": "hq", "branch_desk": "branch"}
+
+
 def test_readme_quick_start_is_the_two_make_commands():
     readme = (ROOT / "README.md").read_text()
     block = re.search(r"## Quick start.*?```sh\n(.*?)```", readme, re.S).group(1)

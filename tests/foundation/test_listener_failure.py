@@ -11,8 +11,8 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs, formatEvent
 
-from asttapi_server import service
-from asttapi_server.service import ClientListener, StartupError
+from asttapi_server import listener as service  # where ClientListener lives (and finds server_endpoint)
+from asttapi_server.listener import ClientListener, StartupError
 
 
 class Endpoint:

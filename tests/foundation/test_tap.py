@@ -30,6 +30,13 @@ def test_no_options_means_demo_on_loopback():
     assert set(cfg.lines) == {"line_1", "line_2", "line_3"}
 
 
+def test_demo_pbxs_runs_two_demo_pbxs_with_lines_of_their_own():
+    """`make run ARGS=--demo-pbxs=2`: what a newcomer types to see several PBXs."""
+    cfg = parse(["--demo-pbxs=2"]).config
+    assert cfg.demo is True and list(cfg.pbxs) == ["pbx1", "pbx2"]
+    assert {line.pbx for line in cfg.lines.values()} == {"pbx1", "pbx2"}
+
+
 def test_flags_become_config(tmp_path):
     cfg = parse([
         "--ami-host", "pbx", "--ami-port", "6038", "--ami-username", "u", "--ami-secret", "s",

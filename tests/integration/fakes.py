@@ -40,9 +40,11 @@ class FakeAMI:
         self.link_observers.append(fn)
 
     def set_event_filter(self, names) -> None:
-        self.event_filter = None if names is None else {n.lower() for n in names}
+        # the real link compares names by idents.wanted_name
+        self.event_filter = None if names is None else {n.strip().lower() for n in names}
 
-    def send_action(self, action, headers=(), *, timeout=None, on_action_id=None):
+    def send_action(self, action, *, timeout=None, on_action_id=None):
+        action, headers = action  # an ami.actions.Action, as the real link takes
         d: Deferred = Deferred()
         self._next_id += 1
         if on_action_id is not None:
@@ -110,15 +112,11 @@ def make_bridge(*, plugins=None, link_up: bool = True, **calls: Any):
     clock.advance(1_795_674_000)
     ami = FakeAMI()
     hub = RecordingHub()
-    model = CallModel(
-        hangup_grace=config.calls.hangup_grace, max_age=config.calls.max_age, linger=config.calls.linger,
-        max_calls=config.calls.max_calls, max_lines=config.calls.max_lines,
-        max_field_bytes=config.calls.max_field_bytes,
-    )
+    model = CallModel(**config.calls.model_args())
     host = plugins if plugins is not None else build_plugin_manager(config.plugins, config=config, clock=clock)
     bridge = build_bridge(config, ami, model, host, hub, clock)
     if getattr(host, "app", True) is None:
-        host.app = bridge  # as startup() does in the service (app.config is what plugins read)
+        host.app = bridge.plugin_context  # as startup() does in the service (app.config is what plugins read)
     if link_up:
         ami.link(True)
         _headers, d = ami.pop("CoreShowChannels")

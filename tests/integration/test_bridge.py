@@ -241,14 +241,17 @@ class _Host:
     def wanted_event_names(self):
         return self._real.wanted_event_names()
 
-    def map_ami_event(self, message, calls=None):
-        return self._real.map_ami_event(message, calls)
+    def mappers(self):
+        return self._real.mappers()
 
-    def map_channel_list(self, messages, since, calls=None):
+    def map_with(self, impls, message, now, pbx="default", calls=None):
+        return self._real.map_with(impls, message, now, pbx, calls)
+
+    def map_channel_list(self, messages, since, now, pbx="default", calls=None):
         # make_bridge answers the resync's CoreShowChannels: without this the bridge's
         # AttributeError went to an unhandled Deferred, which trial then blamed on
         # whichever test ran when it was collected (tests/ops/test_reload.py, once).
-        return self._real.map_channel_list(messages, since, calls)
+        return self._real.map_channel_list(messages, since, now, pbx, calls)
 
     def client_event(self, event):
         return event

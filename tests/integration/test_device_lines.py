@@ -52,7 +52,7 @@ def device_bridge(tmp_path, *, plugins: PluginHost | None = None, config_text: s
     host = plugins or build_plugin_manager(config.plugins, config=config, clock=clock, entry_points=[],
                                            search_paths=[], run_in_thread=maybeDeferred)
     bridge = build_bridge(config, ami, model, host, hub, clock)
-    host.app = bridge
+    host.app = bridge.plugin_context
     ami.link(True)
     _headers, d = ami.pop("CoreShowChannels")
     d.callback([Message.from_items([("Response", "Success"), ("EventList", "start")])])
@@ -193,6 +193,48 @@ def test_a_user_event_naming_a_device_line_is_refused_and_logged_once(tmp_path):
     assert len(warnings) == 2 and all("bob" in w for w in warnings)
 
 
+class _SiteFirst:
+    """A site plugin that maps TAPI UserEvents itself, ahead of every built-in mapping."""
+
+    @hookimpl
+    def asttapi_ami_event_names(self):
+        return ("UserEvent",)
+
+    @hookimpl(tryfirst=True)
+    def asttapi_map_ami_event(self, message, app):
+        from asttapi_server.mappings import tapi_userevent
+
+        return tapi_userevent.asttapi_map_ami_event(message, app)
+
+
+class _SiteLast(_SiteFirst):
+    """The same, after the built-in mappings (which claim the event first)."""
+
+    @hookimpl(trylast=True)
+    def asttapi_map_ami_event(self, message, app):
+        return super().asttapi_map_ami_event(message, app)
+
+
+def test_a_user_event_cannot_drive_a_device_line_whatever_the_hook_order(tmp_path):
+    """The rule is the core's: a site plugin mapping UserEvents first (tryfirst, or registered
+    last) still cannot put a dialplan's call on a device line; nor can the built-in mapping."""
+    path = tmp_path / "asttapi.toml"
+    path.write_text(CONFIG + '\n[lines.line_1]\nchannel = "Local/bob@phones"\n')
+    config = load_config(str(path))
+    for site in (_SiteFirst(), _SiteLast()):
+        host = build_plugin_manager(config.plugins, config=config, entry_points=[], search_paths=[],
+                                    run_in_thread=maybeDeferred)
+        host.register(site, "site_userevents")
+        bridge, hub, clock, _ = device_bridge(tmp_path, plugins=host)
+        first = bridge.routes.get("UserEvent").mappers[0].plugin_name
+        assert first == ("tapi_userevent" if isinstance(site, _SiteLast) else "site_userevents")
+        uid = "1795691999.7"
+        bridge.on_ami_event(_user_event("LINE_NEWCALL line_1 bob", uid))
+        bridge.on_ami_event(_user_event(f"[~{uid}&bob] LINE_CALLSTATE LINECALLSTATE_OFFERING", uid))
+        assert {e.line for e in hub.events} == {"line_1"}, first
+        assert [e.msg for e in hub.events] == ["LINE_NEWCALL"], first
+
+
 def test_the_user_event_mapping_still_works_beside_device_lines(tmp_path):
     """The TAPI UserEvent capture gives what it gives today when device lines are configured too."""
     path = tmp_path / "asttapi.toml"
@@ -201,9 +243,9 @@ def test_the_user_event_mapping_still_works_beside_device_lines(tmp_path):
     config = load_config(str(path))
     host = build_plugin_manager(config.plugins, config=config, entry_points=[], search_paths=[],
                                 run_in_thread=maybeDeferred)
-    # the device mapping sees a UserEvent before the UserEvent mapping does
-    assert [impl.plugin_name for impl in host._routes.get("UserEvent")] == ["channel_events", "tapi_userevent"]
     bridge, hub, clock, _ = device_bridge(tmp_path, plugins=host)
+    # the device mapping takes no UserEvent (the core keeps them off device lines)
+    assert [impl.plugin_name for impl in bridge.routes.get("UserEvent").mappers] == ["tapi_userevent"]
     capture = NATIVE.parent / "ami" / "05_inbound_call.monitor.raw"
     replay(capture.read_bytes(), bridge, clock)
     with_devices = per_line(hub.events)

@@ -135,7 +135,7 @@ def test_a_lookup_timeout_through_the_real_plugin_host_is_signalled():
     bridge, hub, clock, ami = make_bridge(plugins=None)
     host = build_plugin_manager(config.plugins, config=config, clock=clock)
     host.register(Slow(), "slow")
-    bridge.plugins = host
+    bridge.use_plugins(host)
     _inbound(ami)
     assert hub.events[-1].param == "LINECALLSTATE_OFFERING"
     clock.advance(host.lookup_timeout + 0.1)
@@ -194,7 +194,7 @@ def test_a_raising_lookup_plugin_is_signalled_as_no_contact():
     bridge, hub, clock, ami = make_bridge(plugins=None)
     host = build_plugin_manager(config.plugins, config=config, clock=clock)
     host.register(Broken(), "broken")
-    bridge.plugins = host
+    bridge.use_plugins(host)
     _inbound(ami)
     others = [e for e in hub.events if e.param == "LINECALLINFOSTATE_OTHER"]
     assert len(others) == 1 and others[0].callinfo["contact"] is None

@@ -82,7 +82,7 @@ def test_unknown_event_names_are_other_and_known_ones_keep_their_spelling():
                  "x" * 10_000, "Hangup\u2028", "\ud800"):
         m.on_ami_event(Msg(name))
     # Without a server around it, the known events are the core's and the link's;
-    # names compare stripped and in any case (ami.parser.wanted_name), as the filter does.
+    # names compare stripped and in any case (idents.wanted_name), as the filter does.
     assert m.ami_events == {"Hangup": 3, "FullyBooted": 1, OTHER: 6}
     for i in range(10_000):
         m.on_ami_event(Msg(f"Evil{i}"))

@@ -200,6 +200,26 @@ class DeviceLineReloadTests(TestCase):
         handles = {e.call for e in seen if e.line == "bob" and e.call is not None}
         self.assertEqual(len(handles), 1)  # one call, before and after the reload
 
+    @defer.inlineCallbacks
+    def test_a_reload_hands_the_new_plugin_host_to_everyone_who_calls_plugins(self):
+        """No host takes over another's private fields: the root gives the new one to the
+        PBXs' bridges and the metrics, and the old one shuts down (its threads freed)."""
+        base = config_text({}) + "[plugins]\nenabled = []\n"
+        app, path = self.start(base)
+        old = app.plugins
+        self.assertIsNotNone(app.metrics)
+        with open(path, "w") as f:
+            f.write(config_text({}) + '[plugins]\nenabled = ["outlook_contacts"]\n[plugins.outlook_contacts]\ndemo = true\n')
+        self.assertTrue((yield reload_from_file(app)))
+        new = app.plugins
+        self.assertIsNot(new, old)
+        self.assertIn("outlook_contacts", new.names)
+        self.assertNotIn("outlook_contacts", old.names)  # the old host keeps its own plugins: nothing moved
+        for unit in app.switchboard.units.values():
+            self.assertIs(unit.bridge.plugins, new)
+        self.assertEqual(new.lookup_observer, app.metrics.on_lookup)  # lookups still counted
+        self.assertIsNone(old._pool)
+
 
 def parsed(name: str) -> list:
     from pathlib import Path

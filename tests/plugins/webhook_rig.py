@@ -9,21 +9,22 @@ event to ``asttapi_client_event`` and every finished call to
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from twisted.internet.defer import maybeDeferred
 
 from asttapi_server.core.model import CallModel
+from asttapi_server.plugin_context import PluginContext
 from tests.core.helpers import sig
 from tests.plugins.bundled import bundled
 
 call_webhooks = bundled("call_webhooks")
 
 
-class App:
-    def __init__(self, model: CallModel, clock: Any) -> None:
-        self.model = model
-        self.clock = clock
+def App(model: CallModel, clock: Any) -> PluginContext:
+    """The ``app`` the server gives plugins, around this rig's model and clock."""
+    return PluginContext(SimpleNamespace(model=model), clock, lambda: None)
 
 
 def inline(job):
