@@ -23,6 +23,11 @@ below 33; ``main/manager.c`` ``__astman_get_header``), so that is the rule
 here too, not ``str.lstrip()`` (which keeps ``\\x01``). Only a caller
 that means it (the lab's clean-up, a test) passes ``allow_regex=True``; the
 server never does.
+
+An action that passed every check (the regex rule included) is remembered,
+bounded, by its name and headers: encoding it again (the core checks what it
+built, the link sends it with its ActionID) checks only the new ActionID.
+Actions carrying a secret (Login) are not kept.
 """
 
 from __future__ import annotations
@@ -97,10 +102,35 @@ def _check_channel(key: str, value: str) -> None:
         )
 
 
+# (name, headers) -> (b"Action: name\r\n", the header lines and the blank line) of an
+# action that passed every check, the regex rule included: an action is checked once
+# however often it is encoded (built, checked by the core, sent: three times per Getvar).
+_ENCODED: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[bytes, bytes]] = {}
+_ENCODED_MAX = 512
+
+
 def encode(
     action: str, headers: Headers = (), action_id: str | None = None, *, allow_regex: bool = False
 ) -> bytes:
     """Wire bytes of one action.  Raises :class:`InvalidActionHeader`."""
+    key = (action, headers if type(headers) is tuple else tuple(headers))
+    try:
+        done = _ENCODED.get(key)
+    except TypeError:  # an unhashable value: str() of it is sent, checked afresh
+        done = None
+    if done is None:
+        return _encode(action, key[1], action_id, allow_regex)
+    head, body = done
+    if action_id is None:
+        return head + body
+    _check_value("ActionID", action_id)
+    try:
+        return head + f"ActionID: {action_id}\r\n".encode("utf-8") + body
+    except UnicodeEncodeError as e:
+        raise InvalidActionHeader(f"AMI action {action!r} refused: a value is not valid Unicode text ({e.reason})") from None
+
+
+def _encode(action: str, headers: Headers, action_id: str | None, allow_regex: bool) -> bytes:
     _check_value("Action", action)
     if not action.strip() or " " in action.strip():
         raise InvalidActionHeader(f"AMI action name {action!r} is not allowed")
@@ -108,20 +138,36 @@ def encode(
     if action_id is not None:
         _check_value("ActionID", action_id)
         out.append(f"ActionID: {action_id}\r\n")
+    plain = True  # no regex channel, no ActionID header: encodable every way
     for key, value in headers:
         value = str(value)
         _check_key(key)
         _check_value(key, value)
         if not allow_regex:
             _check_channel(key, value)
-        if key.lower() == "actionid" and action_id is not None:
-            raise InvalidActionHeader("ActionID is assigned by the client; do not pass it as a header")
+        elif plain:
+            try:
+                _check_channel(key, value)
+            except InvalidActionHeader:
+                plain = False
+        if key.lower() == "actionid":
+            if action_id is not None:
+                raise InvalidActionHeader("ActionID is assigned by the client; do not pass it as a header")
+            plain = False
         out.append(f"{key}: {value}\r\n")
     out.append("\r\n")
     try:
-        return "".join(out).encode("utf-8")
+        data = "".join(out).encode("utf-8")
     except UnicodeEncodeError as e:  # a lone surrogate from a JSON "\\ud800"
         raise InvalidActionHeader(f"AMI action {action!r} refused: a value is not valid Unicode text ({e.reason})") from None
+    # (a Login's secret or key is not kept beyond the action that carries it)
+    if plain and all(type(k) is str and type(v) is str and k.lower() not in SECRET_HEADERS for k, v in headers):
+        head = len(out[0].encode("utf-8"))
+        aid = len(out[1].encode("utf-8")) if action_id is not None else 0
+        if len(_ENCODED) >= _ENCODED_MAX:
+            del _ENCODED[next(iter(_ENCODED))]
+        _ENCODED[(action, tuple(headers))] = (data[:head], data[head + aid :])
+    return data
 
 
 class Action(NamedTuple):

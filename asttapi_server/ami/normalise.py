@@ -65,14 +65,29 @@ _PIPE_HEADER = re.compile(r"\|\s*([A-Za-z][A-Za-z0-9_-]*)\s*:\s*([^|]*)")
 _UNKNOWN = frozenset(("", "<unknown>", "<null>", "(none)"))
 
 
-@dataclass(frozen=True, slots=True)
 class UserEvent:
-    name: str  # "TAPI" (1.2 "UserEventTAPI" -> "TAPI")
-    body: str | None  # the TAPIEVENT text, stripped; None if there is none
-    uniqueid: str | None  # Uniqueid / UniqueID header or dialplan-added body header
-    channel: str | None
-    linkedid: str | None
-    message: Message
+    """A UserEvent in the one shape (see the module doc): read once per TAPI signal, so a
+    plain class with slots (its five fields set by a plain ``__init__``), and ``linkedid``,
+    which no mapping of ours needs, read only when asked."""
+
+    __slots__ = ("name", "body", "uniqueid", "channel", "message", "_linkedid")
+
+    def __init__(self, name: str, body: str | None, uniqueid: str | None, channel: str | None,
+                 message: Message, linkedid: str | None = None) -> None:
+        self.name = name  # "TAPI" (1.2 "UserEventTAPI" -> "TAPI")
+        self.body = body  # the TAPIEVENT text, stripped; None if there is none
+        self.uniqueid = uniqueid  # Uniqueid / UniqueID header or dialplan-added body header
+        self.channel = channel
+        self.message = message
+        self._linkedid = linkedid  # a dialplan-added body header's, if any
+
+    @property
+    def linkedid(self) -> str | None:
+        """The ``Linkedid`` header (else a dialplan-added body header's), checked as a Uniqueid."""
+        return uniqueid(self.message.get("Linkedid") or self._linkedid)
+
+    def __repr__(self) -> str:
+        return f"UserEvent(name={self.name!r}, body={self.body!r}, uniqueid={self.uniqueid!r}, channel={self.channel!r})"
 
 
 def _split_arg(text: str) -> tuple[str, str | None]:
@@ -108,44 +123,32 @@ def _none_if_unknown(value: str | None) -> str | None:
     return None if value in _UNKNOWN else value
 
 
+# channel_name and uniqueid are read for every UserEvent: each is one function
+# (the "unknown" placeholders, then the pattern), not a chain of helpers.
+
+
 def channel_name(value: str | None) -> str | None:
     """``value`` stripped if it is a channel name Asterisk could have made, else ``None``."""
-    value = _none_if_unknown(value)
-    if value is None or not CHANNEL.fullmatch(value):
+    if value is None:
+        return None
+    value = value.strip()
+    if value in _UNKNOWN or not CHANNEL.fullmatch(value):
         return None
     return value
 
 
 def uniqueid(value: str | None) -> str | None:
     """``value`` stripped if it is a well-formed Uniqueid, else ``None``."""
-    value = _none_if_unknown(value)
-    if value is None or not UNIQUEID.fullmatch(value):
+    if value is None:
+        return None
+    value = value.strip()
+    if value in _UNKNOWN or not UNIQUEID.fullmatch(value):
         return None
     return value
 
 
-_UE_KEYS = ("UserEvent", _TAPIEVENT, "Uniqueid", "Channel", "Linkedid")
+_UE_KEYS = ("UserEvent", _TAPIEVENT, "Uniqueid", "Channel")
 _HANGUP_KEYS = ("Uniqueid", "Cause", "Channel")
-_new = object.__new__
-# The slots of the frozen dataclass, set directly: a third cheaper than its
-# generated __init__, which matters at one UserEvent per TAPI signal.
-_set_ue = tuple(
-    UserEvent.__dict__[f].__set__ for f in ("name", "body", "uniqueid", "channel", "linkedid", "message")
-)
-
-
-def _make_user_event(
-    name: str, body: str | None, uniqueid: str | None, channel: str | None, linkedid: str | None, msg: Message
-) -> UserEvent:
-    ue = _new(UserEvent)
-    set_name, set_body, set_uniqueid, set_channel, set_linkedid, set_message = _set_ue
-    set_name(ue, name)
-    set_body(ue, body)
-    set_uniqueid(ue, uniqueid)
-    set_channel(ue, channel)
-    set_linkedid(ue, linkedid)
-    set_message(ue, msg)
-    return ue
 
 
 def user_event(msg: Message) -> UserEvent | None:
@@ -154,9 +157,9 @@ def user_event(msg: Message) -> UserEvent | None:
         return None
     event = msg.name
     if event == "UserEvent" or event.lower() == "userevent":
-        # One call for the five headers: C before a full decode when the
-        # accelerator is built (one UserEvent per TAPI signal: the hot path).
-        raw_name, body, uniqueid, channel, linkedid = msg.values(*_UE_KEYS)
+        # One call for the four headers, before any full decode (one UserEvent
+        # per TAPI signal: the hot path).
+        raw_name, body, uniqueid, channel = msg.values(*_UE_KEYS)
         if (
             body is not None
             and raw_name is not None
@@ -166,14 +169,7 @@ def user_event(msg: Message) -> UserEvent | None:
         ):
             # 1.4+ with a TAPIEVENT header and nothing glued on by an old
             # dialplan: what the full path below returns.
-            return _make_user_event(
-                raw_name.strip(),
-                body,
-                _uniqueid(uniqueid),
-                channel_name(channel),
-                _uniqueid(linkedid),
-                msg,
-            )
+            return UserEvent(raw_name.strip(), body, _uniqueid(uniqueid), channel_name(channel), msg)
         raw_name = raw_name or ""
     elif event[:9].lower() == "userevent" and len(event) > 9:
         raw_name = event[9:]  # Asterisk 1.2: "UserEventTAPI"
@@ -198,8 +194,7 @@ def user_event(msg: Message) -> UserEvent | None:
 
     uniqueid = msg.get("Uniqueid") or extra.get("uniqueid")
     channel = msg.get("Channel") or extra.get("channel")
-    linkedid = msg.get("Linkedid") or extra.get("linkedid")
-    return _make_user_event(name, body, _uniqueid(uniqueid), channel_name(channel), _uniqueid(linkedid), msg)
+    return UserEvent(name, body, _uniqueid(uniqueid), channel_name(channel), msg, extra.get("linkedid"))
 
 
 _uniqueid = uniqueid  # the module-level name, for functions whose locals shadow it

@@ -466,17 +466,51 @@ def encode_event(event: TapiEvent, seq: int, line: str | None = None) -> bytes:
     """The notification line for ``event`` numbered ``seq``.
 
     The same bytes as ``encode_notification(event.msg, event_params(...))``
-    (a test holds that on every capture), but a call's callinfo is encoded
-    once per version: the model shares one snapshot among the events of a
-    version, so NEWCALL, OFFERING and the states after it reuse its JSON.
+    (a test holds that on every capture), written by a template, not by
+    building those dicts to encode them: the text up to the line's value is
+    made once per message name, each value is encoded alone (a string by
+    the encoder's own string function) and the keys are the constants of
+    :func:`event_params`, in its order. A call's callinfo is encoded once per
+    version: the model shares one snapshot among the events of a version, so
+    NEWCALL, OFFERING and the states after it reuse its JSON.
     """
-    params = _params_but_callinfo(event, seq, line)
-    if event.call is None:
-        return encode_notification(event.msg, params)
-    head = _dumps({"jsonrpc": "2.0", "method": event.msg, "params": params})
-    # head ends '...}}': open params again for callinfo, the last key.
-    return (head[:-2] + ',"callinfo":' + _callinfo_json(event.callinfo) + "}}").encode(
-        "utf-8", "backslashreplace") + b"\n"
+    msg = event.msg
+    head = _HEADS.get(msg) if type(msg) is str else None
+    if head is None:
+        head = _head(msg)
+    prefix, param_key = head
+    value = event.line if line is None else line
+    out = prefix + (_string(value) if type(value) is str else _dumps(value))
+    call = event.call
+    if call is not None:
+        out += ',"call":' + (repr(call) if type(call) is int else _dumps(call))
+    value = event.param
+    if param_key is not None and value is not None:
+        out += param_key + (_string(value) if type(value) is str else _dumps(value))
+    value = event.mode
+    if value is not None:
+        out += ',"mode":' + (_string(value) if type(value) is str else _dumps(value))
+    out += ',"seq":' + (repr(seq) if type(seq) is int else _dumps(seq))
+    if event.synthetic:
+        out += ',"synthetic":true'
+    if call is not None:
+        out += ',"callinfo":' + _callinfo_json(event.callinfo)
+    return (out + "}}").encode("utf-8", "backslashreplace") + b"\n"
+
+
+#: The encoder's own function for a string (``ensure_ascii=False``): what it writes for one in a dict.
+_string = json.encoder.encode_basestring
+# message name -> (the line's text up to the line's value, the param's key text or None)
+_HEADS: dict[str, tuple[str, str | None]] = {}
+
+
+def _head(msg: Any) -> tuple[str, str | None]:
+    key = PARAM_KEY.get(msg) if isinstance(msg, str) else None
+    head = ('{"jsonrpc":"2.0","method":' + _dumps(msg) + ',"params":{"line":',
+            None if key is None else ',' + _dumps(key) + ':')
+    if type(msg) is str and len(_HEADS) < 64:
+        _HEADS[msg] = head
+    return head
 
 
 class _LastCallinfo:

@@ -98,3 +98,46 @@ def test_header_injection_refused(build):
 def test_action_is_a_name_headers_pair():
     name, headers = actions.hangup("SIP/x", 16)
     assert name == "Hangup" and headers == (("Channel", "SIP/x"), ("Cause", "16"))
+
+
+_SAMPLES = [
+    ("Getvar", (("Channel", "PJSIP/trunk-00000001"), ("Variable", "CALLERID(pres)"))),
+    ("Hangup", (("Channel", " /^PJSIP/"), ("Cause", "16"))),  # a regex channel: only with allow_regex
+    ("Originate", (("Channel", "PJSIP/bob"), ("Variable", "TAPI_LINE=line_1"), ("Variable", "TAPI_CALL=7"))),
+    ("Ping", (("ActionID", "theirs"),)),  # an ActionID header: refused once the client assigns one
+    ("Getvar", (("Channel", "PJSIP/x"), ("Variable", "caf\u00e9"))),
+    ("Getvar", (("Channel", "PJSIP/x"), ("Variable", "\ud800"))),  # not valid Unicode text
+]
+
+
+def _outcome(build):
+    try:
+        return build()
+    except InvalidActionHeader as e:
+        return ("refused", str(e))
+
+
+@pytest.mark.parametrize("name, headers", _SAMPLES)
+def test_an_action_checked_once_encodes_and_refuses_exactly_as_checked_afresh(name, headers):
+    """Encoding remembers actions that passed every check (built, checked by the core, sent:
+    three encodings per Getvar); every way of encoding one gives the bytes or the refusal
+    a first encoding gives."""
+    ways = [((), {}), (("asttapi-1",), {}), ((), {"allow_regex": True}), (("asttapi-2",), {"allow_regex": True}),
+            (("\udc00",), {})]
+    fresh = []
+    for args, kw in ways:
+        actions._ENCODED.clear()
+        fresh.append(_outcome(lambda: actions.encode(name, headers, *args, **kw)))
+    for first in ways:  # whichever way came first, the others answer as afresh
+        actions._ENCODED.clear()
+        _outcome(lambda: actions.encode(name, headers, *first[0], **first[1]))
+        again = [_outcome(lambda: actions.encode(name, list(headers), *args, **kw)) for args, kw in ways]
+        assert again == fresh
+
+
+def test_a_login_secret_is_not_kept_once_sent():
+    actions._ENCODED.clear()
+    actions.encode(*actions.login("asttapi", "s3cret"), "asttapi-1")
+    actions.encode(*actions.login_md5("asttapi", actions.md5_key("123", "s3cret")), "asttapi-2")
+    actions.encode(*actions.ping(), "asttapi-3")
+    assert list(actions._ENCODED) == [("Ping", ())]

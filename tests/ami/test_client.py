@@ -277,6 +277,27 @@ def test_action_timeout_and_late_answer_ignored(pbx):
     assert pbx.reactor.getDelayedCalls() == []
 
 
+def test_one_timer_for_every_pending_action_each_times_out_at_its_own_deadline(pbx):
+    client, session, _, _ = live(pbx, keepalive=0)
+    clock = pbx.reactor
+    slow = client.send_action(actions.ping(), timeout=30.0)
+    answered = client.send_action(actions.ping(), timeout=2.0)
+    quick = client.send_action(actions.ping(), timeout=1.0)
+    assert len(clock.getDelayedCalls()) == 1  # one sweep, armed for the earliest deadline
+    _, a2, _ = session.actions()
+    session.send(b"Response: Success\r\nActionID: %s\r\nPing: Pong\r\n\r\n" % a2.action_id.encode())
+    assert result_of(answered).get("Ping") == "Pong"
+    clock.advance(0.999)
+    assert not quick.called
+    clock.advance(0.001)
+    assert failure_of(quick).check(ActionTimeout) and not slow.called
+    clock.advance(28.999)
+    assert not slow.called
+    clock.advance(0.001)
+    assert "within 30 s" in str(failure_of(slow).value)
+    assert clock.getDelayedCalls() == [] and client.connected
+
+
 def test_invalid_header_fails_the_deferred_nothing_written(pbx):
     client, session, _, _ = live(pbx)
     d = client.send_action(actions.Action("Originate", (("Exten", "100\r\nAction: Logoff"),)))
@@ -464,3 +485,18 @@ def test_on_action_id_names_the_actionid_before_it_is_written_10(pbx):
     session.send(replay("10_originate_async.driver.raw", {"orig-async-1": a.action_id}, 3, None))
     assert result_of(d).get("Message") == "Originate successfully queued"
     assert [m.action_id for m in events if m.name == "OriginateResponse"][0] == seen[0]
+
+
+def test_each_link_reads_at_most_read_bytes_a_turn():
+    """One read per ready link per reactor turn, of at most READ_BYTES: a PBX flooding
+    its link puts that much work, not Twisted's 64 KiB, ahead of another PBX's events."""
+    from twisted.internet.task import Clock
+    from twisted.internet.testing import StringTransport
+
+    from asttapi_server.ami.protocol import READ_BYTES, AMIProtocol
+
+    transport = StringTransport()
+    transport.bufferSize = 65536
+    proto = AMIProtocol(Clock(), greeting_timeout=0)
+    proto.makeConnection(transport)
+    assert transport.bufferSize == READ_BYTES == 16384

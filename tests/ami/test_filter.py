@@ -149,6 +149,24 @@ def test_oversized_and_garbage_reported_with_a_filter():
         assert p.buffered <= 1000
 
 
+def test_dropped_names_learned_change_no_verdict():
+    """Once the loop has dropped "Event: VarSet", the parser leaves such blocks out before
+    the loop; an oversized one is still reported, and one carrying a pending action's
+    ActionID still passes, exactly as without what was learned."""
+    small = b"Event: VarSet\r\nActionID: csc-1\r\nValue: 1\r\n\r\n"
+    big = b"Event: VarSet\r\nValue: " + b"x" * 3000 + b"\r\n\r\n"
+    p = filtered_parser(SERVER_WANTED, max_message_bytes=1000)
+    assert p.feed(small + b"Event: Hangup\r\nUniqueid: 1\r\n\r\n")[0].name == "Hangup"
+    assert p._drops is not None and p._drops(small)
+    assert p.feed(small * 3) == [] and p.error_count == 0
+    assert p.feed(small + big + b"Event: Hangup\r\nUniqueid: 2\r\n\r\n")[0].get("Uniqueid") == "2"
+    assert p.error_count == 1
+    p.action_ids = {"csc-1"}
+    assert [m.get("Value") for m in p.feed(small)] == ["1"]
+    p.set_event_filter(SERVER_WANTED)  # a new filter forgets what was learned
+    assert p._drops is None
+
+
 def test_events_of_pending_actions_pass_the_filter():
     data = load("11_coreshowchannels.driver.raw")
     p = filtered_parser(SERVER_WANTED)
@@ -213,6 +231,29 @@ def test_list_actions_collect_their_events_with_a_filter(capture, ids, make, nam
         session.send(data[i : i + 1])
     assert [m.name for m in result_of(d)] == names
     assert events == []
+
+
+def test_only_actions_that_may_answer_with_events_open_the_filter():
+    """A Getvar (one per offered call) or a Ping answers with one response: while
+    one is pending, dropped events are not searched for its ActionID; a
+    CoreShowChannels pending opens the filter to the events carrying its own."""
+    pbx = FakeAsterisk()
+    client, session, events = live(pbx, SERVER_WANTED)
+    parser = client.protocol.parser
+    client.send_action(actions.getvar("PJSIP/bob-1", "CALLERID(pres)"))
+    client.send_action(actions.ping())
+    getvar, ping = session.actions()
+    assert getvar.action_id not in parser.action_ids and ping.action_id not in parser.action_ids
+    d = client.send_action(actions.coreshowchannels())
+    (csc,) = session.actions()
+    assert list(parser.action_ids) == [csc.action_id]
+    data = replay("11_coreshowchannels.driver.raw", {"csc-1": csc.action_id}, 4, 8)
+    session.send(data)
+    assert [m.name for m in result_of(d)][-1] == "CoreShowChannelsComplete"
+    assert not parser.action_ids and events == []
+    session.send(b"Response: Success\r\nActionID: %s\r\nVariable: CALLERID(pres)\r\n"
+                 b"Value: allowed\r\n\r\n" % getvar.action_id.encode())
+    assert len(client.protocol._pending) == 1  # the Ping's
 
 
 def test_filter_set_before_connect_survives_reconnect():

@@ -7,6 +7,8 @@ from pathlib import Path
 from types import MappingProxyType
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from asttapi_server.clients import codec
 from asttapi_server.core.events import TapiEvent
@@ -43,3 +45,33 @@ def test_a_new_version_or_a_mutable_callinfo_is_encoded_afresh():
     mutable["contact"] = {"name": "Ann"}
     assert codec.encode_event(third, 4) == plain(third, 4)
     assert json.loads(codec.encode_event(third, 4))["params"]["callinfo"]["contact"] == {"name": "Ann"}
+
+
+_TEXT = st.text(alphabet=st.characters(codec="utf-8") | st.sampled_from(["\ud800", '"', "\\", "\n", "\x00", "\u2028"]),
+                max_size=12)
+
+
+@given(
+    msg=st.sampled_from(["LINE_CALLSTATE", "LINE_CALLINFO", "LINE_LINEDEVSTATE", "LINE_NEWCALL", "LINE_OTHER"]) | _TEXT,
+    line=st.none() | _TEXT | st.integers(),
+    call=st.none() | st.integers() | st.booleans(),
+    param=st.none() | _TEXT | st.floats(allow_nan=False),
+    mode=st.none() | _TEXT,
+    seq=st.integers(min_value=0),
+    synthetic=st.booleans(),
+    other_line=st.none() | _TEXT,
+)
+def test_the_event_template_writes_the_plain_encoding_of_any_event(msg, line, call, param, mode, seq, synthetic,
+                                                                   other_line):
+    """The template (a head per message name, each value encoded alone) against the dicts encoded whole:
+    any text (quotes, control characters, a lone surrogate), any type a plugin may have put in."""
+    event = TapiEvent(msg, line, call, param, mode, callinfo=MappingProxyType({"callerid": "1"}), synthetic=synthetic)
+    assert _outcome(lambda: codec.encode_event(event, seq, other_line)) == _outcome(lambda: plain(event, seq, other_line))
+
+
+def _outcome(encode):
+    """The bytes, or the refusal (an infinite float is no JSON: both ways refuse it alike)."""
+    try:
+        return encode()
+    except ValueError as e:
+        return ("refused", str(e))
