@@ -32,8 +32,11 @@ from bench.ami_ingest import capture_events  # noqa: E402
 #: cheaper; raise one only with the reason in the commit message. Issue 25
 #: item 6 (a UserEvent's Linkedid read only when asked, one function per name
 #: check, client lines by template), after the merge of the route table and several PBXs:
-#: 428 and 1,376.
-OWN_CALLS_BUDGET = {"tapi-dense": 430, "device-lines": 1380}
+#: 428 and 1,376. Issue 25 item 3 (one owner of call state: the device-line
+#: mapping keeps nothing between events; it copies the legs an event touches
+#: out of the model's view and hands them back as notes, which also makes the
+#: call store save them) raised device-lines by 137 calls, to 1,513.
+OWN_CALLS_BUDGET = {"tapi-dense": 430, "device-lines": 1515}
 
 
 def _name(event: bytes) -> str:
