@@ -88,6 +88,8 @@ class Bridge:
         #: Called after anything that may have changed a call (the call store's ``changed``);
         #: None: nobody is told (no store), and no call is made per event.
         self.on_change: Callable[[], None] | None = None
+        # Called with each call the core reports finished (Effects.finished), after the plugins.
+        self._finished_observers: list[Callable[[Any], None]] = []
         #: The lines a line-less event of this PBX (its link's LINE_LINEDEVSTATE) goes to
         #: (``pbx.Switchboard.devstate_lines``); None: every open line.
         self.spread: Callable[[Any], Iterable[str]] | None = None
@@ -142,7 +144,7 @@ class Bridge:
         try:
             core, mappers = route
             fx = core(message, now) if core is not None else None
-            signals = self._plugins.map_with(mappers, message, now, self._pbx) if mappers else None
+            signals = self._plugins.map_with(mappers, message, now, self._pbx, self.control.view) if mappers else None
             if signals:
                 mapped = self.control.signals(signals, now)
                 fx = mapped if fx is None else fx.merge(mapped)
@@ -162,11 +164,14 @@ class Bridge:
         self.carry(self.control.link_established(now) if up else self.control.link_lost(now))
 
     def adopt_restored(self, calls: Iterable[Any]) -> None:
-        """Calls the call store put back into the model: the mapping plugins take them up
-        (``asttapi_calls_restored``), the core follows them (``CallControl.adopt_restored``)."""
-        calls = list(calls)
-        self.plugins.calls_restored(calls, self._pbx)
-        self.carry(self.control.adopt_restored(calls))
+        """Calls the call store put back into the model (device channels' facts with them):
+        the core follows them (``CallControl.adopt_restored``); the mappings read them from the
+        model with the next event, no plugin needs telling."""
+        self.carry(self.control.adopt_restored(list(calls)))
+
+    def add_finished_observer(self, observe: Callable[[Any], None]) -> None:
+        """Call ``observe(call)`` for each call the core reports finished (the metrics count them)."""
+        self._finished_observers.append(observe)
 
     # -- effects out ---------------------------------------------------------
 
@@ -196,6 +201,8 @@ class Bridge:
             d.addCallback(self._contact_found, wanted.handle, wanted.number)
         for call in fx.finished:
             self.plugins.call_finished(call)
+            for observe in self._finished_observers:
+                observe(call)
         for send in fx.actions:
             self._send(send)
         for reply in fx.replies:
@@ -226,7 +233,8 @@ class Bridge:
         now = self.clock.seconds()
         signals: list = []
         if control.is_resync(token) and isinstance(response, list):
-            signals = self.plugins.map_channel_list(response, control.established_at, now, self._pbx)
+            signals = self.plugins.map_channel_list(response, control.established_at, now, self._pbx,
+                                                   control.view)
         self.carry(control.answered(token, response, None, now, signals=signals))
 
     def _action_failed(self, failure: Failure, token: int, name: str) -> None:

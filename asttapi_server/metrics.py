@@ -34,10 +34,10 @@ from twisted.logger import Logger
 
 from asttapi_server.ami import actions
 from asttapi_server.idents import MAX_NAME_BYTES, ByName
-from asttapi_server.core.constants import CALLINFO, CALLSTATE, DEVSTATE, IDLE, NEWCALL
+from asttapi_server.core.constants import CALLINFO, CALLSTATE, DEVSTATE, NEWCALL
 from asttapi_server.core.control import CORE_EVENTS
 from asttapi_server.core.events import TapiEvent
-from asttapi_server.core.outcome import OUTCOMES, flags_of, outcome
+from asttapi_server.core.outcome import OUTCOMES
 
 __all__ = ["METRICS", "PLUGIN_METRICS", "Histogram", "Metrics", "LabelValues", "CONTENT_TYPE_LATEST", "family"]
 
@@ -209,7 +209,6 @@ class Metrics:
         self.lookups: dict[tuple[str, str], int] = {}
         self.lookup_seconds: dict[str, Histogram] = {}
         self.reloads: dict[str, int] = {"ok": 0, "refused": 0}
-        self._live: dict[int, int] = {}  # call handle -> flags, while in progress
         self._retired_endings: dict[str, int] = {}  # endings of PBXs a reload removed
         self.app: Any = None
         self.registry = CollectorRegistry(auto_describe=False)
@@ -243,6 +242,7 @@ class Metrics:
         unit.link.add_event_observer(self.on_ami_event)
         unit.link.add_link_observer(lambda up: self.on_link(up, name))
         unit.link.add_action_observer(self.on_action)
+        unit.bridge.add_finished_observer(self.on_finished)
 
     def learn_event_names(self) -> None:
         """Count the events the server asks Asterisk for under their own names (at start and after a reload).
@@ -305,31 +305,13 @@ class Metrics:
 
     def on_publish(self, event: TapiEvent) -> None:
         """Every TAPI event the hub numbers, as clients get it."""
-        msg = event.msg
         counts = self.tapi_events
-        label = self.msg_label(msg)
+        label = self.msg_label(event.msg)
         counts[label] = counts.get(label, 0) + 1
-        if msg == CALLSTATE:
-            handle = event.call
-            flags = self._live.get(handle)
-            if flags is None:
-                return  # not announced with LINE_NEWCALL (or already counted)
-            param = event.param
-            flags |= flags_of(param, event.mode)
-            self._live[handle] = flags
-            if param == IDLE:
-                self._maybe_finished(event, flags)
-        elif msg == NEWCALL:
-            if event.call not in self._live:
-                self._live[event.call] = 0
 
-    def _maybe_finished(self, event: TapiEvent, flags: int) -> None:
-        model = getattr(self.app, "model", None)
-        call = model.get(event.call) if model is not None else None
-        if call is not None and call.ended is None:
-            return  # another line still has it
-        del self._live[event.call]
-        self.calls_finished[outcome(flags)] += 1
+    def on_finished(self, call: Any) -> None:
+        """A call the core reported finished (``Effects.finished``: exactly once per call), by its outcome."""
+        self.calls_finished[call.outcome] += 1
 
     def safety_net(self) -> dict[str, int]:
         """Calls the core ended itself, by reason (its own count, every PBX's, read at scrape time)."""
@@ -367,14 +349,14 @@ class Metrics:
 
     # -- read at scrape time -----------------------------------------------------
 
-    def prune(self) -> None:
-        """Forget calls the model has freed without their IDLE reaching clients (a plugin dropped it)."""
+    def in_progress(self) -> int:
+        """Calls announced to clients and not ended, read from the call models of every PBX (a
+        lineMakeCall's call counts from its LINE_NEWCALL, as its clients see it)."""
         board = getattr(self.app, "switchboard", None)
         model = board.model if board is not None else getattr(self.app, "model", None)
         if model is None:
-            return
-        for handle in [h for h in self._live if model.get(h) is None]:
-            del self._live[handle]
+            return 0
+        return sum(1 for call in model.live_calls() if call.owner_line is None or call.owner_announced)
 
     def clients_by_transport(self) -> dict[str, int]:
         counts = dict.fromkeys(("tcp", "tls", "unix", "ws", "wss"), 0)
@@ -428,8 +410,7 @@ class ServerCollector:
         yield _histogram("asttapi_ami_action_seconds", m.actions)
         yield _counter("asttapi_ami_action_failures", dict(sorted(m.action_failures.items())))
         yield _counter("asttapi_tapi_events", {(k,): v for k, v in sorted(m.tapi_events.items())})
-        m.prune()
-        yield _gauge("asttapi_calls_in_progress", len(m._live))
+        yield _gauge("asttapi_calls_in_progress", m.in_progress())
         yield _counter("asttapi_calls_finished", {(k,): v for k, v in m.calls_finished.items()})
         yield _counter("asttapi_safety_net_endings", {(k,): v for k, v in m.safety_net().items()})
         yield _gauge("asttapi_clients_connected", {(k,): v for k, v in m.clients_by_transport().items()})
