@@ -85,8 +85,9 @@ class Bridge:
         self.ami = ami
         self.hub = hub
         self.clock = clock
-        #: Called after anything that may have changed a call (the call store's ``changed``).
-        self.on_change: Callable[[], None] = _nothing
+        #: Called after anything that may have changed a call (the call store's ``changed``);
+        #: None: nobody is told (no store), and no call is made per event.
+        self.on_change: Callable[[], None] | None = None
         # Called with each call the core reports finished (Effects.finished), after the plugins.
         self._finished_observers: list[Callable[[Any], None]] = []
         #: The lines a line-less event of this PBX (its link's LINE_LINEDEVSTATE) goes to
@@ -101,7 +102,7 @@ class Bridge:
         # A PBX repeats its mistakes on every call: each kind is logged once a minute.
         self._log_throttle = LogThrottle()
         #: The ``app`` plugins are given (``PluginHost.startup``): not the bridge itself.
-        self.plugin_context = PluginContext(self, clock, lambda: self.config)
+        self.plugin_context = PluginContext(self, clock)
         self.use_plugins(plugins)
 
     @property
@@ -176,19 +177,21 @@ class Bridge:
 
     def carry(self, fx: Effects) -> None:
         """Carry out ``fx``, in the order the core's ``Effects`` documents."""
-        self.on_change()
+        if self.on_change is not None:
+            self.on_change()
         if fx:
-            client_event = self._plugins.client_event
+            # Through the plugins' asttapi_client_event only when some plugin has it.
+            enrich = self._plugins.client_event if "asttapi_client_event" in self._plugins.implemented else None
             publish = self.hub.publish
             for event in fx:
                 if event.line is None and self.spread is not None:
                     lines = self.spread(event)  # this PBX's open lines: the event is for them only
                     if lines:
-                        out = client_event(event)
+                        out = event if enrich is None else enrich(event)
                         if out is not None:
                             publish(out, lines=lines)
                     continue
-                out = client_event(event)
+                out = event if enrich is None else enrich(event)
                 if out is not None:
                     publish(out)
         if fx.quiet:
@@ -307,7 +310,3 @@ class Bridge:
         self._requests[token] = d  # before carrying: an answer may come at once
         self.carry(fx)
         return d
-
-
-def _nothing() -> None:
-    pass

@@ -33,7 +33,7 @@ from twisted.internet.interfaces import ISSLTransport
 from twisted.logger import Logger
 
 from asttapi_server.ami import actions
-from asttapi_server.idents import ByName
+from asttapi_server.idents import MAX_NAME_BYTES, ByName
 from asttapi_server.core.constants import CALLINFO, CALLSTATE, DEVSTATE, NEWCALL
 from asttapi_server.core.control import CORE_EVENTS
 from asttapi_server.core.events import TapiEvent
@@ -117,6 +117,8 @@ CUT_OFF_REASONS = (
 )
 #: What one plugin's part of a contact lookup came to.
 LOOKUP_RESULTS = ("hit", "miss", "error", "timeout")
+#: AMI event names counted as sent before they are labelled (``Metrics.on_ami_event``).
+MAX_SENT_NAMES = 256
 #: Plugin names counted apart; plugins are configured, but a reload may bring new ones.
 MAX_PLUGIN_LABELS = 64
 
@@ -194,7 +196,10 @@ class Metrics:
         self.cut_off_label = LabelValues(CUT_OFF_REASONS)
         self.result_label = LabelValues(LOOKUP_RESULTS)
         self.plugin_label = LabelValues((), grow=MAX_PLUGIN_LABELS)
-        self.ami_events: dict[str, int] = {}
+        # AMI events by their name as sent (at most MAX_SENT_NAMES names): labelled when read
+        # (``ami_events``), so the hot path is one dict increment per event, no label lookup.
+        self._sent_events: dict[str, int] = {}
+        self._labelled_events: dict[str, int] = {}  # counts already labelled (folded)
         self.tapi_events: dict[str, int] = {}
         self.reconnects: dict[str, int] = {}  # by PBX
         self._logins: dict[str, int] = {}
@@ -240,7 +245,10 @@ class Metrics:
         unit.bridge.add_finished_observer(self.on_finished)
 
     def learn_event_names(self) -> None:
-        """Count the events the server asks Asterisk for under their own names (at start and after a reload)."""
+        """Count the events the server asks Asterisk for under their own names (at start and after a reload).
+
+        What was counted so far keeps the labels it had: a counter never goes down."""
+        self._fold_events()
         plugins = getattr(self.app, "plugins", None)
         wanted = plugins.wanted_event_names() if plugins is not None else ()
         self.event_label = LabelValues((*CORE_EVENTS, *LINK_EVENTS, *sorted(wanted)))
@@ -252,9 +260,30 @@ class Metrics:
     # -- observers (the hot path: plain dict arithmetic) ----------------------
 
     def on_ami_event(self, message: Any) -> None:
-        name = self.event_label(message.name)
-        counts = self.ami_events
-        counts[name] = counts.get(name, 0) + 1
+        name = message.name
+        counts = self._sent_events
+        n = counts.get(name)
+        if n is not None:
+            counts[name] = n + 1
+        elif len(counts) < MAX_SENT_NAMES and len(name) <= MAX_NAME_BYTES:
+            counts[name] = 1
+        else:  # a PBX varying its names: count under the label at once
+            label = self.event_label(name)
+            self._labelled_events[label] = self._labelled_events.get(label, 0) + 1
+
+    @property
+    def ami_events(self) -> dict[str, int]:
+        """AMI events read, by label (:class:`LabelValues`: the names the server uses, ``other``)."""
+        self._fold_events()
+        return dict(self._labelled_events)
+
+    def _fold_events(self) -> None:
+        """Add the counts by name as sent to the labelled ones, under the labels of now."""
+        labelled = self._labelled_events
+        for name, n in self._sent_events.items():
+            label = self.event_label(name)
+            labelled[label] = labelled.get(label, 0) + n
+        self._sent_events.clear()
 
     def on_link(self, up: bool, pbx: str = "default") -> None:
         if up:

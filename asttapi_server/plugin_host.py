@@ -398,6 +398,9 @@ class PluginHost:
         # Event name (compared form) -> the asttapi_map_ami_event implementations that declared it.
         self._mappers: dict[str, tuple[Any, ...]] = {}
         self._impl_cache: dict[str, list[Any]] = {}
+        #: The hooks some registered plugin implements (kept at each registration): the bridge
+        #: calls a per-event hook only when it is here, so a hook nobody implements costs nothing.
+        self.implemented: frozenset[str] = frozenset()
         self._wanted: frozenset[str] = frozenset()
         #: ``fn(plugin, result, seconds)`` for each plugin's part of a contact
         #: lookup; result is "hit", "miss", "error" or "timeout" (asttapi_server.metrics).
@@ -484,6 +487,7 @@ class PluginHost:
                 mappers.setdefault(wanted_name(event_name), []).append(impl)
                 declared.add(event_name)
         self._mappers = {name: tuple(impls) for name, impls in mappers.items()}
+        self.implemented = frozenset(name for name in self._spec_names() if self._impls(name))
         self._wanted = frozenset(declared)
 
     # -- life cycle ----------------------------------------------------

@@ -270,7 +270,8 @@ class CallControl:
             return Effects()
         if fx:
             self._follow(fx)
-        self._forget(fx)
+        if fx.finished:
+            self._forget(fx)
         return fx
 
     def _admitted(self, signal: Any, now: float, several: bool) -> Effects:
@@ -364,7 +365,7 @@ class CallControl:
         return judged
 
     def _forget(self, fx: Effects) -> None:
-        """Calls that ended need their verdicts no more."""
+        """Calls that ended (``fx.finished``, not empty) need their verdicts no more."""
         if self._judged:
             for call in fx.finished:
                 for uid in call.uniqueids:
@@ -391,7 +392,8 @@ class CallControl:
             if held is not None:
                 held.hangup = (cause,)  # its call is not in the model yet: the safety net waits for it
         fx = self.model.channel_hangup(uniqueid, cause, now)
-        self._forget(fx)
+        if fx.finished:
+            self._forget(fx)
         return fx
 
     def _originate_response(self, message: Any, now: float) -> Effects:
@@ -421,7 +423,8 @@ class CallControl:
     def tick(self, now: float) -> Effects:
         """Run the model's timers due by ``now`` (hangup grace, max age, linger)."""
         fx = self.model.tick(now)
-        self._forget(fx)
+        if fx.finished:
+            self._forget(fx)
         return fx
 
     def next_deadline(self) -> float | None:
@@ -431,7 +434,10 @@ class CallControl:
     # -- contact lookups ------------------------------------------------------------
 
     def _follow(self, fx: Effects) -> None:
-        """Start a lookup for each call that shows a caller number not looked up yet."""
+        """Start a lookup for each call that shows a caller number not looked up yet
+        (no plugin looks contacts up: nothing to start)."""
+        if not self.looks_up_contacts:
+            return
         for event in fx:
             if event.msg != NEWCALL and event.param != CALLINFO_CALLERID:
                 continue
