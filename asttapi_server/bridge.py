@@ -85,8 +85,11 @@ class Bridge:
         self.ami = ami
         self.hub = hub
         self.clock = clock
-        #: Called after anything that may have changed a call (the call store's ``changed``).
-        self.on_change: Callable[[], None] = _nothing
+        #: Called after anything that may have changed a call (the call store's ``changed``);
+        #: None: nobody is told (no store), and no call is made per event.
+        self.on_change: Callable[[], None] | None = None
+        # Called with each call the core reports finished (Effects.finished), after the plugins.
+        self._finished_observers: list[Callable[[Any], None]] = []
         #: The lines a line-less event of this PBX (its link's LINE_LINEDEVSTATE) goes to
         #: (``pbx.Switchboard.devstate_lines``); None: every open line.
         self.spread: Callable[[Any], Iterable[str]] | None = None
@@ -99,7 +102,7 @@ class Bridge:
         # A PBX repeats its mistakes on every call: each kind is logged once a minute.
         self._log_throttle = LogThrottle()
         #: The ``app`` plugins are given (``PluginHost.startup``): not the bridge itself.
-        self.plugin_context = PluginContext(self, clock, lambda: self.config)
+        self.plugin_context = PluginContext(self, clock)
         self.use_plugins(plugins)
 
     @property
@@ -141,7 +144,7 @@ class Bridge:
         try:
             core, mappers = route
             fx = core(message, now) if core is not None else None
-            signals = self._plugins.map_with(mappers, message, now, self._pbx) if mappers else None
+            signals = self._plugins.map_with(mappers, message, now, self._pbx, self.control.view) if mappers else None
             if signals:
                 mapped = self.control.signals(signals, now)
                 fx = mapped if fx is None else fx.merge(mapped)
@@ -161,29 +164,34 @@ class Bridge:
         self.carry(self.control.link_established(now) if up else self.control.link_lost(now))
 
     def adopt_restored(self, calls: Iterable[Any]) -> None:
-        """Calls the call store put back into the model: the mapping plugins take them up
-        (``asttapi_calls_restored``), the core follows them (``CallControl.adopt_restored``)."""
-        calls = list(calls)
-        self.plugins.calls_restored(calls, self._pbx)
-        self.carry(self.control.adopt_restored(calls))
+        """Calls the call store put back into the model (device channels' facts with them):
+        the core follows them (``CallControl.adopt_restored``); the mappings read them from the
+        model with the next event, no plugin needs telling."""
+        self.carry(self.control.adopt_restored(list(calls)))
+
+    def add_finished_observer(self, observe: Callable[[Any], None]) -> None:
+        """Call ``observe(call)`` for each call the core reports finished (the metrics count them)."""
+        self._finished_observers.append(observe)
 
     # -- effects out ---------------------------------------------------------
 
     def carry(self, fx: Effects) -> None:
         """Carry out ``fx``, in the order the core's ``Effects`` documents."""
-        self.on_change()
+        if self.on_change is not None:
+            self.on_change()
         if fx:
-            client_event = self._plugins.client_event
+            # Through the plugins' asttapi_client_event only when some plugin has it.
+            enrich = self._plugins.client_event if "asttapi_client_event" in self._plugins.implemented else None
             publish = self.hub.publish
             for event in fx:
                 if event.line is None and self.spread is not None:
                     lines = self.spread(event)  # this PBX's open lines: the event is for them only
                     if lines:
-                        out = client_event(event)
+                        out = event if enrich is None else enrich(event)
                         if out is not None:
                             publish(out, lines=lines)
                     continue
-                out = client_event(event)
+                out = event if enrich is None else enrich(event)
                 if out is not None:
                     publish(out)
         if fx.quiet:
@@ -193,6 +201,8 @@ class Bridge:
             d.addCallback(self._contact_found, wanted.handle, wanted.number)
         for call in fx.finished:
             self.plugins.call_finished(call)
+            for observe in self._finished_observers:
+                observe(call)
         for send in fx.actions:
             self._send(send)
         for reply in fx.replies:
@@ -223,7 +233,8 @@ class Bridge:
         now = self.clock.seconds()
         signals: list = []
         if control.is_resync(token) and isinstance(response, list):
-            signals = self.plugins.map_channel_list(response, control.established_at, now, self._pbx)
+            signals = self.plugins.map_channel_list(response, control.established_at, now, self._pbx,
+                                                   control.view)
         self.carry(control.answered(token, response, None, now, signals=signals))
 
     def _action_failed(self, failure: Failure, token: int, name: str) -> None:
@@ -299,7 +310,3 @@ class Bridge:
         self._requests[token] = d  # before carrying: an answer may come at once
         self.carry(fx)
         return d
-
-
-def _nothing() -> None:
-    pass

@@ -88,7 +88,7 @@ def asttapi_ami_event_names():
 
 
 @hookspec
-def asttapi_map_ami_event(message, now, app, pbx):
+def asttapi_map_ami_event(message, now, app, pbx, calls):
     """Turn one AMI event into TAPI signals for the call model.
 
     Called on the reactor thread for each AMI event whose name the plugin
@@ -106,12 +106,18 @@ def asttapi_map_ami_event(message, now, app, pbx):
 
     :param message: the ``asttapi_server.ami.message.Message``.
     :param now: the time the event is handled (``app.clock.seconds()``,
-        seconds), the one the core uses for it; a mapping that keeps time
-        (the device-line mapping does) reads it here, never a clock of its own.
+        seconds), the one the core uses for it; a mapping reads time here,
+        never a clock of its own.
     :param app: the plugin context (:class:`asttapi_server.plugin_context.PluginContext`).
-    :param pbx: the name of the PBX whose link read it (``"default"`` for ``[ami]``):
-        a mapping that keeps state per channel keeps it per PBX, since two
-        Asterisks may hand out the same Uniqueid.
+    :param pbx: the name of the PBX whose link read it (``"default"`` for ``[ami]``).
+    :param calls: what that PBX's call model knows of device channels, read
+        only (``asttapi_server.core.legs.CallsView``): a mapping that follows
+        calls from channel events reads here what it learnt before and keeps
+        nothing itself (no call state, so nothing per PBX either); it returns
+        what to remember as ``asttapi_server.core.legs.DeviceNote`` values
+        among its signals, which the model applies at once and the call
+        store saves with the call. Read it during the call only (the next
+        event may bring another PBX's).
     :returns: ``list[TapiSignal]`` or ``None``. Not a Deferred: event order
         matters, so mapping is synchronous and must be fast. The list may
         also hold :class:`asttapi_server.core.effects.Diagnostic` values
@@ -121,7 +127,7 @@ def asttapi_map_ami_event(message, now, app, pbx):
 
 
 @hookspec
-def asttapi_map_channel_list(messages, since, now, app, pbx):
+def asttapi_map_channel_list(messages, since, now, app, pbx, calls):
     """Turn the channel list Asterisk gave after a (re)connect into TAPI signals.
 
     Called on the reactor thread once per login, with the answer to the
@@ -142,33 +148,11 @@ def asttapi_map_channel_list(messages, since, now, app, pbx):
     :param now: the time the answer is handled (seconds, as ``since``).
     :param app: the plugin context.
     :param pbx: the PBX whose channels these are (the other PBXs' calls are not in it).
+    :param calls: what that PBX's call model knows of device channels, as for
+        :func:`asttapi_map_ami_event` (after a server restart: the calls the
+        call store restored, their device channels' facts included).
     :returns: ``list[TapiSignal]`` (may hold ``Diagnostic`` values, as for
         :func:`asttapi_map_ami_event`) or ``None``. Not a Deferred.
-    """
-
-
-@hookspec
-def asttapi_calls_restored(calls, app, pbx):
-    """Take up the calls the call store put back after a server restart.
-
-    Called once, on the reactor thread, at start-up (after
-    :func:`asttapi_startup`, before the AMI link is up), with the live calls
-    restored from ``[calls] state_file``: same handles, lines, states and
-    call info as before the restart. A mapping that keeps its own picture
-    of calls (the built-in device-line mapping keeps one per device
-    channel) follows them from here, so the channel events after the
-    restart and the resync's channel list
-    (:func:`asttapi_map_channel_list`) continue these calls instead of
-    taking them up as new ones. Nothing is sent to clients: they already
-    have these calls. Every implementation is called; an exception is
-    logged and the others still run. Not called when nothing was restored.
-
-    :param calls: the restored ``asttapi_server.core.model.Call`` objects
-        (read them, do not change them): ``uniqueid``, ``channel``,
-        ``states`` (line -> state), ``callinfo``, ``updated``.
-    :param app: the plugin context.
-    :param pbx: the PBX they are calls of (called once per PBX that had calls).
-    :returns: ``None``. Not a Deferred: the AMI link starts right after.
     """
 
 

@@ -17,7 +17,7 @@ readers), never the other way round (``tests/core/test_import_cycles.py``).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
 __all__ = ["ByName", "MAX_NAME_BYTES", "MAX_NAMES", "UNIQUEID", "wanted_name", "wanted_names"]
@@ -36,9 +36,6 @@ MAX_NAMES = 4096
 #: (real event names are under 40 characters).
 MAX_NAME_BYTES = 64
 
-_MISS: Any = object()
-
-
 def wanted_name(name: str) -> str:
     """The form an event name is compared in: stripped, ``str.lower``."""
     return name.strip().lower()
@@ -54,25 +51,35 @@ def wanted_names(names: Iterable[str] | None) -> frozenset[str] | None:
     return frozenset(wanted_name(str(n)) for n in names)
 
 
+class _Answers(dict):
+    """A :class:`ByName`'s answers per name as sent: a hit is a plain dict lookup (in C, no
+    Python frame per event); a name not met yet is worked out once, by :meth:`__missing__`."""
+
+    __slots__ = ("_table",)
+
+    def __init__(self, table: Mapping[str, Any]) -> None:
+        super().__init__()
+        self._table = table
+
+    def __missing__(self, name: str) -> Any:
+        hit = self._table.get(wanted_name(name))
+        if len(self) < MAX_NAMES and len(name) <= MAX_NAME_BYTES:
+            self[name] = hit
+        return hit
+
+
 class ByName(Generic[V]):
     """A table keyed by AMI event name under the one case rule (:func:`wanted_name`).
 
-    ``get`` takes the name as Asterisk sent it; the answer per sent name is
-    cached (bounded by :data:`MAX_NAMES`), so the hot path costs one dict
-    lookup.
+    ``get`` takes the name as Asterisk sent it and answers None for a name not
+    in the table; the answer per sent name is cached (bounded by
+    :data:`MAX_NAMES`), so the hot path is one dict lookup, made in C.
     """
 
     def __init__(self, table: Mapping[str, V]) -> None:
         self._table = {wanted_name(str(k)): v for k, v in table.items()}
-        self._seen: dict[str, V | None] = {}
-
-    def get(self, name: str) -> V | None:
-        hit = self._seen.get(name, _MISS)
-        if hit is _MISS:
-            hit = self._table.get(wanted_name(name))
-            if len(self._seen) < MAX_NAMES and len(name) <= MAX_NAME_BYTES:
-                self._seen[name] = hit
-        return hit
+        #: ``get(name) -> V | None``: the cache's own ``__getitem__`` (a miss goes to ``__missing__``).
+        self.get: Callable[[str], V | None] = _Answers(self._table).__getitem__
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self.get(name) is not None

@@ -33,11 +33,11 @@ from twisted.internet.interfaces import ISSLTransport
 from twisted.logger import Logger
 
 from asttapi_server.ami import actions
-from asttapi_server.idents import ByName
-from asttapi_server.core.constants import CALLINFO, CALLSTATE, DEVSTATE, IDLE, NEWCALL
+from asttapi_server.idents import MAX_NAME_BYTES, ByName
+from asttapi_server.core.constants import CALLINFO, CALLSTATE, DEVSTATE, NEWCALL
 from asttapi_server.core.control import CORE_EVENTS
 from asttapi_server.core.events import TapiEvent
-from asttapi_server.core.outcome import OUTCOMES, flags_of, outcome
+from asttapi_server.core.outcome import OUTCOMES
 
 __all__ = ["METRICS", "PLUGIN_METRICS", "Histogram", "Metrics", "LabelValues", "CONTENT_TYPE_LATEST", "family"]
 
@@ -117,6 +117,8 @@ CUT_OFF_REASONS = (
 )
 #: What one plugin's part of a contact lookup came to.
 LOOKUP_RESULTS = ("hit", "miss", "error", "timeout")
+#: AMI event names counted as sent before they are labelled (``Metrics.on_ami_event``).
+MAX_SENT_NAMES = 256
 #: Plugin names counted apart; plugins are configured, but a reload may bring new ones.
 MAX_PLUGIN_LABELS = 64
 
@@ -194,7 +196,10 @@ class Metrics:
         self.cut_off_label = LabelValues(CUT_OFF_REASONS)
         self.result_label = LabelValues(LOOKUP_RESULTS)
         self.plugin_label = LabelValues((), grow=MAX_PLUGIN_LABELS)
-        self.ami_events: dict[str, int] = {}
+        # AMI events by their name as sent (at most MAX_SENT_NAMES names): labelled when read
+        # (``ami_events``), so the hot path is one dict increment per event, no label lookup.
+        self._sent_events: dict[str, int] = {}
+        self._labelled_events: dict[str, int] = {}  # counts already labelled (folded)
         self.tapi_events: dict[str, int] = {}
         self.reconnects: dict[str, int] = {}  # by PBX
         self._logins: dict[str, int] = {}
@@ -204,7 +209,6 @@ class Metrics:
         self.lookups: dict[tuple[str, str], int] = {}
         self.lookup_seconds: dict[str, Histogram] = {}
         self.reloads: dict[str, int] = {"ok": 0, "refused": 0}
-        self._live: dict[int, int] = {}  # call handle -> flags, while in progress
         self._retired_endings: dict[str, int] = {}  # endings of PBXs a reload removed
         self.app: Any = None
         self.registry = CollectorRegistry(auto_describe=False)
@@ -238,9 +242,13 @@ class Metrics:
         unit.link.add_event_observer(self.on_ami_event)
         unit.link.add_link_observer(lambda up: self.on_link(up, name))
         unit.link.add_action_observer(self.on_action)
+        unit.bridge.add_finished_observer(self.on_finished)
 
     def learn_event_names(self) -> None:
-        """Count the events the server asks Asterisk for under their own names (at start and after a reload)."""
+        """Count the events the server asks Asterisk for under their own names (at start and after a reload).
+
+        What was counted so far keeps the labels it had: a counter never goes down."""
+        self._fold_events()
         plugins = getattr(self.app, "plugins", None)
         wanted = plugins.wanted_event_names() if plugins is not None else ()
         self.event_label = LabelValues((*CORE_EVENTS, *LINK_EVENTS, *sorted(wanted)))
@@ -252,9 +260,30 @@ class Metrics:
     # -- observers (the hot path: plain dict arithmetic) ----------------------
 
     def on_ami_event(self, message: Any) -> None:
-        name = self.event_label(message.name)
-        counts = self.ami_events
-        counts[name] = counts.get(name, 0) + 1
+        name = message.name
+        counts = self._sent_events
+        n = counts.get(name)
+        if n is not None:
+            counts[name] = n + 1
+        elif len(counts) < MAX_SENT_NAMES and len(name) <= MAX_NAME_BYTES:
+            counts[name] = 1
+        else:  # a PBX varying its names: count under the label at once
+            label = self.event_label(name)
+            self._labelled_events[label] = self._labelled_events.get(label, 0) + 1
+
+    @property
+    def ami_events(self) -> dict[str, int]:
+        """AMI events read, by label (:class:`LabelValues`: the names the server uses, ``other``)."""
+        self._fold_events()
+        return dict(self._labelled_events)
+
+    def _fold_events(self) -> None:
+        """Add the counts by name as sent to the labelled ones, under the labels of now."""
+        labelled = self._labelled_events
+        for name, n in self._sent_events.items():
+            label = self.event_label(name)
+            labelled[label] = labelled.get(label, 0) + n
+        self._sent_events.clear()
 
     def on_link(self, up: bool, pbx: str = "default") -> None:
         if up:
@@ -276,31 +305,13 @@ class Metrics:
 
     def on_publish(self, event: TapiEvent) -> None:
         """Every TAPI event the hub numbers, as clients get it."""
-        msg = event.msg
         counts = self.tapi_events
-        label = self.msg_label(msg)
+        label = self.msg_label(event.msg)
         counts[label] = counts.get(label, 0) + 1
-        if msg == CALLSTATE:
-            handle = event.call
-            flags = self._live.get(handle)
-            if flags is None:
-                return  # not announced with LINE_NEWCALL (or already counted)
-            param = event.param
-            flags |= flags_of(param, event.mode)
-            self._live[handle] = flags
-            if param == IDLE:
-                self._maybe_finished(event, flags)
-        elif msg == NEWCALL:
-            if event.call not in self._live:
-                self._live[event.call] = 0
 
-    def _maybe_finished(self, event: TapiEvent, flags: int) -> None:
-        model = getattr(self.app, "model", None)
-        call = model.get(event.call) if model is not None else None
-        if call is not None and call.ended is None:
-            return  # another line still has it
-        del self._live[event.call]
-        self.calls_finished[outcome(flags)] += 1
+    def on_finished(self, call: Any) -> None:
+        """A call the core reported finished (``Effects.finished``: exactly once per call), by its outcome."""
+        self.calls_finished[call.outcome] += 1
 
     def safety_net(self) -> dict[str, int]:
         """Calls the core ended itself, by reason (its own count, every PBX's, read at scrape time)."""
@@ -338,14 +349,14 @@ class Metrics:
 
     # -- read at scrape time -----------------------------------------------------
 
-    def prune(self) -> None:
-        """Forget calls the model has freed without their IDLE reaching clients (a plugin dropped it)."""
+    def in_progress(self) -> int:
+        """Calls announced to clients and not ended, read from the call models of every PBX (a
+        lineMakeCall's call counts from its LINE_NEWCALL, as its clients see it)."""
         board = getattr(self.app, "switchboard", None)
         model = board.model if board is not None else getattr(self.app, "model", None)
         if model is None:
-            return
-        for handle in [h for h in self._live if model.get(h) is None]:
-            del self._live[handle]
+            return 0
+        return sum(1 for call in model.live_calls() if call.owner_line is None or call.owner_announced)
 
     def clients_by_transport(self) -> dict[str, int]:
         counts = dict.fromkeys(("tcp", "tls", "unix", "ws", "wss"), 0)
@@ -399,8 +410,7 @@ class ServerCollector:
         yield _histogram("asttapi_ami_action_seconds", m.actions)
         yield _counter("asttapi_ami_action_failures", dict(sorted(m.action_failures.items())))
         yield _counter("asttapi_tapi_events", {(k,): v for k, v in sorted(m.tapi_events.items())})
-        m.prune()
-        yield _gauge("asttapi_calls_in_progress", len(m._live))
+        yield _gauge("asttapi_calls_in_progress", m.in_progress())
         yield _counter("asttapi_calls_finished", {(k,): v for k, v in m.calls_finished.items()})
         yield _counter("asttapi_safety_net_endings", {(k,): v for k, v in m.safety_net().items()})
         yield _gauge("asttapi_clients_connected", {(k,): v for k, v in m.clients_by_transport().items()})

@@ -167,7 +167,7 @@ class Switchboard:
         self.model = Calls(self)
         #: What the plugins get as ``app`` (asttapi_server.plugin_context): reads and acts on the
         #: calls of every PBX through this switchboard; its config follows reloads.
-        self.plugin_context = PluginContext(self, clock, lambda: self.config)
+        self.plugin_context = PluginContext(self, clock)
         #: Called with a unit added (metrics observe its link).
         self.on_unit: Callable[[PBXUnit], None] | None = None
 

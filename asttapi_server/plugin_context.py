@@ -29,7 +29,6 @@ the same LINEERR answers), so a plugin cannot do what a client could not.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -40,17 +39,16 @@ __all__ = ["PluginContext"]
 class PluginContext:
     """What a plugin may use of the running server (see the module docstring).
 
-    ``telephony``: the requests side (``drop``, ``blind_transfer``, ``model``:
-    the bridge); ``clock``: the reactor's time; ``config``: returns the running
-    configuration (it follows reloads).
+    ``telephony``: the requests side (``drop``, ``blind_transfer``, ``model``,
+    and ``config``, the running configuration: the bridge or the switchboard,
+    whose reloads replace it); ``clock``: the reactor's time.
     """
 
-    __slots__ = ("_telephony", "_clock", "_config")
+    __slots__ = ("_telephony", "_clock")
 
-    def __init__(self, telephony: Any, clock: Any, config: Callable[[], Any]) -> None:
+    def __init__(self, telephony: Any, clock: Any) -> None:
         self._telephony = telephony
         self._clock = clock
-        self._config = config
 
     def __repr__(self) -> str:
         return "<asttapi PluginContext>"
@@ -58,7 +56,7 @@ class PluginContext:
     @property
     def config(self) -> Any:
         """The running ``Config`` (the one after the last reload)."""
-        return self._config()
+        return self._telephony.config
 
     @property
     def clock(self) -> Any:

@@ -398,6 +398,9 @@ class PluginHost:
         # Event name (compared form) -> the asttapi_map_ami_event implementations that declared it.
         self._mappers: dict[str, tuple[Any, ...]] = {}
         self._impl_cache: dict[str, list[Any]] = {}
+        #: The hooks some registered plugin implements (kept at each registration): the bridge
+        #: calls a per-event hook only when it is here, so a hook nobody implements costs nothing.
+        self.implemented: frozenset[str] = frozenset()
         self._wanted: frozenset[str] = frozenset()
         #: ``fn(plugin, result, seconds)`` for each plugin's part of a contact
         #: lookup; result is "hit", "miss", "error" or "timeout" (asttapi_server.metrics).
@@ -484,6 +487,7 @@ class PluginHost:
                 mappers.setdefault(wanted_name(event_name), []).append(impl)
                 declared.add(event_name)
         self._mappers = {name: tuple(impls) for name, impls in mappers.items()}
+        self.implemented = frozenset(name for name in self._spec_names() if self._impls(name))
         self._wanted = frozenset(declared)
 
     # -- life cycle ----------------------------------------------------
@@ -531,18 +535,21 @@ class PluginHost:
         ``mappers`` back to :meth:`map_with`."""
         return dict(self._mappers)
 
-    def map_ami_event(self, message: Any, now: float | None = None, pbx: str = DEFAULT_PBX) -> list:
+    def map_ami_event(self, message: Any, now: float | None = None, pbx: str = DEFAULT_PBX,
+                      calls: Any = None) -> list:
         """:meth:`map_with` the implementations that declared ``message``'s name (tests, tools:
         the bridge looks the name up once, in its route table). ``now``: the host's clock."""
         impls = self._mappers.get(wanted_name(message.name))
         if not impls:
             return []
-        return self.map_with(impls, message, self._get_clock().seconds() if now is None else now, pbx)
+        return self.map_with(impls, message, self._get_clock().seconds() if now is None else now, pbx, calls)
 
-    def map_with(self, impls: Iterable[Any], message: Any, now: float, pbx: str = DEFAULT_PBX) -> list:
+    def map_with(self, impls: Iterable[Any], message: Any, now: float, pbx: str = DEFAULT_PBX,
+                 calls: Any = None) -> list:
         """The TAPI signals for one AMI event of the PBX ``pbx`` from ``impls`` (a route's
-        mappers): the first plugin (in hook order) that returns a list wins."""
-        kwargs = {"message": message, "now": now, "app": self.app, "pbx": pbx}
+        mappers): the first plugin (in hook order) that returns a list wins. ``calls``: that
+        PBX's call model's read-only view (``core.legs.CallsView``), handed to each plugin."""
+        kwargs = {"message": message, "now": now, "app": self.app, "pbx": pbx, "calls": calls}
         for impl in impls:
             ok, result = self._call(impl, "asttapi_map_ami_event", kwargs)
             if not ok or result is None:
@@ -554,12 +561,13 @@ class PluginHost:
         return []
 
     def map_channel_list(self, messages: list, since: float | None, now: float | None = None,
-                         pbx: str = DEFAULT_PBX) -> list:
+                         pbx: str = DEFAULT_PBX, calls: Any = None) -> list:
         """Every plugin's TAPI signals for a resync's channel list of ``pbx``, in hook order (see the
         hookspec). ``now``: the host's clock unless given."""
         signals: list = []
         now = self._get_clock().seconds() if now is None else now
-        kwargs = {"messages": messages, "since": since, "now": now, "app": self.app, "pbx": pbx}
+        kwargs = {"messages": messages, "since": since, "now": now, "app": self.app, "pbx": pbx,
+                  "calls": calls}
         for impl in self._impls("asttapi_map_channel_list"):
             ok, result = self._call(impl, "asttapi_map_channel_list", kwargs)
             if not ok or result is None:
@@ -570,14 +578,6 @@ class PluginHost:
                 log.error("Plugin {plugin}: asttapi_map_channel_list returned {value!r}, not a list; ignored",
                           plugin=impl.plugin_name, value=result)
         return signals
-
-    def calls_restored(self, calls: list, pbx: str = DEFAULT_PBX) -> None:
-        """Hand the calls of ``pbx`` restored after a restart to every plugin (see the hookspec); errors are logged."""
-        if not calls:
-            return
-        kwargs = {"calls": calls, "app": self.app, "pbx": pbx}
-        for impl in self._impls("asttapi_calls_restored"):
-            self._call(impl, "asttapi_calls_restored", kwargs)
 
     def client_event(self, event: Any) -> Any:
         """``event`` after every plugin enriched it, or ``None`` if a plugin dropped it."""

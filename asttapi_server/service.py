@@ -494,7 +494,7 @@ def reload(app: AppService, new: Config) -> Deferred:
     def apply(_: Any) -> bool:
         app._reloading = None
         if new_plugins is not None:
-            _keep_device_calls(app.plugins, new_plugins)
+            # (a new device-line mapping needs no hand-over: the call models keep their calls' facts)
             app.use_plugins(new_plugins).shutdown()
         summary = _apply(app, old, new)
         if new_plugins is not None:
@@ -528,14 +528,6 @@ def _refused(app: AppService, why: str) -> bool:
     if app.metrics is not None:
         app.metrics.on_reload(False)
     return False
-
-
-def _keep_device_calls(running: Any, new: Any) -> None:
-    """A reload's new device-line mapping follows the calls the running one follows."""
-    before = running.pm.get_plugin("channel_events")
-    after = new.pm.get_plugin("channel_events")
-    if isinstance(before, channel_events.ChannelEvents) and isinstance(after, channel_events.ChannelEvents):
-        after.take_calls_of(before)
 
 
 def give_bridge_config(app: AppService, config: Config, endpoint_of: Any = None) -> list[str]:

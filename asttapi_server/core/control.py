@@ -61,6 +61,7 @@ from . import sources
 from .effects import ContactWanted, Diagnostic, Effects
 from .events import TapiEvent
 from .grammar import Screen
+from .legs import CallsView, DeviceNote
 from .model import Call, CallModel
 
 #: AMI events the core itself needs, whatever the plugins map.
@@ -140,6 +141,9 @@ class CallControl:
         self._held: dict[tuple[bool, str], _Held] = {}
         # (device, Uniqueid) of a call -> party number/name -> verdict (parties.ALLOWED or a hiding flag).
         self._judged: dict[tuple[bool, str], dict[str, str]] = {}
+        #: What the model knows of device channels, read only, with the signals held here counted:
+        #: what a mapping that follows calls from channel events is handed with each event.
+        self.view: CallsView = model.view(self._held)
 
     # -- configuration -------------------------------------------------------
 
@@ -241,16 +245,22 @@ class CallControl:
         A :class:`~.effects.Diagnostic` among them (a mapping's report of a
         malformed event) is passed on as one. A signal that is not a device's
         loses the device lines it names (:func:`.sources.guard`), with a
-        diagnostic saying so.
+        diagnostic saying so. A :class:`~.legs.DeviceNote` (what a device-line
+        mapping learnt of a channel) goes to the model at once, never held
+        back with its call's signals.
         """
         fx: Effects | None = None
         device_lines = self._device_lines
         owners = self.owners
         several = owners is not None and not owners.single
         for signal in signals:
-            if type(signal) is Diagnostic:
+            kind = type(signal)
+            if kind is Diagnostic:
                 out = Effects()
                 out.diagnostics = [signal]
+            elif kind is DeviceNote:
+                self.model.note(signal, now)
+                continue
             elif several or (device_lines and not signal.device):
                 out = self._admitted(signal, now, several)
             else:
@@ -260,7 +270,8 @@ class CallControl:
             return Effects()
         if fx:
             self._follow(fx)
-        self._forget(fx)
+        if fx.finished:
+            self._forget(fx)
         return fx
 
     def _admitted(self, signal: Any, now: float, several: bool) -> Effects:
@@ -354,7 +365,7 @@ class CallControl:
         return judged
 
     def _forget(self, fx: Effects) -> None:
-        """Calls that ended need their verdicts no more."""
+        """Calls that ended (``fx.finished``, not empty) need their verdicts no more."""
         if self._judged:
             for call in fx.finished:
                 for uid in call.uniqueids:
@@ -381,7 +392,8 @@ class CallControl:
             if held is not None:
                 held.hangup = (cause,)  # its call is not in the model yet: the safety net waits for it
         fx = self.model.channel_hangup(uniqueid, cause, now)
-        self._forget(fx)
+        if fx.finished:
+            self._forget(fx)
         return fx
 
     def _originate_response(self, message: Any, now: float) -> Effects:
@@ -411,7 +423,8 @@ class CallControl:
     def tick(self, now: float) -> Effects:
         """Run the model's timers due by ``now`` (hangup grace, max age, linger)."""
         fx = self.model.tick(now)
-        self._forget(fx)
+        if fx.finished:
+            self._forget(fx)
         return fx
 
     def next_deadline(self) -> float | None:
@@ -421,7 +434,10 @@ class CallControl:
     # -- contact lookups ------------------------------------------------------------
 
     def _follow(self, fx: Effects) -> None:
-        """Start a lookup for each call that shows a caller number not looked up yet."""
+        """Start a lookup for each call that shows a caller number not looked up yet
+        (no plugin looks contacts up: nothing to start)."""
+        if not self.looks_up_contacts:
+            return
         for event in fx:
             if event.msg != NEWCALL and event.param != CALLINFO_CALLERID:
                 continue

@@ -36,13 +36,20 @@ the dialplan and is ignored. Every other channel (other devices, trunks,
 queue and conference channels, other Local pairs) never creates a call: it
 only ever appears as the *other party* of a device channel.
 
-The per-leg state machine
--------------------------
-:data:`TABLE` says, for each fact Asterisk reports about a device channel,
-which TAPI state the leg moves to from which state; anything not listed
-changes nothing (no event), so late and repeated events are harmless. Every
-move in the table is one the model's :data:`~.transitions.TRANSITIONS`
-allows (a test checks it). The facts and where they come from:
+Facts, not state
+----------------
+This mapping keeps nothing between two events. What it must remember of a
+device channel (its :class:`~.legs.Leg`: who the phone is, what it dialled,
+how the Dial that rang it ended, ...) the call model keeps, saves and
+restores with the call; each event gets a read-only
+:class:`~.legs.CallsView` of it and hands back, after its signals,
+:class:`~.legs.DeviceNote` values saying what to remember. A device's call
+is in the model's state (``UNSEEN`` until it is announced); each fact
+Asterisk reports moves it as :data:`~.transitions.DEVICE_FACTS` (the one
+transition module, :data:`TABLE` here) says; anything not listed changes
+nothing (no event), so late and repeated events are harmless. Every move in
+the table is one the model's :data:`~.transitions.TRANSITIONS` allows (a
+test checks it). The facts and where they come from:
 
 ==============  ==========================================================
 INCOMING        DialBegin with the device as DestChannel and a calling
@@ -74,13 +81,13 @@ Newstate Ringing of a device channel before its DialBegin (Asterisk sends
 them in either order) only marks the leg; the DialBegin announces it.
 ``Pickup`` marks its TargetChannel (its Hangup ends it PICKUP) and moves
 its Channel's call out (TRANSFERRED) and the picked-up call in: a new
-LINE_NEWCALL, CONNECTED (:meth:`DeviceLines._pickup`).
+LINE_NEWCALL, CONNECTED (:meth:`_Event._pickup`).
 
 Call info
 ---------
 * incoming: callerid/name = the calling Channel's CallerIDNum/Name (else
   the device channel's ConnectedLine), calledid = the number the caller
-  dialled, followed back through Local channels (:meth:`DeviceLines._root`:
+  dialled, followed back through Local channels (:meth:`_Event._root`:
   a queue's or FreePBX ring group's number, not its member's Exten); origin
   INTERNAL when that caller is a configured device, else EXTERNAL.
 * placed from the phone / click-to-dial: callerid/name = the device
@@ -111,7 +118,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Final
 
 from ..idents import ByName
@@ -119,18 +126,36 @@ from . import grammar as G
 from . import parties
 from .causes import mode_for_cause
 from .constants import (
-    BUSY,
     CONNECTED,
     DIALING,
     DIALTONE,
-    DISCONNECTED,
     IDLE,
     OFFERING,
     ONHOLD,
     PROCEEDING,
     RINGBACK,
 )
-from .transitions import NEW
+from .legs import CHAIN, LEG, MEMBER_END, RESET, CallsView, DeviceNote, Leg
+from .transitions import (
+    ANSWERED,
+    BRIDGED,
+    DEVICE_FACTS,
+    DIALLED,
+    FAR_ANSWERED,
+    FAR_BUSY,
+    FAR_FAILED,
+    HANGUP,
+    HOLD,
+    INCOMING,
+    NEW,
+    OFFHOOK,
+    ORIGINATED,
+    PROCEEDS,
+    RINGS_BACK,
+    TRANSFERRED,
+    UNHOLD,
+    UNSEEN,
+)
 
 #: The AMI events the mapping reads (the plugin declares these).
 EVENT_NAMES: Final = (
@@ -152,66 +177,17 @@ EVENT_NAMES: Final = (
     "Shutdown",
 )
 
-#: A leg not heard of for this long is dropped (its Hangup was lost); the model's max_age default.
-MAX_AGE: Final = 14400.0
-_SWEEP_EVERY = 60.0
 #: Channel names whose lines are remembered (:meth:`DeviceLines.lines_of`); all forgotten when full.
 _CHANNELS_REMEMBERED = 4096
-
-# -- facts -------------------------------------------------------------------
 
 #: A DialEnd status of ours: CANCEL with ``Forward`` (the phone answered 302).
 FORWARDED: Final = "FORWARD"
 
-INCOMING: Final = "incoming"
-ORIGINATED: Final = "originated"
-OFFHOOK: Final = "offhook"
-DIALLED: Final = "dialled"
-ANSWERED: Final = "answered"
-PROCEEDS: Final = "proceeding"
-RINGS_BACK: Final = "ringback"
-FAR_ANSWERED: Final = "far_answered"
-FAR_BUSY: Final = "far_busy"
-FAR_FAILED: Final = "far_failed"
-BRIDGED: Final = "bridged"
-HOLD: Final = "hold"
-UNHOLD: Final = "unhold"
-TRANSFERRED: Final = "transferred"
-HANGUP: Final = "hangup"
-
-#: Not announced yet (no LINE_NEWCALL sent for the leg).
-UNSEEN: Final = "UNSEEN"
-
 _DIALLING = (DIALTONE, DIALING, PROCEEDING, RINGBACK)
 _LIVE = (NEW, OFFERING, *_DIALLING, CONNECTED, ONHOLD)
-#: States a leg can be in once announced: those a restored call is followed in (:meth:`DeviceLines.seed`).
-_FOLLOWED = frozenset((*_LIVE, BUSY, DISCONNECTED))
 
-#: fact -> {state the leg is in: state it moves to}. Not listed: nothing happens.
-TABLE: Mapping[str, Mapping[str, str]] = {
-    INCOMING: {UNSEEN: OFFERING},
-    ORIGINATED: {UNSEEN: NEW},
-    OFFHOOK: {UNSEEN: DIALTONE},
-    DIALLED: {UNSEEN: DIALING, DIALTONE: DIALING},
-    ANSWERED: {
-        UNSEEN: CONNECTED,  # a device channel that answered without a Dial we saw
-        NEW: DIALTONE,  # click-to-dial: the user picked up; the PBX dials next
-        OFFERING: CONNECTED,
-        DIALING: CONNECTED,  # a phone calling an application that answers (voicemail)
-        PROCEEDING: CONNECTED,
-        RINGBACK: CONNECTED,
-    },
-    PROCEEDS: {NEW: PROCEEDING, DIALTONE: PROCEEDING, DIALING: PROCEEDING},
-    RINGS_BACK: {DIALTONE: RINGBACK, DIALING: RINGBACK, PROCEEDING: RINGBACK},
-    FAR_ANSWERED: {s: CONNECTED for s in _DIALLING},
-    FAR_BUSY: {s: BUSY for s in _DIALLING},
-    FAR_FAILED: {s: DISCONNECTED for s in _DIALLING},
-    BRIDGED: {s: CONNECTED for s in (NEW, OFFERING, *_DIALLING)},
-    HOLD: {CONNECTED: ONHOLD},
-    UNHOLD: {ONHOLD: CONNECTED},
-    TRANSFERRED: {s: IDLE for s in (*_LIVE, BUSY, DISCONNECTED)},
-    HANGUP: {s: DISCONNECTED for s in _LIVE},  # then IDLE; BUSY and DISCONNECTED go straight to IDLE
-}
+#: fact -> {state the device's call is in: state it moves to} (:data:`~.transitions.DEVICE_FACTS`).
+TABLE: Mapping[str, Mapping[str, str]] = DEVICE_FACTS
 
 #: DialEnd DialStatus of a call the phone placed -> LINEDISCONNECTMODE_* (BUSY is a state).
 FAR_FAILED_MODE: Mapping[str, str] = {
@@ -243,8 +219,6 @@ _PICKUP = "LINEDISCONNECTMODE_PICKUP"
 #: Where Asterisk keeps the presentation of a device channel's far party (what its phone shows:
 #: res_pjsip_caller_id sends "Anonymous" exactly when this is not allowed).
 CONNECTED_PRES: Final = "CONNECTEDLINE(pres)"
-#: Local ;1 channels remembered with who dialled them (the chain back to the caller), at most.
-CHAIN_MAX = 4096
 
 _STATE_UP = "6"
 _STATE_RINGING = "5"
@@ -311,94 +285,39 @@ def _number(value: str | None) -> str | None:
     return value if value is not None and _NUMBER.fullmatch(value) else None
 
 
-@dataclass(slots=True)
-class Leg:
-    """One channel of a configured device, as the mapping tracks it."""
+class _Working(Leg):
+    """A leg as one event sees it: its facts (copied from the model's, changed freely) and the
+    state of its call (read from the model, moved as the event's signals will move it)."""
 
-    uniqueid: str
-    channel: str
-    lines: tuple[str, ...]
-    created: float
-    updated: float = 0.0
-    state: str = UNSEEN
-    own: tuple[str | None, str | None] = (None, None)  # the device's number and name (Newchannel)
-    exten: str | None = None  # what the phone dialled (Newchannel Exten)
-    ringing: bool = False
-    dial_status: str | None = None  # the first DialEnd status of the Dial that rang this channel
-    via: str | None = None  # the channel whose Dial rang this one (a Local ;2 for queue/ring group members)
-    picked: bool = False  # another phone picked this ringing call up (Pickup's TargetChannel)
-    placed: bool = False  # the user's own call (the phone dialled, or click-to-dial)
-    connected: tuple[str | None, str | None] = (None, None)  # the channel's ConnectedLine
-    far: tuple[str | None, str | None] = (None, None)  # the dialled party (DialBegin Dest)
-    dialling: dict[str, str | None] = field(default_factory=dict)  # its Dial's destinations -> DialEnd status
-    info: dict[str, str | None] = field(default_factory=dict)  # what we told the model
+    __slots__ = ("state",)
+
+    def __init__(self, uniqueid: str, channel: str, lines: tuple[str, ...], created: float) -> None:
+        super().__init__(uniqueid, channel, lines, created)
+        self.state = UNSEEN
+
+
 
 
 class DeviceLines:
-    """Per-channel state for the channels of configured devices; see the module docstring.
+    """The device-line mapping for one set of configured devices; see the module docstring.
 
     ``devices`` maps a device (``"PJSIP/201"``, any case for the technology)
     to the line names it feeds. :meth:`feed` takes one AMI event (its
-    ``Event`` name and a header getter) and returns the signals for the
-    model, in order.
+    ``Event`` name and a header getter), ``now`` and a read-only
+    :class:`~.legs.CallsView` of the call model, and returns the signals for
+    the model, in order, then the :class:`~.legs.DeviceNote` values that say
+    what the model is to remember. It keeps no call state of its own, so one
+    built by a reload carries on where the last one stopped.
     """
 
-    def __init__(self, devices: Mapping[str, Iterable[str]], *, max_age: float = MAX_AGE) -> None:
-        self.max_age = max_age
-        self._swept = 0.0
+    def __init__(self, devices: Mapping[str, Iterable[str]]) -> None:
         self.devices: dict[str, tuple[str, ...]] = {}
         for device, lines in devices.items():
             key = normalise_device(device)
             if key is None:
                 raise ValueError(f"not a device (Tech/resource, e.g. PJSIP/201): {device!r}")
             self.devices[key] = tuple(dict.fromkeys((*self.devices.get(key, ()), *lines)))
-        self.legs: dict[str, Leg] = {}  # Uniqueid -> leg
-        self._by_channel: dict[str, str] = {}  # channel name -> Uniqueid
         self._lines_of: dict[str, tuple[str, ...]] = {}  # channel name -> lines_of(it); devices never change
-        # Local ;1 channel -> (the number its caller dialled, the caller is a configured device):
-        # the chain of Local channels back to the caller's leg (:meth:`_root`).
-        self._chain: dict[str, tuple[str | None, bool]] = {}
-        # Local ;2 of a member -> how the Dial of its ;1 ended (NOANSWER: the queue moved on).
-        self._member_end: dict[str, str] = {}
-
-    def seed(self, uniqueid: str, channel: str | None, states: Mapping[str, str],
-             callinfo: Mapping[str, object], updated: float) -> bool:
-        """Follow a call the call store restored after a server restart, as if never interrupted.
-
-        Without this the mapping would start empty: the resync would adopt
-        the call's listed channel afresh (in the state the list shows, which
-        for a held call is plain Up: an invented CONNECTED) and the channel's
-        events before the list would be ignored. ``states`` and ``callinfo``
-        are the restored call's (line -> state, what clients were told);
-        ``updated`` when it last changed, before the restart, so the resync
-        never mistakes it for a channel heard from since the login. Only the
-        device lines of ``channel`` that still track the call take it up, in
-        the state they show; an offered call counts as ringing. What the
-        store does not keep (the Dial's status, the dialled party as the Dial
-        named it) is learnt again from the next events. Returns whether the
-        call was taken up (False: not a device channel's call, or known).
-        """
-        if uniqueid in self.legs or channel is None:
-            return False
-        lines = tuple(line for line in self.lines_of(channel) if states.get(line) not in (None, IDLE))
-        if not lines or states[lines[0]] not in _FOLLOWED:
-            return False
-        state = states[lines[0]]
-        leg = Leg(uniqueid, channel, lines, updated, updated, state, ringing=state == OFFERING,
-                  placed=callinfo.get("origin") == _OUTBOUND)
-        leg.info = {key: value for key in _INFOSTATE if isinstance(value := callinfo.get(key), str)}
-        leg.connected = (leg.info.get("connectedid"), leg.info.get("connectedidname"))
-        self.legs[uniqueid] = leg
-        self._by_channel[channel] = uniqueid
-        return True
-
-    def take_calls_of(self, other: "DeviceLines") -> None:
-        """Follow ``other``'s channels from now on (a reload built a new mapping:
-        the calls under way must not be forgotten)."""
-        self.legs.update(other.legs)
-        self._by_channel.update(other._by_channel)
-        self._chain.update(other._chain)
-        self._member_end.update(other._member_end)
 
     # -- reading -----------------------------------------------------------
 
@@ -420,34 +339,176 @@ class DeviceLines:
 
     # -- facts in ------------------------------------------------------------
 
-    def feed(self, name: str, get: Fields, now: float) -> list[G.TapiSignal]:
-        """One AMI event (``get(header)`` reads its headers) -> the TAPI signals it causes."""
+    def feed(self, name: str, get: Fields, now: float, known: CallsView) -> list:
+        """One AMI event (``get(header)`` reads its headers) -> the TAPI signals it causes, then the notes."""
         handler = _HANDLERS.get(name)
         if handler is None or not self.devices:
             return []
-        if now - self._swept >= _SWEEP_EVERY:
-            self._sweep(now)
-        out: list[G.TapiSignal] = []
-        handler(self, get, now, out)
+        # _Event(self, known), without a Python call: most events are another channel's
+        event = _new(_Event)
+        event.lines_of, event.known, event.out, event._reset = self.lines_of, known, [], False
+        event._legs = event._gone = event._channels = event._chain = event._member_end = _NOTHING
+        handler(event, get, now, event.out)
+        if event._legs or event._gone or event._chain or event._member_end or event._reset:
+            return event.result()
+        return event.out  # (the common case of an event about no device channel: nothing to note)
+
+    def resync(self, entries: Iterable[Fields], now: float, known: CallsView, *,
+               since: float | None = None) -> list:
+        """After a (re)connect: the ``CoreShowChannel`` list items -> signals and notes (:meth:`_Event.resync`)."""
+        event = _Event(self, known)
+        event.resync(entries, now, since)
+        return event.result()
+
+    def adopt(self, get: Fields, now: float, known: CallsView) -> list:
+        """One ``CoreShowChannel`` item: take up a live device channel never seen start (:meth:`_Event.adopt`)."""
+        event = _Event(self, known)
+        event.adopt(get, now)
+        return event.result()
+
+
+#: The shared empty table of an event that changed nothing there (read only: never written to).
+_NOTHING: dict = MappingProxyType({})  # type: ignore[assignment]
+_new = object.__new__
+
+
+class _Event:
+    """One event's work: the legs it touches, copied from the model's, and what it says.
+
+    Reads go to this event's copies first, then to the model's view; every
+    change stays here until :meth:`result` hands it to the model as notes.
+    """
+
+    __slots__ = ("lines_of", "known", "out", "_legs", "_gone", "_channels", "_chain", "_member_end", "_reset")
+
+    def __init__(self, mapping: DeviceLines, known: CallsView) -> None:
+        self.lines_of = mapping.lines_of
+        self.known = known
+        self.out: list = []
+        # Most events touch nothing (another channel's): the tables below start as one shared
+        # empty mapping and get their own dict at the first change (_own).
+        self._legs: dict[str, _Working] = _NOTHING  # Uniqueid -> the leg as this event left it
+        self._gone: dict[str, None] = _NOTHING  # Uniqueids forgotten by this event
+        self._channels: dict[str, str | None] = _NOTHING  # channel name -> Uniqueid, as changed here
+        self._chain: dict[str, tuple[str | None, bool] | None] = _NOTHING
+        self._member_end: dict[str, str | None] = _NOTHING
+        self._reset = False
+
+    def _own(self, table: str) -> dict:
+        """This event's own dict for ``table`` (``"_legs"``, ``"_chain"``, ...), made at its first change."""
+        mine = getattr(self, table)
+        if mine is _NOTHING:
+            mine = {}
+            setattr(self, table, mine)
+        return mine
+
+    def result(self) -> list:
+        """The signals, then the notes for the model."""
+        out = self.out
+        if self._reset:
+            out.append(DeviceNote(RESET))
+        for uid in self._gone:
+            if uid not in self._legs:
+                out.append(DeviceNote(LEG, uid, None))
+        for uid, leg in self._legs.items():
+            # What the model keeps of a leg: its facts, not its state (that is its call's, so the
+            # copy's is unset: nobody reads it again). This event's copy becomes the model's.
+            del leg.state
+            out.append(DeviceNote(LEG, uid, leg))
+        for channel, hit in self._chain.items():
+            out.append(DeviceNote(CHAIN, channel, hit))
+        for channel, end in self._member_end.items():
+            out.append(DeviceNote(MEMBER_END, channel, end))
         return out
 
-    def _sweep(self, now: float) -> None:
-        """Drop legs silent for ``max_age``: the model has long ended their calls (its own max_age)."""
-        self._swept = now
-        for leg in [leg for leg in self.legs.values() if now - leg.updated >= self.max_age]:
-            self._forget(leg)
+    # -- what the model knows, and this event's changes --------------------------
 
-    def reset(self) -> None:
+    def _get(self, uid: str) -> _Working | None:
+        leg = self._legs.get(uid)
+        if leg is not None or uid in self._gone or self._reset:
+            return leg
+        found = self.known.leg_state(uid)
+        if found is None:
+            return None
+        k, state = found
+        # A changeable copy of the model's leg for this event, field by field (four times
+        # cheaper than a loop over LEG_FIELDS; a test holds it to every field).
+        if self._legs is _NOTHING:
+            self._legs = {}
+        leg = self._legs[uid] = object.__new__(_Working)
+        leg.uniqueid, leg.channel, leg.lines, leg.created, leg.updated = (
+            k.uniqueid, k.channel, k.lines, k.created, k.updated)
+        leg.own, leg.exten, leg.ringing, leg.dial_status, leg.via = k.own, k.exten, k.ringing, k.dial_status, k.via
+        leg.picked, leg.placed, leg.connected, leg.far = k.picked, k.placed, k.connected, k.far
+        leg.dialling = dict(k.dialling)
+        leg.info = dict(k.info)
+        leg.state = state
+        return leg
+
+    def _uniqueid_of(self, channel: str) -> str | None:
+        if channel in self._channels:
+            return self._channels[channel]
+        return None if self._reset else self.known.uniqueid_of(channel)
+
+    def _uniqueids(self) -> list[str]:
+        """Every leg followed: the model's (unless forgotten here), then this event's new ones."""
+        uids = [] if self._reset else [uid for uid in self.known.uniqueids() if uid not in self._gone]
+        return uids + [uid for uid in self._legs if uid not in uids]
+
+    def _legs_via(self, channel: str) -> list[_Working]:
+        """The legs a Dial from ``channel`` rang (read without copying the others)."""
+        found = [leg for leg in self._legs.values() if leg.via == channel]
+        if not self._reset:
+            known = self.known
+            for uid in known.uniqueids():
+                if uid in self._legs or uid in self._gone:
+                    continue
+                leg = known.leg(uid)
+                if leg is not None and leg.via == channel:
+                    found.append(self._get(uid))  # type: ignore[arg-type]
+        return found
+
+    def _create(self, uid: str, channel: str, lines: tuple[str, ...], now: float) -> _Working:
+        if self._legs is _NOTHING:
+            self._legs = {}
+        leg = self._legs[uid] = _Working(uid, channel, lines, now)
+        if self._gone is not _NOTHING:
+            self._gone.pop(uid, None)
+        if self._channels is _NOTHING:
+            self._channels = {}
+        self._channels[channel] = uid
+        return leg
+
+    def _forget(self, leg: Leg) -> None:
+        if self._legs is not _NOTHING:
+            self._legs.pop(leg.uniqueid, None)
+        if self._gone is _NOTHING:
+            self._gone = {}
+        self._gone[leg.uniqueid] = None
+        if self._uniqueid_of(leg.channel) == leg.uniqueid:
+            if self._channels is _NOTHING:
+                self._channels = {}
+            self._channels[leg.channel] = None
+
+    def _chain_of(self, channel: str) -> tuple[str | None, bool] | None:
+        if channel in self._chain:
+            return self._chain[channel]
+        return None if self._reset else self.known.chain(channel)
+
+    def _member_end_of(self, channel: str) -> str | None:
+        if channel in self._member_end:
+            return self._member_end[channel]
+        return None if self._reset else self.known.member_end(channel)
+
+    def _reset_all(self) -> None:
         """Forget every channel (Asterisk shut down). A dropped link keeps them: :meth:`resync` ends the gone ones."""
-        self.legs.clear()
-        self._by_channel.clear()
-        self._chain.clear()
-        self._member_end.clear()
+        self._reset = True
+        self._legs = self._gone = self._channels = self._chain = self._member_end = _NOTHING
 
-    def resync(self, entries: Iterable[Fields], now: float, *, since: float | None = None) -> list[G.TapiSignal]:
+    def resync(self, entries: Iterable[Fields], now: float, since: float | None) -> None:
         """After a (re)connect: the ``CoreShowChannel`` list items (header getters) -> signals.
 
-        The seam the bridge's resync calls with the items of its
+        (:meth:`DeviceLines.resync`.) The seam the bridge's resync calls with the items of its
         CoreShowChannels answer, before the model's own resync (so a device
         call whose channel is gone ends with its proper events, not the
         model's synthetic ones):
@@ -463,37 +524,36 @@ class DeviceLines:
           moment the link came back: events that arrived while the list
           was being gathered) are kept.
         """
-        out: list[G.TapiSignal] = []
+        out = self.out
         listed: set[str] = set()
         for get in entries:
             uid = _known(get("Uniqueid"))
             channel = get("Channel")
             if uid is None or not self.lines_of(channel):
                 continue
-            leg = self.legs.get(uid)
+            leg = self._get(uid)
             if leg is not None and leg.channel != channel:
                 # A leg restored from the call store whose channel is not the one Asterisk
                 # lists for its Uniqueid (a hand-edited file): not followed, it ends below.
                 continue
             listed.add(uid)
             if leg is None:
-                out += self.adopt(get, now)
+                self.adopt(get, now)
                 continue
             leg.updated = now
             if _answered_meanwhile(leg.state, get):
                 leg.connected = (_known(get("ConnectedLineNum")), _known(get("ConnectedLineName")))
                 self._connected_info(leg, out)
                 self._to(leg, CONNECTED, None, out)
-        for leg in [leg for uid, leg in self.legs.items() if uid not in listed]:
+        for leg in [leg for uid in self._uniqueids() if uid not in listed and (leg := self._get(uid)) is not None]:
             if since is not None and leg.updated >= since:
                 continue
             if leg.state not in (UNSEEN, IDLE):
                 self._apply(leg, HANGUP, "LINEDISCONNECTMODE_UNKNOWN", out)
                 self._to(leg, IDLE, None, out)
             self._forget(leg)
-        return out
 
-    def adopt(self, get: Fields, now: float) -> list[G.TapiSignal]:
+    def adopt(self, get: Fields, now: float) -> None:
         """One ``CoreShowChannel`` item: take up a live device channel we never saw start.
 
         What Asterisk lists is all there is to know. The state: Up ->
@@ -506,8 +566,8 @@ class DeviceLines:
         """
         leg = self._leg(get, "Channel", now, create=True)
         if leg is None or leg.state != UNSEEN:
-            return []
-        out: list[G.TapiSignal] = []
+            return
+        out = self.out
         state = (get("ChannelState") or "").strip()
         app = (get("Application") or "").strip().lower()
         leg.own = (_known(get("CallerIDNum")), _known(get("CallerIDName")))
@@ -515,7 +575,7 @@ class DeviceLines:
         placed = app == "dial" or (state in _DIALLING_STATES and not app.startswith("appdial"))
         if state not in (_STATE_UP, _STATE_RINGING) and state not in _DIALLING_STATES:
             self._forget(leg)
-            return out
+            return
         if placed:
             leg.exten = _known(get("Exten"))
             self._placed(leg, _number(leg.exten), out)
@@ -531,7 +591,6 @@ class DeviceLines:
             self._to(leg, OFFERING, None, out)
         else:
             self._to(leg, DIALING, None, out)
-        return out
 
     # -- the handlers (one per event) -------------------------------------------
 
@@ -570,13 +629,15 @@ class DeviceLines:
         dialled, internal = self._root(source, get)
         dest = get("DestChannel") or ""
         if _known(source) is not None and _local_one(dest):
-            _bounded_put(self._chain, dest, (dialled, internal))
+            if self._chain_of(dest) is None:
+                self._own("_chain")[dest] = (dialled, internal)
             member = dest[:-1] + "2"
-            for leg in self.legs.values():
-                # Asterisk publishes this DialBegin after ast_call() started the Local pair, so
-                # the member's Dial may have rung its phone first: the number dialled follows.
-                if leg.via == member and dialled is not None and leg.state != UNSEEN:
-                    self._set(leg, "calledid", dialled, out)
+            if dialled is not None:
+                for leg in self._legs_via(member):
+                    # Asterisk publishes this DialBegin after ast_call() started the Local pair, so
+                    # the member's Dial may have rung its phone first: the number dialled follows.
+                    if leg.state != UNSEEN:
+                        self._set(leg, "calledid", dialled, out)
         caller = self._leg(get, "Channel", now)
         callee = self._leg(get, "DestChannel", now, create=True)
         if callee is not None:
@@ -621,7 +682,7 @@ class DeviceLines:
             return None, False  # an Originate: nobody dialled
         assert channel is not None
         if channel.endswith(";2"):
-            hit = self._chain.get(channel[:-1] + "1")
+            hit = self._chain_of(channel[:-1] + "1")
             if hit is not None:
                 return hit
         return _number(get("Exten")), bool(self.lines_of(channel))
@@ -641,14 +702,15 @@ class DeviceLines:
             if forwarded:
                 callee.dial_status = FORWARDED
             elif status == "CANCEL":
-                callee.dial_status = self._member_end.get(get("Channel") or "", status)
+                callee.dial_status = self._member_end_of(get("Channel") or "") or status
             else:
                 callee.dial_status = status
         dest = get("DestChannel") or ""
         if status != "ANSWER" and _local_one(dest):
             # A Local member (queue, ring group) ended: the Dial in it only says CANCEL to its
             # phone when the Local pair goes, so the phone's Dial end takes this status instead.
-            _bounded_put(self._member_end, dest[:-1] + "2", status)
+            if self._member_end_of(dest[:-1] + "2") is None:
+                self._own("_member_end")[dest[:-1] + "2"] = status
         caller = self._leg(get, "Channel", now)
         if caller is None:
             return
@@ -744,13 +806,15 @@ class DeviceLines:
 
     def _shutdown(self, get: Fields, now: float, out: list) -> None:
         """Asterisk is stopping: its channels die with it (their Hangups came first, if at all)."""
-        self.reset()
+        self._reset_all()
 
     def _hangup(self, get: Fields, now: float, out: list) -> None:
-        if self._chain or self._member_end:
-            channel = get("Channel") or ""
-            self._chain.pop(channel, None)
-            self._member_end.pop(channel, None)
+        channel = get("Channel") or ""
+        if channel[:6].lower() == "local/":  # (only Local channels are kept in these)
+            if self._chain_of(channel) is not None:
+                self._own("_chain")[channel] = None
+            if self._member_end_of(channel) is not None:
+                self._own("_member_end")[channel] = None
         leg = self._leg(get, "Channel", now)
         if leg is None:
             return
@@ -771,21 +835,15 @@ class DeviceLines:
         if not lines:
             return None
         base = prefix[: -len("Channel")]
-        uid = _known(get(base + "Uniqueid")) or self._by_channel.get(channel)
+        uid = _known(get(base + "Uniqueid")) or self._uniqueid_of(channel)
         if uid is None:
             return None
-        leg = self.legs.get(uid)
+        leg = self._get(uid)
         if leg is None and create:
-            leg = self.legs[uid] = Leg(uid, channel, lines, now)
-            self._by_channel[channel] = uid
+            leg = self._create(uid, channel, lines, now)
         if leg is not None:
             leg.updated = now
         return leg
-
-    def _forget(self, leg: Leg) -> None:
-        self.legs.pop(leg.uniqueid, None)
-        if self._by_channel.get(leg.channel) == leg.uniqueid:
-            del self._by_channel[leg.channel]
 
     def _note_connected(self, leg: Leg, get: Fields, base: str, out: list) -> None:
         """Every channel event carries the channel's ConnectedLine: follow it once the call is connected."""
@@ -926,16 +984,6 @@ def _local_one(channel: str) -> bool:
     return channel.endswith(";1") and channel[:6].lower() == "local/"
 
 
-def _bounded_put(table: dict, key: str, value: object) -> None:
-    """``table[key] = value`` unless already there; the oldest entry goes when :data:`CHAIN_MAX` are kept
-    (their Hangups clean them up; the bound is for Hangups that never came)."""
-    if key in table:
-        return
-    if len(table) >= CHAIN_MAX:
-        del table[next(iter(table))]
-    table[key] = value
-
-
 def _int(value: str | None) -> int | None:
     try:
         return int((value or "").strip())
@@ -944,21 +992,21 @@ def _int(value: str | None) -> int | None:
 
 
 # Names compared by the one case rule (idents.wanted_name).
-_HANDLERS: ByName[Callable[[DeviceLines, Fields, float, list], None]] = ByName({
-    "newchannel": DeviceLines._newchannel,
-    "newstate": DeviceLines._newstate,
-    "newcallerid": DeviceLines._channel_event,
-    "newconnectedline": DeviceLines._channel_event,
-    "dialbegin": DeviceLines._dial_begin,
-    "dialstate": DeviceLines._dial_state,
-    "dialend": DeviceLines._dial_end,
-    "bridgeenter": DeviceLines._bridge_enter,
-    "bridgeleave": DeviceLines._channel_event,
-    "hold": DeviceLines._hold,
-    "unhold": DeviceLines._unhold,
-    "blindtransfer": DeviceLines._blind_transfer,
-    "attendedtransfer": DeviceLines._attended_transfer,
-    "pickup": DeviceLines._pickup,
-    "hangup": DeviceLines._hangup,
-    "shutdown": DeviceLines._shutdown,
+_HANDLERS: ByName[Callable[[_Event, Fields, float, list], None]] = ByName({
+    "newchannel": _Event._newchannel,
+    "newstate": _Event._newstate,
+    "newcallerid": _Event._channel_event,
+    "newconnectedline": _Event._channel_event,
+    "dialbegin": _Event._dial_begin,
+    "dialstate": _Event._dial_state,
+    "dialend": _Event._dial_end,
+    "bridgeenter": _Event._bridge_enter,
+    "bridgeleave": _Event._channel_event,
+    "hold": _Event._hold,
+    "unhold": _Event._unhold,
+    "blindtransfer": _Event._blind_transfer,
+    "attendedtransfer": _Event._attended_transfer,
+    "pickup": _Event._pickup,
+    "hangup": _Event._hangup,
+    "shutdown": _Event._shutdown,
 })

@@ -83,8 +83,18 @@ class Diagnostic:
     level: str = "warn"
 
 
+#: The effects besides events that are lists (``reschedule`` is the one flag).
+_LISTS = ("finished", "contacts", "actions", "replies", "diagnostics")
+
+
 class Effects(list):
-    """TAPI events for the hub, in order; the other effects as attributes (see the module doc)."""
+    """TAPI events for the hub, in order; the other effects as attributes (see the module doc).
+
+    The class holds every other effect's empty default; an instance holds one
+    only once it is set, so an instance whose ``__dict__`` is empty has
+    nothing but events (:attr:`quiet`): the common case, checked without
+    looking at each kind.
+    """
 
     finished: Any = ()
     contacts: Any = ()
@@ -122,17 +132,18 @@ class Effects(list):
         """Append ``other``'s events and effects after this one's; returns self."""
         if other:
             self.extend(other)
-        for name in ("finished", "contacts", "actions", "replies", "diagnostics"):
-            more = getattr(other, name)
-            if more:
-                mine = getattr(self, name)
-                setattr(self, name, [*mine, *more] if mine else list(more))
-        if other.reschedule:
-            self.reschedule = True
+        if other.__dict__:  # anything besides events (see the class doc)
+            for name in _LISTS:
+                more = getattr(other, name)
+                if more:
+                    mine = getattr(self, name)
+                    setattr(self, name, [*mine, *more] if mine else list(more))
+            if other.reschedule:
+                self.reschedule = True
         return self
 
     @property
     def quiet(self) -> bool:
         """Nothing but (maybe) events: the adapter's fast path."""
-        return not (self.finished or self.contacts or self.actions or self.replies or self.diagnostics
-                    or self.reschedule)
+        return not self.__dict__ or not (self.finished or self.contacts or self.actions or self.replies
+                                         or self.diagnostics or self.reschedule)

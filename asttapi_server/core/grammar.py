@@ -265,42 +265,60 @@ def _parse(raw: str, max_lines: int) -> TapiCommand:
         raise TapiSyntaxError(f"TAPIEVENT spec names more than {max_lines} lines", raw)
     if not text:
         raise TapiSyntaxError("no verb in TAPIEVENT", raw)
+    # The verb and its arguments do not depend on the spec: a dialplan sends the same
+    # few with a new ~uniqueid on every call, so they are parsed once (short ones cached).
+    try:
+        verb, args = _verb_cached(text, max_lines) if len(text) <= CACHE_MAX_CHARS else _verb(text, max_lines)
+    except TapiSyntaxError as exc:
+        raise TapiSyntaxError(exc.reason, raw) from None
+    if verb == NEWCALL and not args:
+        # "[line_1] LINE_NEWCALL" names the line in the spec
+        if not lines:
+            raise TapiSyntaxError("LINE_NEWCALL without a line", raw)
+        args = tuple(lines)
+    return TapiCommand(call_id, tuple(lines), tuple(excluded), verb, args, raw)
+
+
+@lru_cache(maxsize=1024)
+def _verb_cached(text: str, max_lines: int) -> tuple[str, tuple[str, ...]]:
+    return _verb(text, max_lines)
+
+
+def _verb(text: str, max_lines: int) -> tuple[str, tuple[str, ...]]:
+    """``VERB ARGS`` (``text``: past the spec, stripped, not empty) -> ``(verb, args)``; errors
+    quote ``text`` (:func:`_parse` quotes the whole text). A LINE_NEWCALL without names: ``()``."""
     parts = text.split(None, 1)
     verb = parts[0].upper()
     rest = parts[1] if len(parts) > 1 else ""
     if verb == SET:
-        args = _set_args(rest, raw)
+        args = _set_args(rest, text)
     elif verb == NEWCALL:
         # Count before splitting: 20,000 names must cost no more than 64 do.
         if rest.count(" ") + rest.count("\t") >= max_lines and len(rest.split(None, max_lines)) > max_lines:
-            raise TapiSyntaxError(f"LINE_NEWCALL names more than {max_lines} lines", raw)
+            raise TapiSyntaxError(f"LINE_NEWCALL names more than {max_lines} lines", text)
         names = rest.split()
         for name in names:
-            _check_line(name, raw)
-        if not names:
-            names = list(lines)  # "[line_1] LINE_NEWCALL" names the line in the spec
-        if not names:
-            raise TapiSyntaxError("LINE_NEWCALL without a line", raw)
+            _check_line(name, text)
         args = tuple(dict.fromkeys(names))
     elif verb == CALLSTATE:
         words = rest.split()
         if not 1 <= len(words) <= 2:
-            raise TapiSyntaxError("LINE_CALLSTATE takes a state and an optional mode", raw)
-        state = _constant(words[0], "LINECALLSTATE_", _CALLSTATES, raw)
+            raise TapiSyntaxError("LINE_CALLSTATE takes a state and an optional mode", text)
+        state = _constant(words[0], "LINECALLSTATE_", _CALLSTATES, text)
         if len(words) == 2:
             mode = words[1].upper()
             if mode not in C.CALLSTATE_MODES:
-                raise TapiSyntaxError(f"unknown call state mode {words[1]!r}", raw)
+                raise TapiSyntaxError(f"unknown call state mode {words[1]!r}", text)
             args = (state, mode)
         else:
             args = (state,)
     elif verb == CALLINFO:
-        args = (_one(rest, "LINECALLINFOSTATE_", C.LINECALLINFOSTATE, raw),)
+        args = (_one(rest, "LINECALLINFOSTATE_", C.LINECALLINFOSTATE, text),)
     elif verb == DEVSTATE:
-        args = (_one(rest, "LINEDEVSTATE_", C.LINEDEVSTATE, raw),)
+        args = (_one(rest, "LINEDEVSTATE_", C.LINEDEVSTATE, text),)
     else:
-        raise TapiSyntaxError(f"unknown TAPIEVENT verb {parts[0]!r}", raw)
-    return TapiCommand(call_id, tuple(lines), tuple(excluded), verb, args, raw)
+        raise TapiSyntaxError(f"unknown TAPIEVENT verb {parts[0]!r}", text)
+    return verb, args
 
 
 def _set_args(rest: str, raw: str) -> tuple[str, str]:

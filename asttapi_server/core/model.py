@@ -76,12 +76,19 @@ from typing import Any
 from . import grammar as G
 from . import parties, stored
 from .causes import UNKNOWN_MODE, mode_for_cause, mode_for_originate_reason
-from .constants import CALLINFO, CALLINFO_OTHER, CALLSTATE, DEVSTATE, DISCONNECTED, IDLE, NEWCALL
+from .constants import (
+    BUSY, CALLINFO, CALLINFO_OTHER, CALLSTATE, CONNECTED, DEVSTATE, DIALING, DIALTONE, DISCONNECTED, IDLE, NEWCALL,
+    OFFERING, ONHOLD, PROCEEDING, RINGBACK,
+)
 from .effects import Effects
 from .events import TapiEvent
+from .legs import CHAIN, CHAIN_MAX, LEG, MEMBER_END, RESET, CallsView, DeviceNote, Leg
+from .outcome import flags_of, outcome
 from .transitions import ALIASES, DEFAULT_DISCONNECT_MODE, DUPLICATE, IMPOSSIBLE, NEW, TRANSITIONS, shown, verdict
 
 
+#: Seconds between two looks for device legs whose Hangup was lost (their age is ``max_age``).
+LEG_SWEEP_EVERY = 60.0
 #: Ends a SET value cut to ``max_field_bytes``.
 TRUNCATED = "…[truncated]"
 DEFAULT_MAX_FIELD_BYTES = 256
@@ -139,6 +146,7 @@ class Call:
         "looked_up",
         "device",
         "confirmed",
+        "flags",
     )
 
     def __init__(self, handle: int, uniqueid: str, now: float) -> None:
@@ -183,6 +191,13 @@ class Call:
         # False for a call restored from the call store until the resync has seen
         # Asterisk list its Uniqueid with its channel: nothing may act on it before.
         self.confirmed = True
+        # What its states and modes add up to so far (core.outcome: answered, busy, failed).
+        self.flags = 0
+
+    @property
+    def outcome(self) -> str:
+        """answered, missed, busy or failed (:mod:`.outcome`), from every state its lines were in."""
+        return outcome(self.flags)
 
     @property
     def uniqueid(self) -> str:
@@ -352,6 +367,17 @@ class CallModel:
         self._by_uid: dict[str, Call] = {}
         self._by_leg: dict[str, Call] = {}
         self._by_line: dict[str, dict[int, Call]] = {}
+        #: The facts of every device channel followed (docs: core/legs.py), by Uniqueid; the device
+        #: line mapping reads them through a :class:`~.legs.CallsView` and changes them with
+        #: :class:`~.legs.DeviceNote` values. A leg goes with its call's Hangup (the mapping's note),
+        #: with its call when the model ends it, or after ``max_age`` without news.
+        self.legs: dict[str, Leg] = {}
+        self.leg_channels: dict[str, str] = {}  # device channel name -> Uniqueid
+        #: Local ;1 channel -> (the number its caller dialled, the caller is a configured device).
+        self.chain: dict[str, tuple[str | None, bool]] = {}
+        #: Local ;2 of a queue or ring group member -> how the Dial of its ;1 ended.
+        self.member_end: dict[str, str] = {}
+        self._legs_swept = 0.0
         self._heap: list[tuple[float, int]] = []
         self._moved = False  # a deadline was pushed since the last result
         #: Counters of what happened, for tests, benchmarks and a status page.
@@ -424,8 +450,15 @@ class CallModel:
 
     # -- the dialplan ------------------------------------------------------
 
-    def apply(self, signal: G.TapiSignal, now: float) -> Effects:
-        """Apply one TAPIEVENT; return the TAPI events it causes (and the calls it ended)."""
+    def apply(self, signal: G.TapiSignal | DeviceNote, now: float) -> Effects:
+        """Apply one TAPIEVENT; return the TAPI events it causes (and the calls it ended).
+
+        A :class:`~.legs.DeviceNote` among a mapping's signals is what to remember of device
+        channels (:meth:`note`): it causes no event.
+        """
+        if type(signal) is DeviceNote:
+            self.note(signal, now)
+            return Effects()
         events = self._apply(signal, now)
         if self._carry is not None or self._moved:
             return self._done(events)
@@ -596,6 +629,7 @@ class CallModel:
                 )
                 continue
             states[line] = state
+            call.flags |= flags_of(state, mode)
             if mode is not None or call.modes:
                 if call.modes is None:
                     call.modes = {}
@@ -659,6 +693,59 @@ class CallModel:
     def _warn(self, key: Any, text: str, *, level: str = "warn", **fields: Any) -> None:
         """Report a dialplan problem as a diagnostic (the adapter throttles per ``key``; ``stats`` count them all)."""
         self._carried().diagnose(key, text, level, **fields)
+
+    # -- device channels (core/legs.py) ----------------------------------------
+
+    def view(self, held: Mapping[tuple[bool, str], Any] | None = None) -> CallsView:
+        """A read-only view of what this model knows of device channels (``held``: see CallsView)."""
+        return CallsView(self, held)
+
+    def note(self, note: DeviceNote, now: float) -> None:
+        """Remember what a device-line mapping learnt from one event (see :class:`~.legs.DeviceNote`)."""
+        kind, key, value = note.kind, note.key, note.value
+        if kind == LEG:
+            if key is None:
+                return
+            if value is None:
+                self._forget_leg(key)
+            else:
+                old = self.legs.get(key)
+                if old is not None and old.channel != value.channel and self.leg_channels.get(old.channel) == key:
+                    del self.leg_channels[old.channel]
+                self.legs[key] = value
+                self.leg_channels[value.channel] = key
+        elif kind == CHAIN or kind == MEMBER_END:
+            table: dict[str, Any] = self.chain if kind == CHAIN else self.member_end
+            if key is None:
+                return
+            if value is None:
+                table.pop(key, None)
+            elif key not in table:
+                if len(table) >= CHAIN_MAX:
+                    del table[next(iter(table))]  # the oldest: its Hangup never came
+                table[key] = value
+        elif kind == RESET:
+            self.legs.clear()
+            self.leg_channels.clear()
+            self.chain.clear()
+            self.member_end.clear()
+        if now - self._legs_swept >= LEG_SWEEP_EVERY:
+            self._sweep_legs(now)
+
+    def _forget_leg(self, uid: str) -> None:
+        leg = self.legs.pop(uid, None)
+        if leg is not None and self.leg_channels.get(leg.channel) == uid:
+            del self.leg_channels[leg.channel]
+
+    def _sweep_legs(self, now: float) -> None:
+        """Forget device channels without a live call and without news for ``max_age`` (their Hangup
+        was lost); a leg whose call is live goes with its call (``max_age`` counts from its start)."""
+        self._legs_swept = now
+        by_leg = self._by_leg
+        for uid in [uid for uid, leg in self.legs.items() if now - leg.updated >= self.max_age]:
+            call = by_leg.get(uid)
+            if call is None or call.ended is not None:
+                self._forget_leg(uid)
 
     # -- lineMakeCall ------------------------------------------------------
 
@@ -816,6 +903,8 @@ class CallModel:
                 events += self._teardown(call, now, UNKNOWN_MODE, "max_age")
             else:  # pragma: no cover - deadlines are only ever set to one of the above
                 self._schedule(call)
+        if self.legs and now - self._legs_swept >= LEG_SWEEP_EVERY:
+            self._sweep_legs(now)
         events = self._done(events)
         events.reschedule = True  # the timer that ran is gone: always ask again
         return events
@@ -893,6 +982,7 @@ class CallModel:
             if old == IDLE:
                 continue
             if old != DISCONNECTED:
+                call.flags |= flags_of(DISCONNECTED, mode)
                 events.append(TapiEvent(CALLSTATE, line, call.handle, DISCONNECTED, mode, view, True))
             events.append(TapiEvent(CALLSTATE, line, call.handle, IDLE, None, view, True))
             states[line] = IDLE
@@ -901,6 +991,9 @@ class CallModel:
             self._untrack(call, line)
         self.stats["events"] += len(events)
         self._end(call, now)
+        if call.device:
+            for uid in call.uniqueids:  # the channel is given up with its call
+                self._forget_leg(uid)
         return events
 
     def _end(self, call: Call, now: float) -> None:
@@ -966,10 +1059,20 @@ class CallModel:
         """The calls not yet ended, oldest first (what :meth:`save_state` keeps)."""
         return [call for call in self._by_handle.values() if call.ended is None]
 
-    @staticmethod
-    def save_call(call: Call) -> dict[str, Any]:
+    def leg_of(self, call: Call) -> Leg | None:
+        """The device channel facts of a device line's call (None for every other call)."""
+        if not call.device or not self.legs:
+            return None
+        for uid in reversed(call.uniqueids):
+            leg = self.legs.get(uid)
+            if leg is not None:
+                return leg
+        return None
+
+    def save_call(self, call: Call) -> dict[str, Any]:
         """One call as :meth:`save_state` records it (fresh containers, JSON-able)."""
-        return {
+        leg = self.leg_of(call)
+        record = {
             "handle": call.handle,
             "uniqueid": call.uniqueid,
             "uniqueids": list(call.uniqueids),
@@ -988,10 +1091,13 @@ class CallModel:
             "hangup_at": call.hangup_at,
             "hangup_cause": call.hangup_cause,
             "device": call.device,
+            "flags": call.flags,
         }
+        if leg is not None:
+            record["leg"] = leg.saved({v for v in call.callinfo.values() if type(v) is str})
+        return record
 
-    @staticmethod
-    def save_key(call: Call) -> tuple:
+    def save_key(self, call: Call) -> tuple:
         """A value equal at two moments exactly when :meth:`save_call` gives equal records.
 
         Cheap to build and made of plain values only (no dict, so the garbage
@@ -1003,7 +1109,8 @@ class CallModel:
             call.uniqueid, tuple(call.uniqueids), call.channel, call.channel_id, call.owner_line,
             call.owner_announced, tuple(call.states.items()), tuple(call.modes.items()) if call.modes else None,
             call.ci_version, tuple(call.ci_sent.items()) if call.ci_sent else None,
-            call.created, call.updated, call.hangup_at, call.hangup_cause, call.device,
+            call.created, call.updated, call.hangup_at, call.hangup_cause, call.device, call.flags,
+            leg.key() if (leg := self.leg_of(call)) is not None else None,
         )
 
     def save_state(self, calls: Iterable[Call] | None = None) -> dict[str, Any]:
@@ -1048,12 +1155,12 @@ class CallModel:
         next_handle = stored.count(data, "next_handle", 1)
         entries = stored.field(data, "calls", list)
         calls = [self._restored_call(i, entry) for i, entry in enumerate(entries)]
-        calls.sort(key=lambda c: c.handle)
+        calls.sort(key=lambda c: c[0].handle)
         limit = self.max_calls if limit is None else limit
         if len(calls) > limit:
             calls = calls[len(calls) - limit:] if limit > 0 else []
         restored = []
-        for call in calls:
+        for call, leg in calls:
             index = self._index(call)
             if call.handle in self._by_handle or any(uid in index for uid in call.uniqueids):
                 continue  # the model was not fresh: what it knows wins
@@ -1063,16 +1170,20 @@ class CallModel:
             for line, state in call.states.items():
                 if state != IDLE:
                     self._by_line.setdefault(line, {})[call.handle] = call
+            if leg is not None and leg.uniqueid not in self.legs and leg.channel not in self.leg_channels:
+                self.legs[leg.uniqueid] = leg
+                self.leg_channels[leg.channel] = leg.uniqueid
             self._schedule(call)
             restored.append(call)
-        top = max((c.handle for c in calls), default=0)
+        top = max((c.handle for c, _ in calls), default=0)
         self._next_handle = min(max(self._next_handle, next_handle, top + 1) + self.RESTART_HANDLE_GAP,
                                 stored.MAX_COUNT)
         self.stats["restored"] = self.stats.get("restored", 0) + len(restored)
         return restored
 
-    def _restored_call(self, index: int, entry: Any) -> Call:
-        """One stored call -> a live :class:`Call`, not yet confirmed by Asterisk (see :meth:`resync`)."""
+    def _restored_call(self, index: int, entry: Any) -> tuple[Call, Leg | None]:
+        """One stored call -> a live :class:`Call`, not yet confirmed by Asterisk (see :meth:`resync`),
+        and the facts of its device channel for a device line's call."""
         try:
             record = stored.stored_call(entry, max_lines=self.max_lines, bounded=self._bounded)
         except ValueError as e:
@@ -1094,7 +1205,42 @@ class CallModel:
         call.hangup_cause = record.hangup_cause
         call.confirmed = False
         call.device = record.device
-        return call
+        call.flags = record.flags if record.flags is not None else _flags_of_states(call)
+        leg = record.leg
+        if leg is None and call.device:
+            leg = _leg_of_old_store(call)
+        return call, leg
+
+
+def _flags_of_states(call: Call) -> int:
+    """The outcome flags of a call from a store written before they were kept: its states now."""
+    flags = 0
+    for line, state in call.states.items():
+        flags |= flags_of(state, call.modes.get(line) if call.modes else None)
+    return flags
+
+
+#: States a device line's call from a store without its leg is followed in (any other state: it is
+#: not, and the resync's channel list decides).
+_FOLLOWED = frozenset({NEW, OFFERING, DIALTONE, DIALING, PROCEEDING, RINGBACK, CONNECTED, ONHOLD, BUSY, DISCONNECTED})
+_INFO_OF_LEG = ("callerid", "calleridname", "calledid", "connectedid", "connectedidname", "origin")
+
+
+def _leg_of_old_store(call: Call) -> Leg | None:
+    """The facts of a device call's channel, from a store written before they were kept (issue 25):
+    what its states and callinfo say; the rest (its Dial's status, the dialled party as the Dial
+    named it) is learnt again from the next events."""
+    if call.channel is None:
+        return None
+    lines = call.lines
+    if not lines or call.states[lines[0]] not in _FOLLOWED:
+        return None
+    leg = Leg(call.uniqueid, call.channel, lines, call.updated, call.updated,
+              ringing=call.states[lines[0]] == OFFERING,
+              placed=call.callinfo.get("origin") == "LINECALLORIGIN_OUTBOUND")
+    leg.info = {key: value for key in _INFO_OF_LEG if isinstance(value := call.callinfo.get(key), str)}
+    leg.connected = (leg.info.get("connectedid"), leg.info.get("connectedidname"))
+    return leg
 
 
 def _work_out_flags(call: Call, stored_info: dict[str, Any]) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,8 @@ from ..ami import normalise  # (a module: normalise itself imports core.grammar)
 from ..names import is_line_name
 from .constants import CALLSTATE_MODES, LINECALLINFOSTATE, LINECALLORIGIN, LINECALLPARTYID
 from .grammar import SET_FIELDS, UNIQUEID
+from .legs import Leg
+from .outcome import ANSWERED, BUSY, FAILED
 from .parties import PARTIES
 from .transitions import TRANSITIONS
 
@@ -44,6 +46,8 @@ MAX_KEY_LENGTH = 64
 FLAG_INFO = frozenset(flags for _name, flags in PARTIES.values())
 #: Callinfo keys that hold caller-id text (``SET``), bounded like live text.
 TEXT_INFO = frozenset(SET_FIELDS.values()) - {"origin"} - FLAG_INFO
+#: What a device leg may have told the model (``Leg.info``): call info set by SET verbs.
+INFO_KEYS = frozenset(SET_FIELDS.values())
 #: Largest Q.850 cause kept (Asterisk's are below 128).
 MAX_CAUSE = 65535
 
@@ -68,6 +72,8 @@ class StoredCall:
     hangup_at: float | None
     hangup_cause: int | None
     device: bool = False  # a device line's call (absent in stores written before issue 21)
+    leg: Leg | None = None  # its device channel's facts (absent before issue 25: worked out by the model)
+    flags: int | None = None  # core.outcome flags of its states so far (absent before issue 25: worked out)
 
 
 def short(value: Any) -> str:
@@ -171,6 +177,15 @@ def stored_call(entry: Any, *, max_lines: int, bounded: Callable[[str], str]) ->
     hangup_cause = field(entry, "hangup_cause", int, optional=True)
     if hangup_cause is not None and not 0 <= hangup_cause <= MAX_CAUSE:
         raise ValueError(f"hangup_cause is {short(hangup_cause)}")
+    device = field(entry, "device", bool, optional=True) or False
+    leg = entry.get("leg")
+    if leg is not None:
+        if not device:
+            raise ValueError("leg on a call that is not a device line's")
+        leg = stored_leg(leg, uniqueids, states, bounded)
+    flags = field(entry, "flags", int, optional=True)
+    if flags is not None and not 0 <= flags <= ANSWERED | BUSY | FAILED:
+        raise ValueError(f"flags is {short(flags)}")
     return StoredCall(
         handle=handle,
         uniqueids=tuple([u for u in uniqueids if u != uniqueid] + [uniqueid]),
@@ -187,7 +202,9 @@ def stored_call(entry: Any, *, max_lines: int, bounded: Callable[[str], str]) ->
         updated=_time(entry, "updated"),  # type: ignore[arg-type]
         hangup_at=_time(entry, "hangup_at", optional=True),
         hangup_cause=hangup_cause,
-        device=field(entry, "device", bool, optional=True) or False,
+        device=device,
+        leg=leg,
+        flags=flags,
     )
 
 
@@ -224,3 +241,56 @@ def _callinfo(callinfo: dict, bounded: Callable[[str], str]) -> dict[str, Any]:
                 raise ValueError(f"callinfo {key} is {size} bytes of JSON (at most {MAX_PLUGIN_VALUE_BYTES})")
             out[key] = value
     return out
+
+
+def stored_leg(entry: Any, uniqueids: Collection[str], lines: Collection[str], bounded: Callable[[str], str]) -> Leg:
+    """A stored device leg (``Leg.saved``), checked like the call; ValueError naming the field.
+
+    ``uniqueids`` and ``lines``: its call's; ``bounded``: the cut of caller-id text (a leg holds some).
+    """
+    if not isinstance(entry, dict):
+        raise ValueError("leg is not an object")
+    uniqueid = field(entry, "uniqueid", str)
+    if uniqueid not in uniqueids:
+        raise ValueError("leg uniqueid is not one of its call's")
+    channel = field(entry, "channel", str)
+    if not is_channel(channel):
+        raise ValueError(f"leg channel is not a channel name: {short(channel)}")
+    leg_lines = field(entry, "lines", list)
+    if not leg_lines or not all(isinstance(line, str) and line in lines for line in leg_lines):
+        raise ValueError("leg lines are not lines of its call")
+
+    def text(value: Any, what: str) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, str) or not _unicode(value):
+            raise ValueError(f"leg {what} is {short(value)}")
+        return bounded(value)
+
+    def pair(key: str) -> tuple[str | None, str | None]:
+        value = field(entry, key, list)
+        if len(value) != 2:
+            raise ValueError(f"leg {key} is {short(value)}")
+        return text(value[0], key), text(value[1], key)
+
+    def table(key: str) -> dict[str, str | None]:
+        value = field(entry, key, dict)
+        if len(value) > 64:
+            raise ValueError(f"leg {key} holds {len(value)} entries")
+        out = {text(k, key) or "": text(v, key) for k, v in value.items()}
+        if key == "info" and not set(out) <= INFO_KEYS:
+            raise ValueError("leg info holds a key that is no call info")
+        return out
+
+    def flag(key: str) -> bool:
+        return field(entry, key, bool)
+
+    created = field(entry, "created", (int, float))
+    updated = field(entry, "updated", (int, float))
+    if not all(map(math.isfinite, (created, updated))):
+        raise ValueError("leg times are not finite")
+    return Leg(uniqueid, channel, tuple(leg_lines), float(created), float(updated), own=pair("own"),
+               exten=text(entry.get("exten"), "exten"), ringing=flag("ringing"),
+               dial_status=text(entry.get("dial_status"), "dial_status"), via=text(entry.get("via"), "via"),
+               picked=flag("picked"), placed=flag("placed"), connected=pair("connected"), far=pair("far"),
+               dialling=table("dialling"), info=table("info"))

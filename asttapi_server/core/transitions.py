@@ -23,6 +23,10 @@ The rules, applied by :func:`verdict` to every LINE_CALLSTATE for one line:
 ``LINECALLSTATE_HANGUP`` from the manual is not a TAPI state: it is read as
 DISCONNECTED (mode NORMAL unless the dialplan gives one), see :data:`ALIASES`.
 
+Device lines (calls followed from a phone's own channel events) name a *fact* per
+event; :data:`DEVICE_FACTS` says which of these moves it makes, so their calls
+follow this same table, in the same model.
+
 ``python -m asttapi_server.core.transitions`` prints the table as Graphviz.
 """
 
@@ -100,6 +104,63 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     DISCONNECTED: frozenset({IDLE}),
     IDLE: frozenset(),
 }
+
+
+# -- device lines: the facts of a phone's channel and the moves they make --------------------------
+#
+# A device line's calls come from Asterisk's channel events (core/device_lines.py). The mapping
+# names each event's fact; this table says which state the call moves to on the device's lines,
+# from which state (the call model's: every move is one TRANSITIONS allows, a test checks it).
+# Anything not listed changes nothing, so late and repeated events are harmless.
+
+#: A device channel whose call is not announced (no LINE_NEWCALL sent for it yet, or its call ended).
+UNSEEN: Final = "UNSEEN"
+
+INCOMING: Final = "incoming"  # DialBegin, the device DestChannel, a calling Channel -> OFFERING
+ORIGINATED: Final = "originated"  # DialBegin, the device DestChannel, no Channel (an Originate)
+OFFHOOK: Final = "offhook"  # Newchannel OffHook (overlap dialling) -> DIALTONE
+DIALLED: Final = "dialled"  # Newchannel Dialing/Ring (the whole number) -> DIALING
+ANSWERED: Final = "answered"  # Newstate Up of the device channel
+PROCEEDS: Final = "proceeding"  # DialBegin, the device Channel: the PBX dials out
+RINGS_BACK: Final = "ringback"  # DialState RINGING, the device Channel
+FAR_ANSWERED: Final = "far_answered"  # DialEnd ANSWER, the device Channel
+FAR_BUSY: Final = "far_busy"  # DialEnd BUSY once every destination failed
+FAR_FAILED: Final = "far_failed"  # DialEnd NOANSWER/CONGESTION/... once every destination failed
+BRIDGED: Final = "bridged"  # BridgeEnter
+HOLD: Final = "hold"
+UNHOLD: Final = "unhold"
+TRANSFERRED: Final = "transferred"  # a successful Blind/AttendedTransfer by the device, a Pickup by it
+HANGUP: Final = "hangup"  # Hangup -> DISCONNECTED, then IDLE
+
+_DIALLING = (DIALTONE, DIALING, PROCEEDING, RINGBACK)
+_LIVE = (NEW, OFFERING, *_DIALLING, CONNECTED, ONHOLD)
+
+#: fact -> {state the device's call is in: state it moves to}. Not listed: nothing happens.
+DEVICE_FACTS: dict[str, dict[str, str]] = {
+    INCOMING: {UNSEEN: OFFERING},
+    ORIGINATED: {UNSEEN: NEW},
+    OFFHOOK: {UNSEEN: DIALTONE},
+    DIALLED: {UNSEEN: DIALING, DIALTONE: DIALING},
+    ANSWERED: {
+        UNSEEN: CONNECTED,  # a device channel that answered without a Dial we saw
+        NEW: DIALTONE,  # click-to-dial: the user picked up; the PBX dials next
+        OFFERING: CONNECTED,
+        DIALING: CONNECTED,  # a phone calling an application that answers (voicemail)
+        PROCEEDING: CONNECTED,
+        RINGBACK: CONNECTED,
+    },
+    PROCEEDS: {NEW: PROCEEDING, DIALTONE: PROCEEDING, DIALING: PROCEEDING},
+    RINGS_BACK: {DIALTONE: RINGBACK, DIALING: RINGBACK, PROCEEDING: RINGBACK},
+    FAR_ANSWERED: {s: CONNECTED for s in _DIALLING},
+    FAR_BUSY: {s: BUSY for s in _DIALLING},
+    FAR_FAILED: {s: DISCONNECTED for s in _DIALLING},
+    BRIDGED: {s: CONNECTED for s in (NEW, OFFERING, *_DIALLING)},
+    HOLD: {CONNECTED: ONHOLD},
+    UNHOLD: {ONHOLD: CONNECTED},
+    TRANSFERRED: {s: IDLE for s in (*_LIVE, BUSY, DISCONNECTED)},
+    HANGUP: {s: DISCONNECTED for s in _LIVE},  # then IDLE; BUSY and DISCONNECTED go straight to IDLE
+}
+
 
 
 def verdict(old: str, new: str) -> str:

@@ -7,9 +7,17 @@ mapping itself, pure and tested on real captures, is
 :mod:`asttapi_server.core.device_lines`; this module only adapts it to the
 ``asttapi_map_ami_event`` hook (``now`` comes with the hook).
 
-Several PBXs: the hooks are told which PBX an event is of (``pbx``), and each
-PBX's device lines have a :class:`DeviceLines` of their own, so the same
-device name and the same Uniqueids on two Asterisks are followed apart.
+It keeps no call state: each call of the hook hands it ``calls``, a
+read-only view of what the PBX's call model knows of device channels
+(:class:`asttapi_server.core.legs.CallsView`), and what the mapping learns
+goes back to that model as notes among its signals. So a restart (the call
+store restores the models, legs included) and a reload (a new instance of
+this plugin) need no hand-over: the calls under way carry on.
+
+Several PBXs: the hooks are told which PBX an event is of (``pbx``) and
+hand that PBX's view; each PBX's device lines have a :class:`DeviceLines`
+of their own (configuration only: which devices feed which lines), so the
+same device name and the same Uniqueids on two Asterisks are followed apart.
 
 The plugin host registers it (before the site plugins, so a site plugin
 registered after it can still override an event) only when some line has a
@@ -34,8 +42,8 @@ from asttapi_server.hookspecs import hookimpl
 
 class ChannelEvents:
     """The hook implementations around one :class:`DeviceLines` per PBX (per server, never
-    module-global): two Asterisks may hand out the same Uniqueid, so each PBX's device
-    channels are followed apart (the hooks' ``pbx``)."""
+    module-global): which devices feed which lines on that PBX. The calls are the PBX's
+    call model's (the hooks' ``calls``)."""
 
     def __init__(self, devices: dict[str, list[str]], by_pbx: dict[str, dict[str, list[str]]] | None = None) -> None:
         by_pbx = by_pbx if by_pbx is not None else {DEFAULT_PBX: devices}
@@ -44,44 +52,28 @@ class ChannelEvents:
         #: The first PBX's (a single-PBX server's only one).
         self.lines = next(iter(self.by_pbx.values())) if self.by_pbx else DeviceLines(devices)
 
-    def take_calls_of(self, other: "ChannelEvents") -> None:
-        """A reload's new mapping follows the calls the running one follows, PBX by PBX."""
-        for pbx, lines in self.by_pbx.items():
-            before = other.by_pbx.get(pbx)
-            if before is not None:
-                lines.take_calls_of(before)
-
     @hookimpl(trylast=True)
     def asttapi_ami_event_names(self):
         return EVENT_NAMES
 
     # Site plugins, registered after the built-ins, still come first.
     @hookimpl
-    def asttapi_map_ami_event(self, message, now, pbx):
+    def asttapi_map_ami_event(self, message, now, pbx, calls):
         lines = self.by_pbx.get(pbx)
-        if lines is None:
-            return None  # that PBX has no device lines
-        signals = lines.feed(message.name, message.get, now)
+        if lines is None or calls is None:
+            return None  # that PBX has no device lines (or no call model to read: not the server's host)
+        signals = lines.feed(message.name, message.get, now, calls)
         # None, not []: an event about no device channel is not ours to claim.
         return signals or None
 
     @hookimpl
-    def asttapi_map_channel_list(self, messages, since, now, pbx):
+    def asttapi_map_channel_list(self, messages, since, now, pbx, calls):
         """Adopt the listed device channels never seen start; end ours that are gone."""
         lines = self.by_pbx.get(pbx)
-        if lines is None:
+        if lines is None or calls is None:
             return None
         items = [m.get for m in messages if m.kind == "event" and m.name.lower() == "coreshowchannel"]
-        return lines.resync(items, now, since=since)
-
-    @hookimpl
-    def asttapi_calls_restored(self, calls, app, pbx):
-        """Follow the device calls a restart restored (same handles): no second adoption at the resync."""
-        lines = self.by_pbx.get(pbx)
-        if lines is None:
-            return
-        for call in calls:
-            lines.seed(call.uniqueid, call.channel, call.states, call.callinfo, call.updated)
+        return lines.resync(items, now, calls, since=since)
 
 
 def devices_of(config: Any) -> dict[str, list[str]]:

@@ -26,9 +26,9 @@ Why: the events are made here (``events.py``, pure), kept in the durable
 retried with backoff, dropped after ``max_age``); this module reads the
 settings and wires the hooks: ``asttapi_client_event`` sees every TAPI event
 of a call (its lines' states, for the outcome; the target's lines, for the
-webhooks), ``asttapi_call_finished`` ends it, ``asttapi_calls_restored``
-takes up the calls a restart brought back, ``asttapi_metrics`` reports the
-queues. See docs/plugins.md, "call_webhooks".
+webhooks; a call first seen mid-way, as one a restart brought back, is
+taken up from the call model and the outbox), ``asttapi_call_finished``
+ends it, ``asttapi_metrics`` reports the queues. See docs/plugins.md, "call_webhooks".
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from asttapi_server.core import parties
-from asttapi_server.core.constants import CALLINFO, CALLSTATE, CONNECTED, DISCONNECTED, IDLE
+from asttapi_server.core.constants import CALLINFO, CALLSTATE, CONNECTED, DISCONNECTED, IDLE, NEWCALL
 from asttapi_server.core.outcome import ANSWERED
 from asttapi_server.hookspecs import hookimpl
 from asttapi_server.errors import HttpError
@@ -346,9 +346,13 @@ class CallWebhooks:
             hit = self._matches[key] = any(fnmatchcase(line, p) for p in target.lines)
         return hit
 
-    def _track(self, handle: int, callinfo: Mapping[str, Any]) -> CallTrack:
+    def _track(self, handle: int, callinfo: Mapping[str, Any], msg: str | None = None) -> CallTrack:
         track = self.tracks.get(handle)
         call = self.app.call(handle) if self.app is not None else None
+        if track is None and call is not None and msg != NEWCALL:
+            # A call first seen mid-way (a restart brought it back from the call store): who
+            # answered it, from the model, and what each Zammad target was told, from the outbox.
+            track = self.tracks[handle] = self._taken_up(call)
         if track is None:
             call_id = call.uniqueids[0] if call is not None else (callinfo.get("uniqueid") or f"call-{handle}")
             track = self.tracks[handle] = CallTrack(handle, _of_pbx(str(call_id), self.app, handle))
@@ -360,7 +364,7 @@ class CallWebhooks:
     def asttapi_client_event(self, event: Any) -> None:
         if event.call is None or self.clock is None:
             return None
-        track = self._track(event.call, event.callinfo)
+        track = self._track(event.call, event.callinfo, event.msg)
         track.saw(event.msg, event.line, event.param, event.mode)
         for target in self.targets:
             if not self._matches_line(target, event.line):
@@ -379,7 +383,7 @@ class CallWebhooks:
     def asttapi_call_finished(self, call: Any) -> None:
         if self.clock is None:
             return
-        track = self.tracks.pop(call.handle, None) or _track_of(call, self.app)
+        track = self.tracks.pop(call.handle, None) or self._taken_up(call)
         now = self.clock.seconds()
         for target in self.targets:
             lines = [line for line in (track.lines or list(call.seen_lines)) if self._matches_line(target, line)]
@@ -392,16 +396,15 @@ class CallWebhooks:
                 for out in zammad_events(self.zammad[target.name], track, "end", None, call.callinfo, lines):
                     self._enqueue(target, out)
 
-    @hookimpl
-    def asttapi_calls_restored(self, calls: list) -> None:
-        """Take up the calls a restart brought back: who answered, and what each Zammad target was told."""
-        for call in calls:
-            track = self.tracks[call.handle] = _track_of(call, self.app)
-            for name in self.zammad:
-                for event, stage in (("hangup", "over"), ("answer", "answered"), ("newCall", "new")):
-                    if self.outbox is not None and self.outbox.known(name, f"{track.call_id}:{event}"):
-                        track.stages[name] = stage
-                        break
+    def _taken_up(self, call: Any) -> CallTrack:
+        """The track of a call this plugin never saw start: who answered, and what each Zammad target was told."""
+        track = _track_of(call, self.app)
+        for name in self.zammad:
+            for event, stage in (("hangup", "over"), ("answer", "answered"), ("newCall", "new")):
+                if self.outbox is not None and self.outbox.known(name, f"{track.call_id}:{event}"):
+                    track.stages[name] = stage
+                    break
+        return track
 
     def _enqueue(self, target: TargetConfig, out: Outgoing, created: float | None = None) -> None:
         created = self.clock.seconds() if created is None else created

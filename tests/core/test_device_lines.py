@@ -20,6 +20,7 @@ from asttapi_server.ami.message import Message
 from asttapi_server.ami.parser import AMIParser
 from asttapi_server.core import CallModel, parse_tapievent
 from asttapi_server.core import device_lines as D
+from asttapi_server.core.legs import RESET, DeviceNote
 from asttapi_server.core.transitions import NEW, TRANSITIONS
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -47,10 +48,16 @@ def play(messages, devices=LAB, model=None):
     model = model if model is not None else CallModel(boot_id="test")
     signals, events = [], []
     for n, msg in enumerate(messages):
-        for signal in lines.feed(msg.name, msg.get, float(n)):
-            signals.append(signal)
+        for signal in lines.feed(msg.name, msg.get, float(n), model.view()):
+            if type(signal) is not DeviceNote:
+                signals.append(signal)
             events.extend(model.apply(signal, float(n)))
     return lines, model, signals, events
+
+
+def tapi(out):
+    """The TAPI signals of a mapping's answer (without the notes for the model)."""
+    return [s for s in out if type(s) is not DeviceNote]
 
 
 def seq(events, line):
@@ -80,7 +87,7 @@ def at(events, line, param):
 
 def clean(lines, model):
     """Nothing left behind: no leg tracked, no live call, nothing the model refused."""
-    assert lines.legs == {}
+    assert model.legs == {} and model.leg_channels == {}
     assert [c for c in model._by_handle.values() if c.ended is None] == []
     assert model.stats["impossible"] == 0 and model.stats["unknown_call"] == 0
     assert model.stats["synthetic_idle"] == 0
@@ -244,15 +251,15 @@ def test_tapi_userevent_captures_give_nothing_without_device_lines():
     lines = D.DeviceLines({})
     for path in captures:
         for msg in messages(path):
-            assert lines.feed(msg.name, msg.get, 0.0) == []
+            assert lines.feed(msg.name, msg.get, 0.0, CallModel().view()) == []
 
 
 def test_tapi_userevent_captures_give_nothing_for_devices_they_do_not_use():
     """The TAPI lab's calls run on Local/bob@phones etc.; PJSIP devices there get no call from them."""
-    lines = D.DeviceLines(LAB)
+    lines, model = D.DeviceLines(LAB), CallModel()
     for path in sorted((DATA / "ami").glob("*.raw")):
         for msg in messages(path):
-            assert lines.feed(msg.name, msg.get, 0.0) == []
+            assert tapi(lines.feed(msg.name, msg.get, 0.0, model.view())) == []
 
 
 # -- the table -----------------------------------------------------------------
@@ -439,22 +446,22 @@ def test_handmade_resync_adopts_live_device_channels_only():
         ev("CoreShowChannel", Channel="Local/100@plain-inbound-0000000b;2", Uniqueid="9.11", ChannelState="6"),
         ev("CoreShowChannel", Channel="PJSIP/trunk-0000000c", Uniqueid="9.12", ChannelState="6"),
     ]
-    events = [e for m in listed for s in lines.adopt(m.get, 0.0) for e in model.apply(s, 0.0)]
+    events = [e for m in listed for s in lines.adopt(m.get, 0.0, model.view()) for e in model.apply(s, 0.0)]
     assert seq(events, "bob") == [[NEWCALL, CONNECTED]]
     assert last(events, "bob")["connectedid"] == "0301234567"
     assert seq(events, "bobbett") == [[NEWCALL, OFFERING]]
     assert last(events, "bobbett")["callerid"] == "0301234567"
-    assert lines.adopt(listed[0].get, 1.0) == []  # listed twice: adopted once
+    assert tapi(lines.adopt(listed[0].get, 1.0, model.view())) == []  # listed twice: adopted once
     hangup = ev("Hangup", Channel="PJSIP/201-00000009", Uniqueid="9.9", Cause="16")
-    events = [e for s in lines.feed("Hangup", hangup.get, 2.0) for e in model.apply(s, 2.0)]
+    events = [e for s in lines.feed("Hangup", hangup.get, 2.0, model.view()) for e in model.apply(s, 2.0)]
     assert seq(events, "bob") == [[f"{DISCONNECTED} {NORMAL}", IDLE]]
 
 
 def test_reset_forgets_every_channel():
-    lines, _, _, _ = play(messages(NATIVE / "s10_hold_unhold.raw")[:40])
-    assert lines.legs
-    lines.reset()
-    assert lines.legs == {}
+    _, model, _, _ = play(messages(NATIVE / "s10_hold_unhold.raw")[:40])
+    assert model.legs
+    model.apply(DeviceNote(RESET), 40.0)
+    assert model.legs == {} and model.leg_channels == {} and model.chain == {} and model.member_end == {}
 
 
 def test_shutdown_forgets_every_channel():
@@ -462,23 +469,43 @@ def test_shutdown_forgets_every_channel():
     msgs = messages(NATIVE / "s11_pbx_restart_during_call.raw")
     hangups = [i for i, m in enumerate(msgs) if m.name == "Hangup" and "PJSIP" in (m.get("Channel") or "")]
     # without the Hangup of bob's channel (lost with the link), the Shutdown still clears it
-    lines, _, _, _ = play(msgs[: hangups[0]])
-    assert lines.legs
+    lines, model, _, _ = play(msgs[: hangups[0]])
+    assert model.legs
     shutdown = next(m for m in msgs if m.name == "Shutdown")
-    assert lines.feed("Shutdown", shutdown.get, 1.0) == []
-    assert lines.legs == {}
+    out = lines.feed("Shutdown", shutdown.get, 1.0, model.view())
+    assert tapi(out) == []
+    for note in out:
+        model.apply(note, 1.0)
+    assert model.legs == {}
 
 
-def test_a_leg_whose_hangup_was_lost_is_dropped_after_max_age():
-    lines = D.DeviceLines(LAB, max_age=100.0)
+def test_a_device_call_whose_hangup_was_lost_ends_after_calls_max_age():
+    """Issue 25: a device call follows ``[calls] max_age`` like every call (no 4-hour sweep of its own):
+    the model ends it and forgets its channel, and a late event about that channel changes nothing."""
+    lines, model = D.DeviceLines(LAB), CallModel(boot_id="test", max_age=100.0)
     up = ev("Newstate", Channel="PJSIP/201-00000008", Uniqueid="9.8", ChannelState="6")
-    lines.feed("Newstate", up.get, 1000.0)
-    assert lines.legs
-    other = ev("Newstate", Channel="PJSIP/trunk-00000001", Uniqueid="9.1", ChannelState="6")
-    lines.feed("Newstate", other.get, 1090.0)  # swept: 90 s old, kept
-    assert lines.legs
-    lines.feed("Newstate", other.get, 1150.0)  # swept again: 150 s old
-    assert lines.legs == {}
+    events = [e for s in lines.feed("Newstate", up.get, 1000.0, model.view()) for e in model.apply(s, 1000.0)]
+    assert seq(events, "bob") == [[NEWCALL, CONNECTED]] and model.legs
+    assert model.tick(1090.0) == [] and model.legs  # 90 s: kept
+    ended = model.tick(1100.0)
+    assert seq(ended, "bob") == [["LINECALLSTATE_DISCONNECTED LINEDISCONNECTMODE_UNKNOWN", IDLE]]
+    assert all(e.synthetic for e in ended) and model.endings["max_age"] == 1
+    assert model.legs == {} and model.leg_channels == {}
+    hangup = ev("Hangup", Channel="PJSIP/201-00000008", Uniqueid="9.8", Cause="16")
+    assert lines.feed("Hangup", hangup.get, 1200.0, model.view()) == []
+
+
+def test_a_channel_never_announced_is_forgotten_after_calls_max_age():
+    """A device channel Asterisk made (Newchannel Down) whose Dial and Hangup never came: its leg goes
+    once ``[calls] max_age`` passed without news."""
+    lines, model = D.DeviceLines(LAB), CallModel(boot_id="test", max_age=100.0)
+    down = ev("Newchannel", Channel="PJSIP/201-00000008", Uniqueid="9.8", ChannelState="0")
+    assert [model.apply(s, 1000.0) for s in lines.feed("Newchannel", down.get, 1000.0, model.view())] == [[]]
+    assert list(model.legs) == ["9.8"] and model.tracked == 0
+    model.tick(1090.0)
+    assert model.legs
+    model.tick(1150.0)
+    assert model.legs == {} and model.leg_channels == {}
 
 
 # -- docs/device-lines.md ----------------------------------------------------------------
@@ -571,16 +598,17 @@ def test_s11_server_connects_mid_call_and_adopts_it_from_the_channel_list():
     listed = _listed(msgs, bridged)
     assert len(listed) == 3  # Local ;1 and ;2 of the caller, bob's phone
     lines, model = D.DeviceLines(LAB), CallModel(boot_id="test")
-    events = [e for s in lines.resync([m.get for m in listed], 0.0) for e in model.apply(s, 0.0)]
+    events = [e for s in lines.resync([m.get for m in listed], 0.0, model.view()) for e in model.apply(s, 0.0)]
     assert seq(events, "bob") == [[NEWCALL, CONNECTED]]
     bob = last(events, "bob")
     # AppDial: a Dial rang it, so the caller is its connected line
     assert (bob["callerid"], bob["calleridname"]) == ("0301234567", "Ext Caller")
     assert (bob["connectedid"], bob["connectedidname"]) == ("0301234567", "Ext Caller")
-    assert lines.resync([m.get for m in listed], 1.0) == []  # listed again: nothing new
-    rest = []
+    again = lines.resync([m.get for m in listed], 1.0, model.view())
+    assert tapi(again) == []  # listed again: nothing new
+    rest = [e for s in again for e in model.apply(s, 1.0)]
     for n, msg in enumerate(msgs[bridged:]):
-        rest += [e for s in lines.feed(msg.name, msg.get, 2.0 + n) for e in model.apply(s, 2.0 + n)]
+        rest += [e for s in lines.feed(msg.name, msg.get, 2.0 + n, model.view()) for e in model.apply(s, 2.0 + n)]
     assert seq(rest, "bob") == [[f"{DISCONNECTED} {NORMAL}", IDLE]]
     clean(lines, model)
 
@@ -592,10 +620,12 @@ def test_s11_link_lost_mid_call_and_the_reconnect_lists_no_channel_ends_the_call
     lines, model, _, events = play(msgs[:first_hangup])
     assert seq(events, "bob") == [[NEWCALL, OFFERING, CONNID, CONNECTED]]
     reconnect = messages(NATIVE / "s11_pbx_restart_during_call_reconnect.raw")
-    later = [e for m in reconnect for s in lines.feed(m.name, m.get, 500.0) for e in model.apply(s, 500.0)]
+    later = [e for m in reconnect for s in lines.feed(m.name, m.get, 500.0, model.view())
+             for e in model.apply(s, 500.0)]
     assert later == []  # the new Asterisk says nothing about the old call...
     listed = [m for m in reconnect if m.name == "CoreShowChannel"]  # ...and lists no channel
-    ended = [e for s in lines.resync([m.get for m in listed], 501.0, since=500.0) for e in model.apply(s, 501.0)]
+    ended = [e for s in lines.resync([m.get for m in listed], 501.0, model.view(), since=500.0)
+             for e in model.apply(s, 501.0)]
     assert seq(ended, "bob") == [[f"{DISCONNECTED} LINEDISCONNECTMODE_UNKNOWN", IDLE]]
     clean(lines, model)
 
@@ -604,14 +634,14 @@ def test_resync_catches_up_a_call_answered_while_away_and_keeps_channels_heard_s
     msgs = messages(NATIVE / "s01_inbound_ringgroup_answered.raw")
     ringing = next(i for i, m in enumerate(msgs) if m.name == "Newstate" and m.get("ChannelState") == "6")
     lines, model, _, _ = play(msgs[:ringing])
-    assert {leg.state for leg in lines.legs.values()} == {OFFERING}
+    assert {model.view().state(uid) for uid in model.legs} == {OFFERING}
     listed = _listed(msgs, next(i for i, m in enumerate(msgs) if m.name == "BridgeEnter") + 2)
     # bob answered while we were away; bobbett's leg is gone but was heard of after the link came back
-    events = [e for s in lines.resync([m.get for m in listed], 1000.0, since=0.0)
+    events = [e for s in lines.resync([m.get for m in listed], 1000.0, model.view(), since=0.0)
               for e in model.apply(s, 1000.0)]
     assert seq(events, "bob") == [[CONNID, CONNECTED]]
     assert seq(events, "bobbett") == []
-    events = [e for s in lines.resync([m.get for m in listed], 1001.0) for e in model.apply(s, 1001.0)]
+    events = [e for s in lines.resync([m.get for m in listed], 1001.0, model.view()) for e in model.apply(s, 1001.0)]
     assert seq(events, "bobbett") == [[f"{DISCONNECTED} LINEDISCONNECTMODE_UNKNOWN", IDLE]]
 
 
@@ -620,7 +650,7 @@ def test_adopt_a_call_the_phone_placed_from_its_application():
               CallerIDNum="201", CallerIDName="bob", ConnectedLineNum="203", ConnectedLineName="alice",
               Exten="203", Application="Dial")
     lines, model = D.DeviceLines(LAB), CallModel(boot_id="test")
-    events = [e for s in lines.resync([item.get], 0.0) for e in model.apply(s, 0.0)]
+    events = [e for s in lines.resync([item.get], 0.0, model.view()) for e in model.apply(s, 0.0)]
     assert seq(events, "bob") == [[NEWCALL, CONNECTED]]
     bob = last(events, "bob")
     assert (bob["callerid"], bob["calledid"], bob["connectedid"], bob["origin"]) == ("201", "203", "203", OUTBOUND)
@@ -639,7 +669,7 @@ def test_handmade_a_local_channel_named_like_the_device_is_not_the_device():
             ev("BridgeEnter", **local[1]), ev("Hold", **local[0]),
             ev("Hangup", **local[0], Cause="16"), ev("Hangup", **local[1], Cause="16")]
     lines, model, signals, events = play(msgs)
-    assert signals == [] and events == [] and lines.legs == {}
+    assert signals == [] and events == [] and model.legs == {}
 
 
 def test_handmade_a_queue_call_offers_on_the_member_device_only():
@@ -698,8 +728,8 @@ def test_handmade_a_conference_join_is_the_phones_call_and_nobody_elses():
 
 def _restarted(msgs, cut):
     """Play ``msgs[:cut]``, save the model (as the call store does, through JSON), then a fresh model
-    and mapping restore it (``DeviceLines.seed``), resync on the channel list of that moment, and
-    play the rest. Returns the model events of both runs, in order."""
+    restores it (the device legs with their calls: no repair hook) and a fresh mapping resyncs on the
+    channel list of that moment and plays the rest. Returns the model events of both runs, in order."""
     import json
 
     from asttapi_server.ami import normalise
@@ -707,13 +737,13 @@ def _restarted(msgs, cut):
     _, model, _, before = play(msgs[:cut])
     now = cut - 0.5
     fresh, lines = CallModel(boot_id="restarted"), D.DeviceLines(LAB)
-    for call in fresh.restore_state(json.loads(json.dumps(model.save_state())), now):
-        lines.seed(call.uniqueid, call.channel, call.states, call.callinfo, call.updated)
+    fresh.restore_state(json.loads(json.dumps(model.save_state())), now)
     listed = _listed(msgs, cut)
-    after = [e for s in lines.resync([m.get for m in listed], now, since=now) for e in fresh.apply(s, now)]
+    after = [e for s in lines.resync([m.get for m in listed], now, fresh.view(), since=now)
+             for e in fresh.apply(s, now)]
     after += fresh.resync(normalise.live_channels(listed), now)
     for n, msg in enumerate(msgs[cut:], start=cut):
-        after += [e for s in lines.feed(msg.name, msg.get, float(n)) for e in fresh.apply(s, float(n))]
+        after += [e for s in lines.feed(msg.name, msg.get, float(n), fresh.view()) for e in fresh.apply(s, float(n))]
     return before + after, lines, fresh
 
 
@@ -783,13 +813,49 @@ def test_a_restored_leg_whose_channel_asterisk_lists_under_another_name_is_not_f
     """Issue 22 item 8: a hand-edited call store gives a live Uniqueid another device's
     channel; the resync lists that Uniqueid with its real channel, so the restored leg
     ends (with its events) instead of standing for the other phone's channel."""
-    lines = D.DeviceLines(LAB)
-    assert lines.seed("1795674354.5", "PJSIP/203-00000009", {"alice": CONNECTED}, {}, 0.0)
+    model, lines = CallModel(boot_id="test"), D.DeviceLines(LAB)
+    model.restore_state({"format": "asttapi-calls", "version": 1, "next_handle": 2, "calls": [{
+        "handle": 1, "uniqueid": "1795674354.5", "uniqueids": ["1795674354.5"], "channel": "PJSIP/203-00000009",
+        "channel_id": None, "owner_line": None, "owner_announced": False, "states": {"alice": CONNECTED},
+        "modes": None, "callinfo": {}, "ci_version": 0, "ci_sent": None, "created": 0.0, "updated": 0.0,
+        "hangup_at": None, "hangup_cause": None, "device": True}]}, 0.0)  # a store from before issue 25
+    assert model.view().state("1795674354.5") == CONNECTED
     listed = [Message.from_items([("Event", "CoreShowChannel"), ("Channel", "PJSIP/201-00000004"),
                                   ("ChannelState", "6"), ("ChannelStateDesc", "Up"), ("Uniqueid", "1795674354.5"),
                                   ("Application", "AppDial")])]
-    signals = lines.resync([m.get for m in listed], 10.0)
-    assert [(s.command.verb, s.uniqueid, s.channel) for s in signals] == [
+    out = lines.resync([m.get for m in listed], 10.0, model.view())
+    assert [(s.command.verb, s.uniqueid, s.channel) for s in tapi(out)] == [
         ("LINE_CALLSTATE", "1795674354.5", "PJSIP/203-00000009"),
         ("LINE_CALLSTATE", "1795674354.5", "PJSIP/203-00000009")]
-    assert "1795674354.5" not in lines.legs and lines._by_channel == {}
+    for s in out:
+        model.apply(s, 10.0)
+    assert "1795674354.5" not in model.legs and model.leg_channels == {}
+
+
+@pytest.mark.parametrize("name", ["s01_inbound_ringgroup_answered", "s03_inbound_101_rejected", "s12_queue_rrmemory",
+                                  "s15_followme_simring", "s16_group_pickup"])
+def test_a_restart_in_a_dial_status_window_is_now_seamless(name):
+    """Issue 25 item 3: the call store keeps each device channel's facts with its call (how the Dial that
+    rang it ended, a pickup of it), so a restart between a Dial's end and the phone's Hangup gives the
+    same mode as an uninterrupted run (before, the Hangup cause's mode: ``_windows`` still lists them)."""
+    msgs = messages(NATIVE / f"{name}.raw")
+    want = _per_call(play(msgs)[3])
+    assert _windows(msgs), "the capture has such a window"
+    assert [cut for cut in range(len(msgs) + 1) if _per_call(_restarted(msgs, cut)[0]) != want] == []
+
+
+def test_an_events_copy_of_a_leg_has_every_field_and_the_model_keeps_no_state():
+    """The mapping copies the legs an event touches field by field (core/device_lines.py ``_Event._get``):
+    a field added to ``Leg`` must be copied too; what goes back to the model has no state of its own."""
+    from asttapi_server.core.legs import LEG_FIELDS, Leg
+
+    model = CallModel(boot_id="test")
+    leg = Leg("9.8", "PJSIP/201-00000008", ("bob",), 1.0, 2.0, own=("201", "Bob"), exten="203", ringing=True,
+              dial_status="NOANSWER", via="Local/x-1;2", picked=True, placed=True, connected=("1", "One"),
+              far=("2", "Two"), dialling={"PJSIP/203-1": None}, info={"callerid": "201"})
+    model.apply(DeviceNote("leg", "9.8", leg), 0.0)
+    copy = D._Event(D.DeviceLines(LAB), model.view())._get("9.8")
+    assert [getattr(copy, f) for f in LEG_FIELDS] == [getattr(leg, f) for f in LEG_FIELDS]
+    assert copy.dialling is not leg.dialling and copy.info is not leg.info and copy.state == D.UNSEEN
+    _, model, _, _ = play(messages(NATIVE / "s10_hold_unhold.raw")[:40])
+    assert model.legs and all(not hasattr(leg, "state") for leg in model.legs.values())

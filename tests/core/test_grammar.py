@@ -129,12 +129,26 @@ def test_newcall_line_from_spec_and_several_lines():
         "[~1.5&~1.6] LINE_CALLSTATE LINECALLSTATE_IDLE",
         "[sip/bob bob] LINE_CALLSTATE LINECALLSTATE_IDLE",
         "[~1.5]",
+        "[~1.5&line_1] LINE_CALLSTATE LINECALLSTATE_BOGUS",  # the verb part's errors quote the whole text too
+        "[~1.5] LINE_NEWCALL",
+        "TAPIEVENT: [~1.5&!line_1] SET NOSUCHFIELD 1",
     ],
 )
 def test_malformed_raises_with_raw_text(text):
     with pytest.raises(TapiSyntaxError) as info:
         parse_tapievent(text)
     assert info.value.raw == text
+
+
+def test_the_verb_part_parses_once_for_every_uniqueid():
+    from asttapi_server.core import grammar
+
+    grammar._verb_cached.cache_clear()
+    for n in range(50):
+        cmd = parse_tapievent(f"[~1795674354.{n}&line_1] LINE_CALLSTATE CONNECTED")
+        assert (cmd.call_id, cmd.lines, cmd.verb, cmd.args) == (
+            f"1795674354.{n}", ("line_1",), "LINE_CALLSTATE", ("LINECALLSTATE_CONNECTED",))
+    assert grammar._verb_cached.cache_info().misses == 1
 
 
 def test_try_parse_returns_none_for_a_malformed_text():

@@ -75,7 +75,7 @@ def through_the_core(msgs, presentation: str):
     control.answered(control.link_established(0.0).actions[0].token, [], None, 0.0)
     events: list = []
     for n, msg in enumerate(msgs):
-        pending = [control.signals(lines.feed(msg.name, msg.get, float(n)), float(n))]
+        pending = [control.signals(lines.feed(msg.name, msg.get, float(n), control.view), float(n))]
         while pending:
             fx = pending.pop()
             events += fx

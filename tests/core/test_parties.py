@@ -256,7 +256,7 @@ def test_a_call_adopted_at_the_resync_is_screened_too():
     c = CallControl(CallModel(boot_id="b00t"), LINES)
     token = c.link_established(0.0).actions[0].token
     fx = c.answered(token, [Message.from_items([("Response", "Success")]), item], None, 0.0,
-                    signals=lines.resync([item.get], 0.0))
+                    signals=lines.resync([item.get], 0.0, c.view))
     (send,) = fx.actions
     assert send.action == actions.getvar("PJSIP/201-00000009", "CONNECTEDLINE(pres)")
     fx = c.answered(send.token, answer("prohib_not_screened"), None, 0.05)

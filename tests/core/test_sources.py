@@ -67,8 +67,9 @@ def test_a_user_event_about_a_device_channels_uniqueid_drives_the_dialplans_call
     answered = next(i for i, m in enumerate(msgs) if m.name == "BridgeEnter")
     events = []
     for n, msg in enumerate(msgs[:answered + 1]):
-        events += [e for s in lines.feed(msg.name, msg.get, float(n)) for e in model.apply(s, float(n))]
-    (uid,) = lines.legs
+        events += [e for s in lines.feed(msg.name, msg.get, float(n), model.view())
+                   for e in model.apply(s, float(n))]
+    (uid,) = model.legs
     bob_call = model.by_uniqueid(uid, device=True)
     for text, uniqueid in ((f"[~{uid}] LINE_CALLSTATE LINECALLSTATE_IDLE", "1.1"),
                            ("LINE_CALLSTATE LINECALLSTATE_ONHOLD", uid)):

@@ -237,5 +237,61 @@ def test_plugins_get_the_bridge_and_its_clock_as_app(tmp_path):
     server.link_up_listing([])
     server.clock.advance(2.0)
     server.send(S10[:HOLD + 1])
-    (leg,) = server.app.plugins.pm.get_plugin("channel_events").lines.legs.values()
+    (leg,) = server.app.model.legs.values()  # (the model keeps the legs; the mapping keeps nothing)
     assert leg.updated == START + 2.0
+
+
+# -- issue 25 item 3: one owner of the call's state, no repair hook ------------------------------
+
+
+def test_a_restored_device_call_continues_under_its_handle_with_no_repair_hook(tmp_path):
+    """The call store keeps the device channel's facts with the call; the second server's model has
+    them before the link is up, the mapping holds nothing of its own and no plugin is told of the
+    restart (the hook asttapi_calls_restored is gone): the next events drive the restored handle."""
+    from asttapi_server import hookspecs
+
+    assert not hasattr(hookspecs, "asttapi_calls_restored")
+    config, handle, epoch, last_seq = on_hold_then_crashed(tmp_path)
+    (stored,) = json.loads(Path(config.calls.state_file).read_text())["calls"]
+    leg = stored["leg"]
+    assert (leg["uniqueid"], leg["channel"], leg["lines"]) == ("1795691988.43", BOB_CHANNEL, ["bob"])
+    assert stored["flags"] == 1  # answered (core.outcome), counted when it finishes after the restart
+    second = DeviceServer(config, START + 1.3)
+    mapping = second.app.plugins.pm.get_plugin("channel_events").lines
+    assert sorted(vars(mapping)) == ["_lines_of", "devices"]  # configuration only
+    assert list(second.app.model.legs) == ["1795691988.43"]
+    assert second.app.model.view().state("1795691988.43") == "LINECALLSTATE_ONHOLD"
+    crm = resumed_client(second, handle, epoch, last_seq)
+    second.link_up_listing(S10[:HOLD + 1])
+    assert notes(crm) == [("LINE_LINEDEVSTATE", None, "LINEDEVSTATE_INSERVICE", False, False)]
+    finished: list = []
+    second.app.bridge.add_finished_observer(finished.append)
+    second.send(S10[HOLD + 1:])
+    assert told(crm) == [
+        (handle, "LINECALLSTATE_CONNECTED", None, False),
+        (handle, "LINECALLSTATE_DISCONNECTED", "LINEDISCONNECTMODE_NORMAL", False),
+        (handle, "LINECALLSTATE_IDLE", None, False),
+    ]
+    assert [(c.handle, c.outcome) for c in finished] == [(handle, "answered")]
+    assert second.app.model.legs == {}
+
+
+def test_a_call_store_written_before_the_legs_were_kept_still_carries_the_call_on(tmp_path):
+    """Old state files load: a device call without its leg gets one worked out from the call."""
+    config, handle, epoch, last_seq = on_hold_then_crashed(tmp_path)
+    path = Path(config.calls.state_file)
+    data = json.loads(path.read_text())
+    for call in data["calls"]:
+        del call["leg"], call["flags"]
+    path.write_text(json.dumps(data))
+    second = DeviceServer(config, START + 1.3)
+    assert list(second.app.model.legs) == ["1795691988.43"]
+    crm = resumed_client(second, handle, epoch, last_seq)
+    second.link_up_listing(S10[:HOLD + 1])
+    assert notes(crm) == [("LINE_LINEDEVSTATE", None, "LINEDEVSTATE_INSERVICE", False, False)]
+    second.send(S10[HOLD + 1:])
+    assert told(crm) == [
+        (handle, "LINECALLSTATE_CONNECTED", None, False),
+        (handle, "LINECALLSTATE_DISCONNECTED", "LINEDISCONNECTMODE_NORMAL", False),
+        (handle, "LINECALLSTATE_IDLE", None, False),
+    ]

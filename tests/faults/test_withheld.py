@@ -61,10 +61,6 @@ class Recorder:
     def asttapi_call_finished(self, call, app):
         self.seen.append(repr((call, dict(call.callinfo))))
 
-    @hookimpl
-    def asttapi_calls_restored(self, calls, app):
-        self.seen.append(repr([dict(c.callinfo) for c in calls]))
-
 
 def run(tmp_path, lines: str, capture: Path, open_lines: tuple[str, ...]):
     state_file = tmp_path / "calls.json"

@@ -339,6 +339,50 @@ def test_device_lines_of_two_pbxs_with_the_same_device_and_uniqueids_stay_apart(
     assert crm.result("lineGetCallInfo", call=branch_call)["state"] == "LINECALLSTATE_ONHOLD"
 
 
+def test_device_calls_of_two_pbxs_with_the_same_uniqueids_carry_on_after_a_restart(tmp_path):
+    """Issue 25 item 3 on two PBXs: each PBX's call model keeps its device channels' facts with
+    its calls and the call store saves them per PBX; after a restart each held call carries on
+    under its handle, driven by its own PBX's events only, with no repair hook and no hand-over."""
+    from ..faults.test_device_restart import BOB_CHANNEL, HOLD, S10
+
+    path = tmp_path / "asttapi.toml"
+    path.write_text(
+        '[server]\nlisten = ["tcp:0:interface=127.0.0.1"]\n'
+        '[pbx.hq]\nhost = "hq.example"\nkeepalive = 3600.0\n'
+        '[pbx.branch]\nhost = "branch.example"\nkeepalive = 3600.0\n'
+        '[lines.bob]\ndevice = "PJSIP/201"\ncontext = "plain-phones"\npbx = "hq"\n'
+        '[lines.bob_branch]\ndevice = "PJSIP/201"\ncontext = "plain-phones"\npbx = "branch"\n'
+        f'[calls]\nstate_file = {json.dumps(str(tmp_path / "calls.json"))}\n')
+    config = load_config(str(path))
+    first = Servers(config, 1_795_691_988.0)
+    first.link_up("hq")
+    first.link_up("branch")
+    for pbx in ("hq", "branch"):
+        first.sessions[pbx].send(b"".join(block for block, _ in S10[:HOLD + 1]))
+    uid = "1795691988.43"
+    hq_call = first.model("hq").by_uniqueid(uid, device=True).handle
+    branch_call = first.model("branch").by_uniqueid(uid, device=True).handle
+    first.clock.advance(1.0)  # the batched write; then kill -9
+    stored = {c["pbx"]: c for c in json.loads((tmp_path / "calls.json").read_text())["calls"]}
+    assert stored["hq"]["leg"]["lines"] == ["bob"] and stored["branch"]["leg"]["lines"] == ["bob_branch"]
+    second = Servers(config, 1_795_691_990.0)
+    assert list(second.model("hq").legs) == list(second.model("branch").legs) == [uid]
+    crm = second.connect()
+    assert [c["call"] for c in crm.result("lineOpen", line="bob")["calls"]] == [hq_call]
+    assert [c["call"] for c in crm.result("lineOpen", line="bob_branch")["calls"]] == [branch_call]
+    second.link_up("hq", ((BOB_CHANNEL, uid),))
+    second.link_up("branch", ((BOB_CHANNEL, uid),))
+    crm.read()
+    # hq's phone resumes and hangs up: only hq's restored call moves, under its old handle.
+    second.sessions["hq"].send(b"".join(block for block, _ in S10[HOLD + 1:]))
+    told = [(m["params"]["call"], m["params"]["state"]) for m in crm.read() if m.get("method") == "LINE_CALLSTATE"]
+    assert told == [(hq_call, "LINECALLSTATE_CONNECTED"), (hq_call, "LINECALLSTATE_DISCONNECTED"),
+                    (hq_call, "LINECALLSTATE_IDLE")]
+    assert second.model("hq").legs == {}
+    assert crm.result("lineGetCallInfo", call=branch_call)["state"] == "LINECALLSTATE_ONHOLD"
+    assert list(second.model("branch").legs) == [uid]
+
+
 def test_metrics_name_each_pbx_and_pass_promtool(tmp_path):
     import shutil
     import subprocess

@@ -162,3 +162,24 @@ def test_every_cut_off_reason_the_code_gives_is_a_label_of_its_own():
     given = {m for path in root.rglob("*.py") for m in re.findall(r'cut_off\("([a-z_]+)"', path.read_text())}
     assert given, "no cut_off(...) call found: the pattern is stale"
     assert given <= set(CUT_OFF_REASONS), sorted(given - set(CUT_OFF_REASONS))
+
+
+def test_events_counted_before_a_label_change_keep_their_label():
+    """Names are counted as sent and labelled when read: what was counted before the
+    labels changed (a reload, new plugins) stays under the label it had, so no
+    counter goes down."""
+    from types import SimpleNamespace
+
+    m = Metrics()
+
+    class Msg:
+        def __init__(self, name):
+            self.name = name
+
+    for _ in range(3):
+        m.on_ami_event(Msg("DialBegin"))
+    assert m.ami_events == {OTHER: 3}
+    m.app = SimpleNamespace(plugins=SimpleNamespace(wanted_event_names=lambda: frozenset({"DialBegin"})))
+    m.learn_event_names()
+    m.on_ami_event(Msg("dialbegin"))
+    assert m.ami_events == {OTHER: 3, "DialBegin": 1}

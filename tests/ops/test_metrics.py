@@ -67,7 +67,7 @@ class WholeServerTests(TestCase):
         app.demo.play("inbound", caller=("0301234567", "Ext Caller"), ring=50.0)  # 0.5 s: the lookup ends while it rings
         yield client.wait_for(lambda m: m.get("method") == "LINE_CALLINFO" and "contact" in m["params"]["callinfo"])
         yield client.wait_for(lambda m: m.get("params", {}).get("state") == "LINECALLSTATE_IDLE")
-        yield until(lambda: not app.metrics._live)
+        yield until(lambda: app.metrics.in_progress() == 0)
         text = yield self.scrape()
         parsed = samples(text)
         self.assertEqual(total(parsed, "asttapi_ami_link_up"), 1)

@@ -16,7 +16,7 @@ DOC = (Path(__file__).resolve().parents[2] / "docs" / "plugins.md").read_text(en
 def test_the_contracts_hooks_exist():
     assert HOOKS == sorted([
         "asttapi_startup", "asttapi_shutdown", "asttapi_ami_event_names", "asttapi_map_ami_event",
-        "asttapi_map_channel_list", "asttapi_calls_restored",
+        "asttapi_map_channel_list",
         "asttapi_lookup_contact", "asttapi_client_event", "asttapi_call_finished", "asttapi_metrics",
     ])
 

@@ -24,7 +24,7 @@ call_webhooks = bundled("call_webhooks")
 
 def App(model: CallModel, clock: Any) -> PluginContext:
     """The ``app`` the server gives plugins, around this rig's model and clock."""
-    return PluginContext(SimpleNamespace(model=model), clock, lambda: None)
+    return PluginContext(SimpleNamespace(model=model, config=None), clock)
 
 
 def inline(job):
