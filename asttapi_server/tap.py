@@ -108,4 +108,5 @@ def makeService(options: Options) -> IService:
     path, overrides = options["config"], options.overrides()
     app.config_loader = lambda: load_config(path, overrides)
     app.reload_on_sighup = True
+    app.tune_gc = True
     return app

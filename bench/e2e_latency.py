@@ -194,6 +194,7 @@ def serve(ami_port: int, transport: str = "tcp", settings: dict[str, Any] | None
         **(settings or {}),
     })
     app = make_service(config, reactor)
+    app.tune_gc = True  # as tap.py does for the real server (docs/operations.md)
     app.startService()
     baseline: dict[str, Any] = {}
 

@@ -301,6 +301,10 @@ def in_process(mix_name: str) -> tuple[Any, Any]:
     if sum("result" in m for m in opened) != len(mix.lines):
         raise RuntimeError(f"lineOpen failed: {opened[-1]}")
 
+    from asttapi_server.service import settle_heap
+
+    settle_heap()  # as the real server does once it is up (AppService.notify_ready)
+
     # The server's Getvars are answered one read late, as over a socket: while
     # the next read is parsed they are pending, as in the real server.
     session.answer_getvar = False

@@ -84,6 +84,31 @@ def two_links_supported() -> bool:
 # -- the server (child process) -------------------------------------------------------
 
 
+def gc_pauses(observe: bool = True) -> dict[str, list[float]]:
+    """The collector's runs from now on, per generation: how many, the longest and the
+    total pause in ms (wall clock: what a client waits), filled in as they happen
+    (``observe`` False: only the empty counts)."""
+    import gc
+
+    pauses: dict[str, list[float]] = {"collections": [0, 0, 0], "max_ms": [0.0] * 3, "total_ms": [0.0] * 3}
+    if not observe:
+        return pauses
+    started = [0.0]
+
+    def observe(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+            return
+        ms = (time.perf_counter() - started[0]) * 1e3
+        g = info["generation"]
+        pauses["collections"][g] += 1
+        pauses["max_ms"][g] = round(max(pauses["max_ms"][g], ms), 2)
+        pauses["total_ms"][g] = round(pauses["total_ms"][g] + ms, 1)
+
+    gc.callbacks.append(observe)
+    return pauses
+
+
 def serve(ports: list[int]) -> None:
     """The server child: one AMI link per port (``[ami]`` for one, ``[pbx.a]``, ``[pbx.b]`` for two)."""
     from twisted.internet import reactor, stdio, task
@@ -105,13 +130,19 @@ def serve(ports: list[int]) -> None:
         "server.send_buffer_bytes": 1 << 28,
     })
     app = make_service(config, reactor)
+    app.tune_gc = True  # as tap.py does for the real server (docs/operations.md)
     app.startService()
+
+    pauses = gc_pauses()
 
     class Control(LineReceiver):
         delimiter = b"\n"
 
         def lineReceived(self, line: bytes) -> None:
-            if line.strip() == b"quit":
+            if line.strip() == b"gc":  # the collections so far; counting starts again
+                self.sendLine(b"GC " + json.dumps(pauses).encode())
+                pauses.update(gc_pauses(observe=False))
+            elif line.strip() == b"quit":
                 app.stopService()
                 reactor.stop()
 
@@ -278,6 +309,14 @@ class Flood:
         self.until(lambda: all(self.got.get(uid, 0) >= EVENTS_PER_CALL for uid in calls), 60)
         return self.latencies, flooded
 
+    def gc_pauses(self) -> dict[str, Any]:
+        """The server child's garbage collections since the last ask (:func:`gc_pauses`)."""
+        self.ctl = b""
+        self.proc.stdin.write(b"gc\n")
+        self.proc.stdin.flush()
+        self.until(lambda: self.ctl.endswith(b"\n") and b"GC " in self.ctl, 30)
+        return json.loads(self.ctl.split(b"GC ", 1)[1])
+
     def close(self) -> None:
         stop_server(self.proc)
         self.client.close()
@@ -304,6 +343,7 @@ def run(links: int | None = None, seconds: float = 3.0, repeats: int = 5, interv
     passes = []
     try:
         bench.phase(1.0, False)  # warm-up: caches, first calls
+        bench.gc_pauses()  # the collections of the start and the warm-up are not the flood's
         for _ in range(repeats):
             quiet, _ = bench.phase(seconds, False)
             loud, flooded = bench.phase(seconds, True)
@@ -312,6 +352,7 @@ def run(links: int | None = None, seconds: float = 3.0, repeats: int = 5, interv
                            "flood_events_per_s": round(flooded / seconds)})
         if bench.bad or any(n != EVENTS_PER_CALL for n in bench.got.values()):
             raise AssertionError(f"delivery broken: {bench.bad[:5]}")
+        gc_runs = bench.gc_pauses()
     finally:
         bench.close()
     for p in passes:
@@ -323,6 +364,7 @@ def run(links: int | None = None, seconds: float = 3.0, repeats: int = 5, interv
         "ratio_p50": statistics.median(p["ratio_p50"] for p in passes),
         "ratio_p99": statistics.median(p["ratio_p99"] for p in passes),
         "target": TARGET, "load": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "gc": gc_runs,
     }
 
 
@@ -355,6 +397,9 @@ def main(argv: list[str] | None = None) -> int:
               f" | x{p['ratio_p50']} / x{p['ratio_p99']}")
     print(f"median slowdown of the measured calls' events: p50 x{f['ratio_p50']}, p99 x{f['ratio_p99']}"
           f" (target <= {TARGET:g})")
+    g = f["gc"]
+    print("the server's garbage collections, generations 0/1/2: " + ", ".join(
+        f"{n} (longest {m} ms, {t} ms in all)" for n, m, t in zip(g["collections"], g["max_ms"], g["total_ms"])))
     return 0
 
 

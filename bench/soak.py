@@ -156,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         return p
 
     app.client_factory.buildProtocol = tracking_build
+    app.tune_gc = True  # as tap.py does for the real server (docs/operations.md)
     app.startService()
 
     state = {"started": 0, "finished": 0, "t0": 0.0, "rows": [], "baseline": None, "end_rss": None, "ok": False}

@@ -124,3 +124,5 @@ def test_the_pbx_flood_benchmark_runs_and_every_measured_event_arrives():
     assert figures["links"] in (1, 2) and len(figures["passes"]) == 1
     (one,) = figures["passes"]
     assert one["quiet_p50_ms"] > 0 and one["flood_p50_ms"] > 0 and one["flood_events_per_s"] > 0
+    gc_runs = figures["gc"]  # the server's collections during the passes, per generation
+    assert all(len(gc_runs[key]) == 3 for key in ("collections", "max_ms", "total_ms"))
