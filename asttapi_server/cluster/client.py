@@ -77,6 +77,12 @@ class RedisProtocol(Protocol):
 
     def connectionMade(self) -> None:
         self.connected_ = True
+        # Commands are small and pipelined: without this, Nagle holds a command back until the
+        # one before it is acknowledged (tens of ms with delayed ACKs) and every append waits.
+        try:
+            self.transport.setTcpNoDelay(True)
+        except Exception:  # (a transport without the option: a test's, a unix socket)
+            pass
 
     def execute(self, *args: Any, timeout: float | None = None) -> defer.Deferred:
         """Send one command; the Deferred fires with its reply or fails
