@@ -320,7 +320,14 @@ class RedisClient(Service):
         super().stopService()
         service, self._service = self._service, None
         self._protocol = None
-        return service.stopService() if service is not None else defer.succeed(None)
+        if service is None:
+            return defer.succeed(None)
+        # On the next turn: a stop asked from inside the ClientService's own callbacks (a
+        # failed connection preparation while Redis restarts) would re-enter its state
+        # machine, which refuses ("attempting to reentrantly run _Client.stop").
+        done: defer.Deferred = defer.Deferred()
+        self.reactor.callLater(0, lambda: service.stopService().chainDeferred(done))
+        return done
 
     def _prepare(self, protocol: RedisProtocol) -> defer.Deferred:
         async def go() -> None:
