@@ -18,10 +18,8 @@ class TwoDemoPBXs(TestCase):
     timeout = 30
 
     @defer.inlineCallbacks
-    def test_each_demo_pbx_rings_its_own_lines(self):
-        config = load_config(None, {"server.listen": ["tcp:0:interface=127.0.0.1"], "web.listen": [],
-                                    "plugins.enabled": [], "demo_pbxs": "2"})
-        app = make_service(config, reactor, demo_options={"timing": Timing.fast(), "autoplay": False})
+    def start(self, app):
+        """Start ``app``, wait until every demo PBX's link is up; the client port."""
         app.startService()
         self.addCleanup(app.stopService)
         port = (yield app.listeners[0].whenListening()).getHost().port
@@ -29,6 +27,14 @@ class TwoDemoPBXs(TestCase):
             if app.switchboard.link_up:
                 break
             yield deferLater(reactor, 0.02, lambda: None)
+        return port
+
+    @defer.inlineCallbacks
+    def test_each_demo_pbx_rings_its_own_lines(self):
+        config = load_config(None, {"server.listen": ["tcp:0:interface=127.0.0.1"], "web.listen": [],
+                                    "plugins.enabled": [], "demo_pbxs": "2"})
+        app = make_service(config, reactor, demo_options={"timing": Timing.fast(), "autoplay": False})
+        port = yield self.start(app)
         self.assertEqual(app.switchboard.pbx_states(), {"pbx1": "up", "pbx2": "up"})
         client = JsonClient()
         yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
@@ -69,13 +75,7 @@ class TwoDemoPBXs(TestCase):
 
         app = make_service(write(["pbx1", "pbx2"]), reactor,
                            demo_options={"timing": Timing.fast(), "autoplay": False})
-        app.startService()
-        self.addCleanup(app.stopService)
-        port = (yield app.listeners[0].whenListening()).getHost().port
-        for _ in range(300):
-            if app.switchboard.link_up:
-                break
-            yield deferLater(reactor, 0.02, lambda: None)
+        port = yield self.start(app)
         client = JsonClient()
         yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
         self.addCleanup(client.transport.loseConnection)

@@ -304,11 +304,8 @@ def test_a_reload_that_changes_a_pbx_reconnects_only_that_one(tmp_path):
     assert crm_hq.read() == []
 
 
-def test_device_lines_of_two_pbxs_with_the_same_device_and_uniqueids_stay_apart(tmp_path):
-    """Both Asterisks have a PJSIP/201 and hand out the same Uniqueids (capture s10 on both):
-    each PBX's device-line mapping follows its own channels, each call pops on its own line."""
-    from ..faults.test_device_restart import HOLD, S10
-
+def _same_device_on_two_pbxs(tmp_path):
+    """hq and branch each with a PJSIP/201 device line (bob, bob_branch), a call store in tmp_path."""
     path = tmp_path / "asttapi.toml"
     path.write_text(
         '[server]\nlisten = ["tcp:0:interface=127.0.0.1"]\n'
@@ -317,7 +314,15 @@ def test_device_lines_of_two_pbxs_with_the_same_device_and_uniqueids_stay_apart(
         '[lines.bob]\ndevice = "PJSIP/201"\ncontext = "plain-phones"\npbx = "hq"\n'
         '[lines.bob_branch]\ndevice = "PJSIP/201"\ncontext = "plain-phones"\npbx = "branch"\n'
         f'[calls]\nstate_file = {json.dumps(str(tmp_path / "calls.json"))}\n')
-    servers = Servers(load_config(str(path)), 1_795_691_988.0)
+    return load_config(str(path))
+
+
+def test_device_lines_of_two_pbxs_with_the_same_device_and_uniqueids_stay_apart(tmp_path):
+    """Both Asterisks have a PJSIP/201 and hand out the same Uniqueids (capture s10 on both):
+    each PBX's device-line mapping follows its own channels, each call pops on its own line."""
+    from ..faults.test_device_restart import HOLD, S10
+
+    servers = Servers(_same_device_on_two_pbxs(tmp_path), 1_795_691_988.0)
     servers.link_up("hq")
     servers.link_up("branch")
     crm = servers.connect()
@@ -345,15 +350,7 @@ def test_device_calls_of_two_pbxs_with_the_same_uniqueids_carry_on_after_a_resta
     under its handle, driven by its own PBX's events only, with no repair hook and no hand-over."""
     from ..faults.test_device_restart import BOB_CHANNEL, HOLD, S10
 
-    path = tmp_path / "asttapi.toml"
-    path.write_text(
-        '[server]\nlisten = ["tcp:0:interface=127.0.0.1"]\n'
-        '[pbx.hq]\nhost = "hq.example"\nkeepalive = 3600.0\n'
-        '[pbx.branch]\nhost = "branch.example"\nkeepalive = 3600.0\n'
-        '[lines.bob]\ndevice = "PJSIP/201"\ncontext = "plain-phones"\npbx = "hq"\n'
-        '[lines.bob_branch]\ndevice = "PJSIP/201"\ncontext = "plain-phones"\npbx = "branch"\n'
-        f'[calls]\nstate_file = {json.dumps(str(tmp_path / "calls.json"))}\n')
-    config = load_config(str(path))
+    config = _same_device_on_two_pbxs(tmp_path)
     first = Servers(config, 1_795_691_988.0)
     first.link_up("hq")
     first.link_up("branch")
